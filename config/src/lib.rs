@@ -1,0 +1,1 @@
+//! Typed configuration (placeholder being written).

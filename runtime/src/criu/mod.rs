@@ -1,0 +1,3 @@
+//! The CRIU driver: RPC over `criu swrk` for dump/restore/version/feature checks.
+
+pub mod options;

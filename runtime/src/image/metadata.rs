@@ -1,0 +1,87 @@
+//! `metadata.json`: what a checkpoint holds and how it was made.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::criu::options::CriuOpts;
+use crate::process::state::ProcessState;
+
+/// Current checkpoint format version; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// File name of the metadata inside a checkpoint directory.
+pub const METADATA_FILE: &str = "metadata.json";
+
+/// What was checkpointed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointKind {
+    /// A plain process tree.
+    #[default]
+    Process,
+    /// A runc container.
+    Runc,
+    /// A containerd container.
+    Containerd,
+    /// A kata (VM) container.
+    Kata,
+}
+
+/// Host a checkpoint was taken on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostInfo {
+    /// Host name.
+    pub hostname: String,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Machine architecture (`uname -m`).
+    pub arch: String,
+}
+
+/// Size and digest of one file of a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex sha256.
+    pub sha256: String,
+}
+
+/// Sizes of a checkpoint, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sizes {
+    /// Sum of the CRIU image files.
+    pub images_bytes: u64,
+    /// Size of the packed archive, when packed.
+    pub archive_bytes: Option<u64>,
+}
+
+/// Contents of `metadata.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Metadata {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// What was checkpointed.
+    pub kind: CheckpointKind,
+    /// Checkpoint name.
+    pub name: String,
+    /// When the dump finished (RFC 3339).
+    pub created_at: String,
+    /// Host the dump ran on.
+    pub host: HostInfo,
+    /// CRIU version that made the images.
+    pub criu_version: String,
+    /// CRIU options the dump used; restore applies the matching ones.
+    pub criu_options: CriuOpts,
+    /// The process tree as seen before the dump.
+    pub process: ProcessState,
+    /// Milliseconds spent per phase (e.g. `criu_dump`, `pack`).
+    pub timings_ms: BTreeMap<String, u64>,
+    /// Sizes.
+    pub sizes: Sizes,
+    /// Every file of the checkpoint except metadata.json, by relative path.
+    pub files: BTreeMap<String, FileDigest>,
+}

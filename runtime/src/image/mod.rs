@@ -1,0 +1,3 @@
+//! Checkpoint images: layout, metadata, archives and integrity.
+
+pub mod metadata;

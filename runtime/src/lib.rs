@@ -1,0 +1,14 @@
+//! cedana-runtime: the checkpoint/restore engine shared by the `cedana` CLI and daemon,
+//! the containerd shim and the `cedana-runc` wrapper.
+//!
+//! Every operation is a typed request passed through an ordered [`chain`] of adapters
+//! around a final handler (see docs/ARCHITECTURE.md). The engine never knows who called it.
+
+pub mod adapters;
+pub mod chain;
+pub mod criu;
+pub mod engine;
+pub mod error;
+pub mod image;
+pub mod plugins;
+pub mod process;

@@ -1,0 +1,3 @@
+//! Inspection of live process trees through /proc.
+
+pub mod state;
