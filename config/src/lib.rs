@@ -1,1 +1,226 @@
-//! Typed configuration (placeholder being written).
+//! Typed configuration for cedana.
+//!
+//! Values are resolved in order: built-in defaults, then the JSON config file
+//! (`<config dir>/config.json`, nested objects or dotted top-level keys), then
+//! `CEDANA_*` environment variables (`checkpoint.dir` -> `CEDANA_CHECKPOINT_DIR`),
+//! then `key=value` overrides from command-line flags.
+
+mod error;
+mod file;
+mod keys;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Origin};
+pub use keys::{KeyInfo, LOG_LEVELS, NON_CONFIG_ENV, TEST_ENV_PREFIX};
+
+/// Directory searched for the config file when none is given.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/cedana";
+/// Name of the config file inside the config directory.
+pub const CONFIG_FILE_NAME: &str = "config.json";
+/// Environment variable naming the config directory.
+pub const CONFIG_DIR_ENV: &str = "CEDANA_CONFIG_DIR";
+/// Accepted values of `checkpoint.compression`.
+pub const COMPRESSIONS: &[&str] = &["none", "tar", "gzip", "lz4", "zstd"];
+
+/// Complete daemon configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Unix socket path the daemon listens on.
+    pub address: PathBuf,
+    /// Group owning the socket (mode 0660); `None` means mode 0600.
+    pub socket_group: Option<String>,
+    /// Path of the daemon's SQLite database.
+    pub db_path: PathBuf,
+    /// Log level: one of [`LOG_LEVELS`].
+    pub log_level: String,
+    /// Checkpoint settings.
+    pub checkpoint: CheckpointConfig,
+    /// CRIU settings.
+    pub criu: CriuConfig,
+    /// Job settings.
+    pub jobs: JobsConfig,
+}
+
+/// Checkpoint settings (`checkpoint.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Directory where checkpoint images are stored.
+    pub dir: PathBuf,
+    /// Compression: one of [`COMPRESSIONS`].
+    pub compression: String,
+    /// Leave the process running after checkpointing.
+    pub leave_running: bool,
+}
+
+/// CRIU settings (`criu.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CriuConfig {
+    /// CRIU binary: an absolute path, or a bare name to look up in `PATH`.
+    pub binary_path: PathBuf,
+    /// Milliseconds to wait for a restored process's pid.
+    pub pid_wait_timeout_ms: u64,
+}
+
+/// Job settings (`jobs.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsConfig {
+    /// Directory holding per-job log files.
+    pub log_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            address: PathBuf::from("/run/cedana.sock"),
+            socket_group: None,
+            db_path: PathBuf::from("/var/lib/cedana/cedana.db"),
+            log_level: "info".into(),
+            checkpoint: CheckpointConfig {
+                dir: PathBuf::from("/var/lib/cedana/checkpoints"),
+                compression: "zstd".into(),
+                leave_running: false,
+            },
+            criu: CriuConfig {
+                binary_path: PathBuf::from("criu"),
+                pid_wait_timeout_ms: 5000,
+            },
+            jobs: JobsConfig {
+                log_dir: PathBuf::from("/var/lib/cedana/jobs"),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Load: defaults <- file (`config_dir/config.json` if it exists; missing file is fine; `None` reads no file) <- env <- overrides.
+    pub fn load(
+        config_dir: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(dir) = config_dir {
+            file::apply_file(&mut config, &file::config_file(dir))?;
+        }
+        file::apply_env(&mut config, env)?;
+        for (key, value) in overrides {
+            keys::set_from(&mut config, key, value, &Origin::Flag)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Load from the process environment; the config dir is `config_dir`, else `$CEDANA_CONFIG_DIR`, else [`DEFAULT_CONFIG_DIR`].
+    pub fn load_default(
+        config_dir: Option<&Path>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Ok(name) = name.into_string() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => env.push((name, value)),
+                Err(raw) if name.starts_with("CEDANA_") => {
+                    return Err(ConfigError::BadValue {
+                        key: keys::key_for_env(&name).unwrap_or(&name).to_string(),
+                        value: raw.to_string_lossy().into_owned(),
+                        expected: "valid UTF-8 text".into(),
+                        origin: Origin::Env(name),
+                    });
+                }
+                Err(_) => {}
+            }
+        }
+        let env_dir = env
+            .iter()
+            .find(|(name, value)| name == CONFIG_DIR_ENV && !value.is_empty())
+            .map(|(_, value)| PathBuf::from(value));
+        let dir = config_dir
+            .map(Path::to_path_buf)
+            .or(env_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
+        Config::load(Some(&dir), env, overrides)
+    }
+
+    /// Set a dotted key (e.g. `checkpoint.compression`) from text, as a command-line override would.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        keys::set_from(self, key, value, &Origin::Flag)
+    }
+
+    /// Get a dotted key's value as text (an unset `socket_group` is empty).
+    pub fn get(&self, key: &str) -> Result<String, ConfigError> {
+        keys::get(self, key).ok_or_else(|| ConfigError::UnknownKey {
+            key: key.to_string(),
+            origin: Origin::Flag,
+            known: keys::known_keys(),
+        })
+    }
+
+    /// All configuration keys with their env var, default and help text.
+    pub fn keys() -> &'static [KeyInfo] {
+        keys::KEYS
+    }
+
+    /// Check every value (absolute paths, known choices, positive numbers).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for info in keys::KEYS {
+            let kind = keys::kind(info.key).ok_or_else(|| ConfigError::UnknownKey {
+                key: info.key.to_string(),
+                origin: Origin::Config,
+                known: keys::known_keys(),
+            })?;
+            let value = keys::get(self, info.key).unwrap_or_default();
+            if matches!(kind, keys::Kind::OptGroup) && self.socket_group.as_deref() == Some("") {
+                return Err(ConfigError::BadValue {
+                    key: info.key.to_string(),
+                    value,
+                    expected: "a group name, or no value (null) for mode 0600".into(),
+                    origin: Origin::Config,
+                });
+            }
+            let parsed = kind.parse(info.key, &value, &Origin::Config)?;
+            // Choices are case-insensitive as input but must be stored canonically.
+            if let keys::Parsed::Str(canonical) = parsed {
+                if canonical != value {
+                    return Err(ConfigError::BadValue {
+                        key: info.key.to_string(),
+                        value,
+                        expected: kind.expected(),
+                        origin: Origin::Config,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration as pretty-printed nested JSON, loadable as a config file.
+    pub fn to_json_pretty(&self) -> String {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let value = serde_json::json!({
+            "address": path(&self.address),
+            "socket_group": self.socket_group,
+            "db_path": path(&self.db_path),
+            "log_level": self.log_level,
+            "checkpoint": {
+                "dir": path(&self.checkpoint.dir),
+                "compression": self.checkpoint.compression,
+                "leave_running": self.checkpoint.leave_running,
+            },
+            "criu": {
+                "binary_path": path(&self.criu.binary_path),
+                "pid_wait_timeout_ms": self.criu.pid_wait_timeout_ms,
+            },
+            "jobs": {
+                "log_dir": path(&self.jobs.log_dir),
+            },
+        });
+        format!("{value:#}")
+    }
+}

@@ -9,6 +9,7 @@ pub mod chain;
 pub mod criu;
 pub mod engine;
 pub mod error;
+pub mod host;
 pub mod image;
 pub mod plugins;
 pub mod process;

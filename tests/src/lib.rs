@@ -1,1 +1,316 @@
-//! End-to-end test support.
+//! Support for the end-to-end tests: find the built binaries, start workloads the way a
+//! user would, run `cedana`, and start a private daemon in a temp dir that is torn down
+//! (with everything it started) when the test ends.
+//!
+//! The tests need root and CRIU 4.1.1 (`make deps`). Without root they are skipped with
+//! a message; with root, a missing CRIU is a failure, not a skip.
+
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Returns false (and says why) when the end-to-end tests cannot run here.
+pub fn e2e_enabled() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping end-to-end test: needs root (CRIU); run `make test` as root");
+        return false;
+    }
+    true
+}
+
+/// Directory holding the workspace's built binaries (target/debug or target/release).
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// Path of a workspace binary; panics with the fix if it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    p
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Last complete number printed by a counter workload into `log`.
+pub fn last_count(log: &Path) -> Option<u64> {
+    let text = fs::read_to_string(log).ok()?;
+    let complete = text.strip_suffix('\n')?;
+    complete.lines().last()?.trim().parse().ok()
+}
+
+/// Every number in the log, in order.
+pub fn counts(log: &Path) -> Vec<u64> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Waits until the counter in `log` passes `above`, returning the new value.
+pub fn wait_count_above(log: &Path, above: u64) -> u64 {
+    wait_for(&format!("counter in {} to pass {above}", log.display()), Duration::from_secs(10), || {
+        last_count(log).filter(|v| *v > above)
+    })
+}
+
+/// A process started by a test, killed and reaped on drop.
+pub struct Workload {
+    /// PID of the workload.
+    pub pid: i32,
+    /// File receiving its stdout and stderr.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Workload {
+    /// Starts `cedana-workload ARGS` in its own session, output to `log`.
+    pub fn start(log: &Path, args: &[&str]) -> Workload {
+        let out = File::create(log).expect("create workload log");
+        let err = out.try_clone().expect("dup log");
+        let mut cmd = Command::new(bin("cedana-workload"));
+        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start workload");
+        Workload { pid: child.id() as i32, log: log.to_path_buf(), child: Some(child) }
+    }
+
+    /// Reaps the workload after CRIU killed it (dump without --leave-running).
+    pub fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still alive (not a zombie).
+    pub fn alive(&self) -> bool {
+        pid_alive(self.pid)
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether a PID is alive and not a zombie.
+pub fn pid_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+            !matches!(state, Some('Z') | Some('X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Kills a process we are not the parent of (e.g. a restored one).
+pub fn kill(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+}
+
+/// Kills a PID on drop: for restored processes, which are not our children.
+pub struct KillOnDrop(pub i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill(self.0);
+    }
+}
+
+/// The outcome of a `cedana` invocation.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the output unless the command succeeded.
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "cedana failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Panics unless the command failed with a message containing `needle` (case-insensitive).
+    pub fn fails_with(self, needle: &str) -> Run {
+        assert_ne!(self.code, 0, "expected failure, got success:\n{}", self.stdout);
+        let all = format!("{}{}", self.stdout, self.stderr).to_lowercase();
+        assert!(
+            all.contains(&needle.to_lowercase()),
+            "error should mention {needle:?}; got:\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Parses stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// A private cedana setup in a temp dir: config overrides for socket, database, checkpoint
+/// and job directories, and (optionally) a running daemon.
+pub struct Env {
+    /// The temp dir holding everything.
+    pub dir: TempDir,
+    daemon: Option<Child>,
+}
+
+impl Env {
+    /// A fresh setup with no daemon.
+    pub fn new() -> Env {
+        // Under /var/tmp rather than /tmp-as-tmpfs only to keep CRIU images off RAM.
+        let dir = tempfile::Builder::new().prefix("cedana-e2e-").tempdir().expect("temp dir");
+        Env { dir, daemon: None }
+    }
+
+    /// Path inside the temp dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Daemon socket path.
+    pub fn socket(&self) -> PathBuf {
+        self.path("cedana.sock")
+    }
+
+    /// Checkpoint directory.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.path("checkpoints")
+    }
+
+    fn overrides(&self) -> Vec<String> {
+        [
+            ("address", self.socket()),
+            ("db_path", self.path("cedana.db")),
+            ("checkpoint.dir", self.checkpoints()),
+            ("jobs.log_dir", self.path("jobs")),
+        ]
+        .iter()
+        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={}", v.display())])
+        .collect()
+    }
+
+    /// A `cedana` command with this setup's config.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin("cedana"));
+        c.arg("--config-dir").arg(self.path("etc")).args(self.overrides());
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `cedana ARGS` and collects its output.
+    pub fn cedana(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd().args(args).output().expect("run cedana"))
+    }
+
+    /// Starts the daemon and waits until it answers.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already started");
+        let log = File::create(self.path("daemon.log")).expect("daemon log");
+        let err = log.try_clone().expect("dup");
+        let child = self
+            .cmd()
+            .args(["daemon", "start"])
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("start daemon");
+        self.daemon = Some(child);
+        let sock = self.socket();
+        wait_for("daemon to answer", Duration::from_secs(20), || {
+            (sock.exists() && self.cedana(&["ps"]).code == 0).then_some(())
+        });
+    }
+
+    /// Stops the daemon (SIGTERM, then SIGKILL) and waits for it.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The daemon's log, for failure messages.
+    pub fn daemon_log(&self) -> String {
+        fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Kill every job the daemon started so no test leaves processes behind.
+        if self.daemon.is_some() {
+            if let Ok(out) = self.cmd().args(["--json", "ps"]).output() {
+                if let Ok(serde_json::Value::Array(jobs)) = serde_json::from_slice(&out.stdout) {
+                    for j in jobs {
+                        if let Some(pid) = j.get("pid").and_then(|p| p.as_i64()) {
+                            if j.get("state").and_then(|s| s.as_str()) != Some("halted") {
+                                kill(pid as i32);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.stop_daemon();
+    }
+}

@@ -1,3 +1,16 @@
 //! Checkpoint images: layout, metadata, archives and integrity.
 
+pub mod archive;
+pub mod compression;
+pub mod error;
+pub mod integrity;
+pub mod layout;
 pub mod metadata;
+mod walk;
+
+pub use archive::{pack, unpack};
+pub use compression::{detect, Compression};
+pub use error::ImageError;
+pub use integrity::{digest_dir, read_metadata, verify_dir, write_metadata};
+pub use layout::{checkpoint_path, is_checkpoint_dir, validate_name};
+pub use metadata::{FileDigest, Metadata, FORMAT_VERSION, METADATA_FILE};

@@ -1,3 +1,4 @@
 //! Inspection of live process trees through /proc.
 
+pub mod inspect;
 pub mod state;

@@ -43,6 +43,8 @@ pub struct ProcessInfo {
     pub cwd: PathBuf,
     /// Real user id.
     pub uid: u32,
+    /// Thread ids (CRIU restores these too, so they must be free on restore).
+    pub tids: Vec<i32>,
 }
 
 /// An open file descriptor.

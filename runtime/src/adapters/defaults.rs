@@ -1,0 +1,124 @@
+//! Fills what the caller left out from the configuration, and writes the pid file.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::chain::Adapter;
+use crate::engine::{DumpCtx, DumpResponse, RestoreCtx, RestoreResponse};
+use crate::error::EngineError;
+use crate::image::compression::Compression;
+use crate::process::inspect;
+
+/// Resolves dir, name, compression and leave_running from the request or the config.
+pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
+    Adapter::from_fn("fill_missing_dump_defaults", |mut ctx: DumpCtx, next| {
+        Box::pin(async move {
+            let cfg = &ctx.env.config.checkpoint;
+            ctx.dir = absolute(ctx.req.dir.clone().unwrap_or_else(|| cfg.dir.clone()))?;
+            let compression = ctx
+                .req
+                .compression
+                .clone()
+                .unwrap_or_else(|| cfg.compression.clone());
+            ctx.compression =
+                Compression::from_str(&compression).map_err(|e| EngineError::InvalidRequest {
+                    field: "compression",
+                    reason: e.to_string(),
+                })?;
+            ctx.name = match &ctx.req.name {
+                Some(n) => n.clone(),
+                None => default_name(ctx.req.pid),
+            };
+            ctx.opts.leave_running = ctx.req.leave_running.unwrap_or(cfg.leave_running);
+            ctx.opts.external = ctx.req.flags.external.clone();
+            ctx.opts.tcp_close = ctx.req.flags.tcp_close.unwrap_or(false);
+            next.run(ctx).await
+        })
+    })
+}
+
+/// Makes the checkpoint path absolute so later steps do not depend on the cwd.
+pub fn fill_missing_restore_defaults() -> Adapter<RestoreCtx, RestoreResponse> {
+    Adapter::from_fn(
+        "fill_missing_restore_defaults",
+        |mut ctx: RestoreCtx, next| {
+            Box::pin(async move {
+                if ctx.req.path.as_os_str().is_empty() {
+                    return Err(EngineError::InvalidRequest {
+                        field: "path",
+                        reason: "give the checkpoint to restore with --path".into(),
+                    });
+                }
+                ctx.req.path = absolute(ctx.req.path.clone())?;
+                next.run(ctx).await
+            })
+        },
+    )
+}
+
+/// Writes the restored root's PID to `--pid-file` once the restore succeeded.
+pub fn write_pid_file() -> Adapter<RestoreCtx, RestoreResponse> {
+    Adapter::from_fn("write_pid_file", |ctx: RestoreCtx, next| {
+        Box::pin(async move {
+            let pid_file = ctx.req.pid_file.clone();
+            let resp: RestoreResponse = next.run(ctx).await?;
+            if let Some(path) = pid_file {
+                std::fs::write(&path, format!("{}\n", resp.pid)).map_err(|e| {
+                    EngineError::io(
+                        format!(
+                            "restored PID {} but cannot write {}",
+                            resp.pid,
+                            path.display()
+                        ),
+                        e,
+                    )
+                })?;
+            }
+            Ok(resp)
+        })
+    })
+}
+
+fn absolute(p: PathBuf) -> Result<PathBuf, EngineError> {
+    if p.is_absolute() {
+        return Ok(p);
+    }
+    std::path::absolute(&p).map_err(|e| EngineError::io(format!("resolve {}", p.display()), e))
+}
+
+/// `comm-PID-YYYYmmddTHHMMSS`, with anything odd in the name replaced.
+fn default_name(pid: i32) -> String {
+    let comm = inspect::read_info(pid)
+        .map(|i| i.comm)
+        .unwrap_or_else(|_| "process".into());
+    let comm: String = comm
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let comm = comm.trim_start_matches(['.', '_']);
+    let comm = if comm.is_empty() { "process" } else { comm };
+    format!(
+        "{comm}-{pid}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_name_uses_comm_and_pid() {
+        let me = std::process::id() as i32;
+        let name = default_name(me);
+        assert!(name.contains(&format!("-{me}-")), "{name}");
+        assert!(!name.contains('/'));
+        assert!(!name.starts_with('.'));
+    }
+}

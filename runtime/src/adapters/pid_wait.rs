@@ -1,0 +1,97 @@
+//! CRIU restores processes with their original PIDs. Right after a dump those PIDs may
+//! still be held by zombies that init has not reaped yet (init reaps late on some hosts),
+//! so wait, bounded, for them to be free, and name the holder if one stays taken. A PID
+//! is also taken while some process still uses it as its process group or session id
+//! (CRIU then fails with "Can't fork for N: File exists").
+
+use std::time::{Duration, Instant};
+
+use crate::chain::Adapter;
+use crate::engine::{RestoreCtx, RestoreResponse};
+use crate::error::EngineError;
+use crate::process::inspect;
+use crate::process::state::ProcessState;
+
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Every PID and TID the checkpoint will recreate.
+pub fn needed_pids(state: &ProcessState) -> Vec<i32> {
+    let mut pids: Vec<i32> = state
+        .tree
+        .iter()
+        .flat_map(|p| std::iter::once(p.pid).chain(p.tids.iter().copied()))
+        .filter(|p| *p > 0)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Waits until none of `pids` exists, or returns the first one still taken.
+pub async fn wait_until_free(pids: &[i32], timeout: Duration) -> Result<(), EngineError> {
+    let start = Instant::now();
+    loop {
+        match first_taken(pids) {
+            None => return Ok(()),
+            Some((pid, holder)) if start.elapsed() >= timeout => {
+                let holder = if holder == pid {
+                    inspect::describe(pid)
+                } else {
+                    format!("PID {holder} {} as its session or group id", inspect::describe(holder))
+                };
+                return Err(EngineError::PidTaken {
+                    pid,
+                    holder,
+                    waited_ms: start.elapsed().as_millis() as u64,
+                });
+            }
+            Some(_) => tokio::time::sleep(POLL_INTERVAL).await,
+        }
+    }
+}
+
+/// The first needed PID still in use, and the process using it.
+fn first_taken(pids: &[i32]) -> Option<(i32, i32)> {
+    if let Some(p) = pids.iter().copied().find(|p| inspect::exists(*p)) {
+        return Some((p, p));
+    }
+    inspect::all_pids().into_iter().find_map(|other| {
+        let info = inspect::read_info(other).ok()?;
+        pids.iter().copied().find(|p| *p == info.sid || *p == info.pgid).map(|p| (p, other))
+    })
+}
+
+/// Waits for the checkpoint's PIDs to be free before CRIU runs.
+pub fn wait_for_free_pids() -> Adapter<RestoreCtx, RestoreResponse> {
+    Adapter::from_fn("wait_for_free_pids", |ctx: RestoreCtx, next| {
+        Box::pin(async move {
+            let timeout = Duration::from_millis(ctx.env.config.criu.pid_wait_timeout_ms);
+            wait_until_free(&needed_pids(&ctx.metadata.process), timeout).await?;
+            next.run(ctx).await
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_pid_is_named_after_the_timeout() {
+        let me = std::process::id() as i32;
+        let err = wait_until_free(&[me], Duration::from_millis(60))
+            .await
+            .expect_err("taken");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("PID {me}")), "{msg}");
+        assert!(msg.contains("still in use"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn free_pids_pass_at_once() {
+        // PIDs above pid_max cannot exist.
+        wait_until_free(&[i32::MAX - 1], Duration::from_millis(10))
+            .await
+            .expect("free");
+    }
+}

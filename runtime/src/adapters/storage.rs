@@ -1,0 +1,187 @@
+//! Where images live. Dump: CRIU writes into a hidden staging directory beside the
+//! target; on success it becomes the checkpoint directory or is packed into the archive,
+//! on failure it is removed, so no partial checkpoint is ever left under the final name.
+//! Restore: an archive is unpacked into a private temp dir, and every file is verified
+//! against metadata.json before CRIU sees it.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::chain::Adapter;
+use crate::engine::{blocking, DumpCtx, DumpResponse, RestoreCtx, RestoreResponse};
+use crate::error::EngineError;
+use crate::host;
+use crate::image::compression::{self, Compression};
+use crate::image::metadata::{Sizes, FORMAT_VERSION};
+use crate::image::{archive, integrity, layout};
+
+/// Checkpoints hold process memory (secrets included): owner-only access.
+const CHECKPOINT_DIR_MODE: u32 = 0o700;
+
+fn staging_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.partial"))
+}
+
+fn create_private_dir(path: &Path) -> Result<(), EngineError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(CHECKPOINT_DIR_MODE)
+        .create(path)
+        .map_err(|e| EngineError::io(format!("cannot create {}", path.display()), e))
+}
+
+/// Prepares the staging directory and turns CRIU's images into the final checkpoint.
+pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
+    Adapter::from_fn("prepare_dump_storage", |mut ctx: DumpCtx, next| {
+        Box::pin(async move {
+            if !ctx.dir.exists() {
+                create_private_dir(&ctx.dir)?;
+            }
+            let staging = staging_path(&ctx.dir, &ctx.name);
+            if staging.exists() {
+                // Left by a crashed earlier dump of the same name: never ours to keep.
+                fs::remove_dir_all(&staging).map_err(|e| {
+                    EngineError::io(format!("remove stale {}", staging.display()), e)
+                })?;
+            }
+            create_private_dir(&staging)?;
+            ctx.images_dir = staging.clone();
+            let (dir, name, compression, kind) = (
+                ctx.dir.clone(),
+                ctx.name.clone(),
+                ctx.compression,
+                ctx.req.kind,
+            );
+            let started = ctx.started;
+            let result = match next.run(ctx).await {
+                Ok(resp) => finish_dump(resp, &dir, &name, compression, kind, started).await,
+                Err(e) => Err(e),
+            };
+            if staging.exists() {
+                let _ = fs::remove_dir_all(&staging);
+            }
+            result
+        })
+    })
+}
+
+async fn finish_dump(
+    mut resp: DumpResponse,
+    dir: &Path,
+    name: &str,
+    compression: Compression,
+    kind: crate::image::metadata::CheckpointKind,
+    started: Instant,
+) -> Result<DumpResponse, EngineError> {
+    let staging = resp.path.clone();
+    let target = layout::checkpoint_path(dir, name, compression);
+    let md = &mut resp.metadata;
+    md.format_version = FORMAT_VERSION;
+    md.kind = kind;
+    md.name = name.to_string();
+    md.created_at = chrono::Utc::now().to_rfc3339();
+    md.host = host::host_info();
+    let t = Instant::now();
+    let files = blocking({
+        let staging = staging.clone();
+        move || Ok(integrity::digest_dir(&staging)?)
+    })
+    .await?;
+    md.timings_ms
+        .insert("digest".into(), t.elapsed().as_millis() as u64);
+    md.sizes = Sizes {
+        images_bytes: files.values().map(|f| f.size).sum(),
+        archive_bytes: None,
+    };
+    md.files = files;
+    integrity::write_metadata(&staging, md)?;
+
+    let t = Instant::now();
+    resp.size_bytes = if compression == Compression::None {
+        if layout_occupied(&target) {
+            return Err(EngineError::TargetExists { path: target });
+        }
+        fs::rename(&staging, &target).map_err(|e| {
+            EngineError::io(
+                format!("move checkpoint into place at {}", target.display()),
+                e,
+            )
+        })?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(CHECKPOINT_DIR_MODE))
+            .map_err(|e| EngineError::io(format!("chmod {}", target.display()), e))?;
+        resp.metadata.sizes.images_bytes
+    } else {
+        let (src, out) = (staging.clone(), target.clone());
+        blocking(move || Ok(archive::pack(&src, &out, compression)?)).await?
+    };
+    resp.metadata
+        .timings_ms
+        .insert("pack".into(), t.elapsed().as_millis() as u64);
+    resp.metadata.sizes.archive_bytes =
+        (compression != Compression::None).then_some(resp.size_bytes);
+    resp.path = target;
+    resp.name = name.to_string();
+    resp.compression = compression;
+    resp.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(resp)
+}
+
+fn layout_occupied(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
+
+/// Unpacks (if needed) and verifies the checkpoint, then cleans up after CRIU.
+pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
+    Adapter::from_fn("prepare_restore_storage", |mut ctx: RestoreCtx, next| {
+        Box::pin(async move {
+            let path = ctx.req.path.clone();
+            let tmp_root = std::env::temp_dir();
+            let unpacked = if path.is_dir() {
+                None
+            } else {
+                let format = {
+                    let p = path.clone();
+                    blocking(move || Ok(compression::detect(&p)?)).await?
+                };
+                let dir = tempfile::Builder::new()
+                    .prefix("cedana-restore-")
+                    .tempdir_in(&tmp_root)
+                    .map_err(|e| EngineError::io("create restore temp dir", e))?;
+                let (src, dest) = (path.clone(), dir.path().to_path_buf());
+                let t = Instant::now();
+                blocking(move || Ok(archive::unpack(&src, &dest)?)).await?;
+                tracing::debug!(
+                    ?format,
+                    ms = t.elapsed().as_millis() as u64,
+                    "unpacked checkpoint"
+                );
+                Some(dir)
+            };
+            ctx.images_dir = unpacked
+                .as_ref()
+                .map(|d| d.path().to_path_buf())
+                .unwrap_or(path);
+            let images = ctx.images_dir.clone();
+            ctx.metadata = blocking(move || {
+                let md = integrity::read_metadata(&images)?;
+                integrity::verify_dir(&images, &md)?;
+                Ok(md)
+            })
+            .await?;
+            let work = tempfile::Builder::new()
+                .prefix("cedana-restore-work-")
+                .tempdir_in(&tmp_root)
+                .map_err(|e| EngineError::io("create restore work dir", e))?;
+            ctx.work_dir = work.path().to_path_buf();
+            let result = next.run(ctx).await;
+            if result.is_err() {
+                // Keep CRIU's restore.log for the user; the error message names it.
+                let _ = work.keep();
+            }
+            drop(unpacked);
+            result
+        })
+    })
+}

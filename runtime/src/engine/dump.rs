@@ -1,0 +1,114 @@
+//! The dump operation: its context, its chain and its CRIU handler.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::adapters::{
+    criu_check, defaults, files, network, process_state, shell_job, storage, validation,
+};
+use crate::chain::{Chain, Handler, OpResult};
+use crate::criu::options::CriuOpts;
+use crate::criu::DumpArgs;
+use crate::engine::{blocking, DumpRequest, DumpResponse, Env};
+use crate::image::compression::Compression;
+use crate::image::metadata::Metadata;
+use crate::process::state::ProcessState;
+
+/// A dump request on its way through the chain, with what adapters have worked out.
+#[derive(Debug)]
+pub struct DumpCtx {
+    /// Config and host clients.
+    pub env: Arc<Env>,
+    /// The request as the caller sent it.
+    pub req: DumpRequest,
+    /// Directory the checkpoint goes into (filled by the defaults adapter).
+    pub dir: PathBuf,
+    /// Checkpoint name (filled by the defaults adapter).
+    pub name: String,
+    /// Packing (filled by the defaults adapter).
+    pub compression: Compression,
+    /// Where CRIU writes its images (filled by the storage adapter).
+    pub images_dir: PathBuf,
+    /// The process tree (filled by the process-state adapter).
+    pub state: ProcessState,
+    /// CRIU options chosen so far.
+    pub opts: CriuOpts,
+    /// Metadata being assembled.
+    pub metadata: Metadata,
+    /// When the operation started.
+    pub started: Instant,
+}
+
+impl DumpCtx {
+    /// A fresh context for a request.
+    pub fn new(env: Arc<Env>, req: DumpRequest) -> Self {
+        Self {
+            env,
+            req,
+            dir: PathBuf::new(),
+            name: String::new(),
+            compression: Compression::Zstd,
+            images_dir: PathBuf::new(),
+            state: ProcessState::default(),
+            opts: CriuOpts::default(),
+            metadata: Metadata::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// The dump chain for plain processes, in DESIGN.md's order.
+pub fn chain() -> Chain<DumpCtx, DumpResponse> {
+    Chain::new(Handler::from_fn("criu_dump", |ctx| {
+        Box::pin(criu_dump(ctx))
+    }))
+    .with([
+        defaults::fill_missing_dump_defaults(),
+        validation::validate_dump_request(),
+        storage::prepare_dump_storage(),
+        process_state::fill_process_state(),
+        shell_job::detect_shell_job(),
+        process_state::detect_io_uring(),
+        files::detect_file_options(),
+        network::detect_network_options(),
+        process_state::save_process_state(),
+        criu_check::check_criu_opts_for_dump(),
+    ])
+}
+
+/// Runs CRIU; the storage adapter turns its images into the final checkpoint.
+async fn criu_dump(ctx: DumpCtx) -> OpResult<DumpResponse> {
+    let criu = ctx.env.criu()?;
+    let version = blocking({
+        let criu = criu.clone();
+        move || Ok(criu.version()?)
+    })
+    .await?;
+    let mut metadata = ctx.metadata;
+    metadata.criu_version = version.to_string();
+    metadata.criu_options = ctx.opts.clone();
+    let t = Instant::now();
+    let (pid, images_dir, opts) = (ctx.req.pid, ctx.images_dir.clone(), ctx.opts.clone());
+    blocking(move || {
+        criu.dump(&DumpArgs {
+            pid,
+            images_dir: &images_dir,
+            work_dir: None,
+            opts: &opts,
+        })?;
+        Ok(())
+    })
+    .await?;
+    metadata
+        .timings_ms
+        .insert("criu_dump".into(), t.elapsed().as_millis() as u64);
+    Ok(DumpResponse {
+        path: ctx.images_dir,
+        name: ctx.name,
+        compression: ctx.compression,
+        size_bytes: 0,
+        duration_ms: 0,
+        metadata,
+    })
+}

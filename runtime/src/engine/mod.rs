@@ -1,0 +1,142 @@
+//! The engine: one object the transports hold, exposing each operation as a chain of
+//! adapters around a handler. Build it once from the config; it is cheap to share.
+
+pub mod dump;
+pub mod freeze;
+pub mod manage;
+pub mod restore;
+pub mod run;
+pub mod types;
+
+use std::sync::Arc;
+
+use cedana_config::Config;
+
+use crate::chain::{Chain, OpResult};
+use crate::criu::Criu;
+use crate::error::EngineError;
+use crate::plugins::PluginRegistry;
+pub use dump::DumpCtx;
+pub use restore::RestoreCtx;
+pub use types::*;
+
+/// What every operation can reach: configuration and host clients.
+#[derive(Debug)]
+pub struct Env {
+    /// The loaded configuration.
+    pub config: Config,
+}
+
+impl Env {
+    /// The CRIU driver for the configured binary, or a clear error if it is missing.
+    pub fn criu(&self) -> OpResult<Criu> {
+        Ok(Criu::locate(&self.config.criu.binary_path)?)
+    }
+}
+
+/// The checkpoint/restore engine.
+#[derive(Clone)]
+pub struct Engine {
+    env: Arc<Env>,
+    dump: Chain<DumpCtx, DumpResponse>,
+    restore: Chain<RestoreCtx, RestoreResponse>,
+    run: Chain<run::RunCtx, RunResponse>,
+    manage: Chain<ManageRequest, ManageResponse>,
+    plugins: Arc<PluginRegistry>,
+}
+
+impl Engine {
+    /// Builds the engine and its chains from a configuration and the built-in plugins.
+    pub fn new(config: Config) -> Self {
+        let plugins = PluginRegistry::builtin();
+        let env = Arc::new(Env { config });
+        Self {
+            dump: plugins.extend_dump(dump::chain()),
+            restore: plugins.extend_restore(restore::chain()),
+            run: run::chain(),
+            manage: manage::chain(),
+            env,
+            plugins: Arc::new(plugins),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.env.config
+    }
+
+    /// Shared environment (config and host clients).
+    pub fn env(&self) -> &Arc<Env> {
+        &self.env
+    }
+
+    /// Checkpoints a process tree.
+    pub async fn dump(&self, req: DumpRequest) -> OpResult<DumpResponse> {
+        self.dump
+            .run(DumpCtx::new(Arc::clone(&self.env), req))
+            .await
+    }
+
+    /// Restores a process tree; the caller becomes its parent.
+    pub async fn restore(&self, req: RestoreRequest) -> OpResult<RestoreResponse> {
+        self.restore
+            .run(RestoreCtx::new(Arc::clone(&self.env), req))
+            .await
+    }
+
+    /// Starts a process in its own session with output to a log file.
+    pub async fn run(&self, req: RunRequest) -> OpResult<RunResponse> {
+        self.run
+            .run(run::RunCtx {
+                env: Arc::clone(&self.env),
+                req,
+            })
+            .await
+    }
+
+    /// Checks that a process can be adopted and describes it.
+    pub async fn manage(&self, req: ManageRequest) -> OpResult<ManageResponse> {
+        self.manage.run(req).await
+    }
+
+    /// Stops every process of the tree (SIGSTOP), leaving it resumable.
+    pub fn freeze(&self, pid: i32) -> OpResult<()> {
+        freeze::signal_tree(pid, nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Resumes a frozen tree (SIGCONT).
+    pub fn unfreeze(&self, pid: i32) -> OpResult<()> {
+        freeze::signal_tree(pid, nix::sys::signal::Signal::SIGCONT)
+    }
+
+    /// The registered plugins.
+    pub fn plugins(&self) -> &PluginRegistry {
+        &self.plugins
+    }
+
+    /// The chains, in order, for `cedana features` and logs.
+    pub fn chains(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("dump", format!("{:?}", self.dump)),
+            ("restore", format!("{:?}", self.restore)),
+            ("run", format!("{:?}", self.run)),
+            ("manage", format!("{:?}", self.manage)),
+        ]
+    }
+
+    /// Host health: CRIU and every plugin's checks.
+    pub fn check(&self) -> Vec<crate::plugins::HealthCheck> {
+        self.plugins.health(&self.env)
+    }
+}
+
+/// Runs blocking work (CRIU, archive packing) off the async runtime.
+pub(crate) async fn blocking<T, F>(f: F) -> OpResult<T>
+where
+    F: FnOnce() -> OpResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Internal(format!("blocking task failed: {e}")))?
+}

@@ -1,0 +1,122 @@
+//! Requests and responses of the engine's operations, as the transports build them.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::compression::Compression;
+use crate::image::metadata::{CheckpointKind, Metadata};
+use crate::process::state::ProcessInfo;
+
+/// CRIU options a caller may force. `None` lets the engine detect the right value from
+/// the process's real state (or, on restore, from the checkpoint's metadata).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CriuFlags {
+    /// Checkpoint/restore established TCP connections.
+    pub tcp_established: Option<bool>,
+    /// Restore TCP connections as closed.
+    pub tcp_close: Option<bool>,
+    /// Checkpoint/restore file locks.
+    pub file_locks: Option<bool>,
+    /// The tree belongs to a session/terminal outside it.
+    pub shell_job: Option<bool>,
+    /// Allow link remapping of unlinked or hard-linked open files.
+    pub link_remap: Option<bool>,
+    /// External resources in CRIU's `--external` syntax.
+    pub external: Vec<String>,
+}
+
+/// Checkpoint a process tree.
+#[derive(Debug, Clone, Default)]
+pub struct DumpRequest {
+    /// Root of the tree.
+    pub pid: i32,
+    /// Directory the checkpoint goes into (default: `checkpoint.dir`).
+    pub dir: Option<PathBuf>,
+    /// Checkpoint name (default: generated from the process name, PID and time).
+    pub name: Option<String>,
+    /// `none|tar|gzip|lz4|zstd` (default: `checkpoint.compression`).
+    pub compression: Option<String>,
+    /// Keep the tree running after the dump (default: `checkpoint.leave_running`).
+    pub leave_running: Option<bool>,
+    /// Options to force.
+    pub flags: CriuFlags,
+    /// What is being checkpointed.
+    pub kind: CheckpointKind,
+}
+
+/// A finished checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DumpResponse {
+    /// Where the checkpoint is (directory or archive).
+    pub path: PathBuf,
+    /// Its name.
+    pub name: String,
+    /// How it is packed.
+    pub compression: Compression,
+    /// Bytes on disk (archive size, or sum of the directory's files).
+    pub size_bytes: u64,
+    /// Wall time of the whole dump in milliseconds.
+    pub duration_ms: u64,
+    /// Its metadata.
+    pub metadata: Metadata,
+}
+
+/// Restore a process tree from a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// Checkpoint directory or archive.
+    pub path: PathBuf,
+    /// Options to force over those recorded in the checkpoint.
+    pub flags: CriuFlags,
+    /// Write the restored root PID to this file.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A restored process tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreResponse {
+    /// PID of the restored root (the original PID).
+    pub pid: i32,
+    /// Wall time of the whole restore in milliseconds.
+    pub duration_ms: u64,
+    /// Metadata of the checkpoint restored from.
+    pub metadata: Metadata,
+}
+
+/// Start a process to be managed as a job.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Program (a path, or a name looked up in PATH).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Working directory (default: `/`).
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// File receiving stdout and stderr (appended).
+    pub log_path: PathBuf,
+}
+
+/// A started process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResponse {
+    /// Its PID; the caller is its parent and must reap it.
+    pub pid: i32,
+}
+
+/// Adopt an existing process.
+#[derive(Debug, Clone, Default)]
+pub struct ManageRequest {
+    /// The process.
+    pub pid: i32,
+}
+
+/// An adopted process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManageResponse {
+    /// What it is.
+    pub info: ProcessInfo,
+}

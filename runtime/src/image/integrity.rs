@@ -1,0 +1,305 @@
+//! Per-file sha256 digests of a checkpoint, their verification, and metadata.json I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use super::error::ImageError;
+use super::metadata::{FileDigest, Metadata, FORMAT_VERSION, METADATA_FILE};
+use super::walk::{walk, Kind};
+
+/// Read buffer size used while hashing.
+const HASH_BUF: usize = 1 << 20;
+
+/// Digests every regular file below `dir` except the top-level metadata.json, keyed by '/'-joined relative path.
+pub fn digest_dir(dir: &Path) -> Result<BTreeMap<String, FileDigest>, ImageError> {
+    let files = list_files(dir)?;
+    let digests = hash_files(&files)?;
+    Ok(files.into_iter().map(|(rel, _)| rel).zip(digests).collect())
+}
+
+/// Checks that `dir` holds exactly the files listed in `md.files`, with the recorded sizes and sha256.
+pub fn verify_dir(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
+    let files = list_files(dir)?;
+    let present: BTreeSet<&str> = files.iter().map(|(rel, _)| rel.as_str()).collect();
+    if let Some(file) = md.files.keys().find(|k| !present.contains(k.as_str())) {
+        return Err(ImageError::Missing { file: file.clone() });
+    }
+    if let Some(file) = present.iter().find(|p| !md.files.contains_key(**p)) {
+        return Err(ImageError::Unexpected {
+            file: file.to_string(),
+        });
+    }
+    let digests = hash_files(&files)?;
+    for ((rel, _), actual) in files.iter().zip(digests) {
+        // Every present file is listed: checked above.
+        let Some(expected) = md.files.get(rel) else {
+            continue;
+        };
+        if expected.sha256 != actual.sha256 || expected.size != actual.size {
+            return Err(ImageError::ChecksumMismatch {
+                file: rel.clone(),
+                expected: expected.sha256.clone(),
+                actual: actual.sha256,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `md` as pretty JSON to `dir/metadata.json` through a synced temporary file and a rename.
+pub fn write_metadata(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
+    let path = dir.join(METADATA_FILE);
+    let mut json = serde_json::to_vec_pretty(md).map_err(|e| ImageError::Metadata {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    json.push(b'\n');
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".metadata.json.")
+        .tempfile_in(dir)
+        .map_err(|e| ImageError::io(dir, e))?;
+    tmp.write_all(&json)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| ImageError::io(tmp.path(), e))?;
+    tmp.persist(&path)
+        .map_err(|e| ImageError::io(&path, e.error))?;
+    Ok(())
+}
+
+/// Reads and checks `dir/metadata.json`.
+pub fn read_metadata(dir: &Path) -> Result<Metadata, ImageError> {
+    let path = dir.join(METADATA_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ImageError::NotACheckpoint {
+                dir: dir.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(ImageError::io(&path, e)),
+    };
+    // Check the version before the full parse so a newer format gets the upgrade hint,
+    // not a parse error about fields this build does not know.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(default)]
+        format_version: u32,
+    }
+    let version: Version = serde_json::from_slice(&bytes).map_err(|e| ImageError::Metadata {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    if version.format_version > FORMAT_VERSION {
+        return Err(ImageError::NewerFormat {
+            path,
+            found: version.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ImageError::Metadata {
+        path,
+        detail: e.to_string(),
+    })
+}
+
+/// Regular files below `dir` except the top-level metadata.json, as (relative, absolute) paths.
+fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, ImageError> {
+    Ok(walk(dir)?
+        .into_iter()
+        .filter(|e| e.kind == Kind::File && e.rel != METADATA_FILE)
+        .map(|e| (e.rel, e.abs))
+        .collect())
+}
+
+/// Hashes `files` on up to `available_parallelism` threads; results are in input order.
+fn hash_files(files: &[(String, PathBuf)]) -> Result<Vec<FileDigest>, ImageError> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(files.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<FileDigest, ImageError>>>> =
+        files.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let mut buf = vec![0u8; HASH_BUF];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, abs)) = files.get(i) else { break };
+                    let r = hash_file(abs, &mut buf);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .zip(files)
+        .map(|(slot, (_, abs))| {
+            slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(ImageError::io(
+                    abs,
+                    std::io::Error::other("hashing thread failed"),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Hashes one file without following a symlink at its final component.
+fn hash_file(path: &Path, buf: &mut [u8]) -> Result<FileDigest, ImageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| ImageError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ImageError::io(path, e)),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(FileDigest {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dir: &Path) {
+        fs::create_dir_all(dir.join("sub/deeper")).expect("mkdir");
+        fs::write(dir.join("pages-1.img"), vec![0xAB; 300_000]).expect("write");
+        fs::write(dir.join("core-1.img"), b"core").expect("write");
+        fs::write(dir.join("sub/deeper/x.img"), b"").expect("write");
+        fs::write(dir.join("sub/y"), b"y").expect("write");
+    }
+
+    fn metadata_for(dir: &Path) -> Metadata {
+        Metadata {
+            format_version: FORMAT_VERSION,
+            name: "ck".into(),
+            files: digest_dir(dir).expect("digest"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn digest_lists_files_with_relative_paths() {
+        let d = tempfile::tempdir().expect("tempdir");
+        sample(d.path());
+        fs::write(d.path().join(METADATA_FILE), b"{}").expect("write");
+        let m = digest_dir(d.path()).expect("digest");
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["core-1.img", "pages-1.img", "sub/deeper/x.img", "sub/y"]
+        );
+        assert_eq!(m["core-1.img"].size, 4);
+        assert_eq!(
+            m["sub/deeper/x.img"].sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn verify_ok_and_mismatch_missing_unexpected() {
+        let d = tempfile::tempdir().expect("tempdir");
+        sample(d.path());
+        let md = metadata_for(d.path());
+        write_metadata(d.path(), &md).expect("write md");
+        verify_dir(d.path(), &md).expect("verifies");
+
+        // Same size, one byte changed.
+        let mut data = fs::read(d.path().join("pages-1.img")).expect("read");
+        data[150_000] ^= 1;
+        fs::write(d.path().join("pages-1.img"), &data).expect("write");
+        match verify_dir(d.path(), &md) {
+            Err(ImageError::ChecksumMismatch { file, expected, .. }) => {
+                assert_eq!(file, "pages-1.img");
+                assert_eq!(expected, md.files["pages-1.img"].sha256);
+            }
+            other => panic!("expected mismatch, got {other:?}"),
+        }
+        data[150_000] ^= 1;
+        fs::write(d.path().join("pages-1.img"), &data).expect("write");
+        verify_dir(d.path(), &md).expect("restored");
+
+        fs::write(d.path().join("extra"), b"?").expect("write");
+        assert!(
+            matches!(verify_dir(d.path(), &md), Err(ImageError::Unexpected { file }) if file == "extra")
+        );
+        fs::remove_file(d.path().join("extra")).expect("rm");
+
+        fs::remove_file(d.path().join("sub/y")).expect("rm");
+        assert!(
+            matches!(verify_dir(d.path(), &md), Err(ImageError::Missing { file }) if file == "sub/y")
+        );
+    }
+
+    #[test]
+    fn verify_refuses_symlinks() {
+        let d = tempfile::tempdir().expect("tempdir");
+        sample(d.path());
+        let md = metadata_for(d.path());
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("sub/link")).expect("symlink");
+        assert!(matches!(
+            verify_dir(d.path(), &md),
+            Err(ImageError::UnsafeEntry { .. })
+        ));
+    }
+
+    #[test]
+    fn metadata_round_trip_and_errors() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let msg = read_metadata(d.path()).expect_err("none").to_string();
+        assert!(msg.contains("not a cedana checkpoint"), "{msg}");
+        assert!(msg.contains(&d.path().display().to_string()), "{msg}");
+
+        sample(d.path());
+        let mut md = metadata_for(d.path());
+        md.timings_ms.insert("criu_dump".into(), 12);
+        md.sizes.images_bytes = 300_005;
+        md.host.hostname = "h".into();
+        write_metadata(d.path(), &md).expect("write");
+        let back = read_metadata(d.path()).expect("read");
+        assert_eq!(back, md);
+        // The metadata file is not part of the digests.
+        assert_eq!(digest_dir(d.path()).expect("digest"), md.files);
+        // No temp files left behind.
+        assert!(fs::read_dir(d.path())
+            .expect("ls")
+            .filter_map(Result::ok)
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".metadata")));
+
+        md.format_version = FORMAT_VERSION + 1;
+        write_metadata(d.path(), &md).expect("write");
+        let msg = read_metadata(d.path()).expect_err("newer").to_string();
+        assert!(msg.contains("upgrade cedana"), "{msg}");
+
+        fs::write(d.path().join(METADATA_FILE), b"{not json").expect("write");
+        assert!(matches!(
+            read_metadata(d.path()),
+            Err(ImageError::Metadata { .. })
+        ));
+    }
+}

@@ -1,0 +1,93 @@
+//! Where checkpoints live on disk and which names they may have.
+
+use std::path::{Path, PathBuf};
+
+use super::compression::Compression;
+use super::error::ImageError;
+use super::metadata::METADATA_FILE;
+
+/// Longest accepted checkpoint name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Path of checkpoint `name` in `dir`: `dir/name` for a directory, else `dir/name` plus the archive extension.
+pub fn checkpoint_path(dir: &Path, name: &str, c: Compression) -> PathBuf {
+    dir.join(format!("{name}{}", c.extension()))
+}
+
+/// Checks that `name` is usable as a single file name for a checkpoint.
+pub fn validate_name(name: &str) -> Result<(), ImageError> {
+    let reason = if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name == "." || name == ".." {
+        Some("it is a special directory name".to_string())
+    } else if name.contains('/') {
+        Some("it contains '/'".to_string())
+    } else if name.contains('\0') {
+        Some("it contains a NUL byte".to_string())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!(
+            "it is {} bytes long, more than {MAX_NAME_LEN}",
+            name.len()
+        ))
+    } else if name.starts_with('.') {
+        Some("it starts with '.'".to_string())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ImageError::InvalidName {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether `p` is a checkpoint directory (a directory holding metadata.json).
+pub fn is_checkpoint_dir(p: &Path) -> bool {
+    p.is_dir() && p.join(METADATA_FILE).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let d = Path::new("/var/lib/cedana");
+        assert_eq!(
+            checkpoint_path(d, "ck1", Compression::None),
+            PathBuf::from("/var/lib/cedana/ck1")
+        );
+        assert_eq!(
+            checkpoint_path(d, "ck1", Compression::Zstd),
+            PathBuf::from("/var/lib/cedana/ck1.tar.zst")
+        );
+        assert_eq!(
+            checkpoint_path(d, "ck1", Compression::Gzip),
+            PathBuf::from("/var/lib/cedana/ck1.tar.gz")
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("job-42_v1.2").is_ok());
+        assert!(validate_name(&"a".repeat(200)).is_ok());
+        for bad in ["", ".", "..", "a/b", "/abs", "a\0b", ".hidden"] {
+            assert!(
+                matches!(validate_name(bad), Err(ImageError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_name(&"a".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn checkpoint_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!is_checkpoint_dir(dir.path()));
+        std::fs::write(dir.path().join(METADATA_FILE), b"{}").expect("write");
+        assert!(is_checkpoint_dir(dir.path()));
+        assert!(!is_checkpoint_dir(&dir.path().join(METADATA_FILE)));
+    }
+}

@@ -1,0 +1,131 @@
+//! The built-in process plugin: checkpoint/restore of plain process trees, and the host
+//! checks everything else relies on (CRIU present, recent, and passing `criu check`).
+
+use crate::criu::{Criu, MIN_VERSION as MIN_CRIU_VERSION};
+use crate::engine::Env;
+use crate::host;
+use crate::plugins::{Feature, Health, HealthCheck, Plugin};
+
+/// Plain processes and managed jobs.
+pub struct ProcessPlugin;
+
+fn check(name: &str, health: Health, detail: impl Into<String>, fix: Option<&str>) -> HealthCheck {
+    HealthCheck {
+        plugin: "process".into(),
+        name: name.into(),
+        health,
+        detail: detail.into(),
+        fix: fix.map(str::to_string),
+    }
+}
+
+impl Plugin for ProcessPlugin {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn features(&self) -> Vec<Feature> {
+        let f = |feature: &str, detail: &str| Feature {
+            plugin: "process".into(),
+            feature: feature.into(),
+            detail: detail.into(),
+        };
+        vec![
+            f(
+                "dump handler",
+                "CRIU dump over RPC (swrk) of a process tree",
+            ),
+            f(
+                "restore handler",
+                "CRIU restore over RPC (swrk); the caller becomes the parent",
+            ),
+            f(
+                "run handler",
+                "start a process in its own session with output to a log",
+            ),
+            f("manage handler", "adopt an existing process as a job"),
+            f(
+                "health checks",
+                "CRIU binary, version, `criu check`, iptables-restore",
+            ),
+        ]
+    }
+
+    fn health(&self, env: &Env) -> Vec<HealthCheck> {
+        let mut out = Vec::new();
+        if !host::is_root() {
+            out.push(check(
+                "privileges",
+                Health::Fail,
+                "not running as root",
+                Some("run cedana as root: CRIU needs CAP_SYS_ADMIN and friends"),
+            ));
+        }
+        let criu = match Criu::locate(&env.config.criu.binary_path) {
+            Ok(c) => {
+                out.push(check(
+                    "criu binary",
+                    Health::Ok,
+                    c.binary().display().to_string(),
+                    None,
+                ));
+                c
+            }
+            Err(e) => {
+                out.push(check(
+                    "criu binary",
+                    Health::Fail,
+                    e.to_string(),
+                    Some("run `make deps` (builds CRIU 4.1.1) or set criu.binary_path"),
+                ));
+                return out;
+            }
+        };
+        match criu.version() {
+            Ok(v) if criu.require(MIN_CRIU_VERSION).is_ok() => {
+                out.push(check("criu version", Health::Ok, v.to_string(), None))
+            }
+            Ok(v) => out.push(check(
+                "criu version",
+                Health::Fail,
+                format!(
+                    "{v} is older than {}.{}.{}",
+                    MIN_CRIU_VERSION.0, MIN_CRIU_VERSION.1, MIN_CRIU_VERSION.2
+                ),
+                Some("install CRIU 4.1.1 (`make deps`)"),
+            )),
+            Err(e) => out.push(check(
+                "criu version",
+                Health::Fail,
+                e.to_string(),
+                Some("check that the CRIU binary runs: `criu --version`"),
+            )),
+        }
+        match criu.check() {
+            Ok(r) if r.ok => out.push(check("criu check", Health::Ok, "looks good", None)),
+            Ok(r) => out.push(check(
+                "criu check",
+                Health::Fail,
+                r.output.lines().last().unwrap_or("failed").to_string(),
+                Some("run `criu check` for details; bookworm's CRIU 3.17 fails on new kernels, use 4.1.1"),
+            )),
+            Err(e) => out.push(check("criu check", Health::Fail, e.to_string(), None)),
+        }
+        if host::find_executable("iptables-restore".as_ref()).is_some() {
+            out.push(check(
+                "iptables-restore",
+                Health::Ok,
+                "found (TCP connections can be locked)",
+                None,
+            ));
+        } else {
+            out.push(check(
+                "iptables-restore",
+                Health::Warn,
+                "missing: processes with TCP connections cannot be checkpointed",
+                Some("apt-get install iptables"),
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,75 @@
+//! Workloads the end-to-end tests checkpoint. Each prints what a user would look at, so
+//! a test can tell whether state survived a dump and restore:
+//!
+//! - `counter [INTERVAL_MS]`: prints 0, 1, 2, ... one per line on stdout.
+//! - `tcp-client ADDR [INTERVAL_MS]`: sends `ping N` to an echo server and prints each
+//!   reply; exits non-zero if the connection breaks.
+//! - `io-uring`: holds an io_uring instance (which CRIU cannot dump) and counts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn interval(arg: Option<&String>) -> Duration {
+    Duration::from_millis(arg.and_then(|s| s.parse().ok()).unwrap_or(100))
+}
+
+fn counter(every: Duration) -> ! {
+    let mut out = std::io::stdout().lock();
+    let mut i: u64 = 0;
+    loop {
+        // Ignore write errors: the log may be briefly unavailable; the count goes on.
+        let _ = writeln!(out, "{i}");
+        let _ = out.flush();
+        i += 1;
+        std::thread::sleep(every);
+    }
+}
+
+fn tcp_client(addr: &str, every: Duration) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    let mut writer = stream;
+    let mut out = std::io::stdout().lock();
+    let mut i: u64 = 0;
+    loop {
+        writeln!(writer, "ping {i}").map_err(|e| format!("send: {e}"))?;
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).map_err(|e| format!("receive: {e}"))?;
+        if n == 0 {
+            return Err("server closed the connection".into());
+        }
+        let _ = write!(out, "{line}");
+        let _ = out.flush();
+        i += 1;
+        std::thread::sleep(every);
+    }
+}
+
+fn io_uring() -> Result<(), String> {
+    // io_uring_setup(entries, params); the params struct is 120 bytes of zeros.
+    let mut params = [0u8; 120];
+    // SAFETY: a valid pointer to a zeroed io_uring_params-sized buffer.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(format!("io_uring_setup: {}", std::io::Error::last_os_error()));
+    }
+    counter(Duration::from_millis(100))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some("counter") => counter(interval(args.get(2))),
+        Some("tcp-client") => match args.get(2) {
+            Some(addr) => tcp_client(addr, interval(args.get(3))),
+            None => Err("usage: cedana-workload tcp-client ADDR [INTERVAL_MS]".into()),
+        },
+        Some("io-uring") => io_uring(),
+        _ => Err("usage: cedana-workload counter|tcp-client|io-uring ...".into()),
+    };
+    if let Err(e) = result {
+        eprintln!("cedana-workload: {e}");
+        std::process::exit(1);
+    }
+}
