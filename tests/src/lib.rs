@@ -83,7 +83,12 @@ pub struct Workload {
 impl Workload {
     /// Starts `cedana-workload ARGS` in its own session, output to `log`.
     pub fn start(log: &Path, args: &[&str]) -> Workload {
-        let out = File::create(log).expect("create workload log");
+        // Append mode, like a job's log: a restored copy writes after what is there.
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("create workload log");
         let err = out.try_clone().expect("dup log");
         let mut cmd = Command::new(bin("cedana-workload"));
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);

@@ -1,0 +1,63 @@
+//! Arguments of the job and checkpoint commands.
+
+use clap::{Args, Subcommand};
+
+/// `cedana job ...`.
+#[derive(Debug, Subcommand)]
+pub enum JobCmd {
+    /// List jobs (same as `cedana ps`).
+    List,
+    /// Show every field of a job and its checkpoints.
+    Inspect {
+        /// The job.
+        jid: String,
+    },
+    /// Send a signal to a job.
+    Kill(KillArgs),
+    /// Forget a job (refuses a running job unless --force).
+    Delete {
+        /// The job.
+        jid: String,
+        /// Kill the job first if it is running.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Follow a job's output until it halts; exit with its exit code.
+    Attach {
+        /// The job.
+        jid: String,
+    },
+    /// A job's checkpoints.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCmd),
+}
+
+/// `cedana job kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The job.
+    pub jid: String,
+    /// Signal name (TERM, SIGKILL) or number.
+    #[arg(long, short, default_value = "TERM")]
+    pub signal: String,
+}
+
+/// `cedana checkpoint ...` and `cedana job checkpoint ...`.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCmd {
+    /// List checkpoints (of one job if given).
+    List {
+        /// Only this job's checkpoints.
+        jid: Option<String>,
+    },
+    /// Print a checkpoint's metadata.
+    Inspect {
+        /// Checkpoint id.
+        id: String,
+    },
+    /// Remove a checkpoint's files and its record.
+    Delete {
+        /// Checkpoint id.
+        id: String,
+    },
+}

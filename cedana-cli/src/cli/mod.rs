@@ -1,0 +1,118 @@
+//! The command line, as clap derive structs. These types stay at the edge: commands
+//! convert them into proto or engine requests.
+
+mod jobs;
+mod misc;
+mod process;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
+pub use misc::{CompletionArgs, DaemonCmd, PluginCmd};
+pub use process::{
+    CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, RestoreArgs, RestoreCmd, RunArgs,
+    RunCmd,
+};
+
+/// Transparent checkpoint/restore of processes with CRIU.
+#[derive(Debug, Parser)]
+#[command(name = "cedana", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GlobalArgs {
+    /// Config directory (else $CEDANA_CONFIG_DIR, else /etc/cedana).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Override a config key (repeatable), e.g. --set checkpoint.compression=zstd.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+    /// Daemon socket path (shortcut for --set address=PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub address: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl GlobalArgs {
+    /// The config overrides, `--address` last so it wins.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut all = self.set.clone();
+        if let Some(addr) = &self.address {
+            all.push(("address".into(), addr.to_string_lossy().into_owned()));
+        }
+        all
+    }
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run or query the daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCmd),
+    /// Check this host (CRIU, kernel, plugins) in-process, without the daemon.
+    Check,
+    /// Start a program as a job managed by the daemon.
+    #[command(subcommand, visible_alias = "exec")]
+    Run(RunCmd),
+    /// Adopt an existing process as a job.
+    #[command(subcommand)]
+    Manage(ManageCmd),
+    /// Checkpoint a process or a job.
+    #[command(subcommand)]
+    Dump(DumpCmd),
+    /// Restore a process or a job from a checkpoint.
+    #[command(subcommand)]
+    Restore(RestoreCmd),
+    /// Stop a process tree or job (SIGSTOP).
+    #[command(subcommand)]
+    Freeze(FreezeCmd),
+    /// Resume a frozen process tree or job (SIGCONT).
+    #[command(subcommand)]
+    Unfreeze(FreezeCmd),
+    /// List jobs.
+    #[command(visible_alias = "jobs")]
+    Ps,
+    /// Manage jobs.
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// List checkpoints.
+    Checkpoints {
+        /// Only this job's checkpoints.
+        jid: Option<String>,
+    },
+    /// Manage checkpoints.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCmd),
+    /// Show plugins, their features and the operation chains.
+    Features,
+    /// Plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+    /// Print the version (and CRIU's).
+    Version,
+}

@@ -1,0 +1,175 @@
+//! Arguments of the commands that act on processes and jobs: run, manage, dump,
+//! restore, freeze/unfreeze.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::parse_key_value;
+
+/// `cedana run ...`.
+#[derive(Debug, Subcommand)]
+pub enum RunCmd {
+    /// Start a program as a job.
+    Process(RunArgs),
+}
+
+/// `cedana run process`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Job id (default: generated).
+    #[arg(long)]
+    pub jid: Option<String>,
+    /// Log file for stdout and stderr (default: jobs.log_dir/JID.log).
+    #[arg(long, value_name = "LOG")]
+    pub out: Option<PathBuf>,
+    /// Follow the output until the job exits, and exit with its exit code.
+    #[arg(long)]
+    pub attach: bool,
+    /// Working directory (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variable (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// The program and its arguments.
+    #[arg(required = true, last = true, value_name = "PROGRAM [ARGS]...")]
+    pub command: Vec<String>,
+}
+
+/// `cedana manage ...`.
+#[derive(Debug, Subcommand)]
+pub enum ManageCmd {
+    /// Adopt a running process as a job.
+    Process {
+        /// The process.
+        pid: i32,
+        /// Job id (default: generated).
+        #[arg(long)]
+        jid: Option<String>,
+    },
+}
+
+/// CRIU options a user may force (unset: detected by the engine).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CriuFlagArgs {
+    /// Checkpoint/restore established TCP connections.
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Restore TCP connections as closed.
+    #[arg(long)]
+    pub tcp_close: bool,
+    /// Checkpoint/restore file locks.
+    #[arg(long)]
+    pub file_locks: bool,
+    /// External resource in CRIU --external syntax (repeatable).
+    #[arg(long, value_name = "X")]
+    pub external: Vec<String>,
+    /// The tree belongs to a terminal session outside it.
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Allow link remapping of unlinked or hard-linked open files.
+    #[arg(long)]
+    pub link_remap: bool,
+}
+
+/// Options of every dump.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DumpArgs {
+    /// Directory the checkpoint goes into (default: checkpoint.dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Checkpoint name (default: generated).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Packing (default: checkpoint.compression).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(cedana_config::COMPRESSIONS))]
+    pub compression: Option<String>,
+    /// Keep the process running after the dump.
+    #[arg(long)]
+    pub leave_running: bool,
+    /// CRIU options.
+    #[command(flatten)]
+    pub flags: CriuFlagArgs,
+}
+
+/// `cedana dump ...`.
+#[derive(Debug, Subcommand)]
+pub enum DumpCmd {
+    /// Checkpoint a process tree.
+    Process {
+        /// Root of the tree.
+        pid: i32,
+        /// Dump options.
+        #[command(flatten)]
+        args: DumpArgs,
+        /// Run the engine in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
+    },
+    /// Checkpoint a job.
+    Job {
+        /// The job.
+        jid: String,
+        /// Dump options.
+        #[command(flatten)]
+        args: DumpArgs,
+    },
+}
+
+/// Options of every restore.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RestoreArgs {
+    /// CRIU options.
+    #[command(flatten)]
+    pub flags: CriuFlagArgs,
+    /// Write the restored PID to this file.
+    #[arg(long, value_name = "F")]
+    pub pid_file: Option<PathBuf>,
+    /// Follow the restored job's output until it exits, and exit with its exit code.
+    #[arg(long)]
+    pub attach: bool,
+}
+
+/// `cedana restore ...`.
+#[derive(Debug, Subcommand)]
+pub enum RestoreCmd {
+    /// Restore a process tree from a checkpoint.
+    Process {
+        /// Checkpoint directory or archive.
+        #[arg(long)]
+        path: PathBuf,
+        /// Restore options.
+        #[command(flatten)]
+        args: RestoreArgs,
+        /// Run the engine in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
+    },
+    /// Restore a job (default: from its latest checkpoint).
+    Job {
+        /// The job.
+        jid: String,
+        /// Checkpoint to restore from.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Restore options.
+        #[command(flatten)]
+        args: RestoreArgs,
+    },
+}
+
+/// `cedana freeze|unfreeze ...`.
+#[derive(Debug, Subcommand)]
+pub enum FreezeCmd {
+    /// A process tree.
+    Process {
+        /// Root of the tree.
+        pid: i32,
+    },
+    /// A job.
+    Job {
+        /// The job.
+        jid: String,
+    },
+}

@@ -1,0 +1,131 @@
+//! The daemon's errors and the ONE mapping from error kinds onto gRPC status codes.
+
+use cedana_runtime::error::{EngineError, ErrorKind};
+use tonic::{Code, Status};
+
+/// Errors of the job manager.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The engine failed; its message already says what to do.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// No job with that id.
+    #[error("no such job: {0} (see `cedana ps`)")]
+    NoSuchJob(String),
+    /// No checkpoint with that id.
+    #[error("no such checkpoint: {0} (see `cedana checkpoints`)")]
+    NoSuchCheckpoint(String),
+    /// The job id is taken.
+    #[error("job {0} already exists; choose another --jid or delete it with `cedana job delete {0}`")]
+    JobExists(String),
+    /// The job's process is alive, which the operation cannot allow.
+    #[error("job {jid} is still running (PID {pid}); {what}")]
+    JobRunning {
+        jid: String,
+        pid: i32,
+        /// What to do about it.
+        what: &'static str,
+    },
+    /// The job's process is gone.
+    #[error("job {jid} is not running (state {state}); restore it with `cedana restore job {jid}`")]
+    JobNotRunning { jid: String, state: String },
+    /// Nothing to restore a job from.
+    #[error("job {0} has no checkpoint; dump it first with `cedana dump job {0}` or pass --path")]
+    NoCheckpoint(String),
+    /// A request field is wrong.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The store failed.
+    #[error("daemon database error: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// Any other I/O failure, with context.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    /// Broad class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Engine(e) => e.kind(),
+            Self::NoSuchJob(_) | Self::NoSuchCheckpoint(_) => ErrorKind::NotFound,
+            Self::JobExists(_) => ErrorKind::AlreadyExists,
+            Self::JobRunning { .. } | Self::JobNotRunning { .. } | Self::NoCheckpoint(_) => {
+                ErrorKind::FailedPrecondition
+            }
+            Self::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Self::Store(_) | Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The gRPC code for an error kind.
+pub fn code_for(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+impl From<DaemonError> for Status {
+    fn from(e: DaemonError) -> Status {
+        Status::new(code_for(e.kind()), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_maps_to_its_code() {
+        let cases = [
+            (ErrorKind::NotFound, Code::NotFound),
+            (ErrorKind::InvalidArgument, Code::InvalidArgument),
+            (ErrorKind::AlreadyExists, Code::AlreadyExists),
+            (ErrorKind::FailedPrecondition, Code::FailedPrecondition),
+            (ErrorKind::PermissionDenied, Code::PermissionDenied),
+            (ErrorKind::DataLoss, Code::DataLoss),
+            (ErrorKind::Internal, Code::Internal),
+        ];
+        for (kind, code) in cases {
+            assert_eq!(code_for(kind), code, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn engine_message_passes_unchanged() {
+        let e = EngineError::NoSuchProcess { pid: 4242 };
+        let msg = e.to_string();
+        let status = Status::from(DaemonError::from(e));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), msg);
+    }
+
+    #[test]
+    fn daemon_errors_have_their_codes() {
+        let running = DaemonError::JobRunning {
+            jid: "a".into(),
+            pid: 1,
+            what: "kill it",
+        };
+        assert_eq!(Status::from(running).code(), Code::FailedPrecondition);
+        assert_eq!(
+            Status::from(DaemonError::NoSuchJob("x".into())).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            Status::from(DaemonError::JobExists("x".into())).code(),
+            Code::AlreadyExists
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The daemon's SQLite store: jobs and checkpoints survive a daemon restart. One
+//! connection behind a std `Mutex`, held only for the length of one statement.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+/// Job states as stored.
+pub const RUNNING: &str = "running";
+/// A job stopped with SIGSTOP.
+pub const FROZEN: &str = "frozen";
+/// A job whose process is gone.
+pub const HALTED: &str = "halted";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    jid TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER NULL,
+    command TEXT NOT NULL,
+    log_path TEXT NOT NULL,
+    start_time_ticks INTEGER NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id TEXT PRIMARY KEY,
+    jid TEXT NULL,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    metadata_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkpoints_jid ON checkpoints(jid);
+";
+
+/// A job row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub jid: String,
+    pub pid: i32,
+    /// `process` (started by run), `managed`, or `restored`.
+    pub kind: String,
+    /// [`RUNNING`], [`FROZEN`] or [`HALTED`].
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub command: String,
+    pub log_path: String,
+    /// Field 22 of /proc/PID/stat when the job was (re)started, to detect PID reuse.
+    pub start_time_ticks: Option<u64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A checkpoint row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub id: String,
+    pub jid: Option<String>,
+    pub name: String,
+    pub path: String,
+    pub compression: String,
+    pub size_bytes: u64,
+    pub created_at: String,
+    pub metadata_json: String,
+}
+
+/// The store.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// Current time as RFC 3339 (UTC, seconds).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`; a missing parent is created 0700.
+    pub fn open(path: &Path) -> rusqlite::Result<Store> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() && !parent.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(|e| {
+                        rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                            Some(format!("cannot create {}: {e}", parent.display())),
+                        )
+                    })?;
+            }
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+
+    /// Inserts a job; fails if the jid exists.
+    pub fn insert_job(&self, j: &JobRecord) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO jobs (jid, pid, kind, state, exit_code, command, log_path,
+                 start_time_ticks, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                params![
+                    j.jid,
+                    j.pid,
+                    j.kind,
+                    j.state,
+                    j.exit_code,
+                    j.command,
+                    j.log_path,
+                    j.start_time_ticks.map(|t| t as i64),
+                    j.created_at,
+                    j.updated_at
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// One job.
+    pub fn get_job(&self, jid: &str) -> rusqlite::Result<Option<JobRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE jid = ?1"),
+                [jid],
+                job_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Every job, oldest first.
+    pub fn list_jobs(&self) -> rusqlite::Result<Vec<JobRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {JOB_COLS} FROM jobs ORDER BY created_at, rowid"
+            ))?;
+            let rows = st.query_map([], job_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Sets a job's state and exit code.
+    pub fn set_state(&self, jid: &str, state: &str, exit_code: Option<i32>) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, exit_code = ?3, updated_at = ?4 WHERE jid = ?1",
+                params![jid, state, exit_code, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Points a job at a new incarnation of its process (after restore): running, no exit code.
+    pub fn set_process(&self, jid: &str, pid: i32, ticks: Option<u64>) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET pid = ?2, start_time_ticks = ?3, state = ?4, exit_code = NULL,
+                 updated_at = ?5 WHERE jid = ?1",
+                params![jid, pid, ticks.map(|t| t as i64), RUNNING, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Removes a job row (its checkpoints stay).
+    pub fn delete_job(&self, jid: &str) -> rusqlite::Result<bool> {
+        self.with(|c| c.execute("DELETE FROM jobs WHERE jid = ?1", [jid]).map(|n| n > 0))
+    }
+
+    /// Records a checkpoint.
+    pub fn insert_checkpoint(&self, k: &CheckpointRecord) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO checkpoints (id, jid, name, path, compression, size_bytes,
+                 created_at, metadata_json) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                params![
+                    k.id,
+                    k.jid,
+                    k.name,
+                    k.path,
+                    k.compression,
+                    k.size_bytes as i64,
+                    k.created_at,
+                    k.metadata_json
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// One checkpoint.
+    pub fn get_checkpoint(&self, id: &str) -> rusqlite::Result<Option<CheckpointRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {CK_COLS} FROM checkpoints WHERE id = ?1"),
+                [id],
+                checkpoint_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Checkpoints (of one job if given), oldest first.
+    pub fn list_checkpoints(&self, jid: Option<&str>) -> rusqlite::Result<Vec<CheckpointRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {CK_COLS} FROM checkpoints WHERE (?1 IS NULL OR jid = ?1)
+                 ORDER BY created_at, rowid"
+            ))?;
+            let rows = st.query_map([jid], checkpoint_row)?;
+            rows.collect()
+        })
+    }
+
+    /// The newest checkpoint of a job.
+    pub fn latest_checkpoint(&self, jid: &str) -> rusqlite::Result<Option<CheckpointRecord>> {
+        Ok(self.list_checkpoints(Some(jid))?.pop())
+    }
+
+    /// Number of checkpoints of a job.
+    pub fn count_checkpoints(&self, jid: &str) -> rusqlite::Result<u32> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM checkpoints WHERE jid = ?1",
+                [jid],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Removes a checkpoint record.
+    pub fn delete_checkpoint(&self, id: &str) -> rusqlite::Result<bool> {
+        self.with(|c| c.execute("DELETE FROM checkpoints WHERE id = ?1", [id]).map(|n| n > 0))
+    }
+}
+
+const JOB_COLS: &str = "jid, pid, kind, state, exit_code, command, log_path, start_time_ticks, \
+                        created_at, updated_at";
+const CK_COLS: &str = "id, jid, name, path, compression, size_bytes, created_at, metadata_json";
+
+fn job_row(r: &Row) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        jid: r.get(0)?,
+        pid: r.get(1)?,
+        kind: r.get(2)?,
+        state: r.get(3)?,
+        exit_code: r.get(4)?,
+        command: r.get(5)?,
+        log_path: r.get(6)?,
+        start_time_ticks: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+fn checkpoint_row(r: &Row) -> rusqlite::Result<CheckpointRecord> {
+    Ok(CheckpointRecord {
+        id: r.get(0)?,
+        jid: r.get(1)?,
+        name: r.get(2)?,
+        path: r.get(3)?,
+        compression: r.get(4)?,
+        size_bytes: r.get::<_, i64>(5)? as u64,
+        created_at: r.get(6)?,
+        metadata_json: r.get(7)?,
+    })
+}
