@@ -30,7 +30,11 @@ fn wait_above(log: &Path, v: u64) -> u64 {
         if let Some(n) = last(log).filter(|n| *n > v) {
             return n;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "counter stuck at {:?}", last(log));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "counter stuck at {:?}",
+            last(log)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -44,10 +48,13 @@ fn engine(dir: &Path) -> Engine {
 fn start_counter(log: &Path) -> std::process::Child {
     let out = File::create(log).expect("log");
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::null());
+    cmd.args([
+        "-c",
+        "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done",
+    ])
+    .stdin(Stdio::null())
+    .stdout(out)
+    .stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -69,23 +76,43 @@ async fn counter_survives_dump_and_restore_through_the_chain() {
     let before = wait_above(&log, 3);
     let engine = engine(tmp.path());
     let dumped = engine
-        .dump(DumpRequest { pid: child.id() as i32, ..Default::default() })
+        .dump(DumpRequest {
+            pid: child.id() as i32,
+            ..Default::default()
+        })
         .await
         .expect("dump");
     child.wait().expect("reap dumped process");
-    assert!(dumped.path.to_string_lossy().ends_with(".tar.zst"), "{:?}", dumped.path);
-    assert!(!dumped.metadata.criu_options.shell_job, "session leader is not a shell job");
+    assert!(
+        dumped.path.to_string_lossy().ends_with(".tar.zst"),
+        "{:?}",
+        dumped.path
+    );
+    assert!(
+        !dumped.metadata.criu_options.shell_job,
+        "session leader is not a shell job"
+    );
     let at_dump = last(&log).expect("count at dump");
     assert!(at_dump >= before);
 
     let restored = engine
-        .restore(RestoreRequest { path: dumped.path.clone(), ..Default::default() })
+        .restore(RestoreRequest {
+            path: dumped.path.clone(),
+            ..Default::default()
+        })
         .await
         .expect("restore");
-    assert_eq!(restored.pid, child.id() as i32, "CRIU restores the original PID");
+    assert_eq!(
+        restored.pid,
+        child.id() as i32,
+        "CRIU restores the original PID"
+    );
     let after = wait_above(&log, at_dump + 2);
     let text = std::fs::read_to_string(&log).expect("log");
-    assert!(!text.lines().skip(1).any(|l| l == "0"), "the counter restarted from zero");
+    assert!(
+        !text.lines().skip(1).any(|l| l == "0"),
+        "the counter restarted from zero"
+    );
     assert!(after > at_dump);
     // The restored process is our child (rst_sibling): kill and reap it.
     let pid = nix::unistd::Pid::from_raw(restored.pid);

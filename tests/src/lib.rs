@@ -26,13 +26,20 @@ pub fn e2e_enabled() -> bool {
 pub fn bin_dir() -> PathBuf {
     // Test executables live in target/<profile>/deps/.
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary; panics with the fix if it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -43,7 +50,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -66,9 +76,11 @@ pub fn counts(log: &Path) -> Vec<u64> {
 
 /// Waits until the counter in `log` passes `above`, returning the new value.
 pub fn wait_count_above(log: &Path, above: u64) -> u64 {
-    wait_for(&format!("counter in {} to pass {above}", log.display()), Duration::from_secs(10), || {
-        last_count(log).filter(|v| *v > above)
-    })
+    wait_for(
+        &format!("counter in {} to pass {above}", log.display()),
+        Duration::from_secs(10),
+        || last_count(log).filter(|v| *v > above),
+    )
 }
 
 /// A process started by a test, killed and reaped on drop.
@@ -100,7 +112,11 @@ impl Workload {
             });
         }
         let child = cmd.spawn().expect("start workload");
-        Workload { pid: child.id() as i32, log: log.to_path_buf(), child: Some(child) }
+        Workload {
+            pid: child.id() as i32,
+            log: log.to_path_buf(),
+            child: Some(child),
+        }
     }
 
     /// Reaps the workload after CRIU killed it (dump without --leave-running).
@@ -172,13 +188,21 @@ impl Run {
 
     /// Panics with the output unless the command succeeded.
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "cedana failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "cedana failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Panics unless the command failed with a message containing `needle` (case-insensitive).
     pub fn fails_with(self, needle: &str) -> Run {
-        assert_ne!(self.code, 0, "expected failure, got success:\n{}", self.stdout);
+        assert_ne!(
+            self.code, 0,
+            "expected failure, got success:\n{}",
+            self.stdout
+        );
         let all = format!("{}{}", self.stdout, self.stderr).to_lowercase();
         assert!(
             all.contains(&needle.to_lowercase()),
@@ -208,7 +232,10 @@ impl Env {
     /// A fresh setup with no daemon.
     pub fn new() -> Env {
         // Under /var/tmp rather than /tmp-as-tmpfs only to keep CRIU images off RAM.
-        let dir = tempfile::Builder::new().prefix("cedana-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("cedana-e2e-")
+            .tempdir()
+            .expect("temp dir");
         Env { dir, daemon: None }
     }
 
@@ -242,7 +269,9 @@ impl Env {
     /// A `cedana` command with this setup's config.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin("cedana"));
-        c.arg("--config-dir").arg(self.path("etc")).args(self.overrides());
+        c.arg("--config-dir")
+            .arg(self.path("etc"))
+            .args(self.overrides());
         c.stdin(Stdio::null());
         c
     }

@@ -13,7 +13,16 @@ fn checkpoint_of_counter(env: &Env, name: &str) -> (PathBuf, Workload) {
     wait_count_above(&log, 2);
     let pid = w.pid.to_string();
     let out = env
-        .cedana(&["--json", "dump", "process", &pid, "--no-server", "--leave-running", "--name", name])
+        .cedana(&[
+            "--json",
+            "dump",
+            "process",
+            &pid,
+            "--no-server",
+            "--leave-running",
+            "--name",
+            name,
+        ])
         .ok();
     let path = out.json()["path"].as_str().expect("path").into();
     (path, w)
@@ -21,7 +30,8 @@ fn checkpoint_of_counter(env: &Env, name: &str) -> (PathBuf, Workload) {
 
 fn restore_fails(env: &Env, path: &Path, needle: &str) {
     let p = path.to_string_lossy().to_string();
-    env.cedana(&["restore", "process", "--path", &p, "--no-server"]).fails_with(needle);
+    env.cedana(&["restore", "process", "--path", &p, "--no-server"])
+        .fails_with(needle);
 }
 
 #[test]
@@ -30,7 +40,8 @@ fn no_such_pid() {
         return;
     }
     let env = Env::new();
-    env.cedana(&["dump", "process", "999999", "--no-server"]).fails_with("no such process");
+    env.cedana(&["dump", "process", "999999", "--no-server"])
+        .fails_with("no such process");
 }
 
 #[test]
@@ -46,9 +57,21 @@ fn dump_into_a_non_empty_target_leaves_it_and_the_process_alone() {
     let w = Workload::start(&log, &["counter", "50"]);
     wait_count_above(&log, 1);
     let pid = w.pid.to_string();
-    env.cedana(&["dump", "process", &pid, "--no-server", "--name", "taken", "--compression", "none"])
-        .fails_with("already exists");
-    assert_eq!(std::fs::read(target.join("precious")).expect("read"), b"keep me");
+    env.cedana(&[
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--name",
+        "taken",
+        "--compression",
+        "none",
+    ])
+    .fails_with("already exists");
+    assert_eq!(
+        std::fs::read(target.join("precious")).expect("read"),
+        b"keep me"
+    );
     assert!(w.alive());
 }
 
@@ -61,8 +84,15 @@ fn unknown_compression_lists_the_valid_ones() {
     let log = env.path("c.log");
     let w = Workload::start(&log, &["counter", "50"]);
     let pid = w.pid.to_string();
-    env.cedana(&["dump", "process", &pid, "--no-server", "--compression", "rar"])
-        .fails_with("zstd");
+    env.cedana(&[
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--compression",
+        "rar",
+    ])
+    .fails_with("zstd");
     assert!(w.alive());
 }
 
@@ -75,7 +105,10 @@ fn truncated_archive_is_refused_before_restore() {
     let (path, w) = checkpoint_of_counter(&env, "trunc");
     drop(w);
     let len = std::fs::metadata(&path).expect("stat").len();
-    let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
     f.set_len(len / 2).expect("truncate");
     restore_fails(&env, &path, "truncated or corrupt");
 }
@@ -89,13 +122,20 @@ fn archive_with_one_flipped_byte_is_refused() {
     let (path, w) = checkpoint_of_counter(&env, "flip");
     drop(w);
     let mut bytes = Vec::new();
-    std::fs::File::open(&path).expect("open").read_to_end(&mut bytes).expect("read");
+    std::fs::File::open(&path)
+        .expect("open")
+        .read_to_end(&mut bytes)
+        .expect("read");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x5a;
     std::fs::write(&path, &bytes).expect("write");
     let p = path.to_string_lossy().to_string();
     let out = env.cedana(&["restore", "process", "--path", &p, "--no-server"]);
-    assert_ne!(out.code, 0, "a corrupted archive must not restore: {}", out.stdout);
+    assert_ne!(
+        out.code, 0,
+        "a corrupted archive must not restore: {}",
+        out.stdout
+    );
     let msg = out.stderr.to_lowercase();
     assert!(
         msg.contains("corrupt") || msg.contains("checksum"),
@@ -125,7 +165,8 @@ fn archive_with_a_parent_dir_entry_is_refused() {
         b.append(&h, &data[..]).expect("append");
         b.finish().expect("finish");
     }
-    let mut enc = zstd::Encoder::new(std::fs::File::create(&evil).expect("create"), 3).expect("zstd");
+    let mut enc =
+        zstd::Encoder::new(std::fs::File::create(&evil).expect("create"), 3).expect("zstd");
     enc.write_all(&tar).expect("write");
     enc.finish().expect("finish");
     restore_fails(&env, &evil, "..");

@@ -17,26 +17,42 @@ fn dump(env: &Env, pid: i32, extra: &[&str]) -> (PathBuf, serde_json::Value) {
     args.extend_from_slice(extra);
     let out = env.cedana(&args).ok();
     let v = out.json();
-    let path = v["path"].as_str().unwrap_or_else(|| panic!("no path in {v}")).into();
+    let path = v["path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no path in {v}"))
+        .into();
     (path, v)
 }
 
 /// Restores in-process and returns the restored PID.
 fn restore(env: &Env, path: &Path, extra: &[&str]) -> i32 {
     let path = path.to_string_lossy().to_string();
-    let mut args = vec!["--json", "restore", "process", "--path", &path, "--no-server"];
+    let mut args = vec![
+        "--json",
+        "restore",
+        "process",
+        "--path",
+        &path,
+        "--no-server",
+    ];
     args.extend_from_slice(extra);
     let out = env.cedana(&args).ok();
-    out.json()["pid"].as_i64().unwrap_or_else(|| panic!("no pid in {}", out.stdout)) as i32
+    out.json()["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in {}", out.stdout)) as i32
 }
 
 /// The number printed right after `value`'s last occurrence, once there is one.
 fn next_after(log: &Path, value: u64) -> u64 {
-    wait_for(&format!("a number after {value}"), Duration::from_secs(10), || {
-        let c = counts(log);
-        let i = c.iter().rposition(|v| *v == value)?;
-        c.get(i + 1).copied()
-    })
+    wait_for(
+        &format!("a number after {value}"),
+        Duration::from_secs(10),
+        || {
+            let c = counts(log);
+            let i = c.iter().rposition(|v| *v == value)?;
+            c.get(i + 1).copied()
+        },
+    )
 }
 
 #[test]
@@ -45,18 +61,29 @@ fn counter_continues_after_restore_with_every_compression() {
         return;
     }
     let env = Env::new();
-    for (compression, suffix) in
-        [("none", ""), ("tar", ".tar"), ("gzip", ".tar.gz"), ("lz4", ".tar.lz4"), ("zstd", ".tar.zst")]
-    {
+    for (compression, suffix) in [
+        ("none", ""),
+        ("tar", ".tar"),
+        ("gzip", ".tar.gz"),
+        ("lz4", ".tar.lz4"),
+        ("zstd", ".tar.zst"),
+    ] {
         let log = env.path(&format!("counter-{compression}.log"));
         let mut w = Workload::start(&log, &["counter", "50"]);
         wait_count_above(&log, 5);
         let dir = env.checkpoints().to_string_lossy().to_string();
         let (path, _) = dump(&env, w.pid, &["--compression", compression, "--dir", &dir]);
         w.reap();
-        assert!(path.to_string_lossy().ends_with(suffix), "{compression}: {}", path.display());
+        assert!(
+            path.to_string_lossy().ends_with(suffix),
+            "{compression}: {}",
+            path.display()
+        );
         if compression == "none" {
-            assert!(path.join("metadata.json").is_file(), "a directory checkpoint");
+            assert!(
+                path.join("metadata.json").is_file(),
+                "a directory checkpoint"
+            );
         } else {
             assert!(path.is_file(), "an archive");
         }
@@ -64,7 +91,11 @@ fn counter_continues_after_restore_with_every_compression() {
         let pid = restore(&env, &path, &[]);
         let _guard = KillOnDrop(pid);
         assert_eq!(pid, w.pid, "restored with the original PID");
-        assert_eq!(next_after(&log, at_dump), at_dump + 1, "{compression}: did not carry on");
+        assert_eq!(
+            next_after(&log, at_dump),
+            at_dump + 1,
+            "{compression}: did not carry on"
+        );
         wait_count_above(&log, at_dump + 3);
         kill(pid);
     }
@@ -77,7 +108,7 @@ fn leave_running_keeps_the_process_and_restores_a_second_copy() {
     }
     let env = Env::new();
     let log = env.path("counter.log");
-    let mut w = Workload::start(&log, &["counter", "50"]);
+    let w = Workload::start(&log, &["counter", "50"]);
     let before = wait_count_above(&log, 3);
     let (path, _) = dump(&env, w.pid, &["--leave-running"]);
     let during = last_count(&log).expect("count");
@@ -89,10 +120,15 @@ fn leave_running_keeps_the_process_and_restores_a_second_copy() {
     let _guard = KillOnDrop(pid);
     // The copy carries on from the dump's state: its first number is above what was
     // seen before the dump and not above what the original reached.
-    let first = wait_for("the restored copy to print", Duration::from_secs(10), || {
-        counts(&log).get(lines_before).copied()
-    });
-    assert!(first > before && first <= later + 1, "restored copy printed {first} (dump at ~{during})");
+    let first = wait_for(
+        "the restored copy to print",
+        Duration::from_secs(10),
+        || counts(&log).get(lines_before).copied(),
+    );
+    assert!(
+        first > before && first <= later + 1,
+        "restored copy printed {first} (dump at ~{during})"
+    );
 }
 
 /// Echoes lines back and counts them; stays connected across the client's checkpoint.
@@ -102,7 +138,9 @@ fn echo_server() -> (String, Arc<AtomicU64>) {
     let seen = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&seen);
     std::thread::spawn(move || {
-        let Ok((stream, _)) = listener.accept() else { return };
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
         let mut writer = stream.try_clone().expect("clone");
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { return };
@@ -124,7 +162,9 @@ fn established_tcp_connection_keeps_talking_without_extra_flags() {
     let (addr, seen) = echo_server();
     let log = env.path("tcp.log");
     let mut w = Workload::start(&log, &["tcp-client", &addr, "50"]);
-    wait_for("pings", Duration::from_secs(10), || (seen.load(Ordering::SeqCst) >= 5).then_some(()));
+    wait_for("pings", Duration::from_secs(10), || {
+        (seen.load(Ordering::SeqCst) >= 5).then_some(())
+    });
     let (path, v) = dump(&env, w.pid, &[]);
     w.reap();
     assert_eq!(
@@ -138,7 +178,10 @@ fn established_tcp_connection_keeps_talking_without_extra_flags() {
     wait_for("pings after restore", Duration::from_secs(10), || {
         (seen.load(Ordering::SeqCst) >= at_dump + 5).then_some(())
     });
-    assert!(pid_alive(pid), "the client must still be connected and running");
+    assert!(
+        pid_alive(pid),
+        "the client must still be connected and running"
+    );
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(!text.contains("closed"), "connection broke: {text}");
 }
@@ -161,7 +204,10 @@ fn io_uring_process_is_refused_and_keeps_running() {
     let leftovers: Vec<_> = std::fs::read_dir(env.checkpoints())
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(leftovers.is_empty(), "partial checkpoint left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "partial checkpoint left behind: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -178,8 +224,14 @@ fn restore_right_after_dumping_an_orphan_waits_for_its_pid() {
         bin("cedana-workload").display(),
         log.display()
     );
-    let out = std::process::Command::new("sh").args(["-c", &script]).output().expect("sh");
-    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("pid");
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("sh");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
     let _orig = KillOnDrop(pid);
     wait_count_above(&log, 3);
     let (path, _) = dump(&env, pid, &[]);
@@ -209,6 +261,9 @@ fn restore_names_the_process_holding_a_needed_pid() {
         &path,
         "--no-server",
     ])
-    .fails_with(&format!("PID {} is still in use by `cedana-workload`", w.pid));
+    .fails_with(&format!(
+        "PID {} is still in use by `cedana-workload`",
+        w.pid
+    ));
     assert!(w.alive(), "the original is untouched");
 }

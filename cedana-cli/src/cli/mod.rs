@@ -14,8 +14,7 @@ use clap::{Parser, Subcommand};
 pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
 pub use misc::{CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
-    CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, RestoreArgs, RestoreCmd, RunArgs,
-    RunCmd,
+    CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, RestoreArgs, RestoreCmd, RunArgs, RunCmd,
 };
 
 /// Transparent checkpoint/restore of processes with CRIU.

@@ -41,10 +41,11 @@ impl JobManager {
         })?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let start = len.saturating_sub(REPLAY_BYTES);
-        file.seek(SeekFrom::Start(start)).map_err(|source| DaemonError::Io {
-            context: format!("cannot seek in log {}", job.log_path),
-            source,
-        })?;
+        file.seek(SeekFrom::Start(start))
+            .map_err(|source| DaemonError::Io {
+                context: format!("cannot seek in log {}", job.log_path),
+                source,
+            })?;
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let (me, jid) = (Arc::clone(self), jid.to_string());
         tokio::spawn(async move {

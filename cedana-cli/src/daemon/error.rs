@@ -16,7 +16,9 @@ pub enum DaemonError {
     #[error("no such checkpoint: {0} (see `cedana checkpoints`)")]
     NoSuchCheckpoint(String),
     /// The job id is taken.
-    #[error("job {0} already exists; choose another --jid or delete it with `cedana job delete {0}`")]
+    #[error(
+        "job {0} already exists; choose another --jid or delete it with `cedana job delete {0}`"
+    )]
     JobExists(String),
     /// The job's process is alive, which the operation cannot allow.
     #[error("job {jid} is still running (PID {pid}); {what}")]
@@ -24,10 +26,12 @@ pub enum DaemonError {
         jid: String,
         pid: i32,
         /// What to do about it.
-        what: &'static str,
+        what: String,
     },
     /// The job's process is gone.
-    #[error("job {jid} is not running (state {state}); restore it with `cedana restore job {jid}`")]
+    #[error(
+        "job {jid} is not running (state {state}); restore it with `cedana restore job {jid}`"
+    )]
     JobNotRunning { jid: String, state: String },
     /// Nothing to restore a job from.
     #[error("job {0} has no checkpoint; dump it first with `cedana dump job {0}` or pass --path")]
@@ -116,7 +120,7 @@ mod tests {
         let running = DaemonError::JobRunning {
             jid: "a".into(),
             pid: 1,
-            what: "kill it",
+            what: "kill it".into(),
         };
         assert_eq!(Status::from(running).code(), Code::FailedPrecondition);
         assert_eq!(

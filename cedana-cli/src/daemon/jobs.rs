@@ -4,21 +4,17 @@
 //! of the incarnation they watch, so a stale one never overwrites a restored job.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cedana_runtime::engine::{Engine, ManageRequest, RunRequest};
-use cedana_runtime::image::metadata::Metadata;
 
 use super::convert;
 use super::error::DaemonError;
 use super::procfs;
-use super::store::{now, CheckpointRecord, JobRecord, Store, FROZEN, HALTED, RUNNING};
+use super::store::{now, JobRecord, Store, FROZEN, HALTED, RUNNING};
 use crate::proto;
 
-/// How long an operation that stops a job waits for its watcher to see it halt.
-const HALT_WAIT: Duration = Duration::from_secs(5);
 /// Longest accepted job id (it names the log file).
 const MAX_JID_LEN: usize = 64;
 
@@ -55,7 +51,7 @@ pub fn validate_jid(jid: &str) -> Result<()> {
 }
 
 /// Shell-like rendering of a command line.
-fn command_line(program: &str, args: &[String]) -> String {
+pub(super) fn command_line(program: &str, args: &[String]) -> String {
     std::iter::once(program)
         .chain(args.iter().map(String::as_str))
         .map(|a| {
@@ -67,17 +63,6 @@ fn command_line(program: &str, args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Where the restored root's stdout went, as recorded in the checkpoint.
-fn recorded_log_path(md: &Metadata) -> String {
-    let root = md.process.pid;
-    md.process
-        .open_files
-        .iter()
-        .find(|f| f.pid == root && f.fd == 1 && f.target.starts_with('/'))
-        .map(|f| f.target.clone())
-        .unwrap_or_default()
 }
 
 impl JobManager {
@@ -116,7 +101,7 @@ impl JobManager {
         Ok(convert::job(j, self.store.count_checkpoints(&j.jid)?))
     }
 
-    fn fresh_jid(&self, requested: Option<String>) -> Result<String> {
+    pub(super) fn fresh_jid(&self, requested: Option<String>) -> Result<String> {
         let jid = requested.filter(|j| !j.is_empty()).unwrap_or_else(new_id);
         validate_jid(&jid)?;
         if self.store.get_job(&jid)?.is_some() {
@@ -125,7 +110,14 @@ impl JobManager {
         Ok(jid)
     }
 
-    fn insert(&self, jid: &str, pid: i32, kind: &str, command: String, log: String) -> Result<JobRecord> {
+    pub(super) fn insert(
+        &self,
+        jid: &str,
+        pid: i32,
+        kind: &str,
+        command: String,
+        log: String,
+    ) -> Result<JobRecord> {
         let job = JobRecord {
             jid: jid.to_string(),
             pid,
@@ -167,7 +159,13 @@ impl JobManager {
             })
             .await?;
         let generation = self.bump_generation(&jid);
-        let job = self.insert(&jid, resp.pid, "process", command, log_path.display().to_string())?;
+        let job = self.insert(
+            &jid,
+            resp.pid,
+            "process",
+            command,
+            log_path.display().to_string(),
+        )?;
         self.spawn_reaper(&jid, resp.pid, generation);
         tracing::info!(jid, pid = resp.pid, "job started");
         Ok(job)
@@ -189,115 +187,6 @@ impl JobManager {
         Ok(job)
     }
 
-    /// `dump`: checkpoint a process or a job and record the checkpoint.
-    pub async fn dump(&self, req: proto::DumpRequest) -> Result<(CheckpointRecord, u64)> {
-        use proto::target::Target;
-        let (pid, job) = match req.target.as_ref().and_then(|t| t.target.clone()) {
-            Some(Target::Pid(pid)) => (pid, None),
-            Some(Target::Jid(jid)) => {
-                let job = self.job(&jid)?;
-                if job.state == HALTED {
-                    return Err(DaemonError::JobNotRunning { jid, state: job.state });
-                }
-                (job.pid, Some(job))
-            }
-            None => return Err(DaemonError::InvalidArgument("dump needs a PID or a job id".into())),
-        };
-        let leave_running = req
-            .leave_running
-            .unwrap_or(self.engine.config().checkpoint.leave_running);
-        let resp = self.engine.dump(convert::dump_request(&req, pid)).await?;
-        let record = CheckpointRecord {
-            id: new_id(),
-            jid: job.as_ref().map(|j| j.jid.clone()),
-            name: resp.name.clone(),
-            path: resp.path.display().to_string(),
-            compression: resp.compression.as_str().to_string(),
-            size_bytes: resp.size_bytes,
-            created_at: now(),
-            metadata_json: serde_json::to_string(&resp.metadata).unwrap_or_default(),
-        };
-        self.store.insert_checkpoint(&record)?;
-        if let (Some(job), false) = (job, leave_running) {
-            // CRIU killed the tree; let the watcher record it so `ps` is right at once.
-            self.wait_halted(&job.jid).await;
-        }
-        tracing::info!(pid, path = %record.path, "checkpoint written");
-        Ok((record, resp.duration_ms))
-    }
-
-    /// Waits (bounded) until a job is halted.
-    pub(super) async fn wait_halted(&self, jid: &str) {
-        let deadline = tokio::time::Instant::now() + HALT_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            match self.store.get_job(jid) {
-                Ok(Some(j)) if j.state != HALTED => {}
-                _ => return,
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// `restore`: a job (from its latest checkpoint or a path) or a path (a new job).
-    pub async fn restore(self: &Arc<Self>, req: proto::RestoreRequest) -> Result<proto::RestoreResponse> {
-        let job = match req.jid.as_deref().filter(|j| !j.is_empty()) {
-            Some(jid) => Some(self.job(jid)?),
-            None => None,
-        };
-        if let Some(job) = &job {
-            let alive = procfs::probe(job.pid);
-            if job.state != HALTED && alive.is_some() && alive == job.start_time_ticks.or(alive) {
-                return Err(DaemonError::JobRunning {
-                    jid: job.jid.clone(),
-                    pid: job.pid,
-                    what: "kill it first (`cedana job kill JID`), or dump it without --leave-running, which stops it",
-                });
-            }
-        }
-        let path = match (req.path.as_deref().filter(|p| !p.is_empty()), &job) {
-            (Some(p), _) => PathBuf::from(p),
-            (None, Some(job)) => self
-                .store
-                .latest_checkpoint(&job.jid)?
-                .map(|c| PathBuf::from(c.path))
-                .ok_or_else(|| DaemonError::NoCheckpoint(job.jid.clone()))?,
-            (None, None) => {
-                return Err(DaemonError::InvalidArgument(
-                    "restore needs a job id or a checkpoint --path".into(),
-                ))
-            }
-        };
-        let resp = self.engine.restore(convert::restore_request(&req, path.clone())).await?;
-        let pid = resp.pid;
-        let jid = match job {
-            Some(job) => {
-                let generation = self.bump_generation(&job.jid);
-                self.store.set_process(&job.jid, pid, procfs::start_ticks(pid))?;
-                self.spawn_reaper(&job.jid, pid, generation);
-                job.jid
-            }
-            None => {
-                let jid = self.fresh_jid(None)?;
-                let root = resp.metadata.process.tree.first();
-                let command = root
-                    .filter(|p| !p.cmdline.is_empty())
-                    .map(|p| command_line(&p.cmdline[0], &p.cmdline[1..]))
-                    .unwrap_or_else(|| resp.metadata.name.clone());
-                let generation = self.bump_generation(&jid);
-                self.insert(&jid, pid, "restored", command, recorded_log_path(&resp.metadata))?;
-                self.spawn_reaper(&jid, pid, generation);
-                jid
-            }
-        };
-        tracing::info!(jid, pid, path = %path.display(), "restored");
-        Ok(proto::RestoreResponse {
-            pid,
-            jid,
-            duration_ms: resp.duration_ms,
-            path: path.display().to_string(),
-        })
-    }
-
     /// `freeze`/`unfreeze` of a process or a job.
     pub fn freeze(&self, target: Option<proto::Target>, freeze: bool) -> Result<()> {
         use proto::target::Target;
@@ -313,40 +202,19 @@ impl JobManager {
             Some(Target::Jid(jid)) => {
                 let job = self.job(&jid)?;
                 if job.state == HALTED {
-                    return Err(DaemonError::JobNotRunning { jid, state: job.state });
+                    return Err(DaemonError::JobNotRunning {
+                        jid,
+                        state: job.state,
+                    });
                 }
                 signal(job.pid)?;
                 let state = if freeze { FROZEN } else { RUNNING };
                 Ok(self.store.set_state(&jid, state, None)?)
             }
-            None => Err(DaemonError::InvalidArgument("needs a PID or a job id".into())),
+            None => Err(DaemonError::InvalidArgument(
+                "needs a PID or a job id".into(),
+            )),
         }
-    }
-
-    /// Removes a checkpoint's files and record.
-    pub fn delete_checkpoint(&self, id: &str) -> Result<()> {
-        let ck = self
-            .store
-            .get_checkpoint(id)?
-            .ok_or_else(|| DaemonError::NoSuchCheckpoint(id.to_string()))?;
-        let path = Path::new(&ck.path);
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(path)
-        } else {
-            std::fs::remove_file(path)
-        };
-        match removed {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(DaemonError::Io {
-                    context: format!("cannot remove checkpoint {}", path.display()),
-                    source,
-                })
-            }
-        }
-        self.store.delete_checkpoint(id)?;
-        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The daemon's SQLite store: jobs and checkpoints survive a daemon restart. One
 //! connection behind a std `Mutex`, held only for the length of one statement.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -99,6 +99,8 @@ impl Store {
             }
         }
         let conn = Connection::open(path)?;
+        // Job command lines and paths are the daemon's business: keep the file private.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
@@ -159,7 +161,12 @@ impl Store {
     }
 
     /// Sets a job's state and exit code.
-    pub fn set_state(&self, jid: &str, state: &str, exit_code: Option<i32>) -> rusqlite::Result<()> {
+    pub fn set_state(
+        &self,
+        jid: &str,
+        state: &str,
+        exit_code: Option<i32>,
+    ) -> rusqlite::Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET state = ?2, exit_code = ?3, updated_at = ?4 WHERE jid = ?1",
@@ -183,7 +190,10 @@ impl Store {
 
     /// Removes a job row (its checkpoints stay).
     pub fn delete_job(&self, jid: &str) -> rusqlite::Result<bool> {
-        self.with(|c| c.execute("DELETE FROM jobs WHERE jid = ?1", [jid]).map(|n| n > 0))
+        self.with(|c| {
+            c.execute("DELETE FROM jobs WHERE jid = ?1", [jid])
+                .map(|n| n > 0)
+        })
     }
 
     /// Records a checkpoint.
@@ -249,7 +259,10 @@ impl Store {
 
     /// Removes a checkpoint record.
     pub fn delete_checkpoint(&self, id: &str) -> rusqlite::Result<bool> {
-        self.with(|c| c.execute("DELETE FROM checkpoints WHERE id = ?1", [id]).map(|n| n > 0))
+        self.with(|c| {
+            c.execute("DELETE FROM checkpoints WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
     }
 }
 

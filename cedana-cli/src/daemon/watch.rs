@@ -29,7 +29,10 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// Marks halted, at startup, every running/frozen job whose process is gone or was
 /// replaced (start time differs); returns the jobs still alive, to be polled.
 /// `probe(pid)` gives the start ticks of a live process.
-pub fn reconcile(store: &Store, probe: impl Fn(i32) -> Option<u64>) -> rusqlite::Result<Vec<JobRecord>> {
+pub fn reconcile(
+    store: &Store,
+    probe: impl Fn(i32) -> Option<u64>,
+) -> rusqlite::Result<Vec<JobRecord>> {
     let mut alive = Vec::new();
     for job in store.list_jobs()? {
         if job.state != RUNNING && job.state != FROZEN {
@@ -48,7 +51,11 @@ impl JobManager {
     pub fn recover(self: &Arc<Self>) -> Result<()> {
         for job in reconcile(&self.store, procfs::probe)? {
             let generation = self.bump_generation(&job.jid);
-            tracing::info!(jid = job.jid, pid = job.pid, "job survived the daemon restart; polling it");
+            tracing::info!(
+                jid = job.jid,
+                pid = job.pid,
+                "job survived the daemon restart; polling it"
+            );
             self.spawn_poller(&job.jid, job.pid, job.start_time_ticks, generation);
         }
         Ok(())
@@ -83,7 +90,11 @@ impl JobManager {
             match waited {
                 Ok(Ok(code)) => me.halted(&jid, generation, code),
                 Ok(Err(e)) => {
-                    tracing::warn!(jid, pid, "cannot wait for the job ({e}); polling it instead");
+                    tracing::warn!(
+                        jid,
+                        pid,
+                        "cannot wait for the job ({e}); polling it instead"
+                    );
                     let ticks = procfs::start_ticks(pid);
                     me.spawn_poller(&jid, pid, ticks, generation);
                 }
@@ -93,7 +104,13 @@ impl JobManager {
     }
 
     /// Polls a process that is not our child until it is gone (exit code unknown).
-    pub(super) fn spawn_poller(self: &Arc<Self>, jid: &str, pid: i32, ticks: Option<u64>, generation: u64) {
+    pub(super) fn spawn_poller(
+        self: &Arc<Self>,
+        jid: &str,
+        pid: i32,
+        ticks: Option<u64>,
+        generation: u64,
+    ) {
         let (me, jid) = (Arc::clone(self), jid.to_string());
         tokio::spawn(async move {
             loop {
@@ -137,7 +154,7 @@ impl JobManager {
                 return Err(DaemonError::JobRunning {
                     jid: jid.to_string(),
                     pid: job.pid,
-                    what: "kill it first (`cedana job kill JID`) or pass --force",
+                    what: format!("kill it first (`cedana job kill {jid}`) or pass --force"),
                 });
             }
             signal_job(&job, Signal::SIGKILL)?;

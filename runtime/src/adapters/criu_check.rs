@@ -8,7 +8,6 @@ use crate::engine::{blocking, DumpCtx, DumpResponse, Env, RestoreCtx, RestoreRes
 use crate::error::EngineError;
 use crate::host;
 
-
 async fn check(env: &Env, opts: &CriuOpts) -> Result<(), EngineError> {
     let criu = env.criu()?;
     blocking(move || Ok(criu.require(MIN_VERSION)?)).await?;

@@ -37,7 +37,10 @@ pub async fn wait_until_free(pids: &[i32], timeout: Duration) -> Result<(), Engi
                 let holder = if holder == pid {
                     inspect::describe(pid)
                 } else {
-                    format!("PID {holder} {} as its session or group id", inspect::describe(holder))
+                    format!(
+                        "PID {holder} {} as its session or group id",
+                        inspect::describe(holder)
+                    )
                 };
                 return Err(EngineError::PidTaken {
                     pid,
@@ -57,7 +60,10 @@ fn first_taken(pids: &[i32]) -> Option<(i32, i32)> {
     }
     inspect::all_pids().into_iter().find_map(|other| {
         let info = inspect::read_info(other).ok()?;
-        pids.iter().copied().find(|p| *p == info.sid || *p == info.pgid).map(|p| (p, other))
+        pids.iter()
+            .copied()
+            .find(|p| *p == info.sid || *p == info.pgid)
+            .map(|p| (p, other))
     })
 }
 

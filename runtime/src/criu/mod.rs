@@ -674,9 +674,12 @@ impl Drop for Swrk {
 }
 
 fn locate_in(configured: &Path, path_var: Option<OsString>) -> Result<Criu, CriuError> {
-    crate::host::find_executable_in(configured, path_var.as_deref()).map(Criu::new).ok_or_else(
-        || CriuError::NotFound { binary: configured.to_path_buf(), hint: NOT_FOUND_HINT.to_string() },
-    )
+    crate::host::find_executable_in(configured, path_var.as_deref())
+        .map(Criu::new)
+        .ok_or_else(|| CriuError::NotFound {
+            binary: configured.to_path_buf(),
+            hint: NOT_FOUND_HINT.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -29,7 +29,11 @@ pub fn exists(pid: i32) -> bool {
 /// Every PID currently in /proc.
 pub fn all_pids() -> Vec<i32> {
     fs::read_dir("/proc")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

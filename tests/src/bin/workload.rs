@@ -35,7 +35,9 @@ fn tcp_client(addr: &str, every: Duration) -> Result<(), String> {
     loop {
         writeln!(writer, "ping {i}").map_err(|e| format!("send: {e}"))?;
         let mut line = String::new();
-        let n = reader.read_line(&mut line).map_err(|e| format!("receive: {e}"))?;
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| format!("receive: {e}"))?;
         if n == 0 {
             return Err("server closed the connection".into());
         }
@@ -52,7 +54,10 @@ fn io_uring() -> Result<(), String> {
     // SAFETY: a valid pointer to a zeroed io_uring_params-sized buffer.
     let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
     if fd < 0 {
-        return Err(format!("io_uring_setup: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "io_uring_setup: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     counter(Duration::from_millis(100))
 }

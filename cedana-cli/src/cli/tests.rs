@@ -1,0 +1,226 @@
+//! The CLI surface: subcommand names (a typo would ship), and flags reaching the engine.
+
+use clap::{CommandFactory, Parser};
+
+use super::*;
+use crate::commands::{dump, jobs, restore};
+use crate::daemon::convert;
+use crate::proto::target::Target;
+
+fn names(cmd: &clap::Command) -> Vec<String> {
+    let mut v: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn sub<'a>(cmd: &'a clap::Command, name: &str) -> &'a clap::Command {
+    cmd.find_subcommand(name)
+        .unwrap_or_else(|| panic!("no subcommand {name}"))
+}
+
+fn parse(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("cedana").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[test]
+fn subcommand_names() {
+    Cli::command().debug_assert();
+    let cli = Cli::command();
+    assert_eq!(
+        names(&cli),
+        [
+            "check",
+            "checkpoint",
+            "checkpoints",
+            "completion",
+            "daemon",
+            "dump",
+            "features",
+            "freeze",
+            "job",
+            "manage",
+            "plugin",
+            "ps",
+            "restore",
+            "run",
+            "unfreeze",
+            "version"
+        ]
+    );
+    assert_eq!(names(sub(&cli, "daemon")), ["check", "start"]);
+    assert_eq!(names(sub(&cli, "dump")), ["job", "process"]);
+    assert_eq!(names(sub(&cli, "restore")), ["job", "process"]);
+    assert_eq!(names(sub(&cli, "freeze")), ["job", "process"]);
+    assert_eq!(
+        names(sub(&cli, "job")),
+        ["attach", "checkpoint", "delete", "inspect", "kill", "list"]
+    );
+    assert_eq!(
+        names(sub(&cli, "checkpoint")),
+        ["delete", "inspect", "list"]
+    );
+    assert_eq!(names(sub(&cli, "plugin")), ["features", "list"]);
+}
+
+#[test]
+fn aliases_parse() {
+    assert!(matches!(parse(&["jobs"]).command, Command::Ps));
+    assert!(matches!(
+        parse(&["exec", "process", "--", "true"]).command,
+        Command::Run(_)
+    ));
+    assert!(matches!(
+        parse(&["job", "checkpoint", "list", "j1"]).command,
+        Command::Job(_)
+    ));
+}
+
+#[test]
+fn global_flags() {
+    let cli = parse(&[
+        "ps",
+        "--set",
+        "db_path=/tmp/db",
+        "--address",
+        "/tmp/c.sock",
+        "--json",
+        "--config-dir",
+        "/tmp/cfg",
+    ]);
+    assert!(cli.global.json);
+    assert_eq!(
+        cli.global.config_dir.as_deref(),
+        Some(std::path::Path::new("/tmp/cfg"))
+    );
+    assert_eq!(
+        cli.global.overrides(),
+        [
+            ("db_path".to_string(), "/tmp/db".to_string()),
+            ("address".into(), "/tmp/c.sock".into())
+        ]
+    );
+    assert!(Cli::try_parse_from(["cedana", "ps", "--set", "novalue"]).is_err());
+}
+
+#[test]
+fn run_flags_and_trailing_command() {
+    let cli = parse(&[
+        "run", "process", "--jid", "j1", "--out", "/tmp/l", "--env", "A=1", "--cwd", "/srv", "--",
+        "sh", "-c", "echo --x",
+    ]);
+    let Command::Run(RunCmd::Process(args)) = cli.command else {
+        panic!()
+    };
+    let req = crate::commands::run::run_request(&args);
+    assert_eq!(req.jid.as_deref(), Some("j1"));
+    assert_eq!(req.program, "sh");
+    assert_eq!(req.args, ["-c", "echo --x"]);
+    assert_eq!(req.cwd.as_deref(), Some("/srv"));
+    assert_eq!(req.log_path.as_deref(), Some("/tmp/l"));
+    assert_eq!(req.env[0].key, "A");
+}
+
+#[test]
+fn dump_flags_map_to_the_engine_request() {
+    let cli = parse(&[
+        "dump",
+        "process",
+        "42",
+        "--dir",
+        "/ck",
+        "--name",
+        "n1",
+        "--compression",
+        "lz4",
+        "--leave-running",
+        "--tcp-established",
+        "--file-locks",
+        "--external",
+        "mnt[]:m",
+        "--external",
+        "tty[1:2]",
+        "--shell-job",
+        "--link-remap",
+        "--no-server",
+    ]);
+    let Command::Dump(DumpCmd::Process {
+        pid,
+        args,
+        no_server,
+    }) = cli.command
+    else {
+        panic!()
+    };
+    assert!(no_server);
+    let req = dump::dump_request(Target::Pid(pid), &args);
+    let engine = convert::dump_request(&req, pid);
+    assert_eq!(engine.pid, 42);
+    assert_eq!(engine.dir.as_deref(), Some(std::path::Path::new("/ck")));
+    assert_eq!(engine.name.as_deref(), Some("n1"));
+    assert_eq!(engine.compression.as_deref(), Some("lz4"));
+    assert_eq!(engine.leave_running, Some(true));
+    assert_eq!(engine.flags.tcp_established, Some(true));
+    assert_eq!(engine.flags.tcp_close, None);
+    assert_eq!(engine.flags.file_locks, Some(true));
+    assert_eq!(engine.flags.shell_job, Some(true));
+    assert_eq!(engine.flags.link_remap, Some(true));
+    assert_eq!(engine.flags.external, ["mnt[]:m", "tty[1:2]"]);
+}
+
+#[test]
+fn unset_dump_flags_let_the_engine_decide() {
+    let Command::Dump(DumpCmd::Job { jid, args }) = parse(&["dump", "job", "j1"]).command else {
+        panic!()
+    };
+    let req = dump::dump_request(Target::Jid(jid), &args);
+    let engine = convert::dump_request(&req, 7);
+    assert_eq!(engine.leave_running, None);
+    assert_eq!(engine.compression, None);
+    assert_eq!(engine.flags, Default::default());
+    assert!(Cli::try_parse_from(["cedana", "dump", "job", "j1", "--no-server"]).is_err());
+    assert!(
+        Cli::try_parse_from(["cedana", "dump", "process", "1", "--compression", "xz"]).is_err()
+    );
+}
+
+#[test]
+fn restore_flags() {
+    let cli = parse(&[
+        "restore",
+        "job",
+        "j1",
+        "--path",
+        "/ck/a.tar.zst",
+        "--tcp-close",
+        "--pid-file",
+        "/tmp/p",
+        "--attach",
+    ]);
+    let Command::Restore(RestoreCmd::Job { jid, path, args }) = cli.command else {
+        panic!()
+    };
+    assert!(args.attach);
+    let req = restore::restore_request(Some(jid), path.as_deref(), &args);
+    assert_eq!(req.jid.as_deref(), Some("j1"));
+    let engine = convert::restore_request(&req, "/ck/a.tar.zst".into());
+    assert_eq!(engine.flags.tcp_close, Some(true));
+    assert_eq!(engine.flags.tcp_established, None);
+    assert_eq!(
+        engine.pid_file.as_deref(),
+        Some(std::path::Path::new("/tmp/p"))
+    );
+    assert!(Cli::try_parse_from(["cedana", "restore", "process"]).is_err());
+}
+
+#[test]
+fn signals_by_name_or_number() {
+    assert_eq!(jobs::parse_signal("TERM").unwrap(), 15);
+    assert_eq!(jobs::parse_signal("sigkill").unwrap(), 9);
+    assert_eq!(jobs::parse_signal("2").unwrap(), 2);
+    assert!(jobs::parse_signal("NOPE").is_err());
+    assert!(jobs::parse_signal("999").is_err());
+}

@@ -1,0 +1,110 @@
+//! `cedana dump process PID|job JID`: checkpoint through the daemon, or in-process with
+//! `--no-server`. Both build the same proto request, so a flag means the same either way.
+
+use cedana_runtime::engine::Engine;
+
+use super::{absolute, Ctx};
+use crate::cli::{CriuFlagArgs, DumpArgs, DumpCmd};
+use crate::client::status_error;
+use crate::daemon::convert;
+use crate::output::{human_bytes, print_json};
+use crate::progress::with_spinner;
+use crate::proto::{self, target::Target};
+
+/// CLI CRIU flags -> proto: a flag given forces the option on; absent lets the engine decide.
+pub fn criu_flags(f: &CriuFlagArgs) -> proto::CriuFlags {
+    let on = |b: bool| b.then_some(true);
+    proto::CriuFlags {
+        tcp_established: on(f.tcp_established),
+        tcp_close: on(f.tcp_close),
+        file_locks: on(f.file_locks),
+        shell_job: on(f.shell_job),
+        link_remap: on(f.link_remap),
+        external: f.external.clone(),
+    }
+}
+
+/// The proto dump request for a target.
+pub fn dump_request(target: Target, args: &DumpArgs) -> proto::DumpRequest {
+    proto::DumpRequest {
+        target: Some(proto::Target {
+            target: Some(target),
+        }),
+        dir: args
+            .dir
+            .as_deref()
+            .map(|d| absolute(d).display().to_string()),
+        name: args.name.clone(),
+        compression: args.compression.clone(),
+        leave_running: args.leave_running.then_some(true),
+        flags: Some(criu_flags(&args.flags)),
+    }
+}
+
+/// Runs `dump`.
+pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
+    let (req, no_server) = match &cmd {
+        DumpCmd::Process {
+            pid,
+            args,
+            no_server,
+        } => (dump_request(Target::Pid(*pid), args), *no_server),
+        DumpCmd::Job { jid, args } => (dump_request(Target::Jid(jid.clone()), args), false),
+    };
+    let resp = if no_server {
+        let Some(Target::Pid(pid)) = req.target.as_ref().and_then(|t| t.target.clone()) else {
+            unreachable!("--no-server is only accepted for processes");
+        };
+        let engine = Engine::new(ctx.config.clone());
+        let r = with_spinner(
+            "checkpointing",
+            engine.dump(convert::dump_request(&req, pid)),
+        )
+        .await?;
+        proto::DumpResponse {
+            checkpoint: Some(proto::Checkpoint {
+                id: String::new(),
+                jid: None,
+                name: r.name,
+                path: r.path.display().to_string(),
+                compression: r.compression.as_str().into(),
+                size_bytes: r.size_bytes,
+                created_at: r.metadata.created_at.clone(),
+                metadata_json: String::new(),
+            }),
+            duration_ms: r.duration_ms,
+        }
+    } else {
+        let mut client = ctx.client().await?;
+        with_spinner("checkpointing", client.dump(req))
+            .await
+            .map_err(status_error)?
+            .into_inner()
+    };
+    let ck = resp.checkpoint.unwrap_or_default();
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "id": (!ck.id.is_empty()).then_some(&ck.id),
+            "jid": ck.jid,
+            "name": ck.name,
+            "path": ck.path,
+            "compression": ck.compression,
+            "size_bytes": ck.size_bytes,
+            "duration_ms": resp.duration_ms,
+        }));
+    } else {
+        let id = if ck.id.is_empty() {
+            String::new()
+        } else {
+            format!(" (checkpoint {})", ck.id)
+        };
+        println!("{}{id}", ck.path);
+        println!(
+            "{} {}, {} ms",
+            human_bytes(ck.size_bytes),
+            ck.compression,
+            resp.duration_ms
+        );
+    }
+    Ok(0)
+}

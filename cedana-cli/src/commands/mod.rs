@@ -1,0 +1,88 @@
+//! One module per command group. Each command converts its clap arguments into a proto
+//! or engine request, calls the daemon (or the engine in-process), and prints the result.
+//! Commands return the process exit code.
+
+pub mod check;
+pub mod checkpoints;
+pub mod completion;
+pub mod daemon;
+pub mod dump;
+pub mod features;
+pub mod freeze;
+pub mod jobs;
+pub mod manage;
+pub mod restore;
+pub mod run;
+pub mod version;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cedana_config::Config;
+
+use crate::cli::{CheckpointCmd, Cli, Command, JobCmd, PluginCmd};
+use crate::client::{self, Client};
+
+/// What every command gets: the loaded config and the output mode.
+pub struct Ctx {
+    /// Loaded configuration (file, env, `--set`, `--address`).
+    pub config: Config,
+    /// `--json`.
+    pub json: bool,
+}
+
+impl Ctx {
+    /// Connects to the daemon at the configured address.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        client::connect(&self.config.address).await
+    }
+}
+
+/// A path made absolute against our working directory (the daemon has another one).
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Completion(args) = &cli.command {
+        return completion::run(args.shell);
+    }
+    let config = Config::load_default(cli.global.config_dir.as_deref(), &cli.global.overrides())
+        .context("invalid configuration")?;
+    let ctx = Ctx {
+        config,
+        json: cli.global.json,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run(ctx, cli.command))
+}
+
+async fn run(ctx: Ctx, command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Daemon(cmd) => daemon::run(ctx, cmd).await,
+        Command::Check => check::run(&ctx).await,
+        Command::Run(cmd) => run::run(&ctx, cmd).await,
+        Command::Manage(cmd) => manage::run(&ctx, cmd).await,
+        Command::Dump(cmd) => dump::run(&ctx, cmd).await,
+        Command::Restore(cmd) => restore::run(&ctx, cmd).await,
+        Command::Freeze(cmd) => freeze::run(&ctx, cmd, true).await,
+        Command::Unfreeze(cmd) => freeze::run(&ctx, cmd, false).await,
+        Command::Ps | Command::Job(JobCmd::List) => jobs::list(&ctx).await,
+        Command::Job(JobCmd::Inspect { jid }) => jobs::inspect(&ctx, &jid).await,
+        Command::Job(JobCmd::Kill(args)) => jobs::kill(&ctx, &args).await,
+        Command::Job(JobCmd::Delete { jid, force }) => jobs::delete(&ctx, &jid, force).await,
+        Command::Job(JobCmd::Attach { jid }) => jobs::attach(&ctx, &jid).await,
+        Command::Job(JobCmd::Checkpoint(cmd)) | Command::Checkpoint(cmd) => {
+            checkpoints::run(&ctx, cmd).await
+        }
+        Command::Checkpoints { jid } => checkpoints::run(&ctx, CheckpointCmd::List { jid }).await,
+        Command::Features | Command::Plugin(PluginCmd::Features) => features::features(&ctx),
+        Command::Plugin(PluginCmd::List) => features::list(&ctx),
+        Command::Completion(args) => completion::run(args.shell),
+        Command::Version => version::run(&ctx),
+    }
+}

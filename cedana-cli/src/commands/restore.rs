@@ -1,0 +1,92 @@
+//! `cedana restore process --path P|job JID`: restore through the daemon (which becomes
+//! the parent and tracks the result as a job), or in-process with `--no-server`.
+
+use std::path::Path;
+
+use cedana_runtime::engine::Engine;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use super::dump::criu_flags;
+use super::{absolute, jobs, Ctx};
+use crate::cli::{RestoreArgs, RestoreCmd};
+use crate::client::status_error;
+use crate::daemon::{convert, watch};
+use crate::output::print_json;
+use crate::progress::with_spinner;
+use crate::proto;
+
+/// The proto restore request.
+pub fn restore_request(
+    jid: Option<String>,
+    path: Option<&Path>,
+    args: &RestoreArgs,
+) -> proto::RestoreRequest {
+    proto::RestoreRequest {
+        jid,
+        path: path.map(|p| absolute(p).display().to_string()),
+        flags: Some(criu_flags(&args.flags)),
+        pid_file: args
+            .pid_file
+            .as_deref()
+            .map(|p| absolute(p).display().to_string()),
+    }
+}
+
+/// Runs `restore`.
+pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
+    let (req, args, no_server) = match &cmd {
+        RestoreCmd::Process {
+            path,
+            args,
+            no_server,
+        } => (restore_request(None, Some(path), args), args, *no_server),
+        RestoreCmd::Job { jid, path, args } => (
+            restore_request(Some(jid.clone()), path.as_deref(), args),
+            args,
+            false,
+        ),
+    };
+    if no_server {
+        return restore_here(ctx, &req, args.attach).await;
+    }
+    let mut client = ctx.client().await?;
+    let resp = with_spinner("restoring", client.restore(req))
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "pid": resp.pid, "jid": resp.jid, "path": resp.path, "duration_ms": resp.duration_ms,
+        }));
+    } else {
+        println!("{} (job {}, {} ms)", resp.pid, resp.jid, resp.duration_ms);
+    }
+    if args.attach {
+        return jobs::follow(&mut client, &resp.jid).await;
+    }
+    Ok(0)
+}
+
+/// `--no-server`: the engine runs here and this process is the restored tree's parent;
+/// without --attach it is left to init when we exit.
+async fn restore_here(ctx: &Ctx, req: &proto::RestoreRequest, attach: bool) -> anyhow::Result<i32> {
+    let path = req.path.clone().unwrap_or_default().into();
+    let engine = Engine::new(ctx.config.clone());
+    let resp = with_spinner(
+        "restoring",
+        engine.restore(convert::restore_request(req, path)),
+    )
+    .await?;
+    if ctx.json {
+        print_json(&serde_json::json!({ "pid": resp.pid, "duration_ms": resp.duration_ms }));
+    } else {
+        println!("{} ({} ms)", resp.pid, resp.duration_ms);
+    }
+    if !attach {
+        return Ok(0);
+    }
+    let pid = resp.pid;
+    let status = tokio::task::spawn_blocking(move || waitpid(Pid::from_raw(pid), None)).await??;
+    Ok(watch::exit_code(status).unwrap_or(0))
+}

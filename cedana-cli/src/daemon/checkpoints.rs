@@ -1,0 +1,189 @@
+//! Checkpointing jobs: dump (recording the checkpoint), restore (a job from its latest
+//! checkpoint, or a path as a new job), and deleting checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cedana_runtime::image::metadata::Metadata;
+
+use super::convert;
+use super::error::DaemonError;
+use super::jobs::{command_line, new_id, JobManager, Result};
+use super::procfs;
+use super::store::{now, CheckpointRecord, HALTED};
+use crate::proto;
+
+/// How long an operation that stops a job waits for its watcher to see it halt.
+const HALT_WAIT: Duration = Duration::from_secs(5);
+
+/// Where the restored root's stdout went, as recorded in the checkpoint.
+fn recorded_log_path(md: &Metadata) -> String {
+    let root = md.process.pid;
+    md.process
+        .open_files
+        .iter()
+        .find(|f| f.pid == root && f.fd == 1 && f.target.starts_with('/'))
+        .map(|f| f.target.clone())
+        .unwrap_or_default()
+}
+
+impl JobManager {
+    /// `dump`: checkpoint a process or a job and record the checkpoint.
+    pub async fn dump(&self, req: proto::DumpRequest) -> Result<(CheckpointRecord, u64)> {
+        use proto::target::Target;
+        let (pid, job) = match req.target.as_ref().and_then(|t| t.target.clone()) {
+            Some(Target::Pid(pid)) => (pid, None),
+            Some(Target::Jid(jid)) => {
+                let job = self.job(&jid)?;
+                if job.state == HALTED {
+                    return Err(DaemonError::JobNotRunning {
+                        jid,
+                        state: job.state,
+                    });
+                }
+                (job.pid, Some(job))
+            }
+            None => {
+                return Err(DaemonError::InvalidArgument(
+                    "dump needs a PID or a job id".into(),
+                ))
+            }
+        };
+        let leave_running = req
+            .leave_running
+            .unwrap_or(self.engine.config().checkpoint.leave_running);
+        let resp = self.engine.dump(convert::dump_request(&req, pid)).await?;
+        let record = CheckpointRecord {
+            id: new_id(),
+            jid: job.as_ref().map(|j| j.jid.clone()),
+            name: resp.name.clone(),
+            path: resp.path.display().to_string(),
+            compression: resp.compression.as_str().to_string(),
+            size_bytes: resp.size_bytes,
+            created_at: now(),
+            metadata_json: serde_json::to_string(&resp.metadata).unwrap_or_default(),
+        };
+        self.store.insert_checkpoint(&record)?;
+        if let (Some(job), false) = (job, leave_running) {
+            // CRIU killed the tree; let the watcher record it so `ps` is right at once.
+            self.wait_halted(&job.jid).await;
+        }
+        tracing::info!(pid, path = %record.path, "checkpoint written");
+        Ok((record, resp.duration_ms))
+    }
+
+    /// Waits (bounded) until a job is halted.
+    pub(super) async fn wait_halted(&self, jid: &str) {
+        let deadline = tokio::time::Instant::now() + HALT_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            match self.store.get_job(jid) {
+                Ok(Some(j)) if j.state != HALTED => {}
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `restore`: a job (from its latest checkpoint or a path) or a path (a new job).
+    pub async fn restore(
+        self: &Arc<Self>,
+        req: proto::RestoreRequest,
+    ) -> Result<proto::RestoreResponse> {
+        let job = match req.jid.as_deref().filter(|j| !j.is_empty()) {
+            Some(jid) => Some(self.job(jid)?),
+            None => None,
+        };
+        if let Some(job) = &job {
+            let alive = procfs::probe(job.pid);
+            if job.state != HALTED && alive.is_some() && alive == job.start_time_ticks.or(alive) {
+                return Err(DaemonError::JobRunning {
+                    jid: job.jid.clone(),
+                    pid: job.pid,
+                    what: format!(
+                        "kill it first (`cedana job kill {}`), or dump it without --leave-running, which stops it",
+                        job.jid
+                    ),
+                });
+            }
+        }
+        let path = match (req.path.as_deref().filter(|p| !p.is_empty()), &job) {
+            (Some(p), _) => PathBuf::from(p),
+            (None, Some(job)) => self
+                .store
+                .latest_checkpoint(&job.jid)?
+                .map(|c| PathBuf::from(c.path))
+                .ok_or_else(|| DaemonError::NoCheckpoint(job.jid.clone()))?,
+            (None, None) => {
+                return Err(DaemonError::InvalidArgument(
+                    "restore needs a job id or a checkpoint --path".into(),
+                ))
+            }
+        };
+        let resp = self
+            .engine
+            .restore(convert::restore_request(&req, path.clone()))
+            .await?;
+        let pid = resp.pid;
+        let jid = match job {
+            Some(job) => {
+                let generation = self.bump_generation(&job.jid);
+                self.store
+                    .set_process(&job.jid, pid, procfs::start_ticks(pid))?;
+                self.spawn_reaper(&job.jid, pid, generation);
+                job.jid
+            }
+            None => {
+                let jid = self.fresh_jid(None)?;
+                let root = resp.metadata.process.tree.first();
+                let command = root
+                    .filter(|p| !p.cmdline.is_empty())
+                    .map(|p| command_line(&p.cmdline[0], &p.cmdline[1..]))
+                    .unwrap_or_else(|| resp.metadata.name.clone());
+                let generation = self.bump_generation(&jid);
+                self.insert(
+                    &jid,
+                    pid,
+                    "restored",
+                    command,
+                    recorded_log_path(&resp.metadata),
+                )?;
+                self.spawn_reaper(&jid, pid, generation);
+                jid
+            }
+        };
+        tracing::info!(jid, pid, path = %path.display(), "restored");
+        Ok(proto::RestoreResponse {
+            pid,
+            jid,
+            duration_ms: resp.duration_ms,
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Removes a checkpoint's files and record.
+    pub fn delete_checkpoint(&self, id: &str) -> Result<()> {
+        let ck = self
+            .store
+            .get_checkpoint(id)?
+            .ok_or_else(|| DaemonError::NoSuchCheckpoint(id.to_string()))?;
+        let path = Path::new(&ck.path);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DaemonError::Io {
+                    context: format!("cannot remove checkpoint {}", path.display()),
+                    source,
+                })
+            }
+        }
+        self.store.delete_checkpoint(id)?;
+        Ok(())
+    }
+}

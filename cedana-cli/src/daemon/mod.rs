@@ -1,0 +1,15 @@
+//! The daemon: a gRPC server on a unix socket in front of the job manager and the store.
+
+pub mod attach;
+pub mod checkpoints;
+pub mod convert;
+pub mod error;
+pub mod jobs;
+pub mod procfs;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod watch;
+
+#[cfg(test)]
+mod tests;

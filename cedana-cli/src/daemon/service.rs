@@ -1,0 +1,148 @@
+//! The gRPC service: each RPC is a thin call into the job manager or the engine, with
+//! errors mapped to status codes in one place (`error.rs`).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::attach::AttachStream;
+use super::convert;
+use super::error::DaemonError;
+use super::jobs::JobManager;
+use crate::proto::daemon_server::Daemon;
+use crate::proto::{self, Empty};
+
+/// The daemon's RPC implementation.
+pub struct Service {
+    jobs: Arc<JobManager>,
+}
+
+impl Service {
+    /// A service over a job manager.
+    pub fn new(jobs: Arc<JobManager>) -> Self {
+        Self { jobs }
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+// tonic's service trait fixes the error type to `Status`.
+#[allow(clippy::result_large_err)]
+fn ok<T>(v: T) -> Rpc<T> {
+    Ok(Response::new(v))
+}
+
+#[tonic::async_trait]
+impl Daemon for Service {
+    async fn run(&self, req: Request<proto::RunRequest>) -> Rpc<proto::Job> {
+        let job = self.jobs.run(req.into_inner()).await?;
+        ok(self.jobs.job_proto(&job)?)
+    }
+
+    async fn manage(&self, req: Request<proto::ManageRequest>) -> Rpc<proto::Job> {
+        let req = req.into_inner();
+        let job = self.jobs.manage(req.pid, req.jid).await?;
+        ok(self.jobs.job_proto(&job)?)
+    }
+
+    async fn dump(&self, req: Request<proto::DumpRequest>) -> Rpc<proto::DumpResponse> {
+        let (record, duration_ms) = self.jobs.dump(req.into_inner()).await?;
+        ok(proto::DumpResponse {
+            checkpoint: Some(convert::checkpoint(&record)),
+            duration_ms,
+        })
+    }
+
+    async fn restore(&self, req: Request<proto::RestoreRequest>) -> Rpc<proto::RestoreResponse> {
+        ok(self.jobs.restore(req.into_inner()).await?)
+    }
+
+    async fn freeze(&self, req: Request<proto::Target>) -> Rpc<Empty> {
+        self.jobs.freeze(Some(req.into_inner()), true)?;
+        ok(Empty {})
+    }
+
+    async fn unfreeze(&self, req: Request<proto::Target>) -> Rpc<Empty> {
+        self.jobs.freeze(Some(req.into_inner()), false)?;
+        ok(Empty {})
+    }
+
+    async fn list_jobs(&self, _req: Request<Empty>) -> Rpc<proto::JobList> {
+        let jobs = self
+            .jobs
+            .store
+            .list_jobs()
+            .map_err(DaemonError::from)?
+            .iter()
+            .map(|j| self.jobs.job_proto(j))
+            .collect::<Result<_, _>>()?;
+        ok(proto::JobList { jobs })
+    }
+
+    async fn get_job(&self, req: Request<proto::JobRef>) -> Rpc<proto::Job> {
+        let job = self.jobs.job(&req.into_inner().jid)?;
+        ok(self.jobs.job_proto(&job)?)
+    }
+
+    async fn kill_job(&self, req: Request<proto::KillRequest>) -> Rpc<Empty> {
+        let req = req.into_inner();
+        self.jobs.kill(&req.jid, req.signal)?;
+        ok(Empty {})
+    }
+
+    async fn delete_job(&self, req: Request<proto::DeleteJobRequest>) -> Rpc<Empty> {
+        let req = req.into_inner();
+        self.jobs.delete(&req.jid, req.force).await?;
+        ok(Empty {})
+    }
+
+    type AttachStream = AttachStream;
+
+    async fn attach(&self, req: Request<proto::JobRef>) -> Rpc<Self::AttachStream> {
+        ok(self.jobs.attach(&req.into_inner().jid)?)
+    }
+
+    async fn list_checkpoints(
+        &self,
+        req: Request<proto::ListCheckpointsRequest>,
+    ) -> Rpc<proto::CheckpointList> {
+        let jid = req.into_inner().jid.filter(|j| !j.is_empty());
+        if let Some(jid) = &jid {
+            self.jobs.job(jid)?;
+        }
+        let list = self
+            .jobs
+            .store
+            .list_checkpoints(jid.as_deref())
+            .map_err(DaemonError::from)?;
+        ok(proto::CheckpointList {
+            checkpoints: list.iter().map(convert::checkpoint).collect(),
+        })
+    }
+
+    async fn get_checkpoint(&self, req: Request<proto::CheckpointRef>) -> Rpc<proto::Checkpoint> {
+        let id = req.into_inner().id;
+        let ck = self
+            .jobs
+            .store
+            .get_checkpoint(&id)
+            .map_err(DaemonError::from)?
+            .ok_or(DaemonError::NoSuchCheckpoint(id))?;
+        ok(convert::checkpoint(&ck))
+    }
+
+    async fn delete_checkpoint(&self, req: Request<proto::CheckpointRef>) -> Rpc<Empty> {
+        self.jobs.delete_checkpoint(&req.into_inner().id)?;
+        ok(Empty {})
+    }
+
+    async fn health(&self, _req: Request<Empty>) -> Rpc<proto::HealthReport> {
+        let engine = self.jobs.engine.clone();
+        let checks = tokio::task::spawn_blocking(move || engine.check())
+            .await
+            .map_err(|e| Status::internal(format!("health check task failed: {e}")))?;
+        ok(proto::HealthReport {
+            checks: checks.iter().map(convert::health_check).collect(),
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! Store CRUD and the restart reconciliation, on a temporary database.
+
+use super::store::*;
+use super::watch::{exit_code, reconcile};
+
+fn job(jid: &str, pid: i32, state: &str, ticks: Option<u64>) -> JobRecord {
+    JobRecord {
+        jid: jid.into(),
+        pid,
+        kind: "process".into(),
+        state: state.into(),
+        exit_code: None,
+        command: "sleep 1".into(),
+        log_path: format!("/tmp/{jid}.log"),
+        start_time_ticks: ticks,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn checkpoint(id: &str, jid: Option<&str>) -> CheckpointRecord {
+    CheckpointRecord {
+        id: id.into(),
+        jid: jid.map(Into::into),
+        name: format!("ck-{id}"),
+        path: format!("/ck/{id}.tar.zst"),
+        compression: "zstd".into(),
+        size_bytes: 1234,
+        created_at: now(),
+        metadata_json: "{}".into(),
+    }
+}
+
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("sub/cedana.db")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn jobs_crud() {
+    let (_dir, store) = temp_store();
+    store.insert_job(&job("a", 10, RUNNING, Some(5))).unwrap();
+    store.insert_job(&job("b", 11, RUNNING, None)).unwrap();
+    assert!(
+        store.insert_job(&job("a", 12, RUNNING, None)).is_err(),
+        "duplicate jid"
+    );
+    assert_eq!(
+        store.get_job("a").unwrap().unwrap().start_time_ticks,
+        Some(5)
+    );
+    assert_eq!(store.list_jobs().unwrap().len(), 2);
+
+    store.set_state("a", HALTED, Some(137)).unwrap();
+    let a = store.get_job("a").unwrap().unwrap();
+    assert_eq!((a.state.as_str(), a.exit_code), (HALTED, Some(137)));
+
+    store.set_process("a", 99, Some(77)).unwrap();
+    let a = store.get_job("a").unwrap().unwrap();
+    assert_eq!(
+        (a.pid, a.state.as_str(), a.exit_code, a.start_time_ticks),
+        (99, RUNNING, None, Some(77))
+    );
+
+    assert!(store.delete_job("b").unwrap());
+    assert!(!store.delete_job("b").unwrap());
+    assert!(store.get_job("b").unwrap().is_none());
+}
+
+#[test]
+fn checkpoints_crud_and_latest() {
+    let (_dir, store) = temp_store();
+    store
+        .insert_checkpoint(&checkpoint("c1", Some("a")))
+        .unwrap();
+    store
+        .insert_checkpoint(&checkpoint("c2", Some("a")))
+        .unwrap();
+    store.insert_checkpoint(&checkpoint("c3", None)).unwrap();
+    assert_eq!(store.list_checkpoints(None).unwrap().len(), 3);
+    assert_eq!(store.list_checkpoints(Some("a")).unwrap().len(), 2);
+    assert_eq!(store.count_checkpoints("a").unwrap(), 2);
+    assert_eq!(store.latest_checkpoint("a").unwrap().unwrap().id, "c2");
+    assert_eq!(
+        store.get_checkpoint("c3").unwrap().unwrap(),
+        checkpoint("c3", None)
+    );
+    assert!(store.delete_checkpoint("c2").unwrap());
+    assert_eq!(store.latest_checkpoint("a").unwrap().unwrap().id, "c1");
+}
+
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = Store::open(&path).unwrap();
+        store.insert_job(&job("a", 10, RUNNING, None)).unwrap();
+        store
+            .insert_checkpoint(&checkpoint("c1", Some("a")))
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert!(store.get_job("a").unwrap().is_some());
+    assert!(store.get_checkpoint("c1").unwrap().is_some());
+}
+
+#[test]
+fn reconcile_halts_gone_and_reused_pids() {
+    let (_dir, store) = temp_store();
+    store
+        .insert_job(&job("gone", 100, RUNNING, Some(1)))
+        .unwrap();
+    store
+        .insert_job(&job("reused", 101, FROZEN, Some(1)))
+        .unwrap();
+    store
+        .insert_job(&job("alive", 102, RUNNING, Some(1)))
+        .unwrap();
+    store
+        .insert_job(&job("unknown-ticks", 103, RUNNING, None))
+        .unwrap();
+    let mut halted = job("halted", 102, HALTED, Some(1));
+    halted.exit_code = Some(3);
+    store.insert_job(&halted).unwrap();
+
+    let probe = |pid| match pid {
+        101 => Some(2), // a different process now holds the PID
+        102 | 103 => Some(1),
+        _ => None,
+    };
+    let alive: Vec<String> = reconcile(&store, probe)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.jid)
+        .collect();
+    assert_eq!(alive, ["alive", "unknown-ticks"]);
+    let state = |jid: &str| store.get_job(jid).unwrap().unwrap();
+    assert_eq!(state("gone").state, HALTED);
+    assert_eq!(state("reused").state, HALTED);
+    assert_eq!(state("alive").state, RUNNING);
+    assert_eq!(state("halted").exit_code, Some(3));
+}
+
+#[test]
+fn exit_codes_like_a_shell() {
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::WaitStatus;
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(1);
+    assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
+    assert_eq!(
+        exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+        Some(137)
+    );
+}
