@@ -9,6 +9,10 @@ CRIU_VERSION=4.1.1
 CRIU_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
 CRIU_BIN=/usr/local/sbin/criu
 BUILD_DIR=${CEDANA_DEPS_BUILD_DIR:-/var/cache/cedana-deps}
+PATCH_DIR="$(cd "$(dirname "$0")" && pwd)/criu-patches"
+# Identifies the exact source we build (version + our patches), so a change rebuilds.
+CRIU_BUILD_ID="$CRIU_VERSION-$(cat "$PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -c1-16)"
+CRIU_BUILD_ID_FILE=/usr/local/share/cedana/criu-build-id
 
 log() { printf '\033[1;34m[deps]\033[0m %s\n' "$*"; }
 
@@ -43,7 +47,7 @@ if [ ! -f /var/lib/apt/cedana-updated ] || [ -n "$(find /var/lib/apt/cedana-upda
     touch /var/lib/apt/cedana-updated
 fi
 
-PKGS=(runc iptables busybox-static protobuf-compiler iproute2 procps psmisc
+PKGS=(patch runc iptables busybox-static protobuf-compiler iproute2 procps psmisc
       build-essential pkgconf libbsd-dev libcap-dev libgnutls28-dev libnet1-dev
       libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler
       uuid-dev python3-protobuf xz-utils zstd lz4 gzip tar sqlite3 curl ca-certificates)
@@ -66,8 +70,8 @@ if ! command -v containerd >/dev/null || ! containerd --version | grep -q ' v\?1
 fi
 # The package may start a system containerd; tests run their own in temp dirs.
 
-if [ -x "$CRIU_BIN" ] && "$CRIU_BIN" --version 2>/dev/null | grep -q "Version: $CRIU_VERSION"; then
-    log "CRIU $CRIU_VERSION already at $CRIU_BIN"
+if [ -x "$CRIU_BIN" ] && [ "$(cat "$CRIU_BUILD_ID_FILE" 2>/dev/null)" = "$CRIU_BUILD_ID" ]; then
+    log "CRIU $CRIU_BUILD_ID already at $CRIU_BIN"
 else
     log "building CRIU $CRIU_VERSION from Debian trixie's source tarball"
     mkdir -p "$BUILD_DIR"
@@ -82,9 +86,17 @@ else
     echo "$CRIU_SHA256  $tarball" | sha256sum -c - >/dev/null || { echo "$tarball: checksum mismatch" >&2; exit 1; }
     rm -rf "criu-$CRIU_VERSION"
     tar xf "$tarball"
+    # Fixes for kernels newer than this CRIU release (see each patch's header).
+    for p in "$PATCH_DIR"/*.patch; do
+        [ -e "$p" ] || continue
+        log "applying $(basename "$p")"
+        patch -d "criu-$CRIU_VERSION" -p1 --forward --quiet <"$p"
+    done
     make -C "criu-$CRIU_VERSION" -j"$(nproc)" criu >"$BUILD_DIR/criu-build.log" 2>&1 \
         || { tail -40 "$BUILD_DIR/criu-build.log" >&2; exit 1; }
     install -m 0755 "criu-$CRIU_VERSION/criu/criu" "$CRIU_BIN"
+    install -d "$(dirname "$CRIU_BUILD_ID_FILE")"
+    echo "$CRIU_BUILD_ID" >"$CRIU_BUILD_ID_FILE"
 fi
 # Make sure nothing older shadows ours.
 if [ -x /usr/sbin/criu ] && ! /usr/sbin/criu --version | grep -q "$CRIU_VERSION"; then

@@ -70,7 +70,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
                 compression: r.compression.as_str().into(),
                 size_bytes: r.size_bytes,
                 created_at: r.metadata.created_at.clone(),
-                metadata_json: String::new(),
+                metadata_json: serde_json::to_string(&r.metadata)?,
             }),
             duration_ms: r.duration_ms,
         }
@@ -91,6 +91,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             "compression": ck.compression,
             "size_bytes": ck.size_bytes,
             "duration_ms": resp.duration_ms,
+            "metadata": serde_json::from_str::<serde_json::Value>(&ck.metadata_json).ok(),
         }));
     } else {
         let id = if ck.id.is_empty() {
