@@ -12,7 +12,7 @@ WORK=${DEMO_DIR:-/tmp/cedana-demo}
 [ "$(id -u)" -eq 0 ] || { echo "the demo needs root (CRIU)" >&2; exit 1; }
 
 step() { printf '\n\033[1;32m==> %s\033[0m\n' "$*"; }
-show() { printf '\033[1;36m$ %s\033[0m\n' "$*"; "$@"; }
+show() { printf '\033[1;36m$'; printf ' %q' "$@"; printf '\033[0m\n'; "$@"; }
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 # A private daemon: its socket, database, checkpoints and logs all live under $WORK.
