@@ -19,6 +19,39 @@ fn check(name: &str, health: Health, detail: impl Into<String>, fix: Option<&str
     }
 }
 
+/// Optional kernel features (`criu check --all`, FEATURE_CHECK): what works without them.
+fn kernel_features(criu: &Criu) -> Vec<HealthCheck> {
+    let mut out = Vec::new();
+    match criu.feature_check() {
+        Ok(f) => {
+            let line = |name: &str, on: bool, off_means: &str| {
+                if on {
+                    check(name, Health::Ok, "available", None)
+                } else {
+                    check(
+                        name,
+                        Health::Warn,
+                        format!("not available: {off_means}"),
+                        None,
+                    )
+                }
+            };
+            out.push(line(
+                "kernel: memory tracking",
+                f.mem_track,
+                "pre-dump / incremental checkpoints cannot work (CONFIG_MEM_SOFT_DIRTY)",
+            ));
+            out.push(line(
+                "kernel: lazy pages",
+                f.lazy_pages,
+                "no post-copy restore (userfaultfd)",
+            ));
+        }
+        Err(e) => out.push(check("kernel features", Health::Warn, e.to_string(), None)),
+    }
+    out
+}
+
 impl Plugin for ProcessPlugin {
     fn name(&self) -> &'static str {
         "process"
@@ -111,6 +144,7 @@ impl Plugin for ProcessPlugin {
             )),
             Err(e) => out.push(check("criu check", Health::Fail, e.to_string(), None)),
         }
+        out.extend(kernel_features(&criu));
         if host::find_executable("iptables-restore".as_ref()).is_some() {
             out.push(check(
                 "iptables-restore",
