@@ -88,6 +88,12 @@ pub(crate) static KEYS: &[KeyInfo] = &[
         default: "/var/lib/cedana/jobs",
         help: "Directory holding per-job log files",
     },
+    KeyInfo {
+        key: "runc.binary_path",
+        env: "CEDANA_RUNC_BINARY_PATH",
+        default: "runc",
+        help: "OCI runtime wrapped by cedana-runc and driven by the runc plugin (runc, crun, ...)",
+    },
 ];
 
 /// How a key's value is parsed.
@@ -113,7 +119,7 @@ pub(crate) enum Parsed {
 pub(crate) fn kind(key: &str) -> Option<Kind> {
     Some(match key {
         "address" | "db_path" | "checkpoint.dir" | "jobs.log_dir" => Kind::AbsPath,
-        "criu.binary_path" => Kind::Command,
+        "criu.binary_path" | "runc.binary_path" => Kind::Command,
         "socket_group" => Kind::OptGroup,
         "log_level" => Kind::Choice(LOG_LEVELS),
         "checkpoint.compression" => Kind::Choice(COMPRESSIONS),
@@ -254,6 +260,7 @@ pub(crate) fn set_from(
         ("checkpoint.dir", Parsed::Path(p)) => config.checkpoint.dir = p,
         ("jobs.log_dir", Parsed::Path(p)) => config.jobs.log_dir = p,
         ("criu.binary_path", Parsed::Path(p)) => config.criu.binary_path = p,
+        ("runc.binary_path", Parsed::Path(p)) => config.runc.binary_path = p,
         ("socket_group", Parsed::OptStr(g)) => config.socket_group = g,
         ("log_level", Parsed::Str(s)) => config.log_level = s,
         ("checkpoint.compression", Parsed::Str(s)) => config.checkpoint.compression = s,
@@ -276,6 +283,7 @@ pub(crate) fn get(config: &Config, key: &str) -> Option<String> {
         "checkpoint.compression" => config.checkpoint.compression.clone(),
         "checkpoint.leave_running" => config.checkpoint.leave_running.to_string(),
         "criu.binary_path" => path(&config.criu.binary_path),
+        "runc.binary_path" => path(&config.runc.binary_path),
         "criu.pid_wait_timeout_ms" => config.criu.pid_wait_timeout_ms.to_string(),
         "jobs.log_dir" => path(&config.jobs.log_dir),
         _ => return None,

@@ -43,6 +43,8 @@ pub struct Config {
     pub criu: CriuConfig,
     /// Job settings.
     pub jobs: JobsConfig,
+    /// Container runtime settings (the runc plugin and `cedana-runc`).
+    pub runc: RuncConfig,
 }
 
 /// Checkpoint settings (`checkpoint.*`).
@@ -63,6 +65,13 @@ pub struct CriuConfig {
     pub binary_path: PathBuf,
     /// Milliseconds to wait for a restored process's pid.
     pub pid_wait_timeout_ms: u64,
+}
+
+/// Container runtime settings (`runc.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuncConfig {
+    /// OCI runtime binary (runc, crun, ...): an absolute path, or a bare name to look up in `PATH`.
+    pub binary_path: PathBuf,
 }
 
 /// Job settings (`jobs.*`).
@@ -90,6 +99,9 @@ impl Default for Config {
             },
             jobs: JobsConfig {
                 log_dir: PathBuf::from("/var/lib/cedana/jobs"),
+            },
+            runc: RuncConfig {
+                binary_path: PathBuf::from("runc"),
             },
         }
     }
@@ -219,6 +231,9 @@ impl Config {
             },
             "jobs": {
                 "log_dir": path(&self.jobs.log_dir),
+            },
+            "runc": {
+                "binary_path": path(&self.runc.binary_path),
             },
         });
         format!("{value:#}")

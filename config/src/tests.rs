@@ -40,13 +40,14 @@ fn defaults() {
     assert_eq!(c.criu.binary_path, PathBuf::from("criu"));
     assert_eq!(c.criu.pid_wait_timeout_ms, 5000);
     assert_eq!(c.jobs.log_dir, PathBuf::from("/var/lib/cedana/jobs"));
+    assert_eq!(c.runc.binary_path, PathBuf::from("runc"));
     c.validate().expect("defaults are valid");
 }
 
 #[test]
 fn key_table_matches_defaults_and_env_names() {
     let c = Config::default();
-    assert_eq!(Config::keys().len(), 10);
+    assert_eq!(Config::keys().len(), 11);
     for info in Config::keys() {
         assert_eq!(
             c.get(info.key).expect("known key"),
@@ -74,6 +75,7 @@ fn every_key_round_trips_through_set_and_get() {
         ("criu.binary_path", "/usr/sbin/criu"),
         ("criu.pid_wait_timeout_ms", "123"),
         ("jobs.log_dir", "/tmp/jobs"),
+        ("runc.binary_path", "crun"),
     ];
     for (k, v) in values {
         c.set(k, v).expect("valid value");
@@ -102,9 +104,10 @@ fn file_nested() {
         r#"{"address": "/tmp/a.sock", "socket_group": "wheel", "log_level": "warn",
             "checkpoint": {"dir": "/x", "compression": "gzip", "leave_running": true},
             "criu": {"binary_path": "criu-dev", "pid_wait_timeout_ms": 42},
-            "jobs": {"log_dir": "/j"}}"#,
+            "jobs": {"log_dir": "/j"}, "runc": {"binary_path": "/usr/bin/crun"}}"#,
     )
     .expect("load");
+    assert_eq!(c.runc.binary_path, PathBuf::from("/usr/bin/crun"));
     assert_eq!(c.address, PathBuf::from("/tmp/a.sock"));
     assert_eq!(c.socket_group.as_deref(), Some("wheel"));
     assert_eq!(c.log_level, "warn");
@@ -365,6 +368,8 @@ fn bad_values_are_rejected() {
         ("jobs.log_dir", "./jobs"),
         ("criu.binary_path", ""),
         ("criu.binary_path", "bin/criu"),
+        ("runc.binary_path", "bin/runc"),
+        ("runc.binary_path", ""),
         ("criu.pid_wait_timeout_ms", "-1"),
         ("criu.pid_wait_timeout_ms", "0"),
         ("criu.pid_wait_timeout_ms", "1.5"),
