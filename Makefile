@@ -8,7 +8,7 @@ CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 BIN_DIR := target/$(PROFILE)
 BINARIES := cedana containerd-shim-cedana-v2
 
-.PHONY: all deps build install test lint demo clean
+.PHONY: all deps build install test lint demo bench clean
 
 all: build
 
@@ -38,6 +38,11 @@ test: deps build lint
 ## demo: install, build, and watch a counter get checkpointed and restored
 demo: deps build
 	bash scripts/demo.sh
+
+## bench: release build, then every benchmark under bench/ (results in bench/results/)
+bench: deps
+	$(CARGO) build --workspace --bins --locked --release
+	for s in bench/*.sh; do BIN=target/release bash "$$s" || exit 1; done
 
 clean:
 	$(CARGO) clean

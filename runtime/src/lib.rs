@@ -13,3 +13,4 @@ pub mod host;
 pub mod image;
 pub mod plugins;
 pub mod process;
+pub mod streamer;

@@ -9,6 +9,7 @@
 //!
 //! All calls are blocking; async callers wrap them in `spawn_blocking`.
 
+pub mod cli;
 pub mod error;
 pub mod options;
 pub mod rpc;
@@ -26,6 +27,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 use prost::Message;
 
+pub use cli::StreamArgs;
 pub use error::{log_tail, CriuError, LOG_TAIL_LINES, NOT_FOUND_HINT};
 pub use options::CriuOpts;
 

@@ -5,6 +5,9 @@
 //! - `tcp-client ADDR [INTERVAL_MS]`: sends `ping N` to an echo server and prints each
 //!   reply; exits non-zero if the connection breaks.
 //! - `io-uring`: holds an io_uring instance (which CRIU cannot dump) and counts.
+//! - `memory MIB`: holds MIB of memory shaped like a real heap (a quarter random bytes,
+//!   three eighths repetitive text, three eighths zero-filled but touched pages), prints
+//!   `ready`, then counts; used by the benchmarks.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -62,6 +65,32 @@ fn io_uring() -> Result<(), String> {
     counter(Duration::from_millis(100))
 }
 
+fn memory(mib: usize) -> ! {
+    let len = mib << 20;
+    let mut buf = vec![0u8; len];
+    let (random_end, text_end) = (len / 4, len / 4 + len * 3 / 8);
+    // xorshift64: fast, and incompressible enough to stand for encrypted or packed data.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in buf[..random_end].chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let text = b"GET /index.html HTTP/1.1 200 OK user=alice session=42 cache=hit\n";
+    for (i, b) in buf[random_end..text_end].iter_mut().enumerate() {
+        *b = text[i % text.len()];
+    }
+    // Write a zero into every page so the kernel really backs it (not the shared zero page).
+    for page in buf[text_end..].chunks_mut(4096) {
+        // SAFETY: a valid, aligned-enough pointer into our own buffer.
+        unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
+    }
+    println!("ready");
+    let _keep = std::hint::black_box(buf);
+    counter(Duration::from_millis(200))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str) {
@@ -71,7 +100,11 @@ fn main() {
             None => Err("usage: cedana-workload tcp-client ADDR [INTERVAL_MS]".into()),
         },
         Some("io-uring") => io_uring(),
-        _ => Err("usage: cedana-workload counter|tcp-client|io-uring ...".into()),
+        Some("memory") => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(mib) => memory(mib),
+            None => Err("usage: cedana-workload memory MIB".into()),
+        },
+        _ => Err("usage: cedana-workload counter|tcp-client|io-uring|memory ...".into()),
     };
     if let Err(e) = result {
         eprintln!("cedana-workload: {e}");

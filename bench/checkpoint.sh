@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Checkpoint/restore benchmark: ours against the stock tools, measured in the same run.
+#
+# For each size (BENCH_SIZES, MiB) a workload holding that much memory (1/4 random,
+# 3/8 repetitive text, 3/8 zero-filled touched pages) is checkpointed and restored
+# BENCH_RUNS times each way:
+#   dump:    ours (`cedana dump process --no-server`, zstd archive)
+#            podman way (`criu dump` to a directory, then `tar | zstd -3`)
+#            raw `criu dump` to a directory (no archive: the floor)
+#   restore: ours (`cedana restore process --no-server` from the archive)
+#            baseline (`zstd -d | tar x`, then `criu restore`)
+# Prints medians and ratios, and saves everything as JSON under bench/results/.
+# Needs root, CRIU (make deps) and a release build (make bench does both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${BENCH_SIZES:-"256 1024"}
+RUNS=${BENCH_RUNS:-3}
+BIN=${BIN:-target/release}
+WORK=${BENCH_DIR:-/var/tmp/cedana-bench}
+CEDANA="$BIN/cedana"
+WORKLOAD="$BIN/cedana-workload"
+RESULTS=bench/results/checkpoint-$(date -u +%Y%m%dT%H%M%SZ).json
+[ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (CRIU)" >&2; exit 1; }
+for b in "$CEDANA" "$WORKLOAD"; do [ -x "$b" ] || { echo "missing $b: cargo build --release" >&2; exit 1; }; done
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(round($(now) - $1, 3))"; }
+rows=()
+
+# Starts the memory workload in its own session; waits until its memory is touched.
+start_workload() {
+    local mib=$1 log=$2
+    setsid "$WORKLOAD" memory "$mib" >"$log" 2>&1 </dev/null &
+    WPID=$!
+    for _ in $(seq 600); do grep -q ready "$log" 2>/dev/null && return 0; sleep 0.1; done
+    echo "workload did not become ready" >&2; exit 1
+}
+
+# Waits until PID is gone (reaped) so its PID is free for the next restore.
+wait_gone() { for _ in $(seq 100); do [ -e "/proc/$1" ] || return 0; sleep 0.05; done; }
+
+record() { rows+=("$1 $2 $3 $4 $5 $6"); } # op variant size run seconds extra-json
+
+for mib in $SIZES; do
+    for run in $(seq "$RUNS"); do
+        d="$WORK/$mib-$run"; rm -rf "$d"; mkdir -p "$d"
+        # Warm the page cache and the filesystem so the first variant is not penalised.
+        sync
+
+        # --- ours: dump to a zstd archive ---
+        start_workload "$mib" "$d/ours.log"
+        t=$(now)
+        /usr/bin/time -f '%M %O' -o "$d/ours.time" \
+            "$CEDANA" --json --set "checkpoint.dir=$d" dump process "$WPID" --no-server \
+            --name ours --compression zstd >"$d/ours.json"
+        s=$(elapsed "$t"); wait "$WPID" 2>/dev/null || true
+        read -r rss_kb out_blocks <"$d/ours.time"
+        size=$(stat -c %s "$d/ours.tar.zst")
+        record dump ours "$mib" "$run" "$s" "{\"archive_bytes\": $size, \"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
+
+        # --- ours: restore from the archive ---
+        wait_gone "$WPID"
+        t=$(now)
+        /usr/bin/time -f '%M %O' -o "$d/ours-restore.time" \
+            "$CEDANA" --json restore process --path "$d/ours.tar.zst" --no-server >"$d/ours-restore.json"
+        s=$(elapsed "$t")
+        read -r rss_kb out_blocks <"$d/ours-restore.time"
+        rpid=$(python3 -c "import json,sys; print(json.load(open('$d/ours-restore.json'))['pid'])")
+        record restore ours "$mib" "$run" "$s" "{\"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
+        kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
+
+        # --- podman way: criu dump to a directory, then tar | zstd -3 ---
+        start_workload "$mib" "$d/podman.log"
+        mkdir -p "$d/podman"
+        t=$(now)
+        criu dump -t "$WPID" -D "$d/podman" -o dump.log >/dev/null 2>&1
+        tar -C "$d/podman" -cf - . | zstd -3 -q -o "$d/podman.tar.zst"
+        s=$(elapsed "$t"); wait "$WPID" 2>/dev/null || true
+        size=$(stat -c %s "$d/podman.tar.zst")
+        record dump podman "$mib" "$run" "$s" "{\"archive_bytes\": $size}"
+
+        # --- baseline restore: zstd -d | tar x, then criu restore ---
+        wait_gone "$WPID"
+        mkdir -p "$d/podman-restore"
+        t=$(now)
+        zstd -d -q -c "$d/podman.tar.zst" | tar -C "$d/podman-restore" -xf -
+        criu restore -d -D "$d/podman-restore" -o restore.log --pidfile "$d/podman.pid" >/dev/null 2>&1
+        s=$(elapsed "$t")
+        record restore baseline "$mib" "$run" "$s" "{}"
+        rpid=$(cat "$d/podman.pid"); kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
+
+        # --- raw criu dump to a directory (no archive) ---
+        start_workload "$mib" "$d/raw.log"
+        mkdir -p "$d/raw"
+        t=$(now)
+        criu dump -t "$WPID" -D "$d/raw" -o dump.log >/dev/null 2>&1
+        s=$(elapsed "$t"); wait "$WPID" 2>/dev/null || true
+        size=$(du -sb "$d/raw" | cut -f1)
+        record dump raw-criu "$mib" "$run" "$s" "{\"image_bytes\": $size}"
+        wait_gone "$WPID"
+        rm -rf "$d"
+    done
+done
+
+printf '%s\n' "${rows[@]}" | python3 bench/report.py "$RESULTS"

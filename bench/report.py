@@ -1,0 +1,57 @@
+"""Turns benchmark rows (op variant size run seconds extra-json) into a table of medians
+and ratios, and saves all rows and medians as JSON (path given as argv[1])."""
+import json
+import platform
+import statistics
+import sys
+from collections import defaultdict
+
+rows = []
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    op, variant, size, run, seconds, extra = line.split(" ", 5)
+    rows.append({"op": op, "variant": variant, "size_mib": int(size), "run": int(run),
+                 "seconds": float(seconds), **json.loads(extra)})
+
+groups = defaultdict(list)
+for r in rows:
+    groups[(r["op"], r["variant"], r["size_mib"])].append(r)
+
+def med(key, rs):
+    vals = [r[key] for r in rs if key in r]
+    return statistics.median(vals) if vals else None
+
+medians = {}
+for (op, variant, size), rs in sorted(groups.items()):
+    medians[f"{op}/{variant}/{size}"] = {k: med(k, rs) for k in
+        ("seconds", "archive_bytes", "image_bytes", "peak_rss_kib", "written_bytes")}
+
+def m(op, variant, size, key="seconds"):
+    return medians.get(f"{op}/{variant}/{size}", {}).get(key)
+
+print(f"\n{'size':>6} {'operation':<34} {'median s':>9} {'ratio':>7} {'archive MB':>11} {'peak RSS MiB':>13}")
+for size in sorted({r["size_mib"] for r in rows}):
+    base_dump, base_restore = m("dump", "podman", size), m("restore", "baseline", size)
+    lines = [
+        ("dump: ours (zstd archive)", "dump", "ours", base_dump),
+        ("dump: criu + tar|zstd -3 (podman)", "dump", "podman", base_dump),
+        ("dump: raw criu to a directory", "dump", "raw-criu", base_dump),
+        ("restore: ours", "restore", "ours", base_restore),
+        ("restore: zstd -d|tar x + criu", "restore", "baseline", base_restore),
+    ]
+    for label, op, variant, base in lines:
+        s = m(op, variant, size)
+        if s is None:
+            continue
+        ratio = f"{s / base:.2f}x" if base else "-"
+        ab = m(op, variant, size, "archive_bytes")
+        rss = m(op, variant, size, "peak_rss_kib")
+        print(f"{size:>5}M {label:<34} {s:>9.2f} {ratio:>7} "
+              f"{(f'{ab / 1e6:.1f}' if ab else '-'):>11} {(f'{rss / 1024:.0f}' if rss else '-'):>13}")
+print("ratios: against the podman-way dump and the baseline restore of the same size, same run")
+
+out = {"host": platform.node(), "kernel": platform.release(), "rows": rows, "medians": medians}
+with open(sys.argv[1], "w") as f:
+    json.dump(out, f, indent=2)
+print(f"saved {sys.argv[1]}")

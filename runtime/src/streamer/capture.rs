@@ -1,0 +1,375 @@
+//! Capture (dump side): accept CRIU's connection on `streamer-capture.sock`, read every
+//! image file from the pipe CRIU hands over, cut it into chunks, and compress the chunks
+//! on N shard threads straight into N shard files. All-zero chunks are only recorded.
+//! No uncompressed copy of the image is written anywhere, and memory stays bounded:
+//! each shard queue holds at most `QUEUE_DEPTH` chunks, and readers wait when it is full.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile, INDEX_FILE, INDEX_VERSION};
+use super::protocol;
+
+/// CRIU's dump socket name inside the images directory.
+pub const CAPTURE_SOCKET: &str = "streamer-capture.sock";
+/// Chunks waiting per shard; with 4 MiB chunks, N shards buffer at most ~N x 12 MiB.
+const QUEUE_DEPTH: usize = 2;
+/// Pipe buffer we ask for (the default 64 KiB costs a syscall per 64 KiB).
+const PIPE_BYTES: i32 = 1 << 20;
+/// How often the accept loop checks whether it was cancelled.
+const ACCEPT_POLL: Duration = Duration::from_millis(5);
+
+/// Settings of a capture.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Directory receiving the socket, the shards and the index.
+    pub dir: PathBuf,
+    /// Number of shards (and compression threads).
+    pub shards: usize,
+    /// Chunk codec.
+    pub codec: Codec,
+    /// zstd level (ignored for lz4).
+    pub level: i32,
+    /// Uncompressed chunk size.
+    pub chunk_bytes: usize,
+}
+
+/// What a capture produced.
+#[derive(Debug, Clone)]
+pub struct CaptureStats {
+    /// Uncompressed image bytes received from CRIU.
+    pub raw_bytes: u64,
+    /// Bytes written to shards.
+    pub stored_bytes: u64,
+    /// Bytes in all-zero chunks (stored as nothing).
+    pub zero_bytes: u64,
+}
+
+/// A running capture.
+pub struct Capture {
+    cancel: Arc<AtomicBool>,
+    thread: JoinHandle<io::Result<CaptureStats>>,
+    socket: PathBuf,
+}
+
+impl Capture {
+    /// Binds the socket CRIU will connect to and starts serving it in the background.
+    pub fn start(cfg: CaptureConfig) -> io::Result<Capture> {
+        let socket = cfg.dir.join(CAPTURE_SOCKET);
+        let listener = UnixListener::bind(&socket)?;
+        listener.set_nonblocking(true)?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&cancel);
+        let thread = std::thread::Builder::new()
+            .name("stream-capture".into())
+            .spawn(move || {
+                let conn = accept(&listener, &stop)?;
+                run(conn, &cfg)
+            })?;
+        Ok(Capture {
+            cancel,
+            thread,
+            socket,
+        })
+    }
+
+    /// Waits for CRIU to finish sending and writes the index. Call after CRIU exited
+    /// successfully.
+    pub fn finish(self) -> io::Result<CaptureStats> {
+        let r = self
+            .thread
+            .join()
+            .map_err(|_| io::Error::other("capture thread panicked"));
+        let _ = std::fs::remove_file(&self.socket);
+        r?
+    }
+
+    /// Stops waiting for CRIU (after it failed) and discards the result.
+    pub fn abort(self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn accept(listener: &UnixListener, stop: &AtomicBool) -> io::Result<UnixStream> {
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if stop.load(Ordering::SeqCst) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "capture cancelled",
+                    ));
+                }
+                std::thread::sleep(ACCEPT_POLL);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A chunk on its way to a shard thread.
+struct Job {
+    id: u64,
+    data: Vec<u8>,
+}
+
+/// Where compressed chunks ended up, by chunk id.
+type Locations = Arc<Mutex<Vec<Option<ChunkRef>>>>;
+
+fn record(locs: &Locations, id: u64, c: ChunkRef) {
+    let mut v = locs.lock().unwrap_or_else(|p| p.into_inner());
+    let i = id as usize;
+    if v.len() <= i {
+        v.resize(i + 1, None);
+    }
+    v[i] = Some(c);
+}
+
+fn shard_name(n: usize, codec: Codec) -> String {
+    match codec {
+        Codec::Zstd => format!("shard-{n}.zst"),
+        Codec::Lz4 => format!("shard-{n}.lz4"),
+    }
+}
+
+fn compress(codec: Codec, level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
+    match codec {
+        Codec::Zstd => {
+            let mut c = zstd::bulk::Compressor::new(level)?;
+            c.include_checksum(true)?;
+            c.compress(data)
+        }
+        Codec::Lz4 => Ok(lz4_flex::block::compress_prepend_size(data)),
+    }
+}
+
+fn shard_worker(
+    n: usize,
+    path: PathBuf,
+    rx: Receiver<Job>,
+    cfg: (Codec, i32),
+    locs: Locations,
+) -> io::Result<u64> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+    let mut offset = 0u64;
+    for job in rx {
+        let packed = compress(cfg.0, cfg.1, &job.data)?;
+        out.write_all(&packed)?;
+        let stored = packed.len() as u64;
+        record(
+            &locs,
+            job.id,
+            ChunkRef::Data {
+                shard: n as u32,
+                offset,
+                stored,
+                len: job.data.len() as u64,
+            },
+        );
+        offset += stored;
+    }
+    out.flush()?;
+    out.get_ref().sync_data()?;
+    Ok(offset)
+}
+
+/// Whether a chunk is all zero bytes (compared a word at a time).
+fn is_zero(buf: &[u8]) -> bool {
+    let mut words = buf.chunks_exact(8);
+    words
+        .by_ref()
+        .all(|w| u64::from_ne_bytes(<[u8; 8]>::try_from(w).unwrap_or([1; 8])) == 0)
+        && words.remainder().iter().all(|b| *b == 0)
+}
+
+/// Reads one image file from its pipe into chunks.
+fn read_file(
+    name: String,
+    pipe: OwnedFd,
+    chunk_bytes: usize,
+    next_id: &AtomicU64,
+    shards: &[SyncSender<Job>],
+    locs: &Locations,
+) -> io::Result<(StreamedFile, Vec<u64>, u64)> {
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only means smaller reads.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    let mut pipe = File::from(pipe);
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    let mut zero_bytes = 0u64;
+    loop {
+        let mut buf = vec![0u8; chunk_bytes];
+        let mut filled = 0;
+        while filled < chunk_bytes {
+            match pipe.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        size += filled as u64;
+        let id = next_id.fetch_add(1, Ordering::SeqCst);
+        if is_zero(&buf) {
+            zero_bytes += filled as u64;
+            record(locs, id, ChunkRef::Zero { len: filled as u64 });
+        } else {
+            shards[(id as usize) % shards.len()]
+                .send(Job { id, data: buf })
+                .map_err(|_| io::Error::other("a shard writer stopped"))?;
+        }
+        ids.push(id);
+        if filled < chunk_bytes {
+            break;
+        }
+    }
+    Ok((
+        StreamedFile {
+            name,
+            size,
+            chunks: Vec::new(),
+        },
+        ids,
+        zero_bytes,
+    ))
+}
+
+fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
+    let locs: Locations = Arc::new(Mutex::new(Vec::new()));
+    let names: Vec<String> = (0..cfg.shards).map(|n| shard_name(n, cfg.codec)).collect();
+    let mut senders = Vec::new();
+    let mut workers = Vec::new();
+    for (n, name) in names.iter().enumerate() {
+        let (tx, rx) = sync_channel(QUEUE_DEPTH);
+        let (path, locs, codec) = (
+            cfg.dir.join(name),
+            Arc::clone(&locs),
+            (cfg.codec, cfg.level),
+        );
+        senders.push(tx);
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("stream-shard-{n}"))
+                .spawn(move || shard_worker(n, path, rx, codec, locs))?,
+        );
+    }
+    let senders = Arc::new(senders);
+    let next_id = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    while let Some(name) = protocol::read_request(&mut conn)? {
+        if name.contains('/') || name.is_empty() || name == "." || name == ".." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad image name {name:?}"),
+            ));
+        }
+        let pipe = protocol::recv_pipe(&conn)?;
+        let (senders, next_id, locs) = (
+            Arc::clone(&senders),
+            Arc::clone(&next_id),
+            Arc::clone(&locs),
+        );
+        let chunk = cfg.chunk_bytes;
+        readers.push(
+            std::thread::Builder::new()
+                .name("stream-read".into())
+                .spawn(move || read_file(name, pipe, chunk, &next_id, &senders, &locs))?,
+        );
+    }
+    let mut files = Vec::new();
+    let mut first_err = None;
+    for r in readers {
+        match r
+            .join()
+            .map_err(|_| io::Error::other("reader panicked"))
+            .and_then(|x| x)
+        {
+            Ok(f) => files.push(f),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    drop(senders);
+    let mut stored_bytes = 0;
+    for w in workers {
+        match w
+            .join()
+            .map_err(|_| io::Error::other("shard writer panicked"))
+            .and_then(|x| x)
+        {
+            Ok(n) => stored_bytes += n,
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let locs = locs.lock().unwrap_or_else(|p| p.into_inner());
+    let mut zero_bytes = 0;
+    let mut out = Vec::new();
+    for (mut file, ids, zeros) in files {
+        zero_bytes += zeros;
+        for id in ids {
+            let c = locs.get(id as usize).cloned().flatten().ok_or_else(|| {
+                io::Error::other(format!("chunk {id} of {} was never stored", file.name))
+            })?;
+            file.chunks.push(c);
+        }
+        out.push(file);
+    }
+    let index = StreamIndex {
+        version: INDEX_VERSION,
+        codec: cfg.codec,
+        chunk_bytes: cfg.chunk_bytes as u64,
+        shards: names,
+        files: out,
+    };
+    write_index(&cfg.dir, &index)?;
+    Ok(CaptureStats {
+        raw_bytes: index.raw_bytes(),
+        stored_bytes,
+        zero_bytes,
+    })
+}
+
+fn write_index(dir: &Path, index: &StreamIndex) -> io::Result<()> {
+    let text = serde_json::to_vec(index).map_err(io::Error::other)?;
+    let tmp = dir.join(format!("{INDEX_FILE}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&text)?;
+    f.sync_data()?;
+    std::fs::rename(tmp, dir.join(INDEX_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[0u8; 4099]));
+        let mut b = vec![0u8; 4099];
+        b[4098] = 1;
+        assert!(!is_zero(&b));
+        b[4098] = 0;
+        b[3] = 7;
+        assert!(!is_zero(&b));
+    }
+}
