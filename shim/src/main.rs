@@ -1,9 +1,6 @@
-//! Placeholder for the containerd shim (issue: containerd shim). It exists so the
-//! workspace layout matches docs/ARCHITECTURE.md; it refuses to run rather than pretend.
+//! containerd-shim-cedana-v2: see the library (lib.rs) for what it does.
 
-fn main() {
-    eprintln!(
-        "containerd-shim-cedana-v2 is not implemented yet; use io.containerd.runc.v2 for now"
-    );
-    std::process::exit(1);
+#[tokio::main]
+async fn main() {
+    containerd_shim_cedana_v2::run().await;
 }
