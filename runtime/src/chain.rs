@@ -154,6 +154,18 @@ impl<Req: Send, Resp> Chain<Req, Resp> {
         self
     }
 
+    /// Removes the adapter named `name` (no-op when absent).
+    pub fn without(mut self, name: &str) -> Self {
+        self.adapters.retain(|a| a.name != name);
+        self
+    }
+
+    /// Replaces the final handler (a plugin taking over an operation for its kind).
+    pub fn with_handler(mut self, handler: Handler<Req, Resp>) -> Self {
+        self.handler = handler;
+        self
+    }
+
     /// Runs a request through the whole chain.
     pub async fn run(&self, req: Req) -> OpResult<Resp> {
         Next {
@@ -254,5 +266,11 @@ mod tests {
             ])
             .insert_before("c", [tracing_adapter("b", log.clone())]);
         assert_eq!(chain.names(), ["a", "b", "c", "double"]);
+        let chain = chain
+            .without("a")
+            .with_handler(Handler::from_fn("other", |r| {
+                Box::pin(async move { Ok(r) })
+            }));
+        assert_eq!(chain.names(), ["b", "c", "other"]);
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::criu::error::CriuError;
 use crate::image::error::ImageError;
+use crate::plugins::runc::error::RuncError;
 
 /// Broad class of an error, for mapping onto gRPC/ttrpc status codes and exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,9 @@ pub enum EngineError {
     /// A CRIU problem.
     #[error(transparent)]
     Criu(#[from] CriuError),
+    /// A runc container problem.
+    #[error(transparent)]
+    Runc(#[from] RuncError),
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
@@ -148,6 +152,7 @@ impl EngineError {
             }
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Image(e) => e.kind(),
+            Self::Runc(e) => e.kind(),
             Self::Criu(e) => match e {
                 CriuError::NotFound { .. } | CriuError::TooOld { .. } => {
                     ErrorKind::FailedPrecondition

@@ -13,4 +13,5 @@ pub mod host;
 pub mod image;
 pub mod plugins;
 pub mod process;
+pub mod runc_wrapper;
 pub mod streamer;

@@ -33,6 +33,7 @@ pub fn dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
         leave_running: req.leave_running,
         flags: criu_flags(req.flags.clone()),
         kind: CheckpointKind::Process,
+        ..Default::default()
     }
 }
 
@@ -42,6 +43,7 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
         path,
         flags: criu_flags(req.flags.clone()),
         pid_file: req.pid_file.as_ref().map(PathBuf::from),
+        ..Default::default()
     }
 }
 

@@ -36,6 +36,9 @@ fn create_private_dir(path: &Path) -> Result<(), EngineError> {
 pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
     Adapter::from_fn("prepare_dump_storage", |mut ctx: DumpCtx, next| {
         Box::pin(async move {
+            if let Some(images) = ctx.req.image_path.clone() {
+                return dump_into_image_path(ctx, images, next).await;
+            }
             if !ctx.dir.exists() {
                 create_private_dir(&ctx.dir)?;
             }
@@ -65,6 +68,50 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
             result
         })
     })
+}
+
+/// runc's `--image-path` semantics: CRIU writes straight into the caller's directory and
+/// metadata.json is added beside the images. A failed dump leaves the directory (with
+/// CRIU's log, as runc does) but never a metadata.json.
+async fn dump_into_image_path(
+    mut ctx: DumpCtx,
+    images: PathBuf,
+    next: crate::chain::Next<'_, DumpCtx, DumpResponse>,
+) -> Result<DumpResponse, EngineError> {
+    if !images.exists() {
+        create_private_dir(&images)?;
+    }
+    ctx.images_dir = images.clone();
+    let (name, kind, started) = (ctx.name.clone(), ctx.req.kind, ctx.started);
+    let mut resp = next.run(ctx).await?;
+    let md = &mut resp.metadata;
+    md.format_version = FORMAT_VERSION;
+    md.kind = kind;
+    md.name = name.clone();
+    md.created_at = chrono::Utc::now().to_rfc3339();
+    md.host = host::host_info();
+    let t = Instant::now();
+    let mut files = blocking({
+        let images = images.clone();
+        move || Ok(integrity::digest_dir(&images)?)
+    })
+    .await?;
+    // Logs are not part of the checkpoint: runc and CRIU append to them on restore.
+    files.retain(|rel, _| !rel.ends_with(".log"));
+    md.timings_ms
+        .insert("digest".into(), t.elapsed().as_millis() as u64);
+    md.sizes = Sizes {
+        images_bytes: files.values().map(|f| f.size).sum(),
+        archive_bytes: None,
+    };
+    md.files = files;
+    integrity::write_metadata(&images, md)?;
+    resp.size_bytes = resp.metadata.sizes.images_bytes;
+    resp.path = images;
+    resp.name = name;
+    resp.compression = Compression::None;
+    resp.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(resp)
 }
 
 async fn finish_dump(
@@ -164,9 +211,19 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                 .map(|d| d.path().to_path_buf())
                 .unwrap_or(path);
             let images = ctx.images_dir.clone();
+            // A runc image directory may have been written by runc itself (no
+            // metadata.json: restored as is) and collects runc's logs beside the images.
+            let runc_dir = ctx.req.runc.is_some() && unpacked.is_none();
             ctx.metadata = blocking(move || {
+                if runc_dir && !layout::is_checkpoint_dir(&images) {
+                    return Ok(crate::image::metadata::Metadata::default());
+                }
                 let md = integrity::read_metadata(&images)?;
-                integrity::verify_dir(&images, &md)?;
+                if runc_dir {
+                    integrity::verify_listed(&images, &md)?;
+                } else {
+                    integrity::verify_dir(&images, &md)?;
+                }
                 Ok(md)
             })
             .await?;

@@ -54,6 +54,16 @@ pub fn validate_dump_request() -> Adapter<DumpCtx, DumpResponse> {
                     reason: "cedana cannot checkpoint itself".into(),
                 });
             }
+            if let Some(images) = &ctx.req.image_path {
+                // runc's --image-path: the directory may exist, but not hold a checkpoint.
+                if images.join("inventory.img").exists() || layout::is_checkpoint_dir(images) {
+                    return Err(EngineError::TargetExists {
+                        path: images.clone(),
+                    });
+                }
+                ctx.env.criu()?;
+                return next.run(ctx).await;
+            }
             layout::validate_name(&ctx.name)?;
             let target = layout::checkpoint_path(&ctx.dir, &ctx.name, ctx.compression);
             if occupied(&target) {

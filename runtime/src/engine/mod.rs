@@ -8,6 +8,7 @@ pub mod restore;
 pub mod run;
 pub mod types;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cedana_config::Config;
@@ -15,6 +16,7 @@ use cedana_config::Config;
 use crate::chain::{Chain, OpResult};
 use crate::criu::Criu;
 use crate::error::EngineError;
+use crate::image::metadata::CheckpointKind;
 use crate::plugins::PluginRegistry;
 pub use dump::DumpCtx;
 pub use restore::RestoreCtx;
@@ -40,6 +42,9 @@ pub struct Engine {
     env: Arc<Env>,
     dump: Chain<DumpCtx, DumpResponse>,
     restore: Chain<RestoreCtx, RestoreResponse>,
+    /// Chains of the kinds a plugin owns (runc, ...), chosen by the request's kind.
+    kind_dump: BTreeMap<&'static str, Chain<DumpCtx, DumpResponse>>,
+    kind_restore: BTreeMap<&'static str, Chain<RestoreCtx, RestoreResponse>>,
     run: Chain<run::RunCtx, RunResponse>,
     manage: Chain<ManageRequest, ManageResponse>,
     plugins: Arc<PluginRegistry>,
@@ -50,9 +55,23 @@ impl Engine {
     pub fn new(config: Config) -> Self {
         let plugins = PluginRegistry::builtin();
         let env = Arc::new(Env { config });
+        let kinds = plugins.kinds();
         Self {
             dump: plugins.extend_dump(dump::chain()),
             restore: plugins.extend_restore(restore::chain()),
+            kind_dump: kinds
+                .iter()
+                .map(|k| (kind_name(*k), plugins.extend_dump_for(*k, dump::chain())))
+                .collect(),
+            kind_restore: kinds
+                .iter()
+                .map(|k| {
+                    (
+                        kind_name(*k),
+                        plugins.extend_restore_for(*k, restore::chain()),
+                    )
+                })
+                .collect(),
             run: run::chain(),
             manage: manage::chain(),
             env,
@@ -70,18 +89,37 @@ impl Engine {
         &self.env
     }
 
-    /// Checkpoints a process tree.
+    /// Checkpoints a process tree, or a container (`req.kind` picks the chain; a runc
+    /// container needs `req.runc`).
     pub async fn dump(&self, req: DumpRequest) -> OpResult<DumpResponse> {
-        self.dump
+        self.dump_chain(req.kind)?
             .run(DumpCtx::new(Arc::clone(&self.env), req))
             .await
     }
 
-    /// Restores a process tree; the caller becomes its parent.
+    /// Restores a process tree (the caller becomes its parent), or a container when
+    /// `req.runc` is set.
     pub async fn restore(&self, req: RestoreRequest) -> OpResult<RestoreResponse> {
-        self.restore
+        self.restore_chain(req.kind())?
             .run(RestoreCtx::new(Arc::clone(&self.env), req))
             .await
+    }
+
+    fn dump_chain(&self, kind: CheckpointKind) -> OpResult<&Chain<DumpCtx, DumpResponse>> {
+        match kind {
+            CheckpointKind::Process => Ok(&self.dump),
+            k => self.kind_dump.get(kind_name(k)).ok_or_else(|| no_plugin(k)),
+        }
+    }
+
+    fn restore_chain(&self, kind: CheckpointKind) -> OpResult<&Chain<RestoreCtx, RestoreResponse>> {
+        match kind {
+            CheckpointKind::Process => Ok(&self.restore),
+            k => self
+                .kind_restore
+                .get(kind_name(k))
+                .ok_or_else(|| no_plugin(k)),
+        }
     }
 
     /// Starts a process in its own session with output to a log file.
@@ -115,18 +153,44 @@ impl Engine {
     }
 
     /// The chains, in order, for `cedana features` and logs.
-    pub fn chains(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("dump", format!("{:?}", self.dump)),
-            ("restore", format!("{:?}", self.restore)),
-            ("run", format!("{:?}", self.run)),
-            ("manage", format!("{:?}", self.manage)),
-        ]
+    pub fn chains(&self) -> Vec<(String, String)> {
+        let mut out = vec![
+            ("dump".to_string(), format!("{:?}", self.dump)),
+            ("restore".to_string(), format!("{:?}", self.restore)),
+            ("run".to_string(), format!("{:?}", self.run)),
+            ("manage".to_string(), format!("{:?}", self.manage)),
+        ];
+        for (k, c) in &self.kind_dump {
+            out.push((format!("dump {k}"), format!("{c:?}")));
+        }
+        for (k, c) in &self.kind_restore {
+            out.push((format!("restore {k}"), format!("{c:?}")));
+        }
+        out
     }
 
     /// Host health: CRIU and every plugin's checks.
     pub fn check(&self) -> Vec<crate::plugins::HealthCheck> {
         self.plugins.health(&self.env)
+    }
+}
+
+fn kind_name(k: CheckpointKind) -> &'static str {
+    match k {
+        CheckpointKind::Process => "process",
+        CheckpointKind::Runc => "runc",
+        CheckpointKind::Containerd => "containerd",
+        CheckpointKind::Kata => "kata",
+    }
+}
+
+fn no_plugin(k: CheckpointKind) -> EngineError {
+    EngineError::InvalidRequest {
+        field: "kind",
+        reason: format!(
+            "no plugin in this build handles {} checkpoints (see `cedana features`)",
+            kind_name(k)
+        ),
     }
 }
 

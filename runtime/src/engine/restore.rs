@@ -83,5 +83,6 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         pid: outcome.pid,
         duration_ms: ctx.started.elapsed().as_millis() as u64,
         metadata,
+        exit_code: None,
     })
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::compression::Compression;
 use crate::image::metadata::{CheckpointKind, Metadata};
+use crate::plugins::runc::{RuncDump, RuncRestore};
 use crate::process::state::ProcessInfo;
 
 /// CRIU options a caller may force. `None` lets the engine detect the right value from
@@ -44,6 +45,13 @@ pub struct DumpRequest {
     pub flags: CriuFlags,
     /// What is being checkpointed.
     pub kind: CheckpointKind,
+    /// Write the CRIU images straight into this directory, with metadata.json beside
+    /// them (runc's `--image-path` semantics): no staging, no packing, `dir`, `name` and
+    /// `compression` unused. The directory may exist but must hold no checkpoint.
+    pub image_path: Option<PathBuf>,
+    /// The container, for `kind == Runc` (the runc plugin's handler runs the runtime's
+    /// own `checkpoint`).
+    pub runc: Option<RuncDump>,
 }
 
 /// A finished checkpoint.
@@ -72,6 +80,20 @@ pub struct RestoreRequest {
     pub flags: CriuFlags,
     /// Write the restored root PID to this file.
     pub pid_file: Option<PathBuf>,
+    /// Restore into this runc container (the runc plugin's handler runs the runtime's own
+    /// `restore`); `None` restores a plain process tree.
+    pub runc: Option<RuncRestore>,
+}
+
+impl RestoreRequest {
+    /// What is being restored, which picks the chain.
+    pub fn kind(&self) -> CheckpointKind {
+        if self.runc.is_some() {
+            CheckpointKind::Runc
+        } else {
+            CheckpointKind::Process
+        }
+    }
 }
 
 /// A restored process tree.
@@ -83,6 +105,10 @@ pub struct RestoreResponse {
     pub duration_ms: u64,
     /// Metadata of the checkpoint restored from.
     pub metadata: Metadata,
+    /// Exit status of the restored container when the restore waited for it (runc
+    /// restore without `--detach`); `None` when it runs on.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
 }
 
 /// Start a process to be managed as a job.

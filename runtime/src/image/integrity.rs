@@ -52,6 +52,34 @@ pub fn verify_dir(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Checks the files listed in `md.files` (present, same size and sha256) and ignores any
+/// others: for runc's image directories, where runc and CRIU leave their logs beside the
+/// images (`dump.log`, `restore.log`).
+pub fn verify_listed(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
+    let files: Vec<(String, PathBuf)> = list_files(dir)?
+        .into_iter()
+        .filter(|(rel, _)| md.files.contains_key(rel))
+        .collect();
+    if let Some(file) = md
+        .files
+        .keys()
+        .find(|k| !files.iter().any(|(rel, _)| rel == *k))
+    {
+        return Err(ImageError::Missing { file: file.clone() });
+    }
+    for ((rel, _), actual) in files.iter().zip(hash_files(&files)?) {
+        let expected = &md.files[rel];
+        if expected.sha256 != actual.sha256 || expected.size != actual.size {
+            return Err(ImageError::ChecksumMismatch {
+                file: rel.clone(),
+                expected: expected.sha256.clone(),
+                actual: actual.sha256,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes `md` as pretty JSON to `dir/metadata.json` through a synced temporary file and a rename.
 pub fn write_metadata(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
     let path = dir.join(METADATA_FILE);

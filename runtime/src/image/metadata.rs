@@ -84,4 +84,43 @@ pub struct Metadata {
     pub sizes: Sizes,
     /// Every file of the checkpoint except metadata.json, by relative path.
     pub files: BTreeMap<String, FileDigest>,
+    /// The container, for container checkpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerMeta>,
+}
+
+/// Layout of a container checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerLayout {
+    /// runc's own: CRIU images at the top, as `runc checkpoint --image-path` writes them.
+    #[default]
+    Images,
+    /// Portable (Podman/CRI-O style): `checkpoint/` (CRIU images), `config.dump` and
+    /// `spec.dump` (the OCI config), `rootfs-diff.tar` (what the container changed).
+    Portable,
+}
+
+/// What a container checkpoint records about its container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerMeta {
+    /// Container id at dump time.
+    pub id: String,
+    /// OCI runtime binary that made the checkpoint.
+    pub runtime: String,
+    /// Its version line.
+    pub runtime_version: String,
+    /// Runtime state root (`--root`).
+    pub root: String,
+    /// Bundle directory at dump time.
+    pub bundle: String,
+    /// Root filesystem at dump time.
+    pub rootfs: String,
+    /// When the container was created (RFC 3339, from the runtime's state).
+    pub created: String,
+    /// How the checkpoint is laid out.
+    pub layout: ContainerLayout,
+    /// Entries in rootfs-diff.tar (portable layout).
+    pub rootfs_diff_entries: u64,
 }

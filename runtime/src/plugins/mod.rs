@@ -3,11 +3,13 @@
 //! `cedana features` prints what each provides.
 
 pub mod process;
+pub mod runc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{Adapter, Chain};
+use crate::chain::{Adapter, Chain, Handler};
 use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
+use crate::image::metadata::CheckpointKind;
 
 /// Result of one health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +55,12 @@ pub trait Plugin: Send + Sync {
     fn name(&self) -> &'static str;
     /// Features it provides.
     fn features(&self) -> Vec<Feature>;
+    /// The kind of checkpoint this plugin owns (`runc`, ...). Its middleware goes only
+    /// into that kind's chains and its handlers replace the default ones there; `None`:
+    /// middleware for every kind, no handlers.
+    fn kind(&self) -> Option<CheckpointKind> {
+        None
+    }
     /// Middleware inserted into the dump chain just before `check_criu_opts_for_dump`.
     fn dump_middleware(&self) -> Vec<Adapter<DumpCtx, DumpResponse>> {
         Vec::new()
@@ -60,6 +68,26 @@ pub trait Plugin: Send + Sync {
     /// Middleware inserted into the restore chain just before `check_criu_opts_for_restore`.
     fn restore_middleware(&self) -> Vec<Adapter<RestoreCtx, RestoreResponse>> {
         Vec::new()
+    }
+    /// Changes to the dump chain beyond inserting middleware (early adapters, adapters
+    /// that do not apply to this kind). Called for the plugin's own kind only.
+    fn shape_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
+        chain
+    }
+    /// Changes to the restore chain beyond inserting middleware.
+    fn shape_restore(
+        &self,
+        chain: Chain<RestoreCtx, RestoreResponse>,
+    ) -> Chain<RestoreCtx, RestoreResponse> {
+        chain
+    }
+    /// Handler replacing the CRIU dump for this plugin's kind.
+    fn dump_handler(&self) -> Option<Handler<DumpCtx, DumpResponse>> {
+        None
+    }
+    /// Handler replacing the CRIU restore for this plugin's kind.
+    fn restore_handler(&self) -> Option<Handler<RestoreCtx, RestoreResponse>> {
+        None
     }
     /// Health checks on this host.
     fn health(&self, env: &Env) -> Vec<HealthCheck>;
@@ -74,7 +102,7 @@ impl PluginRegistry {
     /// The built-in plugins.
     pub fn builtin() -> Self {
         Self {
-            plugins: vec![Box::new(process::ProcessPlugin)],
+            plugins: vec![Box::new(process::ProcessPlugin), Box::new(runc::RuncPlugin)],
         }
     }
 
@@ -93,20 +121,64 @@ impl PluginRegistry {
         self.plugins.iter().flat_map(|p| p.health(env)).collect()
     }
 
-    /// Adds the plugins' dump middleware to a chain.
-    pub fn extend_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
-        self.plugins.iter().fold(chain, |c, p| {
-            c.insert_before("check_criu_opts_for_dump", p.dump_middleware())
-        })
+    /// Kinds some plugin owns (besides plain processes).
+    pub fn kinds(&self) -> Vec<CheckpointKind> {
+        self.plugins.iter().filter_map(|p| p.kind()).collect()
     }
 
-    /// Adds the plugins' restore middleware to a chain.
+    /// The dump chain for `kind`: the base chain with every kind-less plugin's middleware,
+    /// and, for a plugin's own kind, its shape, middleware and handler.
+    pub fn extend_dump_for(
+        &self,
+        kind: CheckpointKind,
+        chain: Chain<DumpCtx, DumpResponse>,
+    ) -> Chain<DumpCtx, DumpResponse> {
+        self.plugins
+            .iter()
+            .filter(|p| p.kind().is_none() || p.kind() == Some(kind))
+            .fold(chain, |c, p| {
+                let mut c = c.insert_before("check_criu_opts_for_dump", p.dump_middleware());
+                if p.kind() == Some(kind) {
+                    c = p.shape_dump(c);
+                    if let Some(h) = p.dump_handler() {
+                        c = c.with_handler(h);
+                    }
+                }
+                c
+            })
+    }
+
+    /// The restore chain for `kind` (see [`PluginRegistry::extend_dump_for`]).
+    pub fn extend_restore_for(
+        &self,
+        kind: CheckpointKind,
+        chain: Chain<RestoreCtx, RestoreResponse>,
+    ) -> Chain<RestoreCtx, RestoreResponse> {
+        self.plugins
+            .iter()
+            .filter(|p| p.kind().is_none() || p.kind() == Some(kind))
+            .fold(chain, |c, p| {
+                let mut c = c.insert_before("check_criu_opts_for_restore", p.restore_middleware());
+                if p.kind() == Some(kind) {
+                    c = p.shape_restore(c);
+                    if let Some(h) = p.restore_handler() {
+                        c = c.with_handler(h);
+                    }
+                }
+                c
+            })
+    }
+
+    /// Adds the kind-less plugins' dump middleware to a chain (plain processes).
+    pub fn extend_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
+        self.extend_dump_for(CheckpointKind::Process, chain)
+    }
+
+    /// Adds the kind-less plugins' restore middleware to a chain (plain processes).
     pub fn extend_restore(
         &self,
         chain: Chain<RestoreCtx, RestoreResponse>,
     ) -> Chain<RestoreCtx, RestoreResponse> {
-        self.plugins.iter().fold(chain, |c, p| {
-            c.insert_before("check_criu_opts_for_restore", p.restore_middleware())
-        })
+        self.extend_restore_for(CheckpointKind::Process, chain)
     }
 }

@@ -1,0 +1,189 @@
+//! The dump handler for runc containers: the runtime's own `checkpoint` (runc sets up
+//! CRIU for the container's mounts, namespaces and cgroups), with the options the chain
+//! chose. Portable checkpoints also get the OCI config and the rootfs changes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use super::error::RuncError;
+use super::layout;
+use super::rootfs_diff;
+use super::runtime::{self, Runtime};
+use crate::chain::OpResult;
+use crate::engine::{blocking, DumpCtx, DumpResponse};
+use crate::error::EngineError;
+
+/// Runs `runtime checkpoint`; the storage adapter turns the result into the checkpoint.
+pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
+    let d = ctx
+        .req
+        .runc
+        .clone()
+        .ok_or_else(|| EngineError::InvalidRequest {
+            field: "runc",
+            reason: "a runc dump needs the container".into(),
+        })?;
+    let configured = ctx.env.config.runc.binary_path.clone();
+    let mut target = d.target.clone();
+    if target.criu.is_none() && ctx.env.config.criu.binary_path != Path::new("criu") {
+        target.criu = Some(ctx.env.criu()?.binary().to_path_buf());
+    }
+    let rt = Runtime::new(&target, &configured)?;
+    let criu_version = {
+        let criu = ctx.env.criu()?;
+        blocking(move || Ok(criu.version()?)).await?
+    };
+    let portable = ctx.req.image_path.is_none();
+    let images = if portable {
+        ctx.images_dir.join(layout::CHECKPOINT_DIR)
+    } else {
+        ctx.images_dir.clone()
+    };
+    // Portable: CRIU's logs go to a temp dir kept only on failure (never in the archive).
+    let work_tmp = if portable && d.work_path.is_none() {
+        Some(
+            tempfile::Builder::new()
+                .prefix("cedana-runc-dump-")
+                .tempdir()
+                .map_err(|e| EngineError::io("create dump work dir", e))?,
+        )
+    } else {
+        None
+    };
+    let work: Option<PathBuf> = d
+        .work_path
+        .clone()
+        .or_else(|| work_tmp.as_ref().map(|t| t.path().to_path_buf()));
+    let mut cmd = rt.command();
+    cmd.args(runtime::checkpoint_args(
+        &d,
+        &images,
+        work.as_deref(),
+        &ctx.opts,
+    ));
+    let t = Instant::now();
+    let log_dir = work.clone().unwrap_or_else(|| images.clone());
+    let out = blocking(move || {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.output()
+            .map_err(|e| EngineError::io("start the runtime's checkpoint", e))
+    })
+    .await?;
+    if !out.status.success() {
+        if let Some(t) = work_tmp {
+            let _ = t.keep();
+        }
+        return Err(command_failed(
+            "checkpoint",
+            &rt,
+            &d.target.id,
+            &out,
+            &log_dir.join("dump.log"),
+        )
+        .into());
+    }
+    let mut metadata = ctx.metadata;
+    metadata
+        .timings_ms
+        .insert("runc_checkpoint".into(), t.elapsed().as_millis() as u64);
+    metadata.criu_version = criu_version.to_string();
+    metadata.criu_options = ctx.opts.clone();
+    if portable {
+        let container = metadata.container.clone().unwrap_or_default();
+        let staging = ctx.images_dir.clone();
+        let t = Instant::now();
+        let entries = blocking(move || {
+            write_portable_extras(
+                &staging,
+                &container.bundle,
+                &container.rootfs,
+                &container.created,
+            )
+        })
+        .await?;
+        metadata
+            .timings_ms
+            .insert("rootfs_diff".into(), t.elapsed().as_millis() as u64);
+        if let Some(c) = metadata.container.as_mut() {
+            c.rootfs_diff_entries = entries;
+        }
+    }
+    Ok(DumpResponse {
+        path: ctx.images_dir,
+        name: ctx.name,
+        compression: ctx.compression,
+        size_bytes: 0,
+        duration_ms: 0,
+        metadata,
+    })
+}
+
+/// `config.dump`, `spec.dump` (the bundle's config.json) and `rootfs-diff.tar`.
+fn write_portable_extras(
+    staging: &Path,
+    bundle: &str,
+    rootfs: &str,
+    created: &str,
+) -> OpResult<u64> {
+    let config = Path::new(bundle).join("config.json");
+    let spec = fs::read(&config).map_err(|e| {
+        EngineError::io(
+            format!("read the container's OCI config {}", config.display()),
+            e,
+        )
+    })?;
+    for name in [layout::CONFIG_DUMP, layout::SPEC_DUMP] {
+        fs::write(staging.join(name), &spec)
+            .map_err(|e| EngineError::io(format!("write {name}"), e))?;
+    }
+    let since = chrono::DateTime::parse_from_rfc3339(created)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map(i128::from)
+        .unwrap_or(0);
+    Ok(rootfs_diff::write_diff(
+        Path::new(rootfs),
+        since,
+        &staging.join(layout::ROOTFS_DIFF),
+    )?)
+}
+
+/// The runtime's failure, with its message and the CRIU log's last error lines.
+pub(super) fn command_failed(
+    op: &str,
+    rt: &Runtime,
+    id: &str,
+    out: &std::process::Output,
+    criu_log: &Path,
+) -> RuncError {
+    let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if let Some(lines) = criu_errors(criu_log) {
+        detail.push_str(&format!(
+            "\nCRIU log {} ends with:\n{lines}",
+            criu_log.display()
+        ));
+    }
+    if detail.is_empty() {
+        detail = "no message (see the runtime's --log)".into();
+    }
+    RuncError::Command {
+        command: format!("{} {op} {id}", rt.binary().display()),
+        status: out.status.to_string(),
+        detail,
+    }
+}
+
+/// The last lines of a CRIU log that say `Error`, if any.
+pub(super) fn criu_errors(log: &Path) -> Option<String> {
+    let text = fs::read_to_string(log).ok()?;
+    let errs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+        .collect();
+    let tail = &errs[errs.len().saturating_sub(5)..];
+    (!tail.is_empty()).then(|| tail.join("\n"))
+}

@@ -1,0 +1,133 @@
+//! The runc plugin: checkpoint/restore of containers of an OCI runtime (runc, crun)
+//! driven through its command line. It replaces the CRIU handlers for `kind = runc` by
+//! the runtime's own `checkpoint`/`restore` (the runtime knows the container's mounts,
+//! namespaces and cgroups), fed with the CRIU options the chain chose from the
+//! container's real state and recorded in metadata.json for the restore.
+//!
+//! One concern per file: `target` (what callers give), `runtime` (the runtime's command
+//! line), `inspect` (dump middleware), `checkpoint` / `restore` (handlers), `layout` and
+//! `rootfs_diff` (portable checkpoints), `health`, `error`.
+
+pub mod checkpoint;
+pub mod error;
+pub mod health;
+pub mod inspect;
+pub mod layout;
+pub mod restore;
+pub mod rootfs_diff;
+pub mod runtime;
+pub mod target;
+
+pub use target::{RuncDump, RuncRestore, RuncTarget};
+
+use crate::chain::{Adapter, Chain, Handler};
+use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
+use crate::image::metadata::CheckpointKind;
+use crate::plugins::{Feature, HealthCheck, Plugin};
+
+/// runc (and runc-compatible) containers.
+pub struct RuncPlugin;
+
+impl Plugin for RuncPlugin {
+    fn name(&self) -> &'static str {
+        "runc"
+    }
+
+    fn kind(&self) -> Option<CheckpointKind> {
+        Some(CheckpointKind::Runc)
+    }
+
+    fn features(&self) -> Vec<Feature> {
+        let f = |feature: &str, detail: &str| Feature {
+            plugin: "runc".into(),
+            feature: feature.into(),
+            detail: detail.into(),
+        };
+        vec![
+            f(
+                "dump middleware",
+                "resolve_runc_container (runc state -> init PID), detect_container_options (ext_unix_sk, terminal)",
+            ),
+            f(
+                "dump handler",
+                "runc checkpoint with the detected options; portable layout: checkpoint/, config.dump, spec.dump, rootfs-diff.tar",
+            ),
+            f(
+                "restore middleware",
+                "validate_runc_restore (id free, bundle present)",
+            ),
+            f(
+                "restore handler",
+                "runc restore with the recorded options; spec.dump -> bundle config.json, rootfs-diff.tar applied safely",
+            ),
+            f(
+                "cedana-runc",
+                "drop-in runc wrapper: every command passed through by exec, checkpoint/restore through the engine",
+            ),
+            f("health checks", "runtime binary and version, CRIU for the runtime"),
+        ]
+    }
+
+    fn dump_middleware(&self) -> Vec<Adapter<DumpCtx, DumpResponse>> {
+        vec![inspect::detect_container_options()]
+    }
+
+    fn shape_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
+        chain.insert_before(
+            "fill_missing_dump_defaults",
+            [inspect::resolve_runc_container()],
+        )
+    }
+
+    fn shape_restore(
+        &self,
+        chain: Chain<RestoreCtx, RestoreResponse>,
+    ) -> Chain<RestoreCtx, RestoreResponse> {
+        // The container gets its own PID namespace: host PIDs of the checkpoint do not
+        // need to be free.
+        chain.without("wait_for_free_pids").insert_before(
+            "prepare_restore_storage",
+            [restore::validate_runc_restore()],
+        )
+    }
+
+    fn dump_handler(&self) -> Option<Handler<DumpCtx, DumpResponse>> {
+        Some(Handler::from_fn("runc_checkpoint", |ctx| {
+            Box::pin(checkpoint::runc_checkpoint(ctx))
+        }))
+    }
+
+    fn restore_handler(&self) -> Option<Handler<RestoreCtx, RestoreResponse>> {
+        Some(Handler::from_fn("runc_restore", |ctx| {
+            Box::pin(restore::runc_restore(ctx))
+        }))
+    }
+
+    fn health(&self, env: &Env) -> Vec<HealthCheck> {
+        health::health(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plugins::PluginRegistry;
+    use crate::{engine::dump, engine::restore, image::metadata::CheckpointKind};
+
+    #[test]
+    fn runc_chains_replace_the_handlers() {
+        let reg = PluginRegistry::builtin();
+        let d = reg.extend_dump_for(CheckpointKind::Runc, dump::chain());
+        let names = d.names();
+        assert_eq!(names.first(), Some(&"resolve_runc_container"));
+        assert_eq!(names.last(), Some(&"runc_checkpoint"));
+        assert!(names.contains(&"detect_container_options"));
+        let r = reg.extend_restore_for(CheckpointKind::Runc, restore::chain());
+        let names = r.names();
+        assert_eq!(names.last(), Some(&"runc_restore"));
+        assert!(!names.contains(&"wait_for_free_pids"));
+        // The process chains are untouched.
+        let p = reg.extend_dump(dump::chain());
+        assert_eq!(p.names().last(), Some(&"criu_dump"));
+        assert!(!p.names().contains(&"resolve_runc_container"));
+    }
+}

@@ -1,0 +1,185 @@
+//! Restore into a runc container: check the id is free and the bundle usable, then (for
+//! a portable checkpoint) write the bundle's config from `spec.dump` and apply
+//! `rootfs-diff.tar`, and run the runtime's own `restore` with the recorded options.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use super::checkpoint::command_failed;
+use super::error::RuncError;
+use super::layout;
+use super::rootfs_diff;
+use super::runtime::{self, Runtime};
+use crate::chain::{Adapter, OpResult};
+use crate::engine::{blocking, RestoreCtx, RestoreResponse};
+use crate::error::EngineError;
+
+/// Refuses a missing id, an id in use and a missing bundle before anything is touched.
+pub fn validate_runc_restore() -> Adapter<RestoreCtx, RestoreResponse> {
+    Adapter::from_fn("validate_runc_restore", |ctx: RestoreCtx, next| {
+        Box::pin(async move {
+            let Some(r) = ctx.req.runc.clone() else {
+                return Err(EngineError::InvalidRequest {
+                    field: "runc",
+                    reason: "a runc restore needs the container (id, bundle)".into(),
+                });
+            };
+            if r.target.id.is_empty() {
+                return Err(EngineError::InvalidRequest {
+                    field: "id",
+                    reason: "give the new container's id with --id".into(),
+                });
+            }
+            if !r.bundle.is_dir() {
+                return Err(RuncError::Bundle {
+                    path: r.bundle.clone(),
+                    reason: "is not a directory; give --bundle DIR holding a fresh copy of the \
+                             container's rootfs"
+                        .into(),
+                }
+                .into());
+            }
+            let configured = ctx.env.config.runc.binary_path.clone();
+            blocking(move || {
+                let rt = Runtime::new(&r.target, &configured)?;
+                if rt.exists(&r.target.id)? {
+                    return Err(RuncError::Exists { id: r.target.id }.into());
+                }
+                Ok(())
+            })
+            .await?;
+            next.run(ctx).await
+        })
+    })
+}
+
+/// Runs `runtime restore`. With `--detach` it returns once the container runs; without,
+/// when it exits (its exit status in the response).
+pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
+    let r = ctx
+        .req
+        .runc
+        .clone()
+        .ok_or_else(|| EngineError::InvalidRequest {
+            field: "runc",
+            reason: "a runc restore needs the container".into(),
+        })?;
+    let configured = ctx.env.config.runc.binary_path.clone();
+    let mut target = r.target.clone();
+    if target.criu.is_none() && ctx.env.config.criu.binary_path != Path::new("criu") {
+        target.criu = Some(ctx.env.criu()?.binary().to_path_buf());
+    }
+    let rt = Runtime::new(&target, &configured)?;
+    let images = layout::images_of(&ctx.images_dir);
+    let mut metadata = ctx.metadata;
+    if layout::is_portable(&ctx.images_dir) {
+        let (dir, bundle) = (ctx.images_dir.clone(), r.bundle.clone());
+        let t = Instant::now();
+        let applied = blocking(move || prepare_bundle(&dir, &bundle)).await?;
+        tracing::info!(applied, bundle = %r.bundle.display(), "rootfs diff applied");
+        metadata
+            .timings_ms
+            .insert("rootfs_diff_apply".into(), t.elapsed().as_millis() as u64);
+    }
+    let work: PathBuf = r.work_path.clone().unwrap_or_else(|| ctx.work_dir.clone());
+    // The PID is learnt from a pid file: the caller's, else ours in the work dir.
+    let pid_file = r
+        .pid_file
+        .clone()
+        .or_else(|| r.detach.then(|| work.join("cedana-restore.pid")));
+    let mut cmd = rt.command();
+    cmd.args(runtime::restore_args(
+        &r,
+        &images,
+        Some(&work),
+        pid_file.as_deref(),
+        &ctx.opts,
+    ));
+    // The restored container inherits the runtime's stdio (runc maps the checkpointed
+    // pipes onto it), so it gets ours, as with runc itself.
+    cmd.stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    let t = Instant::now();
+    let status = blocking(move || {
+        cmd.status()
+            .map_err(|e| EngineError::io("start the runtime's restore", e))
+    })
+    .await?;
+    metadata
+        .timings_ms
+        .insert("runc_restore".into(), t.elapsed().as_millis() as u64);
+    if r.detach && !status.success() {
+        let out = std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        return Err(command_failed(
+            "restore",
+            &rt,
+            &r.target.id,
+            &out,
+            &work.join("restore.log"),
+        )
+        .into());
+    }
+    let pid = pid_file
+        .as_deref()
+        .and_then(|p| fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(RestoreResponse {
+        pid,
+        duration_ms: ctx.started.elapsed().as_millis() as u64,
+        metadata,
+        exit_code: (!r.detach).then(|| status.code().unwrap_or(128)),
+    })
+}
+
+/// Writes `bundle/config.json` from `spec.dump` unless the bundle has one, then applies
+/// `rootfs-diff.tar` onto the bundle's rootfs. Returns the entries applied.
+fn prepare_bundle(dir: &Path, bundle: &Path) -> OpResult<u64> {
+    let config = bundle.join("config.json");
+    if !config.exists() {
+        fs::copy(dir.join(layout::SPEC_DUMP), &config).map_err(|e| {
+            EngineError::io(
+                format!("write {} from the checkpoint's spec.dump", config.display()),
+                e,
+            )
+        })?;
+    }
+    let spec: serde_json::Value = serde_json::from_slice(
+        &fs::read(&config).map_err(|e| EngineError::io(format!("read {}", config.display()), e))?,
+    )
+    .map_err(|e| RuncError::Bundle {
+        path: bundle.to_path_buf(),
+        reason: format!("config.json is not valid JSON: {e}"),
+    })?;
+    let root = spec
+        .pointer("/root/path")
+        .and_then(|v| v.as_str())
+        .unwrap_or("rootfs");
+    let rootfs = if Path::new(root).is_absolute() {
+        PathBuf::from(root)
+    } else {
+        bundle.join(root)
+    };
+    if !rootfs.is_dir() {
+        return Err(RuncError::Bundle {
+            path: bundle.to_path_buf(),
+            reason: format!(
+                "rootfs {} is missing; copy the original container's rootfs there first",
+                rootfs.display()
+            ),
+        }
+        .into());
+    }
+    let diff = dir.join(layout::ROOTFS_DIFF);
+    if !diff.exists() {
+        return Ok(0);
+    }
+    Ok(rootfs_diff::apply_diff(&diff, &rootfs)?)
+}

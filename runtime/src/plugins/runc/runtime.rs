@@ -1,0 +1,424 @@
+//! The OCI runtime's command line (runc 1.1 flags; crun accepts the same): flag names as
+//! constants, one function per command producing its arguments, golden-tested below.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+use super::error::RuncError;
+use super::target::{RuncDump, RuncRestore, RuncTarget};
+use crate::criu::options::CriuOpts;
+use crate::host;
+
+const ROOT: &str = "--root";
+const LOG: &str = "--log";
+const LOG_FORMAT: &str = "--log-format";
+const SYSTEMD_CGROUP: &str = "--systemd-cgroup";
+const DEBUG: &str = "--debug";
+const CRIU: &str = "--criu";
+const IMAGE_PATH: &str = "--image-path";
+const WORK_PATH: &str = "--work-path";
+const LEAVE_RUNNING: &str = "--leave-running";
+const TCP_ESTABLISHED: &str = "--tcp-established";
+const EXT_UNIX_SK: &str = "--ext-unix-sk";
+const SHELL_JOB: &str = "--shell-job";
+const FILE_LOCKS: &str = "--file-locks";
+const BUNDLE: &str = "--bundle";
+const DETACH: &str = "--detach";
+const PID_FILE: &str = "--pid-file";
+const CONSOLE_SOCKET: &str = "--console-socket";
+const NO_PIVOT: &str = "--no-pivot";
+const NO_SUBREAPER: &str = "--no-subreaper";
+
+/// `runc state ID` / `runc list --format json`: what we use of a container's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ContainerState {
+    /// Container id.
+    pub id: String,
+    /// PID of the container's init, as seen from the host.
+    pub pid: i32,
+    /// `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    /// Bundle directory.
+    pub bundle: String,
+    /// Root filesystem.
+    pub rootfs: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+}
+
+/// An OCI runtime binary plus the global flags of one target.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    binary: PathBuf,
+    target: RuncTarget,
+}
+
+/// Resolves the runtime binary and refuses cedana-runc itself (it would exec itself forever).
+pub fn resolve_binary(configured: &Path) -> Result<PathBuf, RuncError> {
+    let found = host::find_executable(configured).ok_or_else(|| RuncError::BinaryNotFound {
+        binary: configured.to_path_buf(),
+    })?;
+    let canon = std::fs::canonicalize(&found).unwrap_or_else(|_| found.clone());
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| std::fs::canonicalize(p).ok());
+    let is_wrapper = canon.file_name().is_some_and(|n| n == "cedana-runc");
+    if is_wrapper || me.as_deref() == Some(canon.as_path()) {
+        return Err(RuncError::Recursion { binary: found });
+    }
+    Ok(found)
+}
+
+impl Runtime {
+    /// The runtime for `target`: its own binary, else `configured`.
+    pub fn new(target: &RuncTarget, configured: &Path) -> Result<Self, RuncError> {
+        let binary = resolve_binary(target.binary.as_deref().unwrap_or(configured))?;
+        Ok(Self {
+            binary,
+            target: target.clone(),
+        })
+    }
+
+    /// The binary in use.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The state root in use, for messages.
+    pub fn root_display(&self) -> String {
+        self.target
+            .root
+            .as_ref()
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|| "(runtime default)".into())
+    }
+
+    /// Global flags, before the subcommand.
+    pub fn global_args(&self) -> Vec<OsString> {
+        global_args(&self.target)
+    }
+
+    /// A command with the global flags set.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.args(self.global_args());
+        c
+    }
+
+    /// `runtime --version`, first line.
+    pub fn version(&self) -> Result<String, RuncError> {
+        let out = Command::new(&self.binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error("--version", e))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string())
+    }
+
+    /// `runtime state ID`.
+    pub fn state(&self, id: &str) -> Result<ContainerState, RuncError> {
+        let out = self
+            .command()
+            .args(["state", id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error("state", e))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("does not exist") || err.contains("not exist") {
+                return Err(RuncError::NoSuchContainer {
+                    id: id.into(),
+                    root: self.root_display(),
+                });
+            }
+            return Err(RuncError::Command {
+                command: format!("{} state {id}", self.binary.display()),
+                status: out.status.to_string(),
+                detail: err.trim().to_string(),
+            });
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| RuncError::Command {
+            command: format!("{} state {id}", self.binary.display()),
+            status: "ok".into(),
+            detail: format!("unreadable state JSON: {e}"),
+        })
+    }
+
+    /// Whether a container with this id exists.
+    pub fn exists(&self, id: &str) -> Result<bool, RuncError> {
+        match self.state(id) {
+            Ok(_) => Ok(true),
+            Err(RuncError::NoSuchContainer { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `runtime list --format json`.
+    pub fn list(&self) -> Result<Vec<ContainerState>, RuncError> {
+        let out = self
+            .command()
+            .args(["list", "--format", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error("list", e))?;
+        if !out.status.success() {
+            return Err(RuncError::Command {
+                command: format!("{} list", self.binary.display()),
+                status: out.status.to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.trim().is_empty() || text.trim() == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&text).map_err(|e| RuncError::Command {
+            command: format!("{} list", self.binary.display()),
+            status: "ok".into(),
+            detail: format!("unreadable list JSON: {e}"),
+        })
+    }
+
+    fn spawn_error(&self, what: &str, e: std::io::Error) -> RuncError {
+        RuncError::Command {
+            command: format!("{} {what}", self.binary.display()),
+            status: "not started".into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Global flags of a target, in runc's order.
+pub fn global_args(t: &RuncTarget) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    if let Some(r) = &t.root {
+        a.extend([ROOT.into(), r.into()]);
+    }
+    if let Some(l) = &t.log {
+        a.extend([LOG.into(), l.into()]);
+    }
+    if let Some(f) = &t.log_format {
+        a.extend([LOG_FORMAT.into(), f.into()]);
+    }
+    if t.systemd_cgroup {
+        a.push(SYSTEMD_CGROUP.into());
+    }
+    if t.debug {
+        a.push(DEBUG.into());
+    }
+    if let Some(c) = &t.criu {
+        a.extend([CRIU.into(), c.into()]);
+    }
+    a.extend(t.extra_global_args.iter().map(OsString::from));
+    a
+}
+
+/// Turns the CRIU options the engine chose into runc flags. runc has no flags for
+/// `tcp_close`, `link_remap` or `external`: those are not available through runc.
+fn criu_flags(opts: &CriuOpts) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    for (on, flag) in [
+        (opts.tcp_established, TCP_ESTABLISHED),
+        (opts.ext_unix_sk, EXT_UNIX_SK),
+        (opts.shell_job, SHELL_JOB),
+        (opts.file_locks, FILE_LOCKS),
+    ] {
+        if on {
+            a.push(flag.into());
+        }
+    }
+    a
+}
+
+/// `checkpoint` arguments (after the global flags).
+pub fn checkpoint_args(
+    d: &RuncDump,
+    images: &Path,
+    work: Option<&Path>,
+    opts: &CriuOpts,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["checkpoint".into(), IMAGE_PATH.into(), images.into()];
+    if let Some(w) = work {
+        a.extend([WORK_PATH.into(), w.into()]);
+    }
+    if opts.leave_running {
+        a.push(LEAVE_RUNNING.into());
+    }
+    a.extend(criu_flags(opts));
+    a.extend(d.extra_args.iter().map(OsString::from));
+    a.push(d.target.id.clone().into());
+    a
+}
+
+/// `restore` arguments (after the global flags).
+pub fn restore_args(
+    r: &RuncRestore,
+    images: &Path,
+    work: Option<&Path>,
+    pid_file: Option<&Path>,
+    opts: &CriuOpts,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![
+        "restore".into(),
+        IMAGE_PATH.into(),
+        images.into(),
+        BUNDLE.into(),
+        r.bundle.clone().into(),
+    ];
+    if let Some(w) = work {
+        a.extend([WORK_PATH.into(), w.into()]);
+    }
+    if r.detach {
+        a.push(DETACH.into());
+    }
+    if let Some(p) = pid_file {
+        a.extend([PID_FILE.into(), p.into()]);
+    }
+    if let Some(c) = &r.console_socket {
+        a.extend([CONSOLE_SOCKET.into(), c.into()]);
+    }
+    if r.no_pivot {
+        a.push(NO_PIVOT.into());
+    }
+    if r.no_subreaper {
+        a.push(NO_SUBREAPER.into());
+    }
+    a.extend(criu_flags(opts));
+    a.extend(r.extra_args.iter().map(OsString::from));
+    a.push(r.target.id.clone().into());
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strs(v: Vec<OsString>) -> Vec<String> {
+        v.into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn global_flags_golden() {
+        let t = RuncTarget {
+            root: Some("/run/r".into()),
+            log: Some("/l.json".into()),
+            log_format: Some("json".into()),
+            systemd_cgroup: true,
+            id: "c1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            strs(global_args(&t)),
+            [
+                "--root",
+                "/run/r",
+                "--log",
+                "/l.json",
+                "--log-format",
+                "json",
+                "--systemd-cgroup"
+            ]
+        );
+    }
+
+    #[test]
+    fn checkpoint_golden() {
+        let d = RuncDump {
+            target: RuncTarget::new("c1", None),
+            extra_args: vec!["--manage-cgroups-mode".into(), "soft".into()],
+            ..Default::default()
+        };
+        let opts = CriuOpts {
+            tcp_established: true,
+            leave_running: true,
+            link_remap: true, // no runc flag: dropped
+            ..Default::default()
+        };
+        assert_eq!(
+            strs(checkpoint_args(
+                &d,
+                Path::new("/ck"),
+                Some(Path::new("/w")),
+                &opts
+            )),
+            [
+                "checkpoint",
+                "--image-path",
+                "/ck",
+                "--work-path",
+                "/w",
+                "--leave-running",
+                "--tcp-established",
+                "--manage-cgroups-mode",
+                "soft",
+                "c1"
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_golden() {
+        let r = RuncRestore {
+            target: RuncTarget::new("c2", None),
+            bundle: "/b".into(),
+            detach: true,
+            no_pivot: true,
+            ..Default::default()
+        };
+        let opts = CriuOpts {
+            shell_job: true,
+            file_locks: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            strs(restore_args(
+                &r,
+                Path::new("/ck"),
+                None,
+                Some(Path::new("/p")),
+                &opts
+            )),
+            [
+                "restore",
+                "--image-path",
+                "/ck",
+                "--bundle",
+                "/b",
+                "--detach",
+                "--pid-file",
+                "/p",
+                "--no-pivot",
+                "--shell-job",
+                "--file-locks",
+                "c2"
+            ]
+        );
+    }
+
+    #[test]
+    fn cedana_runc_is_refused_as_the_runtime() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("cedana-runc");
+        std::fs::write(&fake, "#!/bin/sh\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert!(matches!(
+            resolve_binary(&fake),
+            Err(RuncError::Recursion { .. })
+        ));
+        assert!(matches!(
+            resolve_binary(Path::new("/nonexistent/runc")),
+            Err(RuncError::BinaryNotFound { .. })
+        ));
+    }
+}

@@ -1,0 +1,76 @@
+//! What a caller (CLI, daemon, shim, `cedana-runc`) tells the engine about a runc
+//! container: which runtime, which state root, which container, and runc's own flags.
+
+use std::path::PathBuf;
+
+/// A container of an OCI runtime driven through runc's command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuncTarget {
+    /// Runtime binary (default: config `runc.binary_path`).
+    pub binary: Option<PathBuf>,
+    /// State root (`--root`; default: the runtime's own, `/run/runc` for runc).
+    pub root: Option<PathBuf>,
+    /// Container id.
+    pub id: String,
+    /// `--log` file of the runtime.
+    pub log: Option<PathBuf>,
+    /// `--log-format` (`text` or `json`).
+    pub log_format: Option<String>,
+    /// `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+    /// `--debug`.
+    pub debug: bool,
+    /// `--criu` (the CRIU binary runc should use).
+    pub criu: Option<PathBuf>,
+    /// Other global flags, passed through untouched before the subcommand.
+    pub extra_global_args: Vec<String>,
+}
+
+impl RuncTarget {
+    /// A container `id` of the configured runtime in state root `root`.
+    pub fn new(id: impl Into<String>, root: Option<PathBuf>) -> Self {
+        Self {
+            id: id.into(),
+            root,
+            ..Default::default()
+        }
+    }
+}
+
+/// Checkpoint a runc container (`DumpRequest::runc`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuncDump {
+    /// The container.
+    pub target: RuncTarget,
+    /// runc's `--work-path` (CRIU's logs); default: a temp dir kept only on failure
+    /// (portable checkpoints) or the image path (runc's default).
+    pub work_path: Option<PathBuf>,
+    /// `checkpoint` flags the engine does not interpret, passed through untouched
+    /// (e.g. `--manage-cgroups-mode soft`, `--auto-dedup`).
+    pub extra_args: Vec<String>,
+}
+
+/// Restore into a runc container (`RestoreRequest::runc`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuncRestore {
+    /// The container to create (its id must be free).
+    pub target: RuncTarget,
+    /// Bundle directory (`--bundle`): its `config.json`, or, for a portable checkpoint
+    /// without one, the checkpoint's `spec.dump` written there; its rootfs must be a
+    /// fresh copy of the original container's.
+    pub bundle: PathBuf,
+    /// `--detach`: return once the container runs (else wait for it to exit).
+    pub detach: bool,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--console-socket`.
+    pub console_socket: Option<PathBuf>,
+    /// `--no-pivot`.
+    pub no_pivot: bool,
+    /// `--no-subreaper`.
+    pub no_subreaper: bool,
+    /// `--work-path` (CRIU's restore log).
+    pub work_path: Option<PathBuf>,
+    /// `restore` flags passed through untouched.
+    pub extra_args: Vec<String>,
+}
