@@ -207,7 +207,7 @@ impl TaskService {
 
     /// Publishes an OOM event whenever the container's cgroup counts a new OOM kill.
     fn watch_oom(&self, c: Arc<Container>, pid: i32) {
-        let Ok(dir) = stats::cgroup_dir(pid) else {
+        let Ok(dir) = stats::oom_dir(pid) else {
             return;
         };
         let svc = self.clone();
@@ -545,9 +545,8 @@ impl TaskService {
                 req.id
             )));
         }
-        let metrics = stats::collect(&stats::cgroup_dir(pid)?);
         Ok(api::StatsResponse {
-            stats: Some(convert_to_any(Box::new(metrics))?).into(),
+            stats: Some(stats::metrics_any(pid)?).into(),
             ..Default::default()
         })
     }
