@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::criu::error::CriuError;
 use crate::image::error::ImageError;
 use crate::plugins::runc::error::RuncError;
+use crate::streamer::StreamError;
 
 /// Broad class of an error, for mapping onto gRPC/ttrpc status codes and exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +128,9 @@ pub enum EngineError {
     /// A runc container problem.
     #[error(transparent)]
     Runc(#[from] RuncError),
+    /// A streamed dump or restore failed.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
@@ -159,6 +163,10 @@ impl EngineError {
                 }
                 _ => ErrorKind::Internal,
             },
+            Self::Stream(StreamError::Criu(CriuError::NotFound { .. })) => {
+                ErrorKind::FailedPrecondition
+            }
+            Self::Stream(_) => ErrorKind::Internal,
             Self::Inspect { .. } | Self::Io { .. } | Self::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::chain::Adapter;
-use crate::engine::{DumpCtx, DumpResponse, RestoreCtx, RestoreResponse};
+use crate::engine::{DumpCtx, DumpRequest, DumpResponse, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::process::inspect;
+use crate::streamer::Codec;
 
 /// Resolves dir, name, compression and leave_running from the request or the config.
 pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
@@ -25,6 +26,10 @@ pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
                     field: "compression",
                     reason: e.to_string(),
                 })?;
+            if stream_plan(&ctx.req)?.is_some() {
+                // The shards are compressed already: the checkpoint is their directory.
+                ctx.compression = Compression::None;
+            }
             ctx.name = match &ctx.req.name {
                 Some(n) => n.clone(),
                 None => default_name(ctx.req.pid),
@@ -35,6 +40,37 @@ pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
             next.run(ctx).await
         })
     })
+}
+
+/// Most shards a streamed dump may ask for.
+pub const MAX_STREAMS: u32 = 64;
+
+/// Shard count and codec of a streamed dump, or None when not streaming.
+pub fn stream_plan(req: &DumpRequest) -> Result<Option<(usize, Codec)>, EngineError> {
+    let Some(n) = req.streams else {
+        return Ok(None);
+    };
+    if !(1..=MAX_STREAMS).contains(&n) {
+        return Err(EngineError::InvalidRequest {
+            field: "streams",
+            reason: format!(
+                "{n} is out of range; use 1 to {MAX_STREAMS} (e.g. the number of cores)"
+            ),
+        });
+    }
+    let codec = match req.compression.as_deref() {
+        None | Some("zstd") => Codec::Zstd,
+        Some("lz4") => Codec::Lz4,
+        Some(other) => {
+            return Err(EngineError::InvalidRequest {
+                field: "compression",
+                reason: format!(
+                    "{other} cannot be streamed; with --streams use zstd (default) or lz4"
+                ),
+            })
+        }
+    };
+    Ok(Some((n as usize, codec)))
 }
 
 /// Makes the checkpoint path absolute so later steps do not depend on the cwd.

@@ -14,6 +14,7 @@ use crate::engine::{blocking, DumpRequest, DumpResponse, Env};
 use crate::image::compression::Compression;
 use crate::image::metadata::Metadata;
 use crate::process::state::ProcessState;
+use crate::streamer;
 
 /// A dump request on its way through the chain, with what adapters have worked out.
 #[derive(Debug)]
@@ -90,13 +91,21 @@ async fn criu_dump(ctx: DumpCtx) -> OpResult<DumpResponse> {
     metadata.criu_options = ctx.opts.clone();
     let t = Instant::now();
     let (pid, images_dir, opts) = (ctx.req.pid, ctx.images_dir.clone(), ctx.opts.clone());
+    let plan = defaults::stream_plan(&ctx.req)?;
     blocking(move || {
-        criu.dump(&DumpArgs {
-            pid,
-            images_dir: &images_dir,
-            work_dir: None,
-            opts: &opts,
-        })?;
+        match plan {
+            Some((shards, codec)) => {
+                streamer::dump(&criu, pid, &images_dir, &images_dir, &opts, shards, codec)?;
+            }
+            None => {
+                criu.dump(&DumpArgs {
+                    pid,
+                    images_dir: &images_dir,
+                    work_dir: None,
+                    opts: &opts,
+                })?;
+            }
+        }
         Ok(())
     })
     .await?;

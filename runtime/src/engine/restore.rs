@@ -10,6 +10,7 @@ use crate::criu::options::CriuOpts;
 use crate::criu::RestoreArgs;
 use crate::engine::{blocking, Env, RestoreRequest, RestoreResponse};
 use crate::image::metadata::Metadata;
+use crate::streamer;
 
 /// A restore request on its way through the chain.
 #[derive(Debug)]
@@ -66,13 +67,19 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let criu = ctx.env.criu()?;
     let (images_dir, work_dir, opts) = (ctx.images_dir, ctx.work_dir, ctx.opts);
     let t = Instant::now();
-    let outcome = blocking(move || {
-        Ok(criu.restore(&RestoreArgs {
+    let pid = blocking(move || {
+        if images_dir.join(streamer::INDEX_FILE).is_file() {
+            // CRIU streams only in CLI mode, where the restored tree cannot be made our
+            // child: it passes to the nearest subreaper (or init).
+            return Ok(streamer::restore(&criu, &images_dir, &work_dir, &opts)?);
+        }
+        let outcome = criu.restore(&RestoreArgs {
             images_dir: &images_dir,
             work_dir: Some(&work_dir),
             opts: &opts,
             rst_sibling: true,
-        })?)
+        })?;
+        Ok(outcome.pid)
     })
     .await?;
     let mut metadata = ctx.metadata;
@@ -80,7 +87,7 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         .timings_ms
         .insert("criu_restore".into(), t.elapsed().as_millis() as u64);
     Ok(RestoreResponse {
-        pid: outcome.pid,
+        pid,
         duration_ms: ctx.started.elapsed().as_millis() as u64,
         metadata,
         exit_code: None,

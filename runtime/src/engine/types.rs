@@ -52,6 +52,9 @@ pub struct DumpRequest {
     /// The container, for `kind == Runc` (the runc plugin's handler runs the runtime's
     /// own `checkpoint`).
     pub runc: Option<RuncDump>,
+    /// Stream the images through N compressed shards (`criu --stream`) instead of
+    /// writing them out and packing them; the checkpoint is then a directory.
+    pub streams: Option<u32>,
 }
 
 /// A finished checkpoint.
