@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
 pub use misc::{CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
-    CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, RestoreArgs, RestoreCmd, RunArgs, RunCmd,
+    CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd, RestoreArgs, RestoreCmd,
+    RunArgs, RunCmd,
 };
 
 /// Transparent checkpoint/restore of processes with CRIU.
@@ -91,6 +92,9 @@ pub enum Command {
     /// Resume a frozen process tree or job (SIGCONT).
     #[command(subcommand)]
     Unfreeze(FreezeCmd),
+    /// Query containers of a runtime.
+    #[command(subcommand)]
+    Query(QueryCmd),
     /// List jobs.
     #[command(visible_alias = "jobs")]
     Ps,

@@ -88,6 +88,10 @@ pub struct DumpArgs {
     /// Keep the process running after the dump.
     #[arg(long)]
     pub leave_running: bool,
+    /// Stream the images through N shards compressed in parallel (criu --stream; zstd,
+    /// or lz4 with --compression lz4): no uncompressed copy is written.
+    #[arg(long, value_name = "N")]
+    pub streams: Option<u32>,
     /// CRIU options.
     #[command(flatten)]
     pub flags: CriuFlagArgs,
@@ -114,6 +118,21 @@ pub enum DumpCmd {
         /// Dump options.
         #[command(flatten)]
         args: DumpArgs,
+    },
+    /// Checkpoint a runc container into one portable checkpoint (CRIU images, OCI
+    /// config, rootfs changes, metadata).
+    Runc {
+        /// Container id.
+        id: String,
+        /// Runtime state root (runc --root; default: the runtime's).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Dump options.
+        #[command(flatten)]
+        args: DumpArgs,
+        /// Run the engine in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
     },
 }
 
@@ -156,6 +175,44 @@ pub enum RestoreCmd {
         /// Restore options.
         #[command(flatten)]
         args: RestoreArgs,
+    },
+    /// Restore a runc container checkpoint (`cedana dump runc`) as a new container.
+    Runc {
+        /// Checkpoint archive or directory.
+        #[arg(long)]
+        path: PathBuf,
+        /// Bundle directory holding a fresh copy of the original rootfs (its config.json
+        /// is written from the checkpoint when missing).
+        #[arg(long, value_name = "DIR")]
+        bundle: PathBuf,
+        /// Id of the new container.
+        #[arg(long)]
+        id: String,
+        /// Return once the container runs (else wait for it and exit with its status).
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// Runtime state root (runc --root; default: the runtime's).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Restore options.
+        #[command(flatten)]
+        args: RestoreArgs,
+        /// Run the engine in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
+    },
+}
+
+/// `cedana query ...`.
+#[derive(Debug, Subcommand)]
+pub enum QueryCmd {
+    /// Containers of the configured OCI runtime: id, status, init PID, bundle.
+    Runc {
+        /// Only this container.
+        id: Option<String>,
+        /// Runtime state root (runc --root; default: the runtime's).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
 }
 

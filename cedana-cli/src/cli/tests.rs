@@ -45,6 +45,7 @@ fn subcommand_names() {
             "manage",
             "plugin",
             "ps",
+            "query",
             "restore",
             "run",
             "unfreeze",
@@ -52,8 +53,9 @@ fn subcommand_names() {
         ]
     );
     assert_eq!(names(sub(&cli, "daemon")), ["check", "start"]);
-    assert_eq!(names(sub(&cli, "dump")), ["job", "process"]);
-    assert_eq!(names(sub(&cli, "restore")), ["job", "process"]);
+    assert_eq!(names(sub(&cli, "dump")), ["job", "process", "runc"]);
+    assert_eq!(names(sub(&cli, "restore")), ["job", "process", "runc"]);
+    assert_eq!(names(sub(&cli, "query")), ["runc"]);
     assert_eq!(names(sub(&cli, "freeze")), ["job", "process"]);
     assert_eq!(
         names(sub(&cli, "job")),
@@ -223,4 +225,60 @@ fn signals_by_name_or_number() {
     assert_eq!(jobs::parse_signal("2").unwrap(), 2);
     assert!(jobs::parse_signal("NOPE").is_err());
     assert!(jobs::parse_signal("999").is_err());
+}
+
+#[test]
+fn runc_flags_reach_the_engine() {
+    let Cli {
+        command:
+            Command::Dump(DumpCmd::Runc {
+                id,
+                root,
+                args,
+                no_server,
+            }),
+        ..
+    } = parse(&[
+        "dump",
+        "runc",
+        "c1",
+        "--root",
+        "/r",
+        "--compression",
+        "none",
+        "--no-server",
+    ])
+    else {
+        panic!("not dump runc");
+    };
+    assert!(no_server);
+    let req = dump::dump_request(
+        Target::Runc(crate::proto::RuncContainer {
+            id,
+            root: root.map(|r| r.display().to_string()),
+        }),
+        &args,
+    );
+    let e = convert::dump_request(&req, 0);
+    assert_eq!(
+        e.kind,
+        cedana_runtime::image::metadata::CheckpointKind::Runc
+    );
+    let t = e.runc.expect("runc target").target;
+    assert_eq!((t.id.as_str(), t.root), ("c1", Some("/r".into())));
+    assert_eq!(e.compression.as_deref(), Some("none"));
+
+    let Cli {
+        command: Command::Restore(RestoreCmd::Runc {
+            bundle, id, detach, ..
+        }),
+        ..
+    } = parse(&[
+        "restore", "runc", "--path", "/ck", "--bundle", "/b", "--id", "c2", "-d",
+    ])
+    else {
+        panic!("not restore runc");
+    };
+    assert!(detach);
+    assert_eq!((bundle, id.as_str()), ("/b".into(), "c2"));
 }

@@ -37,6 +37,7 @@ pub fn dump_request(target: Target, args: &DumpArgs) -> proto::DumpRequest {
         name: args.name.clone(),
         compression: args.compression.clone(),
         leave_running: args.leave_running.then_some(true),
+        streams: args.streams,
         flags: Some(criu_flags(&args.flags)),
     }
 }
@@ -50,10 +51,27 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             no_server,
         } => (dump_request(Target::Pid(*pid), args), *no_server),
         DumpCmd::Job { jid, args } => (dump_request(Target::Jid(jid.clone()), args), false),
+        DumpCmd::Runc {
+            id,
+            root,
+            args,
+            no_server,
+        } => (
+            dump_request(
+                Target::Runc(proto::RuncContainer {
+                    id: id.clone(),
+                    root: root.as_deref().map(|r| absolute(r).display().to_string()),
+                }),
+                args,
+            ),
+            *no_server,
+        ),
     };
     let resp = if no_server {
-        let Some(Target::Pid(pid)) = req.target.as_ref().and_then(|t| t.target.clone()) else {
-            unreachable!("--no-server is only accepted for processes");
+        // A runc container's PID is found by the engine's runc plugin.
+        let pid = match req.target.as_ref().and_then(|t| t.target.clone()) {
+            Some(Target::Pid(pid)) => pid,
+            _ => 0,
         };
         let engine = Engine::new(ctx.config.clone());
         let r = with_spinner(

@@ -11,6 +11,7 @@ pub mod features;
 pub mod freeze;
 pub mod jobs;
 pub mod manage;
+pub mod query;
 pub mod restore;
 pub mod run;
 pub mod version;
@@ -71,6 +72,7 @@ async fn run(ctx: Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Restore(cmd) => restore::run(&ctx, cmd).await,
         Command::Freeze(cmd) => freeze::run(&ctx, cmd, true).await,
         Command::Unfreeze(cmd) => freeze::run(&ctx, cmd, false).await,
+        Command::Query(cmd) => query::run(&ctx, cmd).await,
         Command::Ps | Command::Job(JobCmd::List) => jobs::list(&ctx).await,
         Command::Job(JobCmd::Inspect { jid }) => jobs::inspect(&ctx, &jid).await,
         Command::Job(JobCmd::Kill(args)) => jobs::kill(&ctx, &args).await,

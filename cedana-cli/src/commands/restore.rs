@@ -30,6 +30,7 @@ pub fn restore_request(
             .pid_file
             .as_deref()
             .map(|p| absolute(p).display().to_string()),
+        runc: None,
     }
 }
 
@@ -46,6 +47,26 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
             args,
             false,
         ),
+        RestoreCmd::Runc {
+            path,
+            bundle,
+            id,
+            detach,
+            root,
+            args,
+            no_server,
+        } => {
+            let mut req = restore_request(None, Some(path), args);
+            req.runc = Some(proto::RuncRestore {
+                container: Some(proto::RuncContainer {
+                    id: id.clone(),
+                    root: root.as_deref().map(|r| absolute(r).display().to_string()),
+                }),
+                bundle: absolute(bundle).display().to_string(),
+                detach: *detach,
+            });
+            (req, args, *no_server)
+        }
     };
     if no_server {
         return restore_here(ctx, &req, args.attach).await;
@@ -78,12 +99,16 @@ async fn restore_here(ctx: &Ctx, req: &proto::RestoreRequest, attach: bool) -> a
         engine.restore(convert::restore_request(req, path)),
     )
     .await?;
+    if let Some(code) = resp.exit_code {
+        // A container restored in the foreground has exited: its status is ours.
+        return Ok(code);
+    }
     if ctx.json {
         print_json(&serde_json::json!({ "pid": resp.pid, "duration_ms": resp.duration_ms }));
     } else {
         println!("{} ({} ms)", resp.pid, resp.duration_ms);
     }
-    if !attach {
+    if !attach || req.runc.is_some() {
         return Ok(0);
     }
     let pid = resp.pid;

@@ -34,6 +34,8 @@ impl JobManager {
         use proto::target::Target;
         let (pid, job) = match req.target.as_ref().and_then(|t| t.target.clone()) {
             Some(Target::Pid(pid)) => (pid, None),
+            // The runc plugin resolves the container's init PID itself.
+            Some(Target::Runc(_)) => (0, None),
             Some(Target::Jid(jid)) => {
                 let job = self.job(&jid)?;
                 if job.state == HALTED {
@@ -88,8 +90,26 @@ impl JobManager {
     /// `restore`: a job (from its latest checkpoint or a path) or a path (a new job).
     pub async fn restore(
         self: &Arc<Self>,
-        req: proto::RestoreRequest,
+        mut req: proto::RestoreRequest,
     ) -> Result<proto::RestoreResponse> {
+        if let Some(r) = req.runc.as_mut() {
+            // The daemon cannot wait in the foreground for a container to exit.
+            r.detach = true;
+            let path = req.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
+                DaemonError::InvalidArgument("restore runc needs a checkpoint --path".into())
+            })?;
+            let resp = self
+                .engine
+                .restore(convert::restore_request(&req, PathBuf::from(&path)))
+                .await?;
+            tracing::info!(pid = resp.pid, path, "container restored");
+            return Ok(proto::RestoreResponse {
+                pid: resp.pid,
+                jid: String::new(),
+                duration_ms: resp.duration_ms,
+                path,
+            });
+        }
         let job = match req.jid.as_deref().filter(|j| !j.is_empty()) {
             Some(jid) => Some(self.job(jid)?),
             None => None,

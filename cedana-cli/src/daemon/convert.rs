@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use cedana_runtime::engine::{CriuFlags, DumpRequest, RestoreRequest};
 use cedana_runtime::image::metadata::CheckpointKind;
+use cedana_runtime::plugins::runc::{RuncDump, RuncRestore, RuncTarget};
 use cedana_runtime::plugins::{Health, HealthCheck};
 
 use super::store::{CheckpointRecord, JobRecord};
@@ -23,8 +24,30 @@ pub fn criu_flags(f: Option<proto::CriuFlags>) -> CriuFlags {
     }
 }
 
-/// Proto dump request -> engine dump request for `pid`.
+/// Proto runc container -> engine target.
+pub fn runc_target(c: &proto::RuncContainer) -> RuncTarget {
+    RuncTarget::new(c.id.clone(), c.root.as_ref().map(PathBuf::from))
+}
+
+/// Proto dump request -> engine dump request for `pid` (for a runc container target, the
+/// plugin finds the PID).
 pub fn dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
+    if let Some(proto::target::Target::Runc(c)) =
+        req.target.as_ref().and_then(|t| t.target.as_ref())
+    {
+        return DumpRequest {
+            kind: CheckpointKind::Runc,
+            runc: Some(RuncDump {
+                target: runc_target(c),
+                ..Default::default()
+            }),
+            ..process_dump_request(req, 0)
+        };
+    }
+    process_dump_request(req, pid)
+}
+
+fn process_dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
     DumpRequest {
         pid,
         dir: req.dir.as_ref().map(PathBuf::from),
@@ -32,6 +55,7 @@ pub fn dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
         compression: req.compression.clone(),
         leave_running: req.leave_running,
         flags: criu_flags(req.flags.clone()),
+        streams: req.streams,
         kind: CheckpointKind::Process,
         ..Default::default()
     }
@@ -42,8 +66,19 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
     RestoreRequest {
         path,
         flags: criu_flags(req.flags.clone()),
-        pid_file: req.pid_file.as_ref().map(PathBuf::from),
-        ..Default::default()
+        // For a container, the runtime writes the pid file itself.
+        pid_file: req
+            .pid_file
+            .as_ref()
+            .filter(|_| req.runc.is_none())
+            .map(PathBuf::from),
+        runc: req.runc.as_ref().map(|r| RuncRestore {
+            target: r.container.as_ref().map(runc_target).unwrap_or_default(),
+            bundle: PathBuf::from(&r.bundle),
+            detach: r.detach,
+            pid_file: req.pid_file.as_ref().map(PathBuf::from),
+            ..Default::default()
+        }),
     }
 }
 

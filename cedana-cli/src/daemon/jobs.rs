@@ -211,6 +211,9 @@ impl JobManager {
                 let state = if freeze { FROZEN } else { RUNNING };
                 Ok(self.store.set_state(&jid, state, None)?)
             }
+            Some(Target::Runc(_)) => Err(DaemonError::InvalidArgument(
+                "freeze a runc container with `runc pause` (or `cedana-runc pause`)".into(),
+            )),
             None => Err(DaemonError::InvalidArgument(
                 "needs a PID or a job id".into(),
             )),
