@@ -5,9 +5,10 @@
 # 3/8 repetitive text, 3/8 zero-filled touched pages) is checkpointed and restored
 # BENCH_RUNS times each way:
 #   dump:    ours (`cedana dump process --no-server`, zstd archive)
+#            ours streamed (`--streams N`: CRIU --stream into N zstd shards)
 #            podman way (`criu dump` to a directory, then `tar | zstd -3`)
 #            raw `criu dump` to a directory (no archive: the floor)
-#   restore: ours (`cedana restore process --no-server` from the archive)
+#   restore: ours (`cedana restore process --no-server` from the archive / the shards)
 #            baseline (`zstd -d | tar x`, then `criu restore`)
 # Prints medians and ratios, and saves everything as JSON under bench/results/.
 # Needs root, CRIU (make deps) and a release build (make bench does both).
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 SIZES=${BENCH_SIZES:-"256 1024"}
 RUNS=${BENCH_RUNS:-3}
+STREAMS=${BENCH_STREAMS:-$(nproc)}
 BIN=${BIN:-target/release}
 WORK=${BENCH_DIR:-/var/tmp/cedana-bench}
 CEDANA="$BIN/cedana"
@@ -68,6 +70,26 @@ for mib in $SIZES; do
         read -r rss_kb out_blocks <"$d/ours-restore.time"
         rpid=$(python3 -c "import json,sys; print(json.load(open('$d/ours-restore.json'))['pid'])")
         record restore ours "$mib" "$run" "$s" "{\"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
+        kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
+
+        # --- ours, streamed: N shards compressed in parallel while CRIU dumps ---
+        start_workload "$mib" "$d/streams.log"
+        t=$(now)
+        /usr/bin/time -f '%M %O' -o "$d/streams.time" \
+            "$CEDANA" --json --set "checkpoint.dir=$d" dump process "$WPID" --no-server \
+            --name streams --streams "$STREAMS" >"$d/streams.json"
+        s=$(elapsed "$t"); wait "$WPID" 2>/dev/null || true
+        read -r rss_kb out_blocks <"$d/streams.time"
+        size=$(du -sb --exclude=dump.log "$d/streams" | cut -f1)
+        record dump "streams-$STREAMS" "$mib" "$run" "$s" "{\"archive_bytes\": $size, \"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
+        wait_gone "$WPID"
+        t=$(now)
+        /usr/bin/time -f '%M %O' -o "$d/streams-restore.time" \
+            "$CEDANA" --json restore process --path "$d/streams" --no-server >"$d/streams-restore.json"
+        s=$(elapsed "$t")
+        read -r rss_kb out_blocks <"$d/streams-restore.time"
+        rpid=$(python3 -c "import json,sys; print(json.load(open('$d/streams-restore.json'))['pid'])")
+        record restore "streams-$STREAMS" "$mib" "$run" "$s" "{\"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
         kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
 
         # --- podman way: criu dump to a directory, then tar | zstd -3 ---

@@ -164,7 +164,7 @@ fn shard_worker(
     cfg: (Codec, i32),
     locs: Locations,
 ) -> io::Result<u64> {
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+    let mut out = BufWriter::with_capacity(1 << 20, private_file(&path)?);
     let mut offset = 0u64;
     for job in rx {
         let packed = compress(cfg.0, cfg.1, &job.data)?;
@@ -349,10 +349,16 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
     })
 }
 
+/// Creates a file only the owner can read: shards hold process memory.
+fn private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+}
+
 fn write_index(dir: &Path, index: &StreamIndex) -> io::Result<()> {
     let text = serde_json::to_vec(index).map_err(io::Error::other)?;
     let tmp = dir.join(format!("{INDEX_FILE}.tmp"));
-    let mut f = File::create(&tmp)?;
+    let mut f = private_file(&tmp)?;
     f.write_all(&text)?;
     f.sync_data()?;
     std::fs::rename(tmp, dir.join(INDEX_FILE))

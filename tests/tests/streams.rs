@@ -1,0 +1,128 @@
+//! Streamed checkpoints (`--streams N`): CRIU streams its images into N shards compressed
+//! in parallel; the counter keeps counting after restore, no uncompressed image is
+//! written, and a damaged shard is refused before CRIU starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cedana_e2e::*;
+
+fn streamed_dump(env: &Env, w: &Workload, extra: &[&str]) -> PathBuf {
+    let pid = w.pid.to_string();
+    let mut args = vec![
+        "--json",
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--streams",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    let out = env.cedana(&args).ok();
+    out.json()["path"].as_str().expect("path").into()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn streamed_counter_restores_and_keeps_counting() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    for codec in ["zstd", "lz4"] {
+        let log = env.path(&format!("{codec}.log"));
+        let mut w = Workload::start(&log, &["counter", "50"]);
+        wait_count_above(&log, 3);
+        let path = streamed_dump(&env, &w, &["--compression", codec]);
+        w.reap();
+        let names = files(&path);
+        assert!(names.contains(&"streams.json".to_string()), "{names:?}");
+        let ext = if codec == "zstd" { "zst" } else { "lz4" };
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("shard-") && n.ends_with(ext))
+                .count(),
+            4
+        );
+        assert!(
+            !names.iter().any(|n| n.ends_with(".img")),
+            "uncompressed image written: {names:?}"
+        );
+        let at_dump = last_count(&log).expect("count");
+        let p = path.to_string_lossy().to_string();
+        let out = env
+            .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
+            .ok();
+        let pid = out.json()["pid"].as_i64().expect("pid") as i32;
+        let _guard = KillOnDrop(pid);
+        let next = wait_for("a number after the dump", Duration::from_secs(10), || {
+            let c = counts(&log);
+            let i = c.iter().rposition(|v| *v == at_dump)?;
+            c.get(i + 1).copied()
+        });
+        assert_eq!(next, at_dump + 1, "{codec}: carried on from the checkpoint");
+        kill(pid);
+    }
+}
+
+fn damaged_shard_is_refused(damage: impl Fn(&Path)) {
+    let env = Env::new();
+    let log = env.path("c.log");
+    let w = Workload::start(&log, &["counter", "50"]);
+    wait_count_above(&log, 2);
+    let path = streamed_dump(&env, &w, &["--leave-running"]);
+    drop(w);
+    damage(&path.join("shard-0.zst"));
+    let p = path.to_string_lossy().to_string();
+    let out = env.cedana(&["restore", "process", "--path", &p, "--no-server"]);
+    assert_ne!(out.code, 0, "a damaged shard must not restore");
+    assert!(
+        out.stderr.contains("shard-0.zst"),
+        "the error names the shard: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("criu restore failed"),
+        "refused before CRIU ran: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn truncated_shard_is_refused_before_criu_runs() {
+    if !e2e_enabled() {
+        return;
+    }
+    damaged_shard_is_refused(|shard| {
+        let len = std::fs::metadata(shard).expect("stat").len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(shard)
+            .expect("open");
+        f.set_len(len / 2).expect("truncate");
+    });
+}
+
+#[test]
+fn corrupted_shard_is_refused_before_criu_runs() {
+    if !e2e_enabled() {
+        return;
+    }
+    damaged_shard_is_refused(|shard| {
+        let mut bytes = std::fs::read(shard).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(shard, bytes).expect("write");
+    });
+}
