@@ -1,0 +1,241 @@
+//! Support for the runc end-to-end tests: a busybox bundle builder (runwasi's
+//! `WasiTestBuilder` shape), a runtime handle (runc or cedana-runc with a private
+//! `--root`), and a guard that deletes the container when the test ends.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cedana_e2e::{bin, e2e_enabled, wait_for, Run};
+
+/// Whether runc and busybox are installed (says why not).
+pub fn runc_available() -> bool {
+    if !e2e_enabled() {
+        return false;
+    }
+    for tool in ["/usr/sbin/runc", "/bin/busybox"] {
+        if !Path::new(tool).exists() && which(tool.rsplit('/').next().unwrap_or(tool)).is_none() {
+            eprintln!("skipping runc test: {tool} not installed (`make deps`)");
+            return false;
+        }
+    }
+    true
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The real runc.
+pub fn runc_bin() -> PathBuf {
+    which("runc").unwrap_or_else(|| PathBuf::from("/usr/sbin/runc"))
+}
+
+/// Network setup of a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// runc spec's default: its own, empty network namespace.
+    Own,
+    /// Own namespace, with CAP_NET_ADMIN so the workload can bring `lo` up.
+    OwnWithLoopback,
+}
+
+/// Builds `dir/rootfs` (busybox-static, every applet a symlink) and `dir/config.json`
+/// from `runc spec`, with no terminal, a writable root, no rlimits (they must not exceed
+/// this host's hard limits) and `args` as the process.
+pub fn build_bundle(dir: &Path, args: &[&str], net: Net) {
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "data"] {
+        fs::create_dir_all(rootfs.join(d)).expect("mkdir rootfs");
+    }
+    let busybox = which("busybox").unwrap_or_else(|| PathBuf::from("/bin/busybox"));
+    fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+    }
+    let out = Command::new(runc_bin())
+        .args(["spec", "--bundle"])
+        .arg(dir)
+        .output()
+        .expect("runc spec");
+    assert!(out.status.success(), "runc spec: {out:?}");
+    let path = dir.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("read spec")).expect("spec json");
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
+    spec["root"]["readonly"] = false.into();
+    if let Some(p) = spec["process"].as_object_mut() {
+        p.remove("rlimits");
+    }
+    if net == Net::OwnWithLoopback {
+        for set in ["bounding", "effective", "permitted"] {
+            if let Some(caps) = spec["process"]["capabilities"][set].as_array_mut() {
+                caps.push("CAP_NET_ADMIN".into());
+            }
+        }
+    }
+    fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write spec");
+}
+
+/// `cp -a src dst`: a fresh copy of a rootfs.
+pub fn copy_tree(src: &Path, dst: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("cp");
+    assert!(st.success(), "cp -a {} {}", src.display(), dst.display());
+}
+
+/// A runtime binary (runc or cedana-runc) with a private state root.
+#[derive(Debug, Clone)]
+pub struct Rt {
+    /// Binary.
+    pub bin: PathBuf,
+    /// `--root`.
+    pub root: PathBuf,
+}
+
+impl Rt {
+    /// The real runc.
+    pub fn runc(root: &Path) -> Rt {
+        Rt {
+            bin: runc_bin(),
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Our wrapper, wrapping the real runc.
+    pub fn cedana(root: &Path) -> Rt {
+        Rt {
+            bin: bin("cedana-runc"),
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// A command with `--root`.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("CEDANA_RUNTIME_BINARY", runc_bin());
+        c.arg("--root").arg(&self.root);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs and collects output (never for `run -d`/`restore -d`: the container would
+    /// hold our pipes; see [`Rt::detached`]).
+    pub fn out(&self, args: &[&str]) -> Run {
+        let o = self.cmd().args(args).output().expect("run runtime");
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that leaves a container behind, with stdio on /dev/null (the
+    /// container inherits the runtime's stdio, and CRIU can only checkpoint host files
+    /// it can reach, like /dev/null). For `restore`, whose container gets its stdio
+    /// from the images, stderr goes to a file read back. Returns (exit code, stderr).
+    pub fn detached(&self, args: &[&str], cwd: &Path) -> (i32, String) {
+        let err = tempfile::NamedTempFile::new().expect("tmp");
+        let stderr = if matches!(args.first(), Some(&"run") | Some(&"create")) {
+            Stdio::null()
+        } else {
+            Stdio::from(err.reopen().expect("reopen"))
+        };
+        let st = self
+            .cmd()
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .status()
+            .expect("run runtime");
+        (
+            st.code().unwrap_or(-1),
+            fs::read_to_string(err.path()).unwrap_or_default(),
+        )
+    }
+
+    /// `state ID` as JSON, if the container exists.
+    pub fn state(&self, id: &str) -> Option<serde_json::Value> {
+        let r = self.out(&["state", id]);
+        (r.code == 0).then(|| serde_json::from_str(&r.stdout).expect("state json"))
+    }
+
+    /// Waits for the container's status.
+    pub fn wait_status(&self, id: &str, status: &str) {
+        wait_for(
+            &format!("container {id} to be {status}"),
+            Duration::from_secs(10),
+            || {
+                let s = self.state(id)?;
+                (s["status"] == status).then_some(())
+            },
+        );
+    }
+}
+
+/// Deletes a container (force) when dropped.
+pub struct Ctr {
+    /// Runtime (the real runc is used for cleanup).
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+}
+
+impl Ctr {
+    /// Guards container `id` in state root `root`.
+    pub fn new(root: &Path, id: &str) -> Ctr {
+        Ctr {
+            root: root.to_path_buf(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = Rt::runc(&self.root).out(&["delete", "--force", &self.id]);
+    }
+}
+
+/// Numbers in a file, one per line.
+pub fn numbers(path: &Path) -> Vec<u64> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Waits until the last number in `path` exceeds `above`; returns it.
+pub fn wait_above(path: &Path, above: u64) -> u64 {
+    wait_for(
+        &format!("{} to pass {above}", path.display()),
+        Duration::from_secs(15),
+        || numbers(path).last().copied().filter(|v| *v > above),
+    )
+}
+
+/// The counter workload: appends 1, 2, 3, ... to /tmp/count every 50 ms.
+pub const COUNTER: &[&str] = &[
+    "sh",
+    "-c",
+    "i=0; while true; do i=$((i+1)); echo $i >> /tmp/count; sleep 0.05; done",
+];
