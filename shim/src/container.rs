@@ -290,12 +290,18 @@ impl Container {
     /// Pauses or resumes.
     pub async fn pause(&self, pause: bool, reaper: &Reaper) -> Result<()> {
         let want = if pause { State::Running } else { State::Paused };
-        if self.init.state() != want {
+        let now = self.init.state();
+        if now != want {
             return Err(ShimError::FailedPrecondition(format!(
-                "container {} is {:?}; cannot {}",
+                "cannot {} container {}: task is {}",
+                if pause { "pause" } else { "resume" },
                 self.id,
-                self.init.state(),
-                if pause { "pause" } else { "resume" }
+                match now {
+                    State::Created => "created, not started",
+                    State::Running => "running",
+                    State::Paused => "paused",
+                    State::Stopped => "stopped",
+                }
             )));
         }
         let verb = if pause { "pause" } else { "resume" };

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod containerd;
+
 /// Returns false (and says why) when the end-to-end tests cannot run here.
 pub fn e2e_enabled() -> bool {
     if !nix::unistd::geteuid().is_root() {

@@ -1,0 +1,319 @@
+//! A private containerd for the end-to-end tests: started in a temp dir with its own
+//! sockets, root and state, with the workspace's target dir first on its PATH (so it finds
+//! `containerd-shim-cedana-v2`), and torn down in `Drop` with every task, shim and mount it
+//! made. Also a small builder for a busybox OCI image (no registry here).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+use crate::{bin_dir, wait_for, Run};
+
+/// Our runtime name.
+pub const CEDANA: &str = "io.containerd.cedana.v2";
+/// The reference runtime.
+pub const RUNC: &str = "io.containerd.runc.v2";
+/// The test image's name.
+pub const IMAGE: &str = "docker.io/library/cedana-busybox:test";
+
+/// Whether containerd, ctr, runc and busybox are installed (says why not).
+pub fn containerd_available() -> bool {
+    for tool in ["containerd", "ctr", "runc", "busybox"] {
+        if crate_which(tool).is_none() {
+            eprintln!("skipping containerd test: {tool} not installed (`make deps`)");
+            return false;
+        }
+    }
+    true
+}
+
+fn crate_which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A running private containerd.
+pub struct Containerd {
+    /// Temp dir holding config, sockets, root and state.
+    pub dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    /// Starts containerd and waits until it answers.
+    pub fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("cedana-ctrd-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let d = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+            sock = d.join("c.sock").display(),
+        );
+        fs::write(d.join("config.toml"), config).expect("write containerd config");
+        let log = fs::File::create(d.join("containerd.log")).expect("containerd log");
+        let path = format!(
+            "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let c = Containerd {
+            dir,
+            child: Some(child),
+        };
+        wait_for("containerd to answer", Duration::from_secs(20), || {
+            (c.ctr(&["version"]).code == 0).then_some(())
+        });
+        c
+    }
+
+    /// The containerd socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("c.sock")
+    }
+
+    /// A `ctr` command against this containerd.
+    pub fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(self.socket()).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `ctr ARGS` (with a 120 s limit).
+    pub fn ctr(&self, args: &[&str]) -> Run {
+        let mut c = Command::new("timeout");
+        c.arg("120")
+            .arg("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::null());
+        let out = c.output().expect("run ctr");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// containerd's log, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Builds the busybox image (once per containerd) and imports it.
+    pub fn import_busybox(&self) {
+        let tar = self.dir.path().join("busybox-oci.tar");
+        build_busybox_image(&self.dir.path().join("image-build"), &tar, IMAGE);
+        let tar = tar.display().to_string();
+        let r = self.ctr(&["image", "import", &tar]);
+        assert_eq!(r.code, 0, "image import failed: {r:?}");
+    }
+
+    /// Every container id known to containerd.
+    pub fn containers(&self) -> Vec<String> {
+        self.ctr(&["containers", "list", "-q"])
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Kills and removes every task and container.
+    pub fn remove_all(&self) {
+        for id in self.containers() {
+            let _ = self.ctr(&["task", "kill", "-s", "KILL", &id]);
+            let _ = wait_until(Duration::from_secs(5), || {
+                !self
+                    .ctr(&["task", "ls"])
+                    .stdout
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{id} ")) && !l.contains("STOPPED"))
+            });
+            let _ = self.ctr(&["task", "delete", "--force", &id]);
+            let _ = self.ctr(&["containers", "delete", &id]);
+        }
+    }
+
+    /// PIDs of live (not zombie) shims started by this containerd.
+    pub fn live_shims(&self) -> Vec<i32> {
+        let needle = self.socket().display().to_string();
+        let mut pids = Vec::new();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("containerd-shim")
+                && cmdline.contains(&needle)
+                && crate::pid_alive(pid)
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Mount points under this containerd's dirs.
+    pub fn mounts(&self) -> Vec<String> {
+        let d = self.dir.path().display().to_string();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&d))
+            .collect()
+    }
+}
+
+/// Polls `f` until true or `timeout`; returns whether it became true.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.remove_all();
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Shims outlive containerd by design: stop the ones this test made.
+        for pid in self.live_shims() {
+            crate::kill(pid);
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Writes an OCI image archive `out` holding one layer: a busybox-static rootfs.
+pub fn build_busybox_image(work: &Path, out: &Path, name: &str) {
+    let rootfs = work.join("rootfs");
+    for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+        fs::create_dir_all(rootfs.join(d)).expect("rootfs dir");
+    }
+    let busybox = crate_which("busybox").expect("busybox");
+    fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+    }
+    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("group");
+
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.follow_symlinks(false);
+    layer.append_dir_all(".", &rootfs).expect("layer tar");
+    let layer = layer.into_inner().expect("layer tar");
+    let layer_digest = sha256_hex(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
+    })
+    .to_string()
+    .into_bytes();
+    let config_digest = sha256_hex(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": format!("sha256:{config_digest}"),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": format!("sha256:{layer_digest}"),
+            "size": layer.len(),
+        }],
+    })
+    .to_string()
+    .into_bytes();
+    let manifest_digest = sha256_hex(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{manifest_digest}"),
+            "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": "test",
+            },
+        }],
+    })
+    .to_string()
+    .into_bytes();
+
+    let mut oci = tar::Builder::new(fs::File::create(out).expect("create image tar"));
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        oci.append_data(&mut h, path, data)
+            .expect("image tar entry");
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &index);
+    add(&format!("blobs/sha256/{manifest_digest}"), &manifest);
+    add(&format!("blobs/sha256/{config_digest}"), &config);
+    add(&format!("blobs/sha256/{layer_digest}"), &layer);
+    oci.finish().expect("image tar");
+}

@@ -1,0 +1,501 @@
+//! End-to-end tests of containerd-shim-cedana-v2 driven by a private containerd and `ctr`:
+//! the same scenarios through `io.containerd.runc.v2` and ours give the same results,
+//! exit codes survive, nothing leaks, and checkpoint/restore keeps a counter counting.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Duration;
+
+use cedana_e2e::containerd::{containerd_available, wait_until, Containerd, CEDANA, IMAGE, RUNC};
+use cedana_e2e::{e2e_enabled, wait_for};
+
+fn setup() -> Option<Containerd> {
+    if !e2e_enabled() || !containerd_available() {
+        return None;
+    }
+    let c = Containerd::start();
+    c.import_busybox();
+    Some(c)
+}
+
+/// Runs `ctr ARGS` and panics with containerd's log unless it succeeded.
+fn ok(c: &Containerd, args: &[&str]) -> String {
+    let r = c.ctr(args);
+    assert_eq!(
+        r.code,
+        0,
+        "ctr {args:?} failed: {}{}\ncontainerd log tail:\n{}",
+        r.stdout,
+        r.stderr,
+        tail(&c.log())
+    );
+    r.stdout
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The STATUS column of `ctr task ls` for `id`.
+fn status(c: &Containerd, id: &str) -> String {
+    ok(c, &["task", "ls"])
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("-")
+        .to_string()
+}
+
+/// The observable results of the task scenario on `runtime`, with PIDs and numbers
+/// normalized away.
+fn scenario(c: &Containerd, runtime: &str, id: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    ok(
+        c,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            runtime,
+            IMAGE,
+            id,
+            "/bin/sh",
+            "-c",
+            "while true; do sleep 1; done",
+        ],
+    );
+    seen.push(format!("after run: {}", status(c, id)));
+    let e = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        id,
+        "/bin/sh",
+        "-c",
+        "echo from-exec; exit 3",
+    ]);
+    seen.push(format!("exec: {} rc={}", e.stdout.trim(), e.code));
+    let ps = ok(c, &["task", "ps", id]);
+    seen.push(format!("ps: {} processes", ps.lines().count() - 1));
+    ok(c, &["task", "pause", id]);
+    seen.push(format!("after pause: {}", status(c, id)));
+    let r = c.ctr(&["task", "pause", id]);
+    seen.push(format!("pause again fails: {}", r.code != 0));
+    ok(c, &["task", "resume", id]);
+    seen.push(format!("after resume: {}", status(c, id)));
+    let metrics: Vec<String> = ok(c, &["task", "metrics", id])
+        .lines()
+        .skip_while(|l| !l.starts_with("METRIC"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    seen.push(format!("metrics: {}", metrics.join(",")));
+    ok(c, &["task", "kill", "-s", "KILL", id]);
+    wait_for("task to stop", Duration::from_secs(10), || {
+        (status(c, id) == "STOPPED").then_some(())
+    });
+    seen.push(format!("after kill: {}", status(c, id)));
+    let d = c.ctr(&["task", "delete", id]);
+    seen.push(format!("delete rc={}", d.code));
+    ok(c, &["containers", "delete", id]);
+    seen.push(format!("after delete: {}", status(c, id)));
+    seen
+}
+
+#[test]
+fn containerd_same_results_as_runc_v2() {
+    let Some(c) = setup() else { return };
+    let ours = scenario(&c, CEDANA, "diff-cedana");
+    let theirs = scenario(&c, RUNC, "diff-runc");
+    assert_eq!(ours, theirs, "containerd log:\n{}", tail(&c.log()));
+    assert!(ours.iter().any(|l| l == "exec: from-exec rc=3"), "{ours:?}");
+    assert!(ours.iter().any(|l| l == "after pause: PAUSED"), "{ours:?}");
+}
+
+/// `ctr run -t` under a pseudo-terminal sized 33x111: what the container sees, and rc.
+fn tty_run(c: &Containerd, runtime: &str, id: &str) -> (String, i32) {
+    let cmd = format!(
+        "stty rows 33 cols 111; ctr --address {} run -t --rm --runtime {runtime} {IMAGE} {id} \
+         /bin/sh -c 'sleep 0.5; stty size; tty; exit 5'",
+        c.socket().display()
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout)
+        .replace(['\r', '\0'], "")
+        .trim()
+        .to_string();
+    (text, out.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn containerd_tty_and_resize_like_runc_v2() {
+    let Some(c) = setup() else { return };
+    if which_script().is_none() {
+        eprintln!("skipping: `script` (util-linux) not installed");
+        return;
+    }
+    let ours = tty_run(&c, CEDANA, "tty-cedana");
+    let theirs = tty_run(&c, RUNC, "tty-runc");
+    assert_eq!(ours, theirs);
+    assert!(ours.0.contains("33 111"), "terminal not resized: {ours:?}");
+    assert!(ours.0.contains("/dev/pts/"), "no terminal: {ours:?}");
+    assert_eq!(ours.1, 5);
+}
+
+fn which_script() -> Option<()> {
+    std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| ())
+}
+
+#[test]
+fn containerd_exit_codes_reach_ctr_and_events() {
+    let Some(c) = setup() else { return };
+    let mut events = c
+        .ctr_cmd(&["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ctr events");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // ctr run (attached) returns the container's exit code.
+    let r = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "exit7",
+        "/bin/sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(r.code, 7, "{r:?}");
+
+    // A detached one: ctr 1.7 has no `task wait`; `task delete` reports the status.
+    ok(
+        &c,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            CEDANA,
+            IMAGE,
+            "exit7d",
+            "/bin/sh",
+            "-c",
+            "sleep 0.5; exit 7",
+        ],
+    );
+    wait_for("exit7d to stop", Duration::from_secs(10), || {
+        (status(&c, "exit7d") == "STOPPED").then_some(())
+    });
+    let d = c.ctr(&["task", "delete", "exit7d"]);
+    assert!(d.stderr.contains("exit code 7"), "{d:?}");
+    ok(&c, &["containers", "delete", "exit7d"]);
+
+    // Killed: 137.
+    ok(
+        &c,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            CEDANA,
+            IMAGE,
+            "killed",
+            "/bin/sleep",
+            "100",
+        ],
+    );
+    ok(&c, &["task", "kill", "-s", "KILL", "killed"]);
+    wait_for("killed to stop", Duration::from_secs(10), || {
+        (status(&c, "killed") == "STOPPED").then_some(())
+    });
+    let d = c.ctr(&["task", "delete", "killed"]);
+    assert!(d.stderr.contains("exit code 137"), "{d:?}");
+    ok(&c, &["containers", "delete", "killed"]);
+
+    let _ = events.kill();
+    let mut text = String::new();
+    let _ = events.stdout.take().unwrap().read_to_string(&mut text);
+    let _ = events.wait();
+    let exits: Vec<&str> = text.lines().filter(|l| l.contains("/tasks/exit")).collect();
+    assert!(
+        exits
+            .iter()
+            .any(|l| l.contains("\"exit7d\"") && l.contains("\"exit_status\":7")),
+        "no exit event with status 7 for exit7d:\n{text}"
+    );
+    assert!(
+        exits
+            .iter()
+            .any(|l| l.contains("\"killed\"") && l.contains("\"exit_status\":137")),
+        "no exit event with status 137:\n{text}"
+    );
+    for topic in ["/tasks/create", "/tasks/start", "/tasks/delete"] {
+        assert!(text.contains(topic), "no {topic} event:\n{text}");
+    }
+}
+
+/// How many containers the leak test starts (the acceptance run uses 100).
+const LEAK_LOOP: usize = 20;
+
+#[test]
+fn containerd_many_containers_leave_nothing_behind() {
+    let Some(c) = setup() else { return };
+    let fifo_dir = std::path::Path::new("/run/containerd/fifo");
+    let fifos_before = count_entries(fifo_dir);
+    for i in 0..LEAK_LOOP {
+        let id = format!("leak-{i}");
+        let r = c.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            CEDANA,
+            IMAGE,
+            &id,
+            "/bin/echo",
+            "hi",
+        ]);
+        assert_eq!(r.code, 0, "run {id}: {r:?}\n{}", tail(&c.log()));
+        assert_eq!(r.stdout.trim(), "hi");
+    }
+    assert!(c.containers().is_empty(), "{:?}", c.containers());
+    assert!(
+        wait_until(Duration::from_secs(10), || c.live_shims().is_empty()),
+        "shims left: {:?}",
+        c.live_shims()
+    );
+    assert!(c.mounts().is_empty(), "mounts left: {:?}", c.mounts());
+    assert!(
+        count_entries(fifo_dir) <= fifos_before,
+        "FIFOs left in {}",
+        fifo_dir.display()
+    );
+    let bundles = c
+        .dir
+        .path()
+        .join("state/io.containerd.runtime.v2.task/default");
+    assert_eq!(
+        count_entries(&bundles),
+        0,
+        "bundles left in {}",
+        bundles.display()
+    );
+}
+
+fn count_entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The counter a container writes to /count, read through `ctr task exec`.
+fn count(c: &Containerd, id: &str, exec: &str) -> u64 {
+    let out = ok(
+        c,
+        &["task", "exec", "--exec-id", exec, id, "/bin/cat", "/count"],
+    );
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad count {out:?}"))
+}
+
+#[test]
+fn containerd_checkpoint_and_restore_counter_continues() {
+    let Some(c) = setup() else { return };
+    // The name in the command keeps the two containers' specs apart: containerd 1.7
+    // refuses a checkpoint whose spec blob is already in its content store ("content ...
+    // already exists"), for runc.v2 too, so one container is checkpointed once.
+    let counter = |name: &str| {
+        format!("i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done; : {name}")
+    };
+    ok(
+        &c,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            CEDANA,
+            IMAGE,
+            "ck-task",
+            "/bin/sh",
+            "-c",
+            &counter("task"),
+        ],
+    );
+    ok(
+        &c,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            CEDANA,
+            IMAGE,
+            "ck-src",
+            "/bin/sh",
+            "-c",
+            &counter("src"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // ctr task checkpoint (leaves it running): a checkpoint image in the content store.
+    let out = ok(&c, &["task", "checkpoint", "ck-task"]);
+    let reference = out.trim().to_string();
+    assert!(
+        reference.starts_with("containerd.io/checkpoint/ck-task"),
+        "{out}"
+    );
+    assert!(ok(&c, &["image", "ls", "-q"]).contains(&reference));
+    assert_eq!(status(&c, "ck-task"), "RUNNING");
+    let a = count(&c, "ck-task", "t1");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        count(&c, "ck-task", "t2") > a,
+        "counter stopped after task checkpoint"
+    );
+
+    // Whole container, task and rw layer, then restore into a new container.
+    ok(
+        &c,
+        &[
+            "container",
+            "checkpoint",
+            "--task",
+            "--rw",
+            "ck-src",
+            "cedana.test/ck:1",
+        ],
+    );
+    let before = count(&c, "ck-src", "r1");
+    assert!(before >= 20, "counter too low to prove anything: {before}");
+    ok(&c, &["task", "kill", "-s", "KILL", "ck-src"]);
+    let _ = c.ctr(&["task", "wait", "ck-src"]);
+    ok(&c, &["task", "delete", "ck-src"]);
+    ok(&c, &["containers", "delete", "ck-src"]);
+
+    ok(
+        &c,
+        &[
+            "container",
+            "restore",
+            "--live",
+            "--rw",
+            "ck-dst",
+            "cedana.test/ck:1",
+        ],
+    );
+    assert_eq!(status(&c, "ck-dst"), "RUNNING");
+    let first = count(&c, "ck-dst", "r2");
+    // A restarted counter would start again from 1; a restored one carries on from
+    // where the checkpoint left it (just below `before`).
+    assert!(
+        first + 20 >= before,
+        "counter restarted: {first} after restore, {before} before"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let later = count(&c, "ck-dst", "r3");
+    assert!(later > first, "counter stopped: {first} then {later}");
+}
+
+#[test]
+fn containerd_bad_input_gives_clear_errors() {
+    let Some(c) = setup() else { return };
+    // Checkpoint of a stopped task.
+    ok(
+        &c,
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            CEDANA,
+            IMAGE,
+            "bad-stopped",
+            "/bin/true",
+        ],
+    );
+    wait_for("task to stop", Duration::from_secs(10), || {
+        (status(&c, "bad-stopped") == "STOPPED").then_some(())
+    });
+    let r = c.ctr(&["task", "checkpoint", "bad-stopped"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.to_lowercase().contains("stopped"), "{r:?}");
+    ok(&c, &["task", "delete", "bad-stopped"]);
+    ok(&c, &["containers", "delete", "bad-stopped"]);
+
+    // Runtime options that cannot be read or parsed.
+    let r = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        CEDANA,
+        "--runtime-config-path",
+        "/nonexistent/cedana.toml",
+        IMAGE,
+        "bad-opts",
+        "/bin/true",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("/nonexistent/cedana.toml"), "{r:?}");
+    let bad = c.dir.path().join("bad.toml");
+    std::fs::write(&bad, "SystemdCgroup = maybe\n").unwrap();
+    let bad = bad.display().to_string();
+    let r = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        CEDANA,
+        "--runtime-config-path",
+        &bad,
+        IMAGE,
+        "bad-opts2",
+        "/bin/true",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("SystemdCgroup"), "{r:?}");
+
+    // Nothing stuck: no tasks, and no shim left for the refused containers.
+    let _ = c.ctr(&["containers", "delete", "bad-opts"]);
+    let _ = c.ctr(&["containers", "delete", "bad-opts2"]);
+    assert_eq!(ok(&c, &["task", "ls", "-q"]).trim(), "");
+    assert!(
+        wait_until(Duration::from_secs(10), || c.live_shims().is_empty()),
+        "shims left: {:?}",
+        c.live_shims()
+    );
+}
+
+#[test]
+fn containerd_binary_name_from_runtime_options() {
+    let Some(c) = setup() else { return };
+    let cfg = c.dir.path().join("runtime.toml");
+    std::fs::write(&cfg, "BinaryName = \"/usr/sbin/runc\"\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let r = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        CEDANA,
+        "--runtime-config-path",
+        &cfg,
+        IMAGE,
+        "binname",
+        "/bin/echo",
+        "hi",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        c.log().contains("created binname (pid") && c.log().contains("runtime /usr/sbin/runc)"),
+        "{}",
+        tail(&c.log())
+    );
+}
