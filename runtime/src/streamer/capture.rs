@@ -352,7 +352,12 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
 /// Creates a file only the owner can read: shards hold process memory.
 fn private_file(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 fn write_index(dir: &Path, index: &StreamIndex) -> io::Result<()> {
