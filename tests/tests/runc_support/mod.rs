@@ -42,7 +42,7 @@ pub fn runc_bin() -> PathBuf {
 pub enum Net {
     /// runc spec's default: its own, empty network namespace.
     Own,
-    /// Own namespace, with CAP_NET_ADMIN so the workload can bring `lo` up.
+    /// Own namespace, its `lo` brought up by a prestart hook (on run and on restore).
     OwnWithLoopback,
 }
 
@@ -81,11 +81,14 @@ pub fn build_bundle(dir: &Path, args: &[&str], net: Net) {
         p.remove("rlimits");
     }
     if net == Net::OwnWithLoopback {
-        for set in ["bounding", "effective", "permitted"] {
-            if let Some(caps) = spec["process"]["capabilities"][set].as_array_mut() {
-                caps.push("CAP_NET_ADMIN".into());
-            }
-        }
+        // runc leaves network setup to hooks (it restores with an empty netns), so a
+        // prestart hook, which runc also runs on restore before CRIU restores the
+        // sockets, brings the container's `lo` up.
+        let hook = "read -r s; pid=$(echo \"$s\" | sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); \
+                    exec nsenter -t \"$pid\" -n ip link set lo up";
+        spec["hooks"] = serde_json::json!({
+            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]
+        });
     }
     fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write spec");
 }
