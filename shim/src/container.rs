@@ -230,7 +230,9 @@ impl Container {
             .expect("execs")
             .get(exec_id)
             .cloned()
-            .ok_or_else(|| ShimError::NotFound(format!("exec {exec_id} in container {}", self.id)))
+            .ok_or_else(|| {
+                ShimError::NotFound(format!("exec {exec_id} not found in container {}", self.id))
+            })
     }
 
     /// Sends a signal to a process, or to every process of the container with `all`.

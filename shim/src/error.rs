@@ -6,8 +6,8 @@ use containerd_shim_protos::ttrpc;
 /// Everything a task request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
-    /// No container or process with that id in this shim.
-    #[error("{0} not found")]
+    /// No container or process with that id in this shim (or it already finished).
+    #[error("{0}")]
     NotFound(String),
     /// A container or process with that id already exists.
     #[error("{0} already exists")]

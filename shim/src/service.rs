@@ -164,7 +164,7 @@ impl TaskService {
             .expect("containers")
             .get(id)
             .cloned()
-            .ok_or_else(|| ShimError::NotFound(format!("container {id}")))
+            .ok_or_else(|| ShimError::NotFound(format!("container {id} not found")))
     }
 
     async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
