@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 PROFILE ?= debug
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 BIN_DIR := target/$(PROFILE)
-BINARIES := cedana containerd-shim-cedana-v2
+BINARIES := cedana cedana-runc containerd-shim-cedana-v2
 
 .PHONY: all deps build install test lint demo bench clean
 
@@ -39,7 +39,8 @@ test: deps build lint
 demo: deps build
 	bash scripts/demo.sh
 
-## bench: release build, then every benchmark under bench/ (results in bench/results/)
+## bench: release build, then every benchmark under bench/ (results in bench/results/):
+##   checkpoint/restore vs the stock tools, cedana-runc pass-through overhead vs runc
 bench: deps
 	$(CARGO) build --workspace --bins --locked --release
 	for s in bench/*.sh; do BIN=target/release bash "$$s" || exit 1; done
