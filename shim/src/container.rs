@@ -378,9 +378,9 @@ impl Container {
             .map_err(ShimError::io(format!("create {}", args.image_path)))?;
         std::fs::create_dir_all(&args.work_path)
             .map_err(ShimError::io(format!("create {}", args.work_path)))?;
-        self.runtime
-            .run(reaper, runtime::checkpoint_args(&self.id, &args), None)
-            .await?;
+        let cmd = runtime::checkpoint_args(&self.id, &args);
+        log::info!("{} {}", self.runtime.binary.display(), cmd.join(" "));
+        self.runtime.run(reaper, cmd, None).await?;
         Ok(())
     }
 }

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# containerd shim benchmark: containerd-shim-cedana-v2 against containerd-shim-runc-v2,
+# measured in the same run against one private containerd (temp dir, own sockets):
+#   start latency: `ctr run --rm IMAGE ID /bin/true`, BENCH_SHIM_RUNS times per runtime
+#   (median), each container with its own shim;
+#   resident memory: BENCH_SHIM_CONTAINERS detached containers per runtime, VmRSS of each
+#   shim process (mean).
+# Prints the figures and our/theirs ratios. Needs root, containerd, ctr, runc, busybox
+# (make deps) and a build of the shim (BIN, default target/release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${BENCH_SHIM_RUNS:-20}
+CONTAINERS=${BENCH_SHIM_CONTAINERS:-5}
+BIN=$(realpath "${BIN:-target/release}")
+[ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (containerd)" >&2; exit 1; }
+[ -x "$BIN/containerd-shim-cedana-v2" ] || { echo "missing $BIN/containerd-shim-cedana-v2" >&2; exit 1; }
+
+D=$(mktemp -d /tmp/cedana-shim-bench.XXXXXX)
+CTRD_PID=
+cleanup() {
+    if [ -n "$CTRD_PID" ]; then
+        for id in $(ctr --address "$D/c.sock" containers list -q 2>/dev/null); do
+            ctr --address "$D/c.sock" task kill -s KILL "$id" >/dev/null 2>&1 || true
+        done
+        sleep 1
+        for id in $(ctr --address "$D/c.sock" containers list -q 2>/dev/null); do
+            ctr --address "$D/c.sock" task delete --force "$id" >/dev/null 2>&1 || true
+            ctr --address "$D/c.sock" containers delete "$id" >/dev/null 2>&1 || true
+        done
+        kill "$CTRD_PID" 2>/dev/null || true
+        wait "$CTRD_PID" 2>/dev/null || true
+    fi
+    grep " $D" /proc/self/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
+    rm -rf "$D"
+}
+trap cleanup EXIT
+
+# A one-layer busybox OCI image (no registry here).
+mkdir -p "$D/rootfs/bin" "$D/rootfs/"{proc,sys,dev,tmp,etc} "$D/oci/blobs/sha256"
+cp "$(command -v busybox)" "$D/rootfs/bin/busybox"
+for a in $("$D/rootfs/bin/busybox" --list); do [ "$a" = busybox ] || ln -s busybox "$D/rootfs/bin/$a"; done
+blob() { local h; h=$(sha256sum "$1" | cut -d' ' -f1); mv "$1" "$D/oci/blobs/sha256/$h"; echo "$h"; }
+tar -C "$D/rootfs" -cf "$D/layer" .
+LS=$(stat -c%s "$D/layer"); L=$(blob "$D/layer")
+printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$L" >"$D/cfg"
+CS=$(stat -c%s "$D/cfg"); CF=$(blob "$D/cfg")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' "$CF" "$CS" "$L" "$LS" >"$D/man"
+MS=$(stat -c%s "$D/man"); M=$(blob "$D/man")
+IMAGE=docker.io/library/cedana-bench:latest
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s"}}]}' "$M" "$MS" "$IMAGE" >"$D/oci/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' >"$D/oci/oci-layout"
+tar -C "$D/oci" -cf "$D/image.tar" .
+
+cat >"$D/config.toml" <<CFG
+version = 2
+root = "$D/root"
+state = "$D/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$D/c.sock"
+[ttrpc]
+  address = "$D/c.sock.ttrpc"
+CFG
+PATH="$BIN:$PATH" containerd --config "$D/config.toml" >"$D/containerd.log" 2>&1 &
+CTRD_PID=$!
+CTR=(ctr --address "$D/c.sock")
+for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+"${CTR[@]}" image import "$D/image.tar" >/dev/null
+
+# Median seconds of `ctr run --rm` for a runtime.
+latency() {
+    local rt=$1 tag=$2 times=()
+    "${CTR[@]}" run --rm --runtime "$rt" "$IMAGE" "warm-$tag" /bin/true
+    for i in $(seq "$RUNS"); do
+        local t0 t1
+        t0=$(date +%s.%N)
+        "${CTR[@]}" run --rm --runtime "$rt" "$IMAGE" "lat-$tag-$i" /bin/true
+        t1=$(date +%s.%N)
+        times+=("$(python3 -c "print($t1 - $t0)")")
+    done
+    printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
+}
+
+# Mean shim RSS (KiB) over CONTAINERS detached containers of a runtime.
+rss() {
+    local rt=$1 tag=$2 shim=$3 total=0 n=0
+    for i in $(seq "$CONTAINERS"); do
+        "${CTR[@]}" run -d --runtime "$rt" "$IMAGE" "rss-$tag-$i" /bin/sleep 1000
+    done
+    sleep 1
+    for p in $(pgrep -f "$shim.*-address $D/c.sock"); do
+        local kb
+        kb=$(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        [ -n "$kb" ] && { total=$((total + kb)); n=$((n + 1)); }
+    done
+    for i in $(seq "$CONTAINERS"); do
+        "${CTR[@]}" task kill -s KILL "rss-$tag-$i" >/dev/null
+    done
+    sleep 1
+    for i in $(seq "$CONTAINERS"); do
+        "${CTR[@]}" task delete "rss-$tag-$i" >/dev/null 2>&1 || true
+        "${CTR[@]}" containers delete "rss-$tag-$i" >/dev/null
+    done
+    echo $((total / (n > 0 ? n : 1)))
+}
+
+OURS_LAT=$(latency io.containerd.cedana.v2 cedana)
+RUNC_LAT=$(latency io.containerd.runc.v2 runc)
+OURS_RSS=$(rss io.containerd.cedana.v2 cedana containerd-shim-cedana-v2)
+RUNC_RSS=$(rss io.containerd.runc.v2 runc containerd-shim-runc-v2)
+
+python3 - "$OURS_LAT" "$RUNC_LAT" "$OURS_RSS" "$RUNC_RSS" "$RUNS" "$CONTAINERS" <<'PY'
+import sys
+ol, rl, orss, rrss, runs, n = sys.argv[1:]
+ol, rl, orss, rrss = float(ol), float(rl), int(orss), int(rrss)
+print(f"containerd shim benchmark ({runs} runs, {n} containers per runtime)")
+print(f"{'':28}{'cedana':>12}{'runc-v2':>12}{'ratio':>8}")
+print(f"{'ctr run --rm latency (s)':28}{ol:>12.3f}{rl:>12.3f}{ol / rl:>8.2f}")
+print(f"{'shim RSS (MiB)':28}{orss / 1024:>12.1f}{rrss / 1024:>12.1f}{orss / max(rrss, 1):>8.2f}")
+PY
