@@ -67,6 +67,8 @@ impl Ctrd {
             .arg("ctr")
             .arg("--address")
             .arg(self.sock())
+            .arg("--namespace")
+            .arg(self.namespace())
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -76,6 +78,13 @@ impl Ctrd {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// A namespace of our own: containerd's runc shim keeps its state in the global
+    /// `/run/containerd/runc/<namespace>`, shared with any other containerd.
+    fn namespace(&self) -> String {
+        let name = self.dir.path().file_name().expect("name").to_string_lossy();
+        name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     }
 
     fn log(&self) -> String {
@@ -118,6 +127,7 @@ impl Drop for Ctrd {
                 cedana_e2e::kill(pid);
             }
         }
+        let _ = fs::remove_dir(Path::new("/run/containerd/runc").join(self.namespace()));
         let d = self.dir.path().display().to_string();
         let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mut ours: Vec<&str> = mounts
