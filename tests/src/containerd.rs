@@ -43,6 +43,9 @@ fn crate_which(name: &str) -> Option<PathBuf> {
 pub struct Containerd {
     /// Temp dir holding config, sockets, root and state.
     pub dir: TempDir,
+    /// The containerd namespace every `ctr` call uses: unique, so runtimes' state dirs
+    /// (`/run/containerd/runc/<namespace>`) never meet another test's.
+    pub namespace: String,
     child: Option<Child>,
 }
 
@@ -78,8 +81,16 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("start containerd");
+        let namespace = format!(
+            "cedana-e2e-{}",
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.rsplit('-').next())
+                .unwrap_or("x")
+        );
         let c = Containerd {
             dir,
+            namespace,
             child: Some(child),
         };
         wait_for("containerd to answer", Duration::from_secs(20), || {
@@ -96,7 +107,10 @@ impl Containerd {
     /// A `ctr` command against this containerd.
     pub fn ctr_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ctr");
-        c.arg("--address").arg(self.socket()).args(args);
+        c.arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", &self.namespace])
+            .args(args);
         c.stdin(Stdio::null());
         c
     }
@@ -108,6 +122,7 @@ impl Containerd {
             .arg("ctr")
             .arg("--address")
             .arg(self.socket())
+            .args(["--namespace", &self.namespace])
             .args(args)
             .stdin(Stdio::null());
         let out = c.output().expect("run ctr");
@@ -228,6 +243,8 @@ impl Drop for Containerd {
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+        // The runtimes' state dir for our namespace (empty once every task is gone).
+        let _ = fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
     }
 }
 

@@ -60,9 +60,8 @@ fn scenario(c: &Containerd, runtime: &str, id: &str) -> Vec<String> {
             runtime,
             IMAGE,
             id,
-            "/bin/sh",
-            "-c",
-            "while true; do sleep 1; done",
+            "/bin/sleep",
+            "1000",
         ],
     );
     seen.push(format!("after run: {}", status(c, id)));
@@ -116,9 +115,10 @@ fn containerd_same_results_as_runc_v2() {
 /// `ctr run -t` under a pseudo-terminal sized 33x111: what the container sees, and rc.
 fn tty_run(c: &Containerd, runtime: &str, id: &str) -> (String, i32) {
     let cmd = format!(
-        "stty rows 33 cols 111; ctr --address {} run -t --rm --runtime {runtime} {IMAGE} {id} \
+        "stty rows 33 cols 111; ctr --address {} --namespace {} run -t --rm --runtime {runtime} {IMAGE} {id} \
          /bin/sh -c 'sleep 0.5; stty size; tty; exit 5'",
-        c.socket().display()
+        c.socket().display(),
+        c.namespace
     );
     let out = std::process::Command::new("timeout")
         .args(["60", "script", "-qec", &cmd, "/dev/null"])
@@ -285,7 +285,8 @@ fn containerd_many_containers_leave_nothing_behind() {
     let bundles = c
         .dir
         .path()
-        .join("state/io.containerd.runtime.v2.task/default");
+        .join("state/io.containerd.runtime.v2.task")
+        .join(&c.namespace);
     assert_eq!(
         count_entries(&bundles),
         0,
