@@ -1,0 +1,462 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::image::integrity::{digest_dir, read_metadata, verify_dir, write_metadata};
+use crate::image::metadata::{Metadata, FORMAT_VERSION};
+
+const ARCHIVES: [Compression; 4] = [
+    Compression::Tar,
+    Compression::Gzip,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+/// Deterministic pseudo-random bytes (xorshift), poorly compressible.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// A checkpoint-like directory with metadata.json.
+fn sample(dir: &Path) -> Metadata {
+    fs::create_dir_all(dir.join("sub/deeper")).expect("mkdir");
+    fs::create_dir_all(dir.join("empty")).expect("mkdir");
+    // Incompressible, so the middle of any archive falls in stored data, then a run.
+    let mut pages = noise(2 << 20, 42);
+    pages.extend(std::iter::repeat_n(0x5A, 512 << 10));
+    fs::write(dir.join("pages-1.img"), &pages).expect("write");
+    fs::write(
+        dir.join("core-1.img"),
+        b"MARKER-core-file-content-0123456789",
+    )
+    .expect("write");
+    fs::write(dir.join("sub/deeper/empty.img"), b"").expect("write");
+    let long = format!("sub/{}", "n".repeat(150));
+    fs::write(dir.join(long), b"long name").expect("write");
+    let md = Metadata {
+        format_version: FORMAT_VERSION,
+        name: "ck".into(),
+        files: digest_dir(dir).expect("digest"),
+        ..Default::default()
+    };
+    write_metadata(dir, &md).expect("metadata");
+    // Fixed mtimes make the archives byte-for-byte reproducible across runs.
+    for e in walk(dir).expect("walk") {
+        File::open(&e.abs)
+            .and_then(|f| f.set_modified(UNIX_EPOCH + Duration::from_secs(1_700_000_000)))
+            .expect("set mtime");
+    }
+    md
+}
+
+/// Relative paths of every entry below `dir`, with `/` after directories.
+fn listing(dir: &Path) -> Vec<String> {
+    walk(dir)
+        .expect("walk")
+        .into_iter()
+        .map(|e| match e.kind {
+            Kind::Dir => format!("{}/", e.rel),
+            Kind::File => e.rel,
+        })
+        .collect()
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).expect("ls").next().is_none()
+}
+
+#[test]
+fn round_trip_every_format() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    let md = sample(&src);
+    for c in Compression::ALL {
+        let out = tmp.path().join(format!("ck{}", c.extension()));
+        let out = if c == Compression::None {
+            tmp.path().join("ck-copy")
+        } else {
+            out
+        };
+        let bytes = pack(&src, &out, c).expect("pack");
+        assert!(!partial_path(&out).exists(), "{c}: partial left behind");
+        if c.is_archive() {
+            assert_eq!(bytes, fs::metadata(&out).expect("stat").len(), "{c}");
+        }
+        assert_eq!(detect(&out).expect("detect"), c);
+        let dest = tmp.path().join(format!("dest-{c}"));
+        fs::create_dir(&dest).expect("mkdir");
+        assert_eq!(unpack(&out, &dest).expect("unpack"), c);
+        assert_eq!(listing(&dest), listing(&src), "{c}");
+        assert_eq!(digest_dir(&dest).expect("digest"), md.files, "{c}");
+        assert_eq!(
+            fs::read(dest.join("metadata.json")).expect("read"),
+            fs::read(src.join("metadata.json")).expect("read")
+        );
+        let back = read_metadata(&dest).expect("md");
+        verify_dir(&dest, &back).expect("verify");
+    }
+}
+
+#[test]
+fn pack_is_deterministic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    for c in ARCHIVES {
+        let a = tmp.path().join(format!("a{}", c.extension()));
+        let b = tmp.path().join(format!("b{}", c.extension()));
+        pack(&src, &a, c).expect("pack");
+        pack(&src, &b, c).expect("pack");
+        assert_eq!(fs::read(&a).expect("a"), fs::read(&b).expect("b"), "{c}");
+    }
+}
+
+#[test]
+fn detect_by_content_not_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    let misleading = [
+        (Compression::Zstd, "ck.tar.gz"),
+        (Compression::Gzip, "ck.tar.zst"),
+        (Compression::Lz4, "ck.tar"),
+        (Compression::Tar, "ck.tar.lz4"),
+    ];
+    for (c, name) in misleading {
+        let out = tmp.path().join(name);
+        pack(&src, &out, c).expect("pack");
+        assert_eq!(detect(&out).expect("detect"), c, "{name}");
+        let dest = tmp.path().join(format!("d-{name}"));
+        fs::create_dir(&dest).expect("mkdir");
+        assert_eq!(unpack(&out, &dest).expect("unpack"), c);
+        assert_eq!(listing(&dest), listing(&src));
+    }
+}
+
+#[test]
+fn archives_readable_by_standard_tools() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    for (c, tool) in [
+        (Compression::Gzip, "gzip"),
+        (Compression::Lz4, "lz4"),
+        (Compression::Zstd, "zstd"),
+    ] {
+        let out = tmp.path().join(format!("ck{}", c.extension()));
+        pack(&src, &out, c).expect("pack");
+        match std::process::Command::new(tool)
+            .arg("-t")
+            .arg(&out)
+            .output()
+        {
+            Ok(o) => assert!(o.status.success(), "{tool} -t: {o:?}"),
+            Err(_) => eprintln!("{tool} not installed; skipping its check"),
+        }
+    }
+}
+
+#[test]
+fn truncated_archive_is_corrupt() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    for c in ARCHIVES {
+        let out = tmp.path().join(format!("ck{}", c.extension()));
+        pack(&src, &out, c).expect("pack");
+        let full = fs::read(&out).expect("read");
+        for cut in [full.len() / 3, full.len() / 2, full.len() - 1] {
+            let bad = tmp.path().join(format!("cut-{cut}{}", c.extension()));
+            fs::write(&bad, &full[..cut]).expect("write");
+            let dest = tmp.path().join(format!("dest-{c}-{cut}"));
+            fs::create_dir(&dest).expect("mkdir");
+            match unpack(&bad, &dest) {
+                Err(e @ ImageError::Corrupt { .. }) => {
+                    assert!(e.to_string().contains("truncated or corrupt"), "{e}");
+                    assert!(e.to_string().contains("re-copy it or dump again"), "{e}");
+                }
+                other => panic!("{c} cut at {cut}/{}: {other:?}", full.len()),
+            }
+            assert!(is_empty_dir(&dest), "{c}: failed unpack left files");
+        }
+    }
+}
+
+#[test]
+fn flipped_byte_in_compressed_archive_is_an_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    for c in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+        let out = tmp.path().join(format!("ck{}", c.extension()));
+        pack(&src, &out, c).expect("pack");
+        let good = fs::read(&out).expect("read");
+        for at in [good.len() / 3, good.len() / 2, good.len() * 2 / 3] {
+            let mut data = good.clone();
+            data[at] ^= 0x01;
+            let bad = tmp.path().join(format!("flip-{at}{}", c.extension()));
+            fs::write(&bad, &data).expect("write");
+            let dest = tmp.path().join(format!("dest-{c}-{at}"));
+            fs::create_dir(&dest).expect("mkdir");
+            match unpack(&bad, &dest) {
+                Err(ImageError::Corrupt { .. }) => {}
+                other => panic!("{c}, byte {at}/{} flipped: {other:?}", good.len()),
+            }
+            assert!(is_empty_dir(&dest));
+        }
+    }
+}
+
+#[test]
+fn flipped_byte_in_plain_tar_data_is_caught_by_verify() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    let out = tmp.path().join("ck.tar");
+    pack(&src, &out, Compression::Tar).expect("pack");
+    let mut data = fs::read(&out).expect("read");
+    let marker = b"MARKER-core-file-content";
+    let at = data
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("file data in tar");
+    data[at + 10] ^= 0x20;
+    fs::write(&out, &data).expect("write");
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).expect("mkdir");
+    unpack(&out, &dest).expect("plain tar has no checksum over data");
+    let md = read_metadata(&dest).expect("md");
+    match verify_dir(&dest, &md) {
+        Err(ImageError::ChecksumMismatch { file, .. }) => assert_eq!(file, "core-1.img"),
+        other => panic!("expected checksum mismatch, got {other:?}"),
+    }
+}
+
+/// A tar header for `path` written straight into the name field (bypassing the
+/// builder's own path checks).
+fn raw_header(path: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(0o644);
+    let name = &mut h.as_old_mut().name;
+    name.fill(0);
+    name[..path.len()].copy_from_slice(path);
+    h.set_cksum();
+    h
+}
+
+fn malicious(entries: &[(tar::Header, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (h, data) in entries {
+        b.append(h, *data).expect("append");
+    }
+    b.into_inner().expect("finish")
+}
+
+fn zstd_of(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).expect("zstd")
+}
+
+fn expect_unsafe(tar_bytes: Vec<u8>, name: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // dest is two levels down so `..` targets are still inside the temp dir.
+    let dest = tmp.path().join("a/dest");
+    fs::create_dir_all(&dest).expect("mkdir");
+    for (label, bytes) in [("tar", tar_bytes.clone()), ("zst", zstd_of(&tar_bytes))] {
+        let archive = tmp.path().join(format!("evil.{label}"));
+        fs::write(&archive, &bytes).expect("write");
+        match unpack(&archive, &dest) {
+            Err(ImageError::UnsafeEntry { entry, reason }) => {
+                assert!(!entry.is_empty() && !reason.is_empty());
+            }
+            other => panic!("{name} ({label}): expected UnsafeEntry, got {other:?}"),
+        }
+        assert!(is_empty_dir(&dest), "{name}: files left in dest");
+        for outside in ["a/evil", "evil", "a/passwd", "abs_evil"] {
+            assert!(
+                !tmp.path().join(outside).exists(),
+                "{name}: wrote {outside} outside dest"
+            );
+        }
+    }
+}
+
+#[test]
+fn refuses_parent_dir_entries() {
+    expect_unsafe(
+        malicious(&[(raw_header(b"../evil", tar::EntryType::Regular, 4), b"evil")]),
+        "../evil",
+    );
+    expect_unsafe(
+        malicious(&[
+            (raw_header(b"ok", tar::EntryType::Directory, 0), b""),
+            (
+                raw_header(b"ok/../../../evil", tar::EntryType::Regular, 4),
+                b"evil",
+            ),
+        ]),
+        "ok/../../../evil",
+    );
+    expect_unsafe(
+        malicious(&[(raw_header(b"..", tar::EntryType::Directory, 0), b"")]),
+        "..",
+    );
+}
+
+#[test]
+fn refuses_absolute_entries() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let target = tmp.path().join("abs_evil");
+    let path = target
+        .to_str()
+        .expect("utf-8 temp path")
+        .as_bytes()
+        .to_vec();
+    assert!(path.len() < 100);
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).expect("mkdir");
+    let archive = tmp.path().join("abs.tar");
+    fs::write(
+        &archive,
+        malicious(&[(raw_header(&path, tar::EntryType::Regular, 4), b"evil")]),
+    )
+    .expect("write");
+    assert!(matches!(
+        unpack(&archive, &dest),
+        Err(ImageError::UnsafeEntry { .. })
+    ));
+    assert!(!target.exists());
+    assert!(is_empty_dir(&dest));
+    expect_unsafe(
+        malicious(&[(
+            raw_header(b"/etc/cedana-evil", tar::EntryType::Regular, 4),
+            b"evil",
+        )]),
+        "/etc/cedana-evil",
+    );
+}
+
+#[test]
+fn refuses_links_and_special_files() {
+    let mut link = raw_header(b"link", tar::EntryType::Symlink, 0);
+    link.set_link_name("..").expect("link name");
+    link.set_cksum();
+    expect_unsafe(
+        malicious(&[
+            (link, b""),
+            (
+                raw_header(b"link/evil", tar::EntryType::Regular, 4),
+                b"evil",
+            ),
+        ]),
+        "symlink",
+    );
+    let mut hard = raw_header(b"hard", tar::EntryType::Link, 0);
+    hard.set_link_name("../passwd").expect("link name");
+    hard.set_cksum();
+    expect_unsafe(malicious(&[(hard, b"")]), "hard link");
+    expect_unsafe(
+        malicious(&[(raw_header(b"fifo", tar::EntryType::Fifo, 0), b"")]),
+        "fifo",
+    );
+    expect_unsafe(
+        malicious(&[(raw_header(b"dev", tar::EntryType::Char, 0), b"")]),
+        "char device",
+    );
+    expect_unsafe(
+        malicious(&[
+            (raw_header(b"dup", tar::EntryType::Regular, 1), b"a"),
+            (raw_header(b"dup", tar::EntryType::Regular, 1), b"b"),
+        ]),
+        "duplicate",
+    );
+}
+
+#[test]
+fn accepts_dot_slash_entries() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archive = tmp.path().join("gnu.tar");
+    fs::write(
+        &archive,
+        malicious(&[
+            (raw_header(b"./", tar::EntryType::Directory, 0), b""),
+            (raw_header(b"./d/", tar::EntryType::Directory, 0), b""),
+            (raw_header(b"./d/f", tar::EntryType::Regular, 3), b"abc"),
+        ]),
+    )
+    .expect("write");
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).expect("mkdir");
+    unpack(&archive, &dest).expect("unpack");
+    assert_eq!(fs::read(dest.join("d/f")).expect("read"), b"abc");
+}
+
+#[test]
+fn unpack_requires_empty_dest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    let out = tmp.path().join("ck.tar.zst");
+    pack(&src, &out, Compression::Zstd).expect("pack");
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).expect("mkdir");
+    fs::write(dest.join("keep"), b"mine").expect("write");
+    assert!(matches!(
+        unpack(&out, &dest),
+        Err(ImageError::DestNotEmpty { .. })
+    ));
+    assert_eq!(fs::read(dest.join("keep")).expect("kept"), b"mine");
+}
+
+#[test]
+fn pack_refuses_unsafe_sources_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    // Output inside the source.
+    let inside = src.join("ck.tar.zst");
+    assert!(matches!(
+        pack(&src, &inside, Compression::Zstd),
+        Err(ImageError::OutputInsideSource { .. })
+    ));
+    assert!(!inside.exists() && !partial_path(&inside).exists());
+    // A symlink in the source.
+    std::os::unix::fs::symlink("/etc/passwd", src.join("sub/link")).expect("symlink");
+    for c in Compression::ALL {
+        let out = tmp.path().join(format!("ck-{c}{}", c.extension()));
+        assert!(matches!(
+            pack(&src, &out, c),
+            Err(ImageError::UnsafeEntry { .. })
+        ));
+        assert!(!out.exists() && !partial_path(&out).exists(), "{c}");
+    }
+}
+
+#[test]
+fn pack_replaces_stale_partial() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    let out = tmp.path().join("ck.tar.gz");
+    fs::write(partial_path(&out), b"half an archive").expect("write");
+    pack(&src, &out, Compression::Gzip).expect("pack");
+    assert!(!partial_path(&out).exists());
+    assert_eq!(detect(&out).expect("detect"), Compression::Gzip);
+}
