@@ -132,6 +132,15 @@ impl Engine {
             .await
     }
 
+    /// Starts a runc container detached, its output to `req.log_path` (through a relay,
+    /// so it can be checkpointed); its init is not our child.
+    pub async fn run_runc(
+        &self,
+        req: crate::plugins::runc::RuncRun,
+    ) -> OpResult<crate::plugins::runc::RuncRunResponse> {
+        crate::plugins::runc::run::run_container(&self.env, req).await
+    }
+
     /// Checks that a process can be adopted and describes it.
     pub async fn manage(&self, req: ManageRequest) -> OpResult<ManageResponse> {
         self.manage.run(req).await

@@ -147,6 +147,7 @@ pub fn restore_request(call: &Call) -> RestoreRequest {
             no_subreaper: call.has("no-subreaper"),
             work_path: call.work_path.as_deref().map(absolute),
             extra_args: extra,
+            stdio: None,
         }),
     }
 }

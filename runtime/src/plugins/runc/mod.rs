@@ -6,7 +6,8 @@
 //!
 //! One concern per file: `target` (what callers give), `runtime` (the runtime's command
 //! line), `inspect` (dump middleware), `checkpoint` / `restore` (handlers), `layout` and
-//! `rootfs_diff` (portable checkpoints), `health`, `error`.
+//! `rootfs_diff` (portable checkpoints), `run` (a container as a daemon job, output to a
+//! log relay), `signals` (foreground signal proxy), `health`, `error`.
 
 pub mod checkpoint;
 pub mod error;
@@ -15,10 +16,13 @@ pub mod inspect;
 pub mod layout;
 pub mod restore;
 pub mod rootfs_diff;
+pub mod run;
 pub mod runtime;
+pub mod signals;
 pub mod target;
 
-pub use target::{RuncDump, RuncRestore, RuncTarget};
+pub use run::{RuncRun, RuncRunResponse};
+pub use target::{RuncDump, RuncRestore, RuncStdio, RuncTarget};
 
 use crate::chain::{Adapter, Chain, Handler};
 use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};

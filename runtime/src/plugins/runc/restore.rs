@@ -12,6 +12,7 @@ use super::error::RuncError;
 use super::layout;
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
+use super::signals;
 use crate::chain::{Adapter, OpResult};
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
@@ -99,15 +100,34 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     ));
     // The restored container inherits the runtime's stdio (runc maps the checkpointed
     // pipes onto it), so it gets ours, as with runc itself.
-    cmd.stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
+    match &r.stdio {
+        Some(out) => {
+            let dup = |what| {
+                out.0
+                    .try_clone()
+                    .map_err(|e| EngineError::io(format!("duplicate the runtime's {what}"), e))
+            };
+            cmd.stdin(Stdio::null())
+                .stdout(dup("stdout")?)
+                .stderr(dup("stderr")?);
+        }
+        None => {
+            cmd.stdin(Stdio::inherit())
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit());
+        }
+    }
     let t = Instant::now();
-    let status = blocking(move || {
-        cmd.status()
-            .map_err(|e| EngineError::io("start the runtime's restore", e))
-    })
-    .await?;
+    let status = if r.detach {
+        blocking(move || {
+            cmd.status()
+                .map_err(|e| EngineError::io("start the runtime's restore", e))
+        })
+        .await?
+    } else {
+        // In the foreground: forward the signals we get, as runc's own proxy does.
+        signals::run_forwarding(cmd).await?
+    };
     metadata
         .timings_ms
         .insert("runc_restore".into(), t.elapsed().as_millis() as u64);

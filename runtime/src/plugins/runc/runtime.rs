@@ -31,6 +31,7 @@ const PID_FILE: &str = "--pid-file";
 const CONSOLE_SOCKET: &str = "--console-socket";
 const NO_PIVOT: &str = "--no-pivot";
 const NO_SUBREAPER: &str = "--no-subreaper";
+const FORCE: &str = "--force";
 
 /// `runc state ID` / `runc list --format json`: what we use of a container's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -187,6 +188,28 @@ impl Runtime {
         })
     }
 
+    /// `runtime delete [--force] ID`.
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {
+        let mut c = self.command();
+        c.arg("delete");
+        if force {
+            c.arg(FORCE);
+        }
+        let out = c
+            .arg(id)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.spawn_error("delete", e))?;
+        if !out.status.success() {
+            return Err(RuncError::Command {
+                command: format!("{} delete {id}", self.binary.display()),
+                status: out.status.to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn spawn_error(&self, what: &str, e: std::io::Error) -> RuncError {
         RuncError::Command {
             command: format!("{} {what}", self.binary.display()),
@@ -255,6 +278,16 @@ pub fn checkpoint_args(
     a.extend(criu_flags(opts));
     a.extend(d.extra_args.iter().map(OsString::from));
     a.push(d.target.id.clone().into());
+    a
+}
+
+/// `run --detach` arguments (after the global flags).
+pub fn run_args(bundle: &Path, pid_file: Option<&Path>, id: &str) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["run".into(), DETACH.into(), BUNDLE.into(), bundle.into()];
+    if let Some(p) = pid_file {
+        a.extend([PID_FILE.into(), p.into()]);
+    }
+    a.push(id.into());
     a
 }
 
@@ -361,6 +394,22 @@ mod tests {
                 "--tcp-established",
                 "--manage-cgroups-mode",
                 "soft",
+                "c1"
+            ]
+        );
+    }
+
+    #[test]
+    fn run_golden() {
+        assert_eq!(
+            strs(run_args(Path::new("/b"), Some(Path::new("/p")), "c1")),
+            [
+                "run",
+                "--detach",
+                "--bundle",
+                "/b",
+                "--pid-file",
+                "/p",
                 "c1"
             ]
         );

@@ -1,7 +1,9 @@
 //! What a caller (CLI, daemon, shim, `cedana-runc`) tells the engine about a runc
 //! container: which runtime, which state root, which container, and runc's own flags.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A container of an OCI runtime driven through runc's command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,4 +75,21 @@ pub struct RuncRestore {
     pub work_path: Option<PathBuf>,
     /// `restore` flags passed through untouched.
     pub extra_args: Vec<String>,
+    /// The runtime's stdout and stderr (runc maps the container's checkpointed stdio
+    /// pipes onto them); `None`: the caller's own.
+    pub stdio: Option<RuncStdio>,
 }
+
+/// A descriptor given to the runtime as its stdout and stderr (its stdin is /dev/null),
+/// typically the write end of a job's log pipe. Shared, so requests stay `Clone`;
+/// two are equal when they are the same descriptor.
+#[derive(Debug, Clone)]
+pub struct RuncStdio(pub Arc<OwnedFd>);
+
+impl PartialEq for RuncStdio {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RuncStdio {}
