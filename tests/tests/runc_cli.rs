@@ -192,13 +192,13 @@ fn query_and_bad_input() {
     );
     assert_eq!(code, 0, "{err}");
     let v = env
-        .cedana(&["--json", "query", "runc", "--root", root_s])
+        .cedana(&["--json", "query", "runc", "--root", root_s, "--no-server"])
         .ok()
         .json();
     assert_eq!(v[0]["id"], "q1");
     assert_eq!(v[0]["status"], "running");
     assert!(v[0]["pid"].as_i64().unwrap_or(0) > 0);
-    env.cedana(&["query", "runc", "nope", "--root", root_s])
+    env.cedana(&["query", "runc", "nope", "--root", root_s, "--no-server"])
         .fails_with("does not exist");
     env.cedana(&["dump", "runc", "nope", "--root", root_s, "--no-server"])
         .fails_with("does not exist");

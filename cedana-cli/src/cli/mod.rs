@@ -15,7 +15,7 @@ pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
 pub use misc::{CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
     CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd, RestoreArgs, RestoreCmd,
-    RunArgs, RunCmd,
+    RunArgs, RunCmd, RunRuncArgs,
 };
 
 /// Transparent checkpoint/restore of processes with CRIU.

@@ -12,6 +12,31 @@ use super::parse_key_value;
 pub enum RunCmd {
     /// Start a program as a job.
     Process(RunArgs),
+    /// Run a runc container as a job (`runc run --detach`; output to the job log).
+    Runc(RunRuncArgs),
+}
+
+/// `cedana run runc`.
+#[derive(Debug, Args)]
+pub struct RunRuncArgs {
+    /// Bundle directory (config.json with process.terminal false, rootfs).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Container id.
+    #[arg(long)]
+    pub id: String,
+    /// Runtime state root (runc --root; default: the runtime's).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Job id (default: generated).
+    #[arg(long)]
+    pub jid: Option<String>,
+    /// Log file for the container's stdout and stderr (default: jobs.log_dir/JID.log).
+    #[arg(long, value_name = "LOG")]
+    pub out: Option<PathBuf>,
+    /// Follow the output until the job halts.
+    #[arg(long)]
+    pub attach: bool,
 }
 
 /// `cedana run process`.
@@ -44,6 +69,17 @@ pub enum ManageCmd {
     Process {
         /// The process.
         pid: i32,
+        /// Job id (default: generated).
+        #[arg(long)]
+        jid: Option<String>,
+    },
+    /// Adopt a running runc container as a job (its init PID from `runc state`).
+    Runc {
+        /// Container id.
+        id: String,
+        /// Runtime state root (runc --root; default: the runtime's).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
         /// Job id (default: generated).
         #[arg(long)]
         jid: Option<String>,
@@ -213,6 +249,9 @@ pub enum QueryCmd {
         /// Runtime state root (runc --root; default: the runtime's).
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+        /// Ask the runtime in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
     },
 }
 

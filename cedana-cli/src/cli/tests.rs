@@ -56,6 +56,8 @@ fn subcommand_names() {
     assert_eq!(names(sub(&cli, "dump")), ["job", "process", "runc"]);
     assert_eq!(names(sub(&cli, "restore")), ["job", "process", "runc"]);
     assert_eq!(names(sub(&cli, "query")), ["runc"]);
+    assert_eq!(names(sub(&cli, "run")), ["process", "runc"]);
+    assert_eq!(names(sub(&cli, "manage")), ["process", "runc"]);
     assert_eq!(names(sub(&cli, "freeze")), ["job", "process"]);
     assert_eq!(
         names(sub(&cli, "job")),
@@ -124,6 +126,24 @@ fn run_flags_and_trailing_command() {
     assert_eq!(req.cwd.as_deref(), Some("/srv"));
     assert_eq!(req.log_path.as_deref(), Some("/tmp/l"));
     assert_eq!(req.env[0].key, "A");
+}
+
+#[test]
+fn run_runc_flags() {
+    let cli = parse(&[
+        "run", "runc", "--bundle", "/b", "--id", "c1", "--root", "/r", "--jid", "j", "--out", "/l",
+    ]);
+    let Command::Run(RunCmd::Runc(args)) = cli.command else {
+        panic!()
+    };
+    let req = crate::commands::run::run_runc_request(&args);
+    let r = req.runc.expect("runc");
+    let c = r.container.expect("container");
+    assert_eq!((c.id.as_str(), c.root.as_deref()), ("c1", Some("/r")));
+    assert_eq!(r.bundle, "/b");
+    assert_eq!(req.jid.as_deref(), Some("j"));
+    assert_eq!(req.log_path.as_deref(), Some("/l"));
+    assert!(Cli::try_parse_from(["cedana", "run", "runc", "--id", "c1"]).is_err());
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub fn job_json(j: &proto::Job) -> serde_json::Value {
         "jid": j.jid, "pid": j.pid, "kind": j.kind, "state": j.state,
         "exit_code": j.exit_code, "command": j.command, "log_path": j.log_path,
         "checkpoints": j.checkpoints, "created_at": j.created_at, "updated_at": j.updated_at,
+        "container_id": j.container_id, "runc_root": j.runc_root, "bundle": j.bundle,
     })
 }
 

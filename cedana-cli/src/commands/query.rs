@@ -1,26 +1,51 @@
 //! `cedana query runc [ID] [--root R]`: the runtime's containers with status and PID,
-//! read from the runtime itself (`runc list` / `runc state`), in-process.
+//! read from the runtime itself (`runc list` / `runc state`), by the daemon or, with
+//! `--no-server`, in-process.
 
 use cedana_runtime::plugins::runc::runtime::Runtime;
 use cedana_runtime::plugins::runc::RuncTarget;
 
 use super::{absolute, Ctx};
 use crate::cli::QueryCmd;
+use crate::client::status_error;
+use crate::daemon::convert;
 use crate::output::{print_json, Table};
+use crate::proto;
 
 /// Runs `query`.
 pub async fn run(ctx: &Ctx, cmd: QueryCmd) -> anyhow::Result<i32> {
-    let QueryCmd::Runc { id, root } = cmd;
-    let target = RuncTarget::new(id.clone().unwrap_or_default(), root.map(|r| absolute(&r)));
-    let binary = ctx.config.runc.binary_path.clone();
-    let containers = tokio::task::spawn_blocking(move || {
-        let rt = Runtime::new(&target, &binary)?;
-        match id {
-            Some(id) => rt.state(&id).map(|s| vec![s]),
-            None => rt.list(),
-        }
-    })
-    .await??;
+    let QueryCmd::Runc {
+        id,
+        root,
+        no_server,
+    } = cmd;
+    let root = root.map(|r| absolute(&r));
+    let containers = if no_server {
+        let target = RuncTarget::new(id.clone().unwrap_or_default(), root);
+        let binary = ctx.config.runc.binary_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let rt = Runtime::new(&target, &binary)?;
+            match id {
+                Some(id) => rt.state(&id).map(|s| vec![s]),
+                None => rt.list(),
+            }
+        })
+        .await??
+        .iter()
+        .map(convert::container_state)
+        .collect()
+    } else {
+        let mut client = ctx.client().await?;
+        client
+            .query_runc(proto::RuncContainer {
+                id: id.unwrap_or_default(),
+                root: root.map(|r| r.display().to_string()),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .containers
+    };
     if ctx.json {
         let rows: Vec<_> = containers
             .iter()

@@ -1,7 +1,8 @@
-//! `cedana run process` (alias `cedana exec`): start a program as a daemon job.
+//! `cedana run process` (alias `cedana exec`): start a program as a daemon job;
+//! `cedana run runc`: run a runc container as a daemon job.
 
 use super::{absolute, jobs, Ctx};
-use crate::cli::{RunArgs, RunCmd};
+use crate::cli::{RunArgs, RunCmd, RunRuncArgs};
 use crate::client::status_error;
 use crate::output::print_json;
 use crate::proto;
@@ -34,21 +35,43 @@ pub fn run_request(args: &RunArgs) -> proto::RunRequest {
             .out
             .as_deref()
             .map(|p| absolute(p).display().to_string()),
+        runc: None,
     }
 }
 
-/// Runs `run process`.
+/// The proto request for `run runc` (paths made absolute).
+pub fn run_runc_request(args: &RunRuncArgs) -> proto::RunRequest {
+    proto::RunRequest {
+        jid: args.jid.clone(),
+        log_path: args
+            .out
+            .as_deref()
+            .map(|p| absolute(p).display().to_string()),
+        runc: Some(proto::RuncRun {
+            container: Some(proto::RuncContainer {
+                id: args.id.clone(),
+                root: args
+                    .root
+                    .as_deref()
+                    .map(|r| absolute(r).display().to_string()),
+            }),
+            bundle: absolute(&args.bundle).display().to_string(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Runs `run process|runc`.
 pub async fn run(ctx: &Ctx, cmd: RunCmd) -> anyhow::Result<i32> {
-    let RunCmd::Process(args) = cmd;
+    let (req, attach) = match &cmd {
+        RunCmd::Process(args) => (run_request(args), args.attach),
+        RunCmd::Runc(args) => (run_runc_request(args), args.attach),
+    };
     let mut client = ctx.client().await?;
-    let job = client
-        .run(run_request(&args))
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let job = client.run(req).await.map_err(status_error)?.into_inner();
     if ctx.json {
         print_json(&jobs::job_json(&job));
-    } else if args.attach {
+    } else if attach {
         eprintln!(
             "job {} started (PID {}), log {}",
             job.jid, job.pid, job.log_path
@@ -56,7 +79,7 @@ pub async fn run(ctx: &Ctx, cmd: RunCmd) -> anyhow::Result<i32> {
     } else {
         println!("{} (PID {})", job.jid, job.pid);
     }
-    if args.attach {
+    if attach {
         return jobs::follow(&mut client, &job.jid).await;
     }
     Ok(0)

@@ -5,13 +5,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cedana_runtime::error::EngineError;
 use cedana_runtime::image::metadata::Metadata;
+use cedana_runtime::plugins::runc::error::RuncError;
+use cedana_runtime::plugins::runc::run;
+use cedana_runtime::plugins::runc::runtime::Runtime;
+use cedana_runtime::plugins::runc::RuncStdio;
 
 use super::convert;
 use super::error::DaemonError;
 use super::jobs::{command_line, new_id, JobManager, Result};
 use super::procfs;
-use super::store::{now, CheckpointRecord, HALTED};
+use super::store::{now, CheckpointRecord, JobRecord, HALTED};
 use crate::proto;
 
 /// How long an operation that stops a job waits for its watcher to see it halt.
@@ -55,7 +60,20 @@ impl JobManager {
         let leave_running = req
             .leave_running
             .unwrap_or(self.engine.config().checkpoint.leave_running);
-        let resp = self.engine.dump(convert::dump_request(&req, pid)).await?;
+        let resp = match job.as_ref().and_then(|j| j.container.as_ref()) {
+            // A runc job is checkpointed through the runc plugin, as its container.
+            Some(c) => {
+                let mut req = req.clone();
+                req.target = Some(proto::Target {
+                    target: Some(Target::Runc(proto::RuncContainer {
+                        id: c.id.clone(),
+                        root: c.root.clone(),
+                    })),
+                });
+                self.engine.dump(convert::dump_request(&req, 0)).await?
+            }
+            None => self.engine.dump(convert::dump_request(&req, pid)).await?,
+        };
         let record = CheckpointRecord {
             id: new_id(),
             jid: job.as_ref().map(|j| j.jid.clone()),
@@ -140,6 +158,9 @@ impl JobManager {
                 ))
             }
         };
+        if let Some(job) = job.as_ref().filter(|j| j.container.is_some()) {
+            return self.restore_runc_job(job, &req, path).await;
+        }
         let resp = self
             .engine
             .restore(convert::restore_request(&req, path.clone()))
@@ -167,6 +188,7 @@ impl JobManager {
                     "restored",
                     command,
                     recorded_log_path(&resp.metadata),
+                    None,
                 )?;
                 self.spawn_reaper(&jid, pid, generation);
                 jid
@@ -179,6 +201,88 @@ impl JobManager {
             duration_ms: resp.duration_ms,
             path: path.display().to_string(),
         })
+    }
+
+    /// Restores a runc job into its own container id and bundle: a stopped container of
+    /// that id is deleted first (a live one refused); its output goes to a new relay
+    /// into the job log. The restored init is not our child, so it is polled.
+    async fn restore_runc_job(
+        self: &Arc<Self>,
+        job: &JobRecord,
+        req: &proto::RestoreRequest,
+        path: PathBuf,
+    ) -> Result<proto::RestoreResponse> {
+        let c = job.container.clone().unwrap_or_default();
+        let container = proto::RuncContainer {
+            id: c.id.clone(),
+            root: c.root.clone(),
+        };
+        match self.runc_states(&container).await {
+            Ok(states) => {
+                let state = states.into_iter().next().unwrap_or_default();
+                if state.status != "stopped" {
+                    return Err(DaemonError::JobRunning {
+                        jid: job.jid.clone(),
+                        pid: state.pid,
+                        what: format!(
+                            "its container {} is {}; dump it first (which stops it) or kill it",
+                            c.id, state.status
+                        ),
+                    });
+                }
+                self.delete_container(&container).await?;
+            }
+            Err(DaemonError::Engine(EngineError::Runc(RuncError::NoSuchContainer { .. }))) => {}
+            Err(e) => return Err(e),
+        }
+        let stdio = if job.log_path.is_empty() {
+            // Adopted without a log: the container's output is dropped.
+            let null = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .map_err(|source| DaemonError::Io {
+                    context: "cannot open /dev/null".into(),
+                    source,
+                })?;
+            RuncStdio(Arc::new(null.into()))
+        } else {
+            run::log_relay(Path::new(&job.log_path))?
+        };
+        let mut runc_req = req.clone();
+        runc_req.runc = Some(proto::RuncRestore {
+            container: Some(container),
+            bundle: c.bundle.clone(),
+            detach: true,
+        });
+        let mut engine_req = convert::restore_request(&runc_req, path.clone());
+        if let Some(r) = engine_req.runc.as_mut() {
+            r.stdio = Some(stdio);
+        }
+        let resp = self.engine.restore(engine_req).await?;
+        let pid = resp.pid;
+        let generation = self.bump_generation(&job.jid);
+        let ticks = procfs::start_ticks(pid);
+        self.store.set_process(&job.jid, pid, ticks)?;
+        self.spawn_poller(&job.jid, pid, ticks, generation);
+        tracing::info!(jid = job.jid, pid, container = c.id, path = %path.display(), "container job restored");
+        Ok(proto::RestoreResponse {
+            pid,
+            jid: job.jid.clone(),
+            duration_ms: resp.duration_ms,
+            path: path.display().to_string(),
+        })
+    }
+
+    /// `runtime delete --force` of a container.
+    pub(super) async fn delete_container(&self, c: &proto::RuncContainer) -> Result<()> {
+        let target = convert::runc_target(c);
+        let binary = self.engine.config().runc.binary_path.clone();
+        let id = c.id.clone();
+        tokio::task::spawn_blocking(move || Runtime::new(&target, &binary)?.delete(&id, true))
+            .await
+            .map_err(|e| DaemonError::InvalidArgument(format!("runtime delete task failed: {e}")))?
+            .map_err(EngineError::from)?;
+        Ok(())
     }
 
     /// Removes a checkpoint's files and record.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use cedana_runtime::engine::{CriuFlags, DumpRequest, RestoreRequest};
 use cedana_runtime::image::metadata::CheckpointKind;
+use cedana_runtime::plugins::runc::runtime::ContainerState;
 use cedana_runtime::plugins::runc::{RuncDump, RuncRestore, RuncTarget};
 use cedana_runtime::plugins::{Health, HealthCheck};
 
@@ -95,6 +96,20 @@ pub fn job(j: &JobRecord, checkpoints: u32) -> proto::Job {
         created_at: j.created_at.clone(),
         updated_at: j.updated_at.clone(),
         checkpoints,
+        container_id: j.container.as_ref().map(|c| c.id.clone()),
+        runc_root: j.container.as_ref().and_then(|c| c.root.clone()),
+        bundle: j.container.as_ref().map(|c| c.bundle.clone()),
+    }
+}
+
+/// Runtime state -> proto.
+pub fn container_state(c: &ContainerState) -> proto::RuncContainerState {
+    proto::RuncContainerState {
+        id: c.id.clone(),
+        pid: c.pid,
+        status: c.status.clone(),
+        bundle: c.bundle.clone(),
+        created: c.created.clone(),
     }
 }
 

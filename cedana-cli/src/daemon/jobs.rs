@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use cedana_runtime::engine::{Engine, ManageRequest, RunRequest};
+use cedana_runtime::plugins::runc::runtime::Runtime;
+use cedana_runtime::plugins::runc::RuncRun;
 
 use super::convert;
 use super::error::DaemonError;
 use super::procfs;
-use super::store::{now, JobRecord, Store, FROZEN, HALTED, RUNNING};
+use super::store::{now, ContainerRef, JobRecord, Store, FROZEN, HALTED, RUNNING};
 use crate::proto;
 
 /// Longest accepted job id (it names the log file).
@@ -117,6 +119,7 @@ impl JobManager {
         kind: &str,
         command: String,
         log: String,
+        container: Option<ContainerRef>,
     ) -> Result<JobRecord> {
         let job = JobRecord {
             jid: jid.to_string(),
@@ -129,23 +132,19 @@ impl JobManager {
             start_time_ticks: procfs::start_ticks(pid),
             created_at: now(),
             updated_at: now(),
+            container,
         };
         self.store.insert_job(&job)?;
         Ok(job)
     }
 
-    /// `run`: start a program as a job; the daemon is its parent and reaps it.
-    pub async fn run(self: &Arc<Self>, req: proto::RunRequest) -> Result<JobRecord> {
-        let jid = self.fresh_jid(req.jid)?;
-        let log_path = match req.log_path.filter(|p| !p.is_empty()) {
-            Some(p) => PathBuf::from(p),
-            None => self.engine.config().jobs.log_dir.join(format!("{jid}.log")),
-        };
-        if let Some(dir) = log_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
-                context: format!("cannot create log directory {}", dir.display()),
-                source,
-            })?;
+    /// `run`: start a program as a job; the daemon is its parent and reaps it. With
+    /// `req.runc`, a container instead (see [`JobManager::run_runc`]).
+    pub async fn run(self: &Arc<Self>, mut req: proto::RunRequest) -> Result<JobRecord> {
+        let jid = self.fresh_jid(req.jid.take())?;
+        let log_path = self.log_path(&jid, req.log_path.take())?;
+        if let Some(r) = req.runc.take() {
+            return self.run_runc(jid, r, log_path).await;
         }
         let command = command_line(&req.program, &req.args);
         let resp = self
@@ -165,15 +164,72 @@ impl JobManager {
             "process",
             command,
             log_path.display().to_string(),
+            None,
         )?;
         self.spawn_reaper(&jid, resp.pid, generation);
         tracing::info!(jid, pid = resp.pid, "job started");
         Ok(job)
     }
 
-    /// `manage`: adopt a running process; it is not our child, so it is polled.
-    pub async fn manage(self: &Arc<Self>, pid: i32, jid: Option<String>) -> Result<JobRecord> {
-        let jid = self.fresh_jid(jid)?;
+    /// `run runc`: `runtime run --detach`, output to the job log through a relay. The
+    /// container's init is not our child (runc forks it and exits), so it is polled.
+    async fn run_runc(
+        self: &Arc<Self>,
+        jid: String,
+        r: proto::RuncRun,
+        log_path: PathBuf,
+    ) -> Result<JobRecord> {
+        let container = r.container.unwrap_or_default();
+        let resp = self
+            .engine
+            .run_runc(RuncRun {
+                target: convert::runc_target(&container),
+                bundle: PathBuf::from(&r.bundle),
+                log_path: log_path.clone(),
+            })
+            .await?;
+        let pid = resp.state.pid;
+        let generation = self.bump_generation(&jid);
+        let job = self.insert(
+            &jid,
+            pid,
+            "runc",
+            format!("runc container {}", container.id),
+            log_path.display().to_string(),
+            Some(ContainerRef {
+                id: container.id.clone(),
+                root: container.root.clone(),
+                bundle: r.bundle,
+            }),
+        )?;
+        self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
+        tracing::info!(jid, pid, container = container.id, "container started");
+        Ok(job)
+    }
+
+    /// The job log: the one asked for, else `jobs.log_dir/JID.log`; its dir is created.
+    fn log_path(&self, jid: &str, requested: Option<String>) -> Result<PathBuf> {
+        let log_path = match requested.filter(|p| !p.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => self.engine.config().jobs.log_dir.join(format!("{jid}.log")),
+        };
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
+                context: format!("cannot create log directory {}", dir.display()),
+                source,
+            })?;
+        }
+        Ok(log_path)
+    }
+
+    /// `manage`: adopt a running process (or, with `req.runc`, a container); it is not
+    /// our child, so it is polled.
+    pub async fn manage(self: &Arc<Self>, req: proto::ManageRequest) -> Result<JobRecord> {
+        let jid = self.fresh_jid(req.jid)?;
+        if let Some(c) = req.runc {
+            return self.manage_runc(jid, c).await;
+        }
+        let pid = req.pid;
         let info = self.engine.manage(ManageRequest { pid }).await?.info;
         let command = if info.cmdline.is_empty() {
             format!("[{}]", info.comm)
@@ -181,10 +237,65 @@ impl JobManager {
             command_line(&info.cmdline[0], &info.cmdline[1..])
         };
         let generation = self.bump_generation(&jid);
-        let job = self.insert(&jid, pid, "managed", command, String::new())?;
+        let job = self.insert(&jid, pid, "managed", command, String::new(), None)?;
         self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
         tracing::info!(jid, pid, "process adopted");
         Ok(job)
+    }
+
+    /// `manage runc`: adopt a running container; its init PID from `runtime state`.
+    async fn manage_runc(
+        self: &Arc<Self>,
+        jid: String,
+        c: proto::RuncContainer,
+    ) -> Result<JobRecord> {
+        let state = self.runc_states(&c).await?.pop().unwrap_or_default();
+        if state.status != "running" || state.pid <= 0 {
+            return Err(DaemonError::Engine(
+                cedana_runtime::plugins::runc::error::RuncError::NotRunning {
+                    id: c.id.clone(),
+                    status: state.status,
+                }
+                .into(),
+            ));
+        }
+        let generation = self.bump_generation(&jid);
+        let job = self.insert(
+            &jid,
+            state.pid,
+            "runc",
+            format!("runc container {}", c.id),
+            String::new(),
+            Some(ContainerRef {
+                id: c.id.clone(),
+                root: c.root.clone(),
+                bundle: state.bundle,
+            }),
+        )?;
+        self.spawn_poller(&jid, state.pid, job.start_time_ticks, generation);
+        tracing::info!(jid, pid = state.pid, container = c.id, "container adopted");
+        Ok(job)
+    }
+
+    /// `runtime state ID`, or `runtime list` when the id is empty.
+    pub async fn runc_states(
+        &self,
+        c: &proto::RuncContainer,
+    ) -> Result<Vec<cedana_runtime::plugins::runc::runtime::ContainerState>> {
+        let target = convert::runc_target(c);
+        let binary = self.engine.config().runc.binary_path.clone();
+        let id = c.id.clone();
+        let states = tokio::task::spawn_blocking(move || {
+            let rt = Runtime::new(&target, &binary)?;
+            if id.is_empty() {
+                rt.list()
+            } else {
+                rt.state(&id).map(|s| vec![s])
+            }
+        })
+        .await
+        .map_err(|e| DaemonError::InvalidArgument(format!("runtime query task failed: {e}")))?;
+        Ok(states.map_err(cedana_runtime::error::EngineError::from)?)
     }
 
     /// `freeze`/`unfreeze` of a process or a job.

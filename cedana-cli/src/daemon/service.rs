@@ -40,8 +40,7 @@ impl Daemon for Service {
     }
 
     async fn manage(&self, req: Request<proto::ManageRequest>) -> Rpc<proto::Job> {
-        let req = req.into_inner();
-        let job = self.jobs.manage(req.pid, req.jid).await?;
+        let job = self.jobs.manage(req.into_inner()).await?;
         ok(self.jobs.job_proto(&job)?)
     }
 
@@ -134,6 +133,16 @@ impl Daemon for Service {
     async fn delete_checkpoint(&self, req: Request<proto::CheckpointRef>) -> Rpc<Empty> {
         self.jobs.delete_checkpoint(&req.into_inner().id)?;
         ok(Empty {})
+    }
+
+    async fn query_runc(
+        &self,
+        req: Request<proto::RuncContainer>,
+    ) -> Rpc<proto::RuncContainerList> {
+        let states = self.jobs.runc_states(&req.into_inner()).await?;
+        ok(proto::RuncContainerList {
+            containers: states.iter().map(convert::container_state).collect(),
+        })
     }
 
     async fn health(&self, _req: Request<Empty>) -> Rpc<proto::HealthReport> {

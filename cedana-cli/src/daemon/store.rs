@@ -40,12 +40,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE INDEX IF NOT EXISTS checkpoints_jid ON checkpoints(jid);
 ";
 
+/// Columns added after the first schema: (name, SQL type). A database created before
+/// them gets them with ALTER TABLE on open (nullable, so old rows stay valid).
+const JOB_MIGRATIONS: &[(&str, &str)] = &[
+    ("container_id", "TEXT NULL"),
+    ("runc_root", "TEXT NULL"),
+    ("bundle", "TEXT NULL"),
+];
+
 /// A job row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     pub jid: String,
     pub pid: i32,
-    /// `process` (started by run), `managed`, or `restored`.
+    /// `process` (started by run), `managed`, `restored`, or `runc` (a container).
     pub kind: String,
     /// [`RUNNING`], [`FROZEN`] or [`HALTED`].
     pub state: String,
@@ -56,6 +64,19 @@ pub struct JobRecord {
     pub start_time_ticks: Option<u64>,
     pub created_at: String,
     pub updated_at: String,
+    /// runc jobs: the container.
+    pub container: Option<ContainerRef>,
+}
+
+/// The runc container behind a job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// Container id.
+    pub id: String,
+    /// Runtime state root (`--root`); `None`: the runtime's default.
+    pub root: Option<String>,
+    /// Bundle directory (restore reuses it).
+    pub bundle: String,
 }
 
 /// A checkpoint row.
@@ -104,6 +125,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -119,7 +141,8 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO jobs (jid, pid, kind, state, exit_code, command, log_path,
-                 start_time_ticks, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                 start_time_ticks, created_at, updated_at, container_id, runc_root, bundle)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
                 params![
                     j.jid,
                     j.pid,
@@ -130,7 +153,10 @@ impl Store {
                     j.log_path,
                     j.start_time_ticks.map(|t| t as i64),
                     j.created_at,
-                    j.updated_at
+                    j.updated_at,
+                    j.container.as_ref().map(|c| &c.id),
+                    j.container.as_ref().and_then(|c| c.root.as_ref()),
+                    j.container.as_ref().map(|c| &c.bundle),
                 ],
             )
             .map(|_| ())
@@ -267,7 +293,22 @@ impl Store {
 }
 
 const JOB_COLS: &str = "jid, pid, kind, state, exit_code, command, log_path, start_time_ticks, \
-                        created_at, updated_at";
+                        created_at, updated_at, container_id, runc_root, bundle";
+
+/// Adds the columns of [`JOB_MIGRATIONS`] a database lacks.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = {
+        let mut st = conn.prepare("PRAGMA table_info(jobs)")?;
+        let names = st.query_map([], |r| r.get::<_, String>(1))?;
+        names.collect::<rusqlite::Result<_>>()?
+    };
+    for (name, ty) in JOB_MIGRATIONS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
 const CK_COLS: &str = "id, jid, name, path, compression, size_bytes, created_at, metadata_json";
 
 fn job_row(r: &Row) -> rusqlite::Result<JobRecord> {
@@ -282,6 +323,15 @@ fn job_row(r: &Row) -> rusqlite::Result<JobRecord> {
         start_time_ticks: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
         created_at: r.get(8)?,
         updated_at: r.get(9)?,
+        container: r.get::<_, Option<String>>(10)?.map(|id| ContainerRef {
+            id,
+            root: r.get(11).ok().flatten(),
+            bundle: r
+                .get::<_, Option<String>>(12)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        }),
     })
 }
 

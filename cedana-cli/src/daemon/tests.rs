@@ -15,6 +15,7 @@ fn job(jid: &str, pid: i32, state: &str, ticks: Option<u64>) -> JobRecord {
         start_time_ticks: ticks,
         created_at: now(),
         updated_at: now(),
+        container: None,
     }
 }
 
@@ -154,4 +155,38 @@ fn exit_codes_like_a_shell() {
         exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
         Some(137)
     );
+}
+
+#[test]
+fn old_database_gains_the_container_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // The schema before runc jobs, with one row in it.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE jobs (jid TEXT PRIMARY KEY, pid INTEGER NOT NULL, kind TEXT NOT NULL,
+             state TEXT NOT NULL, exit_code INTEGER NULL, command TEXT NOT NULL,
+             log_path TEXT NOT NULL, start_time_ticks INTEGER NULL, created_at TEXT NOT NULL,
+             updated_at TEXT NOT NULL);
+             INSERT INTO jobs VALUES ('old', 7, 'process', 'halted', 0, 'true', '/l', NULL,
+             '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let old = store.get_job("old").unwrap().unwrap();
+    assert_eq!(old.container, None);
+    let mut j = job("c", 9, RUNNING, None);
+    j.kind = "runc".into();
+    j.container = Some(ContainerRef {
+        id: "ctr".into(),
+        root: Some("/run/r".into()),
+        bundle: "/b".into(),
+    });
+    store.insert_job(&j).unwrap();
+    drop(store);
+    // Opening again (columns present) changes nothing.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.get_job("c").unwrap().unwrap(), j);
 }

@@ -160,6 +160,21 @@ impl JobManager {
             signal_job(&job, Signal::SIGKILL)?;
             self.wait_halted(jid).await;
         }
+        if let Some(c) = &job.container {
+            // A stopped container is of no use but to be deleted; a live one (the job
+            // was already halted, so it runs something else) is left alone.
+            let container = crate::proto::RuncContainer {
+                id: c.id.clone(),
+                root: c.root.clone(),
+            };
+            if let Ok(states) = self.runc_states(&container).await {
+                if states.iter().all(|s| s.status == "stopped") {
+                    if let Err(e) = self.delete_container(&container).await {
+                        tracing::warn!(jid, container = c.id, "cannot delete the container: {e}");
+                    }
+                }
+            }
+        }
         self.bump_generation(jid);
         self.store.delete_job(jid)?;
         Ok(())
