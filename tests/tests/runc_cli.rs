@@ -229,7 +229,8 @@ fn query_and_bad_input() {
 
 /// A client and an echo server inside one container's network namespace, talking over
 /// loopback: checkpointed with no flags (the engine sees the connection and turns on
-/// tcp_established), restored, and still exchanging data on the same connection.
+/// tcp_established), restored (cedana-runc sets `lo` up in the new network namespace),
+/// and still exchanging data on the same connection.
 #[test]
 fn tcp_connection_inside_a_container_survives() {
     if !runc_available() {
@@ -238,10 +239,22 @@ fn tcp_connection_inside_a_container_survives() {
     let env = Env::new();
     let root = env.path("runc-root");
     let bundle = env.path("bundle");
-    let script = "nc -l -p 5000 -e cat & sleep 0.5; \
+    // The container brings its own `lo` up (CAP_NET_ADMIN); no hook in the bundle:
+    // cedana-runc sets `lo` up in the restored namespace itself.
+    let script = "ip link set lo up; nc -l -p 5000 -e cat & sleep 0.5; \
                   i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done \
                   | nc 127.0.0.1 5000 > /tmp/echo";
-    build_bundle(&bundle, &["sh", "-c", script], Net::OwnWithLoopback);
+    build_bundle(&bundle, &["sh", "-c", script], Net::Own);
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(&config).expect("spec")).expect("json");
+    for set in ["bounding", "effective", "permitted"] {
+        if let Some(caps) = spec["process"]["capabilities"][set].as_array_mut() {
+            caps.push("CAP_NET_ADMIN".into());
+        }
+    }
+    fs::write(&config, serde_json::to_vec_pretty(&spec).expect("json")).expect("spec");
+    let spec_before = fs::read(&config).expect("spec");
     let b = bundle.to_str().expect("utf8");
     let cr = Rt::cedana(&root);
     let _g = Ctr::new(&root, "tcp");
@@ -264,6 +277,11 @@ fn tcp_connection_inside_a_container_survives() {
         &bundle,
     );
     assert_eq!(code, 0, "restore with no flags: {err}");
+    assert_eq!(
+        fs::read(&config).expect("spec"),
+        spec_before,
+        "the bundle's config.json is put back after the restore"
+    );
     wait_above(&echo, last + 10);
     // The same connection: numbers go on from where they were, no restart at 1.
     let n = numbers(&echo);

@@ -15,6 +15,7 @@ use cedana_config::Config;
 
 use crate::engine::{CriuFlags, DumpRequest, Engine, RestoreRequest};
 use crate::image::metadata::CheckpointKind;
+use crate::plugins::runc::loopback;
 use crate::plugins::runc::runtime::resolve_binary;
 use crate::plugins::runc::{RuncDump, RuncRestore};
 use args::{Call, Invocation};
@@ -25,6 +26,9 @@ pub const RUNTIME_ENV: &str = "CEDANA_RUNTIME_BINARY";
 /// Runs the wrapper on `args` (without argv\[0\]); returns the exit code (pass-through
 /// does not return on success).
 pub fn main(args: Vec<OsString>) -> i32 {
+    if args.first().and_then(|a| a.to_str()) == Some(loopback::HOOK_ARG) {
+        return loopback::hook_main();
+    }
     let env_binary = std::env::var_os(RUNTIME_ENV).filter(|v| !v.is_empty());
     let invocation = args::parse(&args);
     // Pass-through needs no config when the runtime comes from the environment.

@@ -42,14 +42,12 @@ pub fn runc_bin() -> PathBuf {
 pub enum Net {
     /// runc spec's default: its own, empty network namespace.
     Own,
-    /// Own namespace, its `lo` brought up by a prestart hook (on run and on restore).
-    OwnWithLoopback,
 }
 
 /// Builds `dir/rootfs` (busybox-static, every applet a symlink) and `dir/config.json`
 /// from `runc spec`, with no terminal, a writable root, no rlimits (they must not exceed
 /// this host's hard limits) and `args` as the process.
-pub fn build_bundle(dir: &Path, args: &[&str], net: Net) {
+pub fn build_bundle(dir: &Path, args: &[&str], _net: Net) {
     let rootfs = dir.join("rootfs");
     for d in ["bin", "proc", "dev", "sys", "tmp", "data"] {
         fs::create_dir_all(rootfs.join(d)).expect("mkdir rootfs");
@@ -79,16 +77,6 @@ pub fn build_bundle(dir: &Path, args: &[&str], net: Net) {
     spec["root"]["readonly"] = false.into();
     if let Some(p) = spec["process"].as_object_mut() {
         p.remove("rlimits");
-    }
-    if net == Net::OwnWithLoopback {
-        // runc leaves network setup to hooks (it restores with an empty netns), so a
-        // prestart hook, which runc also runs on restore before CRIU restores the
-        // sockets, brings the container's `lo` up.
-        let hook = "read -r s; pid=$(echo \"$s\" | sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); \
-                    exec nsenter -t \"$pid\" -n ip link set lo up";
-        spec["hooks"] = serde_json::json!({
-            "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]
-        });
     }
     fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write spec");
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod inspect;
 pub mod layout;
+pub mod loopback;
 pub mod restore;
 pub mod rootfs_diff;
 pub mod run;
@@ -58,7 +59,7 @@ impl Plugin for RuncPlugin {
             ),
             f(
                 "restore middleware",
-                "validate_runc_restore (id free, bundle present)",
+                "validate_runc_restore (id free, bundle present), ensure_loopback (inet sockets in a new netns: a prestart hook sets lo up before CRIU restores them)",
             ),
             f(
                 "restore handler",
@@ -89,10 +90,13 @@ impl Plugin for RuncPlugin {
     ) -> Chain<RestoreCtx, RestoreResponse> {
         // The container gets its own PID namespace: host PIDs of the checkpoint do not
         // need to be free.
-        chain.without("wait_for_free_pids").insert_before(
-            "prepare_restore_storage",
-            [restore::validate_runc_restore()],
-        )
+        chain
+            .without("wait_for_free_pids")
+            .insert_before(
+                "prepare_restore_storage",
+                [restore::validate_runc_restore()],
+            )
+            .insert_before("check_criu_opts_for_restore", [loopback::ensure_loopback()])
     }
 
     fn dump_handler(&self) -> Option<Handler<DumpCtx, DumpResponse>> {
@@ -129,6 +133,9 @@ mod tests {
         let names = r.names();
         assert_eq!(names.last(), Some(&"runc_restore"));
         assert!(!names.contains(&"wait_for_free_pids"));
+        let at = |n: &str| names.iter().position(|x| *x == n).expect(n);
+        assert!(at("apply_recorded_options") < at("ensure_loopback"));
+        assert!(at("ensure_loopback") < at("runc_restore"));
         // The process chains are untouched.
         let p = reg.extend_dump(dump::chain());
         assert_eq!(p.names().last(), Some(&"criu_dump"));
