@@ -77,7 +77,9 @@ impl Criu {
         let (status, stderr) = swrk.finish()?;
         let resp = match resp {
             Ok(Some(resp)) => Ok(resp),
-            Ok(None) => Err(NoResponse::Exited(format!(
+            // Whether CRIU died before or after reading the request is a race; both mean
+            // it exited without answering.
+            Ok(None) | Err(Exchange::HungUp) => Err(NoResponse::Exited(format!(
                 "criu swrk exited ({status}) without a response{}",
                 stderr_suffix(&stderr)
             ))),
@@ -127,6 +129,8 @@ impl NoResponse {
 enum Exchange {
     Io(CriuError),
     Garbled(String),
+    /// CRIU closed its end before taking the request: it exited; its log says why.
+    HungUp,
 }
 
 /// Descriptors for a dump/restore request, held open until the response arrives.
@@ -276,11 +280,7 @@ impl Swrk {
                     )))
                 }
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => {
-                    return Err(Exchange::Garbled(
-                        "criu swrk hung up before the request".into(),
-                    ))
-                }
+                Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => return Err(Exchange::HungUp),
                 Err(e) => return Err(Exchange::Io(CriuError::io("send to criu swrk", e.into()))),
             }
         }
