@@ -317,7 +317,11 @@ fn containerd_checkpoint_and_restore_counter_continues() {
     // refuses a checkpoint whose spec blob is already in its content store ("content ...
     // already exists"), for runc.v2 too, so one container is checkpointed once.
     let counter = |name: &str| {
-        format!("i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done; : {name}")
+        // Written beside and renamed: a reader never sees the file truncated.
+        format!(
+            "i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; \
+             sleep 0.1; done; : {name}"
+        )
     };
     ok(
         &c,
