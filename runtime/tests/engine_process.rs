@@ -1,68 +1,19 @@
 //! The engine against real CRIU: dump and restore a counting shell process through the
 //! whole chain. Needs root and CRIU (`make deps`); skipped without root.
 
-use std::fs::File;
-use std::os::unix::process::CommandExt;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use cedana_config::Config;
 use cedana_runtime::engine::{DumpRequest, Engine, RestoreRequest};
 use cedana_runtime::error::EngineError;
-
-fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("skipping: needs root and CRIU");
-    false
-}
-
-fn last(log: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.strip_suffix('\n')?.lines().last()?.parse().ok()
-}
-
-fn wait_above(log: &Path, v: u64) -> u64 {
-    let start = Instant::now();
-    loop {
-        if let Some(n) = last(log).filter(|n| *n > v) {
-            return n;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "counter stuck at {:?}",
-            last(log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{last, root, start_counter, wait_above};
 
 fn engine(dir: &Path) -> Engine {
     let mut config = Config::default();
     config.checkpoint.dir = dir.join("ck");
     Engine::new(config)
-}
-
-fn start_counter(log: &Path) -> std::process::Child {
-    let out = File::create(log).expect("log");
-    let mut cmd = Command::new("sh");
-    cmd.args([
-        "-c",
-        "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done",
-    ])
-    .stdin(Stdio::null())
-    .stdout(out)
-    .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    cmd.spawn().expect("spawn counter")
 }
 
 #[tokio::test]
@@ -72,7 +23,7 @@ async fn counter_survives_dump_and_restore_through_the_chain() {
     }
     let tmp = tempfile::tempdir().expect("tmp");
     let log = tmp.path().join("count.log");
-    let mut child = start_counter(&log);
+    let mut child = start_counter(&log, "0.1");
     let before = wait_above(&log, 3);
     let engine = engine(tmp.path());
     let dumped = engine
@@ -127,7 +78,7 @@ async fn dump_into_existing_target_is_refused_and_process_keeps_running() {
     }
     let tmp = tempfile::tempdir().expect("tmp");
     let log = tmp.path().join("count.log");
-    let mut child = start_counter(&log);
+    let mut child = start_counter(&log, "0.1");
     wait_above(&log, 1);
     let engine = engine(tmp.path());
     std::fs::create_dir_all(tmp.path().join("ck")).expect("mkdir");

@@ -2,34 +2,14 @@
 //! process dumped into 4 compressed shards restores and keeps counting; a damaged
 //! shard is refused. Needs root and CRIU; skipped without root.
 
-use std::fs::File;
-use std::os::unix::process::CommandExt;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cedana_runtime::criu::{Criu, CriuOpts};
 use cedana_runtime::streamer::{self, Codec, StreamIndex};
-
-fn last(log: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.strip_suffix('\n')?.lines().last()?.parse().ok()
-}
-
-fn wait_above(log: &Path, v: u64) -> u64 {
-    let start = Instant::now();
-    loop {
-        if let Some(n) = last(log).filter(|n| *n > v) {
-            return n;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "counter stuck at {:?}",
-            last(log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{last, root, start_counter, wait_above};
 
 fn wait_session_gone(sid: i32) {
     let start = Instant::now();
@@ -56,8 +36,7 @@ fn wait_session_gone(sid: i32) {
 
 #[test]
 fn streamed_dump_restores_and_keeps_counting() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root and CRIU");
+    if !root() {
         return;
     }
     let criu = Criu::locate(Path::new("criu")).expect("criu installed (make deps)");
@@ -67,23 +46,7 @@ fn streamed_dump_restores_and_keeps_counting() {
         std::fs::create_dir_all(&images).expect("mkdir");
         std::fs::create_dir_all(&work).expect("mkdir");
         let log = tmp.path().join("count.log");
-        let out = File::create(&log).expect("log");
-        let mut cmd = Command::new("sh");
-        cmd.args([
-            "-c",
-            "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn");
+        let mut child = start_counter(&log, "0.05");
         wait_above(&log, 3);
         let stats = streamer::dump(
             &criu,

@@ -253,13 +253,20 @@ const LEAK_LOOP: usize = 100;
 #[test]
 fn containerd_many_containers_leave_nothing_behind() {
     let Some(c) = setup() else { return };
-    let fifo_dir = std::path::Path::new("/run/containerd/fifo");
+    // A private FIFO dir: ctr's default (/run/containerd/fifo) is shared with anything
+    // else on the host that runs ctr.
+    let fifo_dir = c.dir.path().join("fifo");
+    std::fs::create_dir_all(&fifo_dir).expect("fifo dir");
+    let fifo_arg = fifo_dir.display().to_string();
+    let fifo_dir = fifo_dir.as_path();
     let fifos_before = count_entries(fifo_dir);
     for i in 0..LEAK_LOOP {
         let id = format!("leak-{i}");
         let r = c.ctr(&[
             "run",
             "--rm",
+            "--fifo-dir",
+            &fifo_arg,
             "--runtime",
             CEDANA,
             IMAGE,

@@ -7,6 +7,7 @@ use crate::chain::Adapter;
 use crate::engine::{DumpCtx, DumpRequest, DumpResponse, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
+use crate::image::layout;
 use crate::process::inspect;
 use crate::streamer::Codec;
 
@@ -127,18 +128,8 @@ fn default_name(pid: i32) -> String {
     let comm = inspect::read_info(pid)
         .map(|i| i.comm)
         .unwrap_or_else(|_| "process".into());
-    let comm: String = comm
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let comm = comm.trim_start_matches(['.', '_']);
-    let comm = if comm.is_empty() { "process" } else { comm };
+    let comm = layout::name_part(&comm, "process");
+
     format!(
         "{comm}-{pid}-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")

@@ -43,6 +43,28 @@ pub fn validate_name(name: &str) -> Result<(), ImageError> {
     }
 }
 
+/// Turns anything (a process or container name) into a safe checkpoint-name part:
+/// characters other than ASCII letters, digits, `-` and `_` become `_`, leading dots and
+/// underscores go, and an empty result becomes `fallback`.
+pub fn name_part(raw: &str, fallback: &str) -> String {
+    let s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches(['.', '_']);
+    if s.is_empty() {
+        fallback.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
 /// Whether `p` is a checkpoint directory (a directory holding metadata.json).
 pub fn is_checkpoint_dir(p: &Path) -> bool {
     p.is_dir() && p.join(METADATA_FILE).is_file()

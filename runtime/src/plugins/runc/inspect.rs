@@ -9,6 +9,7 @@ use crate::adapters::choose;
 use crate::chain::Adapter;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
+use crate::image::layout;
 use crate::image::metadata::{ContainerLayout, ContainerMeta};
 use crate::process::state::{ProcessState, SocketKind};
 
@@ -92,22 +93,7 @@ fn rootfs_of(bundle: &str, rootfs: &str) -> PathBuf {
 }
 
 fn sanitize(id: &str) -> String {
-    let s: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let s = s.trim_start_matches(['.', '_']).to_string();
-    if s.is_empty() {
-        "container".into()
-    } else {
-        s
-    }
+    layout::name_part(id, "container")
 }
 
 /// Whether the tree holds unix sockets other than listeners, whose peers may be outside
