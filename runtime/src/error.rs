@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::criu::error::CriuError;
 use crate::image::error::ImageError;
+use crate::plugins::containerd::error::ContainerdError;
 use crate::plugins::runc::error::RuncError;
 use crate::streamer::StreamError;
 
@@ -128,6 +129,9 @@ pub enum EngineError {
     /// A runc container problem.
     #[error(transparent)]
     Runc(#[from] RuncError),
+    /// A containerd container problem.
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
     /// A streamed dump or restore failed.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -157,6 +161,7 @@ impl EngineError {
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Image(e) => e.kind(),
             Self::Runc(e) => e.kind(),
+            Self::Containerd(e) => e.kind(),
             Self::Criu(e) => match e {
                 CriuError::NotFound { .. } | CriuError::TooOld { .. } => {
                     ErrorKind::FailedPrecondition

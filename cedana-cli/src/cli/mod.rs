@@ -14,8 +14,8 @@ use clap::{Parser, Subcommand};
 pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
 pub use misc::{CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
-    CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd, RestoreArgs, RestoreCmd,
-    RunArgs, RunCmd, RunRuncArgs,
+    ContainerdArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd, RestoreArgs,
+    RestoreCmd, RunArgs, RunCmd, RunRuncArgs,
 };
 
 /// Transparent checkpoint/restore of processes with CRIU.

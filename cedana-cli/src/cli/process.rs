@@ -170,6 +170,38 @@ pub enum DumpCmd {
         #[arg(long)]
         no_server: bool,
     },
+    /// Checkpoint a container run by containerd (runc-based runtime) into one portable
+    /// checkpoint that restores into a new container.
+    Containerd {
+        /// Container id.
+        id: String,
+        /// containerd options.
+        #[command(flatten)]
+        containerd: ContainerdArgs,
+        /// Dump options.
+        #[command(flatten)]
+        args: DumpArgs,
+        /// Run the engine in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
+    },
+}
+
+/// Where a containerd container is.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ContainerdArgs {
+    /// containerd's socket (`--address` is the daemon's; the env var is ctr's).
+    #[arg(
+        id = "containerd_address",
+        long = "containerd-address",
+        value_name = "SOCKET",
+        env = "CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub address: String,
+    /// containerd namespace.
+    #[arg(long, env = "CONTAINERD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
 }
 
 /// Options of every restore.
@@ -230,6 +262,28 @@ pub enum RestoreCmd {
         /// Runtime state root (runc --root; default: the runtime's).
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+        /// Restore options.
+        #[command(flatten)]
+        args: RestoreArgs,
+        /// Run the engine in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
+    },
+    /// Restore a containerd checkpoint (`cedana dump containerd`) into a new container
+    /// that containerd manages (runtime io.containerd.runc.*).
+    Containerd {
+        /// Checkpoint archive or directory.
+        #[arg(long)]
+        path: PathBuf,
+        /// Id of the new container.
+        #[arg(long)]
+        id: String,
+        /// Image to create it from (default: the one recorded at dump).
+        #[arg(long, value_name = "REF")]
+        image: Option<String>,
+        /// containerd options.
+        #[command(flatten)]
+        containerd: ContainerdArgs,
         /// Restore options.
         #[command(flatten)]
         args: RestoreArgs,

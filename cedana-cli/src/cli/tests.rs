@@ -53,8 +53,14 @@ fn subcommand_names() {
         ]
     );
     assert_eq!(names(sub(&cli, "daemon")), ["check", "start"]);
-    assert_eq!(names(sub(&cli, "dump")), ["job", "process", "runc"]);
-    assert_eq!(names(sub(&cli, "restore")), ["job", "process", "runc"]);
+    assert_eq!(
+        names(sub(&cli, "dump")),
+        ["containerd", "job", "process", "runc"]
+    );
+    assert_eq!(
+        names(sub(&cli, "restore")),
+        ["containerd", "job", "process", "runc"]
+    );
     assert_eq!(names(sub(&cli, "query")), ["runc"]);
     assert_eq!(names(sub(&cli, "run")), ["process", "runc"]);
     assert_eq!(names(sub(&cli, "manage")), ["process", "runc"]);
@@ -301,4 +307,75 @@ fn runc_flags_reach_the_engine() {
     };
     assert!(detach);
     assert_eq!((bundle, id.as_str()), ("/b".into(), "c2"));
+}
+
+#[test]
+fn containerd_flags_reach_the_engine() {
+    // The daemon's --address and containerd's --containerd-address side by side.
+    let Cli {
+        command: Command::Dump(DumpCmd::Containerd { id, containerd, .. }),
+        global,
+    } = parse(&[
+        "dump",
+        "containerd",
+        "c1",
+        "--address",
+        "/d.sock",
+        "--containerd-address",
+        "/c.sock",
+        "--namespace",
+        "ns",
+    ])
+    else {
+        panic!("not dump containerd");
+    };
+    assert_eq!(global.address, Some("/d.sock".into()));
+    let req = dump::dump_request(
+        Target::Containerd(crate::proto::ContainerdContainer {
+            id,
+            address: Some(containerd.address),
+            namespace: Some(containerd.namespace),
+        }),
+        &DumpArgs::default(),
+    );
+    let e = convert::dump_request(&req, 0);
+    assert_eq!(
+        e.kind,
+        cedana_runtime::image::metadata::CheckpointKind::Containerd
+    );
+    let t = e.containerd.expect("containerd target");
+    assert_eq!(
+        (t.id.as_str(), t.address.as_str(), t.namespace.as_str()),
+        ("c1", "/c.sock", "ns")
+    );
+
+    let Cli {
+        command:
+            Command::Restore(RestoreCmd::Containerd {
+                id,
+                image,
+                containerd,
+                ..
+            }),
+        ..
+    } = parse(&[
+        "restore",
+        "containerd",
+        "--path",
+        "/ck",
+        "--id",
+        "c2",
+        "--image",
+        "busybox:1",
+    ])
+    else {
+        panic!("not restore containerd");
+    };
+    assert_eq!((id.as_str(), image.as_deref()), ("c2", Some("busybox:1")));
+    if std::env::var_os("CONTAINERD_ADDRESS").is_none()
+        && std::env::var_os("CONTAINERD_NAMESPACE").is_none()
+    {
+        assert_eq!(containerd.address, "/run/containerd/containerd.sock");
+        assert_eq!(containerd.namespace, "default");
+    }
 }

@@ -66,6 +66,22 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             ),
             *no_server,
         ),
+        DumpCmd::Containerd {
+            id,
+            containerd,
+            args,
+            no_server,
+        } => (
+            dump_request(
+                Target::Containerd(proto::ContainerdContainer {
+                    id: id.clone(),
+                    address: Some(containerd.address.clone()),
+                    namespace: Some(containerd.namespace.clone()),
+                }),
+                args,
+            ),
+            *no_server,
+        ),
     };
     let resp = if no_server {
         // A runc container's PID is found by the engine's runc plugin.

@@ -31,6 +31,7 @@ pub fn restore_request(
             .as_deref()
             .map(|p| absolute(p).display().to_string()),
         runc: None,
+        containerd: None,
     }
 }
 
@@ -64,6 +65,25 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
                 }),
                 bundle: absolute(bundle).display().to_string(),
                 detach: *detach,
+            });
+            (req, args, *no_server)
+        }
+        RestoreCmd::Containerd {
+            path,
+            id,
+            image,
+            containerd,
+            args,
+            no_server,
+        } => {
+            let mut req = restore_request(None, Some(path), args);
+            req.containerd = Some(proto::ContainerdRestore {
+                container: Some(proto::ContainerdContainer {
+                    id: id.clone(),
+                    address: Some(containerd.address.clone()),
+                    namespace: Some(containerd.namespace.clone()),
+                }),
+                image: image.clone(),
             });
             (req, args, *no_server)
         }
@@ -108,7 +128,7 @@ async fn restore_here(ctx: &Ctx, req: &proto::RestoreRequest, attach: bool) -> a
     } else {
         println!("{} ({} ms)", resp.pid, resp.duration_ms);
     }
-    if !attach || req.runc.is_some() {
+    if !attach || req.runc.is_some() || req.containerd.is_some() {
         return Ok(0);
     }
     let pid = resp.pid;

@@ -40,7 +40,7 @@ impl JobManager {
         let (pid, job) = match req.target.as_ref().and_then(|t| t.target.clone()) {
             Some(Target::Pid(pid)) => (pid, None),
             // The runc plugin resolves the container's init PID itself.
-            Some(Target::Runc(_)) => (0, None),
+            Some(Target::Runc(_) | Target::Containerd(_)) => (0, None),
             Some(Target::Jid(jid)) => {
                 let job = self.job(&jid)?;
                 if job.state == HALTED {
@@ -110,6 +110,22 @@ impl JobManager {
         self: &Arc<Self>,
         mut req: proto::RestoreRequest,
     ) -> Result<proto::RestoreResponse> {
+        if req.containerd.is_some() {
+            let path = req.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
+                DaemonError::InvalidArgument("restore containerd needs a checkpoint --path".into())
+            })?;
+            let resp = self
+                .engine
+                .restore(convert::restore_request(&req, PathBuf::from(&path)))
+                .await?;
+            tracing::info!(pid = resp.pid, path, "containerd container restored");
+            return Ok(proto::RestoreResponse {
+                pid: resp.pid,
+                jid: String::new(),
+                duration_ms: resp.duration_ms,
+                path,
+            });
+        }
         if let Some(r) = req.runc.as_mut() {
             // The daemon cannot wait in the foreground for a container to exit.
             r.detach = true;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use cedana_runtime::engine::{CriuFlags, DumpRequest, RestoreRequest};
 use cedana_runtime::image::metadata::CheckpointKind;
+use cedana_runtime::plugins::containerd::{ContainerdRestore, ContainerdTarget};
 use cedana_runtime::plugins::runc::runtime::ContainerState;
 use cedana_runtime::plugins::runc::{RuncDump, RuncRestore, RuncTarget};
 use cedana_runtime::plugins::{Health, HealthCheck};
@@ -30,9 +31,23 @@ pub fn runc_target(c: &proto::RuncContainer) -> RuncTarget {
     RuncTarget::new(c.id.clone(), c.root.as_ref().map(PathBuf::from))
 }
 
-/// Proto dump request -> engine dump request for `pid` (for a runc container target, the
+/// Proto containerd container -> engine target (defaults for address and namespace).
+pub fn containerd_target(c: &proto::ContainerdContainer) -> ContainerdTarget {
+    ContainerdTarget::new(c.id.clone(), c.address.clone(), c.namespace.clone())
+}
+
+/// Proto dump request -> engine dump request for `pid` (for a container target, the
 /// plugin finds the PID).
 pub fn dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
+    if let Some(proto::target::Target::Containerd(c)) =
+        req.target.as_ref().and_then(|t| t.target.as_ref())
+    {
+        return DumpRequest {
+            kind: CheckpointKind::Containerd,
+            containerd: Some(containerd_target(c)),
+            ..process_dump_request(req, 0)
+        };
+    }
     if let Some(proto::target::Target::Runc(c)) =
         req.target.as_ref().and_then(|t| t.target.as_ref())
     {
@@ -79,6 +94,14 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
             detach: r.detach,
             pid_file: req.pid_file.as_ref().map(PathBuf::from),
             ..Default::default()
+        }),
+        containerd: req.containerd.as_ref().map(|r| ContainerdRestore {
+            target: r
+                .container
+                .as_ref()
+                .map(containerd_target)
+                .unwrap_or_else(|| ContainerdTarget::new("", None, None)),
+            image: r.image.clone(),
         }),
     }
 }

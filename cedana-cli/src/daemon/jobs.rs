@@ -322,7 +322,7 @@ impl JobManager {
                 let state = if freeze { FROZEN } else { RUNNING };
                 Ok(self.store.set_state(&jid, state, None)?)
             }
-            Some(Target::Runc(_)) => Err(DaemonError::InvalidArgument(
+            Some(Target::Runc(_) | Target::Containerd(_)) => Err(DaemonError::InvalidArgument(
                 "freeze a runc container with `runc pause` (or `cedana-runc pause`)".into(),
             )),
             None => Err(DaemonError::InvalidArgument(

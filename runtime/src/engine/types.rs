@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image::compression::Compression;
 use crate::image::metadata::{CheckpointKind, Metadata};
+use crate::plugins::containerd::{ContainerdRestore, ContainerdTarget};
 use crate::plugins::runc::{RuncDump, RuncRestore};
 use crate::process::state::ProcessInfo;
 
@@ -52,6 +53,8 @@ pub struct DumpRequest {
     /// The container, for `kind == Runc` (the runc plugin's handler runs the runtime's
     /// own `checkpoint`).
     pub runc: Option<RuncDump>,
+    /// The container, for `kind == Containerd` (resolved to the runc container under it).
+    pub containerd: Option<ContainerdTarget>,
     /// Stream the images through N compressed shards (`criu --stream`) instead of
     /// writing them out and packing them; the checkpoint is then a directory.
     pub streams: Option<u32>,
@@ -86,12 +89,16 @@ pub struct RestoreRequest {
     /// Restore into this runc container (the runc plugin's handler runs the runtime's own
     /// `restore`); `None` restores a plain process tree.
     pub runc: Option<RuncRestore>,
+    /// Restore into a new containerd container.
+    pub containerd: Option<ContainerdRestore>,
 }
 
 impl RestoreRequest {
     /// What is being restored, which picks the chain.
     pub fn kind(&self) -> CheckpointKind {
-        if self.runc.is_some() {
+        if self.containerd.is_some() {
+            CheckpointKind::Containerd
+        } else if self.runc.is_some() {
             CheckpointKind::Runc
         } else {
             CheckpointKind::Process

@@ -87,6 +87,29 @@ pub struct Metadata {
     /// The container, for container checkpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerMeta>,
+    /// containerd's record of the container, for containerd checkpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containerd: Option<ContainerdMeta>,
+}
+
+/// What a containerd checkpoint records, so restore can create the new container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerdMeta {
+    /// Namespace at dump time.
+    pub namespace: String,
+    /// Container id at dump time.
+    pub id: String,
+    /// Image reference the container was created from.
+    pub image: String,
+    /// Runtime name (e.g. `io.containerd.runc.v2`).
+    pub runtime: String,
+    /// Type URL of the runtime options.
+    pub runtime_options_type: String,
+    /// The runtime options, protobuf encoded, base64 (as `ctr containers info` shows them).
+    pub runtime_options: String,
+    /// Snapshotter of the rootfs.
+    pub snapshotter: String,
 }
 
 /// Layout of a container checkpoint.

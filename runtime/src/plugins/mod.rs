@@ -2,6 +2,7 @@
 //! to the chains and health checks that say exactly what is missing on this host.
 //! `cedana features` prints what each provides.
 
+pub mod containerd;
 pub mod process;
 pub mod runc;
 
@@ -102,7 +103,11 @@ impl PluginRegistry {
     /// The built-in plugins.
     pub fn builtin() -> Self {
         Self {
-            plugins: vec![Box::new(process::ProcessPlugin), Box::new(runc::RuncPlugin)],
+            plugins: vec![
+                Box::new(process::ProcessPlugin),
+                Box::new(runc::RuncPlugin),
+                Box::new(containerd::ContainerdPlugin),
+            ],
         }
     }
 

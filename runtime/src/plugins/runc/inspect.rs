@@ -48,7 +48,10 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
                 .into());
             }
             ctx.req.pid = state.pid;
-            ctx.req.kind = crate::image::metadata::CheckpointKind::Runc;
+            // A containerd dump keeps its kind.
+            if ctx.req.kind != crate::image::metadata::CheckpointKind::Containerd {
+                ctx.req.kind = crate::image::metadata::CheckpointKind::Runc;
+            }
             if ctx.req.name.is_none() {
                 ctx.req.name = Some(format!(
                     "{}-{}",

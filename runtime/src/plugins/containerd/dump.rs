@@ -1,0 +1,102 @@
+//! Dump middleware: turn a containerd container (namespace, id) into the runc container
+//! under it (the runc root of its shim, the same id), so the runc plugin's portable dump
+//! does the rest; record what restore needs to create the new container.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+use super::ctr;
+use super::error::ContainerdError;
+use super::grpc::{base64_decode, RuncOptions, RUNC_OPTIONS_TYPE_URL};
+use crate::chain::Adapter;
+use crate::engine::{blocking, DumpCtx, DumpResponse};
+use crate::error::EngineError;
+use crate::image::metadata::{CheckpointKind, ContainerdMeta};
+use crate::plugins::runc::{RuncDump, RuncTarget};
+
+/// runc root of containerd's runc shims and of ours (`<root>/<namespace>`), unless the
+/// runtime options give `Root`.
+pub const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
+
+/// Runtimes whose containers live in a runc root we can find.
+fn runc_based(runtime: &str) -> bool {
+    runtime.starts_with("io.containerd.runc.") || runtime.starts_with("io.containerd.cedana.")
+}
+
+/// Resolves the container; runs first, before the runc plugin's resolver.
+pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
+    Adapter::from_fn("resolve_containerd_container", |mut ctx: DumpCtx, next| {
+        Box::pin(async move {
+            let Some(t) = ctx.req.containerd.clone() else {
+                return Err(EngineError::InvalidRequest {
+                    field: "containerd",
+                    reason: "a containerd dump needs the container (address, namespace, id)".into(),
+                });
+            };
+            if t.id.is_empty() {
+                return Err(EngineError::InvalidRequest {
+                    field: "id",
+                    reason: "give the container id".into(),
+                });
+            }
+            let (info, task) = {
+                let t = t.clone();
+                blocking(move || Ok((ctr::info(&t)?, ctr::task(&t)?))).await?
+            };
+            match &task {
+                Some((pid, status))
+                    if *pid > 0 && matches!(status.as_str(), "RUNNING" | "PAUSED") => {}
+                other => {
+                    return Err(ContainerdError::NotRunning {
+                        id: t.id.clone(),
+                        namespace: t.namespace.clone(),
+                        status: other
+                            .as_ref()
+                            .map(|(_, s)| s.to_lowercase())
+                            .unwrap_or_else(|| "no task".into()),
+                    }
+                    .into())
+                }
+            }
+            if !runc_based(&info.runtime.name) {
+                return Err(ContainerdError::Runtime {
+                    runtime: info.runtime.name.clone(),
+                    reason:
+                        "only runc-based runtimes (io.containerd.runc.*, io.containerd.cedana.*) \
+                             can be checkpointed"
+                            .into(),
+                }
+                .into());
+            }
+            let any = info.runtime.options.clone().unwrap_or_default();
+            let options = base64_decode(&any.value)
+                .and_then(|b| RuncOptions::decode(b.as_slice()).ok())
+                .unwrap_or_default();
+            let root = if options.root.is_empty() {
+                PathBuf::from(DEFAULT_RUNC_ROOT)
+            } else {
+                PathBuf::from(&options.root)
+            };
+            ctx.req.runc = Some(RuncDump {
+                target: RuncTarget::new(t.id.clone(), Some(root.join(&t.namespace))),
+                ..Default::default()
+            });
+            ctx.req.kind = CheckpointKind::Containerd;
+            ctx.metadata.containerd = Some(ContainerdMeta {
+                namespace: t.namespace.clone(),
+                id: t.id.clone(),
+                image: info.image,
+                runtime: info.runtime.name,
+                runtime_options_type: if any.type_url.is_empty() {
+                    RUNC_OPTIONS_TYPE_URL.into()
+                } else {
+                    any.type_url
+                },
+                runtime_options: any.value,
+                snapshotter: info.snapshotter,
+            });
+            next.run(ctx).await
+        })
+    })
+}

@@ -1,0 +1,145 @@
+//! The containerd plugin: checkpoint a container that containerd runs (with a runc-based
+//! runtime) into the runc plugin's portable checkpoint, and restore it into a NEW
+//! containerd container that containerd then manages like any other.
+//!
+//! Dump: the container (address, namespace, id) is resolved with `ctr` to the runc
+//! container under it (`<runc root>/<namespace>`, same id), and the runc plugin's chain
+//! does the rest; the image, runtime, its options and the snapshotter are recorded in
+//! `metadata.json` (`containerd`). Restore: `ctr` creates the container from the image,
+//! the recorded spec replaces the generated one, `rootfs-diff.tar` goes onto the new
+//! snapshot, and the task is created from the checkpoint through containerd's own API.
+//!
+//! One concern per file: `target` (what callers give), `ctr` (containerd through `ctr`),
+//! `grpc` (the calls `ctr` cannot make), `dump` (middleware), `restore` (handler),
+//! `error`.
+
+pub mod ctr;
+pub mod dump;
+pub mod error;
+pub mod grpc;
+pub mod restore;
+pub mod target;
+
+pub use target::{ContainerdRestore, ContainerdTarget};
+
+use crate::chain::{Adapter, Chain, Handler};
+use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
+use crate::host;
+use crate::image::metadata::CheckpointKind;
+use crate::plugins::runc::{checkpoint, inspect};
+use crate::plugins::{Feature, Health, HealthCheck, Plugin};
+
+/// Containers run by containerd.
+pub struct ContainerdPlugin;
+
+impl Plugin for ContainerdPlugin {
+    fn name(&self) -> &'static str {
+        "containerd"
+    }
+
+    fn kind(&self) -> Option<CheckpointKind> {
+        Some(CheckpointKind::Containerd)
+    }
+
+    fn features(&self) -> Vec<Feature> {
+        let f = |feature: &str, detail: &str| Feature {
+            plugin: "containerd".into(),
+            feature: feature.into(),
+            detail: detail.into(),
+        };
+        vec![
+            f(
+                "dump middleware",
+                "resolve_containerd_container (ctr: runtime, runc root, image, snapshotter), then the runc plugin's",
+            ),
+            f(
+                "dump handler",
+                "runc checkpoint, portable layout (checkpoint/, spec.dump, rootfs-diff.tar) + the containerd record",
+            ),
+            f(
+                "restore handler",
+                "containerd_restore: ctr creates the container from the image, recorded spec, rootfs diff on the new snapshot, task created from the checkpoint (io.containerd.runc.*)",
+            ),
+            f("health checks", "ctr"),
+        ]
+    }
+
+    fn dump_middleware(&self) -> Vec<Adapter<DumpCtx, DumpResponse>> {
+        vec![inspect::detect_container_options()]
+    }
+
+    fn shape_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
+        chain.insert_before(
+            "fill_missing_dump_defaults",
+            [
+                dump::resolve_containerd_container(),
+                inspect::resolve_runc_container(),
+            ],
+        )
+    }
+
+    fn shape_restore(
+        &self,
+        chain: Chain<RestoreCtx, RestoreResponse>,
+    ) -> Chain<RestoreCtx, RestoreResponse> {
+        // The container gets its own PID namespace.
+        chain.without("wait_for_free_pids").insert_before(
+            "prepare_restore_storage",
+            [restore::validate_containerd_restore()],
+        )
+    }
+
+    fn dump_handler(&self) -> Option<Handler<DumpCtx, DumpResponse>> {
+        Some(Handler::from_fn("runc_checkpoint", |ctx| {
+            Box::pin(checkpoint::runc_checkpoint(ctx))
+        }))
+    }
+
+    fn restore_handler(&self) -> Option<Handler<RestoreCtx, RestoreResponse>> {
+        Some(Handler::from_fn("containerd_restore", |ctx| {
+            Box::pin(restore::containerd_restore(ctx))
+        }))
+    }
+
+    fn health(&self, _env: &Env) -> Vec<HealthCheck> {
+        let ctr = host::find_executable(std::path::Path::new("ctr"));
+        vec![HealthCheck {
+            plugin: "containerd".into(),
+            name: "ctr".into(),
+            health: if ctr.is_some() {
+                Health::Ok
+            } else {
+                Health::Warn
+            },
+            detail: ctr
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "ctr not found in PATH".into()),
+            fix: None,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plugins::PluginRegistry;
+    use crate::{engine::dump, engine::restore, image::metadata::CheckpointKind};
+
+    #[test]
+    fn containerd_chains_wrap_the_runc_ones() {
+        let reg = PluginRegistry::builtin();
+        let d = reg.extend_dump_for(CheckpointKind::Containerd, dump::chain());
+        let names = d.names();
+        assert_eq!(
+            &names[..2],
+            ["resolve_containerd_container", "resolve_runc_container"]
+        );
+        assert!(names.contains(&"detect_container_options"));
+        assert_eq!(names.last(), Some(&"runc_checkpoint"));
+        let r = reg.extend_restore_for(CheckpointKind::Containerd, restore::chain());
+        let names = r.names();
+        assert_eq!(names.last(), Some(&"containerd_restore"));
+        assert!(!names.contains(&"wait_for_free_pids"));
+        let at = |n: &str| names.iter().position(|x| *x == n).expect(n);
+        assert!(at("validate_containerd_restore") < at("prepare_restore_storage"));
+    }
+}
