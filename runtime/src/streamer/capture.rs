@@ -146,14 +146,61 @@ fn shard_name(n: usize, codec: Codec) -> String {
     }
 }
 
-fn compress(codec: Codec, level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
-    match codec {
-        Codec::Zstd => {
-            let mut c = zstd::bulk::Compressor::new(level)?;
-            c.include_checksum(true)?;
-            c.compress(data)
+/// Chunk buffers handed back by the shard threads for the readers to reuse: fresh 4 MiB
+/// allocations would cost a page fault per 4 KiB, and page faults are dear in VMs.
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+fn take(pool: &Pool, len: usize) -> Vec<u8> {
+    let mut buf = pool
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop()
+        .unwrap_or_default();
+    buf.resize(len, 0);
+    buf
+}
+
+fn give(pool: &Pool, buf: Vec<u8>) {
+    pool.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
+}
+
+/// One shard thread's compressor, reused for every chunk (a zstd context is megabytes).
+enum Compressor {
+    Zstd(Box<zstd::bulk::Compressor<'static>>),
+    Lz4,
+}
+
+impl Compressor {
+    fn new(codec: Codec, level: i32) -> io::Result<Self> {
+        Ok(match codec {
+            Codec::Zstd => {
+                let mut c = zstd::bulk::Compressor::new(level)?;
+                c.include_checksum(true)?;
+                Compressor::Zstd(Box::new(c))
+            }
+            Codec::Lz4 => Compressor::Lz4,
+        })
+    }
+
+    /// Compresses `data` into `out` (replacing its contents).
+    fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        match self {
+            Compressor::Zstd(c) => {
+                out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+                c.compress_to_buffer(data, out)?;
+            }
+            Compressor::Lz4 => {
+                // The size-prepended block format of lz4_flex::block::compress_prepend_size.
+                let max = lz4_flex::block::get_maximum_output_size(data.len());
+                out.resize(4 + max, 0);
+                out[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
+                let n = lz4_flex::block::compress_into(data, &mut out[4..])
+                    .map_err(io::Error::other)?;
+                out.truncate(4 + n);
+            }
         }
-        Codec::Lz4 => Ok(lz4_flex::block::compress_prepend_size(data)),
+        Ok(())
     }
 }
 
@@ -163,11 +210,14 @@ fn shard_worker(
     rx: Receiver<Job>,
     cfg: (Codec, i32),
     locs: Locations,
+    pool: Pool,
 ) -> io::Result<u64> {
     let mut out = BufWriter::with_capacity(1 << 20, private_file(&path)?);
+    let mut compressor = Compressor::new(cfg.0, cfg.1)?;
+    let mut packed = Vec::new();
     let mut offset = 0u64;
     for job in rx {
-        let packed = compress(cfg.0, cfg.1, &job.data)?;
+        compressor.compress(&job.data, &mut packed)?;
         out.write_all(&packed)?;
         let stored = packed.len() as u64;
         record(
@@ -181,6 +231,7 @@ fn shard_worker(
             },
         );
         offset += stored;
+        give(&pool, job.data);
     }
     out.flush()?;
     out.get_ref().sync_data()?;
@@ -204,6 +255,7 @@ fn read_file(
     next_id: &AtomicU64,
     shards: &[SyncSender<Job>],
     locs: &Locations,
+    pool: &Pool,
 ) -> io::Result<(StreamedFile, Vec<u64>, u64)> {
     // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only means smaller reads.
     unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
@@ -212,7 +264,7 @@ fn read_file(
     let mut size = 0u64;
     let mut zero_bytes = 0u64;
     loop {
-        let mut buf = vec![0u8; chunk_bytes];
+        let mut buf = take(pool, chunk_bytes);
         let mut filled = 0;
         while filled < chunk_bytes {
             match pipe.read(&mut buf[filled..]) {
@@ -223,6 +275,7 @@ fn read_file(
             }
         }
         if filled == 0 {
+            give(pool, buf);
             break;
         }
         buf.truncate(filled);
@@ -231,6 +284,7 @@ fn read_file(
         if is_zero(&buf) {
             zero_bytes += filled as u64;
             record(locs, id, ChunkRef::Zero { len: filled as u64 });
+            give(pool, buf);
         } else {
             shards[(id as usize) % shards.len()]
                 .send(Job { id, data: buf })
@@ -254,21 +308,23 @@ fn read_file(
 
 fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
     let locs: Locations = Arc::new(Mutex::new(Vec::new()));
+    let pool: Pool = Arc::new(Mutex::new(Vec::new()));
     let names: Vec<String> = (0..cfg.shards).map(|n| shard_name(n, cfg.codec)).collect();
     let mut senders = Vec::new();
     let mut workers = Vec::new();
     for (n, name) in names.iter().enumerate() {
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
-        let (path, locs, codec) = (
+        let (path, locs, codec, pool) = (
             cfg.dir.join(name),
             Arc::clone(&locs),
             (cfg.codec, cfg.level),
+            Arc::clone(&pool),
         );
         senders.push(tx);
         workers.push(
             std::thread::Builder::new()
                 .name(format!("stream-shard-{n}"))
-                .spawn(move || shard_worker(n, path, rx, codec, locs))?,
+                .spawn(move || shard_worker(n, path, rx, codec, locs, pool))?,
         );
     }
     let senders = Arc::new(senders);
@@ -282,16 +338,17 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
             ));
         }
         let pipe = protocol::recv_pipe(&conn)?;
-        let (senders, next_id, locs) = (
+        let (senders, next_id, locs, pool) = (
             Arc::clone(&senders),
             Arc::clone(&next_id),
             Arc::clone(&locs),
+            Arc::clone(&pool),
         );
         let chunk = cfg.chunk_bytes;
         readers.push(
             std::thread::Builder::new()
                 .name("stream-read".into())
-                .spawn(move || read_file(name, pipe, chunk, &next_id, &senders, &locs))?,
+                .spawn(move || read_file(name, pipe, chunk, &next_id, &senders, &locs, &pool))?,
         );
     }
     let mut files = Vec::new();
