@@ -22,7 +22,8 @@ pub async fn with_spinner<F: Future>(message: &str, fut: F) -> F::Output {
         out = &mut fut => return out,
         _ = tokio::time::sleep(SHOW_AFTER) => {}
     }
-    let bar = ProgressBar::new_spinner();
+    // Count the second already waited, so the shown time is the operation's.
+    let bar = ProgressBar::new_spinner().with_elapsed(SHOW_AFTER);
     if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
         bar.set_style(style);
     }
