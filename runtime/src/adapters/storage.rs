@@ -4,17 +4,19 @@
 //! Restore: an archive is unpacked into a private temp dir, and every file is verified
 //! against metadata.json before CRIU sees it.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::chain::Adapter;
 use crate::engine::{blocking, DumpCtx, DumpResponse, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::host;
 use crate::image::compression::{self, Compression};
-use crate::image::metadata::{Sizes, FORMAT_VERSION};
+use crate::image::error::ImageError;
+use crate::image::metadata::{FileDigest, Sizes, FORMAT_VERSION, METADATA_FILE};
 use crate::image::{archive, integrity, layout};
 
 /// Checkpoints hold process memory (secrets included): owner-only access.
@@ -131,22 +133,14 @@ async fn finish_dump(
     md.created_at = chrono::Utc::now().to_rfc3339();
     md.host = host::host_info();
     let t = Instant::now();
-    let files = blocking({
-        let staging = staging.clone();
-        move || Ok(integrity::digest_dir(&staging)?)
-    })
-    .await?;
-    md.timings_ms
-        .insert("digest".into(), t.elapsed().as_millis() as u64);
-    md.sizes = Sizes {
-        images_bytes: files.values().map(|f| f.size).sum(),
-        archive_bytes: None,
-    };
-    md.files = files;
-    integrity::write_metadata(&staging, md)?;
-
-    let t = Instant::now();
     resp.size_bytes = if compression == Compression::None {
+        let files = blocking({
+            let staging = staging.clone();
+            move || Ok(integrity::digest_dir(&staging)?)
+        })
+        .await?;
+        record_digests(md, files, t.elapsed());
+        integrity::write_metadata(&staging, md)?;
         if layout_occupied(&target) {
             return Err(EngineError::TargetExists { path: target });
         }
@@ -160,8 +154,9 @@ async fn finish_dump(
             .map_err(|e| EngineError::io(format!("chmod {}", target.display()), e))?;
         resp.metadata.sizes.images_bytes
     } else {
-        let (src, out) = (staging.clone(), target.clone());
-        blocking(move || Ok(archive::pack(&src, &out, compression)?)).await?
+        let (bytes, md) = pack_while_digesting(&staging, &target, compression, md.clone()).await?;
+        resp.metadata = md;
+        bytes
     };
     resp.metadata
         .timings_ms
@@ -173,6 +168,57 @@ async fn finish_dump(
     resp.compression = compression;
     resp.duration_ms = started.elapsed().as_millis() as u64;
     Ok(resp)
+}
+
+/// Records the digests, sizes and how long hashing took.
+fn record_digests(
+    md: &mut crate::image::metadata::Metadata,
+    files: BTreeMap<String, FileDigest>,
+    took: Duration,
+) {
+    md.timings_ms
+        .insert("digest".into(), took.as_millis() as u64);
+    md.sizes = Sizes {
+        images_bytes: files.values().map(|f| f.size).sum(),
+        archive_bytes: None,
+    };
+    md.files = files;
+}
+
+/// Packs the staging dir into the archive while another thread hashes it: metadata.json,
+/// which carries the hashes, goes into the archive last. One read pass less than
+/// hash-then-pack, and the hashing overlaps the compression.
+async fn pack_while_digesting(
+    staging: &Path,
+    target: &Path,
+    compression: Compression,
+    mut md: crate::image::metadata::Metadata,
+) -> Result<(u64, crate::image::metadata::Metadata), EngineError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let src = staging.to_path_buf();
+    let digest = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let _ = tx.send(integrity::digest_dir(&src).map(|f| (f, t.elapsed())));
+    });
+    let (src, out) = (staging.to_path_buf(), target.to_path_buf());
+    let packed = blocking(move || {
+        let (md_ref, md_path) = (&mut md, out.join(METADATA_FILE));
+        let trailer = Box::new(move || {
+            let (files, took) = rx.recv().map_err(|_| {
+                ImageError::io(
+                    &md_path,
+                    std::io::Error::other("the hashing thread stopped"),
+                )
+            })??;
+            record_digests(md_ref, files, took);
+            integrity::metadata_bytes(&md_path, md_ref)
+        });
+        let bytes = archive::pack_with_metadata(&src, &out, compression, trailer)?;
+        Ok((bytes, md))
+    })
+    .await;
+    let _ = digest.await;
+    packed
 }
 
 fn layout_occupied(p: &Path) -> bool {

@@ -80,14 +80,20 @@ pub fn verify_listed(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Writes `md` as pretty JSON to `dir/metadata.json` through a synced temporary file and a rename.
-pub fn write_metadata(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
-    let path = dir.join(METADATA_FILE);
+/// metadata.json's content for `md` (pretty JSON); `path` names it in errors.
+pub fn metadata_bytes(path: &Path, md: &Metadata) -> Result<Vec<u8>, ImageError> {
     let mut json = serde_json::to_vec_pretty(md).map_err(|e| ImageError::Metadata {
-        path: path.clone(),
+        path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
     json.push(b'\n');
+    Ok(json)
+}
+
+/// Writes `md` as pretty JSON to `dir/metadata.json` through a synced temporary file and a rename.
+pub fn write_metadata(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
+    let path = dir.join(METADATA_FILE);
+    let json = metadata_bytes(&path, md)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".metadata.json.")
         .tempfile_in(dir)

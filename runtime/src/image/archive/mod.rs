@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::compression::{detect, Compression};
 use super::error::ImageError;
+use super::metadata::METADATA_FILE;
 use super::walk::{walk, Entry, Kind};
 
 mod extract;
@@ -44,7 +45,7 @@ pub fn pack(src_dir: &Path, out: &Path, c: Compression) -> Result<u64, ImageErro
             .map_err(|e| ImageError::io(&partial, e))
             .and_then(|()| copy_tree(&entries, &partial, true))
     } else {
-        write_archive(&entries, &partial, c)
+        write_archive(&entries, &partial, c, None)
     };
     let finish = result.and_then(|bytes| {
         fs::rename(&partial, out).map_err(|e| ImageError::io(out, e))?;
@@ -202,22 +203,66 @@ fn copy_tree(entries: &[Entry], dest: &Path, sync: bool) -> Result<u64, ImageErr
     Ok(total)
 }
 
-/// Writes the tar (compressed per `c`) of `entries` to the new file `path`; returns its size.
-fn write_archive(entries: &[Entry], path: &Path, c: Compression) -> Result<u64, ImageError> {
+/// Produces metadata.json's bytes once every other file is in the archive.
+pub type Trailer<'a> = Box<dyn FnOnce() -> Result<Vec<u8>, ImageError> + Send + 'a>;
+
+/// Like [`pack`] into an archive format, with metadata.json written last, from `trailer`:
+/// so the digests in it can be computed while the other files are being packed.
+/// A metadata.json already in `src_dir` is left out.
+pub fn pack_with_metadata(
+    src_dir: &Path,
+    out: &Path,
+    c: Compression,
+    trailer: Trailer<'_>,
+) -> Result<u64, ImageError> {
+    if c == Compression::None {
+        return Err(ImageError::io(
+            out,
+            io::Error::other("pack_with_metadata writes archives; a directory needs no packing"),
+        ));
+    }
+    check_out_not_inside(src_dir, out)?;
+    let entries: Vec<Entry> = walk(src_dir)?
+        .into_iter()
+        .filter(|e| e.rel != METADATA_FILE)
+        .collect();
+    let partial = partial_path(out);
+    remove_stale(&partial)?;
+    let finish = write_archive(&entries, &partial, c, Some(trailer)).and_then(|bytes| {
+        fs::rename(&partial, out).map_err(|e| ImageError::io(out, e))?;
+        sync_parent(out);
+        Ok(bytes)
+    });
+    if finish.is_err() {
+        let _ = remove_stale(&partial);
+    }
+    finish
+}
+
+/// Writes the tar (compressed per `c`) of `entries` to the new file `path`, then the
+/// trailer's metadata.json if any; returns its size.
+fn write_archive(
+    entries: &[Entry],
+    path: &Path,
+    c: Compression,
+    trailer: Option<Trailer<'_>>,
+) -> Result<u64, ImageError> {
     let io_err = |e: io::Error| ImageError::io(path, e);
     // Archives hold process memory: owner-only, like checkpoint directories.
     let file = create_new_file(path, ARCHIVE_MODE).map_err(io_err)?;
     let w = BufWriter::with_capacity(BUF, file);
     let w = match c {
-        Compression::None | Compression::Tar => tar_into(entries, w, path)?,
+        Compression::None | Compression::Tar => tar_into(entries, w, path, trailer)?,
         Compression::Gzip => {
             let enc = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-            tar_into(entries, enc, path)?.finish().map_err(io_err)?
+            tar_into(entries, enc, path, trailer)?
+                .finish()
+                .map_err(io_err)?
         }
         Compression::Lz4 => {
             let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
             let enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, w);
-            tar_into(entries, enc, path)?
+            tar_into(entries, enc, path, trailer)?
                 .finish()
                 .map_err(|e| io_err(io::Error::other(e)))?
         }
@@ -229,7 +274,9 @@ fn write_archive(entries: &[Entry], path: &Path, c: Compression) -> Result<u64, 
                 .unwrap_or(1);
             enc.multithread(u32::try_from(workers).unwrap_or(1))
                 .map_err(io_err)?;
-            tar_into(entries, enc, path)?.finish().map_err(io_err)?
+            tar_into(entries, enc, path, trailer)?
+                .finish()
+                .map_err(io_err)?
         }
     };
     let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
@@ -263,7 +310,12 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 /// Writes a tar of `entries` to `w` (the archive being written is `out`, for errors) and returns `w`.
-fn tar_into<W: Write>(entries: &[Entry], w: W, out: &Path) -> Result<W, ImageError> {
+fn tar_into<W: Write>(
+    entries: &[Entry],
+    w: W,
+    out: &Path,
+    trailer: Option<Trailer<'_>>,
+) -> Result<W, ImageError> {
     let mut builder = tar::Builder::new(w);
     for e in entries {
         let mut header = tar::Header::new_gnu();
@@ -310,6 +362,22 @@ fn tar_into<W: Write>(entries: &[Entry], w: W, out: &Path) -> Result<W, ImageErr
                 }
             }
         }
+    }
+    if let Some(trailer) = trailer {
+        let json = trailer()?;
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(ARCHIVE_MODE);
+        header.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        );
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(json.len() as u64);
+        builder
+            .append_data(&mut header, METADATA_FILE, json.as_slice())
+            .map_err(|err| ImageError::io(out, err))?;
     }
     builder.into_inner().map_err(|err| ImageError::io(out, err))
 }

@@ -460,3 +460,54 @@ fn pack_replaces_stale_partial() {
     assert!(!partial_path(&out).exists());
     assert_eq!(detect(&out).expect("detect"), Compression::Gzip);
 }
+
+#[test]
+fn pack_with_metadata_writes_the_trailer_last_and_round_trips() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    let md = sample(&src);
+    for c in ARCHIVES {
+        let out = tmp.path().join(format!("trailer{}", c.extension()));
+        let json = fs::read(src.join("metadata.json")).expect("read");
+        let bytes = pack_with_metadata(&src, &out, c, Box::new(|| Ok(json.clone()))).expect("pack");
+        assert_eq!(bytes, fs::metadata(&out).expect("stat").len(), "{c}");
+        let dest = tmp.path().join(format!("trailer-dest-{c}"));
+        fs::create_dir(&dest).expect("mkdir");
+        unpack(&out, &dest).expect("unpack");
+        let back = read_metadata(&dest).expect("md");
+        assert_eq!(back.files, md.files, "{c}");
+        verify_dir(&dest, &back).expect("verify");
+        if c == Compression::Tar {
+            let mut names = Vec::new();
+            let mut ar = tar::Archive::new(File::open(&out).expect("open"));
+            for e in ar.entries().expect("entries") {
+                names.push(
+                    e.expect("entry")
+                        .path()
+                        .expect("path")
+                        .display()
+                        .to_string(),
+                );
+            }
+            assert_eq!(names.last().map(String::as_str), Some("metadata.json"));
+            assert_eq!(names.iter().filter(|n| *n == "metadata.json").count(), 1);
+        }
+    }
+    // A failing trailer fails the pack and leaves nothing under either name.
+    let out = tmp.path().join("failing.tar.zst");
+    let err = pack_with_metadata(
+        &src,
+        &out,
+        Compression::Zstd,
+        Box::new(|| {
+            Err(ImageError::io(
+                Path::new("x"),
+                io::Error::other("digest failed"),
+            ))
+        }),
+    )
+    .expect_err("trailer error");
+    assert!(err.to_string().contains("digest failed"), "{err}");
+    assert!(!out.exists() && !partial_path(&out).exists());
+}
