@@ -244,18 +244,21 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                     .map_err(|e| EngineError::io("create restore temp dir", e))?;
                 let (src, dest) = (path.clone(), dir.path().to_path_buf());
                 let t = Instant::now();
-                blocking(move || Ok(archive::unpack(&src, &dest)?)).await?;
+                let (_, digests) =
+                    blocking(move || Ok(archive::unpack_digested(&src, &dest)?)).await?;
                 tracing::debug!(
                     ?format,
                     ms = t.elapsed().as_millis() as u64,
-                    "unpacked checkpoint"
+                    "unpacked and hashed checkpoint"
                 );
-                Some(dir)
+                Some((dir, digests))
             };
             ctx.images_dir = unpacked
                 .as_ref()
-                .map(|d| d.path().to_path_buf())
+                .map(|(d, _)| d.path().to_path_buf())
                 .unwrap_or(path);
+            // Digests taken while unpacking: the files need not be read again.
+            let unpacked_digests = unpacked.as_ref().map(|(_, digests)| digests.clone());
             let images = ctx.images_dir.clone();
             // A runc image directory may have been written by runc itself (no
             // metadata.json: restored as is) and collects runc's logs beside the images.
@@ -265,10 +268,10 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                     return Ok(crate::image::metadata::Metadata::default());
                 }
                 let md = integrity::read_metadata(&images)?;
-                if runc_dir {
-                    integrity::verify_listed(&images, &md)?;
-                } else {
-                    integrity::verify_dir(&images, &md)?;
+                match unpacked_digests {
+                    Some(digests) => integrity::verify_digests(&md, &digests)?,
+                    None if runc_dir => integrity::verify_listed(&images, &md)?,
+                    None => integrity::verify_dir(&images, &md)?,
                 }
                 Ok(md)
             })

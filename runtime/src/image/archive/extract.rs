@@ -3,6 +3,8 @@
 
 use crate::image::compression::Compression;
 use crate::image::error::ImageError;
+use crate::image::integrity::Digester;
+use crate::image::metadata::METADATA_FILE;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -12,7 +14,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::{create_new_file, BLOCK, BUF};
 
 /// Decompresses and extracts the archive `path` (format `c`) into `dest`.
-pub(super) fn extract(path: &Path, c: Compression, dest: &Path) -> Result<(), ImageError> {
+pub(super) fn extract(
+    path: &Path,
+    c: Compression,
+    dest: &Path,
+    digester: Option<&Digester>,
+) -> Result<(), ImageError> {
     let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
     let raw = BufReader::with_capacity(BUF, file);
     let corrupt = |e: io::Error| ImageError::corrupt(path, e);
@@ -28,7 +35,7 @@ pub(super) fn extract(path: &Path, c: Compression, dest: &Path) -> Result<(), Im
     let mut buf = vec![0u8; BUF];
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
-        extract_entry(&mut entry, path, dest, &mut buf)?;
+        extract_entry(&mut entry, path, dest, &mut buf, digester)?;
     }
     // The tar parser stops at the first zero block; the second one must follow, and reading
     // the stream to its end makes the decompressor check its trailer and content checksum.
@@ -64,6 +71,7 @@ fn extract_entry<R: Read>(
     archive: &Path,
     dest: &Path,
     buf: &mut [u8],
+    digester: Option<&Digester>,
 ) -> Result<(), ImageError> {
     let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
     let etype = entry.header().entry_type();
@@ -137,6 +145,16 @@ fn extract_entry<R: Read>(
             ImageError::io(&target, e)
         }
     })?;
+    // Digests are keyed like digest_dir's: '/'-joined, without the top-level metadata.json.
+    let key = comps
+        .iter()
+        .map(|c| c.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    let digester = digester.filter(|_| key != METADATA_FILE);
+    if let Some(d) = digester {
+        d.begin(key);
+    }
     let mut w = BufWriter::with_capacity(BUF, file);
     let mut written = 0u64;
     loop {
@@ -148,7 +166,13 @@ fn extract_entry<R: Read>(
         };
         w.write_all(&buf[..n])
             .map_err(|e| ImageError::io(&target, e))?;
+        if let Some(d) = digester {
+            d.data(&buf[..n]);
+        }
         written += n as u64;
+    }
+    if let Some(d) = digester {
+        d.end();
     }
     if written != size {
         return Err(ImageError::corrupt(

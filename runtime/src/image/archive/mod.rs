@@ -5,6 +5,7 @@
 //! and directories with relative, `..`-free paths, and never follows a link.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use super::compression::{detect, Compression};
 use super::error::ImageError;
-use super::metadata::METADATA_FILE;
+use super::integrity::Digester;
+use super::metadata::{FileDigest, METADATA_FILE};
 use super::walk::{walk, Entry, Kind};
 
 mod extract;
@@ -61,6 +63,14 @@ pub fn pack(src_dir: &Path, out: &Path, c: Compression) -> Result<u64, ImageErro
 
 /// Unpacks the checkpoint `archive` (any format, detected from its bytes; a directory is copied) into the existing, empty `dest`; returns the detected format.
 pub fn unpack(archive: &Path, dest: &Path) -> Result<Compression, ImageError> {
+    unpack_with(archive, dest, None)
+}
+
+fn unpack_with(
+    archive: &Path,
+    dest: &Path,
+    digester: Option<&Digester>,
+) -> Result<Compression, ImageError> {
     let c = detect(archive)?;
     let meta = fs::metadata(dest).map_err(|e| ImageError::io(dest, e))?;
     if !meta.is_dir() {
@@ -81,13 +91,31 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Compression, ImageError> {
     let result = if c == Compression::None {
         walk(archive).and_then(|entries| copy_tree(&entries, dest, false).map(|_| ()))
     } else {
-        extract(archive, c, dest)
+        extract(archive, c, dest, digester)
     };
     if result.is_err() {
         // Leave `dest` as empty as it was given; best effort.
         clear_dir(dest);
     }
     result.map(|()| c)
+}
+
+/// Like [`unpack`], hashing every file on another thread while it is written: returns
+/// the digests (keyed like [`digest_dir`](super::integrity::digest_dir)) to check against
+/// metadata.json with [`verify_digests`](super::integrity::verify_digests), without
+/// reading the files again.
+pub fn unpack_digested(
+    archive: &Path,
+    dest: &Path,
+) -> Result<(Compression, BTreeMap<String, FileDigest>), ImageError> {
+    if detect(archive)? == Compression::None {
+        let c = unpack(archive, dest)?;
+        return Ok((c, super::integrity::digest_dir(dest)?));
+    }
+    let digester = Digester::start();
+    let result = unpack_with(archive, dest, Some(&digester));
+    let digests = digester.finish();
+    result.map(|c| (c, digests))
 }
 
 /// `out` with ".partial" appended.

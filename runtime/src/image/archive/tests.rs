@@ -511,3 +511,36 @@ fn pack_with_metadata_writes_the_trailer_last_and_round_trips() {
     assert!(err.to_string().contains("digest failed"), "{err}");
     assert!(!out.exists() && !partial_path(&out).exists());
 }
+
+#[test]
+fn unpack_digested_hashes_what_it_writes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    let md = sample(&src);
+    for c in ARCHIVES {
+        let out = tmp.path().join(format!("dg{}", c.extension()));
+        pack(&src, &out, c).expect("pack");
+        let dest = tmp.path().join(format!("dg-dest-{c}"));
+        fs::create_dir(&dest).expect("mkdir");
+        let (got, digests) = unpack_digested(&out, &dest).expect("unpack");
+        assert_eq!(got, c);
+        assert_eq!(digests, md.files, "{c}: digests of the extracted files");
+        assert_eq!(digests, digest_dir(&dest).expect("digest"), "{c}");
+        crate::image::integrity::verify_digests(&md, &digests).expect("verify");
+    }
+    // A changed byte shows up as a mismatch naming the file.
+    let mut tampered = md.clone();
+    if let Some(d) = tampered.files.get_mut("core-1.img") {
+        d.sha256 = "0".repeat(64);
+    }
+    let out = tmp.path().join("dg-t.tar");
+    pack(&src, &out, Compression::Tar).expect("pack");
+    let dest = tmp.path().join("dg-t");
+    fs::create_dir(&dest).expect("mkdir");
+    let (_, digests) = unpack_digested(&out, &dest).expect("unpack");
+    assert!(matches!(
+        crate::image::integrity::verify_digests(&tampered, &digests),
+        Err(ImageError::ChecksumMismatch { file, .. }) if file == "core-1.img"
+    ));
+}
