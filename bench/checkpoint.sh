@@ -35,6 +35,9 @@ start_workload() {
     local mib=$1 log=$2
     setsid "$WORKLOAD" memory "$mib" >"$log" 2>&1 </dev/null &
     WPID=$!
+    # Still our child (bash reaps it), but out of the job table: no "Killed" notices
+    # when CRIU kills it at dump time.
+    disown "$WPID" 2>/dev/null || true
     for _ in $(seq 600); do grep -q ready "$log" 2>/dev/null && return 0; sleep 0.1; done
     echo "workload did not become ready" >&2; exit 1
 }
@@ -56,7 +59,7 @@ for mib in $SIZES; do
         /usr/bin/time -f '%M %O' -o "$d/ours.time" \
             "$CEDANA" --json --set "checkpoint.dir=$d" dump process "$WPID" --no-server \
             --name ours --compression zstd >"$d/ours.json"
-        s=$(elapsed "$t"); { wait "$WPID"; } 2>/dev/null || true
+        s=$(elapsed "$t"); wait_gone "$WPID"
         read -r rss_kb out_blocks <"$d/ours.time"
         size=$(stat -c %s "$d/ours.tar.zst")
         record dump ours "$mib" "$run" "$s" "{\"archive_bytes\": $size, \"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
@@ -78,7 +81,7 @@ for mib in $SIZES; do
         /usr/bin/time -f '%M %O' -o "$d/streams.time" \
             "$CEDANA" --json --set "checkpoint.dir=$d" dump process "$WPID" --no-server \
             --name streams --streams "$STREAMS" >"$d/streams.json"
-        s=$(elapsed "$t"); { wait "$WPID"; } 2>/dev/null || true
+        s=$(elapsed "$t"); wait_gone "$WPID"
         read -r rss_kb out_blocks <"$d/streams.time"
         size=$(du -sb --exclude=dump.log "$d/streams" | cut -f1)
         record dump "streams-$STREAMS" "$mib" "$run" "$s" "{\"archive_bytes\": $size, \"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
@@ -98,7 +101,7 @@ for mib in $SIZES; do
         t=$(now)
         criu dump -t "$WPID" -D "$d/podman" -o dump.log >/dev/null 2>&1
         tar -C "$d/podman" -cf - . | zstd -3 -q -o "$d/podman.tar.zst"
-        s=$(elapsed "$t"); { wait "$WPID"; } 2>/dev/null || true
+        s=$(elapsed "$t"); wait_gone "$WPID"
         size=$(stat -c %s "$d/podman.tar.zst")
         record dump podman "$mib" "$run" "$s" "{\"archive_bytes\": $size}"
 
@@ -117,7 +120,7 @@ for mib in $SIZES; do
         mkdir -p "$d/raw"
         t=$(now)
         criu dump -t "$WPID" -D "$d/raw" -o dump.log >/dev/null 2>&1
-        s=$(elapsed "$t"); { wait "$WPID"; } 2>/dev/null || true
+        s=$(elapsed "$t"); wait_gone "$WPID"
         size=$(du -sb "$d/raw" | cut -f1)
         record dump raw-criu "$mib" "$run" "$s" "{\"image_bytes\": $size}"
         wait_gone "$WPID"
