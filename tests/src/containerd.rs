@@ -138,6 +138,56 @@ impl Containerd {
         fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
+    /// The last 30 lines of containerd's log.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// A private containerd with the busybox image imported, or None (with the reason
+    /// printed) when the end-to-end tests cannot run here.
+    pub fn setup() -> Option<Containerd> {
+        if !crate::e2e_enabled() || !containerd_available() {
+            return None;
+        }
+        let c = Containerd::start();
+        c.import_busybox();
+        Some(c)
+    }
+
+    /// Runs `ctr ARGS`, panicking with containerd's log unless it succeeded; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let r = self.ctr(args);
+        assert_eq!(
+            r.code,
+            0,
+            "ctr {args:?} failed: {}{}\ncontainerd log tail:\n{}",
+            r.stdout,
+            r.stderr,
+            self.log_tail()
+        );
+        r.stdout
+    }
+
+    /// The STATUS column of `ctr task ls` for `id`, if it has a task.
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        self.ok(&["task", "ls"]).lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| f.get(2).unwrap_or(&"").to_string())
+        })
+    }
+
+    /// Kills `id`'s task, waits until it is stopped, and deletes task and container.
+    pub fn kill_and_remove(&self, id: &str) {
+        self.ok(&["task", "kill", "-s", "KILL", id]);
+        crate::wait_for(&format!("{id} to stop"), Duration::from_secs(10), || {
+            (self.task_status(id).as_deref() == Some("STOPPED")).then_some(())
+        });
+        self.ok(&["task", "delete", id]);
+        self.ok(&["containers", "delete", id]);
+    }
+
     /// Builds the busybox image (once per containerd) and imports it.
     pub fn import_busybox(&self) {
         let tar = self.dir.path().join("busybox-oci.tar");

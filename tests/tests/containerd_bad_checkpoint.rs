@@ -8,22 +8,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use cedana_e2e::containerd::{containerd_available, wait_until, Containerd, CEDANA, IMAGE};
-use cedana_e2e::{e2e_enabled, wait_for};
+use cedana_e2e::containerd::{wait_until, Containerd, CEDANA, IMAGE};
 use sha2::{Digest, Sha256};
-
-fn ok(c: &Containerd, args: &[&str]) -> String {
-    let r = c.ctr(args);
-    assert_eq!(
-        r.code,
-        0,
-        "ctr {args:?} failed: {}{}\ncontainerd log:\n{}",
-        r.stdout,
-        r.stderr,
-        c.log()
-    );
-    r.stdout
-}
 
 fn digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -121,69 +107,45 @@ fn corrupt_checkpoint_export(src: &Path, dst: &Path, name: &str) -> String {
 
 #[test]
 fn containerd_restore_of_a_corrupt_checkpoint_fails_cleanly() {
-    if !e2e_enabled() || !containerd_available() {
-        return;
-    }
-    let c = Containerd::start();
-    c.import_busybox();
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            CEDANA,
-            IMAGE,
-            "bad-src",
-            "/bin/sh",
-            "-c",
-            "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done",
-        ],
-    );
+    let Some(c) = Containerd::setup() else { return };
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "bad-src",
+        "/bin/sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done",
+    ]);
     std::thread::sleep(Duration::from_millis(500));
-    ok(
-        &c,
-        &[
-            "container",
-            "checkpoint",
-            "--task",
-            "--rw",
-            "bad-src",
-            "cedana.test/bad:1",
-        ],
-    );
-    ok(&c, &["task", "kill", "-s", "KILL", "bad-src"]);
-    wait_for("bad-src to stop", Duration::from_secs(10), || {
-        ok(&c, &["task", "ls"])
-            .lines()
-            .any(|l| l.starts_with("bad-src ") && l.contains("STOPPED"))
-            .then_some(())
-    });
-    ok(&c, &["task", "delete", "bad-src"]);
-    ok(&c, &["containers", "delete", "bad-src"]);
+    c.ok(&[
+        "container",
+        "checkpoint",
+        "--task",
+        "--rw",
+        "bad-src",
+        "cedana.test/bad:1",
+    ]);
+    c.kill_and_remove("bad-src");
 
     let export = c.dir.path().join("ck.tar");
     let corrupt = c.dir.path().join("ck-corrupt.tar");
-    ok(
-        &c,
-        &[
-            "image",
-            "export",
-            "--skip-manifest-json",
-            export.to_str().expect("utf8"),
-            "cedana.test/bad:1",
-        ],
-    );
+    c.ok(&[
+        "image",
+        "export",
+        "--skip-manifest-json",
+        export.to_str().expect("utf8"),
+        "cedana.test/bad:1",
+    ]);
     let damaged = corrupt_checkpoint_export(&export, &corrupt, "cedana.test/bad:corrupt");
-    ok(
-        &c,
-        &[
-            "image",
-            "import",
-            "--no-unpack",
-            corrupt.to_str().expect("utf8"),
-        ],
-    );
+    c.ok(&[
+        "image",
+        "import",
+        "--no-unpack",
+        corrupt.to_str().expect("utf8"),
+    ]);
 
     let r = c.ctr(&[
         "container",
@@ -203,14 +165,14 @@ fn containerd_restore_of_a_corrupt_checkpoint_fails_cleanly() {
 
     // Nothing stuck: no task runs, and what ctr left behind deletes cleanly.
     assert!(
-        !ok(&c, &["task", "ls"])
+        !c.ok(&["task", "ls"])
             .lines()
             .any(|l| l.starts_with("bad-dst ") && l.contains("RUNNING")),
         "a task runs after the failed restore"
     );
     let _ = c.ctr(&["task", "delete", "--force", "bad-dst"]);
     if c.containers().iter().any(|id| id == "bad-dst") {
-        ok(&c, &["containers", "delete", "bad-dst"]);
+        c.ok(&["containers", "delete", "bad-dst"]);
     }
     assert!(c.containers().is_empty(), "{:?}", c.containers());
     assert!(

@@ -14,24 +14,6 @@ use cedana_e2e::{bin, e2e_enabled, wait_for, Env};
 const COUNTER: &str =
     "i=0; while true; do i=$((i+1)); echo $i > /c.tmp; mv /c.tmp /count; sleep 0.2; done";
 
-fn ok(c: &Containerd, args: &[&str]) -> String {
-    let r = c.ctr(args);
-    assert_eq!(
-        r.code,
-        0,
-        "ctr {args:?} failed: {}{}\ncontainerd log tail:\n{}",
-        r.stdout,
-        r.stderr,
-        tail(&c.log())
-    );
-    r.stdout
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
 /// The count inside container `id`, read with an exec.
 fn count(c: &Containerd, id: &str, exec: &str) -> Option<u64> {
     c.ctr(&["task", "exec", "--exec-id", exec, id, "/bin/cat", "/count"])
@@ -53,54 +35,37 @@ fn wait_count_above(c: &Containerd, id: &str, above: u64) -> u64 {
     )
 }
 
-fn task_status(c: &Containerd, id: &str) -> Option<String> {
-    c.ctr(&["task", "ls"]).stdout.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.first() == Some(&id)).then(|| f.get(2).unwrap_or(&"").to_string())
-    })
-}
-
 fn dump_restore_into_new_container(daemon: bool) {
-    if !e2e_enabled() || !containerd_available() {
-        return;
-    }
-    let c = Containerd::start();
-    c.import_busybox();
+    let Some(c) = Containerd::setup() else { return };
     let mut env = Env::new();
     if daemon {
         env.start_daemon();
     }
     let runc_binary = bin("cedana-runc").display().to_string();
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            RUNC,
-            "--runc-binary",
-            &runc_binary,
-            IMAGE,
-            "orig",
-            "sh",
-            "-c",
-            COUNTER,
-        ],
-    );
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNC,
+        "--runc-binary",
+        &runc_binary,
+        IMAGE,
+        "orig",
+        "sh",
+        "-c",
+        COUNTER,
+    ]);
     wait_count_above(&c, "orig", 5);
-    ok(
-        &c,
-        &[
-            "task",
-            "exec",
-            "--exec-id",
-            "w",
-            "orig",
-            "sh",
-            "-c",
-            "echo written-inside > /note",
-        ],
-    );
+    c.ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "w",
+        "orig",
+        "sh",
+        "-c",
+        "echo written-inside > /note",
+    ]);
     let before = wait_count_above(&c, "orig", 5);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
@@ -123,7 +88,7 @@ fn dump_restore_into_new_container(daemon: bool) {
     assert_eq!(d["metadata"]["kind"], "containerd", "{d}");
     assert_eq!(d["metadata"]["containerd"]["image"], IMAGE, "{d}");
     wait_for("the original task to stop", Duration::from_secs(20), || {
-        (task_status(&c, "orig").as_deref() != Some("RUNNING")).then_some(())
+        (c.task_status("orig").as_deref() != Some("RUNNING")).then_some(())
     });
     let path = d["path"].as_str().expect("path").to_string();
     let mut restore = vec![
@@ -149,11 +114,11 @@ fn dump_restore_into_new_container(daemon: bool) {
         "restore failed: {}{}\ncontainerd log tail:\n{}",
         r.stdout,
         r.stderr,
-        tail(&c.log())
+        c.log_tail()
     );
     assert!(r.json()["pid"].as_i64().unwrap_or(0) > 0, "{}", r.stdout);
     assert!(c.containers().contains(&"copy".to_string()));
-    assert_eq!(task_status(&c, "copy").as_deref(), Some("RUNNING"));
+    assert_eq!(c.task_status("copy").as_deref(), Some("RUNNING"));
     // It continues from where it stopped: never below the count seen before the dump
     // (a fresh start would write 1 within 0.2 s), and keeps counting.
     let mut last = before;
@@ -166,17 +131,14 @@ fn dump_restore_into_new_container(daemon: bool) {
     wait_count_above(&c, "copy", last + 3);
     // containerd holds the recorded spec, moved to the new id.
     let info: serde_json::Value =
-        serde_json::from_str(&ok(&c, &["containers", "info", "copy"])).expect("info json");
+        serde_json::from_str(&c.ok(&["containers", "info", "copy"])).expect("info json");
     assert_eq!(
         info["Spec"]["linux"]["cgroupsPath"],
         format!("/{}/copy", c.namespace),
         "{info}"
     );
     assert_eq!(info["Image"], IMAGE);
-    let note = ok(
-        &c,
-        &["task", "exec", "--exec-id", "n", "copy", "cat", "/note"],
-    );
+    let note = c.ok(&["task", "exec", "--exec-id", "n", "copy", "cat", "/note"]);
     assert_eq!(note.trim(), "written-inside");
     c.remove_all();
 }

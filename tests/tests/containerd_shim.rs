@@ -6,64 +6,28 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 
-use cedana_e2e::containerd::{containerd_available, wait_until, Containerd, CEDANA, IMAGE, RUNC};
-use cedana_e2e::{e2e_enabled, wait_for};
-
-fn setup() -> Option<Containerd> {
-    if !e2e_enabled() || !containerd_available() {
-        return None;
-    }
-    let c = Containerd::start();
-    c.import_busybox();
-    Some(c)
-}
-
-/// Runs `ctr ARGS` and panics with containerd's log unless it succeeded.
-fn ok(c: &Containerd, args: &[&str]) -> String {
-    let r = c.ctr(args);
-    assert_eq!(
-        r.code,
-        0,
-        "ctr {args:?} failed: {}{}\ncontainerd log tail:\n{}",
-        r.stdout,
-        r.stderr,
-        tail(&c.log())
-    );
-    r.stdout
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
+use cedana_e2e::containerd::{wait_until, Containerd, CEDANA, IMAGE, RUNC};
+use cedana_e2e::wait_for;
 
 /// The STATUS column of `ctr task ls` for `id`.
 fn status(c: &Containerd, id: &str) -> String {
-    ok(c, &["task", "ls"])
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(id))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("-")
-        .to_string()
+    c.task_status(id).unwrap_or_else(|| "-".into())
 }
 
 /// The observable results of the task scenario on `runtime`, with PIDs and numbers
 /// normalized away.
 fn scenario(c: &Containerd, runtime: &str, id: &str) -> Vec<String> {
     let mut seen = Vec::new();
-    ok(
-        c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            runtime,
-            IMAGE,
-            id,
-            "/bin/sleep",
-            "1000",
-        ],
-    );
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        IMAGE,
+        id,
+        "/bin/sleep",
+        "1000",
+    ]);
     seen.push(format!("after run: {}", status(c, id)));
     let e = c.ctr(&[
         "task",
@@ -76,38 +40,39 @@ fn scenario(c: &Containerd, runtime: &str, id: &str) -> Vec<String> {
         "echo from-exec; exit 3",
     ]);
     seen.push(format!("exec: {} rc={}", e.stdout.trim(), e.code));
-    let ps = ok(c, &["task", "ps", id]);
+    let ps = c.ok(&["task", "ps", id]);
     seen.push(format!("ps: {} processes", ps.lines().count() - 1));
-    ok(c, &["task", "pause", id]);
+    c.ok(&["task", "pause", id]);
     seen.push(format!("after pause: {}", status(c, id)));
     let r = c.ctr(&["task", "pause", id]);
     seen.push(format!("pause again fails: {}", r.code != 0));
-    ok(c, &["task", "resume", id]);
+    c.ok(&["task", "resume", id]);
     seen.push(format!("after resume: {}", status(c, id)));
-    let metrics: Vec<String> = ok(c, &["task", "metrics", id])
+    let metrics: Vec<String> = c
+        .ok(&["task", "metrics", id])
         .lines()
         .skip_while(|l| !l.starts_with("METRIC"))
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect();
     seen.push(format!("metrics: {}", metrics.join(",")));
-    ok(c, &["task", "kill", "-s", "KILL", id]);
+    c.ok(&["task", "kill", "-s", "KILL", id]);
     wait_for("task to stop", Duration::from_secs(10), || {
         (status(c, id) == "STOPPED").then_some(())
     });
     seen.push(format!("after kill: {}", status(c, id)));
     let d = c.ctr(&["task", "delete", id]);
     seen.push(format!("delete rc={}", d.code));
-    ok(c, &["containers", "delete", id]);
+    c.ok(&["containers", "delete", id]);
     seen.push(format!("after delete: {}", status(c, id)));
     seen
 }
 
 #[test]
 fn containerd_same_results_as_runc_v2() {
-    let Some(c) = setup() else { return };
+    let Some(c) = Containerd::setup() else { return };
     let ours = scenario(&c, CEDANA, "diff-cedana");
     let theirs = scenario(&c, RUNC, "diff-runc");
-    assert_eq!(ours, theirs, "containerd log:\n{}", tail(&c.log()));
+    assert_eq!(ours, theirs, "containerd log:\n{}", c.log_tail());
     assert!(ours.iter().any(|l| l == "exec: from-exec rc=3"), "{ours:?}");
     assert!(ours.iter().any(|l| l == "after pause: PAUSED"), "{ours:?}");
 }
@@ -134,7 +99,7 @@ fn tty_run(c: &Containerd, runtime: &str, id: &str) -> (String, i32) {
 
 #[test]
 fn containerd_tty_and_resize_like_runc_v2() {
-    let Some(c) = setup() else { return };
+    let Some(c) = Containerd::setup() else { return };
     if which_script().is_none() {
         eprintln!("skipping: `script` (util-linux) not installed");
         return;
@@ -158,7 +123,7 @@ fn which_script() -> Option<()> {
 
 #[test]
 fn containerd_exit_codes_reach_ctr_and_events() {
-    let Some(c) = setup() else { return };
+    let Some(c) = Containerd::setup() else { return };
     let mut events = c
         .ctr_cmd(&["events"])
         .stdout(Stdio::piped())
@@ -182,48 +147,42 @@ fn containerd_exit_codes_reach_ctr_and_events() {
     assert_eq!(r.code, 7, "{r:?}");
 
     // A detached one: ctr 1.7 has no `task wait`; `task delete` reports the status.
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            CEDANA,
-            IMAGE,
-            "exit7d",
-            "/bin/sh",
-            "-c",
-            "sleep 0.5; exit 7",
-        ],
-    );
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "exit7d",
+        "/bin/sh",
+        "-c",
+        "sleep 0.5; exit 7",
+    ]);
     wait_for("exit7d to stop", Duration::from_secs(10), || {
         (status(&c, "exit7d") == "STOPPED").then_some(())
     });
     let d = c.ctr(&["task", "delete", "exit7d"]);
     assert!(d.stderr.contains("exit code 7"), "{d:?}");
-    ok(&c, &["containers", "delete", "exit7d"]);
+    c.ok(&["containers", "delete", "exit7d"]);
 
     // Killed: 137.
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            CEDANA,
-            IMAGE,
-            "killed",
-            "/bin/sleep",
-            "100",
-        ],
-    );
-    ok(&c, &["task", "kill", "-s", "KILL", "killed"]);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "killed",
+        "/bin/sleep",
+        "100",
+    ]);
+    c.ok(&["task", "kill", "-s", "KILL", "killed"]);
     wait_for("killed to stop", Duration::from_secs(10), || {
         (status(&c, "killed") == "STOPPED").then_some(())
     });
     let d = c.ctr(&["task", "delete", "killed"]);
     assert!(d.stderr.contains("exit code 137"), "{d:?}");
-    ok(&c, &["containers", "delete", "killed"]);
+    c.ok(&["containers", "delete", "killed"]);
 
     let _ = events.kill();
     let mut text = String::new();
@@ -252,7 +211,7 @@ const LEAK_LOOP: usize = 100;
 
 #[test]
 fn containerd_many_containers_leave_nothing_behind() {
-    let Some(c) = setup() else { return };
+    let Some(c) = Containerd::setup() else { return };
     // A private FIFO dir: ctr's default (/run/containerd/fifo) is shared with anything
     // else on the host that runs ctr.
     let fifo_dir = c.dir.path().join("fifo");
@@ -274,7 +233,7 @@ fn containerd_many_containers_leave_nothing_behind() {
             "/bin/echo",
             "hi",
         ]);
-        assert_eq!(r.code, 0, "run {id}: {r:?}\n{}", tail(&c.log()));
+        assert_eq!(r.code, 0, "run {id}: {r:?}\n{}", c.log_tail());
         assert_eq!(r.stdout.trim(), "hi");
     }
     assert!(c.containers().is_empty(), "{:?}", c.containers());
@@ -308,10 +267,7 @@ fn count_entries(dir: &std::path::Path) -> usize {
 
 /// The counter a container writes to /count, read through `ctr task exec`.
 fn count(c: &Containerd, id: &str, exec: &str) -> u64 {
-    let out = ok(
-        c,
-        &["task", "exec", "--exec-id", exec, id, "/bin/cat", "/count"],
-    );
+    let out = c.ok(&["task", "exec", "--exec-id", exec, id, "/bin/cat", "/count"]);
     out.trim()
         .parse()
         .unwrap_or_else(|_| panic!("bad count {out:?}"))
@@ -319,7 +275,7 @@ fn count(c: &Containerd, id: &str, exec: &str) -> u64 {
 
 #[test]
 fn containerd_checkpoint_and_restore_counter_continues() {
-    let Some(c) = setup() else { return };
+    let Some(c) = Containerd::setup() else { return };
     // The name in the command keeps the two containers' specs apart: containerd 1.7
     // refuses a checkpoint whose spec blob is already in its content store ("content ...
     // already exists"), for runc.v2 too, so one container is checkpointed once.
@@ -330,44 +286,38 @@ fn containerd_checkpoint_and_restore_counter_continues() {
              sleep 0.1; done; : {name}"
         )
     };
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            CEDANA,
-            IMAGE,
-            "ck-task",
-            "/bin/sh",
-            "-c",
-            &counter("task"),
-        ],
-    );
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            CEDANA,
-            IMAGE,
-            "ck-src",
-            "/bin/sh",
-            "-c",
-            &counter("src"),
-        ],
-    );
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "ck-task",
+        "/bin/sh",
+        "-c",
+        &counter("task"),
+    ]);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "ck-src",
+        "/bin/sh",
+        "-c",
+        &counter("src"),
+    ]);
     std::thread::sleep(Duration::from_millis(2500));
 
     // ctr task checkpoint (leaves it running): a checkpoint image in the content store.
-    let out = ok(&c, &["task", "checkpoint", "ck-task"]);
+    let out = c.ok(&["task", "checkpoint", "ck-task"]);
     let reference = out.trim().to_string();
     assert!(
         reference.starts_with("containerd.io/checkpoint/ck-task"),
         "{out}"
     );
-    assert!(ok(&c, &["image", "ls", "-q"]).contains(&reference));
+    assert!(c.ok(&["image", "ls", "-q"]).contains(&reference));
     assert_eq!(status(&c, "ck-task"), "RUNNING");
     let a = count(&c, "ck-task", "t1");
     std::thread::sleep(Duration::from_millis(500));
@@ -377,35 +327,29 @@ fn containerd_checkpoint_and_restore_counter_continues() {
     );
 
     // Whole container, task and rw layer, then restore into a new container.
-    ok(
-        &c,
-        &[
-            "container",
-            "checkpoint",
-            "--task",
-            "--rw",
-            "ck-src",
-            "cedana.test/ck:1",
-        ],
-    );
+    c.ok(&[
+        "container",
+        "checkpoint",
+        "--task",
+        "--rw",
+        "ck-src",
+        "cedana.test/ck:1",
+    ]);
     let before = count(&c, "ck-src", "r1");
     assert!(before >= 20, "counter too low to prove anything: {before}");
-    ok(&c, &["task", "kill", "-s", "KILL", "ck-src"]);
+    c.ok(&["task", "kill", "-s", "KILL", "ck-src"]);
     let _ = c.ctr(&["task", "wait", "ck-src"]);
-    ok(&c, &["task", "delete", "ck-src"]);
-    ok(&c, &["containers", "delete", "ck-src"]);
+    c.ok(&["task", "delete", "ck-src"]);
+    c.ok(&["containers", "delete", "ck-src"]);
 
-    ok(
-        &c,
-        &[
-            "container",
-            "restore",
-            "--live",
-            "--rw",
-            "ck-dst",
-            "cedana.test/ck:1",
-        ],
-    );
+    c.ok(&[
+        "container",
+        "restore",
+        "--live",
+        "--rw",
+        "ck-dst",
+        "cedana.test/ck:1",
+    ]);
     assert_eq!(status(&c, "ck-dst"), "RUNNING");
     let first = count(&c, "ck-dst", "r2");
     // A restarted counter would start again from 1; a restored one carries on from
@@ -421,28 +365,25 @@ fn containerd_checkpoint_and_restore_counter_continues() {
 
 #[test]
 fn containerd_bad_input_gives_clear_errors() {
-    let Some(c) = setup() else { return };
+    let Some(c) = Containerd::setup() else { return };
     // Checkpoint of a stopped task.
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            CEDANA,
-            IMAGE,
-            "bad-stopped",
-            "/bin/true",
-        ],
-    );
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "bad-stopped",
+        "/bin/true",
+    ]);
     wait_for("task to stop", Duration::from_secs(10), || {
         (status(&c, "bad-stopped") == "STOPPED").then_some(())
     });
     let r = c.ctr(&["task", "checkpoint", "bad-stopped"]);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(r.stderr.to_lowercase().contains("stopped"), "{r:?}");
-    ok(&c, &["task", "delete", "bad-stopped"]);
-    ok(&c, &["containers", "delete", "bad-stopped"]);
+    c.ok(&["task", "delete", "bad-stopped"]);
+    c.ok(&["containers", "delete", "bad-stopped"]);
 
     // Runtime options that cannot be read or parsed.
     let r = c.ctr(&[
@@ -478,7 +419,7 @@ fn containerd_bad_input_gives_clear_errors() {
     // Nothing stuck: no tasks, and no shim left for the refused containers.
     let _ = c.ctr(&["containers", "delete", "bad-opts"]);
     let _ = c.ctr(&["containers", "delete", "bad-opts2"]);
-    assert_eq!(ok(&c, &["task", "ls", "-q"]).trim(), "");
+    assert_eq!(c.ok(&["task", "ls", "-q"]).trim(), "");
     assert!(
         wait_until(Duration::from_secs(10), || c.live_shims().is_empty()),
         "shims left: {:?}",
@@ -488,7 +429,7 @@ fn containerd_bad_input_gives_clear_errors() {
 
 #[test]
 fn containerd_binary_name_from_runtime_options() {
-    let Some(c) = setup() else { return };
+    let Some(c) = Containerd::setup() else { return };
     let cfg = c.dir.path().join("runtime.toml");
     std::fs::write(&cfg, "BinaryName = \"/usr/sbin/runc\"\n").unwrap();
     let cfg = cfg.display().to_string();
@@ -508,6 +449,6 @@ fn containerd_binary_name_from_runtime_options() {
     assert!(
         c.log().contains("created binname (pid") && c.log().contains("runtime /usr/sbin/runc)"),
         "{}",
-        tail(&c.log())
+        c.log_tail()
     );
 }

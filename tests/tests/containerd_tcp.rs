@@ -6,26 +6,8 @@
 
 use std::time::Duration;
 
-use cedana_e2e::containerd::{containerd_available, Containerd, CEDANA, IMAGE};
-use cedana_e2e::{e2e_enabled, wait_for};
-
-fn ok(c: &Containerd, args: &[&str]) -> String {
-    let r = c.ctr(args);
-    assert_eq!(
-        r.code,
-        0,
-        "ctr {args:?} failed: {}{}\ncontainerd log:\n{}",
-        r.stdout,
-        r.stderr,
-        tail(&c.log())
-    );
-    r.stdout
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
+use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE};
+use cedana_e2e::wait_for;
 
 /// The numbers the client got back from the echo server, read inside the container.
 fn echoed(c: &Containerd, id: &str, exec: &str) -> Vec<u64> {
@@ -52,67 +34,46 @@ fn wait_echo_above(c: &Containerd, id: &str, above: u64) -> Vec<u64> {
 
 #[test]
 fn containerd_tcp_connection_survives_checkpoint_and_restore() {
-    if !e2e_enabled() || !containerd_available() {
-        return;
-    }
-    let c = Containerd::start();
-    c.import_busybox();
+    let Some(c) = Containerd::setup() else { return };
     // An echo server and a client in the container's own network namespace, over
     // loopback (brought up by the container itself, hence CAP_NET_ADMIN).
     let script = "ip link set lo up; nc -l -p 5000 -e cat & sleep 0.5; \
                   i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done \
                   | nc 127.0.0.1 5000 > /echo";
-    ok(
-        &c,
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            CEDANA,
-            "--cap-add",
-            "CAP_NET_ADMIN",
-            IMAGE,
-            "tcp-src",
-            "/bin/sh",
-            "-c",
-            script,
-        ],
-    );
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        "--cap-add",
+        "CAP_NET_ADMIN",
+        IMAGE,
+        "tcp-src",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
     wait_echo_above(&c, "tcp-src", 10);
-    ok(
-        &c,
-        &[
-            "container",
-            "checkpoint",
-            "--task",
-            "--rw",
-            "tcp-src",
-            "cedana.test/tcp:1",
-        ],
-    );
+    c.ok(&[
+        "container",
+        "checkpoint",
+        "--task",
+        "--rw",
+        "tcp-src",
+        "cedana.test/tcp:1",
+    ]);
     let before = echoed(&c, "tcp-src", "b1");
     let last = *before.last().expect("echoed before");
-    ok(&c, &["task", "kill", "-s", "KILL", "tcp-src"]);
-    wait_for("tcp-src to stop", Duration::from_secs(10), || {
-        ok(&c, &["task", "ls"])
-            .lines()
-            .any(|l| l.starts_with("tcp-src ") && l.contains("STOPPED"))
-            .then_some(())
-    });
-    ok(&c, &["task", "delete", "tcp-src"]);
-    ok(&c, &["containers", "delete", "tcp-src"]);
+    c.kill_and_remove("tcp-src");
 
-    ok(
-        &c,
-        &[
-            "container",
-            "restore",
-            "--live",
-            "--rw",
-            "tcp-dst",
-            "cedana.test/tcp:1",
-        ],
-    );
+    c.ok(&[
+        "container",
+        "restore",
+        "--live",
+        "--rw",
+        "tcp-dst",
+        "cedana.test/tcp:1",
+    ]);
     let after = wait_echo_above(&c, "tcp-dst", last + 10);
     // The same connection carries on: the sequence continues with no restart at 1
     // (a new connection would start again from 1 after the restored numbers).
