@@ -208,21 +208,13 @@ fn p(v: &Path) -> String {
     v.display().to_string()
 }
 
-/// `create`.
-pub fn create_args(
-    id: &str,
-    bundle: &Path,
-    pid_file: &Path,
+/// The flags `create` and `restore` share, then the container id.
+fn with_container_tail(
+    mut a: Vec<String>,
     console_socket: Option<&Path>,
     no_pivot: bool,
+    id: &str,
 ) -> Vec<String> {
-    let mut a = vec![
-        s("create"),
-        s("--bundle"),
-        p(bundle),
-        s("--pid-file"),
-        p(pid_file),
-    ];
     if let Some(c) = console_socket {
         a.extend([s("--console-socket"), p(c)]);
     }
@@ -231,6 +223,24 @@ pub fn create_args(
     }
     a.push(s(id));
     a
+}
+
+/// `create`.
+pub fn create_args(
+    id: &str,
+    bundle: &Path,
+    pid_file: &Path,
+    console_socket: Option<&Path>,
+    no_pivot: bool,
+) -> Vec<String> {
+    let a = vec![
+        s("create"),
+        s("--bundle"),
+        p(bundle),
+        s("--pid-file"),
+        p(pid_file),
+    ];
+    with_container_tail(a, console_socket, no_pivot, id)
 }
 
 /// `exec --detach` of a process spec.
@@ -302,7 +312,7 @@ pub fn restore_args(
     console_socket: Option<&Path>,
     no_pivot: bool,
 ) -> Vec<String> {
-    let mut a = vec![
+    let a = vec![
         s("restore"),
         s("--detach"),
         s("--bundle"),
@@ -314,14 +324,7 @@ pub fn restore_args(
         s("--pid-file"),
         p(pid_file),
     ];
-    if let Some(c) = console_socket {
-        a.extend([s("--console-socket"), p(c)]);
-    }
-    if no_pivot {
-        a.push(s("--no-pivot"));
-    }
-    a.push(s(id));
-    a
+    with_container_tail(a, console_socket, no_pivot, id)
 }
 
 #[cfg(test)]
