@@ -38,18 +38,28 @@ const BLOCK: u64 = 512;
 pub fn pack(src_dir: &Path, out: &Path, c: Compression) -> Result<u64, ImageError> {
     check_out_not_inside(src_dir, out)?;
     let entries = walk(src_dir)?;
+    write_atomically(out, |partial| {
+        if c == Compression::None {
+            fs::DirBuilder::new()
+                .mode(DIR_MODE)
+                .create(partial)
+                .map_err(|e| ImageError::io(partial, e))
+                .and_then(|()| copy_tree(&entries, partial, true))
+        } else {
+            write_archive(&entries, partial, c, None)
+        }
+    })
+}
+
+/// Runs `write` on `out.partial`, then renames it to `out`; on failure removes the partial,
+/// so `out` never holds half a checkpoint.
+fn write_atomically(
+    out: &Path,
+    write: impl FnOnce(&Path) -> Result<u64, ImageError>,
+) -> Result<u64, ImageError> {
     let partial = partial_path(out);
     remove_stale(&partial)?;
-    let result = if c == Compression::None {
-        fs::DirBuilder::new()
-            .mode(DIR_MODE)
-            .create(&partial)
-            .map_err(|e| ImageError::io(&partial, e))
-            .and_then(|()| copy_tree(&entries, &partial, true))
-    } else {
-        write_archive(&entries, &partial, c, None)
-    };
-    let finish = result.and_then(|bytes| {
+    let finish = write(&partial).and_then(|bytes| {
         fs::rename(&partial, out).map_err(|e| ImageError::io(out, e))?;
         sync_parent(out);
         Ok(bytes)
@@ -254,17 +264,9 @@ pub fn pack_with_metadata(
         .into_iter()
         .filter(|e| e.rel != METADATA_FILE)
         .collect();
-    let partial = partial_path(out);
-    remove_stale(&partial)?;
-    let finish = write_archive(&entries, &partial, c, Some(trailer)).and_then(|bytes| {
-        fs::rename(&partial, out).map_err(|e| ImageError::io(out, e))?;
-        sync_parent(out);
-        Ok(bytes)
-    });
-    if finish.is_err() {
-        let _ = remove_stale(&partial);
-    }
-    finish
+    write_atomically(out, |partial| {
+        write_archive(&entries, partial, c, Some(trailer))
+    })
 }
 
 /// Writes the tar (compressed per `c`) of `entries` to the new file `path`, then the
