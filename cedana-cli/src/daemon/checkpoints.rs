@@ -42,13 +42,7 @@ impl JobManager {
             // The runc plugin resolves the container's init PID itself.
             Some(Target::Runc(_) | Target::Containerd(_)) => (0, None),
             Some(Target::Jid(jid)) => {
-                let job = self.job(&jid)?;
-                if job.state == HALTED {
-                    return Err(DaemonError::JobNotRunning {
-                        jid,
-                        state: job.state,
-                    });
-                }
+                let job = self.live_job(&jid)?;
                 (job.pid, Some(job))
             }
             None => {

@@ -98,6 +98,18 @@ impl JobManager {
             .ok_or_else(|| DaemonError::NoSuchJob(jid.to_string()))
     }
 
+    /// A job whose process is still there (not halted), or why not.
+    pub fn live_job(&self, jid: &str) -> Result<JobRecord> {
+        let job = self.job(jid)?;
+        if job.state == HALTED {
+            return Err(DaemonError::JobNotRunning {
+                jid: jid.to_string(),
+                state: job.state,
+            });
+        }
+        Ok(job)
+    }
+
     /// A job as the API shows it.
     pub fn job_proto(&self, j: &JobRecord) -> Result<proto::Job> {
         Ok(convert::job(j, self.store.count_checkpoints(&j.jid)?))
@@ -311,13 +323,7 @@ impl JobManager {
         match target.and_then(|t| t.target) {
             Some(Target::Pid(pid)) => Ok(signal(pid)?),
             Some(Target::Jid(jid)) => {
-                let job = self.job(&jid)?;
-                if job.state == HALTED {
-                    return Err(DaemonError::JobNotRunning {
-                        jid,
-                        state: job.state,
-                    });
-                }
+                let job = self.live_job(&jid)?;
                 signal(job.pid)?;
                 let state = if freeze { FROZEN } else { RUNNING };
                 Ok(self.store.set_state(&jid, state, None)?)

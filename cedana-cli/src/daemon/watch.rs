@@ -128,13 +128,7 @@ impl JobManager {
 
     /// Sends a signal to a job's process (its whole group when it leads one).
     pub fn kill(&self, jid: &str, signal: i32) -> Result<()> {
-        let job = self.job(jid)?;
-        if job.state == HALTED {
-            return Err(DaemonError::JobNotRunning {
-                jid: jid.to_string(),
-                state: job.state,
-            });
-        }
+        let job = self.live_job(jid)?;
         let sig = Signal::try_from(signal)
             .map_err(|_| DaemonError::InvalidArgument(format!("unknown signal number {signal}")))?;
         signal_job(&job, sig)?;
