@@ -1,16 +1,17 @@
 //! Checks that this host's CRIU and tools can do what the chosen options need, before
 //! CRIU is started.
 
+use std::sync::Arc;
+
 use crate::chain::Adapter;
 use crate::criu::options::CriuOpts;
 use crate::criu::MIN_VERSION;
-use crate::engine::{blocking, DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
+use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::host;
 
-async fn check(env: &Env, opts: &CriuOpts) -> Result<(), EngineError> {
-    let criu = env.criu()?;
-    blocking(move || Ok(criu.require(MIN_VERSION)?)).await?;
+async fn check(env: &Arc<Env>, opts: &CriuOpts) -> Result<(), EngineError> {
+    env.criu_version().await?.require(MIN_VERSION)?;
     if opts.tcp_established && host::find_executable("iptables-restore".as_ref()).is_none() {
         return Err(EngineError::MissingTool {
             tool: "iptables-restore",

@@ -68,6 +68,19 @@ impl CriuVersion {
     }
 }
 
+impl CriuVersion {
+    /// Fails with [`CriuError::TooOld`] if this version is older than `min`.
+    pub fn require(&self, min: (u32, u32, u32)) -> Result<(), CriuError> {
+        if self.as_number() < version_number(min) {
+            return Err(CriuError::TooOld {
+                found: self.to_string(),
+                need: format!("{}.{}.{}", min.0, min.1, min.2),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for CriuVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.major, self.minor, self.sublevel)
@@ -175,12 +188,7 @@ impl Criu {
     /// Fail with [`CriuError::TooOld`] if CRIU is older than `min` (major, minor, sublevel).
     pub fn require(&self, min: (u32, u32, u32)) -> Result<CriuVersion, CriuError> {
         let v = self.version()?;
-        if v.as_number() < version_number(min) {
-            return Err(CriuError::TooOld {
-                found: v.to_string(),
-                need: format!("{}.{}.{}", min.0, min.1, min.2),
-            });
-        }
+        v.require(min)?;
         Ok(v)
     }
 

@@ -81,11 +81,7 @@ pub fn chain() -> Chain<DumpCtx, DumpResponse> {
 /// Runs CRIU; the storage adapter turns its images into the final checkpoint.
 async fn criu_dump(ctx: DumpCtx) -> OpResult<DumpResponse> {
     let criu = ctx.env.criu()?;
-    let version = blocking({
-        let criu = criu.clone();
-        move || Ok(criu.version()?)
-    })
-    .await?;
+    let version = ctx.env.criu_version().await?;
     let mut metadata = ctx.metadata;
     metadata.criu_version = version.to_string();
     metadata.criu_options = ctx.opts.clone();

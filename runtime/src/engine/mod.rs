@@ -9,12 +9,12 @@ pub mod run;
 pub mod types;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cedana_config::Config;
 
 use crate::chain::{Chain, OpResult};
-use crate::criu::Criu;
+use crate::criu::{Criu, CriuVersion};
 use crate::error::EngineError;
 use crate::image::metadata::CheckpointKind;
 use crate::plugins::PluginRegistry;
@@ -27,9 +27,29 @@ pub use types::*;
 pub struct Env {
     /// The loaded configuration.
     pub config: Config,
+    /// CRIU's version, asked once (it costs a CRIU start) and kept for this engine.
+    criu_version: OnceLock<CriuVersion>,
 }
 
 impl Env {
+    /// An environment for `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            criu_version: OnceLock::new(),
+        }
+    }
+
+    /// The configured CRIU's version, asked over RPC the first time only.
+    pub async fn criu_version(self: &Arc<Self>) -> OpResult<CriuVersion> {
+        if let Some(v) = self.criu_version.get() {
+            return Ok(v.clone());
+        }
+        let criu = self.criu()?;
+        let v = blocking(move || Ok(criu.version()?)).await?;
+        Ok(self.criu_version.get_or_init(|| v).clone())
+    }
+
     /// The CRIU driver for the configured binary, or a clear error if it is missing.
     pub fn criu(&self) -> OpResult<Criu> {
         Ok(Criu::locate(&self.config.criu.binary_path)?)
@@ -54,7 +74,7 @@ impl Engine {
     /// Builds the engine and its chains from a configuration and the built-in plugins.
     pub fn new(config: Config) -> Self {
         let plugins = PluginRegistry::builtin();
-        let env = Arc::new(Env { config });
+        let env = Arc::new(Env::new(config));
         let kinds = plugins.kinds();
         Self {
             dump: plugins.extend_dump(dump::chain()),

@@ -115,7 +115,7 @@ impl Plugin for ProcessPlugin {
             }
         };
         match criu.version() {
-            Ok(v) if criu.require(MIN_CRIU_VERSION).is_ok() => {
+            Ok(v) if v.require(MIN_CRIU_VERSION).is_ok() => {
                 out.push(check("criu version", Health::Ok, v.to_string(), None))
             }
             Ok(v) => out.push(check(

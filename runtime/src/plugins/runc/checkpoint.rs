@@ -31,10 +31,7 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
         target.criu = Some(ctx.env.criu()?.binary().to_path_buf());
     }
     let rt = Runtime::new(&target, &configured)?;
-    let criu_version = {
-        let criu = ctx.env.criu()?;
-        blocking(move || Ok(criu.version()?)).await?
-    };
+    let criu_version = ctx.env.criu_version().await?;
     let portable = ctx.req.image_path.is_none();
     let images = if portable {
         ctx.images_dir.join(layout::CHECKPOINT_DIR)
