@@ -59,6 +59,21 @@ impl DumpCtx {
     }
 }
 
+impl DumpCtx {
+    /// What a dump handler returns: CRIU's images in `images_dir` with their metadata;
+    /// the storage adapter turns them into the final checkpoint and fills in sizes.
+    pub fn images_written(self, metadata: Metadata) -> DumpResponse {
+        DumpResponse {
+            path: self.images_dir,
+            name: self.name,
+            compression: self.compression,
+            size_bytes: 0,
+            duration_ms: 0,
+            metadata,
+        }
+    }
+}
+
 /// The dump chain for plain processes, in DESIGN.md's order.
 pub fn chain() -> Chain<DumpCtx, DumpResponse> {
     Chain::new(Handler::from_fn("criu_dump", |ctx| {
@@ -79,10 +94,10 @@ pub fn chain() -> Chain<DumpCtx, DumpResponse> {
 }
 
 /// Runs CRIU; the storage adapter turns its images into the final checkpoint.
-async fn criu_dump(ctx: DumpCtx) -> OpResult<DumpResponse> {
+async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     let criu = ctx.env.criu()?;
     let version = ctx.env.criu_version().await?;
-    let mut metadata = ctx.metadata;
+    let mut metadata = std::mem::take(&mut ctx.metadata);
     metadata.criu_version = version.to_string();
     metadata.criu_options = ctx.opts.clone();
     let t = Instant::now();
@@ -108,12 +123,5 @@ async fn criu_dump(ctx: DumpCtx) -> OpResult<DumpResponse> {
     metadata
         .timings_ms
         .insert("criu_dump".into(), t.elapsed().as_millis() as u64);
-    Ok(DumpResponse {
-        path: ctx.images_dir,
-        name: ctx.name,
-        compression: ctx.compression,
-        size_bytes: 0,
-        duration_ms: 0,
-        metadata,
-    })
+    Ok(ctx.images_written(metadata))
 }

@@ -16,7 +16,7 @@ use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
 
 /// Runs `runtime checkpoint`; the storage adapter turns the result into the checkpoint.
-pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
+pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     let d = ctx
         .req
         .runc
@@ -83,7 +83,7 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
         )
         .into());
     }
-    let mut metadata = ctx.metadata;
+    let mut metadata = std::mem::take(&mut ctx.metadata);
     metadata
         .timings_ms
         .insert("runc_checkpoint".into(), t.elapsed().as_millis() as u64);
@@ -109,14 +109,7 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
             c.rootfs_diff_entries = entries;
         }
     }
-    Ok(DumpResponse {
-        path: ctx.images_dir,
-        name: ctx.name,
-        compression: ctx.compression,
-        size_bytes: 0,
-        duration_ms: 0,
-        metadata,
-    })
+    Ok(ctx.images_written(metadata))
 }
 
 /// `config.dump`, `spec.dump` (the bundle's config.json) and `rootfs-diff.tar`.
