@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 PROFILE ?= debug
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 BIN_DIR := target/$(PROFILE)
-BINARIES := cedana cedana-runc containerd-shim-cedana-v2
+BINARIES := cedana cedana-runc cedana-criu-relay containerd-shim-cedana-v2
 
 .PHONY: all deps build install test lint demo bench clean
 

@@ -9,13 +9,17 @@
 //!
 //! All calls are blocking; async callers wrap them in `spawn_blocking`.
 //!
-//! `swrk.rs` is the transport, `check.rs` runs `criu check`, `cli.rs` drives CRIU's
-//! command line for what RPC refuses (`--stream`), `rpc.rs` holds the messages.
+//! `swrk.rs` is the transport (`packet.rs` its framing), `check.rs` runs `criu check`,
+//! `cli.rs` drives CRIU's command line for what RPC refuses (`--stream`), `relay/` serves
+//! swrk to a runtime (runc `--criu`) and runs CRIU's command line with `--stream`,
+//! `rpc.rs` holds the messages.
 
 mod check;
 pub mod cli;
 pub mod error;
 pub mod options;
+mod packet;
+pub mod relay;
 pub mod rpc;
 mod swrk;
 

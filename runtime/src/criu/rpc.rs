@@ -31,7 +31,36 @@ pub struct InheritFd {
     pub fd: i32,
 }
 
-/// `criu_opts` (subset).
+/// `ext_mount_map`: an external (bind) mount, `key` inside, `val` outside.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExtMountMap {
+    #[prost(string, required, tag = "1")]
+    pub key: String,
+    #[prost(string, required, tag = "2")]
+    pub val: String,
+}
+
+/// `join_namespace`: a namespace to join on restore.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct JoinNamespace {
+    #[prost(string, required, tag = "1")]
+    pub ns: String,
+    #[prost(string, required, tag = "2")]
+    pub ns_file: String,
+    #[prost(string, optional, tag = "3")]
+    pub extra_opt: Option<String>,
+}
+
+/// `cgroup_root`: where a controller's (or, with no controller, every) cgroup tree goes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CgroupRoot {
+    #[prost(string, optional, tag = "1")]
+    pub ctrl: Option<String>,
+    #[prost(string, required, tag = "2")]
+    pub path: String,
+}
+
+/// `criu_opts` (subset: what we send, and what runc sends, which the stream relay reads).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CriuOpts {
     /// Always sent. Refers to a descriptor in the *requesting* process (CRIU opens
@@ -46,6 +75,8 @@ pub struct CriuOpts {
     pub ext_unix_sk: Option<bool>,
     #[prost(bool, optional, tag = "5")]
     pub tcp_established: Option<bool>,
+    #[prost(bool, optional, tag = "6")]
+    pub evasive_devices: Option<bool>,
     #[prost(bool, optional, tag = "7")]
     pub shell_job: Option<bool>,
     #[prost(bool, optional, tag = "8")]
@@ -56,22 +87,48 @@ pub struct CriuOpts {
     pub log_file: Option<String>,
     #[prost(bool, optional, tag = "12")]
     pub notify_scripts: Option<bool>,
+    #[prost(string, optional, tag = "13")]
+    pub root: Option<String>,
+    #[prost(bool, optional, tag = "16")]
+    pub auto_dedup: Option<bool>,
     #[prost(int32, optional, tag = "17")]
     pub work_dir_fd: Option<i32>,
     #[prost(bool, optional, tag = "18")]
     pub link_remap: Option<bool>,
+    #[prost(message, repeated, tag = "23")]
+    pub ext_mnt: Vec<ExtMountMap>,
     #[prost(bool, optional, tag = "24")]
     pub manage_cgroups: Option<bool>,
+    #[prost(message, repeated, tag = "25")]
+    pub cg_root: Vec<CgroupRoot>,
     #[prost(bool, optional, tag = "26")]
     pub rst_sibling: Option<bool>,
     #[prost(message, repeated, tag = "27")]
     pub inherit_fd: Vec<InheritFd>,
+    /// `criu_cg_mode`: 0 ignore, 1 none, 2 props, 3 soft, 4 full, 5 strict, 6 default.
+    #[prost(int32, optional, tag = "34")]
+    pub manage_cgroups_mode: Option<i32>,
     #[prost(string, repeated, tag = "37")]
     pub external: Vec<String>,
+    /// Namespaces restored empty (CLONE_NEWNET only).
+    #[prost(uint32, optional, tag = "38")]
+    pub empty_ns: Option<u32>,
+    #[prost(message, repeated, tag = "39")]
+    pub join_ns: Vec<JoinNamespace>,
+    #[prost(string, optional, tag = "44")]
+    pub freeze_cgroup: Option<String>,
+    #[prost(bool, optional, tag = "48")]
+    pub lazy_pages: Option<bool>,
     #[prost(bool, optional, tag = "50")]
     pub orphan_pts_master: Option<bool>,
+    #[prost(string, optional, tag = "51")]
+    pub config_file: Option<String>,
     #[prost(bool, optional, tag = "52")]
     pub tcp_close: Option<bool>,
+    #[prost(string, optional, tag = "53")]
+    pub lsm_profile: Option<String>,
+    #[prost(string, optional, tag = "68")]
+    pub images_dir: Option<String>,
     #[prost(bool, optional, tag = "69")]
     pub leave_stopped: Option<bool>,
 }

@@ -9,11 +9,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use nix::errno::Errno;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
 use prost::Message;
 
 use super::error::{self, CriuError, LOG_TAIL_LINES};
+use super::packet::{self, PacketError};
 use super::rpc::{self, CriuReqType};
 use super::{Criu, LOG_LEVEL, RECV_BUF, SWRK_FD};
 
@@ -131,6 +131,16 @@ enum Exchange {
     Garbled(String),
     /// CRIU closed its end before taking the request: it exited; its log says why.
     HungUp,
+}
+
+impl From<PacketError> for Exchange {
+    fn from(e: PacketError) -> Self {
+        match e {
+            PacketError::HungUp => Exchange::HungUp,
+            PacketError::Garbled(d) => Exchange::Garbled(format!("criu swrk: {d}")),
+            PacketError::Io(e) => Exchange::Io(CriuError::io("talk to criu swrk", e)),
+        }
+    }
 }
 
 /// Descriptors for a dump/restore request, held open until the response arrives.
@@ -269,45 +279,11 @@ impl Swrk {
     }
 
     fn send(&self, req: &rpc::CriuReq) -> Result<(), Exchange> {
-        let bytes = req.encode_to_vec();
-        loop {
-            match socket::send(self.sock().as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(Exchange::Garbled(format!(
-                        "short send to criu: {n} of {} bytes",
-                        bytes.len()
-                    )))
-                }
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => return Err(Exchange::HungUp),
-                Err(e) => return Err(Exchange::Io(CriuError::io("send to criu swrk", e.into()))),
-            }
-        }
+        packet::send(self.sock().as_fd(), req).map_err(Exchange::from)
     }
 
     fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, Exchange> {
-        let fd = self.sock().as_fd().as_raw_fd();
-        loop {
-            match socket::recv(fd, buf, MsgFlags::MSG_TRUNC) {
-                Ok(0) => return Ok(None),
-                Ok(n) if n > buf.len() => {
-                    return Err(Exchange::Garbled(format!(
-                        "criu response of {n} bytes exceeds the {} byte buffer",
-                        buf.len()
-                    )))
-                }
-                Ok(n) => return Ok(Some(n)),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECONNRESET) => return Ok(None),
-                Err(e) => {
-                    return Err(Exchange::Io(CriuError::io(
-                        "receive from criu swrk",
-                        e.into(),
-                    )))
-                }
-            }
-        }
+        packet::recv(self.sock().as_fd(), buf, false).map_err(Exchange::from)
     }
 
     /// Close our end and reap the child; returns its exit status and what it wrote to stderr.

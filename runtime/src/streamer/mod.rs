@@ -40,11 +40,71 @@ pub enum StreamError {
     },
 }
 
-fn io(context: &str) -> impl FnOnce(std::io::Error) -> StreamError + '_ {
-    move |source| StreamError::Io {
-        context: context.to_string(),
-        source,
+fn io<E: From<StreamError>>(context: &str) -> impl FnOnce(std::io::Error) -> E + '_ {
+    move |source| {
+        StreamError::Io {
+            context: context.to_string(),
+            source,
+        }
+        .into()
     }
+}
+
+/// Runs `producer`, which makes CRIU stream a dump into `dir`, with a capture listening
+/// there: the shards and their index land in `dir`. A failed producer discards the capture.
+pub fn capture<T, E: From<StreamError>>(
+    dir: &Path,
+    shards: usize,
+    codec: Codec,
+    producer: impl FnOnce() -> Result<T, E>,
+) -> Result<(T, CaptureStats), E> {
+    let capture = Capture::start(CaptureConfig {
+        dir: dir.to_path_buf(),
+        shards: shards.max(1),
+        codec,
+        level: ZSTD_LEVEL,
+        chunk_bytes: CHUNK_BYTES,
+    })
+    .map_err(io("listen for CRIU"))?;
+    match producer() {
+        Ok(v) => {
+            let stats = capture.finish().map_err(io("capture images"))?;
+            Ok((v, stats))
+        }
+        Err(e) => {
+            capture.abort();
+            Err(e)
+        }
+    }
+}
+
+/// Runs `consumer`, which makes CRIU restore from a stream whose socket is in
+/// `socket_dir`, while the checkpoint in `images_dir` is decoded in parallel and served.
+/// The checkpoint itself is left untouched.
+pub fn serve<T, E: From<StreamError>>(
+    images_dir: &Path,
+    socket_dir: &Path,
+    consumer: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let serve = start_serving(images_dir, socket_dir)?;
+    let restored = consumer();
+    let served = serve.finish();
+    let v = restored?;
+    served.map_err(io("serve images"))?;
+    Ok(v)
+}
+
+/// Starts serving the streamed checkpoint in `images_dir` on a socket in `socket_dir`,
+/// decoding on every core; [`Serve::finish`] once CRIU is done.
+pub fn start_serving<E: From<StreamError>>(
+    images_dir: &Path,
+    socket_dir: &Path,
+) -> Result<Serve, E> {
+    let index = StreamIndex::load(images_dir).map_err(io("read the stream index"))?;
+    let decoders = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    Serve::start(socket_dir, images_dir, index, decoders).map_err(io("listen for CRIU"))
 }
 
 /// Dumps `pid` with CRIU streaming into `shards` compressed shards in `images_dir`.
@@ -57,26 +117,16 @@ pub fn dump(
     shards: usize,
     codec: Codec,
 ) -> Result<CaptureStats, StreamError> {
-    let capture = Capture::start(CaptureConfig {
-        dir: images_dir.to_path_buf(),
-        shards: shards.max(1),
-        codec,
-        level: ZSTD_LEVEL,
-        chunk_bytes: CHUNK_BYTES,
-    })
-    .map_err(io("listen for CRIU"))?;
-    match criu.dump_streamed(&StreamArgs {
+    let args = StreamArgs {
         pid,
         images_dir,
         work_dir,
         opts,
-    }) {
-        Ok(_) => capture.finish().map_err(io("capture images")),
-        Err(e) => {
-            capture.abort();
-            Err(e.into())
-        }
-    }
+    };
+    capture(images_dir, shards, codec, || {
+        criu.dump_streamed(&args).map_err(StreamError::from)
+    })
+    .map(|(_, stats)| stats)
 }
 
 /// Restores a streamed checkpoint from `images_dir`; returns the restored root PID.
@@ -86,21 +136,14 @@ pub fn restore(
     work_dir: &Path,
     opts: &CriuOpts,
 ) -> Result<i32, StreamError> {
-    let index = StreamIndex::load(images_dir).map_err(io("read the stream index"))?;
-    let decoders = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    // The socket goes in the work dir: the checkpoint itself stays untouched.
-    let serve =
-        Serve::start(work_dir, images_dir, index, decoders).map_err(io("listen for CRIU"))?;
-    let restored = criu.restore_streamed(&StreamArgs {
-        pid: 0,
-        images_dir: work_dir,
-        work_dir,
-        opts,
-    });
-    let served = serve.finish();
-    let pid = restored?;
-    served.map_err(io("serve images"))?;
-    Ok(pid)
+    // The socket goes in the work dir, which CRIU takes as its images dir.
+    serve(images_dir, work_dir, || {
+        criu.restore_streamed(&StreamArgs {
+            pid: 0,
+            images_dir: work_dir,
+            work_dir,
+            opts,
+        })
+        .map_err(StreamError::from)
+    })
 }

@@ -11,11 +11,15 @@ use super::error::RuncError;
 use super::layout;
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
+use super::stream;
+use crate::adapters::defaults;
 use crate::chain::OpResult;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
+use crate::streamer;
 
-/// Runs `runtime checkpoint`; the storage adapter turns the result into the checkpoint.
+/// Runs `runtime checkpoint` (through the stream relay with `--streams`); the storage
+/// adapter turns the result into the checkpoint.
 pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     let d = ctx
         .req
@@ -29,6 +33,13 @@ pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     let mut target = d.target.clone();
     if target.criu.is_none() && ctx.env.config.criu.binary_path != Path::new("criu") {
         target.criu = Some(ctx.env.criu()?.binary().to_path_buf());
+    }
+    let plan = defaults::stream_plan(&ctx.req)?;
+    let mut stream_env = Vec::new();
+    if plan.is_some() {
+        let bundle = ctx.metadata.container.as_ref().map(|c| c.bundle.clone());
+        stream::refuse_terminal(&d.target.id, Path::new(&bundle.unwrap_or_default()))?;
+        stream_env = stream::use_relay(&mut target, ctx.env.criu()?.binary().to_path_buf())?;
     }
     let rt = Runtime::new(&target, &configured)?;
     let criu_version = ctx.env.criu_version().await?;
@@ -59,29 +70,42 @@ pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         &images,
         work.as_deref(),
         &ctx.opts,
-    ));
+    ))
+    .envs(stream_env)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let t = Instant::now();
-    let log_dir = work.clone().unwrap_or_else(|| images.clone());
-    let out = blocking(move || {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.output()
-            .map_err(|e| EngineError::io("start the runtime's checkpoint", e))
+    let log = work
+        .clone()
+        .unwrap_or_else(|| images.clone())
+        .join("dump.log");
+    let (id, stream_dir) = (d.target.id.clone(), images.clone());
+    let checkpointed = blocking(move || {
+        let mut run = move || -> OpResult<()> {
+            let out = cmd
+                .output()
+                .map_err(|e| EngineError::io("start the runtime's checkpoint", e))?;
+            if !out.status.success() {
+                return Err(command_failed("checkpoint", &rt, &id, &out, &log).into());
+            }
+            Ok(())
+        };
+        match plan {
+            Some((shards, codec)) => {
+                fs::create_dir_all(&stream_dir)
+                    .map_err(|e| EngineError::io(format!("create {}", stream_dir.display()), e))?;
+                streamer::capture(&stream_dir, shards, codec, run).map(|_| ())
+            }
+            None => run(),
+        }
     })
-    .await?;
-    if !out.status.success() {
+    .await;
+    if let Err(e) = checkpointed {
         if let Some(t) = work_tmp {
             let _ = t.keep();
         }
-        return Err(command_failed(
-            "checkpoint",
-            &rt,
-            &d.target.id,
-            &out,
-            &log_dir.join("dump.log"),
-        )
-        .into());
+        return Err(e);
     }
     let mut metadata = std::mem::take(&mut ctx.metadata);
     metadata

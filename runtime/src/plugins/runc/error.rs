@@ -70,6 +70,14 @@ pub enum RuncError {
     /// The rootfs diff could not be written or applied.
     #[error("rootfs diff: {0}")]
     RootfsDiff(String),
+    /// `--streams` cannot be honoured for this container.
+    #[error("container {id:?} cannot be streamed: {reason}")]
+    CannotStream {
+        /// The container.
+        id: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 impl RuncError {
@@ -78,7 +86,9 @@ impl RuncError {
         match self {
             Self::NoSuchContainer { .. } => ErrorKind::NotFound,
             Self::Exists { .. } => ErrorKind::AlreadyExists,
-            Self::BinaryNotFound { .. } | Self::NotRunning { .. } => ErrorKind::FailedPrecondition,
+            Self::BinaryNotFound { .. } | Self::NotRunning { .. } | Self::CannotStream { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             Self::Recursion { .. } | Self::Bundle { .. } => ErrorKind::InvalidArgument,
             Self::RootfsDiff(_) => ErrorKind::DataLoss,
             Self::Command { .. } => ErrorKind::Internal,

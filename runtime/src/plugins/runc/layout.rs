@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::streamer::INDEX_FILE;
+
 /// CRIU images of a portable checkpoint.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 /// The OCI config (Podman's name).
@@ -16,7 +18,7 @@ pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
 /// layout, else the directory itself (runc's `--image-path`).
 pub fn images_of(dir: &Path) -> PathBuf {
     let nested = dir.join(CHECKPOINT_DIR);
-    if nested.join("inventory.img").is_file() {
+    if nested.join("inventory.img").is_file() || nested.join(INDEX_FILE).is_file() {
         nested
     } else {
         dir.to_path_buf()

@@ -20,6 +20,7 @@ pub mod rootfs_diff;
 pub mod run;
 pub mod runtime;
 pub mod signals;
+pub mod stream;
 pub mod target;
 
 pub use run::{RuncRun, RuncRunResponse};

@@ -13,9 +13,11 @@ use super::layout;
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
 use super::signals;
+use super::stream;
 use crate::chain::{Adapter, OpResult};
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
+use crate::streamer;
 
 /// Refuses a missing id, an id in use and a missing bundle before anything is touched.
 pub fn validate_runc_restore() -> Adapter<RestoreCtx, RestoreResponse> {
@@ -72,8 +74,22 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     if target.criu.is_none() && ctx.env.config.criu.binary_path != Path::new("criu") {
         target.criu = Some(ctx.env.criu()?.binary().to_path_buf());
     }
-    let rt = Runtime::new(&target, &configured)?;
     let images = layout::images_of(&ctx.images_dir);
+    let streamed = images.join(streamer::INDEX_FILE).is_file();
+    let mut stream_env = Vec::new();
+    if streamed {
+        if r.no_subreaper && !r.detach {
+            // The restored init is re-parented to runc only while runc is a subreaper.
+            return Err(RuncError::CannotStream {
+                id: r.target.id.clone(),
+                reason: "a streamed checkpoint restores in the foreground only with runc as                          subreaper; drop --no-subreaper or add --detach"
+                    .into(),
+            }
+            .into());
+        }
+        stream_env = stream::use_relay(&mut target, ctx.env.criu()?.binary().to_path_buf())?;
+    }
+    let rt = Runtime::new(&target, &configured)?;
     let mut metadata = ctx.metadata;
     if layout::is_portable(&ctx.images_dir) {
         let (dir, bundle) = (ctx.images_dir.clone(), r.bundle.clone());
@@ -85,6 +101,14 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
             .insert("rootfs_diff_apply".into(), t.elapsed().as_millis() as u64);
     }
     let work: PathBuf = r.work_path.clone().unwrap_or_else(|| ctx.work_dir.clone());
+    // Streamed: runc reads from a directory of ours holding the serve socket.
+    let (image_path, serving) = if streamed {
+        let dir = stream::serve_dir(&images, &work)?;
+        let serving = streamer::start_serving::<EngineError>(&images, &dir)?;
+        (dir, Some(serving))
+    } else {
+        (images.clone(), None)
+    };
     // The PID is learnt from a pid file: the caller's, else ours in the work dir.
     let pid_file = r
         .pid_file
@@ -93,11 +117,12 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let mut cmd = rt.command();
     cmd.args(runtime::restore_args(
         &r,
-        &images,
+        &image_path,
         Some(&work),
         pid_file.as_deref(),
         &ctx.opts,
-    ));
+    ))
+    .envs(stream_env);
     // The restored container inherits the runtime's stdio (runc maps the checkpointed
     // pipes onto it), so it gets ours, as with runc itself.
     match &r.stdio {
@@ -123,11 +148,18 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
             cmd.status()
                 .map_err(|e| EngineError::io("start the runtime's restore", e))
         })
-        .await?
+        .await
     } else {
         // In the foreground: forward the signals we get, as runc's own proxy does.
-        signals::run_forwarding(cmd).await?
+        signals::run_forwarding(cmd).await
     };
+    let served = match serving {
+        Some(s) => {
+            blocking(move || s.finish().map_err(|e| EngineError::io("serve images", e))).await
+        }
+        None => Ok(()),
+    };
+    let status = status?;
     metadata
         .timings_ms
         .insert("runc_restore".into(), t.elapsed().as_millis() as u64);
@@ -146,6 +178,7 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         )
         .into());
     }
+    served?;
     let pid = pid_file
         .as_deref()
         .and_then(|p| fs::read_to_string(p).ok())

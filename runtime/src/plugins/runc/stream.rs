@@ -1,0 +1,67 @@
+//! `--streams` for containers: the runtime runs `cedana-criu-relay` as its CRIU, which
+//! runs CRIU's command line with `--stream` against our streamer (see `criu::relay`).
+//! Here: pointing the runtime at the relay, and what a container must not have.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::error::RuncError;
+use super::target::RuncTarget;
+use crate::chain::OpResult;
+use crate::criu::relay;
+use crate::error::EngineError;
+
+/// runc's name for the descriptor list it keeps beside the images (read on restore).
+const DESCRIPTORS: &str = "descriptors.json";
+
+/// Makes `target` use the relay as its CRIU, with `real_criu` behind it (the target's own
+/// `--criu` if it had one). Returns the environment the runtime must run with.
+pub fn use_relay(
+    target: &mut RuncTarget,
+    real_criu: PathBuf,
+) -> Result<Vec<(OsString, OsString)>, RuncError> {
+    let relay = relay::locate().ok_or_else(|| RuncError::CannotStream {
+        id: target.id.clone(),
+        reason: format!(
+            "{} is neither beside this binary nor on PATH; install it with the other \
+             binaries (make install)",
+            relay::BINARY_NAME
+        ),
+    })?;
+    let real = target.criu.take().unwrap_or(real_criu);
+    target.criu = Some(relay);
+    Ok(relay::runtime_env(&real))
+}
+
+/// Refuses a container on a terminal: CRIU hands the new pty master to the runtime only
+/// over RPC, which a streamed (command line) CRIU cannot do.
+pub fn refuse_terminal(id: &str, bundle: &Path) -> Result<(), RuncError> {
+    let config = bundle.join("config.json");
+    let spec: serde_json::Value = fs::read(&config)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if spec.pointer("/process/terminal") == Some(&serde_json::Value::Bool(true)) {
+        return Err(RuncError::CannotStream {
+            id: id.into(),
+            reason: "it runs on a terminal (process.terminal); checkpoint it without --streams"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The directory the runtime restores from: our serve socket and a copy of runc's
+/// descriptor list, so the checkpoint itself stays untouched.
+pub fn serve_dir(images: &Path, work: &Path) -> OpResult<PathBuf> {
+    let dir = work.join("stream-images");
+    fs::create_dir_all(&dir)
+        .map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
+    let from = images.join(DESCRIPTORS);
+    if from.is_file() {
+        fs::copy(&from, dir.join(DESCRIPTORS))
+            .map_err(|e| EngineError::io(format!("copy {}", from.display()), e))?;
+    }
+    Ok(dir)
+}
