@@ -136,3 +136,74 @@ pub fn run_action_script() -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    use prost::Message;
+    use std::os::fd::AsFd;
+
+    /// A script's request reaches "runc" as CRIU's NOTIFY (pid only where CRIU sends
+    /// one), and runc's verdict comes back to the script.
+    #[test]
+    fn actions_are_forwarded_and_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bridge = Bridge::bind(dir.path()).expect("bind");
+        let (relay_end, runc_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let runc = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            for accept in [true, true, false] {
+                let n = packet::recv(runc_end.as_fd(), &mut buf, false)
+                    .expect("recv")
+                    .expect("message");
+                let note = rpc::CriuResp::decode(&buf[..n]).expect("decode");
+                assert_eq!(note.r#type(), CriuReqType::Notify);
+                let n = note.notify.expect("notify");
+                seen.push((n.script.unwrap_or_default(), n.pid));
+                let ack = rpc::CriuReq {
+                    notify_success: Some(accept),
+                    ..rpc::CriuReq::new(CriuReqType::Notify)
+                };
+                packet::send(runc_end.as_fd(), &ack).expect("ack");
+            }
+            seen
+        });
+        let ask = |action: &str| {
+            let path = bridge.path().to_path_buf();
+            let msg = format!("{action}\n4242\n");
+            let client = std::thread::spawn(move || {
+                let mut s = UnixStream::connect(path).expect("connect");
+                s.write_all(msg.as_bytes()).expect("write");
+                s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                let mut a = String::new();
+                s.read_to_string(&mut a).expect("read");
+                a
+            });
+            let verdict = bridge.serve_one(relay_end.as_fd());
+            (verdict, client.join().expect("client"))
+        };
+        let (v, a) = ask("post-dump");
+        assert!(v.is_ok() && a == "ok\n", "{v:?} {a}");
+        let (v, a) = ask("post-restore");
+        assert!(v.is_ok() && a == "ok\n", "{v:?} {a}");
+        let (v, a) = ask("setup-namespaces");
+        assert!(v.is_err() && a.starts_with("fail:"), "runc refused: {a}");
+        let seen = runc.join().expect("runc");
+        assert_eq!(
+            seen,
+            [
+                ("post-dump".to_string(), None),
+                ("post-restore".to_string(), Some(4242)),
+                ("setup-namespaces".to_string(), Some(4242)),
+            ]
+        );
+    }
+}

@@ -65,3 +65,37 @@ pub fn serve_dir(images: &Path, work: &Path) -> OpResult<PathBuf> {
     }
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_containers_are_refused_others_pass() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |terminal: bool| {
+            let spec = serde_json::json!({"process": {"terminal": terminal, "args": ["sh"]}});
+            fs::write(dir.path().join("config.json"), spec.to_string()).expect("write");
+        };
+        write(true);
+        let err = refuse_terminal("c1", dir.path()).expect_err("terminal");
+        assert!(err.to_string().contains("without --streams"), "{err}");
+        write(false);
+        refuse_terminal("c1", dir.path()).expect("no terminal");
+    }
+
+    #[test]
+    fn serve_dir_copies_runcs_descriptor_list_only() {
+        let images = tempfile::tempdir().expect("images");
+        let work = tempfile::tempdir().expect("work");
+        fs::write(images.path().join(DESCRIPTORS), "[\"/dev/null\"]").expect("write");
+        fs::write(images.path().join("shard-0.zst"), "x").expect("write");
+        let dir = serve_dir(images.path(), work.path()).expect("serve dir");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, [DESCRIPTORS]);
+    }
+}

@@ -1,0 +1,254 @@
+//! Streamed container checkpoints: `cedana dump runc --streams 4` has runc use
+//! cedana-criu-relay as its CRIU, which runs `criu dump --stream` into our shards; the
+//! restored container keeps counting, no uncompressed image is written, a damaged shard
+//! is refused before CRIU runs and leaves no container. Without the stream setting the
+//! relay is plain CRIU to runc.
+
+mod runc_support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use cedana_e2e::{bin, Env};
+use runc_support::*;
+
+/// A running counter container `orig` and a pristine rootfs copy in `fresh/`.
+struct Setup {
+    env: Env,
+    root: PathBuf,
+    bundle: PathBuf,
+    fresh: PathBuf,
+    rt: Rt,
+    _guards: [Ctr; 2],
+}
+
+fn setup(daemon: bool) -> Setup {
+    let mut env = Env::new();
+    if daemon {
+        env.start_daemon();
+    }
+    let root = env.path("runc-root");
+    let bundle = env.path("bundle");
+    build_bundle(&bundle, COUNTER, Net::Own);
+    let fresh = env.path("fresh");
+    fs::create_dir_all(&fresh).expect("mkdir");
+    copy_tree(&bundle.join("rootfs"), &fresh.join("rootfs"));
+    let rt = Rt::runc(&root);
+    let guards = [Ctr::new(&root, "orig"), Ctr::new(&root, "copy")];
+    let (code, err) = rt.detached(&["run", "-d", "--bundle", s(&bundle), "orig"], &bundle);
+    assert_eq!(code, 0, "run: {err}");
+    wait_above(&bundle.join("rootfs/tmp/count"), 5);
+    Setup {
+        env,
+        root,
+        bundle,
+        fresh,
+        rt,
+        _guards: guards,
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// Every file name under `dir`, relative.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("ls").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            let rel = p.strip_prefix(dir).expect("under dir");
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Setup {
+    /// `cedana dump runc orig --streams 4`; returns the checkpoint directory.
+    fn dump(&self, daemon: bool, extra: &[&str]) -> String {
+        let dir = self.env.checkpoints();
+        let mut args = vec![
+            "--json",
+            "dump",
+            "runc",
+            "orig",
+            "--root",
+            s(&self.root),
+            "--dir",
+            s(&dir),
+            "--streams",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        if !daemon {
+            args.push("--no-server");
+        }
+        let out = self.env.cedana(&args).ok();
+        out.json()["path"].as_str().expect("path").to_string()
+    }
+
+    /// `cedana restore runc --detach` into `copy` on the fresh rootfs.
+    fn restore(&self, path: &str, daemon: bool) -> std::process::Output {
+        let mut args = vec![
+            "--json",
+            "restore",
+            "runc",
+            "--path",
+            path,
+            "--bundle",
+            s(&self.fresh),
+            "--id",
+            "copy",
+            "--root",
+            s(&self.root),
+            "--detach",
+        ];
+        if !daemon {
+            args.push("--no-server");
+        }
+        self.env
+            .cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("restore")
+    }
+}
+
+fn streamed_container_keeps_counting(daemon: bool) {
+    let st = setup(daemon);
+    let path = st.dump(daemon, &[]);
+    assert!(
+        Path::new(&path).is_dir(),
+        "a streamed checkpoint is a directory"
+    );
+    let names = tree(Path::new(&path));
+    let shards = names
+        .iter()
+        .filter(|n| n.starts_with("checkpoint/shard-") && n.ends_with(".zst"))
+        .count();
+    assert_eq!(shards, 4, "four zstd shards: {names:?}");
+    for f in [
+        "checkpoint/streams.json",
+        "checkpoint/descriptors.json",
+        "spec.dump",
+    ] {
+        assert!(names.iter().any(|n| n == f), "{f} in {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.ends_with(".img")),
+        "no uncompressed image written: {names:?}"
+    );
+    assert!(st.rt.state("orig").is_none(), "dumped container is gone");
+    let last = *numbers(&st.bundle.join("rootfs/tmp/count"))
+        .last()
+        .expect("counted");
+
+    let out = st.restore(&path, daemon);
+    assert!(
+        out.status.success(),
+        "restore: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    st.rt.wait_status("copy", "running");
+    let count = st.fresh.join("rootfs/tmp/count");
+    wait_above(&count, last + 5);
+    let n = numbers(&count);
+    let i = n
+        .iter()
+        .rposition(|v| *v == last)
+        .expect("old counts carried");
+    assert_eq!(n[i + 1], last + 1, "counter continued in the new container");
+}
+
+#[test]
+fn streamed_container_restores_and_keeps_counting() {
+    if !runc_available() {
+        return;
+    }
+    streamed_container_keeps_counting(false);
+}
+
+#[test]
+fn streamed_container_through_the_daemon() {
+    if !runc_available() {
+        return;
+    }
+    streamed_container_keeps_counting(true);
+}
+
+#[test]
+fn damaged_container_shard_is_refused_before_criu_runs() {
+    if !runc_available() {
+        return;
+    }
+    let st = setup(false);
+    let path = st.dump(false, &["--leave-running"]);
+    st.rt.wait_status("orig", "running");
+    let shard = Path::new(&path).join("checkpoint/shard-0.zst");
+    let len = fs::metadata(&shard).expect("shard").len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .expect("open")
+        .set_len(len / 2)
+        .expect("truncate");
+    let out = st.restore(&path, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a truncated shard must not restore");
+    assert!(
+        err.contains("shard-0.zst"),
+        "the error names the shard: {err}"
+    );
+    assert!(
+        !err.contains("restore.log"),
+        "refused before runc or CRIU ran: {err}"
+    );
+    assert!(st.rt.state("copy").is_none(), "no half-made container");
+    st.rt.wait_status("orig", "running");
+}
+
+#[test]
+fn relay_without_the_stream_setting_is_plain_criu() {
+    if !runc_available() {
+        return;
+    }
+    let st = setup(false);
+    let relay = bin("cedana-criu-relay");
+    let images = st.env.path("images");
+    let with_relay = |args: &[&str]| {
+        let mut all = vec!["--criu", s(&relay)];
+        all.extend_from_slice(args);
+        st.rt.detached(&all, &st.bundle)
+    };
+    let (code, err) = with_relay(&["checkpoint", "--image-path", s(&images), "orig"]);
+    assert_eq!(code, 0, "runc checkpoint with the relay as CRIU: {err}");
+    assert!(
+        images.join("inventory.img").is_file(),
+        "CRIU wrote its images"
+    );
+    let last = *numbers(&st.bundle.join("rootfs/tmp/count"))
+        .last()
+        .expect("counted");
+    let (code, err) = with_relay(&[
+        "restore",
+        "-d",
+        "--image-path",
+        s(&images),
+        "--bundle",
+        s(&st.bundle),
+        "orig",
+    ]);
+    assert_eq!(code, 0, "runc restore with the relay as CRIU: {err}");
+    st.rt.wait_status("orig", "running");
+    wait_above(&st.bundle.join("rootfs/tmp/count"), last + 3);
+}
