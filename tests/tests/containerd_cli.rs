@@ -181,6 +181,18 @@ fn containerd_unknown_container_is_named_with_its_namespace() {
         "the namespace should be named: {}",
         r.stderr
     );
+    // Streamed shards cannot go back through containerd's runc shim: refused up front.
+    env.cedana(&[
+        "dump",
+        "containerd",
+        "nosuch",
+        "--containerd-address",
+        &address,
+        "--streams",
+        "2",
+        "--no-server",
+    ])
+    .fails_with("cannot read streamed shards");
     // An unreachable containerd says so.
     env.cedana(&[
         "dump",

@@ -40,6 +40,14 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                     reason: "give the container id".into(),
                 });
             }
+            if ctx.req.streams.is_some() {
+                // Restores go through containerd's runc shim, which reads image files.
+                return Err(EngineError::InvalidRequest {
+                    field: "streams",
+                    reason: "a containerd checkpoint is restored by containerd's runc shim,                              which cannot read streamed shards; dump without --streams (or                              stream the container with `cedana dump runc --root                              /run/containerd/runc/NAMESPACE`)"
+                        .into(),
+                });
+            }
             let (info, task) = {
                 let t = t.clone();
                 blocking(move || Ok((ctr::info(&t)?, ctr::task(&t)?))).await?
