@@ -50,6 +50,20 @@ fn run_dump_restore_a_runc_job() {
     if !runc_available() {
         return;
     }
+    run_dump_restore(&[]);
+}
+
+/// Streamed, the job's output pipe goes through the relay as an inherited descriptor.
+#[test]
+fn run_dump_restore_a_runc_job_streamed() {
+    if !runc_available() {
+        return;
+    }
+    run_dump_restore(&["--streams", "4"]);
+}
+
+/// Runs a runc job, dumps it with `dump_flags`, restores it and checks it carries on.
+fn run_dump_restore(dump_flags: &[&str]) {
     let mut env = Env::new();
     env.start_daemon();
     let root = env.path("runc-root");
@@ -93,19 +107,26 @@ fn run_dump_restore_a_runc_job() {
         .json();
     assert_eq!(q[0]["status"], "running");
 
-    let out = env
-        .cedana(&[
-            "--json",
-            "dump",
-            "job",
-            "rj",
-            "--dir",
-            env.checkpoints().to_str().expect("utf8"),
-        ])
-        .ok()
-        .json();
+    let dir = env.checkpoints();
+    let mut args = vec![
+        "--json",
+        "dump",
+        "job",
+        "rj",
+        "--dir",
+        dir.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(dump_flags);
+    let out = env.cedana(&args).ok().json();
     assert_eq!(out["metadata"]["kind"], "runc");
     assert_eq!(out["jid"], "rj");
+    let path = std::path::PathBuf::from(out["path"].as_str().expect("path"));
+    assert_eq!(
+        path.join("checkpoint/streams.json").is_file(),
+        dump_flags.contains(&"--streams"),
+        "streamed exactly when asked: {}",
+        path.display()
+    );
     wait_state(&env, "rj", "halted");
     assert!(
         rt.state("job-ctr").is_none(),
