@@ -17,29 +17,9 @@ fn dump_restore_new_id(daemon: bool) {
     if daemon {
         env.start_daemon();
     }
-    let root = env.path("runc-root");
-    let bundle = env.path("bundle");
-    build_bundle(&bundle, COUNTER, Net::Own);
-    // The pristine rootfs, copied before the container changes anything.
-    let fresh = env.path("fresh");
-    fs::create_dir_all(&fresh).expect("mkdir");
-    copy_tree(&bundle.join("rootfs"), &fresh.join("rootfs"));
-    let rt = Rt::runc(&root);
-    let _g = Ctr::new(&root, "orig");
-    let _g2 = Ctr::new(&root, "copy");
-    let (code, err) = rt.detached(
-        &[
-            "run",
-            "-d",
-            "--bundle",
-            bundle.to_str().expect("utf8"),
-            "orig",
-        ],
-        &bundle,
-    );
-    assert_eq!(code, 0, "run: {err}");
+    let pair = CounterPair::start(&env);
+    let (root, bundle, fresh, rt) = (&pair.root, &pair.bundle, &pair.fresh, &pair.rt);
     let count = bundle.join("rootfs/tmp/count");
-    wait_above(&count, 5);
     // A file written from inside the container, with bytes that must survive.
     let payload: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     fs::write(env.path("payload"), &payload).expect("payload");

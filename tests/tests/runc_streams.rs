@@ -7,19 +7,15 @@
 mod runc_support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cedana_e2e::{bin, Env};
 use runc_support::*;
 
-/// A running counter container `orig` and a pristine rootfs copy in `fresh/`.
+/// The counter pair and the env (and daemon) it lives in.
 struct Setup {
     env: Env,
-    root: PathBuf,
-    bundle: PathBuf,
-    fresh: PathBuf,
-    rt: Rt,
-    _guards: [Ctr; 2],
+    pair: CounterPair,
 }
 
 fn setup(daemon: bool) -> Setup {
@@ -27,25 +23,8 @@ fn setup(daemon: bool) -> Setup {
     if daemon {
         env.start_daemon();
     }
-    let root = env.path("runc-root");
-    let bundle = env.path("bundle");
-    build_bundle(&bundle, COUNTER, Net::Own);
-    let fresh = env.path("fresh");
-    fs::create_dir_all(&fresh).expect("mkdir");
-    copy_tree(&bundle.join("rootfs"), &fresh.join("rootfs"));
-    let rt = Rt::runc(&root);
-    let guards = [Ctr::new(&root, "orig"), Ctr::new(&root, "copy")];
-    let (code, err) = rt.detached(&["run", "-d", "--bundle", s(&bundle), "orig"], &bundle);
-    assert_eq!(code, 0, "run: {err}");
-    wait_above(&bundle.join("rootfs/tmp/count"), 5);
-    Setup {
-        env,
-        root,
-        bundle,
-        fresh,
-        rt,
-        _guards: guards,
-    }
+    let pair = CounterPair::start(&env);
+    Setup { env, pair }
 }
 
 fn s(p: &Path) -> &str {
@@ -80,7 +59,7 @@ impl Setup {
             "runc",
             "orig",
             "--root",
-            s(&self.root),
+            s(&self.pair.root),
             "--dir",
             s(&dir),
             "--streams",
@@ -103,11 +82,11 @@ impl Setup {
             "--path",
             path,
             "--bundle",
-            s(&self.fresh),
+            s(&self.pair.fresh),
             "--id",
             "copy",
             "--root",
-            s(&self.root),
+            s(&self.pair.root),
             "--detach",
         ];
         if !daemon {
@@ -147,8 +126,11 @@ fn streamed_container_keeps_counting(daemon: bool) {
         !names.iter().any(|n| n.ends_with(".img")),
         "no uncompressed image written: {names:?}"
     );
-    assert!(st.rt.state("orig").is_none(), "dumped container is gone");
-    let last = *numbers(&st.bundle.join("rootfs/tmp/count"))
+    assert!(
+        st.pair.rt.state("orig").is_none(),
+        "dumped container is gone"
+    );
+    let last = *numbers(&st.pair.bundle.join("rootfs/tmp/count"))
         .last()
         .expect("counted");
 
@@ -159,8 +141,8 @@ fn streamed_container_keeps_counting(daemon: bool) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    st.rt.wait_status("copy", "running");
-    let count = st.fresh.join("rootfs/tmp/count");
+    st.pair.rt.wait_status("copy", "running");
+    let count = st.pair.fresh.join("rootfs/tmp/count");
     wait_above(&count, last + 5);
     let n = numbers(&count);
     let i = n
@@ -193,7 +175,7 @@ fn damaged_container_shard_is_refused_before_criu_runs() {
     }
     let st = setup(false);
     let path = st.dump(false, &["--leave-running"]);
-    st.rt.wait_status("orig", "running");
+    st.pair.rt.wait_status("orig", "running");
     let shard = Path::new(&path).join("checkpoint/shard-0.zst");
     let len = fs::metadata(&shard).expect("shard").len();
     fs::OpenOptions::new()
@@ -213,8 +195,8 @@ fn damaged_container_shard_is_refused_before_criu_runs() {
         !err.contains("restore.log"),
         "refused before runc or CRIU ran: {err}"
     );
-    assert!(st.rt.state("copy").is_none(), "no half-made container");
-    st.rt.wait_status("orig", "running");
+    assert!(st.pair.rt.state("copy").is_none(), "no half-made container");
+    st.pair.rt.wait_status("orig", "running");
 }
 
 #[test]
@@ -228,7 +210,7 @@ fn relay_without_the_stream_setting_is_plain_criu() {
     let with_relay = |args: &[&str]| {
         let mut all = vec!["--criu", s(&relay)];
         all.extend_from_slice(args);
-        st.rt.detached(&all, &st.bundle)
+        st.pair.rt.detached(&all, &st.pair.bundle)
     };
     let (code, err) = with_relay(&["checkpoint", "--image-path", s(&images), "orig"]);
     assert_eq!(code, 0, "runc checkpoint with the relay as CRIU: {err}");
@@ -236,7 +218,7 @@ fn relay_without_the_stream_setting_is_plain_criu() {
         images.join("inventory.img").is_file(),
         "CRIU wrote its images"
     );
-    let last = *numbers(&st.bundle.join("rootfs/tmp/count"))
+    let last = *numbers(&st.pair.bundle.join("rootfs/tmp/count"))
         .last()
         .expect("counted");
     let (code, err) = with_relay(&[
@@ -245,10 +227,10 @@ fn relay_without_the_stream_setting_is_plain_criu() {
         "--image-path",
         s(&images),
         "--bundle",
-        s(&st.bundle),
+        s(&st.pair.bundle),
         "orig",
     ]);
     assert_eq!(code, 0, "runc restore with the relay as CRIU: {err}");
-    st.rt.wait_status("orig", "running");
-    wait_above(&st.bundle.join("rootfs/tmp/count"), last + 3);
+    st.pair.rt.wait_status("orig", "running");
+    wait_above(&st.pair.bundle.join("rootfs/tmp/count"), last + 3);
 }

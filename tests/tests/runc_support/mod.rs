@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cedana_e2e::{bin, e2e_enabled, wait_for, Run};
+use cedana_e2e::{bin, e2e_enabled, wait_for, Env, Run};
 
 /// Whether runc and busybox are installed (says why not).
 pub fn runc_available() -> bool {
@@ -230,3 +230,51 @@ pub const COUNTER: &[&str] = &[
     "-c",
     "i=0; while true; do i=$((i+1)); echo $i >> /tmp/count; sleep 0.05; done",
 ];
+
+/// A running counter container `orig` under a private state root, and a pristine copy of
+/// its rootfs in `fresh/rootfs` to restore into; `orig` and `copy` are deleted on drop.
+pub struct CounterPair {
+    /// `--root` of the runtime.
+    pub root: PathBuf,
+    /// `orig`'s bundle.
+    pub bundle: PathBuf,
+    /// A bundle dir holding the pristine rootfs copy.
+    pub fresh: PathBuf,
+    /// The real runc on `root`.
+    pub rt: Rt,
+    _guards: [Ctr; 2],
+}
+
+impl CounterPair {
+    /// Builds the bundle, copies its rootfs, runs `orig` and waits until it counts.
+    pub fn start(env: &Env) -> CounterPair {
+        let root = env.path("runc-root");
+        let bundle = env.path("bundle");
+        build_bundle(&bundle, COUNTER, Net::Own);
+        // The pristine rootfs, copied before the container changes anything.
+        let fresh = env.path("fresh");
+        fs::create_dir_all(&fresh).expect("mkdir");
+        copy_tree(&bundle.join("rootfs"), &fresh.join("rootfs"));
+        let rt = Rt::runc(&root);
+        let guards = [Ctr::new(&root, "orig"), Ctr::new(&root, "copy")];
+        let (code, err) = rt.detached(
+            &[
+                "run",
+                "-d",
+                "--bundle",
+                bundle.to_str().expect("utf8"),
+                "orig",
+            ],
+            &bundle,
+        );
+        assert_eq!(code, 0, "run: {err}");
+        wait_above(&bundle.join("rootfs/tmp/count"), 5);
+        CounterPair {
+            root,
+            bundle,
+            fresh,
+            rt,
+            _guards: guards,
+        }
+    }
+}
