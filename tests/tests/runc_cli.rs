@@ -98,13 +98,11 @@ fn dump_restore_new_id(daemon: bool) {
     rt.wait_status("copy", "running");
     assert!(fresh.join("config.json").is_file(), "config from spec.dump");
     let new_count = fresh.join("rootfs/tmp/count");
-    wait_above(&new_count, last + 5);
-    let n = numbers(&new_count);
-    let i = n
-        .iter()
-        .rposition(|v| *v == last)
-        .expect("old counts carried");
-    assert_eq!(n[i + 1], last + 1, "counter continued in the new container");
+    assert_eq!(
+        next_after(&new_count, last),
+        last + 1,
+        "counter continued in the new container"
+    );
     assert_eq!(
         fs::read(fresh.join("rootfs/data/blob.bin")).expect("blob"),
         payload,
@@ -262,11 +260,9 @@ fn tcp_connection_inside_a_container_survives() {
         spec_before,
         "the bundle's config.json is put back after the restore"
     );
-    wait_above(&echo, last + 10);
     // The same connection: numbers go on from where they were, no restart at 1.
-    let n = numbers(&echo);
-    let at = n.iter().rposition(|v| *v == last).expect("last");
-    assert_eq!(n[at + 1], last + 1);
+    assert_eq!(next_after(&echo, last), last + 1);
+    wait_above(&echo, last + 10);
     wait_for("still running", std::time::Duration::from_secs(5), || {
         (cr.state("tcp")?["status"] == "running").then_some(())
     });

@@ -15,19 +15,6 @@ fn metadata(img: &Path) -> serde_json::Value {
         .expect("metadata json")
 }
 
-/// The number written right after the last occurrence of `value`.
-fn next_after(path: &Path, value: u64) -> u64 {
-    cedana_e2e::wait_for(
-        &format!("a number after {value}"),
-        std::time::Duration::from_secs(10),
-        || {
-            let n = numbers(path);
-            let i = n.iter().rposition(|v| *v == value)?;
-            n.get(i + 1).copied()
-        },
-    )
-}
-
 #[test]
 fn checkpoint_and_restore_through_cedana_runc_continue_counting() {
     if !runc_available() {

@@ -224,6 +224,19 @@ pub fn wait_above(path: &Path, above: u64) -> u64 {
     )
 }
 
+/// Waits for the number written right after the last occurrence of `value`; returns it.
+pub fn next_after(path: &Path, value: u64) -> u64 {
+    wait_for(
+        &format!("a number after {value} in {}", path.display()),
+        Duration::from_secs(15),
+        || {
+            let n = numbers(path);
+            let i = n.iter().rposition(|v| *v == value)?;
+            n.get(i + 1).copied()
+        },
+    )
+}
+
 /// The counter workload: appends 1, 2, 3, ... to /tmp/count every 50 ms.
 pub const COUNTER: &[&str] = &[
     "sh",
