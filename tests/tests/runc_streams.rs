@@ -12,10 +12,11 @@ use std::path::Path;
 use cedana_e2e::{bin, Env};
 use runc_support::*;
 
-/// The counter pair and the env (and daemon) it lives in.
+/// The counter pair and the env (and daemon) it lives in. Fields drop in order: the
+/// containers must go before the env removes their runtime root.
 struct Setup {
-    env: Env,
     pair: CounterPair,
+    env: Env,
 }
 
 fn setup(daemon: bool) -> Setup {
@@ -24,7 +25,7 @@ fn setup(daemon: bool) -> Setup {
         env.start_daemon();
     }
     let pair = CounterPair::start(&env);
-    Setup { env, pair }
+    Setup { pair, env }
 }
 
 fn s(p: &Path) -> &str {

@@ -1,10 +1,11 @@
-//! Health of the runc plugin: the runtime binary, its version, and the CRIU it will use.
+//! Health of the runc plugin: the runtime binary, its version, the CRIU it will use, and
+//! the stream relay (`--streams` for containers).
 
 use std::path::Path;
 
 use super::runtime::{resolve_binary, Runtime};
 use super::target::RuncTarget;
-use crate::criu::{Criu, MIN_VERSION};
+use crate::criu::{relay, Criu, MIN_VERSION};
 use crate::engine::Env;
 use crate::plugins::{Health, HealthCheck};
 
@@ -74,5 +75,22 @@ pub fn health(env: &Env) -> Vec<HealthCheck> {
             Some("install CRIU 4.1.1 on PATH (`make deps`) or set criu.binary_path"),
         )),
     }
+    out.push(match relay::locate() {
+        Some(p) => check(
+            "stream relay",
+            Health::Ok,
+            format!("{} (--streams for containers)", p.display()),
+            None,
+        ),
+        None => check(
+            "stream relay",
+            Health::Warn,
+            format!(
+                "{} not found beside this binary or on PATH: containers cannot be dumped                  with --streams",
+                relay::BINARY_NAME
+            ),
+            Some("install it with the other binaries (`make install`)"),
+        ),
+    });
     out
 }
