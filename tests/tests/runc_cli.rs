@@ -217,21 +217,8 @@ fn tcp_connection_inside_a_container_survives() {
     let env = Env::new();
     let root = env.path("runc-root");
     let bundle = env.path("bundle");
-    // The container brings its own `lo` up (CAP_NET_ADMIN); no hook in the bundle:
-    // cedana-runc sets `lo` up in the restored namespace itself.
-    let script = "ip link set lo up; nc -l -p 5000 -e cat & sleep 0.5; \
-                  i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done \
-                  | nc 127.0.0.1 5000 > /tmp/echo";
-    build_bundle(&bundle, &["sh", "-c", script], Net::Own);
+    build_tcp_bundle(&bundle);
     let config = bundle.join("config.json");
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&fs::read(&config).expect("spec")).expect("json");
-    for set in ["bounding", "effective", "permitted"] {
-        if let Some(caps) = spec["process"]["capabilities"][set].as_array_mut() {
-            caps.push("CAP_NET_ADMIN".into());
-        }
-    }
-    fs::write(&config, serde_json::to_vec_pretty(&spec).expect("json")).expect("spec");
     let spec_before = fs::read(&config).expect("spec");
     let b = bundle.to_str().expect("utf8");
     let cr = Rt::cedana(&root);

@@ -233,3 +233,69 @@ fn relay_without_the_stream_setting_is_plain_criu() {
     st.pair.rt.wait_status("orig", "running");
     wait_above(&st.pair.bundle.join("rootfs/tmp/count"), last + 3);
 }
+
+/// TCP over loopback inside a container, streamed with no extra flags: the relay forwards
+/// CRIU's setup-namespaces to runc, whose prestart hook (added by the engine) sets `lo`
+/// up before CRIU reconnects the sockets; the connection keeps exchanging data.
+#[test]
+fn tcp_connection_in_a_streamed_container_survives() {
+    if !runc_available() {
+        return;
+    }
+    let env = Env::new();
+    let root = env.path("runc-root");
+    let bundle = env.path("bundle");
+    build_tcp_bundle(&bundle);
+    let fresh = env.path("fresh");
+    fs::create_dir_all(&fresh).expect("mkdir");
+    copy_tree(&bundle.join("rootfs"), &fresh.join("rootfs"));
+    let rt = Rt::runc(&root);
+    let _g = [Ctr::new(&root, "tcp"), Ctr::new(&root, "tcp2")];
+    let (code, err) = rt.detached(&["run", "-d", "--bundle", s(&bundle), "tcp"], &bundle);
+    assert_eq!(code, 0, "{err}");
+    wait_above(&bundle.join("rootfs/tmp/echo"), 5);
+    let dir = env.checkpoints();
+    let out = env
+        .cedana(&[
+            "--json",
+            "dump",
+            "runc",
+            "tcp",
+            "--root",
+            s(&root),
+            "--dir",
+            s(&dir),
+            "--streams",
+            "4",
+            "--no-server",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        out["metadata"]["criu_options"]["tcp_established"], true,
+        "{out}"
+    );
+    let last = *numbers(&bundle.join("rootfs/tmp/echo"))
+        .last()
+        .expect("echoed");
+    let path = out["path"].as_str().expect("path");
+    env.cedana(&[
+        "restore",
+        "runc",
+        "--path",
+        path,
+        "--bundle",
+        s(&fresh),
+        "--id",
+        "tcp2",
+        "--root",
+        s(&root),
+        "--detach",
+        "--no-server",
+    ])
+    .ok();
+    let echo = fresh.join("rootfs/tmp/echo");
+    assert_eq!(next_after(&echo, last), last + 1, "the same connection");
+    wait_above(&echo, last + 10);
+    rt.wait_status("tcp2", "running");
+}

@@ -81,6 +81,25 @@ pub fn build_bundle(dir: &Path, args: &[&str], _net: Net) {
     fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write spec");
 }
 
+/// A bundle whose container talks TCP to itself over loopback: an echo server and a
+/// client sending 1, 2, 3, ... whose echoes go to /tmp/echo. The container brings its own
+/// `lo` up (CAP_NET_ADMIN); the bundle has no hook (restores must set `lo` up themselves).
+pub fn build_tcp_bundle(dir: &Path) {
+    let script = "ip link set lo up; nc -l -p 5000 -e cat & sleep 0.5; \
+                  i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done \
+                  | nc 127.0.0.1 5000 > /tmp/echo";
+    build_bundle(dir, &["sh", "-c", script], Net::Own);
+    let config = dir.join("config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(&config).expect("spec")).expect("json");
+    for set in ["bounding", "effective", "permitted"] {
+        if let Some(caps) = spec["process"]["capabilities"][set].as_array_mut() {
+            caps.push("CAP_NET_ADMIN".into());
+        }
+    }
+    fs::write(&config, serde_json::to_vec_pretty(&spec).expect("json")).expect("spec");
+}
+
 /// `cp -a src dst`: a fresh copy of a rootfs.
 pub fn copy_tree(src: &Path, dst: &Path) {
     let st = Command::new("cp")
