@@ -40,7 +40,8 @@ demo: deps build
 	bash scripts/demo.sh
 
 ## bench: release build, then every benchmark under bench/ (results in bench/results/):
-##   checkpoint/restore vs the stock tools, cedana-runc pass-through overhead vs runc
+##   checkpoint/restore vs the stock tools (processes and runc containers), cedana-runc
+##   pass-through overhead vs runc
 bench: deps
 	$(CARGO) build --workspace --bins --locked --release
 	for s in bench/*.sh; do BIN=target/release bash "$$s" || exit 1; done
