@@ -1,6 +1,8 @@
 //! Capture (dump side): accept CRIU's connection on `streamer-capture.sock`, read every
 //! image file from the pipe CRIU hands over, cut it into chunks, and compress the chunks
-//! on N shard threads straight into N shard files. All-zero chunks are only recorded.
+//! on N shard threads straight into N shard files. All-zero chunks are only recorded;
+//! chunks that do not compress (judged by a few samples first, then by the result) are
+//! stored raw with an XXH64, so neither side spends time on the codec for them.
 //! No uncompressed copy of the image is written anywhere, and memory stays bounded:
 //! each shard queue holds at most `QUEUE_DEPTH` chunks, and readers wait when it is full.
 
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile, INDEX_FILE, INDEX_VERSION};
+use super::index::{xxh64, ChunkRef, Codec, StreamIndex, StreamedFile, INDEX_FILE, INDEX_VERSION};
 use super::protocol;
 
 /// CRIU's dump socket name inside the images directory.
@@ -164,6 +166,27 @@ fn give(pool: &Pool, buf: Vec<u8>) {
     pool.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
 }
 
+/// Samples tried before compressing a chunk, and their size: when none of them shrinks
+/// below `INCOMPRESSIBLE`, the chunk is stored raw without compressing the rest.
+const SAMPLES: usize = 4;
+const SAMPLE_BYTES: usize = 16 << 10;
+/// A chunk (or sample) packed to at least this fraction of its size, in 1/64ths, counts as
+/// incompressible and is stored raw: a few % of size for skipping the codec on both sides.
+const INCOMPRESSIBLE: usize = 62;
+
+/// How a chunk went into its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// The codec's output (in the `packed` buffer); XXH64 of the input for lz4 blocks.
+    Compressed { xxh64: Option<u64> },
+    /// The input bytes as they are.
+    Raw { xxh64: u64 },
+}
+
+fn incompressible(packed: usize, raw: usize) -> bool {
+    packed * 64 >= raw * INCOMPRESSIBLE
+}
+
 /// One shard thread's compressor, reused for every chunk (a zstd context is megabytes).
 enum Compressor {
     Zstd(Box<zstd::bulk::Compressor<'static>>),
@@ -179,6 +202,36 @@ impl Compressor {
                 Compressor::Zstd(Box::new(c))
             }
             Codec::Lz4 => Compressor::Lz4,
+        })
+    }
+
+    /// Packs `data`: compressed into `out` (replacing its contents), or raw when samples
+    /// spread over it, or the whole result, do not shrink.
+    fn pack(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<Packing> {
+        let raw = |data: &[u8]| Packing::Raw { xxh64: xxh64(data) };
+        if data.len() >= 2 * SAMPLES * SAMPLE_BYTES {
+            let step = data.len() / SAMPLES;
+            let mut all = true;
+            for k in 0..SAMPLES {
+                let sample = &data[k * step..k * step + SAMPLE_BYTES];
+                self.compress(sample, out)?;
+                if !incompressible(out.len(), sample.len()) {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                out.clear();
+                return Ok(raw(data));
+            }
+        }
+        self.compress(data, out)?;
+        if incompressible(out.len(), data.len()) {
+            out.clear();
+            return Ok(raw(data));
+        }
+        Ok(Packing::Compressed {
+            xxh64: matches!(self, Compressor::Lz4).then(|| xxh64(data)),
         })
     }
 
@@ -212,30 +265,90 @@ fn shard_worker(
     locs: Locations,
     pool: Pool,
 ) -> io::Result<u64> {
-    let mut out = BufWriter::with_capacity(1 << 20, private_file(&path)?);
+    let mut out = ShardWriter::create(&path)?;
     let mut compressor = Compressor::new(cfg.0, cfg.1)?;
     let mut packed = Vec::new();
     let mut offset = 0u64;
     for job in rx {
-        compressor.compress(&job.data, &mut packed)?;
-        out.write_all(&packed)?;
-        let stored = packed.len() as u64;
-        record(
-            &locs,
-            job.id,
-            ChunkRef::Data {
-                shard: n as u32,
-                offset,
-                stored,
-                len: job.data.len() as u64,
-            },
-        );
-        offset += stored;
+        let (shard, len) = (n as u32, job.data.len() as u64);
+        let chunk = match compressor.pack(&job.data, &mut packed)? {
+            Packing::Compressed { xxh64 } => {
+                out.write_all(&packed)?;
+                ChunkRef::Data {
+                    shard,
+                    offset,
+                    stored: packed.len() as u64,
+                    len,
+                    xxh64,
+                }
+            }
+            Packing::Raw { xxh64 } => {
+                out.write_all(&job.data)?;
+                ChunkRef::Raw {
+                    shard,
+                    offset,
+                    len,
+                    xxh64,
+                }
+            }
+        };
+        offset += match chunk {
+            ChunkRef::Data { stored, .. } => stored,
+            _ => len,
+        };
+        record(&locs, job.id, chunk);
         give(&pool, job.data);
     }
-    out.flush()?;
-    out.get_ref().sync_data()?;
+    out.finish()?;
     Ok(offset)
+}
+
+/// Written bytes after which a shard writer asks the kernel to start writing them back.
+const WRITEBACK_BYTES: u64 = 8 << 20;
+
+/// Appends to a shard file, starting writeback every `WRITEBACK_BYTES` (sync_file_range,
+/// which does not wait): the disk works while CRIU still dumps, and the fdatasync at
+/// the end has little left to do.
+struct ShardWriter {
+    out: BufWriter<File>,
+    written: u64,
+    kicked: u64,
+}
+
+impl ShardWriter {
+    fn create(path: &Path) -> io::Result<Self> {
+        Ok(ShardWriter {
+            out: BufWriter::with_capacity(1 << 20, private_file(path)?),
+            written: 0,
+            kicked: 0,
+        })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.write_all(data)?;
+        self.written += data.len() as u64;
+        if self.written - self.kicked >= WRITEBACK_BYTES {
+            self.out.flush()?;
+            // SAFETY: a plain syscall on our descriptor. Only a hint: failure is ignored
+            // (fdatasync at the end still writes everything).
+            unsafe {
+                libc::sync_file_range(
+                    self.out.get_ref().as_raw_fd(),
+                    self.kicked as libc::off64_t,
+                    (self.written - self.kicked) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            self.kicked = self.written;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and syncs the data.
+    fn finish(mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
+    }
 }
 
 /// Whether a chunk is all zero bytes (compared a word at a time).

@@ -1,7 +1,8 @@
 //! Serve (restore side): accept CRIU's connection on `streamer-serve.sock`, answer
 //! whether each requested image exists, and write it into the pipe CRIU hands over,
-//! decompressing its chunks on several threads (a bounded window ahead of the writer)
-//! and producing zero chunks without reading anything.
+//! decompressing its chunks on several threads (a bounded window ahead of the writer),
+//! reading raw chunks straight into the buffer the writer takes, checking every stored
+//! chunk's checksum, and splicing zero chunks from one read-only zero buffer.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -11,11 +12,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile};
+use super::index::{xxh64, ChunkRef, Codec, StreamIndex, StreamedFile};
 use super::protocol;
 
 /// CRIU's restore socket name inside the images directory.
@@ -125,6 +126,10 @@ struct Decoder {
     packed: Vec<u8>,
 }
 
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
 impl Decoder {
     fn new(codec: Codec) -> io::Result<Self> {
         let zstd = match codec {
@@ -138,22 +143,40 @@ impl Decoder {
         })
     }
 
-    /// Decodes one chunk into `out` (replacing its contents).
+    /// Decodes one chunk into `out` (replacing its contents), checking its checksum.
     fn decode(&mut self, c: &ChunkRef, shards: &[File], out: &mut Vec<u8>) -> io::Result<()> {
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-        out.clear();
         match *c {
-            ChunkRef::Zero { len } => out.resize(len as usize, 0),
+            ChunkRef::Zero { len } => {
+                out.clear();
+                out.resize(len as usize, 0);
+            }
+            ChunkRef::Raw {
+                shard,
+                offset,
+                len,
+                xxh64: sum,
+            } => {
+                // Straight into the output buffer; resizing a reused buffer to the same
+                // length touches nothing.
+                out.resize(len as usize, 0);
+                shards[shard as usize].read_exact_at(out, offset)?;
+                if xxh64(out) != sum {
+                    return Err(bad("raw chunk does not match its checksum"));
+                }
+            }
             ChunkRef::Data {
                 shard,
                 offset,
                 stored,
                 len,
+                xxh64: sum,
             } => {
                 self.packed.resize(stored as usize, 0);
                 shards[shard as usize].read_exact_at(&mut self.packed, offset)?;
                 match (self.codec, self.zstd.as_mut()) {
                     (Codec::Zstd, Some(d)) => {
+                        // zstd checks the frame's content checksum itself.
+                        out.clear();
                         out.reserve(len as usize);
                         d.decompress_to_buffer(&self.packed, out)?;
                     }
@@ -172,14 +195,66 @@ impl Decoder {
                 if out.len() as u64 != len {
                     return Err(bad("chunk decoded to the wrong size"));
                 }
+                if sum.is_some_and(|sum| xxh64(out) != sum) {
+                    return Err(bad("chunk does not match its checksum"));
+                }
             }
         }
         Ok(())
     }
 }
 
-/// Writes one file into CRIU's pipe, chunks decoded by `decoders` threads in turn; each
-/// thread cycles through `WINDOW + 1` buffers the writer hands back.
+/// Bytes of zeros spliced at a time.
+const ZERO_BYTES: usize = 1 << 20;
+
+/// Zeros for zero chunks: never written and never freed, so their pages can be spliced
+/// into a pipe (references, no copy) with nothing to wait for before reuse. Allocated
+/// zeroed, they are the kernel's shared zero page until something writes them.
+fn zeros() -> &'static [u8] {
+    static ZEROS: OnceLock<&'static [u8]> = OnceLock::new();
+    ZEROS.get_or_init(|| Box::leak(vec![0u8; ZERO_BYTES].into_boxed_slice()))
+}
+
+/// Puts `len` zero bytes into the pipe: vmsplice of `ZEROS` (the reader copies straight
+/// from those pages), or plain writes where vmsplice is refused.
+fn write_zeros(out: &mut File, mut len: u64) -> io::Result<()> {
+    let mut splice = true;
+    let zeros = zeros();
+    while len > 0 {
+        let n = len.min(ZERO_BYTES as u64) as usize;
+        if splice {
+            let iov = libc::iovec {
+                iov_base: zeros.as_ptr() as *mut libc::c_void,
+                iov_len: n,
+            };
+            // SAFETY: one iovec over a buffer that is never written nor freed; the pipe
+            // keeps references to its pages.
+            let r = unsafe { libc::vmsplice(out.as_raw_fd(), &iov, 1, 0) };
+            if r > 0 {
+                len -= r as u64;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)
+            ) {
+                return Err(e);
+            }
+            splice = false;
+        }
+        out.write_all(&zeros[..n])?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// Writes one file into CRIU's pipe: zero chunks from `ZEROS`, the others decoded by
+/// `decoders` threads in turn; each thread cycles through `WINDOW + 1` buffers the
+/// writer hands back.
 fn serve_file(
     file: &StreamedFile,
     pipe: OwnedFd,
@@ -190,8 +265,13 @@ fn serve_file(
     // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only means smaller writes.
     unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
     let mut out = File::from(pipe);
-    let n = file.chunks.len();
-    let workers = decoders.min(n.max(1));
+    let stored: Vec<ChunkRef> = file
+        .chunks
+        .iter()
+        .filter(|c| c.shard().is_some())
+        .cloned()
+        .collect();
+    let workers = decoders.min(stored.len().max(1));
     let mut lanes = Vec::new();
     let mut handles = Vec::new();
     for k in 0..workers {
@@ -200,13 +280,7 @@ fn serve_file(
         for _ in 0..=WINDOW {
             let _ = back_tx.send(Vec::new());
         }
-        let chunks: Vec<ChunkRef> = file
-            .chunks
-            .iter()
-            .skip(k)
-            .step_by(workers)
-            .cloned()
-            .collect();
+        let chunks: Vec<ChunkRef> = stored.iter().skip(k).step_by(workers).cloned().collect();
         let shards = Arc::clone(shards);
         handles.push(std::thread::spawn(move || {
             let mut decoder = match Decoder::new(codec) {
@@ -227,23 +301,29 @@ fn serve_file(
         lanes.push((rx, back_tx));
     }
     let mut result = Ok(());
-    for i in 0..n {
-        let (rx, back) = &lanes[i % workers];
-        let chunk = rx
-            .recv()
-            .map_err(|_| io::Error::other("decoder stopped"))
-            .and_then(|r| r);
-        match chunk.and_then(|data| out.write_all(&data).map(|()| data)) {
-            Ok(data) => {
-                let _ = back.send(data);
+    let mut next = 0;
+    for c in &file.chunks {
+        let r = match c {
+            ChunkRef::Zero { len } => write_zeros(&mut out, *len),
+            _ => {
+                let (rx, back) = &lanes[next % workers];
+                next += 1;
+                rx.recv()
+                    .map_err(|_| io::Error::other("decoder stopped"))
+                    .and_then(|r| r)
+                    .and_then(|data| {
+                        out.write_all(&data)?;
+                        let _ = back.send(data);
+                        Ok(())
+                    })
             }
-            Err(e) => {
-                result = Err(io::Error::new(
-                    e.kind(),
-                    format!("serving {}: {e}", file.name),
-                ));
-                break;
-            }
+        };
+        if let Err(e) = r {
+            result = Err(io::Error::new(
+                e.kind(),
+                format!("serving {}: {e}", file.name),
+            ));
+            break;
         }
     }
     drop(lanes);
@@ -251,4 +331,157 @@ fn serve_file(
         let _ = h.join();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::streamer::capture::{Capture, CaptureConfig, CAPTURE_SOCKET};
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use prost::Message;
+    use std::io::Read;
+
+    fn request(sock: &mut UnixStream, name: &str) {
+        let body = protocol::RequestEntry {
+            filename: name.into(),
+        }
+        .encode_to_vec();
+        let mut msg = (body.len() as u32).to_le_bytes().to_vec();
+        msg.extend_from_slice(&body);
+        sock.write_all(&msg).expect("request");
+    }
+
+    fn send_fd(sock: &UnixStream, fd: &OwnedFd) {
+        let fds = [fd.as_raw_fd()];
+        sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[io::IoSlice::new(&[0])],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .expect("send pipe");
+    }
+
+    fn connect(path: &Path) -> UnixStream {
+        for _ in 0..400 {
+            if let Ok(s) = UnixStream::connect(path) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no socket at {}", path.display());
+    }
+
+    /// Plays CRIU: streams `data` in as `pages-1.img`, then reads it back.
+    fn round_trip(
+        codec: Codec,
+        data: &[u8],
+        damage: impl Fn(&Path, &StreamIndex),
+    ) -> io::Result<Vec<u8>> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let capture = Capture::start(CaptureConfig {
+            dir: dir.path().to_path_buf(),
+            shards: 2,
+            codec,
+            level: 3,
+            chunk_bytes: 1 << 20,
+        })
+        .expect("capture");
+        let mut sock = connect(&dir.path().join(CAPTURE_SOCKET));
+        request(&mut sock, "pages-1.img");
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        send_fd(&sock, &r);
+        drop(r);
+        File::from(w).write_all(data).expect("write image");
+        drop(sock);
+        let stats = capture.finish().expect("finish");
+        assert_eq!(stats.raw_bytes, data.len() as u64);
+        let index = StreamIndex::load(dir.path()).expect("index");
+        damage(dir.path(), &index);
+        let work = tempfile::tempdir().expect("tmp");
+        let serve = Serve::start(work.path(), dir.path(), index, 2).expect("serve");
+        let mut sock = connect(&work.path().join(SERVE_SOCKET));
+        request(&mut sock, "pages-1.img");
+        let mut len = [0u8; 4];
+        sock.read_exact(&mut len).expect("reply len");
+        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+        sock.read_exact(&mut body).expect("reply");
+        assert!(
+            protocol::ReplyEntry::decode(body.as_slice())
+                .expect("decode")
+                .exists
+        );
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        send_fd(&sock, &w);
+        drop(w);
+        drop(sock);
+        let mut back = Vec::new();
+        let read = File::from(r).read_to_end(&mut back);
+        serve.finish()?;
+        read?;
+        Ok(back)
+    }
+
+    /// 1 MiB chunks: random, text, zeros, random, a short text tail.
+    fn image() -> Vec<u8> {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n / 8)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect()
+        };
+        let text =
+            |n: usize| -> Vec<u8> { b"GET / 200 OK\n".iter().copied().cycle().take(n).collect() };
+        let mut data = random(1 << 20);
+        data.extend(text(1 << 20));
+        data.extend(vec![0u8; 2 << 20]);
+        data.extend(random(1 << 20));
+        data.extend(text(12345));
+        data
+    }
+
+    #[test]
+    fn raw_zero_and_compressed_chunks_round_trip() {
+        let data = image();
+        for codec in [Codec::Zstd, Codec::Lz4] {
+            let back = round_trip(codec, &data, |_, index| {
+                let kinds: Vec<&str> = index.files[0]
+                    .chunks
+                    .iter()
+                    .map(|c| match c {
+                        ChunkRef::Zero { .. } => "zero",
+                        ChunkRef::Raw { .. } => "raw",
+                        ChunkRef::Data { .. } => "data",
+                    })
+                    .collect();
+                assert_eq!(kinds, ["raw", "data", "zero", "zero", "raw", "data"]);
+            })
+            .expect("round trip");
+            assert!(back == data, "{codec:?}: restored bytes differ");
+        }
+    }
+
+    #[test]
+    fn damaged_raw_chunk_is_refused() {
+        let data = image();
+        let r = round_trip(Codec::Zstd, &data, |dir, index| {
+            let Some(ChunkRef::Raw { shard, offset, .. }) = index.files[0].chunks.first() else {
+                panic!("first chunk not raw");
+            };
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(&index.shards[*shard as usize]))
+                .expect("open shard");
+            f.write_all_at(&[0xFF, 0x00, 0xFF], offset + 1000)
+                .expect("damage");
+        });
+        let e = r.expect_err("damaged chunk served");
+        assert!(e.to_string().contains("checksum"), "{e}");
+    }
 }
