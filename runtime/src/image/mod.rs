@@ -6,6 +6,7 @@ pub mod error;
 pub mod integrity;
 pub mod layout;
 pub mod metadata;
+mod parallel;
 mod walk;
 
 pub use archive::{pack, unpack};

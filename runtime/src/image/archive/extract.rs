@@ -5,6 +5,7 @@ use crate::image::compression::Compression;
 use crate::image::error::ImageError;
 use crate::image::integrity::Digester;
 use crate::image::metadata::METADATA_FILE;
+use crate::image::parallel::Lz4Frames;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -25,8 +26,9 @@ pub(super) fn extract(
     let corrupt = |e: io::Error| ImageError::corrupt(path, e);
     let decoder: Box<dyn Read> = match c {
         Compression::None | Compression::Tar => Box::new(raw),
-        Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(raw)),
-        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(raw)),
+        // Every member / frame: parallel packing writes one per block.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+        Compression::Lz4 => Box::new(Lz4Frames::new(raw)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(corrupt)?)
         }

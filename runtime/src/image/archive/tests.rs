@@ -544,3 +544,239 @@ fn unpack_digested_hashes_what_it_writes() {
         Err(ImageError::ChecksumMismatch { file, .. }) if file == "core-1.img"
     ));
 }
+
+/// Fills `dir` with `files` files of `each` bytes of checkpoint-like data: 4 KiB pages that
+/// are random, zero, low-entropy (16 symbols) or an 8-byte pattern varied every 64 bytes.
+fn mixed_pages(dir: &Path, files: usize, each: usize) {
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..files {
+        let mut data = Vec::with_capacity(each);
+        while data.len() < each {
+            let kind = next() % 10;
+            let mut page = [0u8; 4096];
+            match kind {
+                0..=3 => page
+                    .chunks_mut(8)
+                    .for_each(|c| c.copy_from_slice(&next().to_le_bytes())),
+                4..=5 => {}
+                6..=7 => page.chunks_mut(16).for_each(|c| {
+                    let r = next();
+                    c.iter_mut().enumerate().for_each(|(j, b)| {
+                        *b = b"abcdefghijklmnop"[((r >> (j * 4)) & 15) as usize]
+                    });
+                }),
+                _ => {
+                    let pat = next().to_le_bytes();
+                    page.iter_mut()
+                        .enumerate()
+                        .for_each(|(j, b)| *b = pat[j % 8] ^ (j / 64) as u8);
+                }
+            }
+            data.extend_from_slice(&page);
+        }
+        fs::write(dir.join(format!("pages-{i}.img")), &data).expect("write");
+    }
+}
+
+/// Where each gzip member or LZ4 frame of `data` ends, read one at a time with the
+/// single-member decoders.
+fn member_ends(c: Compression, data: &[u8]) -> Vec<usize> {
+    let mut rest = data;
+    let mut ends = Vec::new();
+    while !rest.is_empty() {
+        rest = match c {
+            Compression::Gzip => {
+                let mut d = flate2::bufread::GzDecoder::new(rest);
+                io::copy(&mut d, &mut io::sink()).expect("gzip member");
+                d.into_inner()
+            }
+            Compression::Lz4 => {
+                let mut d = lz4_flex::frame::FrameDecoder::new(rest);
+                io::copy(&mut d, &mut io::sink()).expect("lz4 frame");
+                d.into_inner()
+            }
+            other => panic!("{other} has no members"),
+        };
+        ends.push(data.len() - rest.len());
+    }
+    ends
+}
+
+/// A directory of several compression blocks: the sample plus 6 MiB of mixed pages (not
+/// listed in its metadata.json; the tests compare digests of the whole tree instead).
+fn multi_block_sample(dir: &Path) {
+    sample(dir);
+    mixed_pages(dir, 2, 3 << 20);
+}
+
+#[test]
+fn multi_block_archives_round_trip_and_match_the_plain_tar() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    multi_block_sample(&src);
+    let files = digest_dir(&src).expect("digest");
+    let plain = tmp.path().join("ck.tar");
+    pack(&src, &plain, Compression::Tar).expect("pack tar");
+    let tar_bytes = fs::read(&plain).expect("read tar");
+    for (c, tool) in [(Compression::Gzip, "gzip"), (Compression::Lz4, "lz4")] {
+        let out = tmp.path().join(format!("multi{}", c.extension()));
+        pack(&src, &out, c).expect("pack");
+        let packed = fs::read(&out).expect("read");
+        let ends = member_ends(c, &packed);
+        assert!(ends.len() >= 4, "{c}: only {} members", ends.len());
+        // Our reader: every member, in order.
+        let dest = tmp.path().join(format!("multi-dest-{c}"));
+        fs::create_dir(&dest).expect("mkdir");
+        assert_eq!(unpack(&out, &dest).expect("unpack"), c);
+        assert_eq!(listing(&dest), listing(&src), "{c}");
+        assert_eq!(digest_dir(&dest).expect("digest"), files, "{c}");
+        // The stock tool: its output is the very tar `pack` writes uncompressed.
+        match std::process::Command::new(tool)
+            .arg("-dc")
+            .arg(&out)
+            .output()
+        {
+            Ok(o) => {
+                assert!(
+                    o.status.success(),
+                    "{tool} -dc: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                assert!(
+                    o.stdout == tar_bytes,
+                    "{tool} -dc: not the tar that was packed"
+                );
+            }
+            Err(e) => eprintln!("{tool} not runnable ({e}); skipping the {tool} -dc check"),
+        }
+    }
+}
+
+#[test]
+fn truncated_multi_member_archive_is_corrupt() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    multi_block_sample(&src);
+    for c in [Compression::Gzip, Compression::Lz4] {
+        let out = tmp.path().join(format!("ck{}", c.extension()));
+        pack(&src, &out, c).expect("pack");
+        let full = fs::read(&out).expect("read");
+        let ends = member_ends(c, &full);
+        assert!(ends.len() >= 4, "{c}: only {} members", ends.len());
+        let mut cuts = Vec::new();
+        // Whole members dropped (the cut falls exactly between two), a next member's header
+        // cut short, and cuts inside a member.
+        let n = ends.len();
+        for end in [ends[0], ends[n / 2], ends[n - 2]] {
+            cuts.extend([end, end + 4, end + 11, end + 1000]);
+        }
+        cuts.extend([(ends[n - 2] + full.len()) / 2, full.len() - 1]);
+        cuts.retain(|&cut| cut < full.len());
+        for cut in cuts {
+            let bad = tmp.path().join(format!("cut-{cut}{}", c.extension()));
+            fs::write(&bad, &full[..cut]).expect("write");
+            let dest = tmp.path().join(format!("dest-{c}-{cut}"));
+            fs::create_dir(&dest).expect("mkdir");
+            match unpack(&bad, &dest) {
+                Err(ImageError::Corrupt { .. }) => {}
+                other => panic!(
+                    "{c} cut at {cut}/{} (members end at {ends:?}): {other:?}",
+                    full.len()
+                ),
+            }
+            assert!(is_empty_dir(&dest), "{c}: failed unpack left files");
+            fs::remove_file(&bad).expect("rm");
+        }
+    }
+}
+
+/// The packing of gzip and lz4 before parallel.rs: the whole tar through one encoder.
+fn pack_single_stream(src: &Path, out: &Path, c: Compression) -> u64 {
+    let entries = walk(src).expect("walk");
+    let file = create_new_file(out, ARCHIVE_MODE).expect("create");
+    let w = BufWriter::with_capacity(BUF, file);
+    let w = match c {
+        Compression::Gzip => {
+            let enc = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+            let enc = tar_into(&entries, enc, out, None).expect("tar");
+            enc.finish().expect("gzip")
+        }
+        Compression::Lz4 => {
+            let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
+            let enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, w);
+            let enc = tar_into(&entries, enc, out, None).expect("tar");
+            enc.finish().expect("lz4")
+        }
+        other => panic!("{other}: not a single-stream format here"),
+    };
+    let file = w.into_inner().expect("flush");
+    file.sync_all().expect("sync");
+    file.metadata().expect("stat").len()
+}
+
+/// Packing time of ~512 MiB of mixed data, one encoder (before) against parallel blocks
+/// (after), alternated so both see the same machine load; run with
+/// `cargo test --release -p cedana-runtime --lib -- --ignored --nocapture pack_timing`.
+#[test]
+#[ignore = "benchmark: writes ~1 GiB to the temp dir"]
+fn pack_timing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    mixed_pages(&src, 8, 64 << 20);
+    // CPU time of the whole process (every thread), to see the overhead beside the wall time.
+    let cpu = || {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) }, 0);
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(ru.ru_utime) + secs(ru.ru_stime)
+    };
+    let time = |f: &dyn Fn(&Path) -> u64, out: &Path| {
+        let (t, c) = (std::time::Instant::now(), cpu());
+        let size = f(out);
+        let took = t.elapsed();
+        let used = cpu() - c;
+        fs::remove_file(out).expect("rm");
+        (took, size, used)
+    };
+    for c in [Compression::Gzip, Compression::Lz4] {
+        let out = tmp.path().join(format!("t{}", c.extension()));
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let (mut size_before, mut size_after) = (0, 0);
+        let (mut cpu_before, mut cpu_after) = (0.0, 0.0);
+        for _ in 0..5 {
+            let (t, n, used) = time(&|o: &Path| pack_single_stream(&src, o, c), &out);
+            before.push(t.as_secs_f64());
+            (size_before, cpu_before) = (n, cpu_before + used / 5.0);
+            let (t, n, used) = time(&|o: &Path| pack(&src, o, c).expect("pack"), &out);
+            after.push(t.as_secs_f64());
+            (size_after, cpu_after) = (n, cpu_after + used / 5.0);
+        }
+        for v in [&mut before, &mut after] {
+            v.sort_by(f64::total_cmp);
+        }
+        eprintln!(
+            "pack_timing {c}: one stream min {:.2}s median {:.2}s cpu {cpu_before:.2}s ({:.1} MiB); parallel min {:.2}s median {:.2}s cpu {cpu_after:.2}s ({:.1} MiB)",
+            before[0], before[2], size_before as f64 / 1048576.0,
+            after[0], after[2], size_after as f64 / 1048576.0,
+        );
+    }
+    for c in [Compression::Tar, Compression::Zstd] {
+        let out = tmp.path().join(format!("t{}", c.extension()));
+        let (t, n, _) = time(&|o: &Path| pack(&src, o, c).expect("pack"), &out);
+        eprintln!(
+            "pack_timing {c} (reference): {:.2}s ({:.1} MiB)",
+            t.as_secs_f64(),
+            n as f64 / 1048576.0
+        );
+    }
+}
