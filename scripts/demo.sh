@@ -22,8 +22,10 @@ cedana() {
 }
 cleanup() {
     cedana job kill demo >/dev/null 2>&1 || true
-    [ -n "${DAEMON_PID:-}" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
-    true
+    if [ -n "${DAEMON_PID:-}" ] && kill "$DAEMON_PID" 2>/dev/null; then
+        # The daemon ends by our SIGTERM (status 143): that is the normal end here.
+        wait "$DAEMON_PID" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 
