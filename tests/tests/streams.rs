@@ -59,6 +59,23 @@ fn streamed_counter_restores_and_keeps_counting() {
             !names.iter().any(|n| n.ends_with(".img")),
             "uncompressed image written: {names:?}"
         );
+        // Shard digests are taken while writing: they must match the bytes on disk.
+        let md: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(path.join("metadata.json")).expect("metadata.json"),
+        )
+        .expect("json");
+        for n in names.iter().filter(|n| n.starts_with("shard-")) {
+            let sum = std::process::Command::new("sha256sum")
+                .arg(path.join(n))
+                .output()
+                .expect("sha256sum");
+            let sum = String::from_utf8_lossy(&sum.stdout);
+            assert_eq!(
+                md["files"][n]["sha256"].as_str(),
+                sum.split_whitespace().next(),
+                "{n}: recorded digest = sha256 of the file"
+            );
+        }
         let at_dump = last_count(&log).expect("count");
         let p = path.to_string_lossy().to_string();
         let out = env

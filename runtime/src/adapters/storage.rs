@@ -134,9 +134,11 @@ async fn finish_dump(
     md.host = host::host_info();
     let t = Instant::now();
     resp.size_bytes = if compression == Compression::None {
+        // Streamed shards were hashed as they were written (handlers put those digests
+        // in `files`); everything else is read and hashed now.
         let files = blocking({
-            let staging = staging.clone();
-            move || Ok(integrity::digest_dir(&staging)?)
+            let (staging, known) = (staging.clone(), std::mem::take(&mut md.files));
+            move || Ok(integrity::digest_dir_known(&staging, &known)?)
         })
         .await?;
         record_digests(md, files, t.elapsed());

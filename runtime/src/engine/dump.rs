@@ -103,21 +103,20 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     let t = Instant::now();
     let (pid, images_dir, opts) = (ctx.req.pid, ctx.images_dir.clone(), ctx.opts.clone());
     let plan = defaults::stream_plan(&ctx.req)?;
-    blocking(move || {
-        match plan {
-            Some((shards, codec)) => {
-                streamer::dump(&criu, pid, &images_dir, &images_dir, &opts, shards, codec)?;
-            }
-            None => {
-                criu.dump(&DumpArgs {
-                    pid,
-                    images_dir: &images_dir,
-                    work_dir: None,
-                    opts: &opts,
-                })?;
-            }
+    metadata.files = blocking(move || match plan {
+        Some((shards, codec)) => {
+            let stats = streamer::dump(&criu, pid, &images_dir, &images_dir, &opts, shards, codec)?;
+            Ok(stats.shard_digests)
         }
-        Ok(())
+        None => {
+            criu.dump(&DumpArgs {
+                pid,
+                images_dir: &images_dir,
+                work_dir: None,
+                opts: &opts,
+            })?;
+            Ok(Default::default())
+        }
     })
     .await?;
     metadata

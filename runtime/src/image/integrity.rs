@@ -25,6 +25,39 @@ pub fn digest_dir(dir: &Path) -> Result<BTreeMap<String, FileDigest>, ImageError
     Ok(files.into_iter().map(|(rel, _)| rel).zip(digests).collect())
 }
 
+/// Like [`digest_dir`], but takes the digest of a file from `known` (computed while it
+/// was written) when its size still matches, instead of reading it again.
+pub fn digest_dir_known(
+    dir: &Path,
+    known: &BTreeMap<String, FileDigest>,
+) -> Result<BTreeMap<String, FileDigest>, ImageError> {
+    let files = list_files(dir)?;
+    let size_matches = |rel: &str, abs: &Path| {
+        let k = known.get(rel)?;
+        let meta = fs::symlink_metadata(abs).ok()?;
+        (meta.is_file() && meta.len() == k.size).then(|| k.clone())
+    };
+    let (reuse, read): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .map(|(rel, abs)| {
+            let k = size_matches(&rel, &abs);
+            (rel, abs, k)
+        })
+        .partition(|(_, _, k)| k.is_some());
+    let to_read: Vec<(String, PathBuf)> = read.into_iter().map(|(r, a, _)| (r, a)).collect();
+    let mut out: BTreeMap<String, FileDigest> = to_read
+        .iter()
+        .map(|(rel, _)| rel.clone())
+        .zip(hash_files(&to_read)?)
+        .collect();
+    out.extend(
+        reuse
+            .into_iter()
+            .filter_map(|(rel, _, k)| k.map(|k| (rel, k))),
+    );
+    Ok(out)
+}
+
 /// Checks that `dir` holds exactly the files listed in `md.files`, with the recorded sizes and sha256.
 pub fn verify_dir(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
     let files = list_files(dir)?;
@@ -333,6 +366,32 @@ mod tests {
             files: digest_dir(dir).expect("digest"),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn known_digests_are_taken_when_the_size_still_matches() {
+        let d = tempfile::tempdir().expect("tempdir");
+        sample(d.path());
+        let real = digest_dir(d.path()).expect("digest");
+        let marked = |size| FileDigest {
+            size,
+            sha256: "from-the-writer".into(),
+        };
+        let known = BTreeMap::from([
+            ("pages-1.img".to_string(), marked(300_000)),
+            ("sub/y".to_string(), marked(99)), // size differs: read again
+            ("gone.img".to_string(), marked(1)), // not on disk: ignored
+        ]);
+        let m = digest_dir_known(d.path(), &known).expect("digest");
+        assert_eq!(m["pages-1.img"].sha256, "from-the-writer", "not read again");
+        assert_eq!(m["sub/y"], real["sub/y"]);
+        assert_eq!(m["core-1.img"], real["core-1.img"]);
+        let keys: Vec<&String> = m.keys().collect();
+        assert_eq!(
+            keys,
+            real.keys().collect::<Vec<_>>(),
+            "exactly the files present"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! No uncompressed copy of the image is written anywhere, and memory stays bounded:
 //! each shard queue holds at most `QUEUE_DEPTH` chunks, and readers wait when it is full.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,6 +20,8 @@ use std::time::Duration;
 
 use super::index::{xxh64, ChunkRef, Codec, StreamIndex, StreamedFile, INDEX_FILE, INDEX_VERSION};
 use super::protocol;
+use crate::image::metadata::FileDigest;
+use sha2::{Digest, Sha256};
 
 /// CRIU's dump socket name inside the images directory.
 pub const CAPTURE_SOCKET: &str = "streamer-capture.sock";
@@ -53,6 +56,8 @@ pub struct CaptureStats {
     pub stored_bytes: u64,
     /// Bytes in all-zero chunks (stored as nothing).
     pub zero_bytes: u64,
+    /// sha256 and size of each shard file (by name), hashed as it was written.
+    pub shard_digests: BTreeMap<String, FileDigest>,
 }
 
 /// A running capture.
@@ -264,7 +269,7 @@ fn shard_worker(
     cfg: (Codec, i32),
     locs: Locations,
     pool: Pool,
-) -> io::Result<u64> {
+) -> io::Result<FileDigest> {
     let mut out = ShardWriter::create(&path)?;
     let mut compressor = Compressor::new(cfg.0, cfg.1)?;
     let mut packed = Vec::new();
@@ -299,8 +304,9 @@ fn shard_worker(
         record(&locs, job.id, chunk);
         give(&pool, job.data);
     }
-    out.finish()?;
-    Ok(offset)
+    let digest = out.finish()?;
+    debug_assert_eq!(digest.size, offset);
+    Ok(digest)
 }
 
 /// Written bytes after which a shard writer asks the kernel to start writing them back.
@@ -313,6 +319,9 @@ struct ShardWriter {
     out: BufWriter<File>,
     written: u64,
     kicked: u64,
+    /// sha256 of everything written: the checkpoint's digest of this shard, without
+    /// reading it back after the dump.
+    hasher: Sha256,
 }
 
 impl ShardWriter {
@@ -321,10 +330,12 @@ impl ShardWriter {
             out: BufWriter::with_capacity(1 << 20, private_file(path)?),
             written: 0,
             kicked: 0,
+            hasher: Sha256::new(),
         })
     }
 
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
         self.out.write_all(data)?;
         self.written += data.len() as u64;
         if self.written - self.kicked >= WRITEBACK_BYTES {
@@ -344,10 +355,14 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Writes what is buffered and syncs the data.
-    fn finish(mut self) -> io::Result<()> {
+    /// Writes what is buffered and syncs the data; returns the shard's digest.
+    fn finish(mut self) -> io::Result<FileDigest> {
         self.out.flush()?;
-        self.out.get_ref().sync_data()
+        self.out.get_ref().sync_data()?;
+        Ok(FileDigest {
+            size: self.written,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
     }
 }
 
@@ -478,13 +493,17 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
     }
     drop(senders);
     let mut stored_bytes = 0;
-    for w in workers {
+    let mut shard_digests = BTreeMap::new();
+    for (w, name) in workers.into_iter().zip(&names) {
         match w
             .join()
             .map_err(|_| io::Error::other("shard writer panicked"))
             .and_then(|x| x)
         {
-            Ok(n) => stored_bytes += n,
+            Ok(d) => {
+                stored_bytes += d.size;
+                shard_digests.insert(name.clone(), d);
+            }
             Err(e) => first_err = first_err.or(Some(e)),
         }
     }
@@ -516,6 +535,7 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
         raw_bytes: index.raw_bytes(),
         stored_bytes,
         zero_bytes,
+        shard_digests,
     })
 }
 

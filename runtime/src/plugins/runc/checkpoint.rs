@@ -95,19 +95,32 @@ pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
             Some((shards, codec)) => {
                 fs::create_dir_all(&stream_dir)
                     .map_err(|e| EngineError::io(format!("create {}", stream_dir.display()), e))?;
-                streamer::capture(&stream_dir, shards, codec, run).map(|_| ())
+                let (_, stats) = streamer::capture(&stream_dir, shards, codec, run)?;
+                Ok(stats.shard_digests)
             }
-            None => run(),
+            None => run().map(|()| Default::default()),
         }
     })
     .await;
-    if let Err(e) = checkpointed {
-        if let Some(t) = work_tmp {
-            let _ = t.keep();
+    let shard_digests = match checkpointed {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(t) = work_tmp {
+                let _ = t.keep();
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     let mut metadata = std::mem::take(&mut ctx.metadata);
+    // Keyed like the storage adapter's digests: relative to the checkpoint's top dir.
+    let prefix = images
+        .strip_prefix(&ctx.images_dir)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    metadata.files = shard_digests
+        .into_iter()
+        .map(|(name, d)| (prefix.join(name).to_string_lossy().into_owned(), d))
+        .collect();
     metadata
         .timings_ms
         .insert("runc_checkpoint".into(), t.elapsed().as_millis() as u64);
