@@ -44,7 +44,10 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                 // Restores go through containerd's runc shim, which reads image files.
                 return Err(EngineError::InvalidRequest {
                     field: "streams",
-                    reason: "a containerd checkpoint is restored by containerd's runc shim,                              which cannot read streamed shards; dump without --streams (or                              stream the container with `cedana dump runc --root                              /run/containerd/runc/NAMESPACE`)"
+                    reason: "a containerd checkpoint is restored by containerd's runc shim, \
+                        which cannot read streamed shards; dump without --streams (or \
+                        stream the container with `cedana dump runc --root \
+                        /run/containerd/runc/NAMESPACE`)"
                         .into(),
                 });
             }

@@ -86,7 +86,8 @@ pub fn health(env: &Env) -> Vec<HealthCheck> {
             "stream relay",
             Health::Warn,
             format!(
-                "{} not found beside this binary or on PATH: containers cannot be dumped                  with --streams",
+                "{} not found beside this binary or on PATH: containers cannot be dumped \
+                    with --streams",
                 relay::BINARY_NAME
             ),
             Some("install it with the other binaries (`make install`)"),

@@ -82,7 +82,8 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
             // The restored init is re-parented to runc only while runc is a subreaper.
             return Err(RuncError::CannotStream {
                 id: r.target.id.clone(),
-                reason: "a streamed checkpoint restores in the foreground only with runc as                          subreaper; drop --no-subreaper or add --detach"
+                reason: "a streamed checkpoint restores in the foreground only with runc as \
+                    subreaper; drop --no-subreaper or add --detach"
                     .into(),
             }
             .into());
