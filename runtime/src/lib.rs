@@ -15,3 +15,5 @@ pub mod plugins;
 pub mod process;
 pub mod runc_wrapper;
 pub mod streamer;
+#[cfg(test)]
+mod test_util;

@@ -281,13 +281,8 @@ impl Args {
 mod tests {
     use super::*;
     use crate::criu::rpc::{CgroupRoot, CriuOpts, ExtMountMap, InheritFd};
+    use crate::test_util::strs;
     use prost::Message;
-
-    fn strs(v: Vec<OsString>) -> Vec<String> {
-        v.into_iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect()
-    }
 
     fn places() -> Places {
         Places {

@@ -29,19 +29,13 @@ pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
             field: "runc",
             reason: "a runc dump needs the container".into(),
         })?;
-    let configured = ctx.env.config.runc.binary_path.clone();
-    let mut target = d.target.clone();
-    if target.criu.is_none() && ctx.env.config.criu.binary_path != Path::new("criu") {
-        target.criu = Some(ctx.env.criu()?.binary().to_path_buf());
-    }
     let plan = defaults::stream_plan(&ctx.req)?;
-    let mut stream_env = Vec::new();
     if plan.is_some() {
         let bundle = ctx.metadata.container.as_ref().map(|c| c.bundle.clone());
         stream::refuse_terminal(&d.target.id, Path::new(&bundle.unwrap_or_default()))?;
-        stream_env = stream::use_relay(&mut target, ctx.env.criu()?.binary().to_path_buf())?;
     }
-    let rt = Runtime::new(&target, &configured)?;
+    let (target, stream_env) = stream::runtime_target(&d.target, &ctx.env, plan.is_some())?;
+    let rt = Runtime::new(&target, &ctx.env.config.runc.binary_path)?;
     let criu_version = ctx.env.criu_version().await?;
     let portable = ctx.req.image_path.is_none();
     let images = if portable {

@@ -69,28 +69,20 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
             field: "runc",
             reason: "a runc restore needs the container".into(),
         })?;
-    let configured = ctx.env.config.runc.binary_path.clone();
-    let mut target = r.target.clone();
-    if target.criu.is_none() && ctx.env.config.criu.binary_path != Path::new("criu") {
-        target.criu = Some(ctx.env.criu()?.binary().to_path_buf());
-    }
     let images = layout::images_of(&ctx.images_dir);
     let streamed = images.join(streamer::INDEX_FILE).is_file();
-    let mut stream_env = Vec::new();
-    if streamed {
-        if r.no_subreaper && !r.detach {
-            // The restored init is re-parented to runc only while runc is a subreaper.
-            return Err(RuncError::CannotStream {
-                id: r.target.id.clone(),
-                reason: "a streamed checkpoint restores in the foreground only with runc as \
+    if streamed && r.no_subreaper && !r.detach {
+        // The restored init is re-parented to runc only while runc is a subreaper.
+        return Err(RuncError::CannotStream {
+            id: r.target.id.clone(),
+            reason: "a streamed checkpoint restores in the foreground only with runc as \
                     subreaper; drop --no-subreaper or add --detach"
-                    .into(),
-            }
-            .into());
+                .into(),
         }
-        stream_env = stream::use_relay(&mut target, ctx.env.criu()?.binary().to_path_buf())?;
+        .into());
     }
-    let rt = Runtime::new(&target, &configured)?;
+    let (target, stream_env) = stream::runtime_target(&r.target, &ctx.env, streamed)?;
+    let rt = Runtime::new(&target, &ctx.env.config.runc.binary_path)?;
     let mut metadata = ctx.metadata;
     if layout::is_portable(&ctx.images_dir) {
         let (dir, bundle) = (ctx.images_dir.clone(), r.bundle.clone());

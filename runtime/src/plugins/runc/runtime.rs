@@ -333,12 +333,7 @@ pub fn restore_args(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strs(v: Vec<OsString>) -> Vec<String> {
-        v.into_iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect()
-    }
+    use crate::test_util::strs;
 
     #[test]
     fn global_flags_golden() {

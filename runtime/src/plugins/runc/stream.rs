@@ -10,10 +10,31 @@ use super::error::RuncError;
 use super::target::RuncTarget;
 use crate::chain::OpResult;
 use crate::criu::relay;
+use crate::engine::Env;
 use crate::error::EngineError;
 
 /// runc's name for the descriptor list it keeps beside the images (read on restore).
 const DESCRIPTORS: &str = "descriptors.json";
+
+/// The target as the runtime runs it: with `--criu` set to the configured CRIU (when
+/// not the default), and, when `streamed`, to the relay in front of it. Returns the
+/// environment the runtime needs (empty unless streamed).
+pub fn runtime_target(
+    target: &RuncTarget,
+    env: &Env,
+    streamed: bool,
+) -> Result<(RuncTarget, Vec<(OsString, OsString)>), EngineError> {
+    let mut target = target.clone();
+    if target.criu.is_none() && env.config.criu.binary_path != Path::new("criu") {
+        target.criu = Some(env.criu()?.binary().to_path_buf());
+    }
+    let vars = if streamed {
+        use_relay(&mut target, env.criu()?.binary().to_path_buf())?
+    } else {
+        Vec::new()
+    };
+    Ok((target, vars))
+}
 
 /// Makes `target` use the relay as its CRIU, with `real_criu` behind it (the target's own
 /// `--criu` if it had one). Returns the environment the runtime must run with.
