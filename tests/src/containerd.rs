@@ -23,20 +23,12 @@ pub const IMAGE: &str = "docker.io/library/cedana-busybox:test";
 /// Whether containerd, ctr, runc and busybox are installed (says why not).
 pub fn containerd_available() -> bool {
     for tool in ["containerd", "ctr", "runc", "busybox"] {
-        if crate_which(tool).is_none() {
+        if crate::which(tool).is_none() {
             eprintln!("skipping containerd test: {tool} not installed (`make deps`)");
             return false;
         }
     }
     true
-}
-
-fn crate_which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// A running private containerd.
@@ -308,7 +300,7 @@ pub fn build_busybox_image(work: &Path, out: &Path, name: &str) {
     for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
         fs::create_dir_all(rootfs.join(d)).expect("rootfs dir");
     }
-    let busybox = crate_which("busybox").expect("busybox");
+    let busybox = crate::which("busybox").expect("busybox");
     fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
     let list = Command::new(&busybox)
         .arg("--list")

@@ -45,6 +45,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// `name` on PATH (then /usr/sbin, /sbin, where root's tools live), if installed.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Polls `f` until it returns Some, or panics after `timeout` with `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -66,29 +66,7 @@ fn dump_restore_new_id(daemon: bool) {
     assert!(rt.state("orig").is_none(), "dumped container is gone");
     let last = *numbers(&count).last().expect("counted");
 
-    let mut args = vec![
-        "--json",
-        "restore",
-        "runc",
-        "--path",
-        &path,
-        "--bundle",
-        fresh.to_str().expect("utf8"),
-        "--id",
-        "copy",
-        "--root",
-        root_s,
-        "--detach",
-    ];
-    if !daemon {
-        args.push("--no-server");
-    }
-    let out = env
-        .cmd()
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .output();
-    let out = out.expect("restore");
+    let out = pair.restore(&env, &path, daemon);
     assert!(
         out.status.success(),
         "restore: {}{}",
@@ -113,21 +91,8 @@ fn dump_restore_new_id(daemon: bool) {
         "written inside\n"
     );
     // Restoring again under the same id is refused; the running copy is untouched.
-    let out = env.cedana(&[
-        "restore",
-        "runc",
-        "--path",
-        &path,
-        "--bundle",
-        fresh.to_str().expect("utf8"),
-        "--id",
-        "copy",
-        "--root",
-        root_s,
-        "--detach",
-        "--no-server",
-    ]);
-    out.fails_with("already exists");
+    env.cedana(&pair.restore_args(&path, false))
+        .fails_with("already exists");
     assert_eq!(rt.state("copy").expect("copy")["status"], "running");
 }
 

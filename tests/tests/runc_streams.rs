@@ -76,30 +76,7 @@ impl Setup {
 
     /// `cedana restore runc --detach` into `copy` on the fresh rootfs.
     fn restore(&self, path: &str, daemon: bool) -> std::process::Output {
-        let mut args = vec![
-            "--json",
-            "restore",
-            "runc",
-            "--path",
-            path,
-            "--bundle",
-            s(&self.pair.fresh),
-            "--id",
-            "copy",
-            "--root",
-            s(&self.pair.root),
-            "--detach",
-        ];
-        if !daemon {
-            args.push("--no-server");
-        }
-        self.env
-            .cmd()
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .output()
-            .expect("restore")
+        self.pair.restore(&self.env, path, daemon)
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cedana_e2e::{bin, e2e_enabled, wait_for, Env, Run};
+use cedana_e2e::{bin, e2e_enabled, wait_for, which, Env, Run};
 
 /// Whether runc and busybox are installed (says why not).
 pub fn runc_available() -> bool {
@@ -23,13 +23,6 @@ pub fn runc_available() -> bool {
         }
     }
     true
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// The real runc.
@@ -308,5 +301,39 @@ impl CounterPair {
             rt,
             _guards: guards,
         }
+    }
+
+    /// `restore runc --path P --bundle fresh --id copy --root R --detach`, with
+    /// `--no-server` unless through the daemon.
+    pub fn restore_args<'a>(&'a self, path: &'a str, daemon: bool) -> Vec<&'a str> {
+        let mut args = vec![
+            "restore",
+            "runc",
+            "--path",
+            path,
+            "--bundle",
+            self.fresh.to_str().expect("utf8"),
+            "--id",
+            "copy",
+            "--root",
+            self.root.to_str().expect("utf8"),
+            "--detach",
+        ];
+        if !daemon {
+            args.push("--no-server");
+        }
+        args
+    }
+
+    /// Runs `cedana --json` with [`CounterPair::restore_args`], output captured (the
+    /// restored container takes its stdio from the checkpoint, not from these pipes).
+    pub fn restore(&self, env: &Env, path: &str, daemon: bool) -> std::process::Output {
+        env.cmd()
+            .arg("--json")
+            .args(self.restore_args(path, daemon))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("restore")
     }
 }
