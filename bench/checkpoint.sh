@@ -47,53 +47,41 @@ wait_gone() { for _ in $(seq 100); do [ -e "/proc/$1" ] || return 0; sleep 0.05;
 
 record() { rows+=("$1 $2 $3 $4 $5 $6"); } # op variant size run seconds extra-json
 
+# Ours: dumps a fresh workload as checkpoint NAME with FLAGS, then restores it; records
+# both rows as VARIANT (the checkpoint's size: the archive, or the shard dir less its log).
+ours_dump_restore() { # VARIANT NAME FLAGS...
+    local variant=$1 name=$2 t s rss_kb out_blocks path size rpid
+    shift 2
+    start_workload "$mib" "$d/$name.log"
+    t=$(now)
+    /usr/bin/time -f '%M %O' -o "$d/$name.time" \
+        "$CEDANA" --json --set "checkpoint.dir=$d" dump process "$WPID" --no-server \
+        --name "$name" "$@" >"$d/$name.json"
+    s=$(elapsed "$t"); wait_gone "$WPID"
+    read -r rss_kb out_blocks <"$d/$name.time"
+    path=$(python3 -c "import json; print(json.load(open('$d/$name.json'))['path'])")
+    size=$(du -sb --exclude=dump.log "$path" | cut -f1)
+    record dump "$variant" "$mib" "$run" "$s" "{\"archive_bytes\": $size, \"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
+    t=$(now)
+    /usr/bin/time -f '%M %O' -o "$d/$name-restore.time" \
+        "$CEDANA" --json restore process --path "$path" --no-server >"$d/$name-restore.json"
+    s=$(elapsed "$t")
+    read -r rss_kb out_blocks <"$d/$name-restore.time"
+    rpid=$(python3 -c "import json; print(json.load(open('$d/$name-restore.json'))['pid'])")
+    record restore "$variant" "$mib" "$run" "$s" "{\"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
+    kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
+}
+
 for mib in $SIZES; do
     for run in $(seq "$RUNS"); do
         d="$WORK/$mib-$run"; rm -rf "$d"; mkdir -p "$d"
         # Warm the page cache and the filesystem so the first variant is not penalised.
         sync
 
-        # --- ours: dump to a zstd archive ---
-        start_workload "$mib" "$d/ours.log"
-        t=$(now)
-        /usr/bin/time -f '%M %O' -o "$d/ours.time" \
-            "$CEDANA" --json --set "checkpoint.dir=$d" dump process "$WPID" --no-server \
-            --name ours --compression zstd >"$d/ours.json"
-        s=$(elapsed "$t"); wait_gone "$WPID"
-        read -r rss_kb out_blocks <"$d/ours.time"
-        size=$(stat -c %s "$d/ours.tar.zst")
-        record dump ours "$mib" "$run" "$s" "{\"archive_bytes\": $size, \"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
-
-        # --- ours: restore from the archive ---
-        wait_gone "$WPID"
-        t=$(now)
-        /usr/bin/time -f '%M %O' -o "$d/ours-restore.time" \
-            "$CEDANA" --json restore process --path "$d/ours.tar.zst" --no-server >"$d/ours-restore.json"
-        s=$(elapsed "$t")
-        read -r rss_kb out_blocks <"$d/ours-restore.time"
-        rpid=$(python3 -c "import json,sys; print(json.load(open('$d/ours-restore.json'))['pid'])")
-        record restore ours "$mib" "$run" "$s" "{\"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
-        kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
-
-        # --- ours, streamed: N shards compressed in parallel while CRIU dumps ---
-        start_workload "$mib" "$d/streams.log"
-        t=$(now)
-        /usr/bin/time -f '%M %O' -o "$d/streams.time" \
-            "$CEDANA" --json --set "checkpoint.dir=$d" dump process "$WPID" --no-server \
-            --name streams --streams "$STREAMS" >"$d/streams.json"
-        s=$(elapsed "$t"); wait_gone "$WPID"
-        read -r rss_kb out_blocks <"$d/streams.time"
-        size=$(du -sb --exclude=dump.log "$d/streams" | cut -f1)
-        record dump "streams-$STREAMS" "$mib" "$run" "$s" "{\"archive_bytes\": $size, \"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
-        wait_gone "$WPID"
-        t=$(now)
-        /usr/bin/time -f '%M %O' -o "$d/streams-restore.time" \
-            "$CEDANA" --json restore process --path "$d/streams" --no-server >"$d/streams-restore.json"
-        s=$(elapsed "$t")
-        read -r rss_kb out_blocks <"$d/streams-restore.time"
-        rpid=$(python3 -c "import json,sys; print(json.load(open('$d/streams-restore.json'))['pid'])")
-        record restore "streams-$STREAMS" "$mib" "$run" "$s" "{\"peak_rss_kib\": $rss_kb, \"written_bytes\": $((out_blocks * 512))}"
-        kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
+        # --- ours: a zstd archive; then streamed: N shards compressed in parallel while
+        # CRIU dumps ---
+        ours_dump_restore ours ours --compression zstd
+        ours_dump_restore "streams-$STREAMS" streams --streams "$STREAMS"
 
         # --- podman way: criu dump to a directory, then tar | zstd -3 ---
         start_workload "$mib" "$d/podman.log"

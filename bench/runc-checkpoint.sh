@@ -78,39 +78,35 @@ start() {
 }
 gone() { "$RUNC" --root "$ROOT" delete --force "$1" >/dev/null 2>&1 || true; }
 
+# Ours: dumps container NAME (run fresh) with FLAGS, restores it as r-NAME, records both
+# rows as VARIANT (the checkpoint's size: the archive, or the shard dir).
+ours_dump_restore() { # VARIANT NAME FLAGS...
+    local variant=$1 name=$2 t s path
+    shift 2
+    start "$name"
+    t=$(now)
+    /usr/bin/time -f '%M' -o "$d/$name.time" "$CEDANA" --json dump runc "$name" --root "$ROOT" \
+        --dir "$d" --name "$name" --no-server "$@" >"$d/$name.json"
+    s=$(elapsed "$t"); gone "$name"
+    path=$(python3 -c "import json; print(json.load(open('$d/$name.json'))['path'])")
+    record dump "$variant" "$mib" "$run" "$s" \
+        "{\"archive_bytes\": $(du -sb "$path" | cut -f1), \"peak_rss_kib\": $(cat "$d/$name.time")}"
+    t=$(now)
+    /usr/bin/time -f '%M' -o "$d/$name-r.time" "$CEDANA" --json restore runc --path "$path" \
+        --bundle "$B" --id "r-$name" --root "$ROOT" --detach --no-server >/dev/null
+    s=$(elapsed "$t"); gone "r-$name"
+    record restore "$variant" "$mib" "$run" "$s" "{\"peak_rss_kib\": $(cat "$d/$name-r.time")}"
+}
+
 for mib in $SIZES; do
     configure "$mib"
     for run in $(seq "$RUNS"); do
         d="$WORK/$mib-$run"; rm -rf "$d"; mkdir -p "$d"
         sync
 
-        # --- ours: dump to a zstd archive, restore from it ---
-        start ours
-        t=$(now)
-        /usr/bin/time -f '%M' -o "$d/ours.time" "$CEDANA" --json dump runc ours --root "$ROOT" \
-            --dir "$d" --name ours --compression zstd --no-server >"$d/ours.json"
-        s=$(elapsed "$t"); gone ours
-        record dump ours "$mib" "$run" "$s" \
-            "{\"archive_bytes\": $(stat -c %s "$d/ours.tar.zst"), \"peak_rss_kib\": $(cat "$d/ours.time")}"
-        t=$(now)
-        /usr/bin/time -f '%M' -o "$d/ours-r.time" "$CEDANA" --json restore runc --path "$d/ours.tar.zst" \
-            --bundle "$B" --id r-ours --root "$ROOT" --detach --no-server >/dev/null
-        s=$(elapsed "$t"); gone r-ours
-        record restore ours "$mib" "$run" "$s" "{\"peak_rss_kib\": $(cat "$d/ours-r.time")}"
-
-        # --- ours, streamed: runc's CRIU streams into N shards ---
-        start streams
-        t=$(now)
-        /usr/bin/time -f '%M' -o "$d/streams.time" "$CEDANA" --json dump runc streams --root "$ROOT" \
-            --dir "$d" --name streams --streams "$STREAMS" --no-server >"$d/streams.json"
-        s=$(elapsed "$t"); gone streams
-        record dump "streams-$STREAMS" "$mib" "$run" "$s" \
-            "{\"archive_bytes\": $(du -sb "$d/streams" | cut -f1), \"peak_rss_kib\": $(cat "$d/streams.time")}"
-        t=$(now)
-        /usr/bin/time -f '%M' -o "$d/streams-r.time" "$CEDANA" --json restore runc --path "$d/streams" \
-            --bundle "$B" --id r-streams --root "$ROOT" --detach --no-server >/dev/null
-        s=$(elapsed "$t"); gone r-streams
-        record restore "streams-$STREAMS" "$mib" "$run" "$s" "{\"peak_rss_kib\": $(cat "$d/streams-r.time")}"
+        # --- ours: a zstd archive; then streamed: runc's CRIU streams into N shards ---
+        ours_dump_restore ours ours --compression zstd
+        ours_dump_restore "streams-$STREAMS" streams --streams "$STREAMS"
 
         # --- podman way: runc checkpoint to a directory, then tar | zstd -3 ---
         start podman
