@@ -234,6 +234,15 @@ impl Containerd {
         pids
     }
 
+    /// Asserts that every shim of this containerd exits within 10 s.
+    pub fn assert_no_shims_left(&self) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.live_shims().is_empty()),
+            "shims left: {:?}",
+            self.live_shims()
+        );
+    }
+
     /// Mount points under this containerd's dirs.
     pub fn mounts(&self) -> Vec<String> {
         let d = self.dir.path().display().to_string();

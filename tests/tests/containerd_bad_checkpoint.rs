@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use cedana_e2e::containerd::{wait_until, Containerd, CEDANA, IMAGE};
+use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE};
 use sha2::{Digest, Sha256};
 
 fn digest(data: &[u8]) -> String {
@@ -175,10 +175,6 @@ fn containerd_restore_of_a_corrupt_checkpoint_fails_cleanly() {
         c.ok(&["containers", "delete", "bad-dst"]);
     }
     assert!(c.containers().is_empty(), "{:?}", c.containers());
-    assert!(
-        wait_until(Duration::from_secs(10), || c.live_shims().is_empty()),
-        "shims left: {:?}",
-        c.live_shims()
-    );
+    c.assert_no_shims_left();
     assert!(c.mounts().is_empty(), "mounts left: {:?}", c.mounts());
 }

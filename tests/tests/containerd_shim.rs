@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 
-use cedana_e2e::containerd::{wait_until, Containerd, CEDANA, IMAGE, RUNC};
+use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE, RUNC};
 use cedana_e2e::wait_for;
 
 /// The STATUS column of `ctr task ls` for `id`.
@@ -237,11 +237,7 @@ fn containerd_many_containers_leave_nothing_behind() {
         assert_eq!(r.stdout.trim(), "hi");
     }
     assert!(c.containers().is_empty(), "{:?}", c.containers());
-    assert!(
-        wait_until(Duration::from_secs(10), || c.live_shims().is_empty()),
-        "shims left: {:?}",
-        c.live_shims()
-    );
+    c.assert_no_shims_left();
     assert!(c.mounts().is_empty(), "mounts left: {:?}", c.mounts());
     assert!(
         count_entries(fifo_dir) <= fifos_before,
@@ -420,11 +416,7 @@ fn containerd_bad_input_gives_clear_errors() {
     let _ = c.ctr(&["containers", "delete", "bad-opts"]);
     let _ = c.ctr(&["containers", "delete", "bad-opts2"]);
     assert_eq!(c.ok(&["task", "ls", "-q"]).trim(), "");
-    assert!(
-        wait_until(Duration::from_secs(10), || c.live_shims().is_empty()),
-        "shims left: {:?}",
-        c.live_shims()
-    );
+    c.assert_no_shims_left();
 }
 
 #[test]
