@@ -382,33 +382,13 @@ fn containerd_bad_input_gives_clear_errors() {
     c.ok(&["containers", "delete", "bad-stopped"]);
 
     // Runtime options that cannot be read or parsed.
-    let r = c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        CEDANA,
-        "--runtime-config-path",
-        "/nonexistent/cedana.toml",
-        IMAGE,
-        "bad-opts",
-        "/bin/true",
-    ]);
+    let r = run_with_config(&c, "/nonexistent/cedana.toml", "bad-opts", &["/bin/true"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("/nonexistent/cedana.toml"), "{r:?}");
     let bad = c.dir.path().join("bad.toml");
     std::fs::write(&bad, "SystemdCgroup = maybe\n").unwrap();
     let bad = bad.display().to_string();
-    let r = c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        CEDANA,
-        "--runtime-config-path",
-        &bad,
-        IMAGE,
-        "bad-opts2",
-        "/bin/true",
-    ]);
+    let r = run_with_config(&c, &bad, "bad-opts2", &["/bin/true"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("SystemdCgroup"), "{r:?}");
 
@@ -419,24 +399,28 @@ fn containerd_bad_input_gives_clear_errors() {
     c.assert_no_shims_left();
 }
 
+/// `ctr run --rm` on our runtime with runtime options from `cfg`.
+fn run_with_config(c: &Containerd, cfg: &str, id: &str, cmd: &[&str]) -> cedana_e2e::Run {
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--runtime",
+        CEDANA,
+        "--runtime-config-path",
+        cfg,
+    ];
+    args.extend([IMAGE, id]);
+    args.extend_from_slice(cmd);
+    c.ctr(&args)
+}
+
 #[test]
 fn containerd_binary_name_from_runtime_options() {
     let Some(c) = Containerd::setup() else { return };
     let cfg = c.dir.path().join("runtime.toml");
     std::fs::write(&cfg, "BinaryName = \"/usr/sbin/runc\"\n").unwrap();
     let cfg = cfg.display().to_string();
-    let r = c.ctr(&[
-        "run",
-        "--rm",
-        "--runtime",
-        CEDANA,
-        "--runtime-config-path",
-        &cfg,
-        IMAGE,
-        "binname",
-        "/bin/echo",
-        "hi",
-    ]);
+    let r = run_with_config(&c, &cfg, "binname", &["/bin/echo", "hi"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         c.log().contains("created binname (pid") && c.log().contains("runtime /usr/sbin/runc)"),
