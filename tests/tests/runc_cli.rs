@@ -123,17 +123,7 @@ fn query_and_bad_input() {
     let bundle = env.path("bundle");
     build_bundle(&bundle, &["sleep", "1000"], Net::Own);
     let _g = Ctr::new(&root, "q1");
-    let (code, err) = Rt::runc(&root).detached(
-        &[
-            "run",
-            "-d",
-            "--bundle",
-            bundle.to_str().expect("utf8"),
-            "q1",
-        ],
-        &bundle,
-    );
-    assert_eq!(code, 0, "{err}");
+    Rt::runc(&root).run_detached(&bundle, "q1");
     let v = env
         .cedana(&["--json", "query", "runc", "--root", root_s, "--no-server"])
         .ok()
@@ -188,8 +178,7 @@ fn tcp_connection_inside_a_container_survives() {
     let b = bundle.to_str().expect("utf8");
     let cr = Rt::cedana(&root);
     let _g = Ctr::new(&root, "tcp");
-    let (code, err) = cr.detached(&["run", "-d", "--bundle", b, "tcp"], &bundle);
-    assert_eq!(code, 0, "{err}");
+    cr.run_detached(&bundle, "tcp");
     let echo = bundle.join("rootfs/tmp/echo");
     wait_above(&echo, 5);
     let img = env.path("img");

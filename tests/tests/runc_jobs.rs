@@ -171,17 +171,7 @@ fn manage_runc_adopts_a_container_and_survives_a_daemon_restart() {
     build_bundle(&bundle, COUNTER, Net::Own);
     let _g = Ctr::new(&root, "adopted");
     let rt = Rt::runc(&root);
-    let (code, err) = rt.detached(
-        &[
-            "run",
-            "-d",
-            "--bundle",
-            bundle.to_str().expect("utf8"),
-            "adopted",
-        ],
-        &bundle,
-    );
-    assert_eq!(code, 0, "run: {err}");
+    rt.run_detached(&bundle, "adopted");
     let init = rt.state("adopted").expect("state")["pid"].clone();
 
     env.cedana(&["manage", "runc", "nope", "--root", &root_s])

@@ -228,8 +228,7 @@ fn tcp_connection_in_a_streamed_container_survives() {
     copy_tree(&bundle.join("rootfs"), &fresh.join("rootfs"));
     let rt = Rt::runc(&root);
     let _g = [Ctr::new(&root, "tcp"), Ctr::new(&root, "tcp2")];
-    let (code, err) = rt.detached(&["run", "-d", "--bundle", s(&bundle), "tcp"], &bundle);
-    assert_eq!(code, 0, "{err}");
+    rt.run_detached(&bundle, "tcp");
     wait_above(&bundle.join("rootfs/tmp/echo"), 5);
     let dir = env.checkpoints();
     let out = env

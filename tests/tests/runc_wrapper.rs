@@ -28,8 +28,7 @@ fn checkpoint_and_restore_through_cedana_runc_continue_counting() {
     let cr = Rt::cedana(&root);
     let _guard = Ctr::new(&root, "cnt");
     let b = bundle.to_str().expect("utf8");
-    let (code, err) = cr.detached(&["run", "-d", "--bundle", b, "cnt"], &bundle);
-    assert_eq!(code, 0, "run: {err}");
+    cr.run_detached(&bundle, "cnt");
     wait_above(&count, 5);
 
     // Checkpoint with no option flags: the engine picks them and records them.
@@ -259,8 +258,7 @@ fn bad_input_is_refused_and_leaves_the_original_untouched() {
 
     // Restore into an existing id: refused, the running container untouched.
     let _g2 = Ctr::new(&root, "live");
-    let (code, err) = cr.detached(&["run", "-d", "--bundle", b, "live"], &bundle);
-    assert_eq!(code, 0, "run: {err}");
+    cr.run_detached(&bundle, "live");
     let count = bundle.join("rootfs/tmp/count");
     wait_above(&count, 3);
     let img = env.path("img");

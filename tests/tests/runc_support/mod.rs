@@ -175,6 +175,14 @@ impl Rt {
         )
     }
 
+    /// `run -d --bundle B ID` through [`Rt::detached`]; panics with the runtime's error
+    /// if it fails.
+    pub fn run_detached(&self, bundle: &Path, id: &str) {
+        let b = bundle.to_str().expect("utf8 bundle path");
+        let (code, err) = self.detached(&["run", "-d", "--bundle", b, id], bundle);
+        assert_eq!(code, 0, "run {id}: {err}");
+    }
+
     /// `state ID` as JSON, if the container exists.
     pub fn state(&self, id: &str) -> Option<serde_json::Value> {
         let r = self.out(&["state", id]);
@@ -282,17 +290,7 @@ impl CounterPair {
         copy_tree(&bundle.join("rootfs"), &fresh.join("rootfs"));
         let rt = Rt::runc(&root);
         let guards = [Ctr::new(&root, "orig"), Ctr::new(&root, "copy")];
-        let (code, err) = rt.detached(
-            &[
-                "run",
-                "-d",
-                "--bundle",
-                bundle.to_str().expect("utf8"),
-                "orig",
-            ],
-            &bundle,
-        );
-        assert_eq!(code, 0, "run: {err}");
+        rt.run_detached(&bundle, "orig");
         wait_above(&bundle.join("rootfs/tmp/count"), 5);
         CounterPair {
             root,
