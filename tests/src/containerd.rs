@@ -306,20 +306,7 @@ fn sha256_hex(data: &[u8]) -> String {
 /// Writes an OCI image archive `out` holding one layer: a busybox-static rootfs.
 pub fn build_busybox_image(work: &Path, out: &Path, name: &str) {
     let rootfs = work.join("rootfs");
-    for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
-        fs::create_dir_all(rootfs.join(d)).expect("rootfs dir");
-    }
-    let busybox = crate::which("busybox").expect("busybox");
-    fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
-    let list = Command::new(&busybox)
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
-        }
-    }
+    crate::busybox_rootfs(&rootfs, &["etc", "root"]);
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
     fs::write(rootfs.join("etc/group"), "root:x:0:\n").expect("group");
 

@@ -54,6 +54,25 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A busybox-static rootfs at `rootfs`: bin/ with every applet as a symlink, proc, dev,
+/// sys and tmp, plus the `extra` directories.
+pub fn busybox_rootfs(rootfs: &Path, extra: &[&str]) {
+    for d in ["bin", "proc", "dev", "sys", "tmp"].iter().chain(extra) {
+        fs::create_dir_all(rootfs.join(d)).expect("mkdir rootfs");
+    }
+    let busybox = which("busybox").unwrap_or_else(|| PathBuf::from("/bin/busybox"));
+    fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
+    let list = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+    }
+}
+
 /// Polls `f` until it returns Some, or panics after `timeout` with `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cedana_e2e::{bin, e2e_enabled, wait_for, which, Env, Run};
+use cedana_e2e::{bin, busybox_rootfs, e2e_enabled, wait_for, which, Env, Run};
 
 /// Whether runc and busybox are installed (says why not).
 pub fn runc_available() -> bool {
@@ -42,20 +42,7 @@ pub enum Net {
 /// this host's hard limits) and `args` as the process.
 pub fn build_bundle(dir: &Path, args: &[&str], _net: Net) {
     let rootfs = dir.join("rootfs");
-    for d in ["bin", "proc", "dev", "sys", "tmp", "data"] {
-        fs::create_dir_all(rootfs.join(d)).expect("mkdir rootfs");
-    }
-    let busybox = which("busybox").unwrap_or_else(|| PathBuf::from("/bin/busybox"));
-    fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox");
-    let list = Command::new(&busybox)
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
-        }
-    }
+    busybox_rootfs(&rootfs, &["data"]);
     let out = Command::new(runc_bin())
         .args(["spec", "--bundle"])
         .arg(dir)
