@@ -258,7 +258,7 @@ fn run_streamed(
                 } else {
                     "restore"
                 },
-                at.work_dir.join(log_name(opts, ty)).display()
+                at.work_dir.join(translate::log_name(opts, ty)).display()
             ),
         ));
     }
@@ -318,16 +318,6 @@ fn relay_until_exit(
     }
 }
 
-fn log_name(opts: &rpc::CriuOpts, ty: CriuReqType) -> String {
-    opts.log_file.clone().unwrap_or_else(|| {
-        if ty == CriuReqType::Dump {
-            "dump.log".into()
-        } else {
-            "restore.log".into()
-        }
-    })
-}
-
 fn failure(ty: CriuReqType, msg: String) -> rpc::CriuResp {
     rpc::CriuResp {
         r#type: ty as i32,
@@ -342,7 +332,7 @@ fn note_in_log(opts: &rpc::CriuOpts, sock: BorrowedFd<'_>, ty: CriuReqType, e: &
     let Ok(at) = places(sock, opts, Path::new("/"), false) else {
         return;
     };
-    let log = at.work_dir.join(log_name(opts, ty));
+    let log = at.work_dir.join(translate::log_name(opts, ty));
     if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&log) {
         let _ = writeln!(f, "Error (cedana-criu-relay): {e}");
     }

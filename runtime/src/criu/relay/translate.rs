@@ -135,6 +135,17 @@ pub fn check_known_fields(req: &[u8]) -> Result<(), RelayError> {
     Ok(())
 }
 
+/// CRIU's log file name in its work dir: the request's, else CRIU's default for `ty`.
+pub fn log_name(o: &rpc::CriuOpts, ty: CriuReqType) -> String {
+    o.log_file.clone().unwrap_or_else(|| {
+        if ty == CriuReqType::Restore {
+            "restore.log".into()
+        } else {
+            "dump.log".into()
+        }
+    })
+}
+
 /// CRIU's command line for a dump or restore request, streaming its images.
 pub fn cli_args(
     ty: CriuReqType,
@@ -160,10 +171,7 @@ pub fn cli_args(
     a.push("--stream");
     a.path("-D", &at.images_dir);
     a.path("-W", &at.work_dir);
-    let log = o
-        .log_file
-        .as_deref()
-        .unwrap_or(if restore { "restore.log" } else { "dump.log" });
+    let log = log_name(o, ty);
     if log.contains('/') {
         return Err(RelayError::Protocol(format!(
             "log_file {log:?} has a '/' (CRIU allows none)"
