@@ -4,6 +4,7 @@
 //! does; the order they run in is stated once, in `engine::dump::chain` and
 //! `engine::restore::chain`.
 
+pub mod commit;
 pub mod criu_check;
 pub mod defaults;
 pub mod files;

@@ -1,30 +1,30 @@
-//! Where images live. Dump: CRIU writes into a hidden staging directory beside the
-//! target; on success it becomes the checkpoint directory or is packed into the archive,
-//! on failure it is removed, so no partial checkpoint is ever left under the final name.
+//! Where images live. Dump: CRIU writes into a hidden staging directory of this operation
+//! beside the target; the commit protocol (`commit.rs`) makes it the checkpoint directory
+//! or packs it into the archive, never replacing an existing one; on failure it is
+//! removed, so no partial checkpoint is ever left under the final name.
 //! Restore: an archive is unpacked into a private temp dir, and every file is verified
 //! against metadata.json before CRIU sees it.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::chain::Adapter;
+use super::commit::{CommitTarget, Committer, CHECKPOINT_DIR_MODE};
+use crate::chain::{Adapter, Next};
 use crate::engine::{blocking, DumpCtx, DumpResponse, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
-use crate::host;
-use crate::image::compression::{self, Compression};
-use crate::image::error::ImageError;
-use crate::image::metadata::{FileDigest, Sizes, FORMAT_VERSION, METADATA_FILE};
-use crate::image::{archive, integrity, layout};
+use crate::image::compression;
+use crate::image::{archive, atomic, integrity, layout};
 
-/// Checkpoints hold process memory (secrets included): owner-only access.
-const CHECKPOINT_DIR_MODE: u32 = 0o700;
-
-fn staging_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}.partial"))
-}
+/// Failed dumps keep CRIU's log here, under the temp dir
+/// (`cedana-dump-logs/NAME-<unique>/dump.log`), the newest [`KEPT_FAILED_LOGS`] of them;
+/// other dumps remove their own. Never in the checkpoint directory, which lists only
+/// checkpoints.
+const LOGS_DIR: &str = "cedana-dump-logs";
+/// How many failed dumps' logs are kept.
+const KEPT_FAILED_LOGS: usize = 10;
 
 fn create_private_dir(path: &Path) -> Result<(), EngineError> {
     fs::DirBuilder::new()
@@ -34,197 +34,104 @@ fn create_private_dir(path: &Path) -> Result<(), EngineError> {
         .map_err(|e| EngineError::io(format!("cannot create {}", path.display()), e))
 }
 
-/// Prepares the staging directory and turns CRIU's images into the final checkpoint.
+/// Prepares a staging directory of this operation's own, and a [`Committer`] that turns
+/// CRIU's images into the final checkpoint: inside the handler when the tree is to be
+/// killed (before it dies), else after the handler returns.
 pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
-    Adapter::from_fn("prepare_dump_storage", |mut ctx: DumpCtx, next| {
-        Box::pin(async move {
-            if let Some(images) = ctx.req.image_path.clone() {
-                return dump_into_image_path(ctx, images, next).await;
-            }
-            if !ctx.dir.exists() {
-                create_private_dir(&ctx.dir)?;
-            }
-            let staging = staging_path(&ctx.dir, &ctx.name);
-            if staging.exists() {
-                // Left by a crashed earlier dump of the same name: never ours to keep.
-                fs::remove_dir_all(&staging).map_err(|e| {
-                    EngineError::io(format!("remove stale {}", staging.display()), e)
-                })?;
-            }
-            create_private_dir(&staging)?;
-            ctx.images_dir = staging.clone();
-            let (dir, name, compression, kind) = (
-                ctx.dir.clone(),
-                ctx.name.clone(),
-                ctx.compression,
-                ctx.req.kind,
-            );
-            let started = ctx.started;
-            let result = match next.run(ctx).await {
-                Ok(resp) => finish_dump(resp, &dir, &name, compression, kind, started).await,
-                Err(e) => Err(e),
-            };
-            if staging.exists() {
-                let _ = fs::remove_dir_all(&staging);
-            }
-            result
-        })
-    })
+    Adapter::from_fn(
+        "prepare_dump_storage",
+        |mut ctx: DumpCtx, next: Next<'_, DumpCtx, DumpResponse>| {
+            Box::pin(async move {
+                let (kind, name, started) = (ctx.req.kind, ctx.name.clone(), ctx.started);
+                let mut cleanup = Vec::new();
+                let target = match ctx.req.image_path.clone() {
+                    Some(images) => {
+                        if !images.exists() {
+                            create_private_dir(&images)?;
+                        }
+                        ctx.images_dir = images.clone();
+                        CommitTarget::ImagePath(images)
+                    }
+                    None => {
+                        if !ctx.dir.exists() {
+                            create_private_dir(&ctx.dir)?;
+                        }
+                        let target = layout::checkpoint_path(&ctx.dir, &name, ctx.compression);
+                        let staging = atomic::staging_path_for(&target);
+                        create_private_dir(&staging)?;
+                        cleanup.push(staging.clone());
+                        ctx.images_dir = staging.clone();
+                        ctx.work_dir = Some(failed_log_dir(&name)?);
+                        CommitTarget::Staging {
+                            staging,
+                            target,
+                            compression: ctx.compression,
+                        }
+                    }
+                };
+                let committer = Arc::new(Committer::new(target, name, kind, started));
+                ctx.committer = Some(Arc::clone(&committer));
+                let work_dir = ctx.work_dir.clone();
+                let result: Result<DumpResponse, EngineError> = match next.run(ctx).await {
+                    Ok(resp) => match committer.take_committed() {
+                        Some(mut done) => {
+                            // Committed inside the handler: keep the handler's timings too.
+                            for (k, v) in resp.metadata.timings_ms {
+                                done.metadata.timings_ms.entry(k).or_insert(v);
+                            }
+                            Ok(done)
+                        }
+                        None => {
+                            let c = Arc::clone(&committer);
+                            blocking(move || {
+                                c.commit(resp.metadata)?;
+                                c.take_committed().ok_or_else(|| {
+                                    EngineError::Internal("commit left no checkpoint".into())
+                                })
+                            })
+                            .await
+                        }
+                    },
+                    Err(e) => {
+                        committer.undo();
+                        Err(e)
+                    }
+                };
+                for p in cleanup.iter().filter(|p| p.exists()) {
+                    let _ = fs::remove_dir_all(p);
+                }
+                if let Some(work) = work_dir {
+                    // CRIU's log is kept for dumps CRIU failed only; the error names it.
+                    if result.is_ok() || !work.join("dump.log").exists() {
+                        let _ = fs::remove_dir_all(work);
+                    }
+                }
+                result
+            })
+        },
+    )
 }
 
-/// runc's `--image-path` semantics: CRIU writes straight into the caller's directory and
-/// metadata.json is added beside the images. A failed dump leaves the directory (with
-/// CRIU's log, as runc does) but never a metadata.json.
-async fn dump_into_image_path(
-    mut ctx: DumpCtx,
-    images: PathBuf,
-    next: crate::chain::Next<'_, DumpCtx, DumpResponse>,
-) -> Result<DumpResponse, EngineError> {
-    if !images.exists() {
-        create_private_dir(&images)?;
-    }
-    ctx.images_dir = images.clone();
-    let (name, kind, started) = (ctx.name.clone(), ctx.req.kind, ctx.started);
-    let mut resp = next.run(ctx).await?;
-    let md = &mut resp.metadata;
-    md.format_version = FORMAT_VERSION;
-    md.kind = kind;
-    md.name = name.clone();
-    md.created_at = chrono::Utc::now().to_rfc3339();
-    md.host = host::host_info();
-    let t = Instant::now();
-    let mut files = blocking({
-        let images = images.clone();
-        move || Ok(integrity::digest_dir(&images)?)
-    })
-    .await?;
-    // Logs are not part of the checkpoint: runc and CRIU append to them on restore.
-    files.retain(|rel, _| !rel.ends_with(".log"));
-    md.timings_ms
-        .insert("digest".into(), t.elapsed().as_millis() as u64);
-    md.sizes = Sizes {
-        images_bytes: files.values().map(|f| f.size).sum(),
-        archive_bytes: None,
-    };
-    md.files = files;
-    integrity::write_metadata(&images, md)?;
-    resp.size_bytes = resp.metadata.sizes.images_bytes;
-    resp.path = images;
-    resp.name = name;
-    resp.compression = Compression::None;
-    resp.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(resp)
-}
-
-async fn finish_dump(
-    mut resp: DumpResponse,
-    dir: &Path,
-    name: &str,
-    compression: Compression,
-    kind: crate::image::metadata::CheckpointKind,
-    started: Instant,
-) -> Result<DumpResponse, EngineError> {
-    let staging = resp.path.clone();
-    let target = layout::checkpoint_path(dir, name, compression);
-    let md = &mut resp.metadata;
-    md.format_version = FORMAT_VERSION;
-    md.kind = kind;
-    md.name = name.to_string();
-    md.created_at = chrono::Utc::now().to_rfc3339();
-    md.host = host::host_info();
-    let t = Instant::now();
-    resp.size_bytes = if compression == Compression::None {
-        // Streamed shards were hashed as they were written (handlers put those digests
-        // in `files`); everything else is read and hashed now.
-        let files = blocking({
-            let (staging, known) = (staging.clone(), std::mem::take(&mut md.files));
-            move || Ok(integrity::digest_dir_known(&staging, &known)?)
-        })
-        .await?;
-        record_digests(md, files, t.elapsed());
-        integrity::write_metadata(&staging, md)?;
-        if layout_occupied(&target) {
-            return Err(EngineError::TargetExists { path: target });
+/// A fresh private directory for CRIU's log and stats, outside the checkpoint (CRIU
+/// writes them after `post-dump`, when the checkpoint is already sealed); older ones
+/// beyond [`KEPT_FAILED_LOGS`] are removed.
+fn failed_log_dir(name: &str) -> Result<PathBuf, EngineError> {
+    let logs = std::env::temp_dir().join(LOGS_DIR);
+    create_private_dir(&logs)?;
+    if let Ok(rd) = fs::read_dir(&logs) {
+        let mut old: Vec<(std::time::SystemTime, PathBuf)> = rd
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        old.sort();
+        let excess = old.len().saturating_sub(KEPT_FAILED_LOGS - 1);
+        for (_, p) in old.into_iter().take(excess) {
+            let _ = fs::remove_dir_all(p);
         }
-        fs::rename(&staging, &target).map_err(|e| {
-            EngineError::io(
-                format!("move checkpoint into place at {}", target.display()),
-                e,
-            )
-        })?;
-        fs::set_permissions(&target, fs::Permissions::from_mode(CHECKPOINT_DIR_MODE))
-            .map_err(|e| EngineError::io(format!("chmod {}", target.display()), e))?;
-        resp.metadata.sizes.images_bytes
-    } else {
-        let (bytes, md) = pack_while_digesting(&staging, &target, compression, md.clone()).await?;
-        resp.metadata = md;
-        bytes
-    };
-    resp.metadata
-        .timings_ms
-        .insert("pack".into(), t.elapsed().as_millis() as u64);
-    resp.metadata.sizes.archive_bytes =
-        (compression != Compression::None).then_some(resp.size_bytes);
-    resp.path = target;
-    resp.name = name.to_string();
-    resp.compression = compression;
-    resp.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(resp)
-}
-
-/// Records the digests, sizes and how long hashing took.
-fn record_digests(
-    md: &mut crate::image::metadata::Metadata,
-    files: BTreeMap<String, FileDigest>,
-    took: Duration,
-) {
-    md.timings_ms
-        .insert("digest".into(), took.as_millis() as u64);
-    md.sizes = Sizes {
-        images_bytes: files.values().map(|f| f.size).sum(),
-        archive_bytes: None,
-    };
-    md.files = files;
-}
-
-/// Packs the staging dir into the archive while another thread hashes it: metadata.json,
-/// which carries the hashes, goes into the archive last. One read pass less than
-/// hash-then-pack, and the hashing overlaps the compression.
-async fn pack_while_digesting(
-    staging: &Path,
-    target: &Path,
-    compression: Compression,
-    mut md: crate::image::metadata::Metadata,
-) -> Result<(u64, crate::image::metadata::Metadata), EngineError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let src = staging.to_path_buf();
-    let digest = tokio::task::spawn_blocking(move || {
-        let t = Instant::now();
-        let _ = tx.send(integrity::digest_dir(&src).map(|f| (f, t.elapsed())));
-    });
-    let (src, out) = (staging.to_path_buf(), target.to_path_buf());
-    let packed = blocking(move || {
-        let (md_ref, md_path) = (&mut md, out.join(METADATA_FILE));
-        let trailer = Box::new(move || {
-            let (files, took) = rx.recv().map_err(|_| {
-                ImageError::io(
-                    &md_path,
-                    std::io::Error::other("the hashing thread stopped"),
-                )
-            })??;
-            record_digests(md_ref, files, took);
-            integrity::metadata_bytes(&md_path, md_ref)
-        });
-        let bytes = archive::pack_with_metadata(&src, &out, compression, trailer)?;
-        Ok((bytes, md))
-    })
-    .await;
-    let _ = digest.await;
-    packed
-}
-
-fn layout_occupied(p: &Path) -> bool {
-    p.symlink_metadata().is_ok()
+    }
+    let work = logs.join(format!("{name}-{}", atomic::unique_suffix()));
+    create_private_dir(&work)?;
+    Ok(work)
 }
 
 /// Unpacks (if needed) and verifies the checkpoint, then cleans up after CRIU.

@@ -128,6 +128,21 @@ pub struct DumpArgs<'a> {
     /// Where CRIU writes its log (and other non-image files); defaults to `images_dir`.
     pub work_dir: Option<&'a Path>,
     pub opts: &'a CriuOpts,
+    /// Run at CRIU's `post-dump` notification, while the dumped tree is still held: its
+    /// verdict decides whether CRIU finishes (and kills the tree unless `leave_running`)
+    /// or lets the tree run on and fails the dump.
+    pub post_dump: Option<PostDump<'a>>,
+}
+
+/// The commit step of a dump, run inside CRIU's `post-dump` notification; `false` fails
+/// the dump and CRIU resumes the tree.
+#[derive(Clone, Copy)]
+pub struct PostDump<'a>(pub &'a (dyn Fn() -> bool + Sync));
+
+impl fmt::Debug for PostDump<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PostDump(..)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,13 +237,16 @@ impl Criu {
         let dirs = RequestDirs::open(args.images_dir, args.work_dir, "dump.log")?;
         let mut opts = args.opts.to_rpc(dirs.images.as_raw_fd());
         opts.pid = Some(args.pid);
+        if args.post_dump.is_some() {
+            opts.notify_scripts = Some(true);
+        }
         dirs.fill(&mut opts);
         let req = rpc::CriuReq {
             opts: Some(opts),
             ..rpc::CriuReq::new(CriuReqType::Dump)
         };
         tracing::debug!(pid = args.pid, images = %args.images_dir.display(), "criu dump");
-        let resp = self.logged_call("dump", req, &dirs.log_path)?;
+        let resp = self.logged_call("dump", req, &dirs.log_path, args.post_dump)?;
         drop(dirs.images);
         drop(dirs.work);
         if resp.r#type != CriuReqType::Dump as i32 {
@@ -257,7 +275,7 @@ impl Criu {
             ..rpc::CriuReq::new(CriuReqType::Restore)
         };
         tracing::debug!(images = %args.images_dir.display(), rst_sibling = args.rst_sibling, "criu restore");
-        let resp = self.logged_call("restore", req, &dirs.log_path)?;
+        let resp = self.logged_call("restore", req, &dirs.log_path, None)?;
         drop(dirs.images);
         drop(dirs.work);
         let pid = match (CriuReqType::try_from(resp.r#type), resp.restore) {

@@ -15,7 +15,7 @@ use prost::Message;
 use super::error::{self, CriuError, LOG_TAIL_LINES};
 use super::packet::{self, PacketError};
 use super::rpc::{self, CriuReqType};
-use super::{Criu, LOG_LEVEL, RECV_BUF, SWRK_FD};
+use super::{Criu, PostDump, LOG_LEVEL, RECV_BUF, SWRK_FD};
 
 impl Criu {
     /// One request without a log file; a failure carries CRIU's errmsg only.
@@ -24,7 +24,7 @@ impl Criu {
         op: &'static str,
         req: rpc::CriuReq,
     ) -> Result<rpc::CriuResp, CriuError> {
-        let resp = self.call(&req)?;
+        let resp = self.call(&req, None)?;
         let resp = resp.map_err(|e| e.into_protocol(op))?;
         if !resp.success {
             return Err(CriuError::Failed {
@@ -44,6 +44,7 @@ impl Criu {
         op: &'static str,
         req: rpc::CriuReq,
         log_path: &Path,
+        post_dump: Option<PostDump<'_>>,
     ) -> Result<rpc::CriuResp, CriuError> {
         let failed = |cr_errno, errmsg: Option<String>| CriuError::Failed {
             op,
@@ -56,7 +57,7 @@ impl Criu {
             log_path: log_path.to_path_buf(),
             log_tail: error::failure_tail(log_path, LOG_TAIL_LINES),
         };
-        let resp = self.call(&req)?;
+        let resp = self.call(&req, post_dump)?;
         match resp {
             Ok(resp) if resp.success => Ok(resp),
             Ok(resp) => Err(failed(resp.cr_errno, resp.cr_errmsg)),
@@ -66,14 +67,15 @@ impl Criu {
         }
     }
 
-    /// Start `criu swrk`, send `req`, answer notifications, return the final response.
-    /// The child is always reaped before this returns.
+    /// Start `criu swrk`, send `req`, answer notifications (`post-dump` with the hook's
+    /// verdict), return the final response. The child is always reaped before this returns.
     pub(super) fn call(
         &self,
         req: &rpc::CriuReq,
+        post_dump: Option<PostDump<'_>>,
     ) -> Result<Result<rpc::CriuResp, NoResponse>, CriuError> {
         let mut swrk = Swrk::start(&self.binary)?;
-        let resp = swrk.exchange(req);
+        let resp = swrk.exchange(req, post_dump);
         let (status, stderr) = swrk.finish()?;
         let resp = match resp {
             Ok(Some(resp)) => Ok(resp),
@@ -245,7 +247,11 @@ impl Swrk {
 
     /// Send `req`; read responses, acknowledging NOTIFY ones, until the final one.
     /// `Ok(None)`: the socket closed before a response.
-    fn exchange(&mut self, req: &rpc::CriuReq) -> Result<Option<rpc::CriuResp>, Exchange> {
+    fn exchange(
+        &mut self,
+        req: &rpc::CriuReq,
+        post_dump: Option<PostDump<'_>>,
+    ) -> Result<Option<rpc::CriuResp>, Exchange> {
         self.send(req)?;
         let mut buf = vec![0u8; RECV_BUF];
         loop {
@@ -261,8 +267,12 @@ impl Swrk {
                     .and_then(|n| n.script.clone())
                     .unwrap_or_default();
                 tracing::debug!(%script, "criu notify");
+                let verdict = match (script.as_str(), post_dump) {
+                    ("post-dump", Some(hook)) => (hook.0)(),
+                    _ => true,
+                };
                 let ack = rpc::CriuReq {
-                    notify_success: Some(true),
+                    notify_success: Some(verdict),
                     ..rpc::CriuReq::new(CriuReqType::Notify)
                 };
                 self.send(&ack)?;

@@ -128,6 +128,7 @@ fn swrk_that_exits_without_answering_is_a_protocol_error() {
             images_dir: images.path(),
             work_dir: None,
             opts: &opts,
+            post_dump: None,
         })
         .unwrap_err();
     match err {
@@ -185,6 +186,7 @@ fn real_failed_dump_has_log_tail() {
             images_dir: images.path(),
             work_dir: None,
             opts: &opts,
+            post_dump: None,
         })
         .unwrap_err();
     eprintln!("{err}");
@@ -308,6 +310,7 @@ fn real_dump_restore_round_trip() {
         images_dir: &images,
         work_dir: None,
         opts: &opts,
+        post_dump: None,
     });
     let dumped = match dumped {
         Ok(d) => d,

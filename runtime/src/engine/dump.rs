@@ -1,15 +1,16 @@
 //! The dump operation: its context, its chain and its CRIU handler.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::adapters::commit::Committer;
 use crate::adapters::{
     criu_check, defaults, files, network, process_state, shell_job, storage, validation,
 };
 use crate::chain::{Chain, Handler, OpResult};
 use crate::criu::options::CriuOpts;
-use crate::criu::DumpArgs;
+use crate::criu::{DumpArgs, PostDump};
 use crate::engine::{blocking, DumpRequest, DumpResponse, Env};
 use crate::image::compression::Compression;
 use crate::image::metadata::Metadata;
@@ -31,6 +32,12 @@ pub struct DumpCtx {
     pub compression: Compression,
     /// Where CRIU writes its images (filled by the storage adapter).
     pub images_dir: PathBuf,
+    /// Where CRIU writes its log and stats, outside the checkpoint (storage adapter);
+    /// `None`: beside the images.
+    pub work_dir: Option<PathBuf>,
+    /// Commits the checkpoint; a handler that kills the tree commits before it dies
+    /// (filled by the storage adapter).
+    pub committer: Option<Arc<Committer>>,
     /// The process tree (filled by the process-state adapter).
     pub state: ProcessState,
     /// CRIU options chosen so far.
@@ -51,6 +58,8 @@ impl DumpCtx {
             name: String::new(),
             compression: Compression::Zstd,
             images_dir: PathBuf::new(),
+            work_dir: None,
+            committer: None,
             state: ProcessState::default(),
             opts: CriuOpts::default(),
             metadata: Metadata::default(),
@@ -93,7 +102,10 @@ pub fn chain() -> Chain<DumpCtx, DumpResponse> {
     ])
 }
 
-/// Runs CRIU; the storage adapter turns its images into the final checkpoint.
+/// Runs CRIU. A dump that kills the tree commits the checkpoint inside CRIU's
+/// `post-dump` notification, while the tree is still held, so it dies only once its
+/// checkpoint is durable; if the commit fails (or the caller dies) CRIU lets it run on.
+/// Otherwise the storage adapter commits after CRIU.
 async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     let criu = ctx.env.criu()?;
     let version = ctx.env.criu_version().await?;
@@ -102,19 +114,42 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     metadata.criu_options = ctx.opts.clone();
     let t = Instant::now();
     let (pid, images_dir, opts) = (ctx.req.pid, ctx.images_dir.clone(), ctx.opts.clone());
+    let work_dir = ctx.work_dir.clone();
     let plan = defaults::stream_plan(&ctx.req)?;
+    let committer = ctx.committer.clone().filter(|_| !opts.leave_running);
+    let md = metadata.clone();
     metadata.files = blocking(move || match plan {
         Some((shards, codec)) => {
-            let stats = streamer::dump(&criu, pid, &images_dir, &images_dir, &opts, shards, codec)?;
+            let work = work_dir.as_deref().unwrap_or(&images_dir);
+            let stats = streamer::dump(&criu, pid, &images_dir, work, &opts, shards, codec)?;
             Ok(stats.shard_digests)
         }
         None => {
-            criu.dump(&DumpArgs {
+            let failed = Mutex::new(None);
+            let commit = || match committer.as_ref().map(|c| {
+                let mut md = md.clone();
+                md.timings_ms
+                    .insert("criu_dump".into(), t.elapsed().as_millis() as u64);
+                c.commit(md)
+            }) {
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "commit failed; CRIU lets the tree run on");
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    false
+                }
+                _ => true,
+            };
+            let dumped = criu.dump(&DumpArgs {
                 pid,
                 images_dir: &images_dir,
-                work_dir: None,
+                work_dir: work_dir.as_deref(),
                 opts: &opts,
-            })?;
+                post_dump: committer.is_some().then_some(PostDump(&commit)),
+            });
+            if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                return Err(e);
+            }
+            dumped?;
             Ok(Default::default())
         }
     })

@@ -76,6 +76,12 @@ pub enum ImageError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The final name of a checkpoint is already taken (another dump won the race).
+    #[error("{} already exists; a checkpoint is never replaced: choose another --name or delete the old one (`cedana checkpoint delete`)", path.display())]
+    Exists {
+        /// The path that is taken.
+        path: PathBuf,
+    },
     /// The directory has no metadata.json.
     #[error("not a cedana checkpoint: no metadata.json in {}; check the path", dir.display())]
     NotACheckpoint {
@@ -137,6 +143,7 @@ impl ImageError {
             | ImageError::InvalidName { .. }
             | ImageError::OutputInsideSource { .. } => ErrorKind::InvalidArgument,
             ImageError::NotACheckpoint { .. } => ErrorKind::NotFound,
+            ImageError::Exists { .. } => ErrorKind::AlreadyExists,
             ImageError::NewerFormat { .. } | ImageError::DestNotEmpty { .. } => {
                 ErrorKind::FailedPrecondition
             }

@@ -24,6 +24,9 @@ pub fn validate_name(name: &str) -> Result<(), ImageError> {
         Some("it contains '/'".to_string())
     } else if name.contains('\0') {
         Some("it contains a NUL byte".to_string())
+    } else if name.chars().any(char::is_control) {
+        // A newline in a name breaks every line-based listing and log of it.
+        Some("it contains a control character (newline, tab, ...)".to_string())
     } else if name.len() > MAX_NAME_LEN {
         Some(format!(
             "it is {} bytes long, more than {MAX_NAME_LEN}",

@@ -1,6 +1,7 @@
 //! Checkpoint images: layout, metadata, archives and integrity.
 
 pub mod archive;
+pub mod atomic;
 pub mod compression;
 pub mod error;
 pub mod integrity;

@@ -1,7 +1,8 @@
 //! Packing a checkpoint directory into a (compressed) tar archive, and safe unpacking.
 //!
-//! Archives are written to `OUT.partial`, synced and renamed, so the final name never holds a
-//! half-written archive; gzip and lz4 are compressed on every core, one member or frame per
+//! Archives are written to a staging path of their own (`.OUT.<unique>.partial`), synced
+//! and renamed without replacing anything, so the final name never holds a half-written
+//! archive; gzip and lz4 are compressed on every core, one member or frame per
 //! block (`image/parallel.rs`). Unpacking detects the format from the bytes, accepts
 //! only regular files and directories with relative, `..`-free paths, and never follows a link.
 
@@ -10,8 +11,9 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::atomic;
 use super::compression::{detect, Compression};
 use super::error::ImageError;
 use super::integrity::Digester;
@@ -53,19 +55,16 @@ pub fn pack(src_dir: &Path, out: &Path, c: Compression) -> Result<u64, ImageErro
     })
 }
 
-/// Runs `write` on `out.partial`, then renames it to `out`; on failure removes the partial,
-/// so `out` never holds half a checkpoint.
+/// Runs `write` on a staging path unique to this call, then renames it to `out` without
+/// replacing anything there; on failure removes the staging path, so `out` never holds
+/// half a checkpoint and two writers of one name never share or clobber a file.
 fn write_atomically(
     out: &Path,
     write: impl FnOnce(&Path) -> Result<u64, ImageError>,
 ) -> Result<u64, ImageError> {
-    let partial = partial_path(out);
-    remove_stale(&partial)?;
-    let finish = write(&partial).and_then(|bytes| {
-        fs::rename(&partial, out).map_err(|e| ImageError::io(out, e))?;
-        sync_parent(out);
-        Ok(bytes)
-    });
+    let partial = atomic::staging_path_for(out);
+    let finish =
+        write(&partial).and_then(|bytes| atomic::rename_noreplace(&partial, out).map(|()| bytes));
     if finish.is_err() {
         // Best effort: the original error matters more than a failed cleanup.
         let _ = remove_stale(&partial);
@@ -130,13 +129,6 @@ pub fn unpack_digested(
     result.map(|c| (c, digests))
 }
 
-/// `out` with ".partial" appended.
-fn partial_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".partial");
-    PathBuf::from(s)
-}
-
 /// Refuses an output path whose directory is `src_dir` or below it.
 fn check_out_not_inside(src_dir: &Path, out: &Path) -> Result<(), ImageError> {
     let src = fs::canonicalize(src_dir).map_err(|e| ImageError::io(src_dir, e))?;
@@ -161,17 +153,6 @@ fn remove_stale(path: &Path) -> Result<(), ImageError> {
         Ok(_) => fs::remove_file(path).map_err(|e| ImageError::io(path, e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(ImageError::io(path, e)),
-    }
-}
-
-/// Syncs the directory holding `path` so a rename is durable; best effort.
-fn sync_parent(path: &Path) {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = File::open(parent) {
-        let _ = d.sync_all();
     }
 }
 

@@ -85,7 +85,7 @@ fn round_trip_every_format() {
             out
         };
         let bytes = pack(&src, &out, c).expect("pack");
-        assert!(!partial_path(&out).exists(), "{c}: partial left behind");
+        assert!(no_partials(&out), "{c}: partial left behind");
         if c.is_archive() {
             assert_eq!(bytes, fs::metadata(&out).expect("stat").len(), "{c}");
         }
@@ -435,7 +435,7 @@ fn pack_refuses_unsafe_sources_and_leaves_nothing() {
         pack(&src, &inside, Compression::Zstd),
         Err(ImageError::OutputInsideSource { .. })
     ));
-    assert!(!inside.exists() && !partial_path(&inside).exists());
+    assert!(!inside.exists() && no_partials(&inside));
     // A symlink in the source.
     std::os::unix::fs::symlink("/etc/passwd", src.join("sub/link")).expect("symlink");
     for c in Compression::ALL {
@@ -444,21 +444,44 @@ fn pack_refuses_unsafe_sources_and_leaves_nothing() {
             pack(&src, &out, c),
             Err(ImageError::UnsafeEntry { .. })
         ));
-        assert!(!out.exists() && !partial_path(&out).exists(), "{c}");
+        assert!(!out.exists() && no_partials(&out), "{c}");
     }
 }
 
+/// No staging path of any operation is left beside `out`.
+fn no_partials(out: &Path) -> bool {
+    let dir = out.parent().expect("parent");
+    fs::read_dir(dir)
+        .expect("read_dir")
+        .flatten()
+        .all(|e| !crate::image::atomic::is_staging_name(&e.file_name().to_string_lossy()))
+}
+
 #[test]
-fn pack_replaces_stale_partial() {
+fn pack_never_replaces_a_checkpoint_nor_touches_another_operations_staging() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
     fs::create_dir(&src).expect("mkdir");
     sample(&src);
     let out = tmp.path().join("ck.tar.gz");
-    fs::write(partial_path(&out), b"half an archive").expect("write");
+    // Another operation's staging file for the same name: not ours to remove.
+    let theirs = tmp.path().join(".ck.tar.gz.1-0-0.partial");
+    fs::write(&theirs, b"half an archive").expect("write");
     pack(&src, &out, Compression::Gzip).expect("pack");
-    assert!(!partial_path(&out).exists());
+    assert_eq!(fs::read(&theirs).expect("theirs kept"), b"half an archive");
     assert_eq!(detect(&out).expect("detect"), Compression::Gzip);
+    let first = fs::read(&out).expect("read");
+    for c in [Compression::Gzip, Compression::None] {
+        let err = pack(&src, &out, c).expect_err("the name is taken");
+        assert!(matches!(err, ImageError::Exists { .. }), "{c}: {err}");
+    }
+    assert_eq!(
+        fs::read(&out).expect("read"),
+        first,
+        "the first checkpoint is intact"
+    );
+    fs::remove_file(&theirs).expect("rm");
+    assert!(no_partials(&out));
 }
 
 #[test]
@@ -509,7 +532,7 @@ fn pack_with_metadata_writes_the_trailer_last_and_round_trips() {
     )
     .expect_err("trailer error");
     assert!(err.to_string().contains("digest failed"), "{err}");
-    assert!(!out.exists() && !partial_path(&out).exists());
+    assert!(!out.exists() && no_partials(&out));
 }
 
 #[test]

@@ -1,0 +1,228 @@
+//! The commit protocol (DESIGN.md): a dumped tree is killed only after its checkpoint is
+//! complete and durable.
+//!
+//! The storage adapter hands the handler a [`Committer`]. A handler that is to kill the
+//! tree calls [`Committer::commit`] while the tree is still held (inside CRIU's
+//! `post-dump` notification, or while its cgroup is frozen) and lets it die only when
+//! that returned `Ok`; on an error it lets the tree run on. Commit = every file hashed,
+//! metadata.json written, everything synced, and the staging path renamed into place
+//! without replacing anything. A dump that keeps the tree running commits after CRIU.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::engine::DumpResponse;
+use crate::error::EngineError;
+use crate::host;
+use crate::image::compression::Compression;
+use crate::image::error::ImageError;
+use crate::image::metadata::METADATA_FILE;
+use crate::image::metadata::{CheckpointKind, FileDigest, Metadata, Sizes, FORMAT_VERSION};
+use crate::image::{archive, atomic, integrity};
+
+/// Checkpoints hold process memory (secrets included): owner-only access.
+pub(crate) const CHECKPOINT_DIR_MODE: u32 = 0o700;
+
+/// Where a commit puts the images.
+#[derive(Debug, Clone)]
+pub enum CommitTarget {
+    /// Images in a staging dir of this operation, renamed (or packed) to the final path.
+    Staging {
+        /// The staging directory CRIU wrote into.
+        staging: PathBuf,
+        /// The final checkpoint path (directory or archive).
+        target: PathBuf,
+        /// How it is packed.
+        compression: Compression,
+    },
+    /// runc's `--image-path`: metadata.json is added beside the images in place.
+    ImagePath(PathBuf),
+}
+
+/// Commits one dump's checkpoint, once; shared by the storage adapter and the handler.
+#[derive(Debug)]
+pub struct Committer {
+    target: CommitTarget,
+    name: String,
+    kind: CheckpointKind,
+    started: Instant,
+    committed: Mutex<Option<DumpResponse>>,
+}
+
+impl Committer {
+    /// A committer for one operation.
+    pub fn new(target: CommitTarget, name: String, kind: CheckpointKind, started: Instant) -> Self {
+        Self {
+            target,
+            name,
+            kind,
+            started,
+            committed: Mutex::new(None),
+        }
+    }
+
+    /// Makes the checkpoint complete and durable under its final name. Blocking: call it
+    /// from a blocking thread. A second call is refused (one checkpoint per operation).
+    pub fn commit(&self, metadata: Metadata) -> Result<(), EngineError> {
+        let mut slot = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Err(EngineError::Internal("checkpoint committed twice".into()));
+        }
+        *slot = Some(self.write(metadata)?);
+        Ok(())
+    }
+
+    /// The committed checkpoint, if [`commit`](Self::commit) succeeded.
+    pub fn take_committed(&self) -> Option<DumpResponse> {
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Removes a committed checkpoint again: CRIU failed after the commit, so the tree runs
+    /// on and the operation reports a failure; no checkpoint of a failed dump is kept.
+    pub fn undo(&self) {
+        let Some(resp) = self.take_committed() else {
+            return;
+        };
+        match &self.target {
+            CommitTarget::Staging { .. } if resp.path.is_dir() => {
+                let _ = fs::remove_dir_all(&resp.path);
+            }
+            CommitTarget::Staging { .. } => {
+                let _ = fs::remove_file(&resp.path);
+            }
+            CommitTarget::ImagePath(dir) => {
+                let _ = fs::remove_file(dir.join(METADATA_FILE));
+            }
+        }
+    }
+
+    fn write(&self, mut md: Metadata) -> Result<DumpResponse, EngineError> {
+        md.format_version = FORMAT_VERSION;
+        md.kind = self.kind;
+        md.name = self.name.clone();
+        md.created_at = chrono::Utc::now().to_rfc3339();
+        md.host = host::host_info();
+        let t = Instant::now();
+        let (path, compression, size_bytes, mut md) = match &self.target {
+            CommitTarget::ImagePath(images) => {
+                let mut files = integrity::digest_dir(images)?;
+                // Logs are not part of the checkpoint: runc and CRIU append to them on restore.
+                files.retain(|rel, _| !rel.ends_with(".log"));
+                record_digests(&mut md, files, t.elapsed());
+                integrity::write_metadata(images, &md)?;
+                atomic::sync_parent(&images.join(METADATA_FILE));
+                let size = md.sizes.images_bytes;
+                (images.clone(), Compression::None, size, md)
+            }
+            CommitTarget::Staging {
+                staging,
+                target,
+                compression: Compression::None,
+            } => {
+                // Streamed shards were hashed as they were written (handlers put those
+                // digests in `files`); everything else is read and hashed now.
+                let known = std::mem::take(&mut md.files);
+                let files = integrity::digest_dir_known(staging, &known)?;
+                record_digests(&mut md, files, t.elapsed());
+                integrity::write_metadata(staging, &md)?;
+                sync_tree(staging)?;
+                atomic::rename_noreplace(staging, target)?;
+                fs::set_permissions(target, fs::Permissions::from_mode(CHECKPOINT_DIR_MODE))
+                    .map_err(|e| EngineError::io(format!("chmod {}", target.display()), e))?;
+                let size = md.sizes.images_bytes;
+                (target.clone(), Compression::None, size, md)
+            }
+            CommitTarget::Staging {
+                staging,
+                target,
+                compression,
+            } => {
+                let (bytes, md) = pack_while_digesting(staging, target, *compression, md)?;
+                (target.clone(), *compression, bytes, md)
+            }
+        };
+        md.timings_ms
+            .insert("pack".into(), t.elapsed().as_millis() as u64);
+        md.sizes.archive_bytes = compression.is_archive().then_some(size_bytes);
+        Ok(DumpResponse {
+            path,
+            name: self.name.clone(),
+            compression,
+            size_bytes,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            metadata: md,
+        })
+    }
+}
+
+/// Records the digests, sizes and how long hashing took.
+fn record_digests(md: &mut Metadata, files: BTreeMap<String, FileDigest>, took: Duration) {
+    md.timings_ms
+        .insert("digest".into(), took.as_millis() as u64);
+    md.sizes = Sizes {
+        images_bytes: files.values().map(|f| f.size).sum(),
+        archive_bytes: None,
+    };
+    md.files = files;
+}
+
+/// fsyncs every file of a checkpoint directory and the directory itself: the rename that
+/// follows must not publish files whose bytes are still only in the page cache.
+fn sync_tree(dir: &Path) -> Result<(), EngineError> {
+    let rd =
+        fs::read_dir(dir).map_err(|e| EngineError::io(format!("list {}", dir.display()), e))?;
+    for entry in rd.flatten() {
+        let p = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir {
+            sync_tree(&p)?;
+        } else if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| EngineError::io(format!("sync {}", p.display()), e))?;
+        }
+    }
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| EngineError::io(format!("sync {}", dir.display()), e))
+}
+
+/// Packs the staging dir into the archive while another thread hashes it: metadata.json,
+/// which carries the hashes, goes into the archive last. One read pass less than
+/// hash-then-pack, and the hashing overlaps the compression.
+fn pack_while_digesting(
+    staging: &Path,
+    target: &Path,
+    compression: Compression,
+    mut md: Metadata,
+) -> Result<(u64, Metadata), EngineError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let t = Instant::now();
+            let _ = tx.send(integrity::digest_dir(staging).map(|f| (f, t.elapsed())));
+        });
+        let md_path = target.join(METADATA_FILE);
+        let md_ref = &mut md;
+        let trailer = Box::new(move || {
+            let (files, took) = rx.recv().map_err(|_| {
+                ImageError::io(
+                    &md_path,
+                    std::io::Error::other("the hashing thread stopped"),
+                )
+            })??;
+            record_digests(md_ref, files, took);
+            integrity::metadata_bytes(&md_path, md_ref)
+        });
+        let bytes = archive::pack_with_metadata(staging, target, compression, trailer)?;
+        Ok::<_, EngineError>(bytes)
+    })
+    .map(|bytes| (bytes, md))
+}
