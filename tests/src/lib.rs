@@ -347,6 +347,14 @@ impl Env {
         }
     }
 
+    /// Kills the daemon with SIGKILL (a crash) and reaps it.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// The daemon's log, for failure messages.
     pub fn daemon_log(&self) -> String {
         fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
@@ -377,4 +385,48 @@ impl Drop for Env {
         }
         self.stop_daemon();
     }
+}
+
+/// A tmpfs of a given size mounted at a directory, for full-disk tests; unmounted (and
+/// everything in it gone) on drop.
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `mib` MiB at `path` (created if needed).
+    pub fn mount(path: &Path, mib: u64) -> Tmpfs {
+        fs::create_dir_all(path).expect("create tmpfs mount point");
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={mib}m,mode=0700").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mount a {mib} MiB tmpfs at {}: {e}", path.display()));
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Names in `dir` (hidden ones included), sorted; empty if it does not exist.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }

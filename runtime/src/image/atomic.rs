@@ -46,6 +46,45 @@ pub fn is_staging_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX)
 }
 
+/// Removes the staging paths in `dir` that a crashed operation left: those whose owner
+/// (the PID in their name) is gone or is this process (a restarted daemon reusing it).
+/// Returns what was removed. A staging path of a live process is another operation's.
+pub fn remove_abandoned_staging(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut removed = Vec::new();
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_staging_name(&name) {
+            continue;
+        }
+        let owner = staging_owner(&name);
+        let owner_alive =
+            owner.is_some_and(|pid| pid != me && Path::new(&format!("/proc/{pid}")).exists());
+        if owner_alive {
+            continue;
+        }
+        let path = entry.path();
+        let gone = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        if gone.is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// The PID in a staging name made by [`staging_path_for`] (`.FILE.<pid>-<n>-<t>.partial`).
+fn staging_owner(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(PARTIAL_SUFFIX)?;
+    let suffix = stem.rsplit('.').next()?;
+    suffix.split('-').next()?.parse().ok()
+}
+
 /// Renames `from` to `to`, failing with [`ImageError::Exists`] if `to` exists (a file, a
 /// directory, empty or not, or a link), then syncs the directory so the rename is durable.
 pub fn rename_noreplace(from: &Path, to: &Path) -> Result<(), ImageError> {
@@ -86,6 +125,28 @@ mod tests {
         assert!(name.starts_with(".job.tar.zst."), "{name}");
         assert!(is_staging_name(name), "{name}");
         assert!(!is_staging_name("job.tar.zst"));
+    }
+
+    #[test]
+    fn abandoned_staging_is_removed_but_not_a_live_operations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // PID 1 is alive and not us: its staging is another operation's.
+        let live = dir.path().join(".a.tar.zst.1-0-0.partial");
+        let dead = dir.path().join(".b.tar.zst.999999999-0-0.partial");
+        let mine = staging_path_for(&dir.path().join("c"));
+        let legacy = dir.path().join(".d.partial");
+        let checkpoint = dir.path().join("e.tar.zst");
+        for f in [&live, &dead, &legacy, &checkpoint] {
+            std::fs::write(f, b"x").expect("write");
+        }
+        std::fs::create_dir(&mine).expect("mkdir");
+        std::fs::write(mine.join("pages-1.img"), b"x").expect("write");
+        let mut removed = remove_abandoned_staging(dir.path());
+        removed.sort();
+        let mut expected = vec![dead, mine, legacy];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(live.exists() && checkpoint.exists());
     }
 
     #[test]

@@ -1,0 +1,179 @@
+//! The commit protocol, by fault injection: a dump kills the workload only once its
+//! checkpoint is complete and durable. A full disk while packing, or the daemon killed
+//! (SIGKILL) at any moment of a dump, leaves the workload running, no partial checkpoint
+//! listed, and a retry that succeeds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cedana_e2e::*;
+
+/// The number printed right after `value`'s last occurrence, once there is one.
+fn next_after(log: &Path, value: u64) -> u64 {
+    wait_for(
+        &format!("a number after {value}"),
+        Duration::from_secs(10),
+        || {
+            let c = counts(log);
+            let i = c.iter().rposition(|v| *v == value)?;
+            c.get(i + 1).copied()
+        },
+    )
+}
+
+/// Restores `path` in-process; the counter in `log` must go on from `last`.
+fn restore_and_check(env: &Env, path: &Path, log: &Path, last: u64) {
+    let p = path.to_string_lossy().to_string();
+    let out = env
+        .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
+        .ok();
+    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
+    let _guard = KillOnDrop(pid);
+    assert_eq!(
+        next_after(log, last),
+        last + 1,
+        "the restored counter restarted"
+    );
+}
+
+/// Entries of the checkpoint dir that are not finished checkpoints (staging paths).
+fn hidden(dir: &Path) -> Vec<String> {
+    dir_names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn full_disk_while_packing_leaves_the_workload_running_and_a_retry_succeeds() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    // CRIU's ~50 MiB of images fit; a second, uncompressed copy (tar) does not.
+    let small = Tmpfs::mount(&env.path("small"), 80);
+    let log = env.path("memory.log");
+    let mut w = Workload::start(&log, &["memory", "48"]);
+    let _guard = KillOnDrop(w.pid);
+    wait_count_above(&log, 1);
+    let dir = small.path.to_string_lossy().to_string();
+    let pid = w.pid.to_string();
+    let failed = env.cedana(&[
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--dir",
+        &dir,
+        "--compression",
+        "tar",
+    ]);
+    assert_ne!(failed.code, 0, "the dump cannot fit: {}", failed.stdout);
+    assert!(
+        failed.stderr.to_lowercase().contains("space"),
+        "the error names the full disk: {}",
+        failed.stderr
+    );
+    assert!(w.alive(), "a failed dump killed the workload");
+    let before = last_count(&log).expect("counting");
+    wait_count_above(&log, before + 1);
+    assert_eq!(
+        dir_names(&small.path),
+        Vec::<String>::new(),
+        "nothing of the failed dump is left"
+    );
+
+    // zstd fits: the retry succeeds, and only then does the workload stop.
+    let out = env
+        .cedana(&[
+            "--json",
+            "dump",
+            "process",
+            &pid,
+            "--no-server",
+            "--dir",
+            &dir,
+        ])
+        .ok();
+    let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
+    w.reap();
+    assert!(!w.alive());
+    let last = last_count(&log).expect("counted");
+    assert_eq!(
+        dir_names(&small.path).len(),
+        1,
+        "{:?}",
+        dir_names(&small.path)
+    );
+    restore_and_check(&env, &path, &log, last);
+}
+
+#[test]
+fn daemon_killed_during_a_dump_never_costs_the_workload() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    let ckpts = env.checkpoints();
+    for delay_ms in [150u64, 600, 1500] {
+        env.start_daemon();
+        let log = env.path(&format!("memory-{delay_ms}.log"));
+        let mut w = Workload::start(&log, &["memory", "128"]);
+        let _guard = KillOnDrop(w.pid);
+        wait_count_above(&log, 1);
+        let mut client = env
+            .cmd()
+            .args(["--json", "dump", "process", &w.pid.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the dump");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        env.kill_daemon();
+        let _ = client.wait();
+        // CRIU, orphaned, finds nobody to commit at post-dump and lets the tree go; give
+        // it time to get there.
+        let alive = wait_for("CRIU to let go", Duration::from_secs(30), || {
+            let criu_left = Command::new("pgrep")
+                .args(["-x", "criu"])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false);
+            (!criu_left).then(|| w.alive())
+        });
+        env.start_daemon();
+        assert_eq!(
+            hidden(&ckpts),
+            Vec::<String>::new(),
+            "a partial checkpoint survived the restart ({delay_ms} ms)"
+        );
+        if alive {
+            let before = last_count(&log).expect("counting");
+            wait_count_above(&log, before + 1);
+            // A retry through the restarted daemon succeeds.
+            let out = env
+                .cedana(&["--json", "dump", "process", &w.pid.to_string()])
+                .ok();
+            let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
+            w.reap();
+            let last = last_count(&log).expect("counted");
+            restore_and_check(&env, &path, &log, last);
+        } else {
+            // Killed only after the commit: its checkpoint is complete and restores.
+            w.reap();
+            let last = last_count(&log).expect("counted");
+            let done: Vec<String> = dir_names(&ckpts)
+                .into_iter()
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            assert_eq!(done.len(), 1, "one complete checkpoint: {done:?}");
+            restore_and_check(&env, &ckpts.join(&done[0]), &log, last);
+        }
+        env.stop_daemon();
+        for n in dir_names(&ckpts) {
+            let p = ckpts.join(n);
+            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+        }
+    }
+}
