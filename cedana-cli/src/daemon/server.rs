@@ -48,11 +48,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let store = Store::open(&config.db_path)
         .with_context(|| format!("cannot open the database {}", config.db_path.display()))?;
-    // A dump cut short by a crash leaves its staging path; it is never a checkpoint.
-    for p in cedana_runtime::image::atomic::remove_abandoned_staging(&config.checkpoint.dir) {
-        tracing::info!(path = %p.display(), "removed a partial checkpoint left by a crash");
+    let engine = Engine::new(config);
+    for done in engine.recover_after_crash() {
+        tracing::info!("{done}");
     }
-    let jobs = JobManager::new(Engine::new(config), Arc::new(store));
+    let jobs = JobManager::new(engine, Arc::new(store));
     jobs.recover()
         .context("cannot reconcile jobs with the host")?;
 

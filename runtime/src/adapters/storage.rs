@@ -57,7 +57,7 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                             create_private_dir(&ctx.dir)?;
                         }
                         let target = layout::checkpoint_path(&ctx.dir, &name, ctx.compression);
-                        let staging = atomic::staging_path_for(&target);
+                        let staging = atomic::staging_dir_in(&ctx.dir);
                         create_private_dir(&staging)?;
                         cleanup.push(staging.clone());
                         ctx.images_dir = staging.clone();

@@ -99,6 +99,22 @@ impl Engine {
         }
     }
 
+    /// Undoes what an operation cut short by a crash left (staging paths, frozen
+    /// containers); returns what it did, for the log. Run once at daemon start.
+    pub fn recover_after_crash(&self) -> Vec<String> {
+        let mut done: Vec<String> =
+            crate::image::atomic::remove_abandoned_staging(&self.env.config.checkpoint.dir)
+                .into_iter()
+                .map(|p| format!("removed the partial checkpoint {}", p.display()))
+                .collect();
+        done.extend(
+            crate::plugins::runc::hold::release_abandoned()
+                .into_iter()
+                .map(|id| format!("resumed container {id}, left frozen by a dump cut short")),
+        );
+        done
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.env.config

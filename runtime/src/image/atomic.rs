@@ -17,7 +17,9 @@ use super::error::ImageError;
 /// Suffix of every staging path: what a crash can leave behind, removed at daemon start.
 pub const PARTIAL_SUFFIX: &str = ".partial";
 
-/// A suffix no other operation on this host uses: PID, a per-process counter and time.
+/// A suffix no live operation on this host uses: PID and a per-process counter (hex),
+/// plus a little of the clock against a PID reused after a crash. Short, because unix
+/// socket paths inside a staging dir are limited to 108 bytes.
 pub fn unique_suffix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -25,7 +27,7 @@ pub fn unique_suffix() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}-{n}-{nanos:08x}", std::process::id())
+    format!("{:x}-{n:x}{:03x}", std::process::id(), nanos & 0xfff)
 }
 
 /// `DIR/.FILE.<unique>.partial` for the final path `DIR/FILE`: hidden, never listed.
@@ -39,6 +41,12 @@ pub fn staging_path_for(target: &Path) -> PathBuf {
         _ => Path::new("."),
     };
     dir.join(format!(".{file}.{}{PARTIAL_SUFFIX}", unique_suffix()))
+}
+
+/// `DIR/.ck-<unique>.partial`: a dump's staging directory. It does not carry the
+/// checkpoint's name, so the unix sockets CRIU finds inside it stay short enough.
+pub fn staging_dir_in(dir: &Path) -> PathBuf {
+    dir.join(format!(".ck.{}{PARTIAL_SUFFIX}", unique_suffix()))
 }
 
 /// Whether a directory entry's name is a staging path left by [`staging_path_for`].
@@ -78,11 +86,11 @@ pub fn remove_abandoned_staging(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// The PID in a staging name made by [`staging_path_for`] (`.FILE.<pid>-<n>-<t>.partial`).
+/// The PID in a staging name made by [`staging_path_for`] (`.FILE.<pid>-<n>.partial`, hex).
 fn staging_owner(name: &str) -> Option<u32> {
     let stem = name.strip_suffix(PARTIAL_SUFFIX)?;
     let suffix = stem.rsplit('.').next()?;
-    suffix.split('-').next()?.parse().ok()
+    u32::from_str_radix(suffix.split('-').next()?, 16).ok()
 }
 
 /// Renames `from` to `to`, failing with [`ImageError::Exists`] if `to` exists (a file, a
@@ -131,8 +139,8 @@ mod tests {
     fn abandoned_staging_is_removed_but_not_a_live_operations() {
         let dir = tempfile::tempdir().expect("tempdir");
         // PID 1 is alive and not us: its staging is another operation's.
-        let live = dir.path().join(".a.tar.zst.1-0-0.partial");
-        let dead = dir.path().join(".b.tar.zst.999999999-0-0.partial");
+        let live = dir.path().join(".a.tar.zst.1-0.partial");
+        let dead = dir.path().join(".b.tar.zst.3fffffff-0.partial");
         let mine = staging_path_for(&dir.path().join("c"));
         let legacy = dir.path().join(".d.partial");
         let checkpoint = dir.path().join("e.tar.zst");

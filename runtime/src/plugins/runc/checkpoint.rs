@@ -2,25 +2,32 @@
 //! CRIU for the container's mounts, namespaces and cgroups), with the options the chain
 //! chose. Portable checkpoints also get the OCI config and the rootfs changes.
 
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::error::RuncError;
+use super::hold::Held;
 use super::layout;
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
 use super::stream;
+use super::target::RuncDump;
+use crate::adapters::commit::Committer;
 use crate::adapters::defaults;
 use crate::chain::OpResult;
+use crate::criu::options::CriuOpts;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
 use crate::streamer;
 
-/// Runs `runtime checkpoint` (through the stream relay with `--streams`); the storage
-/// adapter turns the result into the checkpoint.
-pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
+/// Runs `runtime checkpoint` (through the stream relay with `--streams`). A dump that
+/// stops the container holds it frozen (`hold.rs`) from before CRIU until its checkpoint
+/// is committed, and only then kills it; otherwise the storage adapter commits after.
+pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
     let d = ctx
         .req
         .runc
@@ -36,6 +43,44 @@ pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     }
     let (target, stream_env) = stream::runtime_target(&d.target, &ctx.env, plan.is_some())?;
     let rt = Runtime::new(&target, &ctx.env.config.runc.binary_path)?;
+    let committer = ctx.committer.clone().filter(|_| !ctx.opts.leave_running);
+    let held = match &committer {
+        Some(_) => {
+            let (rt, id) = (rt.clone(), d.target.id.clone());
+            Some(
+                blocking(move || {
+                    let paused = rt.state(&id)?.status == "paused";
+                    Ok(Held::pause(&rt, &id, paused)?)
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
+    // CRIU leaves the frozen container frozen; `held` ends it after the commit.
+    let mut opts = ctx.opts.clone();
+    opts.leave_running |= held.is_some();
+    let result = checkpoint_held(ctx, &d, (rt, stream_env), plan, opts, committer).await;
+    match (held, &result) {
+        (Some(h), Ok(_)) => blocking(move || Ok(h.kill()?)).await?,
+        (Some(h), Err(e)) => {
+            tracing::warn!(error = %e, "checkpoint failed; the container runs on");
+            blocking(move || Ok(h.release()?)).await?
+        }
+        (None, _) => {}
+    }
+    result
+}
+
+/// The checkpoint itself; commits through `committer` when the container is held.
+async fn checkpoint_held(
+    mut ctx: DumpCtx,
+    d: &RuncDump,
+    (rt, stream_env): (Runtime, Vec<(OsString, OsString)>),
+    plan: Option<(usize, streamer::Codec)>,
+    opts: CriuOpts,
+    committer: Option<Arc<Committer>>,
+) -> OpResult<DumpResponse> {
     let criu_version = ctx.env.criu_version().await?;
     let portable = ctx.req.image_path.is_none();
     let images = if portable {
@@ -63,7 +108,7 @@ pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         &d,
         &images,
         work.as_deref(),
-        &ctx.opts,
+        &opts,
     ))
     .envs(stream_env)
     .stdin(Stdio::null())
@@ -119,6 +164,7 @@ pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         .timings_ms
         .insert("runc_checkpoint".into(), t.elapsed().as_millis() as u64);
     metadata.criu_version = criu_version.to_string();
+    // What the caller asked for, not the leave-running the hold needed.
     metadata.criu_options = ctx.opts.clone();
     if portable {
         let container = metadata.container.clone().unwrap_or_default();
@@ -139,6 +185,10 @@ pub async fn runc_checkpoint(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         if let Some(c) = metadata.container.as_mut() {
             c.rootfs_diff_entries = entries;
         }
+    }
+    if let Some(c) = committer {
+        let md = metadata.clone();
+        blocking(move || c.commit(md)).await?;
     }
     Ok(ctx.images_written(metadata))
 }

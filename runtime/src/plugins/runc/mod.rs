@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod health;
+pub mod hold;
 pub mod inspect;
 pub mod layout;
 pub mod loopback;

@@ -32,6 +32,7 @@ const CONSOLE_SOCKET: &str = "--console-socket";
 const NO_PIVOT: &str = "--no-pivot";
 const NO_SUBREAPER: &str = "--no-subreaper";
 const FORCE: &str = "--force";
+const ALL: &str = "--all";
 
 /// `runc state ID` / `runc list --format json`: what we use of a container's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -190,19 +191,46 @@ impl Runtime {
 
     /// `runtime delete [--force] ID`.
     pub fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {
-        let mut c = self.command();
-        c.arg("delete");
+        let mut args = vec!["delete"];
         if force {
-            c.arg(FORCE);
+            args.push(FORCE);
         }
+        self.run_subcommand("delete", &args, id)
+    }
+
+    /// `runtime pause ID`: freezes every process of the container in its cgroup.
+    pub fn pause(&self, id: &str) -> Result<(), RuncError> {
+        self.run_subcommand("pause", &["pause"], id)
+    }
+
+    /// `runtime resume ID`: thaws a paused container.
+    pub fn resume(&self, id: &str) -> Result<(), RuncError> {
+        self.run_subcommand("resume", &["resume"], id)
+    }
+
+    /// `runtime kill --all ID KILL`: SIGKILL to every process of the container (runc
+    /// freezes the cgroup around the signals, so none runs on in between).
+    pub fn kill_all(&self, id: &str) -> Result<(), RuncError> {
+        let mut c = self.command();
+        c.args(["kill", ALL, id, "KILL"]);
+        self.check(c, "kill", id)
+    }
+
+    /// Runs `runtime ARGS ID`; a failure carries the runtime's stderr.
+    fn run_subcommand(&self, what: &str, args: &[&str], id: &str) -> Result<(), RuncError> {
+        let mut c = self.command();
+        c.args(args).arg(id);
+        self.check(c, what, id)
+    }
+
+    fn check(&self, mut c: Command, what: &str, id: &str) -> Result<(), RuncError> {
         let out = c
-            .arg(id)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| self.spawn_error("delete", e))?;
+            .map_err(|e| self.spawn_error(what, e))?;
         if !out.status.success() {
             return Err(RuncError::Command {
-                command: format!("{} delete {id}", self.binary.display()),
+                command: format!("{} {what} {id}", self.binary.display()),
                 status: out.status.to_string(),
                 detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
