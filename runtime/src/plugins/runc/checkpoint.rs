@@ -105,7 +105,7 @@ async fn checkpoint_held(
         .or_else(|| work_tmp.as_ref().map(|t| t.path().to_path_buf()));
     let mut cmd = rt.command();
     cmd.args(runtime::checkpoint_args(
-        &d,
+        d,
         &images,
         work.as_deref(),
         &opts,
