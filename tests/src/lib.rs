@@ -3,7 +3,8 @@
 //! (with everything it started) when the test ends.
 //!
 //! The tests need root and CRIU 4.1.1 (`make deps`). Without root they are skipped with
-//! a message; with root, a missing CRIU is a failure, not a skip.
+//! a `SKIPPED:` line (see [`skip`]); with `CEDANA_E2E=1` (CI) a missing precondition is
+//! a failure; with root, a missing CRIU is always a failure, not a skip.
 
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
@@ -15,11 +16,63 @@ use tempfile::TempDir;
 
 pub mod containerd;
 
-/// Returns false (and says why) when the end-to-end tests cannot run here.
+/// Set to `1` (CI does) to make every missing precondition a test failure.
+pub const REQUIRE_ENV: &str = "CEDANA_E2E";
+/// When set, every skip also appends its `SKIPPED:` line to this file, so a run can
+/// count what it did not test.
+pub const SKIP_LOG_ENV: &str = "CEDANA_SKIP_LOG";
+
+/// Whether `CEDANA_E2E` asks for every end-to-end test to really run.
+pub fn e2e_required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A test cannot run here because `why`; `fix` says how to get what is missing.
+/// Under `CEDANA_E2E=1` this panics (a skipped test would otherwise count as passed);
+/// otherwise it prints `SKIPPED: <test>: <why>` to stderr, appends that line to
+/// `$CEDANA_SKIP_LOG` if set, and returns false for the caller's early return.
+#[track_caller]
+pub fn skip(why: &str, fix: &str) -> bool {
+    // libtest runs each test on a thread named after it.
+    let here = std::panic::Location::caller();
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(n) if n != "main" => n.to_string(),
+        _ => format!("{}:{}", here.file(), here.line()),
+    };
+    if e2e_required() {
+        panic!("{test}: {why}; {REQUIRE_ENV}=1 requires every end-to-end test to run: {fix}");
+    }
+    let line = format!("SKIPPED: {test}: {why} ({fix}; set {REQUIRE_ENV}=1 to fail instead)");
+    use std::io::Write;
+    // Straight to fd 2, not eprintln!: libtest captures the print macros of a passing
+    // test, and a skip must show in every run.
+    let _ = writeln!(std::io::stderr(), "{line}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        let appended = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = appended {
+            panic!(
+                "cannot append to {SKIP_LOG_ENV}={}: {e}",
+                Path::new(&log).display()
+            );
+        }
+    }
+    false
+}
+
+/// Returns true when the end-to-end tests can run here; otherwise [`skip`]s (a failure
+/// under `CEDANA_E2E=1`).
+#[track_caller]
 pub fn e2e_enabled() -> bool {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping end-to-end test: needs root (CRIU); run `make test` as root");
-        return false;
+        return skip(
+            "needs root (CRIU)",
+            "run the tests as root after `make deps`",
+        );
     }
     true
 }

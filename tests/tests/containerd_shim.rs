@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE, RUNC};
-use cedana_e2e::wait_for;
+use cedana_e2e::{skip, wait_for};
 
 /// The STATUS column of `ctr task ls` for `id`.
 fn status(c: &Containerd, id: &str) -> String {
@@ -101,7 +101,7 @@ fn tty_run(c: &Containerd, runtime: &str, id: &str) -> (String, i32) {
 fn containerd_tty_and_resize_like_runc_v2() {
     let Some(c) = Containerd::setup() else { return };
     if which_script().is_none() {
-        eprintln!("skipping: `script` (util-linux) not installed");
+        skip("`script` (util-linux) not installed", "run `make deps`");
         return;
     }
     let ours = tty_run(&c, CEDANA, "tty-cedana");

@@ -1,3 +1,7 @@
+//! CRIU driver tests: locating the binary and parsing answers with fakes, then (as root,
+//! with CRIU installed; required under `CEDANA_E2E=1`) version, a failed dump and a dump
+//! and restore round trip against the real CRIU.
+
 use super::*;
 
 use std::os::unix::fs::PermissionsExt;
@@ -8,6 +12,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
+
+use crate::test_util::{need_root, skip};
 
 #[test]
 fn version_display_and_number() {
@@ -141,15 +147,16 @@ fn swrk_that_exits_without_answering_is_a_protocol_error() {
 
 // ---- tests that need root and a real CRIU ----
 
+/// The installed CRIU, or None after [`skip`] (a failure under `CEDANA_E2E=1`).
+#[track_caller]
 fn real_criu() -> Option<Criu> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root");
+    if !need_root("real CRIU") {
         return None;
     }
     match Criu::locate(Path::new("criu")) {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("skipping: {e}");
+            skip(&e.to_string(), "run `make deps` (builds CRIU 4.1.1)");
             None
         }
     }

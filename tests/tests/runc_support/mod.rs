@@ -9,17 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cedana_e2e::{bin, busybox_rootfs, e2e_enabled, wait_for, which, Env, Run};
+use cedana_e2e::{bin, busybox_rootfs, e2e_enabled, skip, wait_for, which, Env, Run};
 
-/// Whether runc and busybox are installed (says why not).
+/// Whether runc and busybox are installed; otherwise [`skip`]s (a failure under
+/// `CEDANA_E2E=1`).
+#[track_caller]
 pub fn runc_available() -> bool {
     if !e2e_enabled() {
         return false;
     }
     for tool in ["/usr/sbin/runc", "/bin/busybox"] {
         if !Path::new(tool).exists() && which(tool.rsplit('/').next().unwrap_or(tool)).is_none() {
-            eprintln!("skipping runc test: {tool} not installed (`make deps`)");
-            return false;
+            return skip(&format!("{tool} not installed"), "run `make deps`");
         }
     }
     true
