@@ -157,6 +157,69 @@ pub fn counts(log: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The number written right after the last occurrence of `value` in `log` (one number
+/// a line), once there is one: a counter that carried on from `value` writes
+/// `value + 1`, one restarted from zero writes 1.
+pub fn next_after(log: &Path, value: u64) -> u64 {
+    wait_for(
+        &format!("a number after {value} in {}", log.display()),
+        Duration::from_secs(15),
+        || {
+            let c = counts(log);
+            let i = c.iter().rposition(|v| *v == value)?;
+            c.get(i + 1).copied()
+        },
+    )
+}
+
+/// A CRIU stand-in written into a test's temp dir: a script that appends its arguments
+/// to a record file and execs the real CRIU. Pointing `criu.binary_path` at it tells a
+/// test whether CRIU ran at all (version checks included), not just what errors said.
+pub struct CriuRecorder {
+    /// The wrapper script.
+    pub wrapper: PathBuf,
+    /// One line per invocation: its arguments.
+    pub record: PathBuf,
+}
+
+impl CriuRecorder {
+    /// Writes the wrapper into `dir` (created if missing).
+    pub fn new(dir: &Path) -> CriuRecorder {
+        use std::os::unix::fs::PermissionsExt;
+        let real = which("criu").expect("criu not installed: run `make deps`");
+        fs::create_dir_all(dir).expect("recorder dir");
+        let wrapper = dir.join("criu-recorder");
+        let record = dir.join("criu-calls");
+        let script = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            record.display(),
+            real.display()
+        );
+        fs::write(&wrapper, script).expect("write criu wrapper");
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
+        CriuRecorder { wrapper, record }
+    }
+
+    /// `criu.binary_path=<wrapper>`, for `--set`.
+    pub fn setting(&self) -> String {
+        format!("criu.binary_path={}", self.wrapper.display())
+    }
+
+    /// The recorded invocations, oldest first (none if CRIU never ran).
+    pub fn calls(&self) -> Vec<String> {
+        fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Forgets what was recorded so far.
+    pub fn clear(&self) {
+        let _ = fs::remove_file(&self.record);
+    }
+}
+
 /// Waits until the counter in `log` passes `above`, returning the new value.
 pub fn wait_count_above(log: &Path, above: u64) -> u64 {
     wait_for(
@@ -294,6 +357,11 @@ impl Run {
             self.stderr
         );
         self
+    }
+
+    /// Parses stdout as JSON, if it is JSON.
+    pub fn json_opt(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.stdout).ok()
     }
 
     /// Parses stdout as JSON.

@@ -42,19 +42,6 @@ fn restore(env: &Env, path: &Path, extra: &[&str]) -> i32 {
         .unwrap_or_else(|| panic!("no pid in {}", out.stdout)) as i32
 }
 
-/// The number printed right after `value`'s last occurrence, once there is one.
-fn next_after(log: &Path, value: u64) -> u64 {
-    wait_for(
-        &format!("a number after {value}"),
-        Duration::from_secs(10),
-        || {
-            let c = counts(log);
-            let i = c.iter().rposition(|v| *v == value)?;
-            c.get(i + 1).copied()
-        },
-    )
-}
-
 #[test]
 fn counter_continues_after_restore_with_every_compression() {
     if !e2e_enabled() {

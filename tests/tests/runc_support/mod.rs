@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+// The runc tests' counters are read with the same helper as the process tests'.
+pub use cedana_e2e::next_after;
 use cedana_e2e::{bin, busybox_rootfs, e2e_enabled, skip, wait_for, which, Env, Run};
 
 /// Whether runc and busybox are installed; otherwise [`skip`]s (a failure under
@@ -229,19 +231,6 @@ pub fn wait_above(path: &Path, above: u64) -> u64 {
         &format!("{} to pass {above}", path.display()),
         Duration::from_secs(15),
         || numbers(path).last().copied().filter(|v| *v > above),
-    )
-}
-
-/// Waits for the number written right after the last occurrence of `value`; returns it.
-pub fn next_after(path: &Path, value: u64) -> u64 {
-    wait_for(
-        &format!("a number after {value} in {}", path.display()),
-        Duration::from_secs(15),
-        || {
-            let n = numbers(path);
-            let i = n.iter().rposition(|v| *v == value)?;
-            n.get(i + 1).copied()
-        },
     )
 }
 
