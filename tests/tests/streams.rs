@@ -7,8 +7,14 @@ use std::path::{Path, PathBuf};
 use cedana_e2e::*;
 
 fn streamed_dump(env: &Env, w: &Workload, extra: &[&str]) -> PathBuf {
+    streamed_dump_with(env, &[], w, extra)
+}
+
+/// [`streamed_dump`] with `global` flags before the command (where `--set` must go).
+fn streamed_dump_with(env: &Env, global: &[&str], w: &Workload, extra: &[&str]) -> PathBuf {
     let pid = w.pid.to_string();
-    let mut args = vec![
+    let mut args = global.to_vec();
+    args.extend([
         "--json",
         "dump",
         "process",
@@ -16,7 +22,7 @@ fn streamed_dump(env: &Env, w: &Workload, extra: &[&str]) -> PathBuf {
         "--no-server",
         "--streams",
         "4",
-    ];
+    ]);
     args.extend_from_slice(extra);
     let out = env.cedana(&args).ok();
     out.json()["path"].as_str().expect("path").into()
@@ -91,16 +97,34 @@ fn streamed_counter_restores_and_keeps_counting() {
     }
 }
 
+/// A damaged shard is refused naming it, and CRIU never runs: the restore goes through
+/// a recording CRIU wrapper, which the dump (through the same wrapper) shows is wired in.
 fn damaged_shard_is_refused(damage: impl Fn(&Path)) {
     let env = Env::new();
     let log = env.path("c.log");
     let w = Workload::start(&log, &["counter", "50"]);
     wait_count_above(&log, 2);
-    let path = streamed_dump(&env, &w, &["--leave-running"]);
+    let criu = CriuRecorder::new(&env.path("criu"));
+    let setting = criu.setting();
+    let path = streamed_dump_with(&env, &["--set", &setting], &w, &["--leave-running"]);
+    assert!(
+        criu.calls().iter().any(|c| c.contains("--stream")),
+        "the streamed dump did not run CRIU through the wrapper: {:?}",
+        criu.calls()
+    );
+    criu.clear();
     drop(w);
     damage(&path.join("shard-0.zst"));
     let p = path.to_string_lossy().to_string();
-    let out = env.cedana(&["restore", "process", "--path", &p, "--no-server"]);
+    let out = env.cedana(&[
+        "--set",
+        &setting,
+        "restore",
+        "process",
+        "--path",
+        &p,
+        "--no-server",
+    ]);
     assert_ne!(out.code, 0, "a damaged shard must not restore");
     assert!(
         out.stderr.contains("shard-0.zst"),
@@ -108,8 +132,9 @@ fn damaged_shard_is_refused(damage: impl Fn(&Path)) {
         out.stderr
     );
     assert!(
-        !out.stderr.contains("criu restore failed"),
-        "refused before CRIU ran: {}",
+        criu.calls().is_empty(),
+        "refused only after CRIU ran: {:?}\n{}",
+        criu.calls(),
         out.stderr
     );
 }
