@@ -10,6 +10,36 @@ pub fn strs(v: Vec<OsString>) -> Vec<String> {
         .collect()
 }
 
+/// Every number in `log` (one a line), in order.
+pub fn counts(log: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// The number written right after the last occurrence of `value` in `log`, once there
+/// is one (None after `timeout`): a counter that carried on from `value` writes
+/// `value + 1`, one restarted from zero writes 1.
+pub fn next_after(log: &std::path::Path, value: u64, timeout: std::time::Duration) -> Option<u64> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let c = counts(log);
+        if let Some(n) = c
+            .iter()
+            .rposition(|v| *v == value)
+            .and_then(|i| c.get(i + 1))
+        {
+            return Some(*n);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Set to `1` (CI does) to make every missing precondition a test failure.
 pub const REQUIRE_ENV: &str = "CEDANA_E2E";
 /// When set, every skip also appends its `SKIPPED:` line to this file.

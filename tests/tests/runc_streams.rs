@@ -231,7 +231,13 @@ fn relay_without_the_stream_setting_is_plain_criu() {
     ]);
     assert_eq!(code, 0, "runc restore with the relay as CRIU: {err}");
     st.pair.rt.wait_status("orig", "running");
-    wait_above(&st.pair.bundle.join("rootfs/tmp/count"), last + 3);
+    let count = st.pair.bundle.join("rootfs/tmp/count");
+    assert_eq!(
+        next_after(&count, last),
+        last + 1,
+        "the container carried on from the checkpoint"
+    );
+    wait_above(&count, last + 3);
 }
 
 /// TCP over loopback inside a container, streamed with no extra flags: the relay forwards

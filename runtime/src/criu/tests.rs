@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::test_util::{need_root, skip};
+use crate::test_util::{counts, need_root, next_after, skip};
 
 #[test]
 fn version_display_and_number() {
@@ -214,8 +214,9 @@ fn real_failed_dump_has_log_tail() {
     assert!(err.to_string().contains("dump.log"));
 }
 
+/// The last number the counter appended to `file`.
 fn read_counter(file: &Path) -> Option<u64> {
-    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    counts(file).last().copied()
 }
 
 fn wait_for_counter(file: &Path, above: u64, timeout: Duration) -> Option<u64> {
@@ -285,7 +286,7 @@ fn real_dump_restore_round_trip() {
     let images = work.path().join("images");
     std::fs::create_dir(&images).unwrap();
     let script = format!(
-        "i=0; while :; do i=$((i+1)); echo $i > {}; sleep 0.1; done",
+        "i=0; while :; do i=$((i+1)); echo $i >> {}; sleep 0.1; done",
         counter.display()
     );
     let mut cmd = Command::new("/bin/sh");
@@ -367,6 +368,8 @@ fn real_dump_restore_round_trip() {
         .unwrap()
         .parse()
         .unwrap();
+    // Appended, not overwritten: the value after the dump's shows whether it carried on.
+    let next = next_after(&counter, at_dump, Duration::from_secs(5));
     let progressed = wait_for_counter(&counter, at_dump + 3, Duration::from_secs(5));
 
     // Kill the whole restored session (the shell and its current `sleep`) and reap it all.
@@ -388,6 +391,12 @@ fn real_dump_restore_round_trip() {
         ppid,
         std::process::id() as i32,
         "restored root is our child"
+    );
+    assert_eq!(
+        next,
+        Some(at_dump + 1),
+        "the restored counter carries on from {at_dump}: {:?}",
+        counts(&counter)
     );
     assert!(
         progressed.is_some(),
