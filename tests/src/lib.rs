@@ -324,7 +324,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    /// The outcome of a finished command.
+    pub fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -429,7 +430,7 @@ impl Env {
 
     /// Runs `cedana ARGS` and collects its output.
     pub fn cedana(&self, args: &[&str]) -> Run {
-        Run::from(self.cmd().args(args).output().expect("run cedana"))
+        Run::from_output(self.cmd().args(args).output().expect("run cedana"))
     }
 
     /// Starts the daemon and waits until it answers.
