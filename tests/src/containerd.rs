@@ -20,12 +20,13 @@ pub const RUNC: &str = "io.containerd.runc.v2";
 /// The test image's name.
 pub const IMAGE: &str = "docker.io/library/cedana-busybox:test";
 
-/// Whether containerd, ctr, runc and busybox are installed (says why not).
+/// Whether containerd, ctr, runc and busybox are installed; otherwise [`crate::skip`]s
+/// (a failure under `CEDANA_E2E=1`).
+#[track_caller]
 pub fn containerd_available() -> bool {
     for tool in ["containerd", "ctr", "runc", "busybox"] {
         if crate::which(tool).is_none() {
-            eprintln!("skipping containerd test: {tool} not installed (`make deps`)");
-            return false;
+            return crate::skip(&format!("{tool} not installed"), "run `make deps`");
         }
     }
     true
@@ -139,6 +140,7 @@ impl Containerd {
 
     /// A private containerd with the busybox image imported, or None (with the reason
     /// printed) when the end-to-end tests cannot run here.
+    #[track_caller]
     pub fn setup() -> Option<Containerd> {
         if !crate::e2e_enabled() || !containerd_available() {
             return None;

@@ -3,7 +3,8 @@
 //! (with everything it started) when the test ends.
 //!
 //! The tests need root and CRIU 4.1.1 (`make deps`). Without root they are skipped with
-//! a message; with root, a missing CRIU is a failure, not a skip.
+//! a `SKIPPED:` line (see [`skip`]); with `CEDANA_E2E=1` (CI) a missing precondition is
+//! a failure; with root, a missing CRIU is always a failure, not a skip.
 
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
@@ -15,11 +16,63 @@ use tempfile::TempDir;
 
 pub mod containerd;
 
-/// Returns false (and says why) when the end-to-end tests cannot run here.
+/// Set to `1` (CI does) to make every missing precondition a test failure.
+pub const REQUIRE_ENV: &str = "CEDANA_E2E";
+/// When set, every skip also appends its `SKIPPED:` line to this file, so a run can
+/// count what it did not test.
+pub const SKIP_LOG_ENV: &str = "CEDANA_SKIP_LOG";
+
+/// Whether `CEDANA_E2E` asks for every end-to-end test to really run.
+pub fn e2e_required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A test cannot run here because `why`; `fix` says how to get what is missing.
+/// Under `CEDANA_E2E=1` this panics (a skipped test would otherwise count as passed);
+/// otherwise it prints `SKIPPED: <test>: <why>` to stderr, appends that line to
+/// `$CEDANA_SKIP_LOG` if set, and returns false for the caller's early return.
+#[track_caller]
+pub fn skip(why: &str, fix: &str) -> bool {
+    // libtest runs each test on a thread named after it.
+    let here = std::panic::Location::caller();
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(n) if n != "main" => n.to_string(),
+        _ => format!("{}:{}", here.file(), here.line()),
+    };
+    if e2e_required() {
+        panic!("{test}: {why}; {REQUIRE_ENV}=1 requires every end-to-end test to run: {fix}");
+    }
+    let line = format!("SKIPPED: {test}: {why} ({fix}; set {REQUIRE_ENV}=1 to fail instead)");
+    use std::io::Write;
+    // Straight to fd 2, not eprintln!: libtest captures the print macros of a passing
+    // test, and a skip must show in every run.
+    let _ = writeln!(std::io::stderr(), "{line}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        let appended = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = appended {
+            panic!(
+                "cannot append to {SKIP_LOG_ENV}={}: {e}",
+                Path::new(&log).display()
+            );
+        }
+    }
+    false
+}
+
+/// Returns true when the end-to-end tests can run here; otherwise [`skip`]s (a failure
+/// under `CEDANA_E2E=1`).
+#[track_caller]
 pub fn e2e_enabled() -> bool {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping end-to-end test: needs root (CRIU); run `make test` as root");
-        return false;
+        return skip(
+            "needs root (CRIU)",
+            "run the tests as root after `make deps`",
+        );
     }
     true
 }
@@ -102,6 +155,69 @@ pub fn counts(log: &Path) -> Vec<u64> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+/// The number written right after the last occurrence of `value` in `log` (one number
+/// a line), once there is one: a counter that carried on from `value` writes
+/// `value + 1`, one restarted from zero writes 1.
+pub fn next_after(log: &Path, value: u64) -> u64 {
+    wait_for(
+        &format!("a number after {value} in {}", log.display()),
+        Duration::from_secs(15),
+        || {
+            let c = counts(log);
+            let i = c.iter().rposition(|v| *v == value)?;
+            c.get(i + 1).copied()
+        },
+    )
+}
+
+/// A CRIU stand-in written into a test's temp dir: a script that appends its arguments
+/// to a record file and execs the real CRIU. Pointing `criu.binary_path` at it tells a
+/// test whether CRIU ran at all (version checks included), not just what errors said.
+pub struct CriuRecorder {
+    /// The wrapper script.
+    pub wrapper: PathBuf,
+    /// One line per invocation: its arguments.
+    pub record: PathBuf,
+}
+
+impl CriuRecorder {
+    /// Writes the wrapper into `dir` (created if missing).
+    pub fn new(dir: &Path) -> CriuRecorder {
+        use std::os::unix::fs::PermissionsExt;
+        let real = which("criu").expect("criu not installed: run `make deps`");
+        fs::create_dir_all(dir).expect("recorder dir");
+        let wrapper = dir.join("criu-recorder");
+        let record = dir.join("criu-calls");
+        let script = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            record.display(),
+            real.display()
+        );
+        fs::write(&wrapper, script).expect("write criu wrapper");
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
+        CriuRecorder { wrapper, record }
+    }
+
+    /// `criu.binary_path=<wrapper>`, for `--set`.
+    pub fn setting(&self) -> String {
+        format!("criu.binary_path={}", self.wrapper.display())
+    }
+
+    /// The recorded invocations, oldest first (none if CRIU never ran).
+    pub fn calls(&self) -> Vec<String> {
+        fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Forgets what was recorded so far.
+    pub fn clear(&self) {
+        let _ = fs::remove_file(&self.record);
+    }
 }
 
 /// Waits until the counter in `log` passes `above`, returning the new value.
@@ -208,7 +324,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    /// The outcome of a finished command.
+    pub fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -241,6 +358,11 @@ impl Run {
             self.stderr
         );
         self
+    }
+
+    /// Parses stdout as JSON, if it is JSON.
+    pub fn json_opt(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.stdout).ok()
     }
 
     /// Parses stdout as JSON.
@@ -308,7 +430,7 @@ impl Env {
 
     /// Runs `cedana ARGS` and collects its output.
     pub fn cedana(&self, args: &[&str]) -> Run {
-        Run::from(self.cmd().args(args).output().expect("run cedana"))
+        Run::from_output(self.cmd().args(args).output().expect("run cedana"))
     }
 
     /// Starts the daemon and waits until it answers.

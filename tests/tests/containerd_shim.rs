@@ -4,10 +4,11 @@
 
 use std::io::Read;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE, RUNC};
-use cedana_e2e::wait_for;
+use cedana_e2e::{skip, wait_for};
 
 /// The STATUS column of `ctr task ls` for `id`.
 fn status(c: &Containerd, id: &str) -> String {
@@ -101,7 +102,7 @@ fn tty_run(c: &Containerd, runtime: &str, id: &str) -> (String, i32) {
 fn containerd_tty_and_resize_like_runc_v2() {
     let Some(c) = Containerd::setup() else { return };
     if which_script().is_none() {
-        eprintln!("skipping: `script` (util-linux) not installed");
+        skip("`script` (util-linux) not installed", "run `make deps`");
         return;
     }
     let ours = tty_run(&c, CEDANA, "tty-cedana");
@@ -130,7 +131,43 @@ fn containerd_exit_codes_reach_ctr_and_events() {
         .stderr(Stdio::null())
         .spawn()
         .expect("ctr events");
-    std::thread::sleep(Duration::from_millis(300));
+    let seen = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let mut out = events.stdout.take().expect("events stdout");
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .expect("events buffer")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // Subscribed once an event published now shows up: labelling the namespace
+    // publishes /namespaces/update (a fixed sleep raced the subscription).
+    let mut probe = 0;
+    wait_for(
+        "`ctr events` to be subscribed",
+        Duration::from_secs(10),
+        || {
+            probe += 1;
+            c.ok(&[
+                "namespaces",
+                "label",
+                &c.namespace,
+                &format!("probe={probe}"),
+            ]);
+            std::thread::sleep(Duration::from_millis(50));
+            seen.lock()
+                .expect("events buffer")
+                .contains("/namespaces/update")
+                .then_some(())
+        },
+    );
 
     // ctr run (attached) returns the container's exit code.
     let r = c.ctr(&[
@@ -185,9 +222,9 @@ fn containerd_exit_codes_reach_ctr_and_events() {
     c.ok(&["containers", "delete", "killed"]);
 
     let _ = events.kill();
-    let mut text = String::new();
-    let _ = events.stdout.take().unwrap().read_to_string(&mut text);
     let _ = events.wait();
+    let _ = reader.join();
+    let text = seen.lock().expect("events buffer").clone();
     let exits: Vec<&str> = text.lines().filter(|l| l.contains("/tasks/exit")).collect();
     assert!(
         exits
@@ -261,12 +298,41 @@ fn count_entries(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
-/// The counter a container writes to /count, read through `ctr task exec`.
-fn count(c: &Containerd, id: &str, exec: &str) -> u64 {
-    let out = c.ok(&["task", "exec", "--exec-id", exec, id, "/bin/cat", "/count"]);
-    out.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("bad count {out:?}"))
+/// Every number the counter in `id` appended to /count, read through `ctr task exec`
+/// (a fresh exec id per call, from `exec`).
+fn counts(c: &Containerd, id: &str, exec: &mut u32) -> Vec<u64> {
+    *exec += 1;
+    let exec_id = format!("{id}-cat-{exec}");
+    let out = c.ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        &exec_id,
+        id,
+        "/bin/cat",
+        "/count",
+    ]);
+    out.lines()
+        .map(|l| {
+            l.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad count line {l:?} in {out:?}"))
+        })
+        .collect()
+}
+
+/// The last number in `id`'s /count.
+fn count(c: &Containerd, id: &str, exec: &mut u32) -> u64 {
+    counts(c, id, exec).last().copied().unwrap_or(0)
+}
+
+/// Waits until `id`'s counter passes `above`; returns it.
+fn wait_count_above(c: &Containerd, id: &str, exec: &mut u32, above: u64) -> u64 {
+    wait_for(
+        &format!("{id}'s counter to pass {above}"),
+        Duration::from_secs(20),
+        || Some(count(c, id, exec)).filter(|v| *v > above),
+    )
 }
 
 #[test]
@@ -276,11 +342,9 @@ fn containerd_checkpoint_and_restore_counter_continues() {
     // refuses a checkpoint whose spec blob is already in its content store ("content ...
     // already exists"), for runc.v2 too, so one container is checkpointed once.
     let counter = |name: &str| {
-        // Written beside and renamed: a reader never sees the file truncated.
-        format!(
-            "i=0; while true; do i=$((i+1)); echo $i > /count.new; mv /count.new /count; \
-             sleep 0.1; done; : {name}"
-        )
+        // Appended, one number a line: the restored file shows where the checkpoint
+        // stopped and what came next.
+        format!("i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.1; done; : {name}")
     };
     c.ok(&[
         "run",
@@ -304,7 +368,10 @@ fn containerd_checkpoint_and_restore_counter_continues() {
         "-c",
         &counter("src"),
     ]);
-    std::thread::sleep(Duration::from_millis(2500));
+    let mut exec = 0;
+    wait_count_above(&c, "ck-task", &mut exec, 2);
+    // High enough that a restart from 1 cannot pass for the checkpointed counter.
+    wait_count_above(&c, "ck-src", &mut exec, 20);
 
     // ctr task checkpoint (leaves it running): a checkpoint image in the content store.
     let out = c.ok(&["task", "checkpoint", "ck-task"]);
@@ -315,14 +382,11 @@ fn containerd_checkpoint_and_restore_counter_continues() {
     );
     assert!(c.ok(&["image", "ls", "-q"]).contains(&reference));
     assert_eq!(status(&c, "ck-task"), "RUNNING");
-    let a = count(&c, "ck-task", "t1");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        count(&c, "ck-task", "t2") > a,
-        "counter stopped after task checkpoint"
-    );
+    let a = count(&c, "ck-task", &mut exec);
+    wait_count_above(&c, "ck-task", &mut exec, a);
 
-    // Whole container, task and rw layer, then restore into a new container.
+    // Whole container, task and rw layer (containerd pauses the task for both, so the
+    // layer's /count ends where the memory image does), then restore into a new one.
     c.ok(&[
         "container",
         "checkpoint",
@@ -331,10 +395,12 @@ fn containerd_checkpoint_and_restore_counter_continues() {
         "ck-src",
         "cedana.test/ck:1",
     ]);
-    let before = count(&c, "ck-src", "r1");
-    assert!(before >= 20, "counter too low to prove anything: {before}");
+    let before = count(&c, "ck-src", &mut exec);
     c.ok(&["task", "kill", "-s", "KILL", "ck-src"]);
-    let _ = c.ctr(&["task", "wait", "ck-src"]);
+    // ctr 1.7 has no `task wait`: wait for the status instead.
+    wait_for("ck-src to stop", Duration::from_secs(10), || {
+        (status(&c, "ck-src") == "STOPPED").then_some(())
+    });
     c.ok(&["task", "delete", "ck-src"]);
     c.ok(&["containers", "delete", "ck-src"]);
 
@@ -347,16 +413,25 @@ fn containerd_checkpoint_and_restore_counter_continues() {
         "cedana.test/ck:1",
     ]);
     assert_eq!(status(&c, "ck-dst"), "RUNNING");
-    let first = count(&c, "ck-dst", "r2");
-    // A restarted counter would start again from 1; a restored one carries on from
-    // where the checkpoint left it (just below `before`).
+    // Right after the restore the file already holds the checkpoint's numbers (past 20,
+    // which a counter started now needs two seconds to reach).
+    let at_restore = count(&c, "ck-dst", &mut exec);
     assert!(
-        first + 20 >= before,
-        "counter restarted: {first} after restore, {before} before"
+        at_restore > 20,
+        "restored /count holds {at_restore}: not the checkpoint's (> 20)"
     );
-    std::thread::sleep(Duration::from_millis(1000));
-    let later = count(&c, "ck-dst", "r3");
-    assert!(later > first, "counter stopped: {first} then {later}");
+    // Past the value seen after the checkpoint: the restored counter has written its
+    // next numbers.
+    wait_count_above(&c, "ck-dst", &mut exec, before + 2);
+    // The rw layer holds 1..=N (N >= 20, where the checkpoint stopped) and the restored
+    // process appended N+1, N+2, ...: every number is the previous one plus one. A
+    // restarted counter would append 1 after N, a lost layer would not start at 1.
+    let seq = counts(&c, "ck-dst", &mut exec);
+    let expected: Vec<u64> = (1..=seq.len() as u64).collect();
+    assert_eq!(
+        seq, expected,
+        "the restored counter did not carry on from the checkpoint"
+    );
 }
 
 #[test]

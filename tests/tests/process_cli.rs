@@ -42,19 +42,6 @@ fn restore(env: &Env, path: &Path, extra: &[&str]) -> i32 {
         .unwrap_or_else(|| panic!("no pid in {}", out.stdout)) as i32
 }
 
-/// The number printed right after `value`'s last occurrence, once there is one.
-fn next_after(log: &Path, value: u64) -> u64 {
-    wait_for(
-        &format!("a number after {value}"),
-        Duration::from_secs(10),
-        || {
-            let c = counts(log);
-            let i = c.iter().rposition(|v| *v == value)?;
-            c.get(i + 1).copied()
-        },
-    )
-}
-
 #[test]
 fn counter_continues_after_restore_with_every_compression() {
     if !e2e_enabled() {
@@ -210,35 +197,121 @@ fn io_uring_process_is_refused_and_keeps_running() {
     );
 }
 
+/// CRIU restores original PIDs, and right after a dump the dumped PID may still be held
+/// by a zombie its parent has not reaped yet (init reaps late on some hosts). Here the
+/// test is that parent: it holds the zombie while the restore runs, and the restore
+/// must wait (past storage, with CRIU not started) and succeed once the PID is freed.
 #[test]
-fn restore_right_after_dumping_an_orphan_waits_for_its_pid() {
+fn restore_waits_until_the_dumped_pid_is_free() {
     if !e2e_enabled() {
         return;
     }
     let env = Env::new();
-    let log = env.path("orphan.log");
-    // Started through a shell that exits at once: the counter's parent becomes init,
-    // which reaps it (after the dump kills it) only after a delay on some hosts.
-    let script = format!(
-        "setsid {} counter 50 >>{} 2>&1 </dev/null & echo $!",
-        bin("cedana-workload").display(),
-        log.display()
-    );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .output()
-        .expect("sh");
-    let pid: i32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("pid");
-    let _orig = KillOnDrop(pid);
+    let log = env.path("zombie.log");
+    let mut w = Workload::start(&log, &["counter", "50"]);
     wait_count_above(&log, 3);
-    let (path, _) = dump(&env, pid, &[]);
+    let (path, _) = dump(&env, w.pid, &[]);
     let at_dump = last_count(&log).expect("count");
-    let restored = restore(&env, &path, &[]);
+    // CRIU killed it; unreaped, it is our zombie and its PID stays taken.
+    assert!(
+        Path::new(&format!("/proc/{}", w.pid)).exists(),
+        "the dumped PID is held by its zombie"
+    );
+
+    let criu = CriuRecorder::new(&env.path("criu"));
+    // The restore's temp dir: `cedana-restore-work-*` appears there once storage is
+    // ready, right before the wait for free PIDs.
+    let tmp = env.path("restore-tmp");
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    let p = path.to_string_lossy().to_string();
+    let restore = env
+        .cmd()
+        .env("TMPDIR", &tmp)
+        .args([
+            "--set",
+            &criu.setting(),
+            // Far longer than the hold below, so only a missing wait can fail it.
+            "--set",
+            "criu.pid_wait_timeout_ms=60000",
+            "--json",
+            "restore",
+            "process",
+            "--path",
+            &p,
+            "--no-server",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start restore");
+    let mut restore = KillChildOnDrop(Some(restore));
+    wait_for(
+        "the restore to prepare its work dir",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_dir(&tmp)
+                .ok()?
+                .flatten()
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("cedana-restore-work-")
+                })
+                .then_some(())
+        },
+    );
+    // Held for a while: the restore must neither finish nor start CRIU meanwhile.
+    let held = std::time::Instant::now();
+    while held.elapsed() < Duration::from_millis(1500) {
+        let child = restore.0.as_mut().expect("restore");
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            let out = restore
+                .0
+                .take()
+                .expect("restore")
+                .wait_with_output()
+                .expect("out");
+            panic!(
+                "restore ended ({st}) while PID {} was still taken: {}{}",
+                w.pid,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            criu.calls().is_empty(),
+            "CRIU started while PID {} was still taken: {:?}",
+            w.pid,
+            criu.calls()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    w.reap();
+    let out = restore
+        .0
+        .take()
+        .expect("restore")
+        .wait_with_output()
+        .expect("restore output");
+    let run = Run::from_output(out).ok();
+    let restored = run.json()["pid"].as_i64().expect("pid") as i32;
     let _guard = KillOnDrop(restored);
+    assert_eq!(restored, w.pid, "restored with the freed PID");
+    assert!(!criu.calls().is_empty(), "CRIU ran once the PID was free");
     assert_eq!(next_after(&log, at_dump), at_dump + 1);
+}
+
+/// Kills and reaps a child left running when a test fails.
+struct KillChildOnDrop(Option<std::process::Child>);
+
+impl Drop for KillChildOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 #[test]

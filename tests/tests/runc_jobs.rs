@@ -210,6 +210,11 @@ fn manage_runc_adopts_a_container_and_survives_a_daemon_restart() {
     let last = *numbers(&count).last().expect("counted");
     env.cedana(&["restore", "job", "m1"]).ok();
     wait_state(&env, "m1", "running");
+    assert_eq!(
+        next_after(&count, last),
+        last + 1,
+        "the adopted container carried on from the checkpoint"
+    );
     wait_above(&count, last + 3);
 
     // The container exiting is seen by the poller.

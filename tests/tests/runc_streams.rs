@@ -9,7 +9,7 @@ mod runc_support;
 use std::fs;
 use std::path::Path;
 
-use cedana_e2e::{bin, Env};
+use cedana_e2e::{bin, CriuRecorder, Env};
 use runc_support::*;
 
 /// The counter pair and the env (and daemon) it lives in. Fields drop in order: the
@@ -53,8 +53,14 @@ fn tree(dir: &Path) -> Vec<String> {
 impl Setup {
     /// `cedana dump runc orig --streams 4`; returns the checkpoint directory.
     fn dump(&self, daemon: bool, extra: &[&str]) -> String {
+        self.dump_with(&[], daemon, extra)
+    }
+
+    /// [`Setup::dump`] with `global` flags before the command (where `--set` must go).
+    fn dump_with(&self, global: &[&str], daemon: bool, extra: &[&str]) -> String {
         let dir = self.env.checkpoints();
-        let mut args = vec![
+        let mut args = global.to_vec();
+        args.extend([
             "--json",
             "dump",
             "runc",
@@ -65,7 +71,7 @@ impl Setup {
             s(&dir),
             "--streams",
             "4",
-        ];
+        ]);
         args.extend_from_slice(extra);
         if !daemon {
             args.push("--no-server");
@@ -150,7 +156,17 @@ fn damaged_container_shard_is_refused_before_criu_runs() {
         return;
     }
     let st = setup(false);
-    let path = st.dump(false, &["--leave-running"]);
+    // CRIU is a recording wrapper: the relay runs it for the dump (so it is wired in),
+    // and the refused restore must not run it at all (nor runc, which would).
+    let criu = CriuRecorder::new(&st.env.path("criu"));
+    let setting = criu.setting();
+    let path = st.dump_with(&["--set", &setting], false, &["--leave-running"]);
+    assert!(
+        criu.calls().iter().any(|c| c.contains("--stream")),
+        "the relay did not run CRIU through the wrapper: {:?}",
+        criu.calls()
+    );
+    criu.clear();
     st.pair.rt.wait_status("orig", "running");
     let shard = Path::new(&path).join("checkpoint/shard-0.zst");
     let len = fs::metadata(&shard).expect("shard").len();
@@ -160,7 +176,13 @@ fn damaged_container_shard_is_refused_before_criu_runs() {
         .expect("open")
         .set_len(len / 2)
         .expect("truncate");
-    let out = st.restore(&path, false);
+    let out = st
+        .env
+        .cmd()
+        .args(["--set", &setting, "--json"])
+        .args(st.pair.restore_args(&path, false))
+        .output()
+        .expect("restore");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a truncated shard must not restore");
     assert!(
@@ -168,8 +190,9 @@ fn damaged_container_shard_is_refused_before_criu_runs() {
         "the error names the shard: {err}"
     );
     assert!(
-        !err.contains("restore.log"),
-        "refused before runc or CRIU ran: {err}"
+        criu.calls().is_empty(),
+        "refused only after CRIU ran: {:?}\n{err}",
+        criu.calls()
     );
     assert!(st.pair.rt.state("copy").is_none(), "no half-made container");
     st.pair.rt.wait_status("orig", "running");
@@ -208,7 +231,13 @@ fn relay_without_the_stream_setting_is_plain_criu() {
     ]);
     assert_eq!(code, 0, "runc restore with the relay as CRIU: {err}");
     st.pair.rt.wait_status("orig", "running");
-    wait_above(&st.pair.bundle.join("rootfs/tmp/count"), last + 3);
+    let count = st.pair.bundle.join("rootfs/tmp/count");
+    assert_eq!(
+        next_after(&count, last),
+        last + 1,
+        "the container carried on from the checkpoint"
+    );
+    wait_above(&count, last + 3);
 }
 
 /// TCP over loopback inside a container, streamed with no extra flags: the relay forwards

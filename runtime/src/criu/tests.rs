@@ -1,3 +1,7 @@
+//! CRIU driver tests: locating the binary and parsing answers with fakes, then (as root,
+//! with CRIU installed; required under `CEDANA_E2E=1`) version, a failed dump and a dump
+//! and restore round trip against the real CRIU.
+
 use super::*;
 
 use std::os::unix::fs::PermissionsExt;
@@ -8,6 +12,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
+
+use crate::test_util::{counts, need_root, next_after, skip};
 
 #[test]
 fn version_display_and_number() {
@@ -142,15 +148,16 @@ fn swrk_that_exits_without_answering_is_a_protocol_error() {
 
 // ---- tests that need root and a real CRIU ----
 
+/// The installed CRIU, or None after [`skip`] (a failure under `CEDANA_E2E=1`).
+#[track_caller]
 fn real_criu() -> Option<Criu> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root");
+    if !need_root("real CRIU") {
         return None;
     }
     match Criu::locate(Path::new("criu")) {
         Ok(c) => Some(c),
         Err(e) => {
-            eprintln!("skipping: {e}");
+            skip(&e.to_string(), "run `make deps` (builds CRIU 4.1.1)");
             None
         }
     }
@@ -209,8 +216,9 @@ fn real_failed_dump_has_log_tail() {
     assert!(err.to_string().contains("dump.log"));
 }
 
+/// The last number the counter appended to `file`.
 fn read_counter(file: &Path) -> Option<u64> {
-    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    counts(file).last().copied()
 }
 
 fn wait_for_counter(file: &Path, above: u64, timeout: Duration) -> Option<u64> {
@@ -280,7 +288,7 @@ fn real_dump_restore_round_trip() {
     let images = work.path().join("images");
     std::fs::create_dir(&images).unwrap();
     let script = format!(
-        "i=0; while :; do i=$((i+1)); echo $i > {}; sleep 0.1; done",
+        "i=0; while :; do i=$((i+1)); echo $i >> {}; sleep 0.1; done",
         counter.display()
     );
     let mut cmd = Command::new("/bin/sh");
@@ -363,6 +371,8 @@ fn real_dump_restore_round_trip() {
         .unwrap()
         .parse()
         .unwrap();
+    // Appended, not overwritten: the value after the dump's shows whether it carried on.
+    let next = next_after(&counter, at_dump, Duration::from_secs(5));
     let progressed = wait_for_counter(&counter, at_dump + 3, Duration::from_secs(5));
 
     // Kill the whole restored session (the shell and its current `sleep`) and reap it all.
@@ -384,6 +394,12 @@ fn real_dump_restore_round_trip() {
         ppid,
         std::process::id() as i32,
         "restored root is our child"
+    );
+    assert_eq!(
+        next,
+        Some(at_dump + 1),
+        "the restored counter carries on from {at_dump}: {:?}",
+        counts(&counter)
     );
     assert!(
         progressed.is_some(),

@@ -9,13 +9,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether the root-only tests can run; says why not.
+// The crate's one skip helper (`test_util::skip`), shared with the unit tests.
+#[path = "../../src/test_util.rs"]
+mod test_util;
+
+/// Whether the root-only tests can run; otherwise [`test_util::skip`]s (a failure under
+/// `CEDANA_E2E=1`).
+#[track_caller]
 pub fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("skipping: needs root and CRIU");
-    false
+    test_util::need_root("CRIU")
 }
 
 /// Last complete number in the log.

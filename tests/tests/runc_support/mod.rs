@@ -9,17 +9,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cedana_e2e::{bin, busybox_rootfs, e2e_enabled, wait_for, which, Env, Run};
+// The runc tests' counters are read with the same helper as the process tests'.
+pub use cedana_e2e::next_after;
+use cedana_e2e::{bin, busybox_rootfs, e2e_enabled, skip, wait_for, which, Env, Run};
 
-/// Whether runc and busybox are installed (says why not).
+/// Whether runc and busybox are installed; otherwise [`skip`]s (a failure under
+/// `CEDANA_E2E=1`).
+#[track_caller]
 pub fn runc_available() -> bool {
     if !e2e_enabled() {
         return false;
     }
     for tool in ["/usr/sbin/runc", "/bin/busybox"] {
         if !Path::new(tool).exists() && which(tool.rsplit('/').next().unwrap_or(tool)).is_none() {
-            eprintln!("skipping runc test: {tool} not installed (`make deps`)");
-            return false;
+            return skip(&format!("{tool} not installed"), "run `make deps`");
         }
     }
     true
@@ -228,19 +231,6 @@ pub fn wait_above(path: &Path, above: u64) -> u64 {
         &format!("{} to pass {above}", path.display()),
         Duration::from_secs(15),
         || numbers(path).last().copied().filter(|v| *v > above),
-    )
-}
-
-/// Waits for the number written right after the last occurrence of `value`; returns it.
-pub fn next_after(path: &Path, value: u64) -> u64 {
-    wait_for(
-        &format!("a number after {value} in {}", path.display()),
-        Duration::from_secs(15),
-        || {
-            let n = numbers(path);
-            let i = n.iter().rposition(|v| *v == value)?;
-            n.get(i + 1).copied()
-        },
     )
 }
 

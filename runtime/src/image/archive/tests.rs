@@ -161,7 +161,12 @@ fn archives_readable_by_standard_tools() {
             .output()
         {
             Ok(o) => assert!(o.status.success(), "{tool} -t: {o:?}"),
-            Err(_) => eprintln!("{tool} not installed; skipping its check"),
+            Err(_) => {
+                crate::test_util::skip(
+                    &format!("{tool} not installed, its -t check not run"),
+                    "run `make deps`",
+                );
+            }
         }
     }
 }
@@ -677,7 +682,12 @@ fn multi_block_archives_round_trip_and_match_the_plain_tar() {
                     "{tool} -dc: not the tar that was packed"
                 );
             }
-            Err(e) => eprintln!("{tool} not runnable ({e}); skipping the {tool} -dc check"),
+            Err(e) => {
+                crate::test_util::skip(
+                    &format!("{tool} not runnable ({e}), its -dc check not run"),
+                    "run `make deps`",
+                );
+            }
         }
     }
 }
