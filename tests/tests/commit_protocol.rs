@@ -9,19 +9,6 @@ use std::time::Duration;
 
 use cedana_e2e::*;
 
-/// The number printed right after `value`'s last occurrence, once there is one.
-fn next_after(log: &Path, value: u64) -> u64 {
-    wait_for(
-        &format!("a number after {value}"),
-        Duration::from_secs(10),
-        || {
-            let c = counts(log);
-            let i = c.iter().rposition(|v| *v == value)?;
-            c.get(i + 1).copied()
-        },
-    )
-}
-
 /// Restores `path` in-process; the counter in `log` must go on from `last`.
 fn restore_and_check(env: &Env, path: &Path, log: &Path, last: u64) {
     let p = path.to_string_lossy().to_string();
