@@ -1,8 +1,7 @@
 //! Where images live. Dump: CRIU writes into a hidden staging directory beside the
 //! target; on success it becomes the checkpoint directory or is packed into the archive,
 //! on failure it is removed, so no partial checkpoint is ever left under the final name.
-//! Restore: an archive is unpacked into a private temp dir, and every file is verified
-//! against metadata.json before CRIU sees it.
+//! Restore: see [`restore_storage`](super::restore_storage).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,13 +10,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::chain::Adapter;
-use crate::engine::{blocking, DumpCtx, DumpResponse, RestoreCtx, RestoreResponse};
+use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
 use crate::host;
-use crate::image::compression::{self, Compression};
+use crate::image::compression::Compression;
 use crate::image::error::ImageError;
 use crate::image::metadata::{FileDigest, Sizes, FORMAT_VERSION, METADATA_FILE};
 use crate::image::{archive, integrity, layout};
+
+pub use super::restore_storage::prepare_restore_storage;
 
 /// Checkpoints hold process memory (secrets included): owner-only access.
 const CHECKPOINT_DIR_MODE: u32 = 0o700;
@@ -204,7 +205,10 @@ async fn pack_while_digesting(
     });
     let (src, out) = (staging.to_path_buf(), target.to_path_buf());
     let packed = blocking(move || {
-        let (md_ref, md_path) = (&mut md, out.join(METADATA_FILE));
+        let md_path = out.join(METADATA_FILE);
+        // metadata.json's size before the digests are recorded: the manifest bounds it.
+        let base = integrity::metadata_bytes(&md_path, &md)?.len() as u64;
+        let md_ref = &mut md;
         let trailer = Box::new(move || {
             let (files, took) = rx.recv().map_err(|_| {
                 ImageError::io(
@@ -215,7 +219,7 @@ async fn pack_while_digesting(
             record_digests(md_ref, files, took);
             integrity::metadata_bytes(&md_path, md_ref)
         });
-        let bytes = archive::pack_with_metadata(&src, &out, compression, trailer)?;
+        let bytes = archive::pack_with_metadata(&src, &out, compression, base, trailer)?;
         Ok((bytes, md))
     })
     .await;
@@ -225,71 +229,4 @@ async fn pack_while_digesting(
 
 fn layout_occupied(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
-}
-
-/// Unpacks (if needed) and verifies the checkpoint, then cleans up after CRIU.
-pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
-    Adapter::from_fn("prepare_restore_storage", |mut ctx: RestoreCtx, next| {
-        Box::pin(async move {
-            let path = ctx.req.path.clone();
-            let tmp_root = std::env::temp_dir();
-            let unpacked = if path.is_dir() {
-                None
-            } else {
-                let format = {
-                    let p = path.clone();
-                    blocking(move || Ok(compression::detect(&p)?)).await?
-                };
-                let dir = tempfile::Builder::new()
-                    .prefix("cedana-restore-")
-                    .tempdir_in(&tmp_root)
-                    .map_err(|e| EngineError::io("create restore temp dir", e))?;
-                let (src, dest) = (path.clone(), dir.path().to_path_buf());
-                let t = Instant::now();
-                let (_, digests) =
-                    blocking(move || Ok(archive::unpack_digested(&src, &dest)?)).await?;
-                tracing::debug!(
-                    ?format,
-                    ms = t.elapsed().as_millis() as u64,
-                    "unpacked and hashed checkpoint"
-                );
-                Some((dir, digests))
-            };
-            ctx.images_dir = unpacked
-                .as_ref()
-                .map(|(d, _)| d.path().to_path_buf())
-                .unwrap_or(path);
-            // Digests taken while unpacking: the files need not be read again.
-            let unpacked_digests = unpacked.as_ref().map(|(_, digests)| digests.clone());
-            let images = ctx.images_dir.clone();
-            // A runc image directory may have been written by runc itself (no
-            // metadata.json: restored as is) and collects runc's logs beside the images.
-            let runc_dir = ctx.req.runc.is_some() && unpacked.is_none();
-            ctx.metadata = blocking(move || {
-                if runc_dir && !layout::is_checkpoint_dir(&images) {
-                    return Ok(crate::image::metadata::Metadata::default());
-                }
-                let md = integrity::read_metadata(&images)?;
-                match unpacked_digests {
-                    Some(digests) => integrity::verify_digests(&md, &digests)?,
-                    None if runc_dir => integrity::verify_listed(&images, &md)?,
-                    None => integrity::verify_dir(&images, &md)?,
-                }
-                Ok(md)
-            })
-            .await?;
-            let work = tempfile::Builder::new()
-                .prefix("cedana-restore-work-")
-                .tempdir_in(&tmp_root)
-                .map_err(|e| EngineError::io("create restore work dir", e))?;
-            ctx.work_dir = work.path().to_path_buf();
-            let result = next.run(ctx).await;
-            if result.is_err() {
-                // Keep CRIU's restore.log for the user; the error message names it.
-                let _ = work.keep();
-            }
-            drop(unpacked);
-            result
-        })
-    })
 }
