@@ -23,6 +23,8 @@ mod budget;
 mod extract;
 mod manifest;
 #[cfg(test)]
+mod manifest_tests;
+#[cfg(test)]
 mod tests;
 mod write;
 
