@@ -250,18 +250,18 @@ pub fn copy_log(log: &Path, checkpoint: &Path) -> io::Result<PathBuf> {
             Err(e) => return Err(e),
         };
         io::copy(&mut src, &mut out)?;
-        prune_logs(&dir, KEEP_LOGS);
+        prune_logs(&dir, KEEP_LOGS - 1, &target);
         return Ok(target);
     }
     Err(io::Error::other("no free log file name"))
 }
 
-/// Removes all but the newest `keep` `.log` files of `dir`; best effort.
-fn prune_logs(dir: &Path, keep: usize) {
+/// Removes all but the newest `keep` `.log` files of `dir` besides `new`; best effort.
+fn prune_logs(dir: &Path, keep: usize, new: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     let mut logs: Vec<(std::time::SystemTime, PathBuf)> = rd
         .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log") && e.path() != new)
         .filter_map(|e| {
             let m = e.metadata().ok()?;
             if !m.is_file() {
@@ -274,5 +274,76 @@ fn prune_logs(dir: &Path, keep: usize) {
     let excess = logs.len().saturating_sub(keep);
     for (_, p) in logs.into_iter().take(excess) {
         let _ = fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::criu::error::CriuError;
+
+    #[test]
+    fn unpack_dir_is_hidden_private_and_beside_the_archive() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let archive = tmp.path().join("ck1.tar.zst");
+        let dir = unpack_dir(&archive).expect("dir");
+        assert_eq!(dir.path().parent(), Some(tmp.path()));
+        let name = dir.path().file_name().expect("name").to_string_lossy();
+        assert!(name.starts_with(".ck1.restore-"), "{name}");
+        let mode = fs::metadata(dir.path()).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, PRIVATE);
+        assert_eq!(name_part(Path::new("/x/a.tar")), "a");
+        assert_eq!(name_part(Path::new("/x/a.tar.lz4")), "a");
+        assert_eq!(name_part(Path::new("/x/a.bin")), "a.bin");
+        assert_eq!(name_part(&PathBuf::from("é".repeat(80))).len(), 100);
+    }
+
+    #[test]
+    fn kept_logs_are_bounded_and_errors_point_at_them() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = tmp.path().join(RESTORE_LOG);
+        fs::write(&log, "Error (criu/files.c): boom\n").expect("write");
+        let ck = tmp.path().join("ck.tar.zst");
+        let mut kept = Vec::new();
+        for _ in 0..KEEP_LOGS + 3 {
+            kept.push(copy_log(&log, &ck).expect("copy"));
+        }
+        let dir = tmp.path().join(RESTORE_LOGS_DIR);
+        assert_eq!(fs::read_dir(&dir).expect("ls").count(), KEEP_LOGS);
+        let newest = kept.last().expect("one");
+        assert!(newest.exists());
+        assert_eq!(
+            fs::read_to_string(newest).expect("read"),
+            "Error (criu/files.c): boom\n"
+        );
+
+        let mut e = EngineError::Criu(CriuError::Failed {
+            op: "restore",
+            cr_errno: None,
+            errmsg: None,
+            log_path: log.clone(),
+            log_tail: vec![],
+        });
+        assert!(e.relocate_log(&log, newest));
+        assert!(e.to_string().contains(&newest.display().to_string()), "{e}");
+        let mut other = EngineError::Internal("x".into());
+        assert!(!other.relocate_log(&log, newest));
+
+        // The work dir goes; the error names the copy.
+        let work = tempfile::tempdir_in(tmp.path()).expect("work");
+        let work_path = work.path().to_path_buf();
+        fs::write(work.path().join(RESTORE_LOG), "Error: x\n").expect("write");
+        let e = keep_restore_log(EngineError::Internal("runc failed".into()), work, &ck);
+        assert!(!work_path.exists());
+        assert!(
+            matches!(&e, EngineError::WithRestoreLog { log, .. } if log.exists()),
+            "{e}"
+        );
+        // Refused before CRIU: no log to keep, the work dir still goes.
+        let work = tempfile::tempdir_in(tmp.path()).expect("work");
+        let work_path = work.path().to_path_buf();
+        let e = keep_restore_log(EngineError::Internal("refused".into()), work, &ck);
+        assert!(!work_path.exists());
+        assert!(matches!(e, EngineError::Internal(_)));
     }
 }
