@@ -1,7 +1,7 @@
 //! The engine's error type. Every variant says what happened and what to do; the
 //! transports (daemon, shim, runc wrapper) map [`EngineError::kind`] onto their codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::criu::error::CriuError;
 use crate::image::error::ImageError;
@@ -138,6 +138,14 @@ pub enum EngineError {
     /// A background task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A restore failed after CRIU ran; its log was kept where the error says.
+    #[error("{source}; CRIU's restore log is kept at {}", log.display())]
+    WithRestoreLog {
+        /// The failure.
+        source: Box<EngineError>,
+        /// The kept copy of CRIU's restore.log.
+        log: PathBuf,
+    },
 }
 
 impl EngineError {
@@ -149,9 +157,32 @@ impl EngineError {
         }
     }
 
+    /// Points the error at `to` where it names the log file `from` (moved there);
+    /// returns whether it named it.
+    pub fn relocate_log(&mut self, from: &Path, to: &Path) -> bool {
+        match self {
+            Self::Criu(CriuError::Failed { log_path, .. })
+            | Self::Stream(StreamError::Criu(CriuError::Failed { log_path, .. }))
+                if log_path == from =>
+            {
+                *log_path = to.to_path_buf();
+                true
+            }
+            Self::Runc(RuncError::Command { detail, .. }) => {
+                let (from, to) = (from.display().to_string(), to.display().to_string());
+                let named = detail.contains(&from);
+                *detail = detail.replace(&from, &to);
+                named
+            }
+            Self::WithRestoreLog { source, .. } => source.relocate_log(from, to),
+            _ => false,
+        }
+    }
+
     /// Broad class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Self::WithRestoreLog { source, .. } => source.kind(),
             Self::NoSuchProcess { .. } | Self::NoSuchCheckpoint { .. } => ErrorKind::NotFound,
             Self::InvalidRequest { .. } => ErrorKind::InvalidArgument,
             Self::TargetExists { .. } => ErrorKind::AlreadyExists,

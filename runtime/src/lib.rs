@@ -9,6 +9,8 @@ pub mod chain;
 pub mod criu;
 pub mod engine;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod host;
 pub mod image;
 pub mod plugins;

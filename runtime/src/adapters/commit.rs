@@ -210,6 +210,8 @@ fn pack_while_digesting(
             let _ = tx.send(integrity::digest_dir(staging).map(|f| (f, t.elapsed())));
         });
         let md_path = target.join(METADATA_FILE);
+        // metadata.json's size before the digests are recorded: the manifest bounds it.
+        let base = integrity::metadata_bytes(&md_path, &md)?.len() as u64;
         let md_ref = &mut md;
         let trailer = Box::new(move || {
             let (files, took) = rx.recv().map_err(|_| {
@@ -221,7 +223,7 @@ fn pack_while_digesting(
             record_digests(md_ref, files, took);
             integrity::metadata_bytes(&md_path, md_ref)
         });
-        let bytes = archive::pack_with_metadata(staging, target, compression, trailer)?;
+        let bytes = archive::pack_with_metadata(staging, target, compression, base, trailer)?;
         Ok::<_, EngineError>(bytes)
     })
     .map(|bytes| (bytes, md))

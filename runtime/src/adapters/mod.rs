@@ -11,6 +11,7 @@ pub mod files;
 pub mod network;
 pub mod pid_wait;
 pub mod process_state;
+pub mod restore_storage;
 pub mod shell_job;
 pub mod storage;
 pub mod validation;

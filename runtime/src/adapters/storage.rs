@@ -2,21 +2,20 @@
 //! beside the target; the commit protocol (`commit.rs`) makes it the checkpoint directory
 //! or packs it into the archive, never replacing an existing one; on failure it is
 //! removed, so no partial checkpoint is ever left under the final name.
-//! Restore: an archive is unpacked into a private temp dir, and every file is verified
-//! against metadata.json before CRIU sees it.
+//! Restore: see [`restore_storage`](super::restore_storage).
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::commit::{CommitTarget, Committer, CHECKPOINT_DIR_MODE};
 use crate::chain::{Adapter, Next};
-use crate::engine::{blocking, DumpCtx, DumpResponse, RestoreCtx, RestoreResponse};
+use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
-use crate::image::compression;
-use crate::image::{archive, atomic, integrity, layout};
+use crate::image::{atomic, layout};
+
+pub use super::restore_storage::prepare_restore_storage;
 
 /// Failed dumps keep CRIU's log here, under the temp dir
 /// (`cedana-dump-logs/NAME-<unique>/dump.log`), the newest [`KEPT_FAILED_LOGS`] of them;
@@ -132,71 +131,4 @@ fn failed_log_dir(name: &str) -> Result<PathBuf, EngineError> {
     let work = logs.join(format!("{name}-{}", atomic::unique_suffix()));
     create_private_dir(&work)?;
     Ok(work)
-}
-
-/// Unpacks (if needed) and verifies the checkpoint, then cleans up after CRIU.
-pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
-    Adapter::from_fn("prepare_restore_storage", |mut ctx: RestoreCtx, next| {
-        Box::pin(async move {
-            let path = ctx.req.path.clone();
-            let tmp_root = std::env::temp_dir();
-            let unpacked = if path.is_dir() {
-                None
-            } else {
-                let format = {
-                    let p = path.clone();
-                    blocking(move || Ok(compression::detect(&p)?)).await?
-                };
-                let dir = tempfile::Builder::new()
-                    .prefix("cedana-restore-")
-                    .tempdir_in(&tmp_root)
-                    .map_err(|e| EngineError::io("create restore temp dir", e))?;
-                let (src, dest) = (path.clone(), dir.path().to_path_buf());
-                let t = Instant::now();
-                let (_, digests) =
-                    blocking(move || Ok(archive::unpack_digested(&src, &dest)?)).await?;
-                tracing::debug!(
-                    ?format,
-                    ms = t.elapsed().as_millis() as u64,
-                    "unpacked and hashed checkpoint"
-                );
-                Some((dir, digests))
-            };
-            ctx.images_dir = unpacked
-                .as_ref()
-                .map(|(d, _)| d.path().to_path_buf())
-                .unwrap_or(path);
-            // Digests taken while unpacking: the files need not be read again.
-            let unpacked_digests = unpacked.as_ref().map(|(_, digests)| digests.clone());
-            let images = ctx.images_dir.clone();
-            // A runc image directory may have been written by runc itself (no
-            // metadata.json: restored as is) and collects runc's logs beside the images.
-            let runc_dir = ctx.req.runc.is_some() && unpacked.is_none();
-            ctx.metadata = blocking(move || {
-                if runc_dir && !layout::is_checkpoint_dir(&images) {
-                    return Ok(crate::image::metadata::Metadata::default());
-                }
-                let md = integrity::read_metadata(&images)?;
-                match unpacked_digests {
-                    Some(digests) => integrity::verify_digests(&md, &digests)?,
-                    None if runc_dir => integrity::verify_listed(&images, &md)?,
-                    None => integrity::verify_dir(&images, &md)?,
-                }
-                Ok(md)
-            })
-            .await?;
-            let work = tempfile::Builder::new()
-                .prefix("cedana-restore-work-")
-                .tempdir_in(&tmp_root)
-                .map_err(|e| EngineError::io("create restore work dir", e))?;
-            ctx.work_dir = work.path().to_path_buf();
-            let result = next.run(ctx).await;
-            if result.is_err() {
-                // Keep CRIU's restore.log for the user; the error message names it.
-                let _ = work.keep();
-            }
-            drop(unpacked);
-            result
-        })
-    })
 }

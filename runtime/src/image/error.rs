@@ -120,6 +120,40 @@ pub enum ImageError {
         /// Requested output.
         out: PathBuf,
     },
+    /// The destination lacks the free space to unpack the checkpoint.
+    #[error("not enough free space in {} to unpack the checkpoint: it needs {needed} bytes, {available} are free; free some space there, or move the archive to a filesystem with more room (restore unpacks it next to the archive)", dest.display())]
+    NoSpace {
+        /// Where it was to be unpacked.
+        dest: PathBuf,
+        /// Bytes needed (with a reserve).
+        needed: u64,
+        /// Bytes free.
+        available: u64,
+    },
+    /// The archive's manifest cannot be read.
+    #[error("{}: unreadable archive manifest ({detail}); the archive is damaged or was not made by cedana; re-copy it or dump again", archive.display())]
+    BadManifest {
+        /// The archive.
+        archive: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// An entry of the archive disagrees with the archive's manifest.
+    #[error("{} does not match its manifest at {entry:?}: {reason}; the archive was altered or damaged after it was written, nothing of it is used; re-copy it or dump again", archive.display())]
+    ManifestMismatch {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry path.
+        entry: String,
+        /// How it disagrees.
+        reason: String,
+    },
+    /// The archive holds no metadata.json.
+    #[error("not a cedana checkpoint: the archive {} holds no metadata.json (or ends before it); check the path, or re-copy the archive if it was cut short", archive.display())]
+    ArchiveWithoutMetadata {
+        /// The archive.
+        archive: PathBuf,
+    },
 }
 
 impl ImageError {
@@ -137,16 +171,20 @@ impl ImageError {
             | ImageError::ChecksumMismatch { .. }
             | ImageError::Missing { .. }
             | ImageError::Unexpected { .. }
-            | ImageError::Metadata { .. } => ErrorKind::DataLoss,
+            | ImageError::Metadata { .. }
+            | ImageError::BadManifest { .. }
+            | ImageError::ManifestMismatch { .. } => ErrorKind::DataLoss,
             ImageError::UnknownFormat { .. }
             | ImageError::InvalidCompression { .. }
             | ImageError::InvalidName { .. }
             | ImageError::OutputInsideSource { .. } => ErrorKind::InvalidArgument,
-            ImageError::NotACheckpoint { .. } => ErrorKind::NotFound,
-            ImageError::Exists { .. } => ErrorKind::AlreadyExists,
-            ImageError::NewerFormat { .. } | ImageError::DestNotEmpty { .. } => {
-                ErrorKind::FailedPrecondition
+            ImageError::NotACheckpoint { .. } | ImageError::ArchiveWithoutMetadata { .. } => {
+                ErrorKind::NotFound
             }
+            ImageError::Exists { .. } => ErrorKind::AlreadyExists,
+            ImageError::NewerFormat { .. }
+            | ImageError::DestNotEmpty { .. }
+            | ImageError::NoSpace { .. } => ErrorKind::FailedPrecondition,
         }
     }
 

@@ -11,6 +11,14 @@ pub const INDEX_FILE: &str = "streams.json";
 pub const INDEX_VERSION: u32 = 2;
 /// Index versions this build reads.
 pub const INDEX_VERSIONS_READ: [u32; 2] = [1, 2];
+/// Largest chunk size an index may declare (cedana writes 4 MiB): restore allocates
+/// buffers of a chunk's size, so a hostile index must not name more.
+pub const MAX_CHUNK_BYTES: u64 = 256 << 20;
+
+/// Most bytes a compressed chunk of `chunk_bytes` may take (above zstd's and lz4's bounds).
+pub fn max_stored(chunk_bytes: u64) -> u64 {
+    chunk_bytes + chunk_bytes / 64 + (64 << 10)
+}
 
 /// How shard chunks are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +176,47 @@ impl StreamIndex {
                 "stream index names a shard or file that cannot be in this checkpoint",
             ));
         }
+        idx.check_sizes().map_err(invalid)?;
         Ok(idx)
+    }
+
+    /// Checks that the chunk size is sane, every chunk fits in it, compressed chunks fit
+    /// their bound, and each file's chunks add up to its size.
+    fn check_sizes(&self) -> Result<(), String> {
+        let cb = self.chunk_bytes;
+        if cb == 0 || cb > MAX_CHUNK_BYTES {
+            return Err(format!(
+                "stream index chunk size {cb} is outside 1..={MAX_CHUNK_BYTES}"
+            ));
+        }
+        for f in &self.files {
+            let mut total = 0u64;
+            for c in &f.chunks {
+                if c.len() > cb {
+                    return Err(format!(
+                        "stream index: a chunk of {} holds {} bytes, more than the chunk size {cb}",
+                        f.name,
+                        c.len()
+                    ));
+                }
+                if let ChunkRef::Data { stored, .. } = c {
+                    if *stored > max_stored(cb) {
+                        return Err(format!(
+                            "stream index: a chunk of {} is stored in {stored} bytes, more than any compression of {cb} bytes",
+                            f.name
+                        ));
+                    }
+                }
+                total = total.saturating_add(c.len());
+            }
+            if total != f.size {
+                return Err(format!(
+                    "stream index: the chunks of {} hold {total} bytes but its size is {}",
+                    f.name, f.size
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The entry for a file CRIU asks for.

@@ -1,5 +1,8 @@
 //! Safe extraction: decompress and unpack an archive into a directory, refusing every
-//! entry that could land outside it or is not a plain file or directory.
+//! entry that could land outside it or is not a plain file or directory, and every entry
+//! its [`Budget`] does not admit (undeclared, larger than declared, or past the free space).
+//! Entries are read raw: GNU long names are bounded here, PAX headers refused, so no
+//! header can make the tar reader buffer an unbounded amount.
 
 use crate::image::compression::Compression;
 use crate::image::error::ImageError;
@@ -9,18 +12,29 @@ use crate::image::parallel::Lz4Frames;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::budget::Budget;
+use super::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES};
 use super::{create_new_file, BLOCK, BUF};
 
-/// Decompresses and extracts the archive `path` (format `c`) into `dest`.
+/// Longest GNU long name accepted (PATH_MAX).
+const MAX_LONG_NAME: u64 = 4096;
+/// Most zero bytes accepted after the tar end-of-archive marker (record padding).
+const MAX_TRAILER: u64 = 1 << 20;
+
+/// Decompresses and extracts the archive `path` (format `c`) into `dest`; returns its
+/// manifest, if it has one. With `require_metadata`, an archive without metadata.json is
+/// refused (as soon as its manifest shows it, else at the end).
 pub(super) fn extract(
     path: &Path,
     c: Compression,
     dest: &Path,
     digester: Option<&Digester>,
-) -> Result<(), ImageError> {
+    require_metadata: bool,
+) -> Result<Option<Manifest>, ImageError> {
     let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
     let raw = BufReader::with_capacity(BUF, file);
     let corrupt = |e: io::Error| ImageError::corrupt(path, e);
@@ -35,12 +49,52 @@ pub(super) fn extract(
     };
     let mut archive = tar::Archive::new(BufReader::with_capacity(BUF, decoder));
     let mut buf = vec![0u8; BUF];
-    for entry in archive.entries().map_err(corrupt)? {
+    let mut budget: Option<Budget> = None;
+    let mut long_name: Option<Vec<u8>> = None;
+    for entry in archive.entries().map_err(corrupt)?.raw(true) {
         let mut entry = entry.map_err(corrupt)?;
-        extract_entry(&mut entry, path, dest, &mut buf, digester)?;
+        if entry.header().entry_type().is_gnu_longname() {
+            if long_name.is_some() {
+                return Err(ImageError::corrupt(path, "two long names for one entry"));
+            }
+            long_name = Some(read_bounded(
+                &mut entry,
+                path,
+                MAX_LONG_NAME,
+                "a long name",
+            )?);
+            continue;
+        }
+        let mut name = long_name
+            .take()
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
+        while name.last() == Some(&0) {
+            name.pop();
+        }
+        let budget = match budget.as_mut() {
+            Some(b) => b,
+            None => {
+                let regular = entry.header().entry_type() == tar::EntryType::Regular;
+                if regular && name == MANIFEST_FILE.as_bytes() {
+                    let bytes = read_bounded(&mut entry, path, MAX_MANIFEST_BYTES, "the manifest")?;
+                    let m = Manifest::parse(path, &bytes)?;
+                    budget = Some(Budget::declared(path, dest, m, require_metadata)?);
+                    continue;
+                }
+                budget.insert(Budget::free(path, dest)?)
+            }
+        };
+        extract_entry(&mut entry, &name, path, dest, &mut buf, digester, budget)?;
+    }
+    if long_name.is_some() {
+        return Err(ImageError::corrupt(
+            path,
+            "the archive ends after a long name, before the entry it names",
+        ));
     }
     // The tar parser stops at the first zero block; the second one must follow, and reading
     // the stream to its end makes the decompressor check its trailer and content checksum.
+    // A stream of zeros after the end is padding only up to a bound.
     let mut rest = archive.into_inner();
     let mut trailer = 0u64;
     loop {
@@ -50,13 +104,13 @@ pub(super) fn extract(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(corrupt(e)),
         };
-        if buf[..n].iter().any(|b| *b != 0) {
+        trailer += n as u64;
+        if buf[..n].iter().any(|b| *b != 0) || trailer > MAX_TRAILER {
             return Err(ImageError::corrupt(
                 path,
                 "unexpected data after the end of the tar archive",
             ));
         }
-        trailer += n as u64;
     }
     if trailer < BLOCK {
         return Err(ImageError::corrupt(
@@ -64,18 +118,53 @@ pub(super) fn extract(
             "the tar end-of-archive marker is missing",
         ));
     }
-    Ok(())
+    let budget = match budget {
+        Some(b) => b,
+        None => Budget::free(path, dest)?,
+    };
+    budget.finish(require_metadata)
+}
+
+/// Reads a whole entry that is held in memory (a long name, the manifest), refusing one
+/// larger than `max`.
+fn read_bounded<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    archive: &Path,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, ImageError> {
+    let size = entry.size();
+    if size > max {
+        return Err(ImageError::corrupt(
+            archive,
+            format!("{what} is {size} bytes, more than the {max} accepted"),
+        ));
+    }
+    let mut out = Vec::with_capacity(size as usize);
+    entry
+        .take(max)
+        .read_to_end(&mut out)
+        .map_err(|e| ImageError::corrupt(archive, e))?;
+    if out.len() as u64 != size {
+        return Err(ImageError::corrupt(
+            archive,
+            format!("{what} ends after {} of its {size} bytes", out.len()),
+        ));
+    }
+    Ok(out)
 }
 
 /// Extracts one tar entry into `dest` after checking it is safe.
 fn extract_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
+    name_bytes: &[u8],
     archive: &Path,
     dest: &Path,
     buf: &mut [u8],
     digester: Option<&Digester>,
+    budget: &mut Budget,
 ) -> Result<(), ImageError> {
-    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let name = String::from_utf8_lossy(name_bytes).into_owned();
     let etype = entry.header().entry_type();
     let is_dir = match etype {
         tar::EntryType::Regular => false,
@@ -108,11 +197,15 @@ fn extract_entry<R: Read>(
             ))
         }
     };
-    let rel = entry
-        .path()
-        .map_err(|e| ImageError::unsafe_entry(&name, format!("unreadable path: {e}")))?
-        .into_owned();
-    let comps = safe_components(&rel, &name)?;
+    let size = entry.size();
+    if is_dir && size != 0 {
+        return Err(ImageError::unsafe_entry(
+            name,
+            format!("a directory entry carrying {size} bytes of data"),
+        ));
+    }
+    let rel = Path::new(OsStr::from_bytes(name_bytes));
+    let comps = safe_components(rel, &name)?;
     let Some((last, parents)) = comps.split_last() else {
         if is_dir {
             // "./": the destination itself.
@@ -120,6 +213,13 @@ fn extract_entry<R: Read>(
         }
         return Err(ImageError::unsafe_entry(name, "the path is empty"));
     };
+    // Digests and the manifest are keyed like digest_dir's: '/'-joined.
+    let key = comps
+        .iter()
+        .map(|c| c.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    let limit = budget.admit(&key, is_dir, size)?;
     let mut target = dest.to_path_buf();
     for comp in parents {
         target.push(comp);
@@ -136,7 +236,6 @@ fn extract_entry<R: Read>(
         .map_err(|e| ImageError::corrupt(archive, e))?
         & 0o777;
     let mtime = entry.header().mtime().ok();
-    let size = entry.size();
     let file = create_new_file(&target, mode).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             ImageError::unsafe_entry(
@@ -147,12 +246,7 @@ fn extract_entry<R: Read>(
             ImageError::io(&target, e)
         }
     })?;
-    // Digests are keyed like digest_dir's: '/'-joined, without the top-level metadata.json.
-    let key = comps
-        .iter()
-        .map(|c| c.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/");
+    // Without the top-level metadata.json, like digest_dir.
     let digester = digester.filter(|_| key != METADATA_FILE);
     if let Some(d) = digester {
         d.begin(key);
@@ -166,6 +260,14 @@ fn extract_entry<R: Read>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ImageError::corrupt(archive, e)),
         };
+        if written.saturating_add(n as u64) > limit {
+            // The tar reader stops at the header's size, which the budget admitted; this
+            // only guards against a reader that would not.
+            return Err(ImageError::corrupt(
+                archive,
+                format!("entry {name:?} runs past the {limit} bytes admitted"),
+            ));
+        }
         w.write_all(&buf[..n])
             .map_err(|e| ImageError::io(&target, e))?;
         if let Some(d) = digester {

@@ -2,14 +2,15 @@
 //!
 //! Archives are written to a staging path of their own (`.OUT.<unique>.partial`), synced
 //! and renamed without replacing anything, so the final name never holds a half-written
-//! archive; gzip and lz4 are compressed on every core, one member or frame per
-//! block (`image/parallel.rs`). Unpacking detects the format from the bytes, accepts
-//! only regular files and directories with relative, `..`-free paths, and never follows a link.
+//! archive; gzip and lz4 are compressed on every core, one member or frame per block
+//! (`image/parallel.rs`). Every archive starts with `manifest.json` (`manifest.rs`).
+//! Unpacking detects the format from the bytes, accepts only regular files and directories
+//! with relative, `..`-free paths, never follows a link, and writes only what the manifest
+//! declares (older archives: what the free space allows, `budget.rs`).
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -18,14 +19,25 @@ use super::compression::{detect, Compression};
 use super::error::ImageError;
 use super::integrity::Digester;
 use super::metadata::{FileDigest, METADATA_FILE};
-use super::parallel::{BlockFormat, ParallelWriter};
 use super::walk::{walk, Entry, Kind};
 
+mod budget;
 mod extract;
+mod manifest;
+#[cfg(test)]
+mod manifest_tests;
 #[cfg(test)]
 mod tests;
+mod write;
 
 use extract::extract;
+pub use manifest::{
+    metadata_limit, EntryType, Manifest, ManifestEntry, MANIFEST_FILE, MANIFEST_VERSION,
+    MAX_MANIFEST_BYTES, MAX_METADATA_BYTES,
+};
+#[cfg(test)]
+use write::tar_into;
+use write::{write_archive, Frame};
 
 /// Buffer size for archive and file I/O.
 const BUF: usize = 1 << 20;
@@ -42,6 +54,9 @@ const BLOCK: u64 = 512;
 pub fn pack(src_dir: &Path, out: &Path, c: Compression) -> Result<u64, ImageError> {
     check_out_not_inside(src_dir, out)?;
     let entries = walk(src_dir)?;
+    if c != Compression::None {
+        refuse_reserved(&entries)?;
+    }
     write_atomically(out, |partial| {
         if c == Compression::None {
             fs::DirBuilder::new()
@@ -50,9 +65,25 @@ pub fn pack(src_dir: &Path, out: &Path, c: Compression) -> Result<u64, ImageErro
                 .map_err(|e| ImageError::io(partial, e))
                 .and_then(|()| copy_tree(&entries, partial, true))
         } else {
-            write_archive(&entries, partial, c, None)
+            let manifest = Manifest::of(&entries, None).to_bytes(out)?;
+            let frame = Frame {
+                manifest,
+                trailer: None,
+            };
+            write_archive(&entries, partial, c, frame)
         }
     })
+}
+
+/// Refuses a source holding a top-level `manifest.json`: the archive's own would clash.
+fn refuse_reserved(entries: &[Entry]) -> Result<(), ImageError> {
+    if entries.iter().any(|e| e.rel == MANIFEST_FILE) {
+        return Err(ImageError::unsafe_entry(
+            MANIFEST_FILE,
+            "the name is reserved for the archive's manifest",
+        ));
+    }
+    Ok(())
 }
 
 /// Runs `write` on a staging path unique to this call, then renames it to `out` without
@@ -74,14 +105,27 @@ fn write_atomically(
 
 /// Unpacks the checkpoint `archive` (any format, detected from its bytes; a directory is copied) into the existing, empty `dest`; returns the detected format.
 pub fn unpack(archive: &Path, dest: &Path) -> Result<Compression, ImageError> {
-    unpack_with(archive, dest, None)
+    unpack_with(archive, dest, None, false).map(|(c, _)| c)
+}
+
+/// What [`unpack_checkpoint`] found.
+#[derive(Debug)]
+pub struct Unpacked {
+    /// The archive's format.
+    pub compression: Compression,
+    /// Digest of every file written but metadata.json, keyed like
+    /// [`digest_dir`](super::integrity::digest_dir).
+    pub digests: BTreeMap<String, FileDigest>,
+    /// The archive's manifest (none in archives from before manifests).
+    pub manifest: Option<Manifest>,
 }
 
 fn unpack_with(
     archive: &Path,
     dest: &Path,
     digester: Option<&Digester>,
-) -> Result<Compression, ImageError> {
+    require_metadata: bool,
+) -> Result<(Compression, Option<Manifest>), ImageError> {
     let c = detect(archive)?;
     let meta = fs::metadata(dest).map_err(|e| ImageError::io(dest, e))?;
     if !meta.is_dir() {
@@ -100,33 +144,44 @@ fn unpack_with(
         });
     }
     let result = if c == Compression::None {
-        walk(archive).and_then(|entries| copy_tree(&entries, dest, false).map(|_| ()))
+        walk(archive).and_then(|entries| copy_tree(&entries, dest, false).map(|_| None))
     } else {
-        extract(archive, c, dest, digester)
+        extract(archive, c, dest, digester, require_metadata)
     };
     if result.is_err() {
         // Leave `dest` as empty as it was given; best effort.
         clear_dir(dest);
     }
-    result.map(|()| c)
+    result.map(|m| (c, m))
 }
 
-/// Like [`unpack`], hashing every file on another thread while it is written: returns
-/// the digests (keyed like [`digest_dir`](super::integrity::digest_dir)) to check against
-/// metadata.json with [`verify_digests`](super::integrity::verify_digests), without
-/// reading the files again.
-pub fn unpack_digested(
-    archive: &Path,
-    dest: &Path,
-) -> Result<(Compression, BTreeMap<String, FileDigest>), ImageError> {
+/// Unpacks a checkpoint for restore like [`unpack`], hashing every file on another thread
+/// while it is written (check the digests against metadata.json with
+/// [`verify_digests`](super::integrity::verify_digests), and metadata.json against the
+/// manifest with [`Manifest::check_metadata`], without reading the files again). An
+/// archive without metadata.json is refused: with a manifest before anything is written.
+pub fn unpack_checkpoint(archive: &Path, dest: &Path) -> Result<Unpacked, ImageError> {
     if detect(archive)? == Compression::None {
-        let c = unpack(archive, dest)?;
-        return Ok((c, super::integrity::digest_dir(dest)?));
+        let compression = unpack(archive, dest)?;
+        if !dest.join(METADATA_FILE).is_file() {
+            return Err(ImageError::ArchiveWithoutMetadata {
+                archive: archive.to_path_buf(),
+            });
+        }
+        return Ok(Unpacked {
+            compression,
+            digests: super::integrity::digest_dir(dest)?,
+            manifest: None,
+        });
     }
     let digester = Digester::start();
-    let result = unpack_with(archive, dest, Some(&digester));
+    let result = unpack_with(archive, dest, Some(&digester), true);
     let digests = digester.finish();
-    result.map(|c| (c, digests))
+    result.map(|(compression, manifest)| Unpacked {
+        compression,
+        digests,
+        manifest,
+    })
 }
 
 /// Refuses an output path whose directory is `src_dir` or below it.
@@ -228,12 +283,14 @@ fn copy_tree(entries: &[Entry], dest: &Path, sync: bool) -> Result<u64, ImageErr
 pub type Trailer<'a> = Box<dyn FnOnce() -> Result<Vec<u8>, ImageError> + Send + 'a>;
 
 /// Like [`pack`] into an archive format, with metadata.json written last, from `trailer`:
-/// so the digests in it can be computed while the other files are being packed.
-/// A metadata.json already in `src_dir` is left out.
+/// so the digests in it can be computed while the other files are being packed. The
+/// manifest bounds metadata.json by [`metadata_limit`] of `metadata_base` (its size
+/// without the file list). A metadata.json already in `src_dir` is left out.
 pub fn pack_with_metadata(
     src_dir: &Path,
     out: &Path,
     c: Compression,
+    metadata_base: u64,
     trailer: Trailer<'_>,
 ) -> Result<u64, ImageError> {
     if c == Compression::None {
@@ -247,151 +304,14 @@ pub fn pack_with_metadata(
         .into_iter()
         .filter(|e| e.rel != METADATA_FILE)
         .collect();
+    refuse_reserved(&entries)?;
+    let limit = metadata_limit(metadata_base, entries.iter().map(|e| e.rel.as_str()));
+    let manifest = Manifest::of(&entries, Some(limit)).to_bytes(out)?;
     write_atomically(out, |partial| {
-        write_archive(&entries, partial, c, Some(trailer))
+        let frame = Frame {
+            manifest,
+            trailer: Some((trailer, limit)),
+        };
+        write_archive(&entries, partial, c, frame)
     })
-}
-
-/// Writes the tar (compressed per `c`) of `entries` to the new file `path`, then the
-/// trailer's metadata.json if any; returns its size.
-fn write_archive(
-    entries: &[Entry],
-    path: &Path,
-    c: Compression,
-    trailer: Option<Trailer<'_>>,
-) -> Result<u64, ImageError> {
-    let io_err = |e: io::Error| ImageError::io(path, e);
-    // Archives hold process memory: owner-only, like checkpoint directories.
-    let file = create_new_file(path, ARCHIVE_MODE).map_err(io_err)?;
-    let w = BufWriter::with_capacity(BUF, file);
-    let w = match c {
-        Compression::None | Compression::Tar => tar_into(entries, w, path, trailer)?,
-        // Compressed on every core: one gzip member / LZ4 frame per block, concatenated.
-        Compression::Gzip => {
-            let format = BlockFormat::Gzip(flate2::Compression::fast());
-            let enc = ParallelWriter::new(w, path, format)?;
-            tar_into(entries, enc, path, trailer)?.finish()?
-        }
-        Compression::Lz4 => {
-            // 64 KiB blocks, as the single-stream encoder chose from tar's first 512-byte write.
-            let info = lz4_flex::frame::FrameInfo::new()
-                .block_size(lz4_flex::frame::BlockSize::Max64KB)
-                .content_checksum(true);
-            let enc = ParallelWriter::new(w, path, BlockFormat::Lz4(info))?;
-            tar_into(entries, enc, path, trailer)?.finish()?
-        }
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL).map_err(io_err)?;
-            enc.include_checksum(true).map_err(io_err)?;
-            let workers = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            enc.multithread(u32::try_from(workers).unwrap_or(1))
-                .map_err(io_err)?;
-            tar_into(entries, enc, path, trailer)?
-                .finish()
-                .map_err(io_err)?
-        }
-    };
-    let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    Ok(len)
-}
-
-/// A reader that counts bytes and remembers whether reading failed.
-struct Counting<'a, R> {
-    inner: R,
-    count: &'a Cell<u64>,
-    failed: &'a Cell<bool>,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(n) => {
-                self.count.set(self.count.get() + n as u64);
-                Ok(n)
-            }
-            Err(e) => {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.failed.set(true);
-                }
-                Err(e)
-            }
-        }
-    }
-}
-
-/// Writes a tar of `entries` to `w` (the archive being written is `out`, for errors) and returns `w`.
-fn tar_into<W: Write>(
-    entries: &[Entry],
-    w: W,
-    out: &Path,
-    trailer: Option<Trailer<'_>>,
-) -> Result<W, ImageError> {
-    let mut builder = tar::Builder::new(w);
-    for e in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(e.mode);
-        header.set_mtime(e.mtime);
-        header.set_uid(0);
-        header.set_gid(0);
-        match e.kind {
-            Kind::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                builder
-                    .append_data(&mut header, &e.rel, io::empty())
-                    .map_err(|err| ImageError::io(out, err))?;
-            }
-            Kind::File => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(e.size);
-                let file = open_nofollow(&e.abs).map_err(|err| ImageError::io(&e.abs, err))?;
-                let count = Cell::new(0);
-                let failed = Cell::new(false);
-                let reader = BufReader::with_capacity(
-                    BUF,
-                    Counting {
-                        inner: file.take(e.size),
-                        count: &count,
-                        failed: &failed,
-                    },
-                );
-                builder
-                    .append_data(&mut header, &e.rel, reader)
-                    .map_err(|err| {
-                        ImageError::io(if failed.get() { e.abs.as_path() } else { out }, err)
-                    })?;
-                if count.get() != e.size {
-                    return Err(ImageError::io(
-                        &e.abs,
-                        io::Error::other(format!(
-                            "the file shrank from {} to {} bytes while being packed; make sure nothing writes to the checkpoint directory during pack",
-                            e.size,
-                            count.get()
-                        )),
-                    ));
-                }
-            }
-        }
-    }
-    if let Some(trailer) = trailer {
-        let json = trailer()?;
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(ARCHIVE_MODE);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        );
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(json.len() as u64);
-        builder
-            .append_data(&mut header, METADATA_FILE, json.as_slice())
-            .map_err(|err| ImageError::io(out, err))?;
-    }
-    builder.into_inner().map_err(|err| ImageError::io(out, err))
 }

@@ -498,7 +498,9 @@ fn pack_with_metadata_writes_the_trailer_last_and_round_trips() {
     for c in ARCHIVES {
         let out = tmp.path().join(format!("trailer{}", c.extension()));
         let json = fs::read(src.join("metadata.json")).expect("read");
-        let bytes = pack_with_metadata(&src, &out, c, Box::new(|| Ok(json.clone()))).expect("pack");
+        let base = json.len() as u64;
+        let bytes =
+            pack_with_metadata(&src, &out, c, base, Box::new(|| Ok(json.clone()))).expect("pack");
         assert_eq!(bytes, fs::metadata(&out).expect("stat").len(), "{c}");
         let dest = tmp.path().join(format!("trailer-dest-{c}"));
         fs::create_dir(&dest).expect("mkdir");
@@ -518,6 +520,7 @@ fn pack_with_metadata_writes_the_trailer_last_and_round_trips() {
                         .to_string(),
                 );
             }
+            assert_eq!(names.first().map(String::as_str), Some(MANIFEST_FILE));
             assert_eq!(names.last().map(String::as_str), Some("metadata.json"));
             assert_eq!(names.iter().filter(|n| *n == "metadata.json").count(), 1);
         }
@@ -528,6 +531,7 @@ fn pack_with_metadata_writes_the_trailer_last_and_round_trips() {
         &src,
         &out,
         Compression::Zstd,
+        0,
         Box::new(|| {
             Err(ImageError::io(
                 Path::new("x"),
@@ -541,7 +545,7 @@ fn pack_with_metadata_writes_the_trailer_last_and_round_trips() {
 }
 
 #[test]
-fn unpack_digested_hashes_what_it_writes() {
+fn unpack_checkpoint_hashes_what_it_writes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = tmp.path().join("src");
     fs::create_dir(&src).expect("mkdir");
@@ -551,8 +555,11 @@ fn unpack_digested_hashes_what_it_writes() {
         pack(&src, &out, c).expect("pack");
         let dest = tmp.path().join(format!("dg-dest-{c}"));
         fs::create_dir(&dest).expect("mkdir");
-        let (got, digests) = unpack_digested(&out, &dest).expect("unpack");
+        let u = unpack_checkpoint(&out, &dest).expect("unpack");
+        let (got, digests) = (u.compression, u.digests);
         assert_eq!(got, c);
+        let manifest = u.manifest.expect("new archives carry a manifest");
+        manifest.check_metadata(&out, &md).expect("manifest agrees");
         assert_eq!(digests, md.files, "{c}: digests of the extracted files");
         assert_eq!(digests, digest_dir(&dest).expect("digest"), "{c}");
         crate::image::integrity::verify_digests(&md, &digests).expect("verify");
@@ -566,7 +573,7 @@ fn unpack_digested_hashes_what_it_writes() {
     pack(&src, &out, Compression::Tar).expect("pack");
     let dest = tmp.path().join("dg-t");
     fs::create_dir(&dest).expect("mkdir");
-    let (_, digests) = unpack_digested(&out, &dest).expect("unpack");
+    let digests = unpack_checkpoint(&out, &dest).expect("unpack").digests;
     assert!(matches!(
         crate::image::integrity::verify_digests(&tampered, &digests),
         Err(ImageError::ChecksumMismatch { file, .. }) if file == "core-1.img"
@@ -734,18 +741,24 @@ fn truncated_multi_member_archive_is_corrupt() {
 /// The packing of gzip and lz4 before parallel.rs: the whole tar through one encoder.
 fn pack_single_stream(src: &Path, out: &Path, c: Compression) -> u64 {
     let entries = walk(src).expect("walk");
+    let frame = || Frame {
+        manifest: Manifest::of(&entries, None)
+            .to_bytes(out)
+            .expect("manifest"),
+        trailer: None,
+    };
     let file = create_new_file(out, ARCHIVE_MODE).expect("create");
     let w = BufWriter::with_capacity(BUF, file);
     let w = match c {
         Compression::Gzip => {
             let enc = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-            let enc = tar_into(&entries, enc, out, None).expect("tar");
+            let enc = tar_into(&entries, enc, out, frame()).expect("tar");
             enc.finish().expect("gzip")
         }
         Compression::Lz4 => {
             let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
             let enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, w);
-            let enc = tar_into(&entries, enc, out, None).expect("tar");
+            let enc = tar_into(&entries, enc, out, frame()).expect("tar");
             enc.finish().expect("lz4")
         }
         other => panic!("{other}: not a single-stream format here"),
