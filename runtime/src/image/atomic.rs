@@ -90,7 +90,8 @@ pub fn remove_abandoned_staging(dir: &Path) -> Vec<PathBuf> {
 fn staging_owner(name: &str) -> Option<u32> {
     let stem = name.strip_suffix(PARTIAL_SUFFIX)?;
     let suffix = stem.rsplit('.').next()?;
-    u32::from_str_radix(suffix.split('-').next()?, 16).ok()
+    let (pid, _) = suffix.split_once('-')?;
+    u32::from_str_radix(pid, 16).ok()
 }
 
 /// Renames `from` to `to`, failing with [`ImageError::Exists`] if `to` exists (a file, a
