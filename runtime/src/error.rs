@@ -73,6 +73,15 @@ pub enum EngineError {
         /// The process holding it.
         pid: i32,
     },
+    /// Another dump of the same tree is running.
+    #[error(
+        "PID {pid} is being checkpointed by another request right now; wait for it to finish \
+         (see `cedana checkpoints`) and try again"
+    )]
+    DumpInProgress {
+        /// A PID of the tree.
+        pid: i32,
+    },
     /// A PID the checkpoint needs is still in use.
     #[error(
         "cannot restore: PID {pid} is still in use by {holder} after waiting {waited_ms} ms; \
@@ -186,9 +195,10 @@ impl EngineError {
             Self::NoSuchProcess { .. } | Self::NoSuchCheckpoint { .. } => ErrorKind::NotFound,
             Self::InvalidRequest { .. } => ErrorKind::InvalidArgument,
             Self::TargetExists { .. } => ErrorKind::AlreadyExists,
-            Self::IoUringUnsupported { .. } | Self::PidTaken { .. } | Self::MissingTool { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Self::IoUringUnsupported { .. }
+            | Self::PidTaken { .. }
+            | Self::MissingTool { .. }
+            | Self::DumpInProgress { .. } => ErrorKind::FailedPrecondition,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Image(e) => e.kind(),
             Self::Runc(e) => e.kind(),

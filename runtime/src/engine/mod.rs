@@ -8,8 +8,8 @@ pub mod restore;
 pub mod run;
 pub mod types;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cedana_config::Config;
 
@@ -29,6 +29,25 @@ pub struct Env {
     pub config: Config,
     /// CRIU's version, asked once (it costs a CRIU start) and kept for this engine.
     criu_version: OnceLock<CriuVersion>,
+    /// PIDs of the trees being dumped now: a second dump of one of them is refused
+    /// clearly instead of failing inside CRIU (two tracers cannot seize one task).
+    dumping: Mutex<BTreeSet<i32>>,
+}
+
+/// The PIDs of one dump, released when it ends.
+#[derive(Debug)]
+pub struct DumpClaim {
+    env: Arc<Env>,
+    pids: Vec<i32>,
+}
+
+impl Drop for DumpClaim {
+    fn drop(&mut self) {
+        let mut set = self.env.dumping.lock().unwrap_or_else(|p| p.into_inner());
+        for pid in &self.pids {
+            set.remove(pid);
+        }
+    }
 }
 
 impl Env {
@@ -37,7 +56,22 @@ impl Env {
         Self {
             config,
             criu_version: OnceLock::new(),
+            dumping: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Claims `pids` for one dump; refused with [`EngineError::DumpInProgress`] if another
+    /// dump of this engine holds any of them.
+    pub fn claim_for_dump(self: &Arc<Self>, pids: Vec<i32>) -> OpResult<DumpClaim> {
+        let mut set = self.dumping.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pid) = pids.iter().find(|p| set.contains(p)) {
+            return Err(EngineError::DumpInProgress { pid: *pid });
+        }
+        set.extend(pids.iter().copied());
+        Ok(DumpClaim {
+            env: Arc::clone(self),
+            pids,
+        })
     }
 
     /// The configured CRIU's version, asked over RPC the first time only.
