@@ -164,3 +164,63 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         }
     }
 }
+
+/// A dump whose final name is taken while it runs (by another dump, or a user) cannot
+/// commit: the workload runs on, on every route, and the existing entry is untouched.
+#[test]
+fn a_commit_that_fails_leaves_the_workload_running_on_every_route() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.checkpoints();
+    std::fs::create_dir_all(&dir).expect("checkpoint dir");
+    for (route, flags, target) in [
+        ("archive", &[][..], "x.tar.zst"),
+        ("directory", &["--compression", "none"][..], "x"),
+        ("streamed", &["--streams", "2"][..], "x"),
+    ] {
+        let log = env.path(&format!("{route}.log"));
+        let w = Workload::start(&log, &["memory", "128"]);
+        wait_count_above(&log, 1);
+        let mut args = vec![
+            "dump".to_string(),
+            "process".into(),
+            w.pid.to_string(),
+            "--no-server".into(),
+            "--name".into(),
+            "x".into(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let dump = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the dump");
+        // Once the dump is under way, someone else takes its name.
+        wait_for("the dump to start", Duration::from_secs(10), || {
+            (!hidden(&dir).is_empty()).then_some(())
+        });
+        std::fs::create_dir(dir.join(target)).expect("take the name");
+        std::fs::write(dir.join(target).join("mine"), b"keep").ok();
+        let out = Run::from_output(dump.wait_with_output().expect("dump"));
+        assert_ne!(out.code, 0, "{route}: the commit cannot succeed");
+        assert!(
+            out.stderr.contains("already exists"),
+            "{route}: the error says why: {}",
+            out.stderr
+        );
+        assert!(w.alive(), "{route}: a failed commit killed the workload");
+        let before = last_count(&log).expect("counting");
+        wait_count_above(&log, before + 1);
+        assert_eq!(hidden(&dir), Vec::<String>::new(), "{route}: staging left");
+        assert_eq!(
+            std::fs::read(dir.join(target).join("mine")).expect("kept"),
+            b"keep",
+            "{route}: the existing entry was touched"
+        );
+        std::fs::remove_dir_all(dir.join(target)).expect("clean");
+    }
+}

@@ -41,6 +41,10 @@ pub struct StreamArgs<'a> {
     pub work_dir: &'a Path,
     /// CRIU options.
     pub opts: &'a CriuOpts,
+    /// CRIU's `--action-script` and the socket it reports each action to (the relay's
+    /// action-script mode, [`super::relay::NOTIFY_ENV`]); its verdict on `post-dump`
+    /// decides whether CRIU lets the tree go.
+    pub action_script: Option<(&'a Path, &'a Path)>,
 }
 
 impl Criu {
@@ -49,8 +53,15 @@ impl Criu {
         op: &'static str,
         args: Vec<String>,
         log: PathBuf,
+        action_script: Option<(&Path, &Path)>,
     ) -> Result<(), CriuError> {
-        let out = Command::new(self.binary())
+        let mut cmd = Command::new(self.binary());
+        if let Some((script, socket)) = action_script {
+            cmd.arg("--action-script")
+                .arg(script)
+                .env(super::relay::NOTIFY_ENV, socket);
+        }
+        let out = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -92,7 +103,7 @@ impl Criu {
         args.extend(Self::common(a.images_dir, a.work_dir, "dump.log"));
         args.extend(a.opts.to_cli_args(false));
         let log = a.work_dir.join("dump.log");
-        self.run_streamed("dump", args, log.clone())?;
+        self.run_streamed("dump", args, log.clone(), a.action_script)?;
         Ok(log)
     }
 
@@ -104,7 +115,12 @@ impl Criu {
         args.extend(["--pidfile".into(), pid_file.display().to_string()]);
         args.extend(Self::common(a.images_dir, a.work_dir, "restore.log"));
         args.extend(a.opts.to_cli_args(true));
-        self.run_streamed("restore", args, a.work_dir.join("restore.log"))?;
+        self.run_streamed(
+            "restore",
+            args,
+            a.work_dir.join("restore.log"),
+            a.action_script,
+        )?;
         let text = std::fs::read_to_string(&pid_file)
             .map_err(|e| CriuError::io(format!("read {}", pid_file.display()), e))?;
         text.trim()

@@ -1,5 +1,6 @@
 //! The dump operation: its context, its chain and its CRIU handler.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,7 +14,7 @@ use crate::criu::options::CriuOpts;
 use crate::criu::{DumpArgs, PostDump};
 use crate::engine::{blocking, DumpRequest, DumpResponse, Env};
 use crate::image::compression::Compression;
-use crate::image::metadata::Metadata;
+use crate::image::metadata::{FileDigest, Metadata};
 use crate::process::state::ProcessState;
 use crate::streamer;
 
@@ -118,40 +119,61 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     let plan = defaults::stream_plan(&ctx.req)?;
     let committer = ctx.committer.clone().filter(|_| !opts.leave_running);
     let md = metadata.clone();
-    metadata.files = blocking(move || match plan {
-        Some((shards, codec)) => {
-            let work = work_dir.as_deref().unwrap_or(&images_dir);
-            let stats = streamer::dump(&criu, pid, &images_dir, work, &opts, shards, codec)?;
-            Ok(stats.shard_digests)
-        }
-        None => {
-            let failed = Mutex::new(None);
-            let commit = || match committer.as_ref().map(|c| {
-                let mut md = md.clone();
-                md.timings_ms
-                    .insert("criu_dump".into(), t.elapsed().as_millis() as u64);
-                c.commit(md)
-            }) {
-                Some(Err(e)) => {
+    metadata.files = blocking(move || {
+        // The commit step, shared by both routes; its error (if any) is the dump's.
+        let failed = Mutex::new(None);
+        let commit = |files: Option<&BTreeMap<String, FileDigest>>| {
+            let Some(c) = committer.as_ref() else {
+                return true;
+            };
+            let mut md = md.clone();
+            if let Some(files) = files {
+                md.files = files.clone();
+            }
+            md.timings_ms
+                .insert("criu_dump".into(), t.elapsed().as_millis() as u64);
+            match c.commit(md) {
+                Ok(()) => true,
+                Err(e) => {
                     tracing::warn!(error = %e, "commit failed; CRIU lets the tree run on");
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     false
                 }
-                _ => true,
-            };
-            let dumped = criu.dump(&DumpArgs {
-                pid,
-                images_dir: &images_dir,
-                work_dir: work_dir.as_deref(),
-                opts: &opts,
-                post_dump: committer.is_some().then_some(PostDump(&commit)),
-            });
-            if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-                return Err(e);
             }
-            dumped?;
-            Ok(Default::default())
+        };
+        let dumped: OpResult<BTreeMap<String, FileDigest>> = match plan {
+            Some((shards, codec)) => {
+                let work = work_dir.as_deref().unwrap_or(&images_dir);
+                let stats = match &committer {
+                    Some(_) => streamer::sealed::dump_committed(
+                        &criu,
+                        pid,
+                        &images_dir,
+                        work,
+                        &opts,
+                        shards,
+                        codec,
+                        &|st| commit(Some(&st.shard_digests)),
+                    ),
+                    None => streamer::dump(&criu, pid, &images_dir, work, &opts, shards, codec),
+                };
+                stats.map(|st| st.shard_digests).map_err(Into::into)
+            }
+            None => criu
+                .dump(&DumpArgs {
+                    pid,
+                    images_dir: &images_dir,
+                    work_dir: work_dir.as_deref(),
+                    opts: &opts,
+                    post_dump: committer.is_some().then_some(PostDump(&|| commit(None))),
+                })
+                .map(|_| BTreeMap::new())
+                .map_err(Into::into),
+        };
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
         }
+        dumped
     })
     .await?;
     metadata

@@ -65,6 +65,8 @@ pub struct Capture {
     cancel: Arc<AtomicBool>,
     thread: JoinHandle<io::Result<CaptureStats>>,
     socket: PathBuf,
+    /// CRIU's connection, once accepted: [`Capture::seal`] ends its request loop.
+    conn: Arc<Mutex<Option<UnixStream>>>,
 }
 
 impl Capture {
@@ -75,17 +77,38 @@ impl Capture {
         listener.set_nonblocking(true)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&cancel);
+        let conn_slot = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&conn_slot);
         let thread = std::thread::Builder::new()
             .name("stream-capture".into())
             .spawn(move || {
                 let conn = accept(&listener, &stop)?;
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.try_clone()?);
                 run(conn, &cfg)
             })?;
         Ok(Capture {
             cancel,
             thread,
             socket,
+            conn: conn_slot,
         })
+    }
+
+    /// Finishes the capture while CRIU still holds its connection: at CRIU's `post-dump`
+    /// every image is written and closed and no other will be opened, so the request loop
+    /// is ended as if CRIU had hung up, and the shards and index are completed now, before
+    /// the dumped tree is let go.
+    pub fn seal(self) -> io::Result<CaptureStats> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match conn {
+            // Requests already queued are still read; then the loop sees end-of-file.
+            Some(c) => c.shutdown(std::net::Shutdown::Read)?,
+            None => {
+                self.abort();
+                return Err(io::Error::other("CRIU never connected to the capture"));
+            }
+        }
+        self.finish()
     }
 
     /// Waits for CRIU to finish sending and writes the index. Call after CRIU exited

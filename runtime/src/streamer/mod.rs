@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod index;
 pub mod protocol;
+pub mod sealed;
 pub mod serve;
 
 pub use capture::{Capture, CaptureConfig, CaptureStats};
@@ -122,6 +123,7 @@ pub fn dump(
         images_dir,
         work_dir,
         opts,
+        action_script: None,
     };
     capture(images_dir, shards, codec, || {
         criu.dump_streamed(&args).map_err(StreamError::from)
@@ -143,6 +145,7 @@ pub fn restore(
             images_dir: work_dir,
             work_dir,
             opts,
+            action_script: None,
         })
         .map_err(StreamError::from)
     })

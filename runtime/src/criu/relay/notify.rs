@@ -50,6 +50,15 @@ impl Bridge {
     /// Takes one action script's connection: forwards its action to the runtime on
     /// `rpc` and answers the script with the runtime's verdict.
     pub fn serve_one(&self, rpc_fd: BorrowedFd<'_>) -> Result<(), RelayError> {
+        self.answer_one(|action, pid| forward(rpc_fd, action, pid))
+    }
+
+    /// Takes one action script's connection and answers it with `decide`'s verdict on
+    /// its action (and the root PID, where CRIU gives one).
+    pub fn answer_one(
+        &self,
+        decide: impl FnOnce(&str, Option<i32>) -> Result<(), RelayError>,
+    ) -> Result<(), RelayError> {
         let (mut conn, _) = self
             .listener
             .accept()
@@ -60,7 +69,7 @@ impl Bridge {
         let mut lines = text.lines();
         let action = lines.next().unwrap_or_default().to_string();
         let pid = lines.next().and_then(|p| p.trim().parse::<i32>().ok());
-        let verdict = forward(rpc_fd, &action, pid);
+        let verdict = decide(&action, pid);
         let answer = match &verdict {
             Ok(()) => "ok\n".to_string(),
             Err(e) => format!("fail: {e}\n"),

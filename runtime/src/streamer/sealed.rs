@@ -1,0 +1,125 @@
+//! A streamed dump that kills the tree, under the commit protocol: CRIU in CLI mode runs
+//! `cedana-criu-relay` as its `--action-script`, which reports each action on a private
+//! socket. At `post-dump` (every image written, the tree still seized) the capture is
+//! sealed, the caller commits the checkpoint, and only its verdict lets CRIU kill the
+//! tree; a failed commit, or a caller that died, makes CRIU let the tree run on.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::{
+    io, Capture, CaptureConfig, CaptureStats, Codec, StreamError, CHUNK_BYTES, ZSTD_LEVEL,
+};
+use crate::criu::relay::{self, notify::Bridge, RelayError};
+use crate::criu::{Criu, CriuOpts, StreamArgs};
+
+/// How often the action-script server checks whether CRIU is done.
+const POLL_MS: u16 = 100;
+
+/// The commit step: called once at `post-dump` with the sealed capture's figures; `false`
+/// makes CRIU let the tree run on.
+pub type Commit<'a> = &'a (dyn Fn(&CaptureStats) -> bool + Sync);
+
+/// Dumps `pid` streaming into `images_dir`, committing at `post-dump` through `commit`.
+/// CRIU's log and the action socket go in `work_dir`.
+#[allow(clippy::too_many_arguments)]
+pub fn dump_committed(
+    criu: &Criu,
+    pid: i32,
+    images_dir: &Path,
+    work_dir: &Path,
+    opts: &CriuOpts,
+    shards: usize,
+    codec: Codec,
+    commit: Commit<'_>,
+) -> Result<CaptureStats, StreamError> {
+    let script = relay::locate().ok_or_else(|| StreamError::Io {
+        context: format!(
+            "a streamed dump that stops the process needs {} (CRIU's action script) beside \
+             this binary or on PATH; install it (make install), or dump with --leave-running \
+             or without --streams",
+            relay::BINARY_NAME
+        ),
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
+    let bridge = Bridge::bind(work_dir).map_err(relay_io("listen for CRIU's action script"))?;
+    let capture = Capture::start(CaptureConfig {
+        dir: images_dir.to_path_buf(),
+        shards: shards.max(1),
+        codec,
+        level: ZSTD_LEVEL,
+        chunk_bytes: CHUNK_BYTES,
+    })
+    .map_err(io::<StreamError>("listen for CRIU"))?;
+    let capture = Mutex::new(Some(capture));
+    let sealed: Mutex<Option<std::io::Result<CaptureStats>>> = Mutex::new(None);
+    let done = AtomicBool::new(false);
+    let args = StreamArgs {
+        pid,
+        images_dir,
+        work_dir,
+        opts,
+        action_script: Some((&script, bridge.path())),
+    };
+    let dumped = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                let mut fds = [PollFd::new(bridge.fd(), PollFlags::POLLIN)];
+                if !matches!(poll(&mut fds, PollTimeout::from(POLL_MS)), Ok(n) if n > 0) {
+                    continue;
+                }
+                let answered = bridge.answer_one(|action, _| {
+                    if action != "post-dump" {
+                        return Ok(());
+                    }
+                    let taken = capture.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let stats = match taken {
+                        Some(c) => c.seal(),
+                        None => Err(std::io::Error::other("post-dump arrived twice")),
+                    };
+                    let verdict = match &stats {
+                        Ok(st) if commit(st) => Ok(()),
+                        Ok(_) => Err(RelayError::Protocol("the commit failed".into())),
+                        Err(e) => Err(RelayError::Protocol(format!("sealing the capture: {e}"))),
+                    };
+                    *sealed.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+                    verdict
+                });
+                if let Err(e) = answered {
+                    tracing::debug!(error = %e, "action script answered with a failure");
+                }
+            }
+        });
+        let r = criu.dump_streamed(&args);
+        done.store(true, Ordering::SeqCst);
+        r
+    });
+    // Post-dump never came (CRIU failed before it): drop what was captured.
+    if let Some(c) = capture.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        match &dumped {
+            Ok(_) => {
+                c.abort();
+                return Err(StreamError::Io {
+                    context: "CRIU finished without its post-dump action".into(),
+                    source: std::io::Error::other("no post-dump"),
+                });
+            }
+            Err(_) => c.abort(),
+        }
+    }
+    dumped?;
+    let stats = sealed.into_inner().unwrap_or_else(|p| p.into_inner());
+    stats
+        .unwrap_or_else(|| Err(std::io::Error::other("the capture was never sealed")))
+        .map_err(io::<StreamError>("capture images"))
+}
+
+fn relay_io(context: &str) -> impl FnOnce(RelayError) -> StreamError + '_ {
+    move |e| StreamError::Io {
+        context: context.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
