@@ -92,7 +92,8 @@ pub struct CriuFlagArgs {
     /// Checkpoint/restore established TCP connections.
     #[arg(long)]
     pub tcp_established: bool,
-    /// Restore TCP connections as closed.
+    /// Bring established TCP connections back closed (dump: skip their state and record
+    /// this for restore).
     #[arg(long)]
     pub tcp_close: bool,
     /// Checkpoint/restore file locks.

@@ -22,7 +22,7 @@ fn sub<'a>(cmd: &'a clap::Command, name: &str) -> &'a clap::Command {
 }
 
 fn parse(args: &[&str]) -> Cli {
-    Cli::try_parse_from(std::iter::once("cedana").chain(args.iter().copied()))
+    Cli::try_parse_args(std::iter::once("cedana").chain(args.iter().copied()))
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
@@ -113,7 +113,36 @@ fn global_flags() {
             ("address".into(), "/tmp/c.sock".into())
         ]
     );
-    assert!(Cli::try_parse_from(["cedana", "ps", "--set", "novalue"]).is_err());
+    assert!(Cli::try_parse_args(["cedana", "ps", "--set", "novalue"]).is_err());
+}
+
+/// clap drops a global's earlier values when it is given again after the subcommand;
+/// every `--set` must count, in the order given, so the last one of a key wins.
+#[test]
+fn repeated_set_accumulates_across_subcommands() {
+    let cli = parse(&[
+        "--set",
+        "a=1",
+        "--set",
+        "b=2",
+        "dump",
+        "--set",
+        "c=3",
+        "process",
+        "42",
+        "--set",
+        "d=4",
+        "--set",
+        "a=5",
+    ]);
+    let keys: Vec<_> = cli
+        .global
+        .overrides()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(keys, ["a=1", "b=2", "c=3", "d=4", "a=5"]);
+    Cli::command_with_set().debug_assert();
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod checkpoints;
+pub mod complete;
 pub mod completion;
 pub mod daemon;
 pub mod dump;
@@ -85,6 +86,7 @@ async fn run(ctx: Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Features | Command::Plugin(PluginCmd::Features) => features::features(&ctx),
         Command::Plugin(PluginCmd::List) => features::list(&ctx),
         Command::Completion(args) => completion::run(args.shell),
-        Command::Version => version::run(&ctx),
+        Command::Version => version::run(&ctx).await,
+        Command::Complete { kind } => complete::run(&ctx, kind).await,
     }
 }
