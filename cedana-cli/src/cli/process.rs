@@ -129,6 +129,9 @@ pub struct DumpArgs {
     /// or lz4 with --compression lz4): no uncompressed copy is written.
     #[arg(long, value_name = "N")]
     pub streams: Option<u32>,
+    /// Print CRIU's figures of the dump (frozen time, pages scanned and written).
+    #[arg(long)]
+    pub print_stats: bool,
     /// CRIU options.
     #[command(flatten)]
     pub flags: CriuFlagArgs,
@@ -217,6 +220,9 @@ pub struct RestoreArgs {
     /// Follow the restored job's output until it exits, and exit with its exit code.
     #[arg(long)]
     pub attach: bool,
+    /// Print CRIU's figures of the dump and of this restore (times, pages).
+    #[arg(long)]
+    pub print_stats: bool,
 }
 
 /// `cedana restore ...`.
