@@ -33,6 +33,7 @@ fn subcommand_names() {
     assert_eq!(
         names(&cli),
         [
+            "__complete",
             "check",
             "checkpoint",
             "checkpoints",
@@ -52,7 +53,7 @@ fn subcommand_names() {
             "version"
         ]
     );
-    assert_eq!(names(sub(&cli, "daemon")), ["check", "start"]);
+    assert_eq!(names(sub(&cli, "daemon")), ["check", "start", "stop"]);
     assert_eq!(
         names(sub(&cli, "dump")),
         ["containerd", "job", "process", "runc"]
@@ -74,6 +75,20 @@ fn subcommand_names() {
         ["delete", "inspect", "list"]
     );
     assert_eq!(names(sub(&cli, "plugin")), ["features", "list"]);
+}
+
+#[test]
+fn job_kill_has_a_grace_period() {
+    let Command::Job(JobCmd::Kill(k)) = parse(&["job", "kill", "j1"]).command else {
+        panic!("not job kill");
+    };
+    assert_eq!((k.signal.as_str(), k.timeout), ("TERM", 10));
+    let Command::Job(JobCmd::Kill(k)) =
+        parse(&["job", "kill", "j1", "--signal", "INT", "--timeout", "3"]).command
+    else {
+        panic!("not job kill");
+    };
+    assert_eq!((k.signal.as_str(), k.timeout), ("INT", 3));
 }
 
 #[test]
