@@ -60,7 +60,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run(ctx, cli.command))
+    let code = rt.block_on(run(ctx, cli.command));
+    // Don't wait for blocking tasks: the daemon's job reapers sit in waitpid() for as
+    // long as their jobs live, and jobs outlive the daemon.
+    rt.shutdown_background();
+    code
 }
 
 async fn run(ctx: Ctx, command: Command) -> anyhow::Result<i32> {

@@ -154,8 +154,8 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         }
     })
     .await?;
-    metadata.criu_stats =
-        crate::criu::stats::read_dump_stats(ctx.work_dir.as_deref().unwrap_or(&ctx.images_dir));
+    let work = ctx.work_dir.as_deref().unwrap_or(&ctx.images_dir);
+    crate::criu::stats::record_dump_stats(work, ctx.committer.as_ref(), &mut metadata);
     metadata
         .timings_ms
         .insert("criu_dump".into(), t.elapsed().as_millis() as u64);
