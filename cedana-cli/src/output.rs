@@ -143,4 +143,3 @@ mod tests {
         assert_eq!(or_dash(None::<i32>), "-");
     }
 }
-

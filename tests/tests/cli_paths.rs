@@ -19,7 +19,9 @@ fn job_state(env: &Env, jid: &str) -> Option<String> {
 
 fn run_sleep_job(env: &Env, jid: &str) -> i64 {
     let v = env
-        .cedana(&["--json", "run", "process", "--jid", jid, "--", "sleep", "1000"])
+        .cedana(&[
+            "--json", "run", "process", "--jid", jid, "--", "sleep", "1000",
+        ])
         .ok()
         .json();
     v["pid"].as_i64().expect("pid")
@@ -175,16 +177,17 @@ fn completion_ids_and_print_stats() {
     let id = cks[0]["id"].as_str().expect("checkpoint id").to_string();
     let listed = env.cedana(&["__complete", "checkpoints"]).ok().stdout;
     assert_eq!(listed.trim(), id);
-    let meta = env.cedana(&["--json", "checkpoint", "inspect", &id]).ok().json();
+    let meta = env
+        .cedana(&["--json", "checkpoint", "inspect", &id])
+        .ok()
+        .json();
     let written = meta["metadata"]["criu_stats"]["dump"]["pages_written"].as_u64();
     assert!(written.is_some_and(|n| n > 0), "{meta}");
 
     wait_for("c1 halted", Duration::from_secs(10), || {
         (job_state(&env, "c1").as_deref() == Some("halted")).then_some(())
     });
-    let out = env
-        .cedana(&["restore", "job", "c1", "--print-stats"])
-        .ok();
+    let out = env.cedana(&["restore", "job", "c1", "--print-stats"]).ok();
     assert!(out.stdout.contains("restore time"), "{}", out.stdout);
     assert!(out.stdout.contains("pages restored"), "{}", out.stdout);
 }

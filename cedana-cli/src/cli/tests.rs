@@ -136,19 +136,8 @@ fn global_flags() {
 #[test]
 fn repeated_set_accumulates_across_subcommands() {
     let cli = parse(&[
-        "--set",
-        "a=1",
-        "--set",
-        "b=2",
-        "dump",
-        "--set",
-        "c=3",
-        "process",
-        "42",
-        "--set",
-        "d=4",
-        "--set",
-        "a=5",
+        "--set", "a=1", "--set", "b=2", "dump", "--set", "c=3", "process", "42", "--set", "d=4",
+        "--set", "a=5",
     ]);
     let keys: Vec<_> = cli
         .global

@@ -17,14 +17,15 @@ pub async fn run(ctx: &Ctx, kind: CompleteKind) -> anyhow::Result<i32> {
             .into_iter()
             .map(|j| j.jid)
             .collect(),
-        CompleteKind::Checkpoints => {
-            quick(socket, client.list_checkpoints(ListCheckpointsRequest { jid: None }))
-                .await?
-                .checkpoints
-                .into_iter()
-                .map(|c| c.id)
-                .collect()
-        }
+        CompleteKind::Checkpoints => quick(
+            socket,
+            client.list_checkpoints(ListCheckpointsRequest { jid: None }),
+        )
+        .await?
+        .checkpoints
+        .into_iter()
+        .map(|c| c.id)
+        .collect(),
     };
     for id in ids {
         println!("{id}");

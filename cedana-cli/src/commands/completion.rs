@@ -193,7 +193,11 @@ _cedana_ids() {{
     let marker = "if [ \"$funcstack[1]\" = \"_cedana\" ]; then";
     generated
         .replacen(marker, &format!("{wrapper}{marker}"), 1)
-        .replacen("    _cedana \"$@\"\nelse", "    _cedana_ids \"$@\"\nelse", 1)
+        .replacen(
+            "    _cedana \"$@\"\nelse",
+            "    _cedana_ids \"$@\"\nelse",
+            1,
+        )
         .replacen("compdef _cedana cedana", "compdef _cedana_ids cedana", 1)
 }
 
@@ -205,10 +209,20 @@ mod tests {
     fn ids_are_completed_where_commands_take_them() {
         let sites = id_sites(&Cli::command_with_set());
         let find = |p: &str| sites.iter().find(|(path, _)| path == p).map(|s| s.1);
-        for p in ["job kill", "job delete", "job inspect", "dump job", "restore job"] {
+        for p in [
+            "job kill",
+            "job delete",
+            "job inspect",
+            "dump job",
+            "restore job",
+        ] {
             assert_eq!(find(p), Some(CompleteKind::Jobs), "{p}");
         }
-        for p in ["checkpoint inspect", "checkpoint delete", "job checkpoint delete"] {
+        for p in [
+            "checkpoint inspect",
+            "checkpoint delete",
+            "job checkpoint delete",
+        ] {
             assert_eq!(find(p), Some(CompleteKind::Checkpoints), "{p}");
         }
         // `run process --jid` names a new job: nothing to complete.

@@ -85,7 +85,9 @@ impl Daemon for Service {
 
     async fn kill_job(&self, req: Request<proto::KillRequest>) -> Rpc<proto::KillResponse> {
         let req = req.into_inner();
-        let grace = req.timeout_s.map(|s| std::time::Duration::from_secs(s.into()));
+        let grace = req
+            .timeout_s
+            .map(|s| std::time::Duration::from_secs(s.into()));
         ok(self.jobs.kill(&req.jid, req.signal, grace).await?)
     }
 

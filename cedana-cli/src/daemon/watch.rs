@@ -154,7 +154,11 @@ impl JobManager {
         };
         answer.halted = self.halted_within(jid, grace).await;
         if !answer.halted && sig != Signal::SIGKILL {
-            tracing::info!(jid, pid = job.pid, "job still running after {grace:?}; sending SIGKILL");
+            tracing::info!(
+                jid,
+                pid = job.pid,
+                "job still running after {grace:?}; sending SIGKILL"
+            );
             signal_job(&job, Signal::SIGKILL)?;
             answer.escalated = true;
             answer.halted = self.halted_within(jid, KILL_WAIT).await;

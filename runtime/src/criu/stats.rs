@@ -173,7 +173,10 @@ pub fn record_dump_stats(
 /// dump's that the checkpoint recorded.
 pub fn add_restore_stats(metadata: &mut Metadata, work_dir: &Path) {
     if let Some(restore) = read(work_dir, RESTORE_STATS_FILE).and_then(|s| s.restore) {
-        metadata.criu_stats.get_or_insert_with(Default::default).restore = Some(restore);
+        metadata
+            .criu_stats
+            .get_or_insert_with(Default::default)
+            .restore = Some(restore);
     }
 }
 
