@@ -3,12 +3,17 @@
 
 CARGO ?= cargo
 PREFIX ?= /usr/local
+# `make build`/`make test` use the debug profile (fast to compile); `make install` always
+# installs release binaries (the debug `cedana` is ~150 MB and much slower).
 PROFILE ?= debug
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
-BIN_DIR := target/$(PROFILE)
+CARGO_TARGET_DIR ?= target
+RELEASE_DIR := $(CARGO_TARGET_DIR)/release
 BINARIES := cedana cedana-runc cedana-criu-relay containerd-shim-cedana-v2
+# systemd unit dir: $(PREFIX)/lib/systemd/system (the admin's /etc/systemd/system wins).
+SYSTEMD_DIR ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: all deps build install test lint demo bench clean
+.PHONY: all deps build build-release install test lint demo bench clean
 
 all: build
 
@@ -20,10 +25,18 @@ deps:
 build:
 	$(CARGO) build --workspace --bins --locked $(CARGO_PROFILE_FLAG)
 
-## install: install the binaries into $(PREFIX)/bin
-install: build
+## build-release: build every binary of the workspace, optimized
+build-release:
+	$(CARGO) build --workspace --bins --locked --release
+
+## install: release binaries into $(PREFIX)/bin, the systemd unit into $(SYSTEMD_DIR)
+##   (not enabled or started: `systemctl daemon-reload && systemctl enable --now cedana`)
+install: build-release
 	install -d $(DESTDIR)$(PREFIX)/bin
-	for b in $(BINARIES); do install -m 0755 $(BIN_DIR)/$$b $(DESTDIR)$(PREFIX)/bin/; done
+	for b in $(BINARIES); do install -m 0755 $(RELEASE_DIR)/$$b $(DESTDIR)$(PREFIX)/bin/; done
+	install -d $(DESTDIR)$(SYSTEMD_DIR)
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' deploy/systemd/cedana.service > $(DESTDIR)$(SYSTEMD_DIR)/cedana.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_DIR)/cedana.service
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -42,8 +55,7 @@ demo: deps build
 ## bench: release build, then every benchmark under bench/ (results in bench/results/):
 ##   checkpoint/restore vs the stock tools (processes and runc containers), cedana-runc
 ##   pass-through overhead vs runc
-bench: deps
-	$(CARGO) build --workspace --bins --locked --release
+bench: deps build-release
 	for s in bench/*.sh; do BIN=target/release bash "$$s" || exit 1; done
 
 clean:

@@ -1,12 +1,10 @@
 //! `cedana`: parse the command line, dispatch, print the error chain, exit.
 
-use clap::Parser;
-
 use cedana_cli::cli::{Cli, Command, DaemonCmd};
 use cedana_cli::commands;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     if !matches!(cli.command, Command::Daemon(DaemonCmd::Start)) {
         // Like other Unix tools, end quietly when the reader of our output goes away
         // (`cedana ps | head`). The daemon keeps Rust's default (ignored) instead.

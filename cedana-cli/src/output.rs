@@ -82,6 +82,37 @@ pub fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// CRIU's statistics as `--print-stats` shows them: times in ms, sizes in bytes too.
+pub fn criu_stats_text(stats: &cedana_runtime::image::metadata::CriuStats) -> String {
+    // CRIU counts pages of the host's page size.
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u64::try_from(p).ok())
+        .unwrap_or(4096);
+    let ms = |us: u64| format!("{:.1} ms", us as f64 / 1000.0);
+    let pages = |n: u64| format!("{n} ({})", human_bytes(n.saturating_mul(page)));
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<22} {v}\n"));
+    if let Some(d) = &stats.dump {
+        line("frozen time", ms(d.frozen_time_us));
+        line("freezing time", ms(d.freezing_time_us));
+        line("memory dump time", ms(d.memdump_time_us));
+        line("memory write time", ms(d.memwrite_time_us));
+        line("pages scanned", pages(d.pages_scanned));
+        line("pages skipped (parent)", pages(d.pages_skipped_parent));
+        line("pages written", pages(d.pages_written));
+    }
+    if let Some(r) = &stats.restore {
+        line("restore time", ms(r.restore_time_us));
+        line("forking time", ms(r.forking_time_us));
+        line("pages restored", pages(r.pages_restored));
+        line("pages compared", pages(r.pages_compared));
+        line("pages skipped (COW)", pages(r.pages_skipped_cow));
+    }
+    format!("CRIU statistics:\n{out}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

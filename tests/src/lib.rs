@@ -452,6 +452,11 @@ impl Env {
         });
     }
 
+    /// The running daemon's PID.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        self.daemon.as_ref().map(|c| c.id() as i32)
+    }
+
     /// Stops the daemon (SIGTERM, then SIGKILL) and waits for it.
     pub fn stop_daemon(&mut self) {
         if let Some(mut c) = self.daemon.take() {

@@ -12,7 +12,7 @@ pub enum JobCmd {
         /// The job.
         jid: String,
     },
-    /// Send a signal to a job.
+    /// Stop a job: send a signal (TERM), then KILL if it is still running after --timeout.
     Kill(KillArgs),
     /// Forget a job (refuses a running job unless --force).
     Delete {
@@ -37,9 +37,12 @@ pub enum JobCmd {
 pub struct KillArgs {
     /// The job.
     pub jid: String,
-    /// Signal name (TERM, SIGKILL) or number.
+    /// The first signal: name (TERM, SIGKILL) or number.
     #[arg(long, short, default_value = "TERM")]
     pub signal: String,
+    /// Seconds to wait for the job to halt before sending KILL (0: KILL right away).
+    #[arg(long, short, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: u32,
 }
 
 /// `cedana checkpoint ...` and `cedana job checkpoint ...`.

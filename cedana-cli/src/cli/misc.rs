@@ -10,6 +10,12 @@ pub enum DaemonCmd {
     Start,
     /// Ask the running daemon for its host's health checks.
     Check,
+    /// Ask the running daemon to stop gracefully (jobs keep running) and wait for it.
+    Stop {
+        /// How long to wait for the daemon to be gone, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 /// `cedana plugin ...`.
@@ -19,6 +25,15 @@ pub enum PluginCmd {
     Features,
     /// Plugin names.
     List,
+}
+
+/// `cedana __complete KIND`: the words a completion script offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompleteKind {
+    /// Job ids of the running daemon.
+    Jobs,
+    /// Checkpoint ids of the running daemon.
+    Checkpoints,
 }
 
 /// `cedana completion SHELL`.

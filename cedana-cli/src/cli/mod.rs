@@ -9,10 +9,10 @@ mod tests;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
-pub use misc::{CompletionArgs, DaemonCmd, PluginCmd};
+pub use misc::{CompleteKind, CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
     ContainerdArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd, RestoreArgs,
     RestoreCmd, RunArgs, RunCmd, RunRuncArgs,
@@ -37,7 +37,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
     /// Override a config key (repeatable), e.g. --set checkpoint.compression=zstd.
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    // Not `global`: clap replaces a global's earlier values with those given after the
+    // subcommand, so `Cli::command_with_set` adds `--set` to every subcommand itself and
+    // `Cli::try_parse_args` gathers the values of all levels.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub set: Vec<(String, String)>,
     /// Daemon socket path (shortcut for --set address=PATH).
     #[arg(long, global = true, value_name = "PATH")]
@@ -55,6 +58,60 @@ impl GlobalArgs {
             all.push(("address".into(), addr.to_string_lossy().into_owned()));
         }
         all
+    }
+}
+
+/// The id of the `--set` copy that every subcommand carries.
+const SET_BELOW: &str = "set_below";
+
+/// `--set` as a subcommand takes it (same flag, its own id so levels do not collide).
+fn set_below_arg() -> clap::Arg {
+    clap::Arg::new(SET_BELOW)
+        .long("set")
+        .value_name("KEY=VALUE")
+        .help("Override a config key (repeatable), e.g. --set checkpoint.compression=zstd.")
+        .action(clap::ArgAction::Append)
+        .value_parser(parse_key_value)
+}
+
+/// Adds `--set` to `cmd`'s subcommands, recursively.
+fn add_set_below(cmd: clap::Command) -> clap::Command {
+    cmd.mut_subcommands(|sub| add_set_below(sub.arg(set_below_arg())))
+}
+
+/// The `--set` values given below the top level, outermost first.
+fn set_below_values(matches: &ArgMatches, out: &mut Vec<(String, String)>) {
+    let Some((_, sub)) = matches.subcommand() else {
+        return;
+    };
+    if let Ok(Some(values)) = sub.try_get_many::<(String, String)>(SET_BELOW) {
+        out.extend(values.cloned());
+    }
+    set_below_values(sub, out);
+}
+
+impl Cli {
+    /// The clap command, with `--set` accepted after every subcommand too.
+    pub fn command_with_set() -> clap::Command {
+        add_set_below(Cli::command())
+    }
+
+    /// Parses a command line; `--set` values accumulate in the order given, wherever
+    /// they appear (before or after the subcommand).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command_with_set().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        set_below_values(&matches, &mut cli.global.set);
+        Ok(cli)
+    }
+
+    /// Parses this process's arguments, exiting with clap's message on an error.
+    pub fn parse_args() -> Cli {
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
     }
 }
 
@@ -116,6 +173,13 @@ pub enum Command {
     Plugin(PluginCmd),
     /// Print a shell completion script.
     Completion(CompletionArgs),
-    /// Print the version (and CRIU's).
+    /// Print the version of this client, of CRIU, and of the daemon if one answers.
     Version,
+    /// Print job or checkpoint ids, one a line, for the completion scripts.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// What to list.
+        #[arg(value_enum)]
+        kind: CompleteKind,
+    },
 }

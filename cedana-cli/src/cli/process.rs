@@ -92,7 +92,8 @@ pub struct CriuFlagArgs {
     /// Checkpoint/restore established TCP connections.
     #[arg(long)]
     pub tcp_established: bool,
-    /// Restore TCP connections as closed.
+    /// Bring established TCP connections back closed (dump: skip their state and record
+    /// this for restore).
     #[arg(long)]
     pub tcp_close: bool,
     /// Checkpoint/restore file locks.
@@ -128,6 +129,9 @@ pub struct DumpArgs {
     /// or lz4 with --compression lz4): no uncompressed copy is written.
     #[arg(long, value_name = "N")]
     pub streams: Option<u32>,
+    /// Print CRIU's figures of the dump (frozen time, pages scanned and written).
+    #[arg(long)]
+    pub print_stats: bool,
     /// CRIU options.
     #[command(flatten)]
     pub flags: CriuFlagArgs,
@@ -216,6 +220,9 @@ pub struct RestoreArgs {
     /// Follow the restored job's output until it exits, and exit with its exit code.
     #[arg(long)]
     pub attach: bool,
+    /// Print CRIU's figures of the dump and of this restore (times, pages).
+    #[arg(long)]
+    pub print_stats: bool,
 }
 
 /// `cedana restore ...`.

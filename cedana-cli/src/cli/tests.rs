@@ -22,7 +22,7 @@ fn sub<'a>(cmd: &'a clap::Command, name: &str) -> &'a clap::Command {
 }
 
 fn parse(args: &[&str]) -> Cli {
-    Cli::try_parse_from(std::iter::once("cedana").chain(args.iter().copied()))
+    Cli::try_parse_args(std::iter::once("cedana").chain(args.iter().copied()))
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
@@ -33,6 +33,7 @@ fn subcommand_names() {
     assert_eq!(
         names(&cli),
         [
+            "__complete",
             "check",
             "checkpoint",
             "checkpoints",
@@ -52,7 +53,7 @@ fn subcommand_names() {
             "version"
         ]
     );
-    assert_eq!(names(sub(&cli, "daemon")), ["check", "start"]);
+    assert_eq!(names(sub(&cli, "daemon")), ["check", "start", "stop"]);
     assert_eq!(
         names(sub(&cli, "dump")),
         ["containerd", "job", "process", "runc"]
@@ -74,6 +75,20 @@ fn subcommand_names() {
         ["delete", "inspect", "list"]
     );
     assert_eq!(names(sub(&cli, "plugin")), ["features", "list"]);
+}
+
+#[test]
+fn job_kill_has_a_grace_period() {
+    let Command::Job(JobCmd::Kill(k)) = parse(&["job", "kill", "j1"]).command else {
+        panic!("not job kill");
+    };
+    assert_eq!((k.signal.as_str(), k.timeout), ("TERM", 10));
+    let Command::Job(JobCmd::Kill(k)) =
+        parse(&["job", "kill", "j1", "--signal", "INT", "--timeout", "3"]).command
+    else {
+        panic!("not job kill");
+    };
+    assert_eq!((k.signal.as_str(), k.timeout), ("INT", 3));
 }
 
 #[test]
@@ -113,7 +128,25 @@ fn global_flags() {
             ("address".into(), "/tmp/c.sock".into())
         ]
     );
-    assert!(Cli::try_parse_from(["cedana", "ps", "--set", "novalue"]).is_err());
+    assert!(Cli::try_parse_args(["cedana", "ps", "--set", "novalue"]).is_err());
+}
+
+/// clap drops a global's earlier values when it is given again after the subcommand;
+/// every `--set` must count, in the order given, so the last one of a key wins.
+#[test]
+fn repeated_set_accumulates_across_subcommands() {
+    let cli = parse(&[
+        "--set", "a=1", "--set", "b=2", "dump", "--set", "c=3", "process", "42", "--set", "d=4",
+        "--set", "a=5",
+    ]);
+    let keys: Vec<_> = cli
+        .global
+        .overrides()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(keys, ["a=1", "b=2", "c=3", "d=4", "a=5"]);
+    Cli::command_with_set().debug_assert();
 }
 
 #[test]

@@ -2,12 +2,13 @@
 //! `--no-server`. Both build the same proto request, so a flag means the same either way.
 
 use cedana_runtime::engine::Engine;
+use cedana_runtime::image::metadata::Metadata;
 
 use super::{absolute, Ctx};
 use crate::cli::{CriuFlagArgs, DumpArgs, DumpCmd};
 use crate::client::status_error;
 use crate::daemon::convert;
-use crate::output::{human_bytes, print_json};
+use crate::output::{criu_stats_text, human_bytes, print_json};
 use crate::progress::with_spinner;
 use crate::proto::{self, target::Target};
 
@@ -42,8 +43,19 @@ pub fn dump_request(target: Target, args: &DumpArgs) -> proto::DumpRequest {
     }
 }
 
+/// The dump options of any dump subcommand.
+fn dump_args(cmd: &DumpCmd) -> &DumpArgs {
+    match cmd {
+        DumpCmd::Process { args, .. }
+        | DumpCmd::Job { args, .. }
+        | DumpCmd::Runc { args, .. }
+        | DumpCmd::Containerd { args, .. } => args,
+    }
+}
+
 /// Runs `dump`.
 pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
+    let print_stats = dump_args(&cmd).print_stats;
     let (req, no_server) = match &cmd {
         DumpCmd::Process {
             pid,
@@ -116,6 +128,8 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             .into_inner()
     };
     let ck = resp.checkpoint.unwrap_or_default();
+    let metadata: Option<Metadata> = serde_json::from_str(&ck.metadata_json).ok();
+    let stats = metadata.and_then(|m| m.criu_stats);
     if ctx.json {
         print_json(&serde_json::json!({
             "id": (!ck.id.is_empty()).then_some(&ck.id),
@@ -140,6 +154,12 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             ck.compression,
             resp.duration_ms
         );
+        if print_stats {
+            match &stats {
+                Some(s) => print!("{}", criu_stats_text(s)),
+                None => println!("CRIU wrote no statistics for this dump"),
+            }
+        }
     }
     Ok(0)
 }

@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 
 use super::{checkpoints, Ctx};
 use crate::cli::KillArgs;
-use crate::client::{status_error, Client};
+use crate::client::{quick, status_error, Client};
 use crate::output::{or_dash, print_json, Table};
 use crate::proto::{self, Empty};
 
@@ -53,11 +53,8 @@ pub fn jobs_table(jobs: &[proto::Job]) -> Table {
 /// `cedana ps`.
 pub async fn list(ctx: &Ctx) -> anyhow::Result<i32> {
     let mut client = ctx.client().await?;
-    let jobs = client
-        .list_jobs(Empty {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
+    let jobs = quick(&ctx.config.address, client.list_jobs(Empty {}))
+        .await?
         .jobs;
     if ctx.json {
         print_json(&serde_json::Value::Array(
@@ -132,21 +129,38 @@ pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
     }
 }
 
-/// `cedana job kill JID [--signal S]`.
+/// `cedana job kill JID [--signal S] [--timeout SECONDS]`.
 pub async fn kill(ctx: &Ctx, args: &KillArgs) -> anyhow::Result<i32> {
     let signal = parse_signal(&args.signal)?;
     let mut client = ctx.client().await?;
-    client
+    let answer = client
         .kill_job(proto::KillRequest {
             jid: args.jid.clone(),
             signal,
+            timeout_s: Some(args.timeout),
         })
         .await
-        .map_err(status_error)?;
-    if !ctx.json {
-        println!("sent signal {signal} to job {}", args.jid);
+        .map_err(status_error)?
+        .into_inner();
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "jid": args.jid, "signal": signal, "halted": answer.halted,
+            "escalated": answer.escalated,
+        }));
+    } else {
+        println!("{}", kill_summary(&args.jid, signal, args.timeout, &answer));
     }
-    Ok(0)
+    Ok(if answer.halted { 0 } else { 1 })
+}
+
+/// What `job kill` did, in one line.
+pub fn kill_summary(jid: &str, signal: i32, timeout: u32, answer: &proto::KillResponse) -> String {
+    match (answer.halted, answer.escalated) {
+        (true, false) => format!("job {jid} halted after signal {signal}"),
+        (true, true) => format!("job {jid} ignored signal {signal} for {timeout} s; halted by SIGKILL"),
+        (false, true) => format!("sent signal {signal}, then SIGKILL after {timeout} s, but job {jid} has not halted yet"),
+        (false, false) => format!("sent signal {signal} to job {jid}, but it has not halted yet"),
+    }
 }
 
 /// `cedana job delete JID [--force]`.

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod checkpoints;
+pub mod complete;
 pub mod completion;
 pub mod daemon;
 pub mod dump;
@@ -59,7 +60,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run(ctx, cli.command))
+    let code = rt.block_on(run(ctx, cli.command));
+    // Don't wait for blocking tasks: the daemon's job reapers sit in waitpid() for as
+    // long as their jobs live, and jobs outlive the daemon.
+    rt.shutdown_background();
+    code
 }
 
 async fn run(ctx: Ctx, command: Command) -> anyhow::Result<i32> {
@@ -85,6 +90,7 @@ async fn run(ctx: Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Features | Command::Plugin(PluginCmd::Features) => features::features(&ctx),
         Command::Plugin(PluginCmd::List) => features::list(&ctx),
         Command::Completion(args) => completion::run(args.shell),
-        Command::Version => version::run(&ctx),
+        Command::Version => version::run(&ctx).await,
+        Command::Complete { kind } => complete::run(&ctx, kind).await,
     }
 }

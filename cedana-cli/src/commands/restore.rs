@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use cedana_runtime::engine::Engine;
+use cedana_runtime::image::metadata::CriuStats;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
@@ -12,7 +13,7 @@ use super::{absolute, jobs, Ctx};
 use crate::cli::{RestoreArgs, RestoreCmd};
 use crate::client::status_error;
 use crate::daemon::{convert, watch};
-use crate::output::print_json;
+use crate::output::{criu_stats_text, print_json};
 use crate::progress::with_spinner;
 use crate::proto;
 
@@ -89,19 +90,25 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
         }
     };
     if no_server {
-        return restore_here(ctx, &req, args.attach).await;
+        return restore_here(ctx, &req, args.attach, args.print_stats).await;
     }
     let mut client = ctx.client().await?;
     let resp = with_spinner("restoring", client.restore(req))
         .await
         .map_err(status_error)?
         .into_inner();
+    let stats: Option<CriuStats> = resp
+        .criu_stats_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
     if ctx.json {
         print_json(&serde_json::json!({
             "pid": resp.pid, "jid": resp.jid, "path": resp.path, "duration_ms": resp.duration_ms,
+            "criu_stats": stats,
         }));
     } else {
         println!("{} (job {}, {} ms)", resp.pid, resp.jid, resp.duration_ms);
+        print_stats_if(args.print_stats, stats.as_ref());
     }
     if args.attach {
         return jobs::follow(&mut client, &resp.jid).await;
@@ -111,7 +118,12 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
 
 /// `--no-server`: the engine runs here and this process is the restored tree's parent;
 /// without --attach it is left to init when we exit.
-async fn restore_here(ctx: &Ctx, req: &proto::RestoreRequest, attach: bool) -> anyhow::Result<i32> {
+async fn restore_here(
+    ctx: &Ctx,
+    req: &proto::RestoreRequest,
+    attach: bool,
+    print_stats: bool,
+) -> anyhow::Result<i32> {
     let path = req.path.clone().unwrap_or_default().into();
     let engine = Engine::new(ctx.config.clone());
     let resp = with_spinner(
@@ -124,9 +136,13 @@ async fn restore_here(ctx: &Ctx, req: &proto::RestoreRequest, attach: bool) -> a
         return Ok(code);
     }
     if ctx.json {
-        print_json(&serde_json::json!({ "pid": resp.pid, "duration_ms": resp.duration_ms }));
+        print_json(&serde_json::json!({
+            "pid": resp.pid, "duration_ms": resp.duration_ms,
+            "criu_stats": resp.metadata.criu_stats,
+        }));
     } else {
         println!("{} ({} ms)", resp.pid, resp.duration_ms);
+        print_stats_if(print_stats, resp.metadata.criu_stats.as_ref());
     }
     if !attach || req.runc.is_some() || req.containerd.is_some() {
         return Ok(0);
@@ -134,4 +150,15 @@ async fn restore_here(ctx: &Ctx, req: &proto::RestoreRequest, attach: bool) -> a
     let pid = resp.pid;
     let status = tokio::task::spawn_blocking(move || waitpid(Pid::from_raw(pid), None)).await??;
     Ok(watch::exit_code(status).unwrap_or(0))
+}
+
+/// `--print-stats`: CRIU's figures, or why there are none.
+fn print_stats_if(wanted: bool, stats: Option<&CriuStats>) {
+    if !wanted {
+        return;
+    }
+    match stats {
+        Some(s) => print!("{}", criu_stats_text(s)),
+        None => println!("CRIU wrote no statistics for this restore"),
+    }
 }

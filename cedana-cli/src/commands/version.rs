@@ -1,25 +1,45 @@
-//! `cedana version`: this build's version and CRIU's, if CRIU is found.
+//! `cedana version`: this client's version and CRIU's, and the daemon's when one
+//! answers (like `docker version`: client and server).
 
 use cedana_runtime::criu::Criu;
 
 use super::Ctx;
+use crate::client::quick;
 use crate::output::print_json;
+use crate::proto::{Empty, VersionInfo};
 
-/// Prints the versions.
-pub fn run(ctx: &Ctx) -> anyhow::Result<i32> {
+/// Prints the versions; a daemon that cannot be reached is reported, not an error.
+pub async fn run(ctx: &Ctx) -> anyhow::Result<i32> {
     let criu = Criu::locate(&ctx.config.criu.binary_path).and_then(|c| c.version());
-    let criu_text = match &criu {
-        Ok(v) => v.to_string(),
-        Err(e) => format!("not available ({e})"),
-    };
+    let daemon = daemon_version(ctx).await;
     if ctx.json {
         print_json(&serde_json::json!({
             "cedana": env!("CARGO_PKG_VERSION"),
             "criu": criu.as_ref().ok().map(|v| v.to_string()),
+            "daemon": daemon.as_ref().ok().map(|d| serde_json::json!({
+                "version": d.version, "criu": d.criu,
+            })),
         }));
-    } else {
-        println!("cedana {}", env!("CARGO_PKG_VERSION"));
-        println!("criu {criu_text}");
+        return Ok(0);
+    }
+    println!("Client:");
+    println!("  cedana  {}", env!("CARGO_PKG_VERSION"));
+    match &criu {
+        Ok(v) => println!("  criu    {v}"),
+        Err(e) => println!("  criu    not available ({e})"),
+    }
+    println!("Daemon ({}):", ctx.config.address.display());
+    match &daemon {
+        Ok(d) => {
+            println!("  cedana  {}", d.version);
+            println!("  criu    {}", d.criu.as_deref().unwrap_or("not available"));
+        }
+        Err(e) => println!("  not reachable: {e:#}"),
     }
     Ok(0)
+}
+
+async fn daemon_version(ctx: &Ctx) -> anyhow::Result<VersionInfo> {
+    let mut client = ctx.client().await?;
+    quick(&ctx.config.address, client.version(Empty {})).await
 }

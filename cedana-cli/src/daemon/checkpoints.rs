@@ -117,6 +117,7 @@ impl JobManager {
                 pid: resp.pid,
                 jid: String::new(),
                 duration_ms: resp.duration_ms,
+                criu_stats_json: convert::criu_stats_json(&resp.metadata),
                 path,
             });
         }
@@ -135,6 +136,7 @@ impl JobManager {
                 pid: resp.pid,
                 jid: String::new(),
                 duration_ms: resp.duration_ms,
+                criu_stats_json: convert::criu_stats_json(&resp.metadata),
                 path,
             });
         }
@@ -209,6 +211,7 @@ impl JobManager {
             pid,
             jid,
             duration_ms: resp.duration_ms,
+            criu_stats_json: convert::criu_stats_json(&resp.metadata),
             path: path.display().to_string(),
         })
     }
@@ -279,6 +282,7 @@ impl JobManager {
             pid,
             jid: job.jid.clone(),
             duration_ms: resp.duration_ms,
+            criu_stats_json: convert::criu_stats_json(&resp.metadata),
             path: path.display().to_string(),
         })
     }

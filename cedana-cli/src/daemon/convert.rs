@@ -169,3 +169,10 @@ pub fn health_name(h: Health) -> &'static str {
         Health::Fail => "fail",
     }
 }
+
+/// CRIU's statistics in a checkpoint's metadata, as JSON for the API.
+pub fn criu_stats_json(m: &cedana_runtime::image::metadata::Metadata) -> Option<String> {
+    m.criu_stats
+        .as_ref()
+        .and_then(|s| serde_json::to_string(s).ok())
+}

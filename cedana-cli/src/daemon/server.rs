@@ -1,6 +1,6 @@
 //! The daemon's server: claims the socket (refusing to start twice), binds it so only
 //! root (or `socket_group`) can connect, checks each caller's SO_PEERCRED, and serves
-//! the gRPC service until SIGINT/SIGTERM.
+//! the gRPC service until SIGINT/SIGTERM or the Stop RPC.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -27,7 +27,7 @@ const MODE_ROOT_ONLY: u32 = 0o600;
 /// Socket mode with `socket_group`: root and the group.
 const MODE_GROUP: u32 = 0o660;
 
-/// Runs the daemon until SIGINT or SIGTERM.
+/// Runs the daemon until SIGINT, SIGTERM or the Stop RPC.
 // tonic's interceptor signature fixes the error type to `Status`.
 #[allow(clippy::result_large_err)]
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -59,6 +59,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(socket = %socket.display(), "cedana daemon listening");
     let svc = DaemonServer::with_interceptor(Service::new(jobs), move |req| authorize(req, gid));
     let served = tonic::transport::Server::builder()
+        .layer(super::request_log::LogFailuresLayer)
         .add_service(svc)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await;
@@ -165,6 +166,7 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = super::lifecycle::stop_requested() => {}
     }
     tracing::info!("shutting down");
 }

@@ -83,10 +83,12 @@ impl Daemon for Service {
         ok(self.jobs.job_proto(&job)?)
     }
 
-    async fn kill_job(&self, req: Request<proto::KillRequest>) -> Rpc<Empty> {
+    async fn kill_job(&self, req: Request<proto::KillRequest>) -> Rpc<proto::KillResponse> {
         let req = req.into_inner();
-        self.jobs.kill(&req.jid, req.signal)?;
-        ok(Empty {})
+        let grace = req
+            .timeout_s
+            .map(|s| std::time::Duration::from_secs(s.into()));
+        ok(self.jobs.kill(&req.jid, req.signal, grace).await?)
     }
 
     async fn delete_job(&self, req: Request<proto::DeleteJobRequest>) -> Rpc<Empty> {
@@ -153,5 +155,14 @@ impl Daemon for Service {
         ok(proto::HealthReport {
             checks: checks.iter().map(convert::health_check).collect(),
         })
+    }
+
+    async fn version(&self, _req: Request<Empty>) -> Rpc<proto::VersionInfo> {
+        ok(super::lifecycle::version(&self.jobs.engine).await)
+    }
+
+    async fn stop(&self, _req: Request<Empty>) -> Rpc<Empty> {
+        super::lifecycle::request_stop();
+        ok(Empty {})
     }
 }

@@ -17,6 +17,10 @@ use super::store::{JobRecord, Store, FROZEN, HALTED, RUNNING};
 /// How often a poller looks at a process that is not our child.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long `kill` waits for the halt after SIGKILL (a poller sees it within
+/// `POLL_INTERVAL`; the rest is slack for a loaded host).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// Exit code as a shell reports it: the status, or 128 + the signal number.
 pub fn exit_code(status: WaitStatus) -> Option<i32> {
     match status {
@@ -126,8 +130,15 @@ impl JobManager {
         });
     }
 
-    /// Sends a signal to a job's process (its whole group when it leads one).
-    pub fn kill(&self, jid: &str, signal: i32) -> Result<()> {
+    /// Sends a signal to a job's process (its whole group when it leads one). With a
+    /// grace period, SIGKILL follows if the job has not halted by then, as `docker stop`
+    /// and `runc kill` users do: a shell as a container's PID 1 ignores SIGTERM.
+    pub async fn kill(
+        &self,
+        jid: &str,
+        signal: i32,
+        grace: Option<Duration>,
+    ) -> Result<crate::proto::KillResponse> {
         let job = self.live_job(jid)?;
         let sig = Signal::try_from(signal)
             .map_err(|_| DaemonError::InvalidArgument(format!("unknown signal number {signal}")))?;
@@ -137,7 +148,37 @@ impl JobManager {
             signal_job(&job, Signal::SIGCONT)?;
             self.store.set_state(jid, RUNNING, None)?;
         }
-        Ok(())
+        let mut answer = crate::proto::KillResponse::default();
+        let Some(grace) = grace else {
+            return Ok(answer);
+        };
+        answer.halted = self.halted_within(jid, grace).await;
+        if !answer.halted && sig != Signal::SIGKILL {
+            tracing::info!(
+                jid,
+                pid = job.pid,
+                "job still running after {grace:?}; sending SIGKILL"
+            );
+            signal_job(&job, Signal::SIGKILL)?;
+            answer.escalated = true;
+            answer.halted = self.halted_within(jid, KILL_WAIT).await;
+        }
+        Ok(answer)
+    }
+
+    /// Waits up to `limit` for the job to be recorded halted (or forgotten).
+    async fn halted_within(&self, jid: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.store.get_job(jid) {
+                Ok(Some(j)) if j.state != HALTED => {}
+                _ => return true,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Forgets a job; a live one only with `force`, which kills it first.

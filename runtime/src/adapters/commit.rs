@@ -84,6 +84,15 @@ impl Committer {
             .take()
     }
 
+    /// Amends the metadata of the response of a commit already made, for what CRIU
+    /// writes only after the commit (its statistics); the sealed checkpoint is unchanged.
+    pub fn amend_response(&self, amend: impl FnOnce(&mut Metadata)) {
+        let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(resp) = committed.as_mut() {
+            amend(&mut resp.metadata);
+        }
+    }
+
     /// Removes a committed checkpoint again: CRIU failed after the commit, so the tree runs
     /// on and the operation reports a failure; no checkpoint of a failed dump is kept.
     pub fn undo(&self) {

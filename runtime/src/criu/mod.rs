@@ -21,6 +21,7 @@ pub mod options;
 mod packet;
 pub mod relay;
 pub mod rpc;
+pub mod stats;
 mod swrk;
 
 use std::ffi::OsString;

@@ -176,6 +176,8 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         dumped
     })
     .await?;
+    let work = ctx.work_dir.as_deref().unwrap_or(&ctx.images_dir);
+    crate::criu::stats::record_dump_stats(work, ctx.committer.as_ref(), &mut metadata);
     metadata
         .timings_ms
         .insert("criu_dump".into(), t.elapsed().as_millis() as u64);

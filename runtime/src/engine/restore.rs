@@ -66,6 +66,7 @@ pub fn chain() -> Chain<RestoreCtx, RestoreResponse> {
 async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let criu = ctx.env.criu()?;
     let (images_dir, work_dir, opts) = (ctx.images_dir, ctx.work_dir, ctx.opts);
+    let stats_dir = work_dir.clone();
     let t = Instant::now();
     let pid = blocking(move || {
         if images_dir.join(streamer::INDEX_FILE).is_file() {
@@ -83,6 +84,7 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     })
     .await?;
     let mut metadata = ctx.metadata;
+    crate::criu::stats::add_restore_stats(&mut metadata, &stats_dir);
     metadata
         .timings_ms
         .insert("criu_restore".into(), t.elapsed().as_millis() as u64);

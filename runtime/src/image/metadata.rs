@@ -58,6 +58,57 @@ pub struct Sizes {
     pub archive_bytes: Option<u64>,
 }
 
+/// CRIU's statistics of one dump or restore (its `stats-dump` / `stats-restore`).
+/// Times are microseconds, as CRIU counts them; pages are 4 KiB pages on x86.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CriuStats {
+    /// The dump's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dump: Option<DumpStats>,
+    /// The restore's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStats>,
+}
+
+/// CRIU's `dump_stats_entry`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DumpStats {
+    /// Time spent freezing the tree.
+    pub freezing_time_us: u64,
+    /// Time the tree stayed frozen (what the application felt).
+    pub frozen_time_us: u64,
+    /// Time spent collecting memory.
+    pub memdump_time_us: u64,
+    /// Time spent writing memory out.
+    pub memwrite_time_us: u64,
+    /// Pages looked at.
+    pub pages_scanned: u64,
+    /// Pages left out because a parent image had them.
+    pub pages_skipped_parent: u64,
+    /// Pages written.
+    pub pages_written: u64,
+    /// Pages left for lazy restore.
+    pub pages_lazy: u64,
+}
+
+/// CRIU's `restore_stats_entry`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestoreStats {
+    /// Pages compared with the parent's.
+    pub pages_compared: u64,
+    /// Pages skipped as copy-on-write shared.
+    pub pages_skipped_cow: u64,
+    /// Time spent forking the tree.
+    pub forking_time_us: u64,
+    /// Time the whole restore took.
+    pub restore_time_us: u64,
+    /// Pages restored.
+    pub pages_restored: u64,
+}
+
 /// Contents of `metadata.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -84,6 +135,9 @@ pub struct Metadata {
     pub sizes: Sizes,
     /// Every file of the checkpoint except metadata.json, by relative path.
     pub files: BTreeMap<String, FileDigest>,
+    /// CRIU's own figures of the dump (`stats-dump`), when CRIU wrote them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criu_stats: Option<CriuStats>,
     /// The container, for container checkpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerMeta>,

@@ -36,11 +36,8 @@ fn kernel_features(criu: &Criu) -> Vec<HealthCheck> {
                     )
                 }
             };
-            out.push(line(
-                "kernel: memory tracking",
-                f.mem_track,
-                "pre-dump / incremental checkpoints cannot work (CONFIG_MEM_SOFT_DIRTY)",
-            ));
+            // Memory tracking (soft-dirty bits) only serves incremental dumps, which
+            // cedana does not offer: a warning about it would be noise.
             out.push(line(
                 "kernel: lazy pages",
                 f.lazy_pages,
@@ -50,6 +47,22 @@ fn kernel_features(criu: &Criu) -> Vec<HealthCheck> {
         Err(e) => out.push(check("kernel features", Health::Warn, e.to_string(), None)),
     }
     out
+}
+
+/// What a failed `criu check` means: as non-root it always fails, for want of
+/// privileges, whatever CRIU's version (the version check above covers old CRIUs).
+fn criu_check_failure(root: bool, output: &str) -> (String, &'static str) {
+    if !root {
+        return (
+            "needs root (CRIU checks kernel features that only root may use)".into(),
+            "run `cedana check` as root",
+        );
+    }
+    let last = output.lines().last().unwrap_or("failed").to_string();
+    (
+        last,
+        "run `criu check` as root for details: a kernel feature CRIU needs is missing",
+    )
 }
 
 impl Plugin for ProcessPlugin {
@@ -136,12 +149,10 @@ impl Plugin for ProcessPlugin {
         }
         match criu.check() {
             Ok(r) if r.ok => out.push(check("criu check", Health::Ok, "looks good", None)),
-            Ok(r) => out.push(check(
-                "criu check",
-                Health::Fail,
-                r.output.lines().last().unwrap_or("failed").to_string(),
-                Some("run `criu check` for details; bookworm's CRIU 3.17 fails on new kernels, use 4.1.1"),
-            )),
+            Ok(r) => {
+                let (detail, fix) = criu_check_failure(host::is_root(), &r.output);
+                out.push(check("criu check", Health::Fail, detail, Some(fix)));
+            }
             Err(e) => out.push(check("criu check", Health::Fail, e.to_string(), None)),
         }
         out.extend(kernel_features(&criu));
@@ -161,5 +172,20 @@ impl Plugin for ProcessPlugin {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn criu_check_as_non_root_says_needs_root_not_an_old_criu() {
+        let (detail, fix) = criu_check_failure(false, "Error (criu/cr-check.c): must be root");
+        assert!(detail.contains("needs root"), "{detail}");
+        assert!(!fix.contains("3.17") && !detail.contains("3.17"), "{fix}");
+        let (detail, fix) = criu_check_failure(true, "line\nLooks bad: no soft-dirty");
+        assert_eq!(detail, "Looks bad: no soft-dirty");
+        assert!(!fix.contains("3.17"), "{fix}");
     }
 }

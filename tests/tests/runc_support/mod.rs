@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 // The runc tests' counters are read with the same helper as the process tests'.
+#[allow(unused_imports)] // not every test file counts
 pub use cedana_e2e::next_after;
 use cedana_e2e::{bin, busybox_rootfs, e2e_enabled, skip, wait_for, which, Env, Run};
 

@@ -1,0 +1,193 @@
+//! The documented CLI paths: `daemon stop`, `version` with the daemon's version, client
+//! timeouts against a stopped daemon, failed requests in the daemon log, `check` as
+//! non-root, id completion, and `--print-stats`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cedana_e2e::*;
+use nix::sys::signal::{kill as send, Signal};
+use nix::unistd::Pid;
+
+fn job_state(env: &Env, jid: &str) -> Option<String> {
+    let v = env.cedana(&["--json", "ps"]).ok().json();
+    v.as_array()?
+        .iter()
+        .find(|j| j["jid"] == jid)
+        .and_then(|j| j["state"].as_str().map(str::to_string))
+}
+
+fn run_sleep_job(env: &Env, jid: &str) -> i64 {
+    let v = env
+        .cedana(&[
+            "--json", "run", "process", "--jid", jid, "--", "sleep", "1000",
+        ])
+        .ok()
+        .json();
+    v["pid"].as_i64().expect("pid")
+}
+
+/// `daemon stop` stops the daemon gracefully; its jobs keep running, and a new daemon
+/// finds them again. `version` shows the daemon's version while one answers.
+#[test]
+fn daemon_stop_and_version() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    env.start_daemon();
+    let v = env.cedana(&["--json", "version"]).ok().json();
+    assert_eq!(v["daemon"]["version"], v["cedana"], "{v}");
+    assert!(env.cedana(&["version"]).ok().stdout.contains("Daemon ("));
+
+    let pid = run_sleep_job(&env, "s1");
+    let daemon = env.daemon_pid().expect("daemon pid");
+    let out = env.cedana(&["daemon", "stop"]).ok();
+    assert!(out.stdout.contains("stopped"), "{}", out.stdout);
+    assert!(!env.socket().exists(), "the socket is removed");
+    wait_for("daemon process to exit", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for the test to reap it.
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+    assert!(pid_alive(pid as i32), "jobs outlive the daemon");
+    env.stop_daemon();
+
+    let v = env.cedana(&["--json", "version"]).ok().json();
+    assert!(v["daemon"].is_null(), "no daemon: {v}");
+    env.cedana(&["daemon", "stop"]).fails_with("not running");
+
+    env.start_daemon();
+    assert_eq!(job_state(&env, "s1").as_deref(), Some("running"));
+    env.cedana(&["job", "kill", "s1"]).ok();
+}
+
+/// A daemon that accepts connections but never answers (SIGSTOP) makes the client fail
+/// within its timeouts with a message saying so, instead of hanging.
+#[test]
+fn daemon_check_against_a_stopped_daemon_times_out() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    env.start_daemon();
+    let daemon = Pid::from_raw(env.daemon_pid().expect("daemon pid"));
+    send(daemon, Signal::SIGSTOP).expect("SIGSTOP");
+    let mut child = env
+        .cmd()
+        .args(["daemon", "check"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    let mut status = None;
+    while start.elapsed() < Duration::from_secs(45) {
+        if let Some(s) = child.try_wait().expect("wait") {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("output");
+    send(daemon, Signal::SIGCONT).expect("SIGCONT");
+    let status = status.unwrap_or_else(|| panic!("`daemon check` still hangs after 45 s"));
+    assert!(!status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not answer"), "{stderr}");
+}
+
+/// Every failed request is logged once by the daemon, with method, code and message.
+#[test]
+fn failed_requests_are_logged() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    env.start_daemon();
+    env.cedana(&["job", "inspect", "no-such-job"])
+        .fails_with("no such job");
+    let log = wait_for("the failure in the log", Duration::from_secs(5), || {
+        let log = env.daemon_log();
+        log.contains("request failed").then_some(log)
+    });
+    let line = log
+        .lines()
+        .find(|l| l.contains("request failed"))
+        .expect("line");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("/cedana.v1.Daemon/GetJob"), "{line}");
+    assert!(line.contains("NotFound"), "{line}");
+    assert!(line.contains("no such job: no-such-job"), "{line}");
+    assert_eq!(log.matches("request failed").count(), 1, "{log}");
+}
+
+/// As non-root, `cedana check` says root is needed, not that CRIU is too old, and no
+/// longer warns about pre-dump memory tracking.
+#[test]
+fn check_as_non_root_says_needs_root() {
+    if !e2e_enabled() {
+        return;
+    }
+    let Some(setpriv) = which("setpriv") else {
+        skip("setpriv not installed", "apt-get install util-linux");
+        return;
+    };
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("cedana"))
+        .arg("check")
+        .env("CEDANA_CONFIG_DIR", "/nonexistent")
+        .output()
+        .expect("run check as nobody");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("needs root"), "{stdout}");
+    assert!(!stdout.contains("3.17"), "{stdout}");
+    assert!(!stdout.contains("pre-dump"), "{stdout}");
+}
+
+/// `cedana __complete` lists the running daemon's job and checkpoint ids; dump and
+/// restore with `--print-stats` show CRIU's figures.
+#[test]
+fn completion_ids_and_print_stats() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    env.start_daemon();
+    run_sleep_job(&env, "c1");
+    run_sleep_job(&env, "c2");
+    let jobs = env.cedana(&["__complete", "jobs"]).ok().stdout;
+    let mut ids: Vec<&str> = jobs.lines().collect();
+    ids.sort();
+    assert_eq!(ids, ["c1", "c2"]);
+
+    let dir = env.checkpoints();
+    let dir_s = dir.to_str().expect("utf8");
+    let out = env
+        .cedana(&["dump", "job", "c1", "--dir", dir_s, "--print-stats"])
+        .ok();
+    assert!(out.stdout.contains("frozen time"), "{}", out.stdout);
+    assert!(out.stdout.contains("pages written"), "{}", out.stdout);
+    let cks = env.cedana(&["--json", "checkpoints"]).ok().json();
+    let id = cks[0]["id"].as_str().expect("checkpoint id").to_string();
+    let listed = env.cedana(&["__complete", "checkpoints"]).ok().stdout;
+    assert_eq!(listed.trim(), id);
+    let meta = env
+        .cedana(&["--json", "checkpoint", "inspect", &id])
+        .ok()
+        .json();
+    let written = meta["metadata"]["criu_stats"]["dump"]["pages_written"].as_u64();
+    assert!(written.is_some_and(|n| n > 0), "{meta}");
+
+    wait_for("c1 halted", Duration::from_secs(10), || {
+        (job_state(&env, "c1").as_deref() == Some("halted")).then_some(())
+    });
+    let out = env.cedana(&["restore", "job", "c1", "--print-stats"]).ok();
+    assert!(out.stdout.contains("restore time"), "{}", out.stdout);
+    assert!(out.stdout.contains("pages restored"), "{}", out.stdout);
+}
