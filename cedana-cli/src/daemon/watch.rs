@@ -10,6 +10,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{getpgid, Pid};
 
 use super::error::DaemonError;
+use super::identity::Caller;
 use super::jobs::{JobManager, Result};
 use super::procfs;
 use super::store::{JobRecord, Store, FROZEN, HALTED, RUNNING};
@@ -127,8 +128,8 @@ impl JobManager {
     }
 
     /// Sends a signal to a job's process (its whole group when it leads one).
-    pub fn kill(&self, jid: &str, signal: i32) -> Result<()> {
-        let job = self.live_job(jid)?;
+    pub fn kill(&self, caller: &Caller, jid: &str, signal: i32) -> Result<()> {
+        let job = self.live_job(caller, jid, "kill")?;
         let sig = Signal::try_from(signal)
             .map_err(|_| DaemonError::InvalidArgument(format!("unknown signal number {signal}")))?;
         signal_job(&job, sig)?;
@@ -141,8 +142,8 @@ impl JobManager {
     }
 
     /// Forgets a job; a live one only with `force`, which kills it first.
-    pub async fn delete(&self, jid: &str, force: bool) -> Result<()> {
-        let job = self.job(jid)?;
+    pub async fn delete(&self, caller: &Caller, jid: &str, force: bool) -> Result<()> {
+        let job = self.owned_job(caller, jid, "delete")?;
         if job.state != HALTED && procfs::probe(job.pid).is_some() {
             if !force {
                 return Err(DaemonError::JobRunning {
