@@ -232,7 +232,11 @@ impl JobManager {
         if let Some((mut file, name)) = pid_file {
             use std::io::Write;
             writeln!(file, "{}", resp.pid).map_err(|source| DaemonError::Io {
-                context: format!("restored PID {} but cannot write {}", resp.pid, name.display()),
+                context: format!(
+                    "restored PID {} but cannot write {}",
+                    resp.pid,
+                    name.display()
+                ),
                 source,
             })?;
         }

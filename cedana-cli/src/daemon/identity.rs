@@ -177,7 +177,9 @@ pub fn as_caller<T: Send + 'static>(
                 libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
             );
             if now_uid != uid || now_gid != gid {
-                return Err(io::Error::other("cannot switch to the caller's fsuid/fsgid"));
+                return Err(io::Error::other(
+                    "cannot switch to the caller's fsuid/fsgid",
+                ));
             }
         }
         f()
@@ -202,7 +204,11 @@ fn denied(caller: &Caller, what: String, e: io::Error) -> DaemonError {
 /// `/proc/<daemon>/fd/N`: a path that names what `fd` holds open, for tools (the
 /// engine, CRIU) that take paths; unlike the original path it cannot be swapped.
 pub fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()))
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        fd.as_raw_fd()
+    ))
 }
 
 /// Where an open descriptor points (its canonical path).
@@ -259,7 +265,13 @@ pub fn require_enterable(caller: &Caller, dir: &Path) -> Result<()> {
             .open(&p)
             .map(drop)
     })
-    .map_err(|e| denied(caller, format!("use {} as working directory", dir.display()), e))
+    .map_err(|e| {
+        denied(
+            caller,
+            format!("use {} as working directory", dir.display()),
+            e,
+        )
+    })
 }
 
 /// A directory opened as the caller, proven writable by it.
@@ -413,7 +425,10 @@ mod tests {
         assert!(Caller::ROOT.require_owner(5, "dump", "job a").is_ok());
         assert!(member.require_owner(1000, "dump", "job a").is_ok());
         let e = member.require_owner(0, "dump", "job a").unwrap_err();
-        assert_eq!(e.to_string(), "uid 1000 may not dump job a: it belongs to uid 0");
+        assert_eq!(
+            e.to_string(),
+            "uid 1000 may not dump job a: it belongs to uid 0"
+        );
         assert!(member.require_root("run a container", "x").is_err());
     }
 

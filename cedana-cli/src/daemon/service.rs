@@ -161,10 +161,7 @@ impl Daemon for Service {
         &self,
         req: Request<proto::RuncContainer>,
     ) -> Rpc<proto::RuncContainerList> {
-        Caller::of(&req)?.require_root(
-            "query runc containers",
-            "the runtime's state is root's",
-        )?;
+        Caller::of(&req)?.require_root("query runc containers", "the runtime's state is root's")?;
         let states = self.jobs.runc_states(&req.into_inner()).await?;
         ok(proto::RuncContainerList {
             containers: states.iter().map(convert::container_state).collect(),

@@ -325,7 +325,10 @@ const JOB_COLS: &str = "jid, pid, kind, state, exit_code, command, log_path, sta
 
 /// Adds the columns of [`JOB_MIGRATIONS`] and [`CHECKPOINT_MIGRATIONS`] a database lacks.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    for (table, columns) in [("jobs", JOB_MIGRATIONS), ("checkpoints", CHECKPOINT_MIGRATIONS)] {
+    for (table, columns) in [
+        ("jobs", JOB_MIGRATIONS),
+        ("checkpoints", CHECKPOINT_MIGRATIONS),
+    ] {
         let have: Vec<String> = {
             let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
             let names = st.query_map([], |r| r.get::<_, String>(1))?;

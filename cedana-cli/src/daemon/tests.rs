@@ -228,5 +228,12 @@ fn old_database_gains_owner_columns_owned_by_root() {
     drop(store);
     let store = Store::open(&path).unwrap();
     assert_eq!(store.get_job("mine").unwrap().unwrap().owner_uid, 1000);
-    assert_eq!(store.checkpoint_at("/ck/k2.tar.zst").unwrap().unwrap().owner_uid, 1000);
+    assert_eq!(
+        store
+            .checkpoint_at("/ck/k2.tar.zst")
+            .unwrap()
+            .unwrap()
+            .owner_uid,
+        1000
+    );
 }

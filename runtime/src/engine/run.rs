@@ -111,8 +111,18 @@ fn become_user(user: &RunAs, cwd: &CString) -> std::io::Result<()> {
             user.groups.len(),
             user.groups.as_ptr(),
         ))?;
-        check(libc::syscall(libc::SYS_setresgid, user.gid, user.gid, user.gid))?;
-        check(libc::syscall(libc::SYS_setresuid, user.uid, user.uid, user.uid))?;
+        check(libc::syscall(
+            libc::SYS_setresgid,
+            user.gid,
+            user.gid,
+            user.gid,
+        ))?;
+        check(libc::syscall(
+            libc::SYS_setresuid,
+            user.uid,
+            user.uid,
+            user.uid,
+        ))?;
         check(libc::chdir(cwd.as_ptr()) as libc::c_long)?;
     }
     Ok(())

@@ -104,16 +104,11 @@ async fn checkpoint_held(
         .clone()
         .or_else(|| work_tmp.as_ref().map(|t| t.path().to_path_buf()));
     let mut cmd = rt.command();
-    cmd.args(runtime::checkpoint_args(
-        d,
-        &images,
-        work.as_deref(),
-        &opts,
-    ))
-    .envs(stream_env)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(runtime::checkpoint_args(d, &images, work.as_deref(), &opts))
+        .envs(stream_env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let t = Instant::now();
     let log = work
         .clone()
