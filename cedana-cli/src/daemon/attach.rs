@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::error::DaemonError;
+use super::identity::{self, Caller};
 use super::jobs::{JobManager, Result};
 use super::store::HALTED;
 use crate::proto::AttachChunk;
@@ -28,17 +29,17 @@ pub type AttachStream = ReceiverStream<std::result::Result<AttachChunk, Status>>
 
 impl JobManager {
     /// Starts following a job's log.
-    pub fn attach(self: &Arc<Self>, jid: &str) -> Result<AttachStream> {
-        let job = self.job(jid)?;
+    pub fn attach(self: &Arc<Self>, caller: &Caller, jid: &str) -> Result<AttachStream> {
+        let job = self.owned_job(caller, jid, "attach to")?;
         if job.log_path.is_empty() {
             return Err(DaemonError::InvalidArgument(format!(
                 "job {jid} has no log file (adopted with `manage`), so there is nothing to attach to"
             )));
         }
-        let mut file = std::fs::File::open(&job.log_path).map_err(|source| DaemonError::Io {
-            context: format!("cannot open log {}", job.log_path),
-            source,
-        })?;
+        // As the caller: the log's path is the caller's to change, so root must not
+        // follow it to a file the caller may not read.
+        let mut file =
+            identity::open_read(caller, std::path::Path::new(&job.log_path), "the job log")?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let start = len.saturating_sub(REPLAY_BYTES);
         file.seek(SeekFrom::Start(start))

@@ -1,5 +1,7 @@
 //! Checkpointing jobs: dump (recording the checkpoint), restore (a job from its latest
-//! checkpoint, or a path as a new job), and deleting checkpoints.
+//! checkpoint, or a path as a new job), and deleting checkpoints. A non-root caller acts
+//! only on its own processes, jobs and checkpoints, and its paths are opened as itself
+//! (`identity.rs`; what it may restore: `restore_guard.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use cedana_runtime::plugins::runc::RuncStdio;
 
 use super::convert;
 use super::error::DaemonError;
+use super::identity::{self, Caller};
 use super::jobs::{command_line, new_id, JobManager, Result};
 use super::procfs;
 use super::store::{now, CheckpointRecord, JobRecord, HALTED};
@@ -35,14 +38,26 @@ fn recorded_log_path(md: &Metadata) -> String {
 
 impl JobManager {
     /// `dump`: checkpoint a process or a job and record the checkpoint.
-    pub async fn dump(&self, req: proto::DumpRequest) -> Result<(CheckpointRecord, u64)> {
+    pub async fn dump(
+        &self,
+        caller: &Caller,
+        mut req: proto::DumpRequest,
+    ) -> Result<(CheckpointRecord, u64)> {
         use proto::target::Target;
         let (pid, job) = match req.target.as_ref().and_then(|t| t.target.clone()) {
-            Some(Target::Pid(pid)) => (pid, None),
+            Some(Target::Pid(pid)) => {
+                caller.require_process(pid, "dump")?;
+                (pid, None)
+            }
             // The runc plugin resolves the container's init PID itself.
-            Some(Target::Runc(_) | Target::Containerd(_)) => (0, None),
+            Some(Target::Runc(_) | Target::Containerd(_)) => {
+                caller.require_root("dump a container", "a rootful runtime is root power")?;
+                (0, None)
+            }
             Some(Target::Jid(jid)) => {
-                let job = self.live_job(&jid)?;
+                let job = self.live_job(caller, &jid, "dump")?;
+                // The job may have become someone else's since (a setuid program).
+                caller.require_process(job.pid, "dump")?;
                 (job.pid, Some(job))
             }
             None => {
@@ -54,6 +69,22 @@ impl JobManager {
         let leave_running = req
             .leave_running
             .unwrap_or(self.engine.config().checkpoint.leave_running);
+        // A non-root caller's checkpoint dir is opened as the caller, and the engine
+        // writes through that descriptor.
+        let dir = match caller.is_root() {
+            true => None,
+            false => {
+                let dir = req
+                    .dir
+                    .clone()
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| self.engine.config().checkpoint.dir.clone());
+                let dir = identity::open_writable_dir(caller, &dir, "checkpoints into")?;
+                req.dir = Some(identity::fd_path(&dir.fd).display().to_string());
+                Some(dir)
+            }
+        };
         let resp = match job.as_ref().and_then(|j| j.container.as_ref()) {
             // A runc job is checkpointed through the runc plugin, as its container.
             Some(c) => {
@@ -68,15 +99,24 @@ impl JobManager {
             }
             None => self.engine.dump(convert::dump_request(&req, pid)).await?,
         };
+        let path = match &dir {
+            None => resp.path.clone(),
+            Some(dir) => {
+                let name = resp.path.file_name().unwrap_or_default();
+                identity::share_with_group(dir, name, caller.gid)?;
+                dir.path.join(name)
+            }
+        };
         let record = CheckpointRecord {
             id: new_id(),
             jid: job.as_ref().map(|j| j.jid.clone()),
             name: resp.name.clone(),
-            path: resp.path.display().to_string(),
+            path: path.display().to_string(),
             compression: resp.compression.as_str().to_string(),
             size_bytes: resp.size_bytes,
             created_at: now(),
             metadata_json: serde_json::to_string(&resp.metadata).unwrap_or_default(),
+            owner_uid: caller.uid,
         };
         self.store.insert_checkpoint(&record)?;
         if let (Some(job), false) = (job, leave_running) {
@@ -102,8 +142,12 @@ impl JobManager {
     /// `restore`: a job (from its latest checkpoint or a path) or a path (a new job).
     pub async fn restore(
         self: &Arc<Self>,
+        caller: &Caller,
         mut req: proto::RestoreRequest,
     ) -> Result<proto::RestoreResponse> {
+        if req.containerd.is_some() || req.runc.is_some() {
+            caller.require_root("restore a container", "a rootful runtime is root power")?;
+        }
         if req.containerd.is_some() {
             let path = req.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
                 DaemonError::InvalidArgument("restore containerd needs a checkpoint --path".into())
@@ -141,7 +185,7 @@ impl JobManager {
             });
         }
         let job = match req.jid.as_deref().filter(|j| !j.is_empty()) {
-            Some(jid) => Some(self.job(jid)?),
+            Some(jid) => Some(self.owned_job(caller, jid, "restore")?),
             None => None,
         };
         if let Some(job) = &job {
@@ -171,12 +215,33 @@ impl JobManager {
             }
         };
         if let Some(job) = job.as_ref().filter(|j| j.container.is_some()) {
+            caller.require_root("restore a container", "a rootful runtime is root power")?;
             return self.restore_runc_job(job, &req, path).await;
         }
-        let resp = self
-            .engine
-            .restore(convert::restore_request(&req, path.clone()))
-            .await?;
+        // A non-root caller: only its own checkpoint, read through a descriptor opened
+        // as the caller; its pid file written as the caller.
+        let guard = self.guard_restore(caller, &path)?;
+        let mut engine_req = convert::restore_request(&req, path.clone());
+        let mut pid_file = None;
+        if let Some(g) = &guard {
+            engine_req.path = identity::fd_path(&g.fd);
+            if let Some(p) = engine_req.pid_file.take() {
+                let file = identity::create_file(caller, &p, "the pid file")?;
+                pid_file = Some((file, p));
+            }
+        }
+        let resp = self.engine.restore(engine_req).await?;
+        if let Some((mut file, name)) = pid_file {
+            use std::io::Write;
+            writeln!(file, "{}", resp.pid).map_err(|source| DaemonError::Io {
+                context: format!(
+                    "restored PID {} but cannot write {}",
+                    resp.pid,
+                    name.display()
+                ),
+                source,
+            })?;
+        }
         let pid = resp.pid;
         let jid = match job {
             Some(job) => {
@@ -195,6 +260,7 @@ impl JobManager {
                     .unwrap_or_else(|| resp.metadata.name.clone());
                 let generation = self.bump_generation(&jid);
                 self.insert(
+                    caller,
                     &jid,
                     pid,
                     "restored",
@@ -300,12 +366,27 @@ impl JobManager {
     }
 
     /// Removes a checkpoint's files and record.
-    pub fn delete_checkpoint(&self, id: &str) -> Result<()> {
+    pub fn delete_checkpoint(&self, caller: &Caller, id: &str) -> Result<()> {
         let ck = self
             .store
             .get_checkpoint(id)?
             .ok_or_else(|| DaemonError::NoSuchCheckpoint(id.to_string()))?;
-        let path = Path::new(&ck.path);
+        caller.require_owner(ck.owner_uid, "delete", &format!("checkpoint {id}"))?;
+        let original = Path::new(&ck.path);
+        // A non-root caller's checkpoint is removed through its directory opened as the
+        // caller, who may write there: a directory swapped for a link leads nowhere else.
+        let parent = match (caller.is_root(), original.parent()) {
+            (false, Some(dir)) if dir.exists() => Some(identity::open_writable_dir(
+                caller,
+                dir,
+                "remove checkpoints from",
+            )?),
+            _ => None,
+        };
+        let through = parent
+            .as_ref()
+            .map(|d| identity::fd_path(&d.fd).join(original.file_name().unwrap_or_default()));
+        let path = through.as_deref().unwrap_or(original);
         let removed = if path.is_dir() {
             std::fs::remove_dir_all(path)
         } else {
@@ -316,7 +397,7 @@ impl JobManager {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(DaemonError::Io {
-                    context: format!("cannot remove checkpoint {}", path.display()),
+                    context: format!("cannot remove checkpoint {}", original.display()),
                     source,
                 })
             }

@@ -39,6 +39,9 @@ pub enum DaemonError {
     /// A request field is wrong.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The caller may not do this: the message says who, what, and why.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store failed.
     #[error("daemon database error: {0}")]
     Store(#[from] rusqlite::Error),
@@ -62,6 +65,7 @@ impl DaemonError {
                 ErrorKind::FailedPrecondition
             }
             Self::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Self::Forbidden(_) => ErrorKind::PermissionDenied,
             Self::Store(_) | Self::Io { .. } => ErrorKind::Internal,
         }
     }

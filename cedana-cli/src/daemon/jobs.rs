@@ -4,7 +4,10 @@
 //! of the incarnation they watch, so a stale one never overwrites a restored job.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use cedana_runtime::engine::{Engine, ManageRequest, RunRequest};
@@ -13,6 +16,7 @@ use cedana_runtime::plugins::runc::RuncRun;
 
 use super::convert;
 use super::error::DaemonError;
+use super::identity::{self, Caller};
 use super::procfs;
 use super::store::{now, ContainerRef, JobRecord, Store, FROZEN, HALTED, RUNNING};
 use crate::proto;
@@ -98,9 +102,16 @@ impl JobManager {
             .ok_or_else(|| DaemonError::NoSuchJob(jid.to_string()))
     }
 
-    /// A job whose process is still there (not halted), or why not.
-    pub fn live_job(&self, jid: &str) -> Result<JobRecord> {
+    /// A job the caller may `verb` (its own, or any for root), or why not.
+    pub fn owned_job(&self, caller: &Caller, jid: &str, verb: &str) -> Result<JobRecord> {
         let job = self.job(jid)?;
+        caller.require_owner(job.owner_uid, verb, &format!("job {jid}"))?;
+        Ok(job)
+    }
+
+    /// A job of the caller's whose process is still there (not halted), or why not.
+    pub fn live_job(&self, caller: &Caller, jid: &str, verb: &str) -> Result<JobRecord> {
+        let job = self.owned_job(caller, jid, verb)?;
         if job.state == HALTED {
             return Err(DaemonError::JobNotRunning {
                 jid: jid.to_string(),
@@ -124,8 +135,10 @@ impl JobManager {
         Ok(jid)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn insert(
         &self,
+        owner: &Caller,
         jid: &str,
         pid: i32,
         kind: &str,
@@ -145,18 +158,31 @@ impl JobManager {
             created_at: now(),
             updated_at: now(),
             container,
+            owner_uid: owner.uid,
         };
         self.store.insert_job(&job)?;
         Ok(job)
     }
 
-    /// `run`: start a program as a job; the daemon is its parent and reaps it. With
-    /// `req.runc`, a container instead (see [`JobManager::run_runc`]).
-    pub async fn run(self: &Arc<Self>, mut req: proto::RunRequest) -> Result<JobRecord> {
+    /// `run`: start a program as a job; the daemon is its parent and reaps it. A
+    /// non-root caller's job runs as the caller, its log and cwd opened as the caller.
+    /// With `req.runc`, a container instead (root only; see [`JobManager::run_runc`]).
+    pub async fn run(
+        self: &Arc<Self>,
+        caller: &Caller,
+        mut req: proto::RunRequest,
+    ) -> Result<JobRecord> {
+        if req.runc.is_some() {
+            caller.require_root("run a container", "a rootful runtime is root power")?;
+        }
         let jid = self.fresh_jid(req.jid.take())?;
-        let log_path = self.log_path(&jid, req.log_path.take())?;
+        let (log_path, log_file) = self.open_log(caller, &jid, req.log_path.take())?;
         if let Some(r) = req.runc.take() {
-            return self.run_runc(jid, r, log_path).await;
+            return self.run_runc(caller, jid, r, log_path).await;
+        }
+        let cwd = req.cwd.map(PathBuf::from);
+        if let (false, Some(dir)) = (caller.is_root(), &cwd) {
+            identity::require_enterable(caller, dir)?;
         }
         let command = command_line(&req.program, &req.args);
         let resp = self
@@ -164,13 +190,16 @@ impl JobManager {
             .run(RunRequest {
                 program: req.program,
                 args: req.args,
-                cwd: req.cwd.map(PathBuf::from),
+                cwd,
                 env: req.env.into_iter().map(|e| (e.key, e.value)).collect(),
                 log_path: log_path.clone(),
+                log_file: log_file.map(Arc::new),
+                user: (!caller.is_root()).then(|| caller.run_as()),
             })
             .await?;
         let generation = self.bump_generation(&jid);
         let job = self.insert(
+            caller,
             &jid,
             resp.pid,
             "process",
@@ -187,6 +216,7 @@ impl JobManager {
     /// container's init is not our child (runc forks it and exits), so it is polled.
     async fn run_runc(
         self: &Arc<Self>,
+        caller: &Caller,
         jid: String,
         r: proto::RuncRun,
         log_path: PathBuf,
@@ -203,6 +233,7 @@ impl JobManager {
         let pid = resp.state.pid;
         let generation = self.bump_generation(&jid);
         let job = self.insert(
+            caller,
             &jid,
             pid,
             "runc",
@@ -220,28 +251,49 @@ impl JobManager {
     }
 
     /// The job log: the one asked for, else `jobs.log_dir/JID.log`; its dir is created.
-    fn log_path(&self, jid: &str, requested: Option<String>) -> Result<PathBuf> {
-        let log_path = match requested.filter(|p| !p.is_empty()) {
-            Some(p) => PathBuf::from(p),
-            None => self.engine.config().jobs.log_dir.join(format!("{jid}.log")),
-        };
+    /// For a non-root caller it is also opened: a path it gave, as the caller; the
+    /// daemon's own, fresh and handed to the caller (chown).
+    fn open_log(
+        &self,
+        caller: &Caller,
+        jid: &str,
+        requested: Option<String>,
+    ) -> Result<(PathBuf, Option<OwnedFd>)> {
+        let requested = requested.filter(|p| !p.is_empty()).map(PathBuf::from);
+        if let (false, Some(p)) = (caller.is_root(), &requested) {
+            let file = identity::open_append(caller, p, "the job log")?;
+            return Ok((p.clone(), Some(file.into())));
+        }
+        let log_path = requested
+            .unwrap_or_else(|| self.engine.config().jobs.log_dir.join(format!("{jid}.log")));
         if let Some(dir) = log_path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
                 context: format!("cannot create log directory {}", dir.display()),
                 source,
             })?;
         }
-        Ok(log_path)
+        if caller.is_root() {
+            return Ok((log_path, None));
+        }
+        Ok((log_path.clone(), Some(fresh_log_for(caller, &log_path)?)))
     }
 
     /// `manage`: adopt a running process (or, with `req.runc`, a container); it is not
     /// our child, so it is polled.
-    pub async fn manage(self: &Arc<Self>, req: proto::ManageRequest) -> Result<JobRecord> {
+    pub async fn manage(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: proto::ManageRequest,
+    ) -> Result<JobRecord> {
+        if req.runc.is_some() {
+            caller.require_root("manage a container", "a rootful runtime is root power")?;
+        }
         let jid = self.fresh_jid(req.jid)?;
         if let Some(c) = req.runc {
-            return self.manage_runc(jid, c).await;
+            return self.manage_runc(caller, jid, c).await;
         }
         let pid = req.pid;
+        caller.require_process(pid, "manage")?;
         let info = self.engine.manage(ManageRequest { pid }).await?.info;
         let command = if info.cmdline.is_empty() {
             format!("[{}]", info.comm)
@@ -249,7 +301,7 @@ impl JobManager {
             command_line(&info.cmdline[0], &info.cmdline[1..])
         };
         let generation = self.bump_generation(&jid);
-        let job = self.insert(&jid, pid, "managed", command, String::new(), None)?;
+        let job = self.insert(caller, &jid, pid, "managed", command, String::new(), None)?;
         self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
         tracing::info!(jid, pid, "process adopted");
         Ok(job)
@@ -258,6 +310,7 @@ impl JobManager {
     /// `manage runc`: adopt a running container; its init PID from `runtime state`.
     async fn manage_runc(
         self: &Arc<Self>,
+        caller: &Caller,
         jid: String,
         c: proto::RuncContainer,
     ) -> Result<JobRecord> {
@@ -273,6 +326,7 @@ impl JobManager {
         }
         let generation = self.bump_generation(&jid);
         let job = self.insert(
+            caller,
             &jid,
             state.pid,
             "runc",
@@ -311,7 +365,13 @@ impl JobManager {
     }
 
     /// `freeze`/`unfreeze` of a process or a job.
-    pub fn freeze(&self, target: Option<proto::Target>, freeze: bool) -> Result<()> {
+    pub fn freeze(
+        &self,
+        caller: &Caller,
+        target: Option<proto::Target>,
+        freeze: bool,
+    ) -> Result<()> {
+        let verb = if freeze { "freeze" } else { "unfreeze" };
         use proto::target::Target;
         let signal = |pid| {
             if freeze {
@@ -321,9 +381,12 @@ impl JobManager {
             }
         };
         match target.and_then(|t| t.target) {
-            Some(Target::Pid(pid)) => Ok(signal(pid)?),
+            Some(Target::Pid(pid)) => {
+                caller.require_process(pid, verb)?;
+                Ok(signal(pid)?)
+            }
             Some(Target::Jid(jid)) => {
-                let job = self.live_job(&jid)?;
+                let job = self.live_job(caller, &jid, verb)?;
                 signal(job.pid)?;
                 let state = if freeze { FROZEN } else { RUNNING };
                 Ok(self.store.set_state(&jid, state, None)?)
@@ -336,6 +399,29 @@ impl JobManager {
             )),
         }
     }
+}
+
+/// A new log at a daemon-chosen path for a non-root caller's job: created by root
+/// (the caller may not write the daemon's log dir), replacing an older file of that
+/// name, then given to the caller, who must be able to read its job's output.
+fn fresh_log_for(caller: &Caller, path: &Path) -> Result<OwnedFd> {
+    let io_err = |source| DaemonError::Io {
+        context: format!("cannot create log {}", path.display()),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err)?;
+    std::os::unix::fs::fchown(&file, Some(caller.uid), Some(caller.gid)).map_err(io_err)?;
+    Ok(file.into())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The daemon's server: claims the socket (refusing to start twice), binds it so only
-//! root (or `socket_group`) can connect, checks each caller's SO_PEERCRED, and serves
-//! the gRPC service until SIGINT/SIGTERM or the Stop RPC.
+//! root (or `socket_group`) can connect, checks each caller's SO_PEERCRED and hands it
+//! to the handlers, and serves the gRPC service until SIGINT/SIGTERM or the Stop RPC.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -17,6 +17,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Status};
 
+use super::identity::Caller;
 use super::jobs::JobManager;
 use super::service::Service;
 use super::store::Store;
@@ -118,10 +119,11 @@ fn bind(socket: &Path, gid: Option<Gid>) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Allows root and members of the socket group; refuses everyone else.
+/// Allows root and members of the socket group, and records who called (a [`Caller`]
+/// extension) so every handler acts with the caller's identity; refuses everyone else.
 // tonic's interceptor signature fixes the error type to `Status`.
 #[allow(clippy::result_large_err)]
-fn authorize(req: Request<()>, gid: Option<Gid>) -> Result<Request<()>, Status> {
+fn authorize(mut req: Request<()>, gid: Option<Gid>) -> Result<Request<()>, Status> {
     let cred = req
         .extensions()
         .get::<UdsConnectInfo>()
@@ -132,6 +134,11 @@ fn authorize(req: Request<()>, gid: Option<Gid>) -> Result<Request<()>, Status> 
         ));
     };
     if cred.uid() == 0 || gid.is_some_and(|g| in_group(cred.uid(), cred.gid(), g)) {
+        req.extensions_mut().insert(Caller {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        });
         return Ok(req);
     }
     Err(Status::permission_denied(format!(

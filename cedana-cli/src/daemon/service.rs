@@ -1,5 +1,6 @@
-//! The gRPC service: each RPC is a thin call into the job manager or the engine, with
-//! errors mapped to status codes in one place (`error.rs`).
+//! The gRPC service: each RPC is a thin call into the job manager or the engine, made
+//! with the caller's identity (`identity.rs`), with errors mapped to status codes in one
+//! place (`error.rs`).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::attach::AttachStream;
 use super::convert;
 use super::error::DaemonError;
+use super::identity::Caller;
 use super::jobs::JobManager;
 use crate::proto::daemon_server::Daemon;
 use crate::proto::{self, Empty};
@@ -35,17 +37,20 @@ fn ok<T>(v: T) -> Rpc<T> {
 #[tonic::async_trait]
 impl Daemon for Service {
     async fn run(&self, req: Request<proto::RunRequest>) -> Rpc<proto::Job> {
-        let job = self.jobs.run(req.into_inner()).await?;
+        let caller = Caller::of(&req)?;
+        let job = self.jobs.run(&caller, req.into_inner()).await?;
         ok(self.jobs.job_proto(&job)?)
     }
 
     async fn manage(&self, req: Request<proto::ManageRequest>) -> Rpc<proto::Job> {
-        let job = self.jobs.manage(req.into_inner()).await?;
+        let caller = Caller::of(&req)?;
+        let job = self.jobs.manage(&caller, req.into_inner()).await?;
         ok(self.jobs.job_proto(&job)?)
     }
 
     async fn dump(&self, req: Request<proto::DumpRequest>) -> Rpc<proto::DumpResponse> {
-        let (record, duration_ms) = self.jobs.dump(req.into_inner()).await?;
+        let caller = Caller::of(&req)?;
+        let (record, duration_ms) = self.jobs.dump(&caller, req.into_inner()).await?;
         ok(proto::DumpResponse {
             checkpoint: Some(convert::checkpoint(&record)),
             duration_ms,
@@ -53,63 +58,73 @@ impl Daemon for Service {
     }
 
     async fn restore(&self, req: Request<proto::RestoreRequest>) -> Rpc<proto::RestoreResponse> {
-        ok(self.jobs.restore(req.into_inner()).await?)
+        let caller = Caller::of(&req)?;
+        ok(self.jobs.restore(&caller, req.into_inner()).await?)
     }
 
     async fn freeze(&self, req: Request<proto::Target>) -> Rpc<Empty> {
-        self.jobs.freeze(Some(req.into_inner()), true)?;
+        let caller = Caller::of(&req)?;
+        self.jobs.freeze(&caller, Some(req.into_inner()), true)?;
         ok(Empty {})
     }
 
     async fn unfreeze(&self, req: Request<proto::Target>) -> Rpc<Empty> {
-        self.jobs.freeze(Some(req.into_inner()), false)?;
+        let caller = Caller::of(&req)?;
+        self.jobs.freeze(&caller, Some(req.into_inner()), false)?;
         ok(Empty {})
     }
 
-    async fn list_jobs(&self, _req: Request<Empty>) -> Rpc<proto::JobList> {
+    async fn list_jobs(&self, req: Request<Empty>) -> Rpc<proto::JobList> {
+        let caller = Caller::of(&req)?;
         let jobs = self
             .jobs
             .store
             .list_jobs()
             .map_err(DaemonError::from)?
             .iter()
+            .filter(|j| caller.sees(j.owner_uid))
             .map(|j| self.jobs.job_proto(j))
             .collect::<Result<_, _>>()?;
         ok(proto::JobList { jobs })
     }
 
     async fn get_job(&self, req: Request<proto::JobRef>) -> Rpc<proto::Job> {
-        let job = self.jobs.job(&req.into_inner().jid)?;
+        let caller = Caller::of(&req)?;
+        let job = self.jobs.owned_job(&caller, &req.into_inner().jid, "see")?;
         ok(self.jobs.job_proto(&job)?)
     }
 
     async fn kill_job(&self, req: Request<proto::KillRequest>) -> Rpc<proto::KillResponse> {
+        let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let grace = req
             .timeout_s
             .map(|s| std::time::Duration::from_secs(s.into()));
-        ok(self.jobs.kill(&req.jid, req.signal, grace).await?)
+        ok(self.jobs.kill(&caller, &req.jid, req.signal, grace).await?)
     }
 
     async fn delete_job(&self, req: Request<proto::DeleteJobRequest>) -> Rpc<Empty> {
+        let caller = Caller::of(&req)?;
         let req = req.into_inner();
-        self.jobs.delete(&req.jid, req.force).await?;
+        self.jobs.delete(&caller, &req.jid, req.force).await?;
         ok(Empty {})
     }
 
     type AttachStream = AttachStream;
 
     async fn attach(&self, req: Request<proto::JobRef>) -> Rpc<Self::AttachStream> {
-        ok(self.jobs.attach(&req.into_inner().jid)?)
+        let caller = Caller::of(&req)?;
+        ok(self.jobs.attach(&caller, &req.into_inner().jid)?)
     }
 
     async fn list_checkpoints(
         &self,
         req: Request<proto::ListCheckpointsRequest>,
     ) -> Rpc<proto::CheckpointList> {
+        let caller = Caller::of(&req)?;
         let jid = req.into_inner().jid.filter(|j| !j.is_empty());
         if let Some(jid) = &jid {
-            self.jobs.job(jid)?;
+            self.jobs.owned_job(&caller, jid, "see")?;
         }
         let list = self
             .jobs
@@ -117,23 +132,30 @@ impl Daemon for Service {
             .list_checkpoints(jid.as_deref())
             .map_err(DaemonError::from)?;
         ok(proto::CheckpointList {
-            checkpoints: list.iter().map(convert::checkpoint).collect(),
+            checkpoints: list
+                .iter()
+                .filter(|c| caller.sees(c.owner_uid))
+                .map(convert::checkpoint)
+                .collect(),
         })
     }
 
     async fn get_checkpoint(&self, req: Request<proto::CheckpointRef>) -> Rpc<proto::Checkpoint> {
+        let caller = Caller::of(&req)?;
         let id = req.into_inner().id;
         let ck = self
             .jobs
             .store
             .get_checkpoint(&id)
             .map_err(DaemonError::from)?
-            .ok_or(DaemonError::NoSuchCheckpoint(id))?;
+            .ok_or(DaemonError::NoSuchCheckpoint(id.clone()))?;
+        caller.require_owner(ck.owner_uid, "see", &format!("checkpoint {id}"))?;
         ok(convert::checkpoint(&ck))
     }
 
     async fn delete_checkpoint(&self, req: Request<proto::CheckpointRef>) -> Rpc<Empty> {
-        self.jobs.delete_checkpoint(&req.into_inner().id)?;
+        let caller = Caller::of(&req)?;
+        self.jobs.delete_checkpoint(&caller, &req.into_inner().id)?;
         ok(Empty {})
     }
 
@@ -141,6 +163,7 @@ impl Daemon for Service {
         &self,
         req: Request<proto::RuncContainer>,
     ) -> Rpc<proto::RuncContainerList> {
+        Caller::of(&req)?.require_root("query runc containers", "the runtime's state is root's")?;
         let states = self.jobs.runc_states(&req.into_inner()).await?;
         ok(proto::RuncContainerList {
             containers: states.iter().map(convert::container_state).collect(),
@@ -161,7 +184,9 @@ impl Daemon for Service {
         ok(super::lifecycle::version(&self.jobs.engine).await)
     }
 
-    async fn stop(&self, _req: Request<Empty>) -> Rpc<Empty> {
+    async fn stop(&self, req: Request<Empty>) -> Rpc<Empty> {
+        // Stopping the daemon ends every other user's service too.
+        Caller::of(&req)?.require_root("stop the daemon", "it serves every user")?;
         super::lifecycle::request_stop();
         ok(Empty {})
     }

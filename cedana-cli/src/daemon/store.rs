@@ -46,7 +46,13 @@ const JOB_MIGRATIONS: &[(&str, &str)] = &[
     ("container_id", "TEXT NULL"),
     ("runc_root", "TEXT NULL"),
     ("bundle", "TEXT NULL"),
+    // Who the job belongs to (its caller's uid); jobs from before owners were kept
+    // were all root's, since only root could reach the daemon with any power.
+    ("owner_uid", "INTEGER NOT NULL DEFAULT 0"),
 ];
+
+/// Columns added to `checkpoints` after the first schema, as [`JOB_MIGRATIONS`].
+const CHECKPOINT_MIGRATIONS: &[(&str, &str)] = &[("owner_uid", "INTEGER NOT NULL DEFAULT 0")];
 
 /// A job row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +72,8 @@ pub struct JobRecord {
     pub updated_at: String,
     /// runc jobs: the container.
     pub container: Option<ContainerRef>,
+    /// uid of the caller that created the job; only it (and root) may act on the job.
+    pub owner_uid: u32,
 }
 
 /// The runc container behind a job.
@@ -90,6 +98,8 @@ pub struct CheckpointRecord {
     pub size_bytes: u64,
     pub created_at: String,
     pub metadata_json: String,
+    /// uid of the caller that made the checkpoint; only it (and root) may see and use it.
+    pub owner_uid: u32,
 }
 
 /// The store.
@@ -141,8 +151,9 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO jobs (jid, pid, kind, state, exit_code, command, log_path,
-                 start_time_ticks, created_at, updated_at, container_id, runc_root, bundle)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                 start_time_ticks, created_at, updated_at, container_id, runc_root, bundle,
+                 owner_uid)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
                 params![
                     j.jid,
                     j.pid,
@@ -157,6 +168,7 @@ impl Store {
                     j.container.as_ref().map(|c| &c.id),
                     j.container.as_ref().and_then(|c| c.root.as_ref()),
                     j.container.as_ref().map(|c| &c.bundle),
+                    j.owner_uid,
                 ],
             )
             .map(|_| ())
@@ -227,7 +239,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "INSERT INTO checkpoints (id, jid, name, path, compression, size_bytes,
-                 created_at, metadata_json) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+                 created_at, metadata_json, owner_uid) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
                 params![
                     k.id,
                     k.jid,
@@ -236,7 +248,8 @@ impl Store {
                     k.compression,
                     k.size_bytes as i64,
                     k.created_at,
-                    k.metadata_json
+                    k.metadata_json,
+                    k.owner_uid
                 ],
             )
             .map(|_| ())
@@ -267,6 +280,21 @@ impl Store {
         })
     }
 
+    /// The checkpoint recorded at `path`, if any (newest first).
+    pub fn checkpoint_at(&self, path: &str) -> rusqlite::Result<Option<CheckpointRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {CK_COLS} FROM checkpoints WHERE path = ?1
+                     ORDER BY created_at DESC, rowid DESC LIMIT 1"
+                ),
+                [path],
+                checkpoint_row,
+            )
+            .optional()
+        })
+    }
+
     /// The newest checkpoint of a job.
     pub fn latest_checkpoint(&self, jid: &str) -> rusqlite::Result<Option<CheckpointRecord>> {
         Ok(self.list_checkpoints(Some(jid))?.pop())
@@ -293,23 +321,29 @@ impl Store {
 }
 
 const JOB_COLS: &str = "jid, pid, kind, state, exit_code, command, log_path, start_time_ticks, \
-                        created_at, updated_at, container_id, runc_root, bundle";
+                        created_at, updated_at, container_id, runc_root, bundle, owner_uid";
 
-/// Adds the columns of [`JOB_MIGRATIONS`] a database lacks.
+/// Adds the columns of [`JOB_MIGRATIONS`] and [`CHECKPOINT_MIGRATIONS`] a database lacks.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let have: Vec<String> = {
-        let mut st = conn.prepare("PRAGMA table_info(jobs)")?;
-        let names = st.query_map([], |r| r.get::<_, String>(1))?;
-        names.collect::<rusqlite::Result<_>>()?
-    };
-    for (name, ty) in JOB_MIGRATIONS {
-        if !have.iter().any(|h| h == name) {
-            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {ty}"))?;
+    for (table, columns) in [
+        ("jobs", JOB_MIGRATIONS),
+        ("checkpoints", CHECKPOINT_MIGRATIONS),
+    ] {
+        let have: Vec<String> = {
+            let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+            let names = st.query_map([], |r| r.get::<_, String>(1))?;
+            names.collect::<rusqlite::Result<_>>()?
+        };
+        for (name, ty) in columns {
+            if !have.iter().any(|h| h == name) {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}"))?;
+            }
         }
     }
     Ok(())
 }
-const CK_COLS: &str = "id, jid, name, path, compression, size_bytes, created_at, metadata_json";
+const CK_COLS: &str =
+    "id, jid, name, path, compression, size_bytes, created_at, metadata_json, owner_uid";
 
 fn job_row(r: &Row) -> rusqlite::Result<JobRecord> {
     Ok(JobRecord {
@@ -332,6 +366,7 @@ fn job_row(r: &Row) -> rusqlite::Result<JobRecord> {
                 .flatten()
                 .unwrap_or_default(),
         }),
+        owner_uid: r.get(13)?,
     })
 }
 
@@ -345,5 +380,6 @@ fn checkpoint_row(r: &Row) -> rusqlite::Result<CheckpointRecord> {
         size_bytes: r.get::<_, i64>(5)? as u64,
         created_at: r.get(6)?,
         metadata_json: r.get(7)?,
+        owner_uid: r.get(8)?,
     })
 }

@@ -16,6 +16,7 @@ fn job(jid: &str, pid: i32, state: &str, ticks: Option<u64>) -> JobRecord {
         created_at: now(),
         updated_at: now(),
         container: None,
+        owner_uid: 0,
     }
 }
 
@@ -29,6 +30,7 @@ fn checkpoint(id: &str, jid: Option<&str>) -> CheckpointRecord {
         size_bytes: 1234,
         created_at: now(),
         metadata_json: "{}".into(),
+        owner_uid: 0,
     }
 }
 
@@ -189,4 +191,49 @@ fn old_database_gains_the_container_columns() {
     // Opening again (columns present) changes nothing.
     let store = Store::open(&path).unwrap();
     assert_eq!(store.get_job("c").unwrap().unwrap(), j);
+}
+
+#[test]
+fn old_database_gains_owner_columns_owned_by_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // The schema before owners, with a job and a checkpoint in it.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE jobs (jid TEXT PRIMARY KEY, pid INTEGER NOT NULL, kind TEXT NOT NULL,
+             state TEXT NOT NULL, exit_code INTEGER NULL, command TEXT NOT NULL,
+             log_path TEXT NOT NULL, start_time_ticks INTEGER NULL, created_at TEXT NOT NULL,
+             updated_at TEXT NOT NULL, container_id TEXT NULL, runc_root TEXT NULL,
+             bundle TEXT NULL);
+             CREATE TABLE checkpoints (id TEXT PRIMARY KEY, jid TEXT NULL, name TEXT NOT NULL,
+             path TEXT NOT NULL, compression TEXT NOT NULL, size_bytes INTEGER NOT NULL,
+             created_at TEXT NOT NULL, metadata_json TEXT NOT NULL);
+             INSERT INTO jobs VALUES ('old', 7, 'process', 'halted', 0, 'true', '/l', NULL,
+             '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z', NULL, NULL, NULL);
+             INSERT INTO checkpoints VALUES ('k', 'old', 'n', '/ck/n', 'none', 1,
+             '2024-01-01T00:00:00Z', '{}');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.get_job("old").unwrap().unwrap().owner_uid, 0);
+    assert_eq!(store.get_checkpoint("k").unwrap().unwrap().owner_uid, 0);
+    let mut j = job("mine", 9, RUNNING, None);
+    j.owner_uid = 1000;
+    store.insert_job(&j).unwrap();
+    let mut k = checkpoint("k2", Some("mine"));
+    k.owner_uid = 1000;
+    store.insert_checkpoint(&k).unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.get_job("mine").unwrap().unwrap().owner_uid, 1000);
+    assert_eq!(
+        store
+            .checkpoint_at("/ck/k2.tar.zst")
+            .unwrap()
+            .unwrap()
+            .owner_uid,
+        1000
+    );
 }

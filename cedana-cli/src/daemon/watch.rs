@@ -10,6 +10,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{getpgid, Pid};
 
 use super::error::DaemonError;
+use super::identity::Caller;
 use super::jobs::{JobManager, Result};
 use super::procfs;
 use super::store::{JobRecord, Store, FROZEN, HALTED, RUNNING};
@@ -135,11 +136,12 @@ impl JobManager {
     /// and `runc kill` users do: a shell as a container's PID 1 ignores SIGTERM.
     pub async fn kill(
         &self,
+        caller: &Caller,
         jid: &str,
         signal: i32,
         grace: Option<Duration>,
     ) -> Result<crate::proto::KillResponse> {
-        let job = self.live_job(jid)?;
+        let job = self.live_job(caller, jid, "kill")?;
         let sig = Signal::try_from(signal)
             .map_err(|_| DaemonError::InvalidArgument(format!("unknown signal number {signal}")))?;
         signal_job(&job, sig)?;
@@ -182,8 +184,8 @@ impl JobManager {
     }
 
     /// Forgets a job; a live one only with `force`, which kills it first.
-    pub async fn delete(&self, jid: &str, force: bool) -> Result<()> {
-        let job = self.job(jid)?;
+    pub async fn delete(&self, caller: &Caller, jid: &str, force: bool) -> Result<()> {
+        let job = self.owned_job(caller, jid, "delete")?;
         if job.state != HALTED && procfs::probe(job.pid).is_some() {
             if !force {
                 return Err(DaemonError::JobRunning {

@@ -134,6 +134,22 @@ pub struct RunRequest {
     pub env: Vec<(String, String)>,
     /// File receiving stdout and stderr (appended).
     pub log_path: PathBuf,
+    /// The log, already open: used instead of opening `log_path`, so a caller that must
+    /// open it with someone else's rights (the daemon, for its caller) can.
+    pub log_file: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// Run the program as this user instead of as ourselves.
+    pub user: Option<RunAs>,
+}
+
+/// A user a program runs as: set in the child (groups, then gid, then uid) before exec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunAs {
+    /// Real, effective and saved user id.
+    pub uid: u32,
+    /// Real, effective and saved group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 /// A started process.
