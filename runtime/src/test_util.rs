@@ -41,14 +41,14 @@ pub fn next_after(log: &std::path::Path, value: u64, timeout: std::time::Duratio
 }
 
 /// Set to `1` (CI does) to make every missing precondition a test failure.
-pub const REQUIRE_ENV: &str = "CEDANA_E2E";
+pub const REQUIRE_ENV: &str = "CEDANA_TEST_E2E";
 /// When set, every skip also appends its `SKIPPED:` line to this file.
-pub const SKIP_LOG_ENV: &str = "CEDANA_SKIP_LOG";
+pub const SKIP_LOG_ENV: &str = "CEDANA_TEST_SKIP_LOG";
 
 /// A test (or one of its checks) cannot run here because `why`; `fix` says how to get
-/// what is missing. Under `CEDANA_E2E=1` this panics, since a skipped test would
+/// what is missing. Under `CEDANA_TEST_E2E=1` this panics, since a skipped test would
 /// otherwise count as passed; otherwise it prints `SKIPPED: <test>: <why>` to stderr,
-/// appends that line to `$CEDANA_SKIP_LOG` if set, and returns false for the caller's
+/// appends that line to `$CEDANA_TEST_SKIP_LOG` if set, and returns false for the caller's
 /// early return.
 #[track_caller]
 pub fn skip(why: &str, fix: &str) -> bool {

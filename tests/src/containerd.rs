@@ -21,7 +21,7 @@ pub const RUNC: &str = "io.containerd.runc.v2";
 pub const IMAGE: &str = "docker.io/library/cedana-busybox:test";
 
 /// Whether containerd, ctr, runc and busybox are installed; otherwise [`crate::skip`]s
-/// (a failure under `CEDANA_E2E=1`).
+/// (a failure under `CEDANA_TEST_E2E=1`).
 #[track_caller]
 pub fn containerd_available() -> bool {
     for tool in ["containerd", "ctr", "runc", "busybox"] {

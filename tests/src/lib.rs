@@ -3,7 +3,7 @@
 //! (with everything it started) when the test ends.
 //!
 //! The tests need root and CRIU 4.1.1 (`make deps`). Without root they are skipped with
-//! a `SKIPPED:` line (see [`skip`]); with `CEDANA_E2E=1` (CI) a missing precondition is
+//! a `SKIPPED:` line (see [`skip`]); with `CEDANA_TEST_E2E=1` (CI) a missing precondition is
 //! a failure; with root, a missing CRIU is always a failure, not a skip.
 
 use std::fs::{self, File};
@@ -17,20 +17,20 @@ use tempfile::TempDir;
 pub mod containerd;
 
 /// Set to `1` (CI does) to make every missing precondition a test failure.
-pub const REQUIRE_ENV: &str = "CEDANA_E2E";
+pub const REQUIRE_ENV: &str = "CEDANA_TEST_E2E";
 /// When set, every skip also appends its `SKIPPED:` line to this file, so a run can
 /// count what it did not test.
-pub const SKIP_LOG_ENV: &str = "CEDANA_SKIP_LOG";
+pub const SKIP_LOG_ENV: &str = "CEDANA_TEST_SKIP_LOG";
 
-/// Whether `CEDANA_E2E` asks for every end-to-end test to really run.
+/// Whether `CEDANA_TEST_E2E` asks for every end-to-end test to really run.
 pub fn e2e_required() -> bool {
     std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// A test cannot run here because `why`; `fix` says how to get what is missing.
-/// Under `CEDANA_E2E=1` this panics (a skipped test would otherwise count as passed);
+/// Under `CEDANA_TEST_E2E=1` this panics (a skipped test would otherwise count as passed);
 /// otherwise it prints `SKIPPED: <test>: <why>` to stderr, appends that line to
-/// `$CEDANA_SKIP_LOG` if set, and returns false for the caller's early return.
+/// `$CEDANA_TEST_SKIP_LOG` if set, and returns false for the caller's early return.
 #[track_caller]
 pub fn skip(why: &str, fix: &str) -> bool {
     // libtest runs each test on a thread named after it.
@@ -65,7 +65,7 @@ pub fn skip(why: &str, fix: &str) -> bool {
 }
 
 /// Returns true when the end-to-end tests can run here; otherwise [`skip`]s (a failure
-/// under `CEDANA_E2E=1`).
+/// under `CEDANA_TEST_E2E=1`).
 #[track_caller]
 pub fn e2e_enabled() -> bool {
     if !nix::unistd::geteuid().is_root() {

@@ -180,7 +180,7 @@ fn has_cap_sys_resource() -> bool {
 }
 
 /// CRIU reads a process's rlimits with prlimit(2), which for another uid's process
-/// needs CAP_SYS_RESOURCE; some sandboxes drop it. Skips (fails under CEDANA_E2E=1)
+/// needs CAP_SYS_RESOURCE; some sandboxes drop it. Skips (fails under CEDANA_TEST_E2E=1)
 /// without it.
 fn can_dump_other_uids() -> bool {
     if has_cap_sys_resource() {

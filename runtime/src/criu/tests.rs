@@ -1,5 +1,5 @@
 //! CRIU driver tests: locating the binary and parsing answers with fakes, then (as root,
-//! with CRIU installed; required under `CEDANA_E2E=1`) version, a failed dump and a dump
+//! with CRIU installed; required under `CEDANA_TEST_E2E=1`) version, a failed dump and a dump
 //! and restore round trip against the real CRIU.
 
 use super::*;
@@ -148,7 +148,7 @@ fn swrk_that_exits_without_answering_is_a_protocol_error() {
 
 // ---- tests that need root and a real CRIU ----
 
-/// The installed CRIU, or None after [`skip`] (a failure under `CEDANA_E2E=1`).
+/// The installed CRIU, or None after [`skip`] (a failure under `CEDANA_TEST_E2E=1`).
 #[track_caller]
 fn real_criu() -> Option<Criu> {
     if !need_root("real CRIU") {

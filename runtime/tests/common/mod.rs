@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 mod test_util;
 
 /// Whether the root-only tests can run; otherwise [`test_util::skip`]s (a failure under
-/// `CEDANA_E2E=1`).
+/// `CEDANA_TEST_E2E=1`).
 #[track_caller]
 pub fn root() -> bool {
     test_util::need_root("CRIU")

@@ -15,7 +15,7 @@ pub use cedana_e2e::next_after;
 use cedana_e2e::{bin, busybox_rootfs, e2e_enabled, skip, wait_for, which, Env, Run};
 
 /// Whether runc and busybox are installed; otherwise [`skip`]s (a failure under
-/// `CEDANA_E2E=1`).
+/// `CEDANA_TEST_E2E=1`).
 #[track_caller]
 pub fn runc_available() -> bool {
     if !e2e_enabled() {
