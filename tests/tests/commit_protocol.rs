@@ -224,3 +224,94 @@ fn a_commit_that_fails_leaves_the_workload_running_on_every_route() {
         std::fs::remove_dir_all(dir.join(target)).expect("clean");
     }
 }
+
+/// Scratch dirs of restores in the temp dir whose owner process is gone.
+fn abandoned_restore_dirs() -> Vec<String> {
+    dir_names(&std::env::temp_dir())
+        .into_iter()
+        .filter(|n| n.starts_with(".cedana-restore"))
+        .filter(|n| {
+            let owner = n.rsplit('.').nth(1).and_then(|s| s.split_once('-'));
+            let pid = owner.and_then(|(p, _)| i32::from_str_radix(p, 16).ok());
+            !pid.is_some_and(pid_alive)
+        })
+        .collect()
+}
+
+/// The daemon killed (SIGKILL) at several moments of a restore leaves either the whole
+/// tree restored and running on, or nothing: no half-made process; its scratch dirs are
+/// gone once the daemon is back, and a retry through it succeeds.
+#[test]
+fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    for delay_ms in [50u64, 300, 900] {
+        let log = env.path(&format!("r-{delay_ms}.log"));
+        let mut w = Workload::start(&log, &["memory", "128"]);
+        let _guard = KillOnDrop(w.pid);
+        wait_count_above(&log, 1);
+        let pid = w.pid.to_string();
+        let name = format!("r{delay_ms}");
+        let out = env
+            .cedana(&[
+                "--json",
+                "dump",
+                "process",
+                &pid,
+                "--no-server",
+                "--name",
+                &name,
+            ])
+            .ok();
+        let path = out.json()["path"].as_str().expect("path").to_string();
+        w.reap();
+        let last = last_count(&log).expect("counted");
+        env.start_daemon();
+        let mut client = env
+            .cmd()
+            .args(["--json", "restore", "process", "--path", &path])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the restore");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        env.kill_daemon();
+        let _ = client.wait();
+        // Whatever CRIU was doing, it ends: then the tree is either all there or gone.
+        wait_for("CRIU to finish", Duration::from_secs(30), || {
+            let busy = Command::new("pgrep")
+                .args(["-x", "criu"])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false);
+            (!busy).then_some(())
+        });
+        let restored = pid_alive(w.pid);
+        env.start_daemon();
+        assert_eq!(
+            abandoned_restore_dirs(),
+            Vec::<String>::new(),
+            "{delay_ms} ms: the restarted daemon left a dead restore's scratch dirs"
+        );
+        if restored {
+            let _r = KillOnDrop(w.pid);
+            assert_eq!(
+                next_after(&log, last),
+                last + 1,
+                "{delay_ms} ms: half-made tree"
+            );
+        } else {
+            // Nothing came back: a retry through the restarted daemon does.
+            let out = env
+                .cedana(&["--json", "restore", "process", "--path", &path])
+                .ok();
+            let back = out.json()["pid"].as_i64().expect("pid") as i32;
+            let _r = KillOnDrop(back);
+            assert_eq!(back, w.pid);
+            assert_eq!(next_after(&log, last), last + 1, "{delay_ms} ms: retry");
+        }
+        env.stop_daemon();
+    }
+}

@@ -219,7 +219,7 @@ fn restore_waits_until_the_dumped_pid_is_free() {
     );
 
     let criu = CriuRecorder::new(&env.path("criu"));
-    // The restore's temp dir: `cedana-restore-work-*` appears there once storage is
+    // The restore's temp dir: `.cedana-restore-work.*` appears there once storage is
     // ready, right before the wait for free PIDs.
     let tmp = env.path("restore-tmp");
     std::fs::create_dir_all(&tmp).expect("mkdir");
@@ -255,7 +255,7 @@ fn restore_waits_until_the_dumped_pid_is_free() {
                 .any(|e| {
                     e.file_name()
                         .to_string_lossy()
-                        .starts_with("cedana-restore-work-")
+                        .starts_with(".cedana-restore-work.")
                 })
                 .then_some(())
         },

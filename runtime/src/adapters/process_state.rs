@@ -6,7 +6,7 @@ use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
 use crate::process::inspect;
 
-/// Inspects the tree rooted at the request's PID.
+/// Inspects the tree rooted at the request's PID and claims it for this dump.
 pub fn fill_process_state() -> Adapter<DumpCtx, DumpResponse> {
     Adapter::from_fn("fill_process_state", |mut ctx: DumpCtx, next| {
         Box::pin(async move {
@@ -21,6 +21,9 @@ pub fn fill_process_state() -> Adapter<DumpCtx, DumpResponse> {
                 })
             })
             .await?;
+            // Held until the dump ends: a second dump of the same tree is refused.
+            let pids = ctx.state.tree.iter().map(|p| p.pid).collect();
+            let _claim = ctx.env.claim_for_dump(pids)?;
             next.run(ctx).await
         })
     })

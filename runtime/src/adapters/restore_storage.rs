@@ -18,7 +18,7 @@ use crate::chain::Adapter;
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
-use crate::image::{archive, integrity, layout};
+use crate::image::{archive, atomic, integrity, layout};
 
 /// Directory, beside the checkpoint, where the logs of failed restores are kept.
 pub const RESTORE_LOGS_DIR: &str = "cedana-restore-logs";
@@ -74,8 +74,10 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                 Ok(md)
             })
             .await?;
+            // Named so that a crash's leftover is removed at the next daemon start.
             let work = tempfile::Builder::new()
-                .prefix("cedana-restore-work-")
+                .prefix(&atomic::scratch_prefix("cedana-restore-work"))
+                .suffix(atomic::PARTIAL_SUFFIX)
                 .tempdir_in(std::env::temp_dir())
                 .map_err(|e| EngineError::io("create restore work dir", e))?;
             ctx.work_dir = work.path().to_path_buf();
@@ -112,8 +114,12 @@ pub fn unpack_dir(archive: &Path) -> Result<TempDir, EngineError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let prefix = format!(".{}.restore-", name_part(archive));
-    let dir = match tempfile::Builder::new().prefix(&prefix).tempdir_in(parent) {
+    let prefix = atomic::scratch_prefix(&format!("{}.restore", name_part(archive)));
+    let dir = match tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(atomic::PARTIAL_SUFFIX)
+        .tempdir_in(parent)
+    {
         Ok(d) => d,
         Err(e) if not_writable(&e) => {
             let tmp = std::env::temp_dir();
@@ -124,7 +130,8 @@ pub fn unpack_dir(archive: &Path) -> Result<TempDir, EngineError> {
                 "the checkpoint's directory is not writable; unpacking into the temp dir"
             );
             tempfile::Builder::new()
-                .prefix("cedana-restore-")
+                .prefix(&atomic::scratch_prefix("cedana-restore"))
+                .suffix(atomic::PARTIAL_SUFFIX)
                 .tempdir_in(&tmp)
                 .map_err(|e| {
                     EngineError::io(format!("create an unpack dir in {}", tmp.display()), e)
@@ -289,7 +296,10 @@ mod tests {
         let dir = unpack_dir(&archive).expect("dir");
         assert_eq!(dir.path().parent(), Some(tmp.path()));
         let name = dir.path().file_name().expect("name").to_string_lossy();
-        assert!(name.starts_with(".ck1.restore-"), "{name}");
+        assert!(
+            name.starts_with(".ck1.restore.") && name.ends_with(".partial"),
+            "{name}"
+        );
         let mode = fs::metadata(dir.path()).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, PRIVATE);
         assert_eq!(name_part(Path::new("/x/a.tar")), "a");

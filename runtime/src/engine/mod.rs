@@ -136,11 +136,13 @@ impl Engine {
     /// Undoes what an operation cut short by a crash left (staging paths, frozen
     /// containers); returns what it did, for the log. Run once at daemon start.
     pub fn recover_after_crash(&self) -> Vec<String> {
-        let mut done: Vec<String> =
-            crate::image::atomic::remove_abandoned_staging(&self.env.config.checkpoint.dir)
-                .into_iter()
-                .map(|p| format!("removed the partial checkpoint {}", p.display()))
-                .collect();
+        // Staging dirs live in the checkpoint dir; restores' scratch dirs in the temp dir.
+        let dirs = [self.env.config.checkpoint.dir.clone(), std::env::temp_dir()];
+        let mut done: Vec<String> = dirs
+            .iter()
+            .flat_map(|d| crate::image::atomic::remove_abandoned_staging(d))
+            .map(|p| format!("removed {}, left by an operation cut short", p.display()))
+            .collect();
         done.extend(
             crate::plugins::runc::hold::release_abandoned()
                 .into_iter()

@@ -49,6 +49,13 @@ pub fn staging_dir_in(dir: &Path) -> PathBuf {
     dir.join(format!(".ck.{}{PARTIAL_SUFFIX}", unique_suffix()))
 }
 
+/// The name prefix of a private scratch dir labelled `label` of this process: with
+/// [`PARTIAL_SUFFIX`] as suffix (and random bytes between), a crash leaves it recognisable
+/// and its owner known, so [`remove_abandoned_staging`] can remove it.
+pub fn scratch_prefix(label: &str) -> String {
+    format!(".{label}.{:x}-", std::process::id())
+}
+
 /// Whether a directory entry's name is a staging path left by [`staging_path_for`].
 pub fn is_staging_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX)
