@@ -315,3 +315,104 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
         env.stop_daemon();
     }
 }
+
+/// Whether a `criu` process is running.
+fn criu_running() -> Option<i32> {
+    let out = Command::new("pgrep").args(["-x", "criu"]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+}
+
+/// CRIU itself killed (SIGKILL) at several moments of a dump: the workload runs on,
+/// nothing is left in the checkpoint dir, and a retry succeeds.
+#[test]
+fn criu_killed_mid_dump_leaves_the_workload_running() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.checkpoints();
+    for delay_ms in [20u64, 150, 400] {
+        let log = env.path(&format!("k-{delay_ms}.log"));
+        let mut w = Workload::start(&log, &["memory", "256"]);
+        let _guard = KillOnDrop(w.pid);
+        wait_count_above(&log, 1);
+        let pid = w.pid.to_string();
+        let dump = env
+            .cmd()
+            .args(["dump", "process", &pid, "--no-server"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the dump");
+        let criu = wait_for("CRIU to start", Duration::from_secs(10), criu_running);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(criu), nix::sys::signal::SIGKILL);
+        let out = Run::from_output(dump.wait_with_output().expect("dump"));
+        if out.code == 0 {
+            // CRIU was already done: then the checkpoint is whole and restores.
+            w.reap();
+            let last = last_count(&log).expect("counted");
+            let names: Vec<String> = dir_names(&dir)
+                .into_iter()
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            assert_eq!(names.len(), 1, "{delay_ms} ms: {names:?}");
+            restore_and_check(&env, &dir.join(&names[0]), &log, last);
+        } else {
+            assert!(w.alive(), "{delay_ms} ms: CRIU's death killed the workload");
+            let before = last_count(&log).expect("counting");
+            wait_count_above(&log, before + 1);
+            assert_eq!(
+                dir_names(&dir),
+                Vec::<String>::new(),
+                "{delay_ms} ms: something of the failed dump is left"
+            );
+            let out = env
+                .cedana(&["--json", "dump", "process", &pid, "--no-server"])
+                .ok();
+            let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
+            w.reap();
+            let last = last_count(&log).expect("counted");
+            restore_and_check(&env, &path, &log, last);
+        }
+        for n in dir_names(&dir) {
+            let p = dir.join(n);
+            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+        }
+    }
+}
+
+/// A disk too small for CRIU's own images: the dump fails saying so, the workload runs on.
+#[test]
+fn full_disk_while_criu_writes_leaves_the_workload_running() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let small = Tmpfs::mount(&env.path("tiny"), 16);
+    let log = env.path("tiny.log");
+    let w = Workload::start(&log, &["memory", "48"]);
+    wait_count_above(&log, 1);
+    let dir = small.path.to_string_lossy().to_string();
+    let out = env.cedana(&[
+        "dump",
+        "process",
+        &w.pid.to_string(),
+        "--no-server",
+        "--dir",
+        &dir,
+    ]);
+    assert_ne!(out.code, 0, "48 MiB of memory cannot fit in 16 MiB");
+    assert!(
+        out.stderr.to_lowercase().contains("space"),
+        "the error names the full disk: {}",
+        out.stderr
+    );
+    assert!(w.alive(), "a failed dump killed the workload");
+    let before = last_count(&log).expect("counting");
+    wait_count_above(&log, before + 1);
+    assert_eq!(dir_names(&small.path), Vec::<String>::new());
+}
