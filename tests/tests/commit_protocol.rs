@@ -416,3 +416,48 @@ fn full_disk_while_criu_writes_leaves_the_workload_running() {
     wait_count_above(&log, before + 1);
     assert_eq!(dir_names(&small.path), Vec::<String>::new());
 }
+
+/// ENOSPC injected at each stage of the commit (hashing, metadata.json, the rename), on
+/// each route: the dump fails naming the stage, the workload runs on, nothing is left.
+#[test]
+fn enospc_at_each_commit_stage_leaves_the_workload_running() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.checkpoints();
+    for (route, flags) in [
+        ("archive", &[][..]),
+        ("directory", &["--compression", "none"][..]),
+        ("streamed", &["--streams", "2"][..]),
+    ] {
+        for stage in ["digest", "metadata", "rename"] {
+            if route == "archive" && stage == "rename" {
+                continue; // the archive is renamed by the packer, covered by the race test
+            }
+            let log = env.path(&format!("{route}-{stage}.log"));
+            let w = Workload::start(&log, &["memory", "32"]);
+            wait_count_above(&log, 1);
+            let pid = w.pid.to_string();
+            let out = Run::from_output(
+                env.cmd()
+                    .env("CEDANA_TEST_FAULT", format!("commit-{stage}"))
+                    .args(["dump", "process", &pid, "--no-server"])
+                    .args(flags)
+                    .output()
+                    .expect("run the dump"),
+            );
+            assert_ne!(out.code, 0, "{route}/{stage}: the fault must fail the dump");
+            assert!(
+                out.stderr.contains(&format!("commit-{stage}"))
+                    && out.stderr.contains("No space left"),
+                "{route}/{stage}: the error names the stage and the cause: {}",
+                out.stderr
+            );
+            assert!(w.alive(), "{route}/{stage}: the workload was killed");
+            let before = last_count(&log).expect("counting");
+            wait_count_above(&log, before + 1);
+            assert_eq!(dir_names(&dir), Vec::<String>::new(), "{route}/{stage}");
+        }
+    }
+}
