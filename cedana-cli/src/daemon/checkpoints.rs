@@ -49,8 +49,13 @@ impl JobManager {
                 caller.require_process(pid, "dump")?;
                 (pid, None)
             }
-            // The runc plugin resolves the container's init PID itself.
-            Some(Target::Runc(_) | Target::Containerd(_)) => {
+            // The runc plugin resolves the container's init PID itself; a job's container
+            // is checkpointed as that job, so the checkpoint is counted against it.
+            Some(Target::Runc(c)) => {
+                caller.require_root("dump a container", "a rootful runtime is root power")?;
+                (0, self.job_of_container(&c))
+            }
+            Some(Target::Containerd(_)) => {
                 caller.require_root("dump a container", "a rootful runtime is root power")?;
                 (0, None)
             }
@@ -125,6 +130,17 @@ impl JobManager {
         }
         tracing::info!(pid, path = %record.path, "checkpoint written");
         Ok((record, resp.duration_ms))
+    }
+
+    /// The live runc job running container `c`, if any (same id and state root).
+    fn job_of_container(&self, c: &proto::RuncContainer) -> Option<JobRecord> {
+        let jobs = self.store.list_jobs().ok()?;
+        jobs.into_iter().find(|j| {
+            j.state != HALTED
+                && j.container
+                    .as_ref()
+                    .is_some_and(|r| r.id == c.id && r.root == c.root)
+        })
     }
 
     /// Waits (bounded) until a job is halted.
