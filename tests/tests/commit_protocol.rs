@@ -9,19 +9,12 @@ use std::time::Duration;
 
 use cedana_e2e::*;
 
-/// Restores `path` in-process; the counter in `log` must go on from `last`.
-fn restore_and_check(env: &Env, path: &Path, log: &Path, last: u64) {
-    let p = path.to_string_lossy().to_string();
-    let out = env
-        .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
-        .ok();
-    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
-    let _guard = KillOnDrop(pid);
-    assert_eq!(
-        next_after(log, last),
-        last + 1,
-        "the restored counter restarted"
-    );
+/// Removes everything in `dir`, for the next round of a test.
+fn empty_dir(dir: &Path) {
+    for n in dir_names(dir) {
+        let p = dir.join(n);
+        let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+    }
 }
 
 /// Entries of the checkpoint dir that are not finished checkpoints (staging paths).
@@ -93,7 +86,7 @@ fn full_disk_while_packing_leaves_the_workload_running_and_a_retry_succeeds() {
         "{:?}",
         dir_names(&small.path)
     );
-    restore_and_check(&env, &path, &log, last);
+    restore_process_and_check(&env, &path, &log, last);
 }
 
 #[test]
@@ -122,12 +115,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         // CRIU, orphaned, finds nobody to commit at post-dump and lets the tree go; give
         // it time to get there.
         let alive = wait_for("CRIU to let go", Duration::from_secs(30), || {
-            let criu_left = Command::new("pgrep")
-                .args(["-x", "criu"])
-                .output()
-                .map(|o| !o.stdout.is_empty())
-                .unwrap_or(false);
-            (!criu_left).then(|| w.alive())
+            criu_running().is_none().then(|| w.alive())
         });
         env.start_daemon();
         assert_eq!(
@@ -145,7 +133,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
             let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
             w.reap();
             let last = last_count(&log).expect("counted");
-            restore_and_check(&env, &path, &log, last);
+            restore_process_and_check(&env, &path, &log, last);
         } else {
             // Killed only after the commit: its checkpoint is complete and restores.
             w.reap();
@@ -155,13 +143,10 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
                 .filter(|n| !n.starts_with('.'))
                 .collect();
             assert_eq!(done.len(), 1, "one complete checkpoint: {done:?}");
-            restore_and_check(&env, &ckpts.join(&done[0]), &log, last);
+            restore_process_and_check(&env, &ckpts.join(&done[0]), &log, last);
         }
         env.stop_daemon();
-        for n in dir_names(&ckpts) {
-            let p = ckpts.join(n);
-            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
-        }
+        empty_dir(&ckpts);
     }
 }
 
@@ -281,12 +266,7 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
         let _ = client.wait();
         // Whatever CRIU was doing, it ends: then the tree is either all there or gone.
         wait_for("CRIU to finish", Duration::from_secs(30), || {
-            let busy = Command::new("pgrep")
-                .args(["-x", "criu"])
-                .output()
-                .map(|o| !o.stdout.is_empty())
-                .unwrap_or(false);
-            (!busy).then_some(())
+            criu_running().is_none().then_some(())
         });
         let restored = pid_alive(w.pid);
         env.start_daemon();
@@ -360,7 +340,7 @@ fn criu_killed_mid_dump_leaves_the_workload_running() {
                 .filter(|n| !n.starts_with('.'))
                 .collect();
             assert_eq!(names.len(), 1, "{delay_ms} ms: {names:?}");
-            restore_and_check(&env, &dir.join(&names[0]), &log, last);
+            restore_process_and_check(&env, &dir.join(&names[0]), &log, last);
         } else {
             assert!(w.alive(), "{delay_ms} ms: CRIU's death killed the workload");
             let before = last_count(&log).expect("counting");
@@ -376,12 +356,9 @@ fn criu_killed_mid_dump_leaves_the_workload_running() {
             let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
             w.reap();
             let last = last_count(&log).expect("counted");
-            restore_and_check(&env, &path, &log, last);
+            restore_process_and_check(&env, &path, &log, last);
         }
-        for n in dir_names(&dir) {
-            let p = dir.join(n);
-            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
-        }
+        empty_dir(&dir);
     }
 }
 

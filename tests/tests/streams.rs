@@ -218,11 +218,5 @@ fn streaming_fits_a_small_disk_with_bounded_memory() {
     assert!(path.starts_with(&disk.path), "{}", path.display());
     w.reap();
     let last = last_count(&log).expect("counted");
-    let p = path.to_string_lossy().to_string();
-    let out = env
-        .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
-        .ok();
-    let back = out.json()["pid"].as_i64().expect("pid") as i32;
-    let _r = KillOnDrop(back);
-    assert_eq!(next_after(&log, last), last + 1);
+    let _restored = restore_process_and_check(&env, &path, &log, last);
 }
