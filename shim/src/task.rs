@@ -1,7 +1,7 @@
 //! The task API v2 (ttrpc) methods: each one is a call into the task service or the
 //! container and process code, with the error mapped to its ttrpc code by `?`
 //! (error.rs). Requests that touch the container table or publish an event go through
-//! the `do_*` verbs of service.rs.
+//! the `do_*` verbs of service.rs, except pause and resume, which publish theirs here.
 
 use async_trait::async_trait;
 use containerd_shim_protos::api;
