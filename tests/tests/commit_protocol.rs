@@ -4,7 +4,7 @@
 //! listed, and a retry that succeeds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use cedana_e2e::*;
@@ -95,6 +95,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         return;
     }
     let mut env = Env::new();
+    let me = adopt_orphans();
     let ckpts = env.checkpoints();
     for delay_ms in [150u64, 600, 1500] {
         env.start_daemon();
@@ -115,7 +116,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         // CRIU, orphaned, finds nobody to commit at post-dump and lets the tree go; give
         // it time to get there.
         let alive = wait_for("CRIU to let go", Duration::from_secs(30), || {
-            criu_running().is_none().then(|| w.alive())
+            criu_child_of(me).is_none().then(|| w.alive())
         });
         env.start_daemon();
         assert_eq!(
@@ -232,6 +233,7 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
         return;
     }
     let mut env = Env::new();
+    let me = adopt_orphans();
     for delay_ms in [50u64, 300, 900] {
         let log = env.path(&format!("r-{delay_ms}.log"));
         let mut w = Workload::start(&log, &["memory", "128"]);
@@ -266,7 +268,7 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
         let _ = client.wait();
         // Whatever CRIU was doing, it ends: then the tree is either all there or gone.
         wait_for("CRIU to finish", Duration::from_secs(30), || {
-            criu_running().is_none().then_some(())
+            criu_child_of(me).is_none().then_some(())
         });
         let restored = pid_alive(w.pid);
         env.start_daemon();
@@ -296,13 +298,25 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
     }
 }
 
-/// Whether a `criu` process is running.
-fn criu_running() -> Option<i32> {
-    let out = Command::new("pgrep").args(["-x", "criu"]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
+/// A live (not zombie) `criu` process whose parent is `parent`: other tests on this
+/// machine may run CRIU too, so only ours count.
+fn criu_child_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next()?, f.next()?.parse::<i32>().ok()?);
+        (comm.ends_with("(criu") && state != "Z" && ppid == parent).then_some(pid)
+    })
+}
+
+/// Makes this test process the subreaper of what it starts, so a CRIU orphaned by a
+/// killed daemon becomes our child and [`criu_child_of`] finds it.
+fn adopt_orphans() -> i32 {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    std::process::id() as i32
 }
 
 /// CRIU itself killed (SIGKILL) at several moments of a dump: the workload runs on,
@@ -327,7 +341,10 @@ fn criu_killed_mid_dump_leaves_the_workload_running() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the dump");
-        let criu = wait_for("CRIU to start", Duration::from_secs(10), criu_running);
+        let client = dump.id() as i32;
+        let criu = wait_for("CRIU to start", Duration::from_secs(10), || {
+            criu_child_of(client)
+        });
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(criu), nix::sys::signal::SIGKILL);
         let out = Run::from_output(dump.wait_with_output().expect("dump"));
