@@ -59,7 +59,11 @@ fn check_restored_job(env: &Env, restored: &serde_json::Value, kind: &str, last:
         Duration::from_secs(15),
         || counts(&log).first().copied(),
     );
-    assert_eq!(first, last + 1, "the restored counter carried on in its own log");
+    assert_eq!(
+        first,
+        last + 1,
+        "the restored counter carried on in its own log"
+    );
     wait_count_above(&log, last + 3);
     let daemon = env.daemon_log();
     assert!(
@@ -92,8 +96,10 @@ fn restore_runc_through_the_daemon_is_a_job() {
     let _guards = [Ctr::new(&root, "orig"), Ctr::new(&root, "copy")];
     let (r, b) = (root.to_str().expect("utf8"), bundle.to_str().expect("utf8"));
     // A runc job: its stdout is a pipe to a relay, which CRIU checkpoints as such.
-    env.cedana(&["run", "runc", "--bundle", b, "--id", "orig", "--root", r, "--jid", "orig"])
-        .ok();
+    env.cedana(&[
+        "run", "runc", "--bundle", b, "--id", "orig", "--root", r, "--jid", "orig",
+    ])
+    .ok();
     let orig_log = env.path("jobs/orig.log");
     wait_count_above(&orig_log, 5);
     let dir = env.checkpoints().display().to_string();
@@ -114,7 +120,10 @@ fn restore_runc_through_the_daemon_is_a_job() {
     check_restored_job(&env, &restored, "runc", last);
     // The plain text output names the job too.
     let text = env.cedana(&["ps"]).ok().stdout;
-    assert!(text.contains(restored["jid"].as_str().unwrap_or("-")), "{text}");
+    assert!(
+        text.contains(restored["jid"].as_str().unwrap_or("-")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -128,19 +137,43 @@ fn restore_containerd_through_the_daemon_is_a_job() {
     let orig_log = env.path("orig.log");
     let log_uri = format!("file://{}", orig_log.display());
     c.ok(&[
-        "run", "-d", "--runtime", RUNC, "--runc-binary", &runc_binary, "--log-uri", &log_uri,
-        IMAGE, "orig", "sh", "-c", PRINTER,
+        "run",
+        "-d",
+        "--runtime",
+        RUNC,
+        "--runc-binary",
+        &runc_binary,
+        "--log-uri",
+        &log_uri,
+        IMAGE,
+        "orig",
+        "sh",
+        "-c",
+        PRINTER,
     ]);
     wait_count_above(&orig_log, 5);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
-    let target = ["--containerd-address", &address, "--namespace", &c.namespace];
+    let target = [
+        "--containerd-address",
+        &address,
+        "--namespace",
+        &c.namespace,
+    ];
     let mut dump = vec!["--json", "dump", "containerd", "orig", "--dir", &dir];
     dump.extend(target);
     let d = env.cedana(&dump).ok().json();
     let path = d["path"].as_str().expect("path").to_string();
     let last = settled_count(&orig_log);
-    let mut restore = vec!["--json", "restore", "containerd", "--path", &path, "--id", "copy"];
+    let mut restore = vec![
+        "--json",
+        "restore",
+        "containerd",
+        "--path",
+        &path,
+        "--id",
+        "copy",
+    ];
     restore.extend(target);
     let r = env.cedana(&restore);
     assert_eq!(

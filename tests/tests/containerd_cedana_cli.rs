@@ -17,11 +17,19 @@ const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 
 fn counts(c: &Containerd, id: &str, exec: &mut u32) -> Vec<u64> {
     *exec += 1;
     let exec_id = format!("cat-{exec}");
-    c.ctr(&["task", "exec", "--exec-id", &exec_id, id, "/bin/cat", "/count"])
-        .stdout
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        &exec_id,
+        id,
+        "/bin/cat",
+        "/count",
+    ])
+    .stdout
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .collect()
 }
 
 /// Waits until `id`'s counter passes `above`; returns it.
@@ -39,12 +47,27 @@ fn dump_restore_on_our_shim(daemon: bool) {
     if daemon {
         env.start_daemon();
     }
-    c.ok(&["run", "-d", "--runtime", CEDANA, IMAGE, "orig", "sh", "-c", COUNTER]);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "orig",
+        "sh",
+        "-c",
+        COUNTER,
+    ]);
     let mut exec = 0;
     wait_above(&c, "orig", &mut exec, 10);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
-    let target = ["--containerd-address", &address, "--namespace", &c.namespace];
+    let target = [
+        "--containerd-address",
+        &address,
+        "--namespace",
+        &c.namespace,
+    ];
     let mut dump = vec!["--json", "dump", "containerd", "orig", "--dir", &dir];
     dump.extend(target);
     let mut restore = vec!["--json", "restore", "containerd", "--id", "copy"];

@@ -108,7 +108,10 @@ fn readme_ctr_checkpoint_restore_sequence_works_as_written() {
     // The image the README names, built locally (no registry here).
     let image = lines
         .first()
-        .and_then(|l| l.split_whitespace().find(|w| w.contains(':') && w.contains('/')))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find(|w| w.contains(':') && w.contains('/'))
+        })
         .expect("the README's ctr run names an image");
     c.import_busybox_as(image);
     let mut n = 0;
@@ -197,7 +200,10 @@ fn readme_containerd_config_snippets_load_with_cri() {
     }
     let section = containerd_section(&readme());
     let snippets = fenced(&section, "toml");
-    assert!(!snippets.is_empty(), "README: no ```toml block in ## containerd");
+    assert!(
+        !snippets.is_empty(),
+        "README: no ```toml block in ## containerd"
+    );
     for (_, snippet) in snippets {
         let named = runtimes(&snippet);
         assert!(!named.is_empty(), "snippet names no runtime:\n{snippet}");
@@ -220,9 +226,11 @@ fn readme_containerd_config_snippets_load_with_cri() {
         );
         let c = Containerd::start_with(|d| default_config_in(d) + "\n" + &snippet + "\n");
         let plugins = c.ok(&["plugins", "ls"]);
-        let cri = plugins
-            .lines()
-            .find(|l| l.split_whitespace().take(2).eq(["io.containerd.grpc.v1", "cri"]));
+        let cri = plugins.lines().find(|l| {
+            l.split_whitespace()
+                .take(2)
+                .eq(["io.containerd.grpc.v1", "cri"])
+        });
         assert!(
             cri.is_some_and(|l| l.trim_end().ends_with("ok")),
             "CRI plugin not loaded with the README snippet:\n{snippet}\n{plugins}\n{}",
@@ -233,10 +241,14 @@ fn readme_containerd_config_snippets_load_with_cri() {
                 .join("\n")
         );
         // The CRI plugin logs its config at start: each runtime of the snippet is in it.
-        let log = wait_for("the CRI plugin's config in the log", Duration::from_secs(10), || {
-            let log = c.log();
-            log.contains("Start cri plugin with config").then_some(log)
-        });
+        let log = wait_for(
+            "the CRI plugin's config in the log",
+            Duration::from_secs(10),
+            || {
+                let log = c.log();
+                log.contains("Start cri plugin with config").then_some(log)
+            },
+        );
         for (name, ty) in named {
             assert!(
                 log.contains(&format!("{name}:{{Type:{ty} ")),

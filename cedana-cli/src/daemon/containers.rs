@@ -95,7 +95,13 @@ impl JobManager {
             }),
         )?;
         self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
-        tracing::info!(jid, pid, container = container.id, path, "container restored as a job");
+        tracing::info!(
+            jid,
+            pid,
+            container = container.id,
+            path,
+            "container restored as a job"
+        );
         Ok(proto::RestoreResponse {
             pid,
             jid,
@@ -139,7 +145,13 @@ impl JobManager {
             None,
         )?;
         self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
-        tracing::info!(jid, pid, id = target.id, path, "containerd container restored as a job");
+        tracing::info!(
+            jid,
+            pid,
+            id = target.id,
+            path,
+            "containerd container restored as a job"
+        );
         Ok(proto::RestoreResponse {
             pid,
             jid,

@@ -39,9 +39,11 @@ pub fn restorable(runtime: &str, options_type: &str) -> Result<(), String> {
              restore it with `ctr container restore --live --rw NEWID IMAGE`"
         ));
     }
-    Err("only runc-based runtimes (io.containerd.runc.*, io.containerd.cedana.*) can be \
+    Err(
+        "only runc-based runtimes (io.containerd.runc.*, io.containerd.cedana.*) can be \
          checkpointed"
-        .into())
+            .into(),
+    )
 }
 
 /// Resolves the container; runs first, before the runc plugin's resolver.
