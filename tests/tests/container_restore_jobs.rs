@@ -118,6 +118,22 @@ fn restore_runc_through_the_daemon_is_a_job() {
         .ok()
         .json();
     check_restored_job(&env, &restored, "runc", last);
+    // With --no-server a container is no job: --attach would have nothing to follow.
+    env.cedana(&[
+        "restore",
+        "runc",
+        "--path",
+        &path,
+        "--bundle",
+        f,
+        "--id",
+        "other",
+        "--root",
+        r,
+        "--no-server",
+        "--attach",
+    ])
+    .fails_with("--attach follows a job's log");
     // The plain text output names the job too.
     let text = env.cedana(&["ps"]).ok().stdout;
     assert!(

@@ -217,9 +217,10 @@ pub struct RestoreArgs {
     /// Write the restored PID to this file.
     #[arg(long, value_name = "F")]
     pub pid_file: Option<PathBuf>,
-    /// Follow the restored job's log until the job halts, and exit with its exit code.
-    /// Through the daemon, whose restores are jobs (containers too); with --no-server,
-    /// a process restore waits for the process instead, and containers refuse it.
+    /// Follow the restored job's log until the job halts, and exit with its exit code (0
+    /// for a container: its exit code is not known). Through the daemon, whose restores
+    /// are jobs (containers too); with --no-server, a process restore waits for the
+    /// process instead, and a container restore refuses it (no job to follow).
     #[arg(long)]
     pub attach: bool,
     /// Print CRIU's figures of the dump and of this restore (times, pages).
