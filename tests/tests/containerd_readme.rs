@@ -243,7 +243,7 @@ fn readme_containerd_config_snippets_load_with_cri() {
         // The CRI plugin logs its config at start: each runtime of the snippet is in it.
         let log = wait_for(
             "the CRI plugin's config in the log",
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             || {
                 let log = c.log();
                 log.contains("Start cri plugin with config").then_some(log)

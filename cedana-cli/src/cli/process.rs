@@ -284,7 +284,8 @@ pub enum RestoreCmd {
     },
     /// Restore a containerd checkpoint (`cedana dump containerd`) into a new container
     /// that containerd manages; through the daemon it is also a new job, its output in
-    /// jobs.log_dir/containerd-NS-ID.log.
+    /// the job log, jobs.log_dir/JID.log (with --no-server, in
+    /// jobs.log_dir/containerd-NS-ID.log).
     Containerd {
         /// Checkpoint archive or directory.
         #[arg(long)]

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cedana_runtime::plugins::containerd::restore::log_path as containerd_log_path;
 use cedana_runtime::plugins::runc::run;
 
 use super::convert;
@@ -112,7 +111,8 @@ impl JobManager {
     }
 
     /// `restore containerd` as a new job: containerd's shim writes the container's
-    /// output to `jobs.log_dir/containerd-NS-ID.log`, which becomes the job's log.
+    /// output to the job's own log, `jobs.log_dir/JID.log` (a fresh file: a log named
+    /// after the container could hold an earlier container's output).
     pub(super) async fn restore_containerd_as_job(
         self: &Arc<Self>,
         caller: &Caller,
@@ -120,17 +120,27 @@ impl JobManager {
     ) -> Result<proto::RestoreResponse> {
         let path = checkpoint_path(req, "restore containerd")?;
         let jid = self.fresh_jid(None)?;
-        let engine_req = convert::restore_request(req, PathBuf::from(&path));
-        let target = engine_req
-            .containerd
-            .as_ref()
-            .map(|c| c.target.clone())
-            .ok_or_else(|| {
-                DaemonError::InvalidArgument("restore containerd needs the new container".into())
-            })?;
-        let resp = self.engine.restore(engine_req).await?;
+        let (log, _) = self.open_log(caller, &jid, None)?;
+        let mut engine_req = convert::restore_request(req, PathBuf::from(&path));
+        let target = match engine_req.containerd.as_mut() {
+            Some(c) => {
+                c.log_path = Some(log.clone());
+                c.target.clone()
+            }
+            None => {
+                return Err(DaemonError::InvalidArgument(
+                    "restore containerd needs the new container".into(),
+                ))
+            }
+        };
+        let resp = match self.engine.restore(engine_req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                forget_log(&log);
+                return Err(e.into());
+            }
+        };
         let pid = resp.pid;
-        let log = containerd_log_path(&self.engine.config().jobs.log_dir, &target);
         let generation = self.bump_generation(&jid);
         let job = self.insert(
             caller,

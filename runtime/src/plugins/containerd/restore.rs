@@ -213,7 +213,10 @@ async fn restore_task(
         }
         .encode_to_vec(),
     );
-    let log = log_path(&ctx.env.config.jobs.log_dir, &r.target);
+    let log = r
+        .log_path
+        .clone()
+        .unwrap_or_else(|| log_path(&ctx.env.config.jobs.log_dir, &r.target));
     if let Some(dir) = log.parent() {
         fs::create_dir_all(dir)
             .map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
