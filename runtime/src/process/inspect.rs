@@ -327,10 +327,31 @@ pub fn inspect(pid: i32) -> io::Result<ProcessState> {
     })
 }
 
-/// PIDs among `pids` that hold a lock listed in /proc/locks.
+/// PIDs among `pids` that hold a lock: named in /proc/locks, or holding an open file a
+/// lock belongs to (`lock:` in /proc/PID/fdinfo/N). /proc/locks names the process that
+/// took a lock, which may be gone: `exec 9>F; flock 9` leaves the shell holding a lock
+/// that /proc/locks gives to the exited `flock`.
 pub fn pids_holding_locks(pids: &[i32]) -> Vec<i32> {
     let text = fs::read_to_string("/proc/locks").unwrap_or_default();
-    locks_for(&text, pids)
+    let mut out = locks_for(&text, pids);
+    for &pid in pids {
+        if !out.contains(&pid) && fds_hold_locks(pid) {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Whether any open file of `pid` carries a lock (fdinfo lists it as `lock:`).
+fn fds_hold_locks(pid: i32) -> bool {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        fs::read_to_string(e.path())
+            .is_ok_and(|info| info.lines().any(|l| l.starts_with("lock:")))
+    })
 }
 
 fn locks_for(text: &str, pids: &[i32]) -> Vec<i32> {
