@@ -63,13 +63,21 @@ fn check_and_daemon_check_name_each_sides_criu_and_its_version() {
     assert!(table.contains(&version), "{table}");
 
     // Missing CRIU: a failure, with the fix, and exit 1.
-    let r = env.cedana(&["--json", "--set", "criu.binary_path=/nonexistent/criu", "check"]);
+    let r = env.cedana(&[
+        "--json",
+        "--set",
+        "criu.binary_path=/nonexistent/criu",
+        "check",
+    ]);
     assert_eq!(r.code, 1, "{r:?}");
     let checks = r.json();
     let bin = check(&checks, "criu binary");
     assert_eq!(bin["status"], "fail", "{bin}");
     assert!(
-        bin["fix"].as_str().unwrap_or_default().contains("criu.binary_path"),
+        bin["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("criu.binary_path"),
         "{bin}"
     );
 
@@ -100,7 +108,11 @@ fn check_and_daemon_check_name_each_sides_criu_and_its_version() {
     );
     let here = env.cedana(&["--json", "check"]).ok().json();
     assert!(same_file(
-        Path::new(check(&here, "criu binary")["detail"].as_str().unwrap_or_default()),
+        Path::new(
+            check(&here, "criu binary")["detail"]
+                .as_str()
+                .unwrap_or_default()
+        ),
         &real
     ));
 }
@@ -127,7 +139,12 @@ fn version_names_criu_as_criu_reports_it() {
         "client and daemon CRIU versions: {text}"
     );
     let missing = env
-        .cedana(&["--json", "--set", "criu.binary_path=/nonexistent/criu", "version"])
+        .cedana(&[
+            "--json",
+            "--set",
+            "criu.binary_path=/nonexistent/criu",
+            "version",
+        ])
         .ok()
         .json();
     assert!(missing["criu"].is_null(), "{missing}");
@@ -199,7 +216,10 @@ fn features_and_plugins_name_the_registry_and_the_chains() {
         "dump chain in the documented order: {dump}"
     );
     let text = env.cedana(&["features"]).ok().stdout;
-    assert!(text.contains(dump), "the table prints the same chain: {text}");
+    assert!(
+        text.contains(dump),
+        "the table prints the same chain: {text}"
+    );
 }
 
 /// Runs bash completion for the words `words` (the last being completed) with the
@@ -248,7 +268,11 @@ fn bash_completion_completes_subcommands_and_live_job_ids() {
     let script = env.path("cedana.bash");
     let r = env.cedana(&["completion", "bash"]).ok();
     std::fs::write(&script, &r.stdout).expect("script");
-    let syntax = Command::new("bash").arg("-n").arg(&script).status().expect("bash -n");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("bash -n");
     assert!(syntax.success(), "bash accepts the script");
 
     let subs = complete(&env, &script, &["fre"]);

@@ -35,7 +35,12 @@ fn wait_state(env: &Env, jid: &str, want: &str) -> Value {
 /// The parent PID of `pid`.
 fn ppid(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[test]
@@ -235,7 +240,9 @@ fn failed_restore_containerd_leaves_nothing_in_containerd() {
     assert!(c.task_status("broken").is_none(), "no task left");
     let snaps = snapshots();
     assert!(
-        !snaps.lines().any(|l| l.split_whitespace().next() == Some("broken")),
+        !snaps
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("broken")),
         "no snapshot left: {snaps}"
     );
 }
@@ -252,7 +259,10 @@ fn cgroup_value(pid: i32, controller: &str, file: &str) -> Option<u64> {
     let path = cgroups.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-        ctrls.split(',').any(|c| c == controller).then(|| path.to_string())
+        ctrls
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_string())
     })?;
     std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}"))
         .ok()?
@@ -264,11 +274,23 @@ fn cgroup_value(pid: i32, controller: &str, file: &str) -> Option<u64> {
 #[test]
 fn shim_metrics_match_the_containers_cgroup() {
     if !std::path::Path::new("/sys/fs/cgroup/memory").is_dir() {
-        skip("cgroup v1 memory controller not mounted", "a cgroup v1 host");
+        skip(
+            "cgroup v1 memory controller not mounted",
+            "a cgroup v1 host",
+        );
         return;
     }
     let Some(c) = Containerd::setup() else { return };
-    c.ok(&["run", "-d", "--runtime", CEDANA, IMAGE, "m1", "sleep", "1000"]);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        CEDANA,
+        IMAGE,
+        "m1",
+        "sleep",
+        "1000",
+    ]);
     let pid: i32 = wait_for("m1's task", Duration::from_secs(20), || {
         let ls = c.ok(&["task", "ls"]);
         ls.lines().find_map(|l| {

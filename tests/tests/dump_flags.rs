@@ -77,7 +77,13 @@ fn pid_file_receives_the_restored_pid() {
         let pid_file = env.path(&format!("restored-{daemon}.pid"));
         let pf = pid_file.display().to_string();
         let mut args = vec![
-            "--json", "restore", "process", "--path", &path, "--pid-file", &pf,
+            "--json",
+            "restore",
+            "process",
+            "--path",
+            &path,
+            "--pid-file",
+            &pf,
         ];
         if !daemon {
             args.push("--no-server");
@@ -93,7 +99,11 @@ fn pid_file_receives_the_restored_pid() {
             "daemon={daemon}: pid file says {written:?}"
         );
         assert_eq!(restored, w.pid, "CRIU restores the original PID");
-        assert_eq!(next_after(&log, at_dump), at_dump + 1, "the restored one counts");
+        assert_eq!(
+            next_after(&log, at_dump),
+            at_dump + 1,
+            "the restored one counts"
+        );
         kill(restored);
     }
 }
@@ -148,7 +158,14 @@ fn tcp_close_brings_the_connection_back_closed() {
     assert_eq!(v["metadata"]["criu_options"]["tcp_close"], true, "{v}");
     let path = v["path"].as_str().expect("path").to_string();
     let r = env
-        .cedana(&["--json", "restore", "process", "--path", &path, "--no-server"])
+        .cedana(&[
+            "--json",
+            "restore",
+            "process",
+            "--path",
+            &path,
+            "--no-server",
+        ])
         .ok()
         .json();
     let restored = r["pid"].as_i64().expect("pid") as i32;
@@ -240,9 +257,15 @@ fn forced_flags_reach_criu_are_recorded_and_applied_again_at_restore() {
     let _guard = KillOnDrop(restored);
     let restore = recorded(&criu.calls(), "restore");
     for f in ["--file-locks", "--shell-job", "--link-remap"] {
-        assert!(restore.split_whitespace().any(|a| a == f), "{f} on {restore}");
+        assert!(
+            restore.split_whitespace().any(|a| a == f),
+            "{f} on {restore}"
+        );
     }
-    assert!(restore.contains(&format!("--external {external}")), "{restore}");
+    assert!(
+        restore.contains(&format!("--external {external}")),
+        "{restore}"
+    );
     assert_eq!(next_after(&log, at_dump), at_dump + 1, "counts on");
 }
 
@@ -271,7 +294,10 @@ fn held_lock_survives(env: &Env, jid: &str, lock: &Path, command: &[&str]) {
         "file_locks detected: {}",
         v["metadata"]["criu_options"]
     );
-    assert!(!locked(lock), "the dumped tree is gone, and its lock with it");
+    assert!(
+        !locked(lock),
+        "the dumped tree is gone, and its lock with it"
+    );
     let at_dump = last_count(&log).expect("count");
     env.cedana(&["restore", "job", jid]).ok();
     wait_state(env, jid, "running");
@@ -414,7 +440,10 @@ fn runc_receives_shell_job_and_file_locks() {
         .find(|l| l.split_whitespace().any(|a| a == "checkpoint"))
         .unwrap_or_else(|| panic!("runc checkpoint not run through the wrapper: {calls}"));
     for f in ["--shell-job", "--file-locks"] {
-        assert!(checkpoint.split_whitespace().any(|a| a == f), "{f}: {checkpoint}");
+        assert!(
+            checkpoint.split_whitespace().any(|a| a == f),
+            "{f}: {checkpoint}"
+        );
     }
     let last = *numbers(&pair.bundle.join("rootfs/tmp/count"))
         .last()

@@ -28,7 +28,11 @@ fn wait_stopped(pids: &[i32]) {
     wait_for(
         &format!("{pids:?} to be stopped (T)"),
         Duration::from_secs(5),
-        || pids.iter().all(|p| proc_state(*p) == Some('T')).then_some(()),
+        || {
+            pids.iter()
+                .all(|p| proc_state(*p) == Some('T'))
+                .then_some(())
+        },
     );
 }
 

@@ -38,8 +38,7 @@ fn run_out_job_list_inspect_checkpoint_list_inspect_delete() {
     let w = workload();
     let run = env
         .cedana(&[
-            "--json", "run", "process", "--jid", "j1", "--out", &out_s, "--", &w, "counter",
-            "20",
+            "--json", "run", "process", "--jid", "j1", "--out", &out_s, "--", &w, "counter", "20",
         ])
         .ok()
         .json();
@@ -63,17 +62,30 @@ fn run_out_job_list_inspect_checkpoint_list_inspect_delete() {
     assert_eq!(list[0]["pid"], pid);
     assert_eq!(list[0]["state"], "running");
     assert!(
-        list[0]["command"].as_str().unwrap_or_default().contains("counter"),
+        list[0]["command"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("counter"),
         "{list}"
     );
     assert!(pid_alive(pid as i32));
     let table = env.cedana(&["job", "list"]).ok().stdout;
-    assert!(table.contains("j1") && table.contains(&pid.to_string()), "{table}");
+    assert!(
+        table.contains("j1") && table.contains(&pid.to_string()),
+        "{table}"
+    );
 
     let dir = env.checkpoints().display().to_string();
     for name in ["first", "second"] {
         env.cedana(&[
-            "dump", "job", "j1", "--leave-running", "--dir", &dir, "--name", name,
+            "dump",
+            "job",
+            "j1",
+            "--leave-running",
+            "--dir",
+            &dir,
+            "--name",
+            name,
         ])
         .ok();
     }
@@ -141,9 +153,7 @@ fn run_out_job_list_inspect_checkpoint_list_inspect_delete() {
 
 /// A job that prints on stdout and stderr, then exits with `code`.
 fn talker(code: i32) -> String {
-    format!(
-        "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; sleep 0.1; done; exit {code}"
-    )
+    format!("for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; sleep 0.1; done; exit {code}")
 }
 
 #[test]
@@ -160,11 +170,23 @@ fn run_attach_and_job_attach_show_the_output_and_exit_with_the_jobs_code() {
         assert!(r.stdout.contains(&format!("err{i}")), "{r:?}");
     }
 
-    env.cedana(&["run", "process", "--jid", "t2", "--", "sh", "-c", &talker(7)])
-        .ok();
+    env.cedana(&[
+        "run",
+        "process",
+        "--jid",
+        "t2",
+        "--",
+        "sh",
+        "-c",
+        &talker(7),
+    ])
+    .ok();
     let r = env.cedana(&["job", "attach", "t2"]);
     assert_eq!(r.code, 7, "{r:?}");
-    assert!(r.stdout.contains("out1") && r.stdout.contains("out5"), "{r:?}");
+    assert!(
+        r.stdout.contains("out1") && r.stdout.contains("out5"),
+        "{r:?}"
+    );
     assert!(r.stdout.contains("err5"), "{r:?}");
     assert_eq!(ps_job(&env, "t2").expect("t2")["exit_code"], 7);
 }
@@ -176,8 +198,8 @@ fn restore_job_attach_follows_the_restored_job_to_its_exit() {
     }
     let mut env = Env::new();
     env.start_daemon();
-    // Counts to 60 (about 3 s), then exits 5.
-    let script = "i=0; while [ $i -lt 60 ]; do i=$((i+1)); echo $i; sleep 0.05; done; exit 5";
+    // Counts to 100 (about 5 s), then exits 5.
+    let script = "i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo $i; sleep 0.05; done; exit 5";
     env.cedana(&["run", "process", "--jid", "r1", "--", "sh", "-c", script])
         .ok();
     let log = PathBuf::from(
@@ -190,13 +212,13 @@ fn restore_job_attach_follows_the_restored_job_to_its_exit() {
     env.cedana(&["dump", "job", "r1"]).ok();
     wait_state(&env, "r1", "halted");
     let at_dump = last_count(&log).expect("count");
-    assert!(at_dump < 60, "dumped before the end ({at_dump})");
+    assert!(at_dump < 100, "dumped before the end ({at_dump})");
 
     let r = env.cedana(&["restore", "job", "r1", "--attach"]);
     assert_eq!(r.code, 5, "the restored job's exit code: {r:?}");
-    assert!(r.stdout.lines().any(|l| l.trim() == "60"), "{r:?}");
+    assert!(r.stdout.lines().any(|l| l.trim() == "100"), "{r:?}");
     assert_eq!(next_after(&log, at_dump), at_dump + 1, "carried on");
-    assert_eq!(counts(&log).last(), Some(&60));
+    assert_eq!(counts(&log).last(), Some(&100));
 }
 
 fn restore_carries_on(log: &Path, at_dump: u64) {
@@ -222,6 +244,11 @@ fn managed_process_is_dumped_and_restored_by_job_id() {
     let listed = ps_job(&env, "m1").expect("m1 listed");
     assert_eq!(listed["pid"], w.pid);
     assert_eq!(listed["state"], "running");
+    let command = listed["command"].as_str().unwrap_or_default();
+    assert!(
+        command.contains("cedana-workload counter 20"),
+        "the adopted process's command line: {listed}"
+    );
 
     env.cedana(&["dump", "job", "m1"]).ok();
     w.reap();

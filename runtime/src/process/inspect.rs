@@ -349,8 +349,7 @@ fn fds_hold_locks(pid: i32) -> bool {
         return false;
     };
     dir.flatten().any(|e| {
-        fs::read_to_string(e.path())
-            .is_ok_and(|info| info.lines().any(|l| l.starts_with("lock:")))
+        fs::read_to_string(e.path()).is_ok_and(|info| info.lines().any(|l| l.starts_with("lock:")))
     })
 }
 
