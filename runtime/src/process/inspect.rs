@@ -422,6 +422,33 @@ mod tests {
         assert_eq!(locks_for(text, &[300, 302, 999]), vec![300]);
     }
 
+    /// `exec 9>F; flock 9` in a shell: a child takes the lock on an inherited fd and
+    /// exits; /proc/locks names the child, yet the lock is ours through the fd.
+    #[test]
+    fn lock_taken_by_an_exited_child_on_our_fd_is_ours() {
+        use std::os::fd::AsRawFd;
+        let file = tempfile::tempfile().expect("temp file");
+        let fd = file.as_raw_fd();
+        // SAFETY: the child only calls flock and _exit, both async-signal-safe.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: as above.
+            unsafe { libc::_exit(i32::from(libc::flock(fd, libc::LOCK_EX) != 0)) };
+        }
+        assert!(child > 0, "fork");
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "flock"
+        );
+        let me = std::process::id() as i32;
+        assert!(fds_hold_locks(me), "fdinfo shows our fd's lock");
+        assert!(pids_holding_locks(&[me]).contains(&me));
+        drop(file);
+    }
+
     #[test]
     fn inspects_our_own_process() {
         let me = std::process::id() as i32;
