@@ -223,19 +223,29 @@ fn failed_restore_containerd_leaves_nothing_in_containerd() {
     let containers_before = c.containers();
     let snapshots = || c.ok(&["snapshots", "ls"]);
     let path_s = path.display().to_string();
-    env.cedana(&[
-        "restore",
-        "containerd",
-        "--path",
-        &path_s,
-        "--id",
-        "broken",
-        "--containerd-address",
-        &address,
-        "--namespace",
-        &c.namespace,
-    ])
-    .fails_with("restore");
+    let failed = env
+        .cedana(&[
+            "restore",
+            "containerd",
+            "--path",
+            &path_s,
+            "--id",
+            "broken",
+            "--containerd-address",
+            &address,
+            "--namespace",
+            &c.namespace,
+        ])
+        // It failed where runc restored, naming the damaged image, with CRIU's log kept.
+        .fails_with("inventory.img");
+    let kept = failed
+        .stderr
+        .split("kept at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no kept restore log named: {}", failed.stderr));
+    let kept_log = std::fs::read_to_string(kept).unwrap_or_else(|e| panic!("{kept}: {e}"));
+    assert!(kept_log.contains("inventory.img"), "{kept_log}");
     assert_eq!(c.containers(), containers_before, "no container left");
     assert!(c.task_status("broken").is_none(), "no task left");
     let snaps = snapshots();
