@@ -4,9 +4,9 @@
 //! command line (a streamed dump runs CRIU's CLI, seen through [`CriuRecorder`]), are
 //! recorded and applied again at restore; on the runc route runc itself receives
 //! `--shell-job` / `--file-locks` (a recording wrapper as `runc.binary_path`). Without
-//! any flag, a held `flock` and an unlinked open file are detected: the dump works, the
-//! metadata records the option chosen, and the restored process still holds the lock
-//! and the file's content.
+//! any flag, a held `flock`, an unlinked open file and a foreign session (shell job) are
+//! detected: the dump works, the metadata records the option chosen, and the restored
+//! process still holds the lock and the file's content, and counts on.
 
 mod runc_support;
 
@@ -466,4 +466,58 @@ fn runc_receives_shell_job_and_file_locks() {
         last + 1,
         "the restored container counts on"
     );
+}
+
+/// The children of `pid`.
+fn children(pid: i64) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A process whose session and group leader (its shell) stays outside the dumped tree:
+/// shell_job is detected, the dump works without flags and the restored copy counts on.
+#[test]
+fn shell_job_is_detected_for_a_process_of_a_foreign_session() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    env.start_daemon();
+    let w = bin("cedana-workload").display().to_string();
+    let log = run_sh(&env, "shell", &format!("'{w}' counter 20 & wait"));
+    wait_count_above(&log, 3);
+    let sh = ps_job(&env, "shell")["pid"].as_i64().expect("pid");
+    let counter = wait_for("the counter child", Duration::from_secs(5), || {
+        children(sh).first().copied()
+    });
+    let pid = counter.to_string();
+    let v = env
+        .cedana(&["--json", "dump", "process", &pid, "--no-server"])
+        .ok()
+        .json();
+    assert_eq!(
+        v["metadata"]["criu_options"]["shell_job"], true,
+        "shell_job detected: {}",
+        v["metadata"]["criu_options"]
+    );
+    let at_dump = last_count(&log).expect("count");
+    let path = v["path"].as_str().expect("path").to_string();
+    let r = env
+        .cedana(&[
+            "--json",
+            "restore",
+            "process",
+            "--path",
+            &path,
+            "--no-server",
+        ])
+        .ok()
+        .json();
+    let restored = r["pid"].as_i64().expect("pid") as i32;
+    let _guard = KillOnDrop(restored);
+    assert_eq!(restored, counter);
+    assert_eq!(next_after(&log, at_dump), at_dump + 1, "counts on");
 }
