@@ -493,6 +493,8 @@ fn shell_job_is_detected_for_a_process_of_a_foreign_session() {
     let counter = wait_for("the counter child", Duration::from_secs(5), || {
         children(sh).first().copied()
     });
+    // The daemon's clean-up kills the job's root (the shell); the counter is ours.
+    let _child = KillOnDrop(counter);
     let pid = counter.to_string();
     let v = env
         .cedana(&["--json", "dump", "process", &pid, "--no-server"])

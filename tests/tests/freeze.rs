@@ -114,6 +114,8 @@ fn frozen_job_stops_its_whole_tree_and_ps_says_frozen() {
         (!k.is_empty()).then_some(k)
     });
 
+    // The daemon's clean-up kills the job's root; the child is ours to kill.
+    let _kids: Vec<KillOnDrop> = kids.iter().map(|k| KillOnDrop(*k)).collect();
     env.cedana(&["freeze", "job", "fz"]).ok();
     let mut tree = vec![root];
     tree.extend(&kids);
