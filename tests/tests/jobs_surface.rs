@@ -3,7 +3,7 @@
 //! `job checkpoint list|inspect`, `checkpoint delete` (files gone, no longer listed),
 //! and `manage process` (an adopted process dumped and restored by job id).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cedana_e2e::*;
@@ -221,10 +221,6 @@ fn restore_job_attach_follows_the_restored_job_to_its_exit() {
     assert_eq!(counts(&log).last(), Some(&100));
 }
 
-fn restore_carries_on(log: &Path, at_dump: u64) {
-    assert_eq!(next_after(log, at_dump), at_dump + 1, "carried on");
-}
-
 #[test]
 fn managed_process_is_dumped_and_restored_by_job_id() {
     if !e2e_enabled() {
@@ -261,6 +257,6 @@ fn managed_process_is_dumped_and_restored_by_job_id() {
     assert_eq!(r["pid"], w.pid, "{r}");
     wait_state(&env, "m1", "running");
     assert_eq!(ps_job(&env, "m1").expect("m1")["pid"], w.pid);
-    restore_carries_on(&log, at_dump);
+    assert_eq!(next_after(&log, at_dump), at_dump + 1, "carried on");
     wait_count_above(&log, at_dump + 5);
 }
