@@ -204,3 +204,87 @@ fn containerd_unknown_container_is_named_with_its_namespace() {
     ])
     .fails_with("containerd is unreachable at /nonexistent/c.sock");
 }
+
+/// `restore containerd --image REF`: the new container is created from REF (which must
+/// be in the namespace) instead of the recorded image; a REF that is not there is
+/// refused by name, and nothing is left behind.
+#[test]
+fn containerd_restore_with_another_image() {
+    let Some(c) = Containerd::setup() else { return };
+    let env = Env::new();
+    let other = "example.com/cedana/other:1";
+    c.import_busybox_as(other);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNC,
+        "--runc-binary",
+        &bin("cedana-runc").display().to_string(),
+        IMAGE,
+        "src",
+        "sh",
+        "-c",
+        COUNTER,
+    ]);
+    let before = wait_count_above(&c, "src", 3);
+    let address = c.socket().display().to_string();
+    let dir = env.checkpoints().display().to_string();
+    let common = [
+        "--containerd-address",
+        &address,
+        "--namespace",
+        &c.namespace,
+    ];
+    let mut dump = vec![
+        "--json",
+        "dump",
+        "containerd",
+        "src",
+        "--dir",
+        &dir,
+        "--no-server",
+    ];
+    dump.extend(common);
+    let d = env.cedana(&dump).ok().json();
+    let path = d["path"].as_str().expect("path").to_string();
+    wait_for("the original task to stop", Duration::from_secs(20), || {
+        (c.task_status("src").as_deref() != Some("RUNNING")).then_some(())
+    });
+    let restore = |id: &str, image: &str| {
+        let mut args = vec![
+            "restore",
+            "containerd",
+            "--path",
+            &path,
+            "--id",
+            id,
+            "--image",
+            image,
+            "--no-server",
+        ];
+        args.extend(common);
+        env.cedana(&args)
+    };
+    let bad = restore("bad", "example.com/cedana/missing:1");
+    assert_ne!(bad.code, 0, "a missing image cannot be used");
+    assert!(
+        bad.stderr.contains("example.com/cedana/missing:1"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        !c.containers().contains(&"bad".to_string()),
+        "{:?}",
+        c.containers()
+    );
+    let r = restore("copy", other);
+    assert_eq!(r.code, 0, "{}{}\n{}", r.stdout, r.stderr, c.log_tail());
+    let info = c.ok(&["container", "info", "copy"]);
+    assert!(info.contains(other), "created from {other}: {info}");
+    assert!(
+        wait_count_above(&c, "copy", before) > before,
+        "the copy counts on"
+    );
+    c.kill_and_remove("copy");
+}
