@@ -21,7 +21,11 @@ fn processes_using(dir: &Path) -> Vec<(i32, String)> {
     let needle = dir.to_string_lossy().into_owned();
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me || !pid_alive(pid) {
@@ -78,11 +82,17 @@ fn finish(mut child: std::process::Child, out: &Path) -> (i32, String) {
     let start = Instant::now();
     loop {
         if let Some(st) = child.try_wait().expect("wait for the demo") {
-            return (st.code().unwrap_or(-1), fs::read_to_string(out).unwrap_or_default());
+            return (
+                st.code().unwrap_or(-1),
+                fs::read_to_string(out).unwrap_or_default(),
+            );
         }
         if start.elapsed() > Duration::from_secs(120) {
             let _ = child.kill();
-            panic!("the demo ran over 2 minutes:\n{}", fs::read_to_string(out).unwrap_or_default());
+            panic!(
+                "the demo ran over 2 minutes:\n{}",
+                fs::read_to_string(out).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -99,7 +109,10 @@ fn demo_succeeds_and_leaves_nothing_running() {
     let left = leftovers(&work);
     assert_eq!(code, 0, "the demo failed:\n{text}");
     assert!(text.contains("OK"), "the demo checks the counter:\n{text}");
-    assert!(left.is_empty(), "the demo left processes running: {left:?}\n{text}");
+    assert!(
+        left.is_empty(),
+        "the demo left processes running: {left:?}\n{text}"
+    );
 }
 
 #[test]
@@ -114,8 +127,14 @@ fn a_failed_demo_leaves_nothing_running() {
     let (code, text) = finish(demo(&env, &work, &out, &no_criu), &out);
     let left = leftovers(&work);
     assert_ne!(code, 0, "the demo cannot succeed without CRIU:\n{text}");
-    assert!(text.contains("Checkpoint it"), "it got as far as the dump:\n{text}");
-    assert!(left.is_empty(), "the failed demo left processes running: {left:?}\n{text}");
+    assert!(
+        text.contains("Checkpoint it"),
+        "it got as far as the dump:\n{text}"
+    );
+    assert!(
+        left.is_empty(),
+        "the failed demo left processes running: {left:?}\n{text}"
+    );
 }
 
 #[test]
@@ -137,6 +156,12 @@ fn ctrl_c_during_the_demo_leaves_nothing_running() {
     nix::sys::signal::kill(group, nix::sys::signal::SIGINT).expect("Ctrl-C");
     let (code, text) = finish(child, &out);
     let left = leftovers(&work);
-    assert_ne!(code, 0, "an interrupted demo does not report success:\n{text}");
-    assert!(left.is_empty(), "Ctrl-C left processes running: {left:?}\n{text}");
+    assert_ne!(
+        code, 0,
+        "an interrupted demo does not report success:\n{text}"
+    );
+    assert!(
+        left.is_empty(),
+        "Ctrl-C left processes running: {left:?}\n{text}"
+    );
 }
