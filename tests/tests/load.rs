@@ -14,8 +14,11 @@ use cedana_e2e::*;
 
 const JOBS: usize = 20;
 const ROUNDS: usize = 2;
-/// The slowest `ps` answer (connect + ListJobs) allowed while the load runs.
-const PS_BOUND: Duration = Duration::from_millis(100);
+/// The slowest `ps` answer (connect + ListJobs) allowed while the load runs, in ms.
+const PS_BOUND_MS: u64 = 100;
+/// Overrides [`PS_BOUND_MS`] on a host whose cores other work keeps busy (a shared
+/// machine with a load far above its core count), where scheduling alone exceeds it.
+const PS_BOUND_ENV: &str = "CEDANA_TEST_PS_BOUND_MS";
 /// The whole test, jobs started to last check, runs in CI: keep it bounded.
 const TEST_BOUND: Duration = Duration::from_secs(120);
 
@@ -154,6 +157,7 @@ fn twenty_jobs_dumped_and_restored_at_once_twice() {
         std::thread::spawn(move || probe_ps(socket, stop))
     };
     for round in 1..=ROUNDS {
+        let nices: Vec<i64> = jobs.iter().map(|j| nice(j.pid)).collect();
         all_at_once(&env, &jobs, &["dump", "job"], deadline);
         let lasts: Vec<u64> = jobs
             .iter()
@@ -167,7 +171,7 @@ fn twenty_jobs_dumped_and_restored_at_once_twice() {
             })
             .collect();
         let restored = all_at_once(&env, &jobs, &["restore", "job"], deadline);
-        for ((j, r), last) in jobs.iter().zip(&restored).zip(lasts) {
+        for (((j, r), last), was) in jobs.iter().zip(&restored).zip(lasts).zip(nices) {
             assert_eq!(
                 r.json()["pid"].as_i64(),
                 Some(i64::from(j.pid)),
@@ -176,7 +180,7 @@ fn twenty_jobs_dumped_and_restored_at_once_twice() {
             );
             assert_eq!(
                 nice(j.pid),
-                0,
+                was,
                 "round {round}: {} runs at the daemon's bulk priority, not its own",
                 j.jid
             );
@@ -195,9 +199,16 @@ fn twenty_jobs_dumped_and_restored_at_once_twice() {
     let median = took.get(n / 2).copied().unwrap_or_default();
     eprintln!("ps under load: {n} answers, median {median:?}, max {max:?}");
     assert!(n >= 10, "ps was asked only {n} times");
+    let bound = Duration::from_millis(
+        std::env::var(PS_BOUND_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PS_BOUND_MS),
+    );
     assert!(
-        max < PS_BOUND,
-        "the daemon took {max:?} to answer ps under load (bound {PS_BOUND:?}; median {median:?})"
+        max < bound,
+        "the daemon took {max:?} to answer ps under load (bound {bound:?}, from \
+         {PS_BOUND_ENV} or {PS_BOUND_MS} ms; median {median:?})"
     );
     assert!(
         Instant::now() < deadline,

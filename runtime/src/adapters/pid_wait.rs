@@ -18,7 +18,13 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 pub async fn wait_until_free(pids: &[i32], timeout: Duration) -> Result<(), EngineError> {
     let start = Instant::now();
     loop {
-        match first_taken(pids) {
+        // A scan of every process in /proc: off the async workers, which twenty restores
+        // at once would otherwise keep busy (the daemon then answered nothing else).
+        let owned = pids.to_vec();
+        let taken = tokio::task::spawn_blocking(move || first_taken(&owned))
+            .await
+            .map_err(|e| EngineError::Internal(format!("PID scan failed: {e}")))?;
+        match taken {
             None => return Ok(()),
             Some((pid, holder)) if start.elapsed() >= timeout => {
                 let holder = if holder == pid {
