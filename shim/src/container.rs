@@ -30,7 +30,8 @@ pub struct Container {
     pub init: Arc<Process>,
     /// Exec processes by exec id.
     pub execs: Mutex<HashMap<String, Arc<Process>>>,
-    /// Checkpoint to restore from at start (Create with `checkpoint`).
+    /// Checkpoint to restore from at start (Create with `checkpoint`, or the options'
+    /// `CriuImagePath`).
     pub restore_from: Option<PathBuf>,
     rootfs_mounted: bool,
 }
@@ -42,6 +43,17 @@ fn runtime_root(options: &RuncOptions, namespace: &str) -> PathBuf {
         options.root.as_str()
     };
     Path::new(base).join(namespace)
+}
+
+/// Where a new task restores from: containerd's `checkpoint`, else the runtime options'
+/// `CriuImagePath`. containerd 1.7 turns that option into `checkpoint` only for
+/// `io.containerd.runc.*` runtimes and hands it unchanged to any other, so the shim reads
+/// it itself, as containerd does for runc: `cedana restore containerd` works on this shim.
+fn restore_source(checkpoint: &str, options: &RuncOptions) -> Option<PathBuf> {
+    [checkpoint, options.criu_image_path.as_str()]
+        .into_iter()
+        .find(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The runtime for a bundle, as recorded at create (used by `shim delete`).
@@ -98,7 +110,7 @@ impl Container {
             terminal: req.terminal,
         };
         let init = Arc::new(Process::new(&req.id, "", stdio));
-        let restore_from = (!req.checkpoint.is_empty()).then(|| PathBuf::from(&req.checkpoint));
+        let restore_from = restore_source(&req.checkpoint, &options);
         let c = Container {
             id: req.id.clone(),
             bundle,
@@ -401,4 +413,18 @@ async fn mount_all(mounts: &[Mount], target: &Path) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_comes_from_the_checkpoint_else_the_options() {
+        let mut o = RuncOptions::default();
+        assert_eq!(restore_source("", &o), None);
+        o.criu_image_path = "/ck/images".into();
+        assert_eq!(restore_source("", &o), Some(PathBuf::from("/ck/images")));
+        assert_eq!(restore_source("/given", &o), Some(PathBuf::from("/given")));
+    }
 }

@@ -6,15 +6,18 @@
 
 pub mod container;
 pub mod error;
+mod events;
 pub mod io;
 pub mod options;
 pub mod process;
 pub mod reaper;
 pub mod runtime;
 pub mod service;
+pub mod startup;
 pub mod stats;
+mod task;
 
-pub use service::{CedanaShim, RUNTIME_NAME};
+pub use startup::{CedanaShim, RUNTIME_NAME};
 
 /// Runs the shim (bootstrap `start` / `delete`, or the task service daemon).
 pub async fn run() {

@@ -2,13 +2,16 @@
 //! type URL: `containerd.runc.v1.Options` (what `ctr --runc-binary`, CRI's runc options and
 //! containerd's runc config produce), `runtimeoptions.v1.Options` (CRI's generic options for
 //! non-runc runtime types: a TOML `config_body` or a `config_path`), or nothing. Anything
-//! else is refused with a message naming the type.
+//! else is refused with a message naming the type. Checkpoint options
+//! (`containerd.runc.v1.CheckpointOptions`) are resolved here too.
 
+use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{CodedInputStream, Message};
-use containerd_shim_protos::shim::oci::Options as RuncOptions;
+use containerd_shim_protos::shim::oci::{CheckpointOptions, Options as RuncOptions};
 
 use crate::error::{Result, ShimError};
+use crate::runtime::CheckpointArgs;
 
 /// Type URLs of `containerd.runc.v1.Options` (with and without the typeurl prefix).
 const RUNC_OPTIONS_URLS: &[&str] = &[
@@ -115,6 +118,60 @@ fn from_toml(body: &str) -> Result<RuncOptions> {
         }
     }
     Ok(o)
+}
+
+/// Resolves the options of a checkpoint request (`containerd.runc.v1.CheckpointOptions`,
+/// or none) into the runtime's checkpoint arguments. The image path is the options' or
+/// else the request's path; the work path the options' or else `default_work_path` (the
+/// runtime options' `CriuWorkPath`).
+pub fn checkpoint_args(
+    req: &api::CheckpointTaskRequest,
+    default_work_path: &str,
+) -> Result<CheckpointArgs> {
+    let o = match req.options.as_ref() {
+        Some(any) if !any.value.is_empty() || !any.type_url.is_empty() => {
+            if !any
+                .type_url
+                .ends_with("containerd.runc.v1.CheckpointOptions")
+            {
+                return Err(ShimError::InvalidArgument(format!(
+                    "unknown checkpoint options type {:?}: expected \
+                     containerd.runc.v1.CheckpointOptions",
+                    any.type_url
+                )));
+            }
+            CheckpointOptions::parse_from_bytes(&any.value).map_err(|e| {
+                ShimError::InvalidArgument(format!("cannot decode checkpoint options: {e}"))
+            })?
+        }
+        _ => CheckpointOptions::default(),
+    };
+    let image_path = if o.image_path.is_empty() {
+        req.path.clone()
+    } else {
+        o.image_path.clone()
+    };
+    if image_path.is_empty() {
+        return Err(ShimError::InvalidArgument(
+            "checkpoint without an image path".into(),
+        ));
+    }
+    let work_path = if o.work_path.is_empty() {
+        default_work_path.to_string()
+    } else {
+        o.work_path.clone()
+    };
+    Ok(CheckpointArgs {
+        image_path,
+        work_path,
+        leave_running: !o.exit,
+        open_tcp: o.open_tcp,
+        external_unix_sockets: o.external_unix_sockets,
+        terminal: o.terminal,
+        file_locks: o.file_locks,
+        empty_namespaces: o.empty_namespaces.clone(),
+        cgroups_mode: o.cgroups_mode.clone(),
+    })
 }
 
 #[cfg(test)]

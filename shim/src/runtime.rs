@@ -3,21 +3,30 @@
 //! records CRIU options), or whatever `containerd.runc.v1.Options.BinaryName` names.
 //!
 //! Argument lists are built by pure functions ([`Runtime::args`] and the `*_args`
-//! helpers) with golden tests; [`Runtime::run`] executes them. Every runtime invocation
+//! helpers) with golden tests; [`Runtime::run`] executes them. The global flags and
+//! `checkpoint` come from the engine's runc command line
+//! (`cedana_runtime::plugins::runc::runtime`), one definition for both; `create`, `exec`,
+//! `kill` and the shim's `restore --detach` are the shim's own. Every runtime invocation
 //! is a child of the shim, which reaps all children itself, so exits come from the
 //! [`Reaper`] rather than from `wait()`.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cedana_runtime::criu::options::CriuOpts;
+use cedana_runtime::plugins::containerd::dump::DEFAULT_RUNC_ROOT;
+use cedana_runtime::plugins::runc::runtime as runc;
+use cedana_runtime::plugins::runc::{RuncDump, RuncTarget};
+
 use crate::error::{Result, ShimError};
 use crate::reaper::Reaper;
 
 /// The default runc root of containerd's runc shims (`/run/containerd/runc/<namespace>`).
-pub const DEFAULT_ROOT: &str = "/run/containerd/runc";
+pub const DEFAULT_ROOT: &str = DEFAULT_RUNC_ROOT;
 /// The wrapper preferred when no binary is configured.
 pub const CEDANA_RUNC: &str = "cedana-runc";
 /// The fallback.
@@ -93,17 +102,14 @@ pub struct Runtime {
 impl Runtime {
     /// Global flags followed by `cmd`.
     pub fn args(&self, cmd: &[String]) -> Vec<String> {
-        let mut a = vec![
-            "--root".to_string(),
-            self.root.display().to_string(),
-            "--log".to_string(),
-            self.log.display().to_string(),
-            "--log-format".to_string(),
-            "json".to_string(),
-        ];
-        if self.systemd_cgroup {
-            a.push("--systemd-cgroup".into());
-        }
+        let target = RuncTarget {
+            root: Some(self.root.clone()),
+            log: Some(self.log.clone()),
+            log_format: Some("json".into()),
+            systemd_cgroup: self.systemd_cgroup,
+            ..Default::default()
+        };
+        let mut a = strings(runc::global_args(&target));
         a.extend(cmd.iter().cloned());
         a
     }
@@ -200,6 +206,10 @@ fn last_log_error(log: &Path) -> Option<String> {
     })
 }
 
+fn strings(v: Vec<OsString>) -> Vec<String> {
+    v.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+}
+
 fn s(v: &str) -> String {
     v.to_string()
 }
@@ -277,29 +287,33 @@ pub fn kill_args(id: &str, signal: u32, all: bool) -> Vec<String> {
 
 /// `checkpoint`.
 pub fn checkpoint_args(id: &str, o: &CheckpointArgs) -> Vec<String> {
-    let mut a = vec![s("checkpoint"), s("--image-path"), o.image_path.clone()];
-    if !o.work_path.is_empty() {
-        a.extend([s("--work-path"), o.work_path.clone()]);
-    }
-    for (on, flag) in [
-        (o.leave_running, "--leave-running"),
-        (o.open_tcp, "--tcp-established"),
-        (o.external_unix_sockets, "--ext-unix-sk"),
-        (o.terminal, "--shell-job"),
-        (o.file_locks, "--file-locks"),
-    ] {
-        if on {
-            a.push(s(flag));
-        }
-    }
+    let mut extra = Vec::new();
     for ns in &o.empty_namespaces {
-        a.extend([s("--empty-ns"), ns.clone()]);
+        extra.extend([s("--empty-ns"), ns.clone()]);
     }
     if !o.cgroups_mode.is_empty() {
-        a.extend([s("--manage-cgroups-mode"), o.cgroups_mode.clone()]);
+        extra.extend([s("--manage-cgroups-mode"), o.cgroups_mode.clone()]);
     }
-    a.push(s(id));
-    a
+    let dump = RuncDump {
+        target: RuncTarget::new(id, None),
+        extra_args: extra,
+        ..Default::default()
+    };
+    let work = (!o.work_path.is_empty()).then(|| Path::new(&o.work_path));
+    let criu = CriuOpts {
+        leave_running: o.leave_running,
+        tcp_established: o.open_tcp,
+        ext_unix_sk: o.external_unix_sockets,
+        shell_job: o.terminal,
+        file_locks: o.file_locks,
+        ..Default::default()
+    };
+    strings(runc::checkpoint_args(
+        &dump,
+        Path::new(&o.image_path),
+        work,
+        &criu,
+    ))
 }
 
 /// `restore --detach` from a checkpoint.
@@ -345,6 +359,19 @@ mod tests {
         assert_eq!(
             rt().args(&[s("start"), s("c1")]).join(" "),
             "--root /run/containerd/runc/default --log /b/log.json --log-format json start c1"
+        );
+    }
+
+    #[test]
+    fn global_flags_systemd_cgroup() {
+        let r = Runtime {
+            systemd_cgroup: true,
+            ..rt()
+        };
+        assert_eq!(
+            r.args(&[s("start"), s("c1")]).join(" "),
+            "--root /run/containerd/runc/default --log /b/log.json --log-format json \
+             --systemd-cgroup start c1"
         );
     }
 

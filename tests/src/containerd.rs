@@ -43,22 +43,30 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd and waits until it answers.
+    /// Starts containerd (CRI off) and waits until it answers.
     pub fn start() -> Containerd {
+        Containerd::start_with(|d| {
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
+                root = d.join("root").display(),
+                state = d.join("state").display(),
+                sock = d.join("c.sock").display(),
+            )
+        })
+    }
+
+    /// Starts containerd with the config `config(dir)` gives for its temp dir (which
+    /// must put root, state and the gRPC socket `dir/c.sock` there) and waits until it
+    /// answers.
+    pub fn start_with(config: impl FnOnce(&Path) -> String) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("cedana-ctrd-")
             .tempdir_in("/tmp")
             .expect("temp dir");
         let d = dir.path();
-        let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n",
-            root = d.join("root").display(),
-            state = d.join("state").display(),
-            sock = d.join("c.sock").display(),
-        );
-        fs::write(d.join("config.toml"), config).expect("write containerd config");
+        fs::write(d.join("config.toml"), config(d)).expect("write containerd config");
         let log = fs::File::create(d.join("containerd.log")).expect("containerd log");
         let path = format!(
             "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -90,6 +98,15 @@ impl Containerd {
             (c.ctr(&["version"]).code == 0).then_some(())
         });
         c
+    }
+
+    /// Imports the busybox image under `name` (as a README's examples name it).
+    pub fn import_busybox_as(&self, name: &str) {
+        let tar = self.dir.path().join("busybox-named.tar");
+        build_busybox_image(&self.dir.path().join("image-build-named"), &tar, name);
+        let tar = tar.display().to_string();
+        let r = self.ctr(&["image", "import", &tar]);
+        assert_eq!(r.code, 0, "image import failed: {r:?}");
     }
 
     /// The containerd socket.

@@ -545,6 +545,23 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Restores the checkpoint at `path` in-process (`--no-server`); the counter in `log`
+/// must go on at `last + 1`. Returns the restored PID, killed when the guard drops.
+pub fn restore_process_and_check(env: &Env, path: &Path, log: &Path, last: u64) -> KillOnDrop {
+    let p = path.to_string_lossy().to_string();
+    let out = env
+        .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
+        .ok();
+    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
+    let guard = KillOnDrop(pid);
+    assert_eq!(
+        next_after(log, last),
+        last + 1,
+        "the restored counter restarted"
+    );
+    guard
+}
+
 /// Names in `dir` (hidden ones included), sorted; empty if it does not exist.
 pub fn dir_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)

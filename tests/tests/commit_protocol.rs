@@ -4,24 +4,17 @@
 //! listed, and a retry that succeeds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use cedana_e2e::*;
 
-/// Restores `path` in-process; the counter in `log` must go on from `last`.
-fn restore_and_check(env: &Env, path: &Path, log: &Path, last: u64) {
-    let p = path.to_string_lossy().to_string();
-    let out = env
-        .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
-        .ok();
-    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
-    let _guard = KillOnDrop(pid);
-    assert_eq!(
-        next_after(log, last),
-        last + 1,
-        "the restored counter restarted"
-    );
+/// Removes everything in `dir`, for the next round of a test.
+fn empty_dir(dir: &Path) {
+    for n in dir_names(dir) {
+        let p = dir.join(n);
+        let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+    }
 }
 
 /// Entries of the checkpoint dir that are not finished checkpoints (staging paths).
@@ -93,7 +86,7 @@ fn full_disk_while_packing_leaves_the_workload_running_and_a_retry_succeeds() {
         "{:?}",
         dir_names(&small.path)
     );
-    restore_and_check(&env, &path, &log, last);
+    restore_process_and_check(&env, &path, &log, last);
 }
 
 #[test]
@@ -102,6 +95,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         return;
     }
     let mut env = Env::new();
+    let me = adopt_orphans();
     let ckpts = env.checkpoints();
     for delay_ms in [150u64, 600, 1500] {
         env.start_daemon();
@@ -122,12 +116,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         // CRIU, orphaned, finds nobody to commit at post-dump and lets the tree go; give
         // it time to get there.
         let alive = wait_for("CRIU to let go", Duration::from_secs(30), || {
-            let criu_left = Command::new("pgrep")
-                .args(["-x", "criu"])
-                .output()
-                .map(|o| !o.stdout.is_empty())
-                .unwrap_or(false);
-            (!criu_left).then(|| w.alive())
+            criu_child_of(me).is_none().then(|| w.alive())
         });
         env.start_daemon();
         assert_eq!(
@@ -145,7 +134,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
             let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
             w.reap();
             let last = last_count(&log).expect("counted");
-            restore_and_check(&env, &path, &log, last);
+            restore_process_and_check(&env, &path, &log, last);
         } else {
             // Killed only after the commit: its checkpoint is complete and restores.
             w.reap();
@@ -155,13 +144,10 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
                 .filter(|n| !n.starts_with('.'))
                 .collect();
             assert_eq!(done.len(), 1, "one complete checkpoint: {done:?}");
-            restore_and_check(&env, &ckpts.join(&done[0]), &log, last);
+            restore_process_and_check(&env, &ckpts.join(&done[0]), &log, last);
         }
         env.stop_daemon();
-        for n in dir_names(&ckpts) {
-            let p = ckpts.join(n);
-            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
-        }
+        empty_dir(&ckpts);
     }
 }
 
@@ -247,6 +233,7 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
         return;
     }
     let mut env = Env::new();
+    let me = adopt_orphans();
     for delay_ms in [50u64, 300, 900] {
         let log = env.path(&format!("r-{delay_ms}.log"));
         let mut w = Workload::start(&log, &["memory", "128"]);
@@ -281,12 +268,7 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
         let _ = client.wait();
         // Whatever CRIU was doing, it ends: then the tree is either all there or gone.
         wait_for("CRIU to finish", Duration::from_secs(30), || {
-            let busy = Command::new("pgrep")
-                .args(["-x", "criu"])
-                .output()
-                .map(|o| !o.stdout.is_empty())
-                .unwrap_or(false);
-            (!busy).then_some(())
+            criu_child_of(me).is_none().then_some(())
         });
         let restored = pid_alive(w.pid);
         env.start_daemon();
@@ -313,5 +295,163 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
             assert_eq!(next_after(&log, last), last + 1, "{delay_ms} ms: retry");
         }
         env.stop_daemon();
+    }
+}
+
+/// A live (not zombie) `criu` process whose parent is `parent`: other tests on this
+/// machine may run CRIU too, so only ours count.
+fn criu_child_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next()?, f.next()?.parse::<i32>().ok()?);
+        (comm.ends_with("(criu") && state != "Z" && ppid == parent).then_some(pid)
+    })
+}
+
+/// Makes this test process the subreaper of what it starts, so a CRIU orphaned by a
+/// killed daemon becomes our child and [`criu_child_of`] finds it.
+fn adopt_orphans() -> i32 {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    std::process::id() as i32
+}
+
+/// CRIU itself killed (SIGKILL) at several moments of a dump: the workload runs on,
+/// nothing is left in the checkpoint dir, and a retry succeeds.
+#[test]
+fn criu_killed_mid_dump_leaves_the_workload_running() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.checkpoints();
+    for delay_ms in [20u64, 150, 400] {
+        let log = env.path(&format!("k-{delay_ms}.log"));
+        let mut w = Workload::start(&log, &["memory", "256"]);
+        let _guard = KillOnDrop(w.pid);
+        wait_count_above(&log, 1);
+        let pid = w.pid.to_string();
+        let dump = env
+            .cmd()
+            .args(["dump", "process", &pid, "--no-server"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the dump");
+        let client = dump.id() as i32;
+        let criu = wait_for("CRIU to start", Duration::from_secs(10), || {
+            criu_child_of(client)
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(criu), nix::sys::signal::SIGKILL);
+        let out = Run::from_output(dump.wait_with_output().expect("dump"));
+        if out.code == 0 {
+            // CRIU was already done: then the checkpoint is whole and restores.
+            w.reap();
+            let last = last_count(&log).expect("counted");
+            let names: Vec<String> = dir_names(&dir)
+                .into_iter()
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            assert_eq!(names.len(), 1, "{delay_ms} ms: {names:?}");
+            restore_process_and_check(&env, &dir.join(&names[0]), &log, last);
+        } else {
+            assert!(w.alive(), "{delay_ms} ms: CRIU's death killed the workload");
+            let before = last_count(&log).expect("counting");
+            wait_count_above(&log, before + 1);
+            assert_eq!(
+                dir_names(&dir),
+                Vec::<String>::new(),
+                "{delay_ms} ms: something of the failed dump is left"
+            );
+            let out = env
+                .cedana(&["--json", "dump", "process", &pid, "--no-server"])
+                .ok();
+            let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
+            w.reap();
+            let last = last_count(&log).expect("counted");
+            restore_process_and_check(&env, &path, &log, last);
+        }
+        empty_dir(&dir);
+    }
+}
+
+/// A disk too small for CRIU's own images: the dump fails saying so, the workload runs on.
+#[test]
+fn full_disk_while_criu_writes_leaves_the_workload_running() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let small = Tmpfs::mount(&env.path("tiny"), 16);
+    let log = env.path("tiny.log");
+    let w = Workload::start(&log, &["memory", "48"]);
+    wait_count_above(&log, 1);
+    let dir = small.path.to_string_lossy().to_string();
+    let out = env.cedana(&[
+        "dump",
+        "process",
+        &w.pid.to_string(),
+        "--no-server",
+        "--dir",
+        &dir,
+    ]);
+    assert_ne!(out.code, 0, "48 MiB of memory cannot fit in 16 MiB");
+    assert!(
+        out.stderr.to_lowercase().contains("space"),
+        "the error names the full disk: {}",
+        out.stderr
+    );
+    assert!(w.alive(), "a failed dump killed the workload");
+    let before = last_count(&log).expect("counting");
+    wait_count_above(&log, before + 1);
+    assert_eq!(dir_names(&small.path), Vec::<String>::new());
+}
+
+/// ENOSPC injected at each stage of the commit (hashing, metadata.json, the rename), on
+/// each route: the dump fails naming the stage, the workload runs on, nothing is left.
+#[test]
+fn enospc_at_each_commit_stage_leaves_the_workload_running() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.checkpoints();
+    for (route, flags) in [
+        ("archive", &[][..]),
+        ("directory", &["--compression", "none"][..]),
+        ("streamed", &["--streams", "2"][..]),
+    ] {
+        for stage in ["digest", "metadata", "rename"] {
+            if route == "archive" && stage == "rename" {
+                continue; // the archive is renamed by the packer, covered by the race test
+            }
+            let log = env.path(&format!("{route}-{stage}.log"));
+            let w = Workload::start(&log, &["memory", "32"]);
+            wait_count_above(&log, 1);
+            let pid = w.pid.to_string();
+            let out = Run::from_output(
+                env.cmd()
+                    .env("CEDANA_TEST_FAULT", format!("commit-{stage}"))
+                    .args(["dump", "process", &pid, "--no-server"])
+                    .args(flags)
+                    .output()
+                    .expect("run the dump"),
+            );
+            assert_ne!(out.code, 0, "{route}/{stage}: the fault must fail the dump");
+            assert!(
+                out.stderr.contains(&format!("commit-{stage}"))
+                    && out.stderr.contains("No space left"),
+                "{route}/{stage}: the error names the stage and the cause: {}",
+                out.stderr
+            );
+            assert!(w.alive(), "{route}/{stage}: the workload was killed");
+            let before = last_count(&log).expect("counting");
+            wait_count_above(&log, before + 1);
+            assert_eq!(dir_names(&dir), Vec::<String>::new(), "{route}/{stage}");
+        }
     }
 }

@@ -324,7 +324,10 @@ fn member_may_not_touch_roots_processes_or_jobs() {
     as_member(&env, &user, &["restore", "process", "--path", &path]).fails_with("may not");
 }
 
+// Ignored (visibly, in the summary) on these machines: CRIU needs CAP_SYS_RESOURCE to
+// dump another uid's process, and their root lacks it. Run with `--ignored` elsewhere.
 #[test]
+#[ignore = "needs CAP_SYS_RESOURCE (CRIU's prlimit on another uid's process); these machines lack it"]
 fn member_dumps_and_restores_its_own_job_as_itself() {
     let Some((user, env)) = setup() else { return };
     if !can_dump_other_uids() {

@@ -167,6 +167,60 @@ fn corrupted_shard_is_refused_before_criu_runs() {
     });
 }
 
+/// "No uncompressed copy is written when streaming", measured where it would break: a
+/// 256 MiB, mostly-zero workload streams onto a 32 MiB tmpfs, with the temp dir on an
+/// 8 MiB one, and the dump's peak memory stays bounded; the restore carries on.
+#[test]
+fn streaming_fits_a_small_disk_with_bounded_memory() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let disk = Tmpfs::mount(&env.path("disk"), 32);
+    let tmp = Tmpfs::mount(&env.path("tmp"), 8);
+    let log = env.path("zeros.log");
+    let mut w = Workload::start(&log, &["zeros", "256"]);
+    wait_count_above(&log, 1);
+    let pid = w.pid.to_string();
+    let dir = disk.path.to_string_lossy().to_string();
+    // GNU time reports the dump's peak resident memory (KiB) on its last stderr line.
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(bin("cedana"))
+        .args(["--config-dir"])
+        .arg(env.path("etc"))
+        .args([
+            "--json",
+            "dump",
+            "process",
+            &pid,
+            "--no-server",
+            "--streams",
+            "2",
+        ])
+        .args(["--dir", &dir])
+        .env("TMPDIR", &tmp.path)
+        .output()
+        .expect("run the dump under /usr/bin/time");
+    let run = Run::from_output(out);
+    assert_eq!(run.code, 0, "the streamed dump fits: {}", run.stderr);
+    let peak_kib: u64 = run
+        .stderr
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {:?}", run.stderr));
+    assert!(
+        peak_kib < 128 * 1024,
+        "the streamed dump of 256 MiB used {peak_kib} KiB of memory"
+    );
+    let path = PathBuf::from(run.json()["path"].as_str().expect("path"));
+    assert!(path.starts_with(&disk.path), "{}", path.display());
+    w.reap();
+    let last = last_count(&log).expect("counted");
+    let _restored = restore_process_and_check(&env, &path, &log, last);
+}
+
 /// A streamed dump whose shards do not fit says so (not CRIU's "Broken pipe"), keeps
 /// nothing, and the workload runs on; both with the tree stopped (committed at
 /// post-dump) and with --leave-running.

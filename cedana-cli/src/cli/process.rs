@@ -218,7 +218,10 @@ pub struct RestoreArgs {
     /// Write the restored PID to this file.
     #[arg(long, value_name = "F")]
     pub pid_file: Option<PathBuf>,
-    /// Follow the restored job's output until it exits, and exit with its exit code.
+    /// Follow the restored job's log until the job halts, and exit with its exit code (0
+    /// for a container: its exit code is not known). Through the daemon, whose restores
+    /// are jobs (containers too); with --no-server, a process restore waits for the
+    /// process instead, and a container restore refuses it (no job to follow).
     #[arg(long)]
     pub attach: bool,
     /// Print CRIU's figures of the dump and of this restore (times, pages).
@@ -253,7 +256,8 @@ pub enum RestoreCmd {
         #[command(flatten)]
         args: RestoreArgs,
     },
-    /// Restore a runc container checkpoint (`cedana dump runc`) as a new container.
+    /// Restore a runc container checkpoint (`cedana dump runc`) as a new container;
+    /// through the daemon it is a new job, its output in the job log (`cedana ps`).
     Runc {
         /// Checkpoint archive or directory.
         #[arg(long)]
@@ -265,7 +269,9 @@ pub enum RestoreCmd {
         /// Id of the new container.
         #[arg(long)]
         id: String,
-        /// Return once the container runs (else wait for it and exit with its status).
+        /// With --no-server: return once the container runs (else wait for it and exit
+        /// with its status). Through the daemon the container always runs detached, as a
+        /// job: follow it with --attach or `cedana job attach`.
         #[arg(long, short = 'd')]
         detach: bool,
         /// Runtime state root (runc --root; default: the runtime's).
@@ -279,7 +285,9 @@ pub enum RestoreCmd {
         no_server: bool,
     },
     /// Restore a containerd checkpoint (`cedana dump containerd`) into a new container
-    /// that containerd manages (runtime io.containerd.runc.*).
+    /// that containerd manages; through the daemon it is also a new job, its output in
+    /// the job log, jobs.log_dir/JID.log (with --no-server, in
+    /// jobs.log_dir/containerd-NS-ID.log).
     Containerd {
         /// Checkpoint archive or directory.
         #[arg(long)]

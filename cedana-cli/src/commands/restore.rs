@@ -90,6 +90,14 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
         }
     };
     if no_server {
+        if args.attach && (req.runc.is_some() || req.containerd.is_some()) {
+            // Only the daemon keeps a restored container's log as a job's.
+            anyhow::bail!(
+                "--attach follows a job's log, and a container restored with --no-server is \
+                 no job: drop --no-server (the daemon makes it a job), or for runc drop \
+                 --detach to wait for the container in the foreground"
+            );
+        }
         return restore_here(ctx, &req, args.attach, args.print_stats).await;
     }
     let mut client = ctx.client().await?;

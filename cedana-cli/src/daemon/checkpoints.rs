@@ -14,6 +14,7 @@ use cedana_runtime::plugins::runc::run;
 use cedana_runtime::plugins::runc::runtime::Runtime;
 use cedana_runtime::plugins::runc::RuncStdio;
 
+use super::containers::refuse_containerd_job;
 use super::convert;
 use super::error::DaemonError;
 use super::identity::{self, Caller};
@@ -49,13 +50,19 @@ impl JobManager {
                 caller.require_process(pid, "dump")?;
                 (pid, None)
             }
-            // The runc plugin resolves the container's init PID itself.
-            Some(Target::Runc(_) | Target::Containerd(_)) => {
+            // The runc plugin resolves the container's init PID itself; a job's container
+            // is checkpointed as that job, so the checkpoint is counted against it.
+            Some(Target::Runc(c)) => {
+                caller.require_root("dump a container", "a rootful runtime is root power")?;
+                (0, self.job_of_container(&c))
+            }
+            Some(Target::Containerd(_)) => {
                 caller.require_root("dump a container", "a rootful runtime is root power")?;
                 (0, None)
             }
             Some(Target::Jid(jid)) => {
                 let job = self.live_job(caller, &jid, "dump")?;
+                refuse_containerd_job(&job, "dump")?;
                 // The job may have become someone else's since (a setuid program).
                 caller.require_process(job.pid, "dump")?;
                 (job.pid, Some(job))
@@ -127,6 +134,17 @@ impl JobManager {
         Ok((record, resp.duration_ms))
     }
 
+    /// The live runc job running container `c`, if any (same id and state root).
+    fn job_of_container(&self, c: &proto::RuncContainer) -> Option<JobRecord> {
+        let jobs = self.store.list_jobs().ok()?;
+        jobs.into_iter().find(|j| {
+            j.state != HALTED
+                && j.container
+                    .as_ref()
+                    .is_some_and(|r| r.id == c.id && r.root == c.root)
+        })
+    }
+
     /// Waits (bounded) until a job is halted.
     pub(super) async fn wait_halted(&self, jid: &str) {
         let deadline = tokio::time::Instant::now() + HALT_WAIT;
@@ -139,53 +157,28 @@ impl JobManager {
         }
     }
 
-    /// `restore`: a job (from its latest checkpoint or a path) or a path (a new job).
+    /// `restore`: a job (from its latest checkpoint or a path) or a path (a new job:
+    /// a process tree, or a runc or containerd container, `containers.rs`).
     pub async fn restore(
         self: &Arc<Self>,
         caller: &Caller,
-        mut req: proto::RestoreRequest,
+        req: proto::RestoreRequest,
     ) -> Result<proto::RestoreResponse> {
         if req.containerd.is_some() || req.runc.is_some() {
             caller.require_root("restore a container", "a rootful runtime is root power")?;
         }
         if req.containerd.is_some() {
-            let path = req.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
-                DaemonError::InvalidArgument("restore containerd needs a checkpoint --path".into())
-            })?;
-            let resp = self
-                .engine
-                .restore(convert::restore_request(&req, PathBuf::from(&path)))
-                .await?;
-            tracing::info!(pid = resp.pid, path, "containerd container restored");
-            return Ok(proto::RestoreResponse {
-                pid: resp.pid,
-                jid: String::new(),
-                duration_ms: resp.duration_ms,
-                criu_stats_json: convert::criu_stats_json(&resp.metadata),
-                path,
-            });
+            return self.restore_containerd_as_job(caller, &req).await;
         }
-        if let Some(r) = req.runc.as_mut() {
-            // The daemon cannot wait in the foreground for a container to exit.
-            r.detach = true;
-            let path = req.path.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
-                DaemonError::InvalidArgument("restore runc needs a checkpoint --path".into())
-            })?;
-            let resp = self
-                .engine
-                .restore(convert::restore_request(&req, PathBuf::from(&path)))
-                .await?;
-            tracing::info!(pid = resp.pid, path, "container restored");
-            return Ok(proto::RestoreResponse {
-                pid: resp.pid,
-                jid: String::new(),
-                duration_ms: resp.duration_ms,
-                criu_stats_json: convert::criu_stats_json(&resp.metadata),
-                path,
-            });
+        if req.runc.is_some() {
+            return self.restore_runc_as_job(caller, &req).await;
         }
         let job = match req.jid.as_deref().filter(|j| !j.is_empty()) {
-            Some(jid) => Some(self.owned_job(caller, jid, "restore")?),
+            Some(jid) => {
+                let job = self.owned_job(caller, jid, "restore")?;
+                refuse_containerd_job(&job, "restore")?;
+                Some(job)
+            }
             None => None,
         };
         if let Some(job) = &job {

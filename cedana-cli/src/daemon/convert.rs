@@ -102,6 +102,7 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
                 .map(containerd_target)
                 .unwrap_or_else(|| ContainerdTarget::new("", None, None)),
             image: r.image.clone(),
+            log_path: None,
         }),
     }
 }

@@ -238,7 +238,7 @@ impl JobManager {
     /// The job log: the one asked for, else `jobs.log_dir/JID.log`; its dir is created.
     /// For a non-root caller it is also opened: a path it gave, as the caller; the
     /// daemon's own, fresh and handed to the caller (chown).
-    fn open_log(
+    pub(super) fn open_log(
         &self,
         caller: &Caller,
         jid: &str,

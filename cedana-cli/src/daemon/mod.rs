@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod checkpoints;
+pub mod containers;
 pub mod convert;
 pub mod error;
 pub mod identity;

@@ -254,6 +254,9 @@ impl Store {
     /// Removes a job row (its checkpoints stay).
     pub fn delete_job(&self, jid: &str) -> rusqlite::Result<bool> {
         self.with(|c| {
+            // Its checkpoints stay (they are the user's data) but no longer name a job
+            // that is gone.
+            c.execute("UPDATE checkpoints SET jid = NULL WHERE jid = ?1", [jid])?;
             c.execute("DELETE FROM jobs WHERE jid = ?1", [jid])
                 .map(|n| n > 0)
         })

@@ -121,10 +121,12 @@ impl Committer {
         let t = Instant::now();
         let (path, compression, size_bytes, mut md) = match &self.target {
             CommitTarget::ImagePath(images) => {
+                injected_fault("digest")?;
                 let mut files = integrity::digest_dir(images)?;
                 // Logs are not part of the checkpoint: runc and CRIU append to them on restore.
                 files.retain(|rel, _| !rel.ends_with(".log"));
                 record_digests(&mut md, files, t.elapsed());
+                injected_fault("metadata")?;
                 integrity::write_metadata(images, &md)?;
                 atomic::sync_parent(&images.join(METADATA_FILE));
                 let size = md.sizes.images_bytes;
@@ -138,10 +140,13 @@ impl Committer {
                 // Streamed shards were hashed as they were written (handlers put those
                 // digests in `files`); everything else is read and hashed now.
                 let known = std::mem::take(&mut md.files);
+                injected_fault("digest")?;
                 let files = integrity::digest_dir_known(staging, &known)?;
                 record_digests(&mut md, files, t.elapsed());
+                injected_fault("metadata")?;
                 integrity::write_metadata(staging, &md)?;
                 sync_tree(staging)?;
+                injected_fault("rename")?;
                 atomic::rename_noreplace(staging, target)?;
                 fs::set_permissions(target, fs::Permissions::from_mode(CHECKPOINT_DIR_MODE))
                     .map_err(|e| EngineError::io(format!("chmod {}", target.display()), e))?;
@@ -153,6 +158,7 @@ impl Committer {
                 target,
                 compression,
             } => {
+                injected_fault("digest")?;
                 let (bytes, md) = pack_while_digesting(staging, target, *compression, md)?;
                 (target.clone(), *compression, bytes, md)
             }
@@ -169,6 +175,30 @@ impl Committer {
             metadata: md,
         })
     }
+}
+
+/// Fault injection for the commit protocol's tests (as CRIU's `CRIU_FAULT`):
+/// `CEDANA_TEST_FAULT=commit-STAGE[,...]` makes the commit fail at `STAGE` (`digest`,
+/// `metadata`, `rename`) with ENOSPC, as a full disk would there; `commit-stall` makes it
+/// hang (a minute) before it starts, so a test can kill the caller mid-commit.
+pub const FAULT_ENV: &str = "CEDANA_TEST_FAULT";
+
+fn injected_fault(stage: &str) -> Result<(), EngineError> {
+    let Some(spec) = std::env::var_os(FAULT_ENV) else {
+        return Ok(());
+    };
+    let spec = spec.to_string_lossy();
+    if stage == "digest" && spec.split(',').any(|s| s.trim() == "commit-stall") {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    let wanted = format!("commit-{stage}");
+    if spec.split(',').any(|s| s.trim() == wanted) {
+        return Err(EngineError::io(
+            format!("{wanted} (fault injected by {FAULT_ENV})"),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        ));
+    }
+    Ok(())
 }
 
 /// Records the digests, sizes and how long hashing took.
@@ -230,6 +260,8 @@ fn pack_while_digesting(
                 )
             })??;
             record_digests(md_ref, files, took);
+            injected_fault("metadata")
+                .map_err(|e| ImageError::io(&md_path, std::io::Error::other(e.to_string())))?;
             integrity::metadata_bytes(&md_path, md_ref)
         });
         let bytes = archive::pack_with_metadata(staging, target, compression, base, trailer)?;

@@ -63,7 +63,13 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                         }
                         let target = layout::checkpoint_path(&ctx.dir, &name, ctx.compression);
                         let staging = atomic::staging_dir_in(&ctx.dir);
-                        create_private_dir(&staging)?;
+                        // Not recursive: the staging dir must be new, this operation's alone.
+                        fs::DirBuilder::new()
+                            .mode(CHECKPOINT_DIR_MODE)
+                            .create(&staging)
+                            .map_err(|e| {
+                                EngineError::io(format!("cannot create {}", staging.display()), e)
+                            })?;
                         cleanup.push(staging.clone());
                         ctx.images_dir = staging.clone();
                         ctx.work_dir = Some(failed_log_dir(&name)?);

@@ -7,11 +7,9 @@
 //! `images/stats.proto`; the others are skipped when decoding).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use prost::Message;
 
-use crate::adapters::commit::Committer;
 use crate::image::metadata::{CriuStats, DumpStats, Metadata, RestoreStats};
 
 /// File name of the dump's statistics in CRIU's work dir.
@@ -151,22 +149,6 @@ pub fn read(work_dir: &Path, file: &str) -> Option<CriuStats> {
 /// The dump's statistics from CRIU's work dir, if it wrote them.
 pub fn read_dump_stats(work_dir: &Path) -> Option<CriuStats> {
     read(work_dir, DUMP_STATS_FILE)
-}
-
-/// Puts the dump's statistics into `metadata` and, when the checkpoint was already
-/// committed inside CRIU's post-dump notification (a dump that kills the tree; CRIU
-/// writes its statistics later), into that commit's response too: they then reach the
-/// caller and the daemon's record, but not the sealed metadata.json.
-pub fn record_dump_stats(
-    work_dir: &Path,
-    committer: Option<&Arc<Committer>>,
-    metadata: &mut Metadata,
-) {
-    let stats = read_dump_stats(work_dir);
-    if let (Some(stats), Some(committer)) = (&stats, committer) {
-        committer.amend_response(|m| m.criu_stats = Some(stats.clone()));
-    }
-    metadata.criu_stats = stats;
 }
 
 /// Adds the restore's statistics from CRIU's work dir, if it wrote them, beside the

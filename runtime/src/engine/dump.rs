@@ -185,7 +185,13 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     })
     .await?;
     let work = ctx.work_dir.as_deref().unwrap_or(&ctx.images_dir);
-    crate::criu::stats::record_dump_stats(work, ctx.committer.as_ref(), &mut metadata);
+    // CRIU writes its stats after post-dump: a checkpoint committed there gets them in
+    // the response (and the daemon's record), not in its sealed metadata.json.
+    let stats = crate::criu::stats::read_dump_stats(work);
+    if let (Some(s), Some(c)) = (&stats, ctx.committer.as_ref()) {
+        c.amend_response(|m| m.criu_stats = Some(s.clone()));
+    }
+    metadata.criu_stats = stats;
     metadata
         .timings_ms
         .insert("criu_dump".into(), t.elapsed().as_millis() as u64);

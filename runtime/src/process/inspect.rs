@@ -327,10 +327,30 @@ pub fn inspect(pid: i32) -> io::Result<ProcessState> {
     })
 }
 
-/// PIDs among `pids` that hold a lock listed in /proc/locks.
+/// PIDs among `pids` that hold a lock: named in /proc/locks, or holding an open file a
+/// lock belongs to (`lock:` in /proc/PID/fdinfo/N). /proc/locks names the process that
+/// took a lock, which may be gone: `exec 9>F; flock 9` leaves the shell holding a lock
+/// that /proc/locks gives to the exited `flock`.
 pub fn pids_holding_locks(pids: &[i32]) -> Vec<i32> {
     let text = fs::read_to_string("/proc/locks").unwrap_or_default();
-    locks_for(&text, pids)
+    let mut out = locks_for(&text, pids);
+    for &pid in pids {
+        if !out.contains(&pid) && fds_hold_locks(pid) {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Whether any open file of `pid` carries a lock (fdinfo lists it as `lock:`).
+fn fds_hold_locks(pid: i32) -> bool {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        fs::read_to_string(e.path()).is_ok_and(|info| info.lines().any(|l| l.starts_with("lock:")))
+    })
 }
 
 fn locks_for(text: &str, pids: &[i32]) -> Vec<i32> {
@@ -400,6 +420,33 @@ mod tests {
                     2: FLOCK  ADVISORY  WRITE 301 00:14:124 0 EOF\n\
                     2: -> FLOCK  ADVISORY  WRITE 302 00:14:124 0 EOF\n";
         assert_eq!(locks_for(text, &[300, 302, 999]), vec![300]);
+    }
+
+    /// `exec 9>F; flock 9` in a shell: a child takes the lock on an inherited fd and
+    /// exits; /proc/locks names the child, yet the lock is ours through the fd.
+    #[test]
+    fn lock_taken_by_an_exited_child_on_our_fd_is_ours() {
+        use std::os::fd::AsRawFd;
+        let file = tempfile::tempfile().expect("temp file");
+        let fd = file.as_raw_fd();
+        // SAFETY: the child only calls flock and _exit, both async-signal-safe.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: as above.
+            unsafe { libc::_exit(i32::from(libc::flock(fd, libc::LOCK_EX) != 0)) };
+        }
+        assert!(child > 0, "fork");
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "flock"
+        );
+        let me = std::process::id() as i32;
+        assert!(fds_hold_locks(me), "fdinfo shows our fd's lock");
+        assert!(pids_holding_locks(&[me]).contains(&me));
+        drop(file);
     }
 
     #[test]

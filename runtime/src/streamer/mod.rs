@@ -90,6 +90,18 @@ fn io<E: From<StreamError>>(context: &str) -> impl FnOnce(std::io::Error) -> E +
     }
 }
 
+/// The capture of a dump into `dir`: `shards` shards (at least one) at our level and
+/// chunk size.
+fn capture_config(dir: &Path, shards: usize, codec: Codec) -> CaptureConfig {
+    CaptureConfig {
+        dir: dir.to_path_buf(),
+        shards: shards.max(1),
+        codec,
+        level: ZSTD_LEVEL,
+        chunk_bytes: CHUNK_BYTES,
+    }
+}
+
 /// Runs `producer`, which makes CRIU stream a dump into `dir`, with a capture listening
 /// there: the shards and their index land in `dir`. A failed producer discards the capture.
 pub fn capture<T, E: From<StreamError>>(
@@ -98,14 +110,8 @@ pub fn capture<T, E: From<StreamError>>(
     codec: Codec,
     producer: impl FnOnce() -> Result<T, E>,
 ) -> Result<(T, CaptureStats), E> {
-    let capture = Capture::start(CaptureConfig {
-        dir: dir.to_path_buf(),
-        shards: shards.max(1),
-        codec,
-        level: ZSTD_LEVEL,
-        chunk_bytes: CHUNK_BYTES,
-    })
-    .map_err(io("listen for CRIU"))?;
+    let capture =
+        Capture::start(capture_config(dir, shards, codec)).map_err(io("listen for CRIU"))?;
     match producer() {
         Ok(v) => {
             let stats = capture.finish().map_err(|e| capture_failed(dir, e))?;

@@ -10,10 +10,7 @@ use std::sync::Mutex;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::{
-    capture_failed, io, Capture, CaptureConfig, CaptureStats, Codec, StreamError, CHUNK_BYTES,
-    ZSTD_LEVEL,
-};
+use super::{capture_config, capture_failed, io, Capture, CaptureStats, Codec, StreamError};
 use crate::criu::relay::{self, notify::Bridge, RelayError};
 use crate::criu::{Criu, CriuOpts, StreamArgs};
 
@@ -47,14 +44,9 @@ pub fn dump_committed(
         source: std::io::ErrorKind::NotFound.into(),
     })?;
     let bridge = Bridge::bind(work_dir).map_err(relay_io("listen for CRIU's action script"))?;
-    let capture = Capture::start(CaptureConfig {
-        dir: images_dir.to_path_buf(),
-        shards: shards.max(1),
-        codec,
-        level: ZSTD_LEVEL,
-        chunk_bytes: CHUNK_BYTES,
-    })
-    .map_err(io::<StreamError>("listen for CRIU"))?;
+    let capture =
+        Capture::start(capture_config(images_dir, shards, codec))
+            .map_err(io::<StreamError>("listen for CRIU"))?;
     let capture = Mutex::new(Some(capture));
     let sealed: Mutex<Option<std::io::Result<CaptureStats>>> = Mutex::new(None);
     let done = AtomicBool::new(false);

@@ -91,6 +91,26 @@ fn memory(mib: usize) -> ! {
     counter(Duration::from_millis(200))
 }
 
+/// `mib` MiB of touched pages, all zeros but 1 MiB of noise: a checkpoint that
+/// compresses to almost nothing, so only an uncompressed copy would fill a small disk.
+fn zeros(mib: usize) -> ! {
+    let mut buf = vec![0u8; mib << 20];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for chunk in buf[..1 << 20].chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    for page in buf[1 << 20..].chunks_mut(4096) {
+        // SAFETY: a valid pointer into our own buffer; the write makes the page real.
+        unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
+    }
+    println!("ready");
+    let _keep = std::hint::black_box(buf);
+    counter(Duration::from_millis(200))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str) {
@@ -104,7 +124,11 @@ fn main() {
             Some(mib) => memory(mib),
             None => Err("usage: cedana-workload memory MIB".into()),
         },
-        _ => Err("usage: cedana-workload counter|tcp-client|io-uring|memory ...".into()),
+        Some("zeros") => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(mib) => zeros(mib),
+            None => Err("usage: cedana-workload zeros MIB".into()),
+        },
+        _ => Err("usage: cedana-workload counter|tcp-client|io-uring|memory|zeros ...".into()),
     };
     if let Err(e) = result {
         eprintln!("cedana-workload: {e}");

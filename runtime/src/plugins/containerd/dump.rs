@@ -19,9 +19,31 @@ use crate::plugins::runc::{RuncDump, RuncTarget};
 /// runtime options give `Root`.
 pub const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
 
-/// Runtimes whose containers live in a runc root we can find.
-fn runc_based(runtime: &str) -> bool {
-    runtime.starts_with("io.containerd.runc.") || runtime.starts_with("io.containerd.cedana.")
+/// Whether `cedana restore containerd` can bring back a container of `runtime` created
+/// with runtime options of type `options_type`; else why not and what to do instead.
+/// The checkpoint reaches the shim as the runc options' `CriuImagePath`: containerd 1.7
+/// turns it into the task's checkpoint for `io.containerd.runc.*`, and hands the options
+/// unchanged to any other runtime, where our shim reads it (runtimeoptions.v1.Options,
+/// what `ctr run --runtime-config-path` and CRI give non-runc runtimes, cannot carry it).
+pub fn restorable(runtime: &str, options_type: &str) -> Result<(), String> {
+    let runc_options = options_type.is_empty() || options_type.ends_with(RUNC_OPTIONS_TYPE_URL);
+    if runtime.starts_with("io.containerd.runc.")
+        || (runtime.starts_with("io.containerd.cedana.") && runc_options)
+    {
+        return Ok(());
+    }
+    if runtime.starts_with("io.containerd.cedana.") {
+        return Err(format!(
+            "its runtime options are {options_type}, which cannot carry a checkpoint path to \
+             the shim; checkpoint it with `ctr container checkpoint --task --rw ID IMAGE` and \
+             restore it with `ctr container restore --live --rw NEWID IMAGE`"
+        ));
+    }
+    Err(
+        "only runc-based runtimes (io.containerd.runc.*, io.containerd.cedana.*) can be \
+         checkpointed"
+            .into(),
+    )
 }
 
 /// Resolves the container; runs first, before the runc plugin's resolver.
@@ -70,17 +92,17 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                     .into())
                 }
             }
-            if !runc_based(&info.runtime.name) {
-                return Err(ContainerdError::Runtime {
+            let any = info.runtime.options.clone().unwrap_or_default();
+            // Refused before anything is frozen: a dump that stops the container must
+            // leave something restorable.
+            if let Err(reason) = restorable(&info.runtime.name, &any.type_url) {
+                return Err(ContainerdError::NotRestorable {
+                    id: t.id.clone(),
                     runtime: info.runtime.name.clone(),
-                    reason:
-                        "only runc-based runtimes (io.containerd.runc.*, io.containerd.cedana.*) \
-                             can be checkpointed"
-                            .into(),
+                    reason,
                 }
                 .into());
             }
-            let any = info.runtime.options.clone().unwrap_or_default();
             let options = base64_decode(&any.value)
                 .and_then(|b| RuncOptions::decode(b.as_slice()).ok())
                 .unwrap_or_default();
@@ -110,4 +132,22 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
             next.run(ctx).await
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restorable;
+
+    #[test]
+    fn what_can_be_restored() {
+        assert!(restorable("io.containerd.runc.v2", "containerd.runc.v1.Options").is_ok());
+        assert!(restorable("io.containerd.runc.v2", "").is_ok());
+        assert!(restorable("io.containerd.cedana.v2", "").is_ok());
+        let typed = "type.googleapis.com/containerd.runc.v1.Options";
+        assert!(restorable("io.containerd.cedana.v2", typed).is_ok());
+        let e = restorable("io.containerd.cedana.v2", "runtimeoptions.v1.Options")
+            .expect_err("refused");
+        assert!(e.contains("ctr container restore"), "{e}");
+        assert!(restorable("io.containerd.kata.v2", "").is_err());
+    }
 }

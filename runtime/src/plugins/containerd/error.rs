@@ -61,6 +61,19 @@ pub enum ContainerdError {
         /// Why.
         reason: String,
     },
+    /// A container whose checkpoint could not be restored: refused before the dump.
+    #[error(
+        "container {id:?} (runtime {runtime}) cannot be checkpointed with `cedana dump \
+         containerd`, since the checkpoint could not be restored: {reason}; it keeps running"
+    )]
+    NotRestorable {
+        /// The id.
+        id: String,
+        /// Its runtime.
+        runtime: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// The image to create the container from is not there.
     #[error(
         "image {image:?} is not in containerd namespace {namespace:?}; pull it there \
@@ -96,7 +109,8 @@ impl ContainerdError {
             Self::CtrNotFound
             | Self::Unreachable { .. }
             | Self::NotRunning { .. }
-            | Self::Runtime { .. } => ErrorKind::FailedPrecondition,
+            | Self::Runtime { .. }
+            | Self::NotRestorable { .. } => ErrorKind::FailedPrecondition,
         }
     }
 }

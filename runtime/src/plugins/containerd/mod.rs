@@ -58,7 +58,7 @@ impl Plugin for ContainerdPlugin {
             ),
             f(
                 "restore handler",
-                "containerd_restore: ctr creates the container from the image, recorded spec, rootfs diff on the new snapshot, task created from the checkpoint (io.containerd.runc.*)",
+                "containerd_restore: ctr creates the container from the image, recorded spec, rootfs diff on the new snapshot, task created from the checkpoint (io.containerd.runc.*, and io.containerd.cedana.* with runc options: the shim reads CriuImagePath)",
             ),
             f("health checks", "ctr"),
         ]

@@ -63,12 +63,11 @@ pub async fn containerd_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
             reason: "a containerd restore needs the new container".into(),
         })?;
     let recorded = recorded(&ctx.metadata, &ctx.req.path)?;
-    if !recorded.runtime.starts_with("io.containerd.runc.") {
+    if let Err(reason) = super::dump::restorable(&recorded.runtime, &recorded.runtime_options_type)
+    {
         return Err(ContainerdError::Runtime {
             runtime: recorded.runtime.clone(),
-            reason: "containerd 1.7 hands a checkpoint path only to io.containerd.runc.* \
-                     runtimes (for the cedana shim use `ctr container restore`)"
-                .into(),
+            reason,
         }
         .into());
     }
@@ -214,7 +213,10 @@ async fn restore_task(
         }
         .encode_to_vec(),
     );
-    let log = log_path(&ctx.env.config.jobs.log_dir, &r.target);
+    let log = r
+        .log_path
+        .clone()
+        .unwrap_or_else(|| log_path(&ctx.env.config.jobs.log_dir, &r.target));
     if let Some(dir) = log.parent() {
         fs::create_dir_all(dir)
             .map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;

@@ -34,4 +34,7 @@ pub struct ContainerdRestore {
     pub target: ContainerdTarget,
     /// Image to create it from (default: the one recorded at dump).
     pub image: Option<String>,
+    /// File for its stdout and stderr (default: `jobs.log_dir/containerd-NS-ID.log`); the
+    /// daemon gives the job's own log.
+    pub log_path: Option<std::path::PathBuf>,
 }

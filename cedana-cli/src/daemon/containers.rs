@@ -1,0 +1,201 @@
+//! Restoring a container checkpoint through the daemon (`restore runc`, `restore
+//! containerd`): the new container becomes a job, so its output has a log of its own
+//! under `jobs.log_dir` (never the daemon's stdout), `ps` lists it, `job attach` follows
+//! it and `job kill` stops it. Neither container is the daemon's child (runc forks the
+//! init and exits; containerd's shim is its parent), so both are polled.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cedana_runtime::plugins::runc::run;
+
+use super::convert;
+use super::error::DaemonError;
+use super::identity::Caller;
+use super::jobs::{JobManager, Result};
+use super::store::{ContainerRef, JobRecord};
+use crate::proto;
+
+/// Kind of a job whose container containerd manages.
+pub const CONTAINERD_KIND: &str = "containerd";
+
+/// The checkpoint path a container restore needs.
+fn checkpoint_path(req: &proto::RestoreRequest, what: &str) -> Result<String> {
+    req.path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| DaemonError::InvalidArgument(format!("{what} needs a checkpoint --path")))
+}
+
+/// Removes a job log made for a restore that failed (nothing was written to it).
+fn forget_log(path: &Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Refuses `dump job` / `restore job` of a containerd job, saying what to run instead:
+/// the store keeps no containerd address or namespace for a job to be dumped through.
+pub fn refuse_containerd_job(job: &JobRecord, verb: &str) -> Result<()> {
+    if job.kind != CONTAINERD_KIND {
+        return Ok(());
+    }
+    Err(DaemonError::InvalidArgument(format!(
+        "job {} is a {}: {verb} it with `cedana {verb} containerd` (a dump: `cedana dump \
+         containerd ID --namespace NS --containerd-address A`; a restore: `cedana restore \
+         containerd --path P --id NEWID`)",
+        job.jid, job.command
+    )))
+}
+
+impl JobManager {
+    /// `restore runc` as a new runc job: its output goes through a log relay into
+    /// `jobs.log_dir/JID.log`, and it is dumped and restored like a `run runc` job.
+    pub(super) async fn restore_runc_as_job(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: &proto::RestoreRequest,
+    ) -> Result<proto::RestoreResponse> {
+        let path = checkpoint_path(req, "restore runc")?;
+        let mut req = req.clone();
+        let r = req.runc.get_or_insert_with(Default::default);
+        // The daemon cannot wait in the foreground for a container to exit: the job runs
+        // detached, and `--attach` / `cedana job attach` follow it.
+        r.detach = true;
+        let container = r.container.clone().unwrap_or_default();
+        let bundle = r.bundle.clone();
+        let jid = self.fresh_jid(None)?;
+        let (log, _) = self.open_log(caller, &jid, None)?;
+        let mut engine_req = convert::restore_request(&req, PathBuf::from(&path));
+        if let Some(r) = engine_req.runc.as_mut() {
+            // runc maps the checkpointed stdio pipes onto its own stdio: the relay's pipe.
+            r.stdio = Some(run::log_relay(&log)?);
+        }
+        let resp = match self.engine.restore(engine_req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                forget_log(&log);
+                return Err(e.into());
+            }
+        };
+        let pid = resp.pid;
+        let generation = self.bump_generation(&jid);
+        let job = self.insert(
+            caller,
+            &jid,
+            pid,
+            "runc",
+            format!("runc container {}", container.id),
+            log.display().to_string(),
+            Some(ContainerRef {
+                id: container.id.clone(),
+                root: container.root.clone(),
+                bundle,
+            }),
+        )?;
+        self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
+        tracing::info!(
+            jid,
+            pid,
+            container = container.id,
+            path,
+            "container restored as a job"
+        );
+        Ok(proto::RestoreResponse {
+            pid,
+            jid,
+            duration_ms: resp.duration_ms,
+            criu_stats_json: convert::criu_stats_json(&resp.metadata),
+            path,
+        })
+    }
+
+    /// `restore containerd` as a new job: containerd's shim writes the container's
+    /// output to the job's own log, `jobs.log_dir/JID.log` (a fresh file: a log named
+    /// after the container could hold an earlier container's output).
+    pub(super) async fn restore_containerd_as_job(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: &proto::RestoreRequest,
+    ) -> Result<proto::RestoreResponse> {
+        let path = checkpoint_path(req, "restore containerd")?;
+        let jid = self.fresh_jid(None)?;
+        let (log, _) = self.open_log(caller, &jid, None)?;
+        let mut engine_req = convert::restore_request(req, PathBuf::from(&path));
+        let target = match engine_req.containerd.as_mut() {
+            Some(c) => {
+                c.log_path = Some(log.clone());
+                c.target.clone()
+            }
+            None => {
+                return Err(DaemonError::InvalidArgument(
+                    "restore containerd needs the new container".into(),
+                ))
+            }
+        };
+        let resp = match self.engine.restore(engine_req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                forget_log(&log);
+                return Err(e.into());
+            }
+        };
+        let pid = resp.pid;
+        let generation = self.bump_generation(&jid);
+        let job = self.insert(
+            caller,
+            &jid,
+            pid,
+            CONTAINERD_KIND,
+            format!(
+                "containerd container {} (namespace {}, address {})",
+                target.id, target.namespace, target.address
+            ),
+            log.display().to_string(),
+            None,
+        )?;
+        self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
+        tracing::info!(
+            jid,
+            pid,
+            id = target.id,
+            path,
+            "containerd container restored as a job"
+        );
+        Ok(proto::RestoreResponse {
+            pid,
+            jid,
+            duration_ms: resp.duration_ms,
+            criu_stats_json: convert::criu_stats_json(&resp.metadata),
+            path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_containerd_job_is_not_dumped_as_a_process() {
+        let mut job = JobRecord {
+            jid: "j1".into(),
+            pid: 1,
+            kind: "runc".into(),
+            state: "running".into(),
+            exit_code: None,
+            command: "containerd container c2 (namespace default, address /s)".into(),
+            log_path: String::new(),
+            start_time_ticks: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            container: None,
+            owner_uid: 0,
+        };
+        assert!(refuse_containerd_job(&job, "dump").is_ok());
+        job.kind = CONTAINERD_KIND.into();
+        let e = refuse_containerd_job(&job, "dump").expect_err("refused");
+        assert!(e.to_string().contains("cedana dump containerd"), "{e}");
+        assert!(e.to_string().contains("namespace default"), "{e}");
+    }
+}
