@@ -16,21 +16,40 @@ show() { printf '\033[1;36m$'; printf ' %q' "$@"; printf '\033[0m\n'; "$@"; }
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 # A private daemon: its socket, database, checkpoints and logs all live under $WORK.
-cedana() {
-    "$CEDANA" --set "address=$WORK/cedana.sock" --set "db_path=$WORK/cedana.db" \
-        --set "checkpoint.dir=$WORK/checkpoints" --set "jobs.log_dir=$WORK/jobs" "$@"
-}
+PRIVATE=(--set "address=$WORK/cedana.sock" --set "db_path=$WORK/cedana.db"
+         --set "checkpoint.dir=$WORK/checkpoints" --set "jobs.log_dir=$WORK/jobs")
+cedana() { "$CEDANA" "${PRIVATE[@]}" "$@"; }
+
+# Whatever way the demo ends (success, a failed step, Ctrl-C, kill), it leaves nothing
+# running: the job, the daemon, and any process still writing into $WORK.
 cleanup() {
-    cedana job kill demo >/dev/null 2>&1 || true
+    set +e
+    trap - INT TERM
+    cedana job kill demo --timeout 2 >/dev/null 2>&1
     if [ -n "${DAEMON_PID:-}" ] && kill "$DAEMON_PID" 2>/dev/null; then
+        for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$DAEMON_PID" 2>/dev/null
         # The daemon ends by our SIGTERM (status 143): that is the normal end here.
-        wait "$DAEMON_PID" 2>/dev/null || true
+        wait "$DAEMON_PID" 2>/dev/null
     fi
+    # A job the daemon could not stop (it was gone, or the kill failed) still has its
+    # output open in $WORK/jobs.
+    for fd in /proc/[0-9]*/fd/[12]; do
+        case "$(readlink "$fd" 2>/dev/null)" in
+            "$WORK"/*) pid=${fd#/proc/}; pid=${pid%%/*}
+                       [ "$pid" = "$$" ] || kill -KILL "$pid" 2>/dev/null ;;
+        esac
+    done
 }
 trap cleanup EXIT
+# Ctrl-C and kill end the script through the EXIT trap (bash alone would not run it).
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 step "Start the daemon (log: $WORK/daemon.log)"
-cedana daemon start >"$WORK/daemon.log" 2>&1 &
+# Started directly, not through the cedana function: `func &` forks a subshell, and $!
+# would be that subshell's PID, not the daemon's.
+"$CEDANA" "${PRIVATE[@]}" daemon start >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
 for _ in $(seq 100); do cedana ps >/dev/null 2>&1 && break; sleep 0.1; done
 show cedana daemon check || true

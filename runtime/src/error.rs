@@ -82,6 +82,16 @@ pub enum EngineError {
         /// A PID of the tree.
         pid: i32,
     },
+    /// Another restore is recreating a PID this checkpoint needs.
+    #[error(
+        "cannot restore: PID {pid} is being restored by another request right now (the same \
+         checkpoint, or one of the same processes); CRIU restores processes with their \
+         original PIDs, so only one of them can have it: wait for that restore to finish"
+    )]
+    RestoreInProgress {
+        /// The PID.
+        pid: i32,
+    },
     /// A PID the checkpoint needs is still in use.
     #[error(
         "cannot restore: PID {pid} is still in use by {holder} after waiting {waited_ms} ms; \
@@ -198,7 +208,8 @@ impl EngineError {
             Self::IoUringUnsupported { .. }
             | Self::PidTaken { .. }
             | Self::MissingTool { .. }
-            | Self::DumpInProgress { .. } => ErrorKind::FailedPrecondition,
+            | Self::DumpInProgress { .. }
+            | Self::RestoreInProgress { .. } => ErrorKind::FailedPrecondition,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Image(e) => e.kind(),
             Self::Runc(e) => e.kind(),
@@ -209,9 +220,8 @@ impl EngineError {
                 }
                 _ => ErrorKind::Internal,
             },
-            Self::Stream(StreamError::Criu(CriuError::NotFound { .. })) => {
-                ErrorKind::FailedPrecondition
-            }
+            Self::Stream(StreamError::Criu(CriuError::NotFound { .. }))
+            | Self::Stream(StreamError::NoSpace { .. }) => ErrorKind::FailedPrecondition,
             Self::Stream(_) => ErrorKind::Internal,
             Self::Inspect { .. } | Self::Io { .. } | Self::Internal(_) => ErrorKind::Internal,
         }

@@ -1,6 +1,8 @@
 //! Two operations never share state they did not ask to share: two dumps racing for one
 //! checkpoint name never mix their images (one wins, the other fails clearly and its
-//! workload runs on), and dumps of one tree at once are refused with a clear message.
+//! workload runs on), dumps of one tree at once are refused with a clear message, and
+//! so are restores of one checkpoint at once (one restores, the other is told the PID
+//! is being restored or in use, never CRIU's raw "File exists").
 
 use std::process::{Child, Stdio};
 
@@ -118,4 +120,100 @@ fn dumps_of_one_tree_at_once_are_refused_clearly() {
     assert!(w.alive(), "leave-running dumps keep the workload");
     let before = last_count(&log).expect("counting");
     wait_count_above(&log, before + 1);
+}
+
+/// Dumps a counter (stopping it) into a checkpoint directory; returns its path, the
+/// workload's PID, its log and its last count.
+fn stopped_counter(env: &Env, name: &str) -> (String, i32, std::path::PathBuf, u64) {
+    let log = env.path(&format!("{name}.log"));
+    // Some memory, so that each restore takes long enough for the two to overlap.
+    let mut w = Workload::start(&log, &["memory", "32"]);
+    wait_count_above(&log, 1);
+    let pid = w.pid.to_string();
+    let out = env
+        .cedana(&[
+            "--json",
+            "dump",
+            "process",
+            &pid,
+            "--no-server",
+            "--name",
+            name,
+            "--compression",
+            "none",
+        ])
+        .ok();
+    w.reap();
+    let last = last_count(&log).expect("counted");
+    let path = out.json()["path"].as_str().expect("path").to_string();
+    (path, w.pid, log, last)
+}
+
+/// Two restores of one checkpoint at once: one restores, the other is refused clearly.
+fn one_restore_wins(env: &Env, no_server: bool) {
+    let (path, pid, log, last) =
+        stopped_counter(env, if no_server { "by-cli" } else { "by-daemon" });
+    let restore = || {
+        let mut c = env.cmd();
+        c.args(["--json", "restore", "process", "--path", &path]);
+        if no_server {
+            c.arg("--no-server");
+        }
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("restore")
+    };
+    let (a, b) = (restore(), restore());
+    let runs = [finish(a), finish(b)];
+    let _restored = KillOnDrop(pid);
+    let ok: Vec<&Run> = runs.iter().filter(|r| r.code == 0).collect();
+    assert_eq!(
+        ok.len(),
+        1,
+        "exactly one restore succeeds: {:?}",
+        runs.iter().map(|r| &r.stderr).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ok[0].json()["pid"].as_i64(),
+        Some(i64::from(pid)),
+        "its own PID"
+    );
+    let refused = runs.iter().find(|r| r.code != 0).expect("one refused");
+    eprintln!("the refused restore said: {}", refused.stderr);
+    assert!(
+        !refused.stderr.contains("File exists"),
+        "CRIU's raw message reached the user: {}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("PID {pid} is being restored by another request"))
+            || refused
+                .stderr
+                .contains(&format!("PID {pid} is still in use by")),
+        "the refusal says why: {}",
+        refused.stderr
+    );
+    assert_eq!(next_after(&log, last), last + 1, "the winner carries on");
+}
+
+#[test]
+fn restores_of_one_checkpoint_at_once_through_the_daemon() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    env.start_daemon();
+    one_restore_wins(&env, false);
+}
+
+#[test]
+fn restores_of_one_checkpoint_at_once_without_the_daemon() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    one_restore_wins(&env, true);
 }

@@ -301,3 +301,48 @@ fn bad_input_is_refused_and_leaves_the_original_untouched() {
     assert!(cr.state("other").is_none(), "no container made");
     assert_eq!(cr.state("live").expect("untouched")["status"], "running");
 }
+
+#[test]
+fn a_successful_restore_leaves_no_error_line_in_the_runtime_log() {
+    if !runc_available() {
+        return;
+    }
+    let env = Env::new();
+    let root = env.path("runc-root");
+    let bundle = env.path("bundle");
+    build_bundle(&bundle, COUNTER, Net::Own);
+    let count = bundle.join("rootfs/tmp/count");
+    let cr = Rt::cedana(&root);
+    let _guard = Ctr::new(&root, "logged");
+    let b = bundle.to_str().expect("utf8");
+    cr.run_detached(&bundle, "logged");
+    wait_above(&count, 3);
+    // As containerd's shim calls the runtime: a JSON --log it reads errors back from.
+    let log = env.path("runtime.log");
+    let l = log.to_str().expect("utf8");
+    let img = env.path("img");
+    let i = img.to_str().expect("utf8");
+    let logged = ["--log", l, "--log-format", "json"];
+    cr.out(&[&logged[..], &["checkpoint", "--image-path", i, "logged"]].concat())
+        .ok();
+    let last = *numbers(&count).last().expect("counted");
+    let restore = [
+        &logged[..],
+        &["restore", "-d", "--image-path", i, "--bundle", b, "logged"],
+    ]
+    .concat();
+    let (code, err) = cr.detached(&restore, &bundle);
+    assert_eq!(code, 0, "restore: {err}");
+    assert_eq!(next_after(&count, last), last + 1, "counter continued");
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["level"] == "error")
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a successful checkpoint and restore logged errors: {errors:?}"
+    );
+}

@@ -220,3 +220,62 @@ fn streaming_fits_a_small_disk_with_bounded_memory() {
     let last = last_count(&log).expect("counted");
     let _restored = restore_process_and_check(&env, &path, &log, last);
 }
+
+/// A streamed dump whose shards do not fit says so (not CRIU's "Broken pipe"), keeps
+/// nothing, and the workload runs on; both with the tree stopped (committed at
+/// post-dump) and with --leave-running.
+fn full_disk_is_named(extra: &[&str]) {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    // 16 MiB of the workload's memory is random bytes: its shards cannot fit in 8 MiB.
+    let small = Tmpfs::mount(&env.path("small"), 8);
+    let log = env.path("memory.log");
+    let w = Workload::start(&log, &["memory", "64"]);
+    let _guard = KillOnDrop(w.pid);
+    wait_count_above(&log, 1);
+    let (pid, dir) = (w.pid.to_string(), small.path.to_string_lossy().to_string());
+    let mut args = vec![
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--streams",
+        "2",
+        "--dir",
+        &dir,
+    ];
+    args.extend_from_slice(extra);
+    let failed = env.cedana(&args);
+    assert_ne!(failed.code, 0, "the shards cannot fit: {}", failed.stdout);
+    let said = failed.stderr.to_lowercase();
+    assert!(
+        failed.stderr.contains(&format!("no space left on {dir}")),
+        "the error names the full directory: {}",
+        failed.stderr
+    );
+    assert!(
+        said.contains("--dir") && !said.contains("broken pipe"),
+        "and says what to do, not CRIU's consequence: {}",
+        failed.stderr
+    );
+    assert!(w.alive(), "a failed dump killed the workload");
+    let before = last_count(&log).expect("counting");
+    wait_count_above(&log, before + 1);
+    assert_eq!(
+        dir_names(&small.path),
+        Vec::<String>::new(),
+        "nothing of the failed dump is left"
+    );
+}
+
+#[test]
+fn streamed_dump_onto_a_full_disk_says_so_and_the_process_runs_on() {
+    full_disk_is_named(&[]);
+}
+
+#[test]
+fn streamed_leave_running_dump_onto_a_full_disk_says_so() {
+    full_disk_is_named(&["--leave-running"]);
+}

@@ -10,6 +10,7 @@ pub enum JobCmd {
     /// Show every field of a job and its checkpoints.
     Inspect {
         /// The job.
+        #[arg(value_parser = crate::ids::jid_parser())]
         jid: String,
     },
     /// Stop a job: send a signal (TERM), then KILL if it is still running after --timeout.
@@ -17,6 +18,7 @@ pub enum JobCmd {
     /// Forget a job (refuses a running job unless --force).
     Delete {
         /// The job.
+        #[arg(value_parser = crate::ids::jid_parser())]
         jid: String,
         /// Kill the job first if it is running.
         #[arg(long)]
@@ -25,6 +27,7 @@ pub enum JobCmd {
     /// Follow a job's output until it halts; exit with its exit code.
     Attach {
         /// The job.
+        #[arg(value_parser = crate::ids::jid_parser())]
         jid: String,
     },
     /// A job's checkpoints.
@@ -36,6 +39,7 @@ pub enum JobCmd {
 #[derive(Debug, Args)]
 pub struct KillArgs {
     /// The job.
+    #[arg(value_parser = crate::ids::jid_parser())]
     pub jid: String,
     /// The first signal: name (TERM, SIGKILL) or number.
     #[arg(long, short, default_value = "TERM")]
@@ -51,16 +55,19 @@ pub enum CheckpointCmd {
     /// List checkpoints (of one job if given).
     List {
         /// Only this job's checkpoints.
+        #[arg(value_parser = crate::ids::jid_parser())]
         jid: Option<String>,
     },
     /// Print a checkpoint's metadata.
     Inspect {
         /// Checkpoint id.
+        #[arg(value_parser = crate::ids::checkpoint_id_parser())]
         id: String,
     },
     /// Remove a checkpoint's files and its record.
     Delete {
         /// Checkpoint id.
+        #[arg(value_parser = crate::ids::checkpoint_id_parser())]
         id: String,
     },
 }

@@ -161,6 +161,7 @@ pub enum Command {
     /// List checkpoints.
     Checkpoints {
         /// Only this job's checkpoints.
+        #[arg(value_parser = crate::ids::jid_parser())]
         jid: Option<String>,
     },
     /// Manage checkpoints.

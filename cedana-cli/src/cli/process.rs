@@ -29,7 +29,7 @@ pub struct RunRuncArgs {
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Job id (default: generated).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ids::jid_parser())]
     pub jid: Option<String>,
     /// Log file for the container's stdout and stderr (default: jobs.log_dir/JID.log).
     #[arg(long, value_name = "LOG")]
@@ -43,7 +43,7 @@ pub struct RunRuncArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Job id (default: generated).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ids::jid_parser())]
     pub jid: Option<String>,
     /// Log file for stdout and stderr (default: jobs.log_dir/JID.log).
     #[arg(long, value_name = "LOG")]
@@ -70,7 +70,7 @@ pub enum ManageCmd {
         /// The process.
         pid: i32,
         /// Job id (default: generated).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::ids::jid_parser())]
         jid: Option<String>,
     },
     /// Adopt a running runc container as a job (its init PID from `runc state`).
@@ -81,7 +81,7 @@ pub enum ManageCmd {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
         /// Job id (default: generated).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::ids::jid_parser())]
         jid: Option<String>,
     },
 }
@@ -117,7 +117,7 @@ pub struct DumpArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Checkpoint name (default: generated).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ids::name_parser())]
     pub name: Option<String>,
     /// Packing (default: checkpoint.compression).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(cedana_config::COMPRESSIONS))]
@@ -154,6 +154,7 @@ pub enum DumpCmd {
     /// Checkpoint a job.
     Job {
         /// The job.
+        #[arg(value_parser = crate::ids::jid_parser())]
         jid: String,
         /// Dump options.
         #[command(flatten)]
@@ -246,6 +247,7 @@ pub enum RestoreCmd {
     /// Restore a job (default: from its latest checkpoint).
     Job {
         /// The job.
+        #[arg(value_parser = crate::ids::jid_parser())]
         jid: String,
         /// Checkpoint to restore from.
         #[arg(long)]
@@ -335,6 +337,7 @@ pub enum FreezeCmd {
     /// A job.
     Job {
         /// The job.
+        #[arg(value_parser = crate::ids::jid_parser())]
         jid: String,
     },
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cedana_config::Config;
 
-use crate::cli::{CheckpointCmd, Cli, Command, JobCmd, PluginCmd};
+use crate::cli::{CheckpointCmd, Cli, Command, DaemonCmd, JobCmd, PluginCmd};
 use crate::client::{self, Client};
 
 /// What every command gets: the loaded config and the output mode.
@@ -45,6 +45,9 @@ pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// Fewest async workers the daemon runs with, whatever the core count.
+const DAEMON_MIN_WORKERS: usize = 8;
+
 /// Runs a parsed command line; returns the exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Completion(args) = &cli.command {
@@ -56,7 +59,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         config,
         json: cli.global.json,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Daemon(DaemonCmd::Start)) {
+        // The daemon's handlers still do short synchronous work (/proc, the store); with
+        // one worker per core (two here) a couple of those stalled every other request.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        builder.worker_threads(cores.max(DAEMON_MIN_WORKERS));
+    }
+    let rt = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

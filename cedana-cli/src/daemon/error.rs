@@ -39,6 +39,9 @@ pub enum DaemonError {
     /// A request field is wrong.
     #[error("{0}")]
     InvalidArgument(String),
+    /// An id or name in the request breaks the rules of `ids.rs`.
+    #[error(transparent)]
+    BadId(#[from] crate::ids::IdError),
     /// The caller may not do this: the message says who, what, and why.
     #[error("{0}")]
     Forbidden(String),
@@ -64,7 +67,7 @@ impl DaemonError {
             Self::JobRunning { .. } | Self::JobNotRunning { .. } | Self::NoCheckpoint(_) => {
                 ErrorKind::FailedPrecondition
             }
-            Self::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Self::InvalidArgument(_) | Self::BadId(_) => ErrorKind::InvalidArgument,
             Self::Forbidden(_) => ErrorKind::PermissionDenied,
             Self::Store(_) | Self::Io { .. } => ErrorKind::Internal,
         }
@@ -84,10 +87,30 @@ pub fn code_for(kind: ErrorKind) -> Code {
     }
 }
 
+/// Longest message a Status carries. It travels in an HTTP/2 header (`grpc-message`),
+/// and clients drop a connection whose headers pass 16 KiB ("h2 protocol error"), so a
+/// message built from some long input must be cut rather than lose the answer.
+pub const MAX_STATUS_MESSAGE: usize = 4096;
+
 impl From<DaemonError> for Status {
     fn from(e: DaemonError) -> Status {
-        Status::new(code_for(e.kind()), e.to_string())
+        Status::new(code_for(e.kind()), bounded(e.to_string()))
     }
+}
+
+/// `msg` cut to [`MAX_STATUS_MESSAGE`] bytes (on a character boundary), saying so.
+pub fn bounded(mut msg: String) -> String {
+    if msg.len() <= MAX_STATUS_MESSAGE {
+        return msg;
+    }
+    let mut cut = MAX_STATUS_MESSAGE;
+    while !msg.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let total = msg.len();
+    msg.truncate(cut);
+    msg.push_str(&format!("… (message cut: {total} bytes)"));
+    msg
 }
 
 #[cfg(test)]
@@ -135,5 +158,13 @@ mod tests {
             Status::from(DaemonError::JobExists("x".into())).code(),
             Code::AlreadyExists
         );
+    }
+
+    #[test]
+    fn a_huge_message_is_cut_to_fit_a_header() {
+        let status = Status::from(DaemonError::NoSuchJob("x".repeat(20 << 10)));
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE + 64);
+        assert!(status.message().ends_with("bytes)"), "says it was cut");
+        assert_eq!(bounded("short".into()), "short");
     }
 }

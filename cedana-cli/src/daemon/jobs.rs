@@ -21,9 +21,6 @@ use super::procfs;
 use super::store::{now, ContainerRef, JobRecord, Store, FROZEN, HALTED, RUNNING};
 use crate::proto;
 
-/// Longest accepted job id (it names the log file).
-const MAX_JID_LEN: usize = 64;
-
 /// Result type of the manager.
 pub type Result<T> = std::result::Result<T, DaemonError>;
 
@@ -39,21 +36,9 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
 
-/// Checks a user-chosen job id: it names a log file, so keep it to a safe alphabet.
+/// Checks a user-chosen job id (`ids.rs` holds the rules, shared with the CLI).
 pub fn validate_jid(jid: &str) -> Result<()> {
-    let ok = !jid.is_empty()
-        && jid.len() <= MAX_JID_LEN
-        && !jid.starts_with('.')
-        && jid
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(DaemonError::InvalidArgument(format!(
-            "invalid job id {jid:?}: use 1 to {MAX_JID_LEN} letters, digits, '-', '_' or '.'"
-        )))
-    }
+    crate::ids::check_jid(jid).map_err(DaemonError::from)
 }
 
 /// Shell-like rendering of a command line.

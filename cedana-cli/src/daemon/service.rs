@@ -11,6 +11,7 @@ use super::convert;
 use super::error::DaemonError;
 use super::identity::Caller;
 use super::jobs::JobManager;
+use crate::ids;
 use crate::proto::daemon_server::Daemon;
 use crate::proto::{self, Empty};
 
@@ -28,6 +29,35 @@ impl Service {
 
 type Rpc<T> = Result<Response<T>, Status>;
 
+/// Checks a job id the request may carry (unset or empty: none); every id is checked
+/// before it is looked up, so no refusal echoes an over-long one.
+fn opt_jid(jid: Option<&str>) -> Result<(), DaemonError> {
+    match jid.filter(|j| !j.is_empty()) {
+        Some(j) => Ok(ids::check_jid(j)?),
+        None => Ok(()),
+    }
+}
+
+fn jid(jid: &str) -> Result<(), DaemonError> {
+    Ok(ids::check_jid(jid)?)
+}
+
+fn checkpoint_id(id: &str) -> Result<(), DaemonError> {
+    Ok(ids::check_checkpoint_id(id)?)
+}
+
+/// The ids and the checkpoint name of a dump request.
+fn dump_ids(req: &proto::DumpRequest) -> Result<(), DaemonError> {
+    if let Some(proto::target::Target::Jid(j)) = req.target.as_ref().and_then(|t| t.target.as_ref())
+    {
+        jid(j)?;
+    }
+    match req.name.as_deref().filter(|n| !n.is_empty()) {
+        Some(n) => Ok(ids::check_name(n)?),
+        None => Ok(()),
+    }
+}
+
 // tonic's service trait fixes the error type to `Status`.
 #[allow(clippy::result_large_err)]
 fn ok<T>(v: T) -> Rpc<T> {
@@ -38,18 +68,21 @@ fn ok<T>(v: T) -> Rpc<T> {
 impl Daemon for Service {
     async fn run(&self, req: Request<proto::RunRequest>) -> Rpc<proto::Job> {
         let caller = Caller::of(&req)?;
+        opt_jid(req.get_ref().jid.as_deref())?;
         let job = self.jobs.run(&caller, req.into_inner()).await?;
         ok(self.jobs.job_proto(&job)?)
     }
 
     async fn manage(&self, req: Request<proto::ManageRequest>) -> Rpc<proto::Job> {
         let caller = Caller::of(&req)?;
+        opt_jid(req.get_ref().jid.as_deref())?;
         let job = self.jobs.manage(&caller, req.into_inner()).await?;
         ok(self.jobs.job_proto(&job)?)
     }
 
     async fn dump(&self, req: Request<proto::DumpRequest>) -> Rpc<proto::DumpResponse> {
         let caller = Caller::of(&req)?;
+        dump_ids(req.get_ref())?;
         let (record, duration_ms) = self.jobs.dump(&caller, req.into_inner()).await?;
         ok(proto::DumpResponse {
             checkpoint: Some(convert::checkpoint(&record)),
@@ -59,6 +92,7 @@ impl Daemon for Service {
 
     async fn restore(&self, req: Request<proto::RestoreRequest>) -> Rpc<proto::RestoreResponse> {
         let caller = Caller::of(&req)?;
+        opt_jid(req.get_ref().jid.as_deref())?;
         ok(self.jobs.restore(&caller, req.into_inner()).await?)
     }
 
@@ -76,20 +110,24 @@ impl Daemon for Service {
 
     async fn list_jobs(&self, req: Request<Empty>) -> Rpc<proto::JobList> {
         let caller = Caller::of(&req)?;
-        let jobs = self
-            .jobs
-            .store
-            .list_jobs()
-            .map_err(DaemonError::from)?
+        // Off the async workers: under load the store's lock can be busy, and a worker
+        // blocked on it would hold up every other request.
+        let store = std::sync::Arc::clone(&self.jobs.store);
+        let listed = tokio::task::spawn_blocking(move || store.list_jobs_counted())
+            .await
+            .map_err(|e| Status::internal(format!("listing jobs failed: {e}")))?
+            .map_err(DaemonError::from)?;
+        let jobs = listed
             .iter()
-            .filter(|j| caller.sees(j.owner_uid))
-            .map(|j| self.jobs.job_proto(j))
-            .collect::<Result<_, _>>()?;
+            .filter(|(j, _)| caller.sees(j.owner_uid))
+            .map(|(j, n)| convert::job(j, *n))
+            .collect();
         ok(proto::JobList { jobs })
     }
 
     async fn get_job(&self, req: Request<proto::JobRef>) -> Rpc<proto::Job> {
         let caller = Caller::of(&req)?;
+        jid(&req.get_ref().jid)?;
         let job = self.jobs.owned_job(&caller, &req.into_inner().jid, "see")?;
         ok(self.jobs.job_proto(&job)?)
     }
@@ -97,6 +135,7 @@ impl Daemon for Service {
     async fn kill_job(&self, req: Request<proto::KillRequest>) -> Rpc<proto::KillResponse> {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
+        jid(&req.jid)?;
         let grace = req
             .timeout_s
             .map(|s| std::time::Duration::from_secs(s.into()));
@@ -106,6 +145,7 @@ impl Daemon for Service {
     async fn delete_job(&self, req: Request<proto::DeleteJobRequest>) -> Rpc<Empty> {
         let caller = Caller::of(&req)?;
         let req = req.into_inner();
+        jid(&req.jid)?;
         self.jobs.delete(&caller, &req.jid, req.force).await?;
         ok(Empty {})
     }
@@ -114,6 +154,7 @@ impl Daemon for Service {
 
     async fn attach(&self, req: Request<proto::JobRef>) -> Rpc<Self::AttachStream> {
         let caller = Caller::of(&req)?;
+        jid(&req.get_ref().jid)?;
         ok(self.jobs.attach(&caller, &req.into_inner().jid)?)
     }
 
@@ -123,6 +164,7 @@ impl Daemon for Service {
     ) -> Rpc<proto::CheckpointList> {
         let caller = Caller::of(&req)?;
         let jid = req.into_inner().jid.filter(|j| !j.is_empty());
+        opt_jid(jid.as_deref())?;
         if let Some(jid) = &jid {
             self.jobs.owned_job(&caller, jid, "see")?;
         }
@@ -143,6 +185,7 @@ impl Daemon for Service {
     async fn get_checkpoint(&self, req: Request<proto::CheckpointRef>) -> Rpc<proto::Checkpoint> {
         let caller = Caller::of(&req)?;
         let id = req.into_inner().id;
+        checkpoint_id(&id)?;
         let ck = self
             .jobs
             .store
@@ -155,6 +198,7 @@ impl Daemon for Service {
 
     async fn delete_checkpoint(&self, req: Request<proto::CheckpointRef>) -> Rpc<Empty> {
         let caller = Caller::of(&req)?;
+        checkpoint_id(&req.get_ref().id)?;
         self.jobs.delete_checkpoint(&caller, &req.into_inner().id)?;
         ok(Empty {})
     }

@@ -1,5 +1,6 @@
-//! The daemon's SQLite store: jobs and checkpoints survive a daemon restart. One
-//! connection behind a std `Mutex`, held only for the length of one statement.
+//! The daemon's SQLite store: jobs and checkpoints survive a daemon restart. Two
+//! connections, one for writes and one for queries (WAL: queries never wait for a
+//! commit), each behind a std `Mutex` held only for the length of one statement.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -105,6 +106,7 @@ pub struct CheckpointRecord {
 /// The store.
 pub struct Store {
     conn: Mutex<Connection>,
+    reader: Mutex<Connection>,
 }
 
 /// Current time as RFC 3339 (UTC, seconds).
@@ -136,14 +138,24 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
+        // In WAL mode a reader never waits for a writer: `ps` and lookups do not queue
+        // behind a commit's fsync, which takes long while checkpoints are being written.
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
         })
     }
 
+    /// Runs a write on the writing connection.
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn)
+        on(&self.conn, f)
+    }
+
+    /// Runs a query on the reading connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        on(&self.reader, f)
     }
 
     /// Inserts a job; fails if the jid exists.
@@ -177,7 +189,7 @@ impl Store {
 
     /// One job.
     pub fn get_job(&self, jid: &str) -> rusqlite::Result<Option<JobRecord>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 &format!("SELECT {JOB_COLS} FROM jobs WHERE jid = ?1"),
                 [jid],
@@ -189,11 +201,24 @@ impl Store {
 
     /// Every job, oldest first.
     pub fn list_jobs(&self) -> rusqlite::Result<Vec<JobRecord>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {JOB_COLS} FROM jobs ORDER BY created_at, rowid"
             ))?;
             let rows = st.query_map([], job_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Every job with its number of checkpoints, in one statement: `ps` takes the
+    /// store's lock once, not once per job behind every writer.
+    pub fn list_jobs_counted(&self) -> rusqlite::Result<Vec<(JobRecord, u32)>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {JOB_COLS}, (SELECT COUNT(*) FROM checkpoints k WHERE k.jid = jobs.jid) \
+                 FROM jobs ORDER BY created_at, rowid"
+            ))?;
+            let rows = st.query_map([], |r| Ok((job_row(r)?, r.get(JOB_COL_COUNT)?)))?;
             rows.collect()
         })
     }
@@ -261,7 +286,7 @@ impl Store {
 
     /// One checkpoint.
     pub fn get_checkpoint(&self, id: &str) -> rusqlite::Result<Option<CheckpointRecord>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 &format!("SELECT {CK_COLS} FROM checkpoints WHERE id = ?1"),
                 [id],
@@ -273,7 +298,7 @@ impl Store {
 
     /// Checkpoints (of one job if given), oldest first.
     pub fn list_checkpoints(&self, jid: Option<&str>) -> rusqlite::Result<Vec<CheckpointRecord>> {
-        self.with(|c| {
+        self.read(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {CK_COLS} FROM checkpoints WHERE (?1 IS NULL OR jid = ?1)
                  ORDER BY created_at, rowid"
@@ -285,7 +310,7 @@ impl Store {
 
     /// The checkpoint recorded at `path`, if any (newest first).
     pub fn checkpoint_at(&self, path: &str) -> rusqlite::Result<Option<CheckpointRecord>> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 &format!(
                     "SELECT {CK_COLS} FROM checkpoints WHERE path = ?1
@@ -305,7 +330,7 @@ impl Store {
 
     /// Number of checkpoints of a job.
     pub fn count_checkpoints(&self, jid: &str) -> rusqlite::Result<u32> {
-        self.with(|c| {
+        self.read(|c| {
             c.query_row(
                 "SELECT COUNT(*) FROM checkpoints WHERE jid = ?1",
                 [jid],
@@ -323,8 +348,28 @@ impl Store {
     }
 }
 
+/// Runs `f` on one of the store's connections. Called from async handlers too: under
+/// load the lock can be held by a thread waiting for a CPU or a disk, and an async worker
+/// blocked on it would stall every request (`ps` took over half a second with twenty dumps
+/// running); block_in_place hands that worker's other tasks to another worker first.
+fn on<T>(
+    conn: &Mutex<Connection>,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let run = || {
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    };
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+        _ => run(),
+    }
+}
+
 const JOB_COLS: &str = "jid, pid, kind, state, exit_code, command, log_path, start_time_ticks, \
                         created_at, updated_at, container_id, runc_root, bundle, owner_uid";
+/// How many columns [`JOB_COLS`] names.
+const JOB_COL_COUNT: usize = 14;
 
 /// Adds the columns of [`JOB_MIGRATIONS`] and [`CHECKPOINT_MIGRATIONS`] a database lacks.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -237,3 +237,24 @@ fn old_database_gains_owner_columns_owned_by_root() {
         1000
     );
 }
+
+#[test]
+fn jobs_are_listed_with_their_checkpoint_counts_in_one_go() {
+    let (_dir, store) = temp_store();
+    store.insert_job(&job("a", 10, RUNNING, None)).unwrap();
+    store.insert_job(&job("b", 11, RUNNING, None)).unwrap();
+    store
+        .insert_checkpoint(&checkpoint("c1", Some("a")))
+        .unwrap();
+    store
+        .insert_checkpoint(&checkpoint("c2", Some("a")))
+        .unwrap();
+    store.insert_checkpoint(&checkpoint("c3", None)).unwrap();
+    let listed: Vec<(String, u32)> = store
+        .list_jobs_counted()
+        .unwrap()
+        .into_iter()
+        .map(|(j, n)| (j.jid, n))
+        .collect();
+    assert_eq!(listed, [("a".to_string(), 2), ("b".to_string(), 0)]);
+}

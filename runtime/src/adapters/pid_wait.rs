@@ -7,31 +7,24 @@
 use std::time::{Duration, Instant};
 
 use crate::chain::Adapter;
+use crate::engine::claims::tree_pids;
 use crate::engine::{RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::process::inspect;
-use crate::process::state::ProcessState;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Every PID and TID the checkpoint will recreate.
-pub fn needed_pids(state: &ProcessState) -> Vec<i32> {
-    let mut pids: Vec<i32> = state
-        .tree
-        .iter()
-        .flat_map(|p| std::iter::once(p.pid).chain(p.tids.iter().copied()))
-        .filter(|p| *p > 0)
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids
-}
 
 /// Waits until none of `pids` exists, or returns the first one still taken.
 pub async fn wait_until_free(pids: &[i32], timeout: Duration) -> Result<(), EngineError> {
     let start = Instant::now();
     loop {
-        match first_taken(pids) {
+        // A scan of every process in /proc: off the async workers, which twenty restores
+        // at once would otherwise keep busy (the daemon then answered nothing else).
+        let owned = pids.to_vec();
+        let taken = tokio::task::spawn_blocking(move || first_taken(&owned))
+            .await
+            .map_err(|e| EngineError::Internal(format!("PID scan failed: {e}")))?;
+        match taken {
             None => return Ok(()),
             Some((pid, holder)) if start.elapsed() >= timeout => {
                 let holder = if holder == pid {
@@ -67,12 +60,16 @@ fn first_taken(pids: &[i32]) -> Option<(i32, i32)> {
     })
 }
 
-/// Waits for the checkpoint's PIDs to be free before CRIU runs.
+/// Claims the checkpoint's PIDs for this restore (a concurrent restore of the same
+/// processes is refused clearly), then waits for them to be free before CRIU runs. The
+/// claim is held until CRIU is done, when the restored tree holds the PIDs itself.
 pub fn wait_for_free_pids() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("wait_for_free_pids", |ctx: RestoreCtx, next| {
         Box::pin(async move {
             let timeout = Duration::from_millis(ctx.env.config.criu.pid_wait_timeout_ms);
-            wait_until_free(&needed_pids(&ctx.metadata.process), timeout).await?;
+            let pids = tree_pids(&ctx.metadata.process);
+            let _claim = ctx.env.claim_for_restore(pids.clone())?;
+            wait_until_free(&pids, timeout).await?;
             next.run(ctx).await
         })
     })

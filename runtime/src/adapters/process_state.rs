@@ -2,7 +2,7 @@
 //! records the state in the checkpoint.
 
 use crate::chain::Adapter;
-use crate::engine::{blocking, DumpCtx, DumpResponse};
+use crate::engine::{bulk, DumpCtx, DumpResponse};
 use crate::error::EngineError;
 use crate::process::inspect;
 
@@ -11,7 +11,7 @@ pub fn fill_process_state() -> Adapter<DumpCtx, DumpResponse> {
     Adapter::from_fn("fill_process_state", |mut ctx: DumpCtx, next| {
         Box::pin(async move {
             let pid = ctx.req.pid;
-            ctx.state = blocking(move || {
+            ctx.state = bulk(move || {
                 inspect::inspect(pid).map_err(|e| match e.kind() {
                     std::io::ErrorKind::NotFound => EngineError::NoSuchProcess { pid },
                     std::io::ErrorKind::PermissionDenied => {

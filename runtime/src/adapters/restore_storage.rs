@@ -15,7 +15,7 @@ use std::time::Instant;
 use tempfile::TempDir;
 
 use crate::chain::Adapter;
-use crate::engine::{blocking, RestoreCtx, RestoreResponse};
+use crate::engine::{bulk, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::image::{archive, atomic, integrity, layout};
@@ -41,7 +41,7 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
             } else {
                 let p = path.clone();
                 // On failure the TempDir is dropped here, taking whatever was written.
-                Some(blocking(move || unpack(&p)).await?)
+                Some(bulk(move || unpack(&p)).await?)
             };
             ctx.images_dir = unpacked
                 .as_ref()
@@ -56,7 +56,7 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
             // metadata.json: restored as is) and collects runc's logs beside the images.
             let runc_dir = ctx.req.runc.is_some() && unpacked.is_none();
             let archive_path = path.clone();
-            ctx.metadata = blocking(move || {
+            ctx.metadata = bulk(move || {
                 if runc_dir && !layout::is_checkpoint_dir(&images) {
                     return Ok(crate::image::metadata::Metadata::default());
                 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::commit::{CommitTarget, Committer, CHECKPOINT_DIR_MODE};
 use crate::chain::{Adapter, Next};
-use crate::engine::{blocking, DumpCtx, DumpResponse};
+use crate::engine::{bulk, DumpCtx, DumpResponse};
 use crate::error::EngineError;
 use crate::image::{atomic, layout};
 
@@ -24,6 +24,12 @@ pub use super::restore_storage::prepare_restore_storage;
 const LOGS_DIR: &str = "cedana-dump-logs";
 /// How many failed dumps' logs are kept.
 const KEPT_FAILED_LOGS: usize = 10;
+/// Marks a work dir kept for its CRIU log (a failed dump). Only marked dirs count
+/// against [`KEPT_FAILED_LOGS`]: a dump still running writes into its unmarked dir, and
+/// with more than that many dumps at once, pruning by age alone removed their dirs.
+const KEPT_MARK: &str = ".kept";
+/// An unmarked work dir this old was left by a dump cut short (a crash), not a running one.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn create_private_dir(path: &Path) -> Result<(), EngineError> {
     fs::DirBuilder::new()
@@ -88,7 +94,7 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                         }
                         None => {
                             let c = Arc::clone(&committer);
-                            blocking(move || {
+                            bulk(move || {
                                 c.commit(resp.metadata)?;
                                 c.take_committed().ok_or_else(|| {
                                     EngineError::Internal("commit left no checkpoint".into())
@@ -109,6 +115,8 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                     // CRIU's log is kept for dumps CRIU failed only; the error names it.
                     if result.is_ok() || !work.join("dump.log").exists() {
                         let _ = fs::remove_dir_all(work);
+                    } else {
+                        let _ = fs::write(work.join(KEPT_MARK), b"");
                     }
                 }
                 result
@@ -118,19 +126,27 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
 }
 
 /// A fresh private directory for CRIU's log and stats, outside the checkpoint (CRIU
-/// writes them after `post-dump`, when the checkpoint is already sealed); older ones
-/// beyond [`KEPT_FAILED_LOGS`] are removed.
+/// writes them after `post-dump`, when the checkpoint is already sealed); kept ones
+/// beyond [`KEPT_FAILED_LOGS`] are removed, and abandoned ones.
 fn failed_log_dir(name: &str) -> Result<PathBuf, EngineError> {
     let logs = std::env::temp_dir().join(LOGS_DIR);
     create_private_dir(&logs)?;
     if let Ok(rd) = fs::read_dir(&logs) {
-        let mut old: Vec<(std::time::SystemTime, PathBuf)> = rd
-            .flatten()
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        old.sort();
-        let excess = old.len().saturating_sub(KEPT_FAILED_LOGS - 1);
-        for (_, p) in old.into_iter().take(excess) {
+        let mut kept = Vec::new();
+        for e in rd.flatten() {
+            let Some(modified) = e.metadata().ok().and_then(|m| m.modified().ok()) else {
+                continue;
+            };
+            let path = e.path();
+            if path.join(KEPT_MARK).exists() {
+                kept.push((modified, path));
+            } else if modified.elapsed().is_ok_and(|age| age > ABANDONED_AFTER) {
+                let _ = fs::remove_dir_all(path);
+            }
+        }
+        kept.sort();
+        let excess = kept.len().saturating_sub(KEPT_FAILED_LOGS - 1);
+        for (_, p) in kept.into_iter().take(excess) {
             let _ = fs::remove_dir_all(p);
         }
     }

@@ -12,7 +12,7 @@ use crate::adapters::{
 use crate::chain::{Chain, Handler, OpResult};
 use crate::criu::options::CriuOpts;
 use crate::criu::{DumpArgs, PostDump};
-use crate::engine::{blocking, DumpRequest, DumpResponse, Env};
+use crate::engine::{bulk, DumpRequest, DumpResponse, Env};
 use crate::image::compression::Compression;
 use crate::image::metadata::{FileDigest, Metadata};
 use crate::process::state::ProcessState;
@@ -116,10 +116,16 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
     let t = Instant::now();
     let (pid, images_dir, opts) = (ctx.req.pid, ctx.images_dir.clone(), ctx.opts.clone());
     let work_dir = ctx.work_dir.clone();
+    // The directory a full disk is reported on: the caller's --dir, which holds the
+    // staging dir CRIU streams into.
+    let full_dir = match ctx.dir.as_os_str().is_empty() {
+        true => ctx.images_dir.clone(),
+        false => ctx.dir.clone(),
+    };
     let plan = defaults::stream_plan(&ctx.req)?;
     let committer = ctx.committer.clone().filter(|_| !opts.leave_running);
     let md = metadata.clone();
-    metadata.files = blocking(move || {
+    metadata.files = bulk(move || {
         // The commit step, shared by both routes; its error (if any) is the dump's.
         let failed = Mutex::new(None);
         let commit = |files: Option<&BTreeMap<String, FileDigest>>| {
@@ -157,7 +163,9 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
                     ),
                     None => streamer::dump(&criu, pid, &images_dir, work, &opts, shards, codec),
                 };
-                stats.map(|st| st.shard_digests).map_err(Into::into)
+                stats
+                    .map(|st| st.shard_digests)
+                    .map_err(|e| e.located(&full_dir).into())
             }
             None => criu
                 .dump(&DumpArgs {

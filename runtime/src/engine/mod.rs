@@ -1,6 +1,7 @@
 //! The engine: one object the transports hold, exposing each operation as a chain of
 //! adapters around a handler. Build it once from the config; it is cheap to share.
 
+pub mod claims;
 pub mod dump;
 pub mod freeze;
 pub mod manage;
@@ -8,8 +9,8 @@ pub mod restore;
 pub mod run;
 pub mod types;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use cedana_config::Config;
 
@@ -18,6 +19,7 @@ use crate::criu::{Criu, CriuVersion};
 use crate::error::EngineError;
 use crate::image::metadata::CheckpointKind;
 use crate::plugins::PluginRegistry;
+pub use claims::{PidClaim, PidUse};
 pub use dump::DumpCtx;
 pub use restore::RestoreCtx;
 pub use types::*;
@@ -29,25 +31,8 @@ pub struct Env {
     pub config: Config,
     /// CRIU's version, asked once (it costs a CRIU start) and kept for this engine.
     criu_version: OnceLock<CriuVersion>,
-    /// PIDs of the trees being dumped now: a second dump of one of them is refused
-    /// clearly instead of failing inside CRIU (two tracers cannot seize one task).
-    dumping: Mutex<BTreeSet<i32>>,
-}
-
-/// The PIDs of one dump, released when it ends.
-#[derive(Debug)]
-pub struct DumpClaim {
-    env: Arc<Env>,
-    pids: Vec<i32>,
-}
-
-impl Drop for DumpClaim {
-    fn drop(&mut self) {
-        let mut set = self.env.dumping.lock().unwrap_or_else(|p| p.into_inner());
-        for pid in &self.pids {
-            set.remove(pid);
-        }
-    }
+    /// PIDs that dumps and restores of this engine hold now (see `claims.rs`).
+    pub(crate) claims: claims::Claims,
 }
 
 impl Env {
@@ -56,22 +41,20 @@ impl Env {
         Self {
             config,
             criu_version: OnceLock::new(),
-            dumping: Mutex::new(BTreeSet::new()),
+            claims: claims::Claims::new(),
         }
     }
 
-    /// Claims `pids` for one dump; refused with [`EngineError::DumpInProgress`] if another
-    /// dump of this engine holds any of them.
-    pub fn claim_for_dump(self: &Arc<Self>, pids: Vec<i32>) -> OpResult<DumpClaim> {
-        let mut set = self.dumping.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(pid) = pids.iter().find(|p| set.contains(p)) {
-            return Err(EngineError::DumpInProgress { pid: *pid });
-        }
-        set.extend(pids.iter().copied());
-        Ok(DumpClaim {
-            env: Arc::clone(self),
-            pids,
-        })
+    /// Claims `pids` for one dump; refused with [`EngineError::DumpInProgress`] (or
+    /// `RestoreInProgress`) while another operation, here or in another process, holds one.
+    pub fn claim_for_dump(self: &Arc<Self>, pids: Vec<i32>) -> OpResult<PidClaim> {
+        claims::claim(self, pids, PidUse::Dump)
+    }
+
+    /// Claims the PIDs a restore will recreate; refused like [`Env::claim_for_dump`], with
+    /// [`EngineError::RestoreInProgress`] when another restore holds one.
+    pub fn claim_for_restore(self: &Arc<Self>, pids: Vec<i32>) -> OpResult<PidClaim> {
+        claims::claim(self, pids, PidUse::Restore)
     }
 
     /// The configured CRIU's version, asked over RPC the first time only.
@@ -284,4 +267,55 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| EngineError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Nice value of the engine's bulk work (inspecting, packing, hashing, unpacking, CRIU
+/// dumps). The daemon answers quick requests (`ps`) on its async workers; at the same
+/// priority as twenty dumps' compression threads they got a sliver of the cores, and
+/// `ps` took over a second under load.
+const BULK_NICE: i32 = 10;
+
+/// [`blocking`] at the bulk priority ([`BULK_NICE`]) for CPU-heavy work; the threads and
+/// processes it starts (compressors, CRIU) inherit it. Not for starting workloads: a job
+/// or container would inherit it too.
+pub(crate) async fn bulk<T, F>(f: F) -> OpResult<T>
+where
+    F: FnOnce() -> OpResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    blocking(move || {
+        let _lowered = Lowered::now();
+        f()
+    })
+    .await
+}
+
+/// This thread at [`BULK_NICE`] until dropped (Linux's nice is per thread).
+struct Lowered(Option<libc::c_int>);
+
+impl Lowered {
+    fn now() -> Self {
+        // SAFETY: getpriority/setpriority on the calling thread (who = 0); no memory.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let before = libc::getpriority(libc::PRIO_PROCESS, 0);
+            if *libc::__errno_location() != 0 || before >= BULK_NICE {
+                return Lowered(None);
+            }
+            match libc::setpriority(libc::PRIO_PROCESS, 0, BULK_NICE) {
+                0 => Lowered(Some(before)),
+                _ => Lowered(None),
+            }
+        }
+    }
+}
+
+impl Drop for Lowered {
+    fn drop(&mut self) {
+        if let Some(before) = self.0 {
+            // SAFETY: as above. Raising it back needs root (the daemon is); failing that,
+            // the pool thread only stays at the bulk priority.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, before) };
+        }
+    }
 }

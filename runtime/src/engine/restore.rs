@@ -8,7 +8,7 @@ use crate::adapters::{criu_check, defaults, network, pid_wait, storage, validati
 use crate::chain::{Chain, Handler, OpResult};
 use crate::criu::options::CriuOpts;
 use crate::criu::RestoreArgs;
-use crate::engine::{blocking, Env, RestoreRequest, RestoreResponse};
+use crate::engine::{bulk, Env, RestoreRequest, RestoreResponse};
 use crate::image::metadata::Metadata;
 use crate::streamer;
 
@@ -68,7 +68,7 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let (images_dir, work_dir, opts) = (ctx.images_dir, ctx.work_dir, ctx.opts);
     let stats_dir = work_dir.clone();
     let t = Instant::now();
-    let pid = blocking(move || {
+    let pid = bulk(move || {
         if images_dir.join(streamer::INDEX_FILE).is_file() {
             // CRIU streams only in CLI mode, where the restored tree cannot be made our
             // child: it passes to the nearest subreaper (or init).

@@ -69,7 +69,12 @@ pub enum ImageError {
         value: String,
     },
     /// A checkpoint name is not usable as a file name.
-    #[error("invalid checkpoint name {name:?}: {reason}; use a plain name of at most 200 bytes without '/', NUL or a leading '.'")]
+    #[error(
+        "invalid checkpoint name {}: {reason}; use a plain name of at most {} bytes without \
+         '/', NUL or a leading '.'",
+        crate::image::layout::shown_name(name),
+        crate::image::layout::MAX_NAME_LEN
+    )]
     InvalidName {
         /// The name given.
         name: String,

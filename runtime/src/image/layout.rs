@@ -14,6 +14,22 @@ pub fn checkpoint_path(dir: &Path, name: &str, c: Compression) -> PathBuf {
     dir.join(format!("{name}{}", c.extension()))
 }
 
+/// Bytes of a user's value a message quotes: the rest is cut (messages travel in HTTP/2
+/// headers, and a 16 KiB one breaks the connection instead of being read).
+const SHOWN_MAX: usize = 48;
+
+/// `value` quoted for a message, cut after `SHOWN_MAX` bytes (on a character boundary).
+pub fn shown_name(value: &str) -> String {
+    if value.len() <= SHOWN_MAX {
+        return format!("{value:?}");
+    }
+    let cut = (0..=SHOWN_MAX)
+        .rev()
+        .find(|i| value.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{:?}… ({} bytes)", &value[..cut], value.len())
+}
+
 /// Checks that `name` is usable as a single file name for a checkpoint.
 pub fn validate_name(name: &str) -> Result<(), ImageError> {
     let reason = if name.is_empty() {
@@ -114,5 +130,17 @@ mod tests {
         std::fs::write(dir.path().join(METADATA_FILE), b"{}").expect("write");
         assert!(is_checkpoint_dir(dir.path()));
         assert!(!is_checkpoint_dir(&dir.path().join(METADATA_FILE)));
+    }
+
+    #[test]
+    fn long_values_are_quoted_cut() {
+        assert_eq!(shown_name("ab"), "\"ab\"");
+        let long = "é".repeat(100);
+        let shown = shown_name(&long);
+        assert!(shown.ends_with("… (200 bytes)"), "{shown}");
+        assert!(shown.len() < 80, "{shown}");
+        let err = validate_name(&"n".repeat(20_000)).expect_err("too long");
+        assert!(err.to_string().len() < 400, "{err}");
+        assert!(err.to_string().contains("at most 200 bytes"), "{err}");
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::index::{xxh64, ChunkRef, Codec, StreamIndex, StreamedFile, INDEX_FILE, INDEX_VERSION};
+use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile, INDEX_FILE, INDEX_VERSION};
 use super::protocol;
+use super::shard::{private_file, Compressor, Packing, ShardWriter};
 use crate::image::metadata::FileDigest;
-use sha2::{Digest, Sha256};
 
 /// CRIU's dump socket name inside the images directory.
 pub const CAPTURE_SOCKET: &str = "streamer-capture.sock";
@@ -122,11 +122,17 @@ impl Capture {
         r?
     }
 
-    /// Stops waiting for CRIU (after it failed) and discards the result.
-    pub fn abort(self) {
+    /// Stops waiting for CRIU (after it failed) and discards the result. Returns the
+    /// capture's own failure, if it had one: when a shard could not be written (a full
+    /// disk), CRIU only saw its pipe closed, and this is the cause to report.
+    pub fn abort(self) -> Option<io::Error> {
         self.cancel.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
+        let joined = self.thread.join();
         let _ = std::fs::remove_file(&self.socket);
+        match joined {
+            Ok(Err(e)) if e.kind() != io::ErrorKind::Interrupted => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -194,97 +200,6 @@ fn give(pool: &Pool, buf: Vec<u8>) {
     pool.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
 }
 
-/// Samples tried before compressing a chunk, and their size: when none of them shrinks
-/// below `INCOMPRESSIBLE`, the chunk is stored raw without compressing the rest.
-const SAMPLES: usize = 4;
-const SAMPLE_BYTES: usize = 16 << 10;
-/// A chunk (or sample) packed to at least this fraction of its size, in 1/64ths, counts as
-/// incompressible and is stored raw: a few % of size for skipping the codec on both sides.
-const INCOMPRESSIBLE: usize = 62;
-
-/// How a chunk went into its shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Packing {
-    /// The codec's output (in the `packed` buffer); XXH64 of the input for lz4 blocks.
-    Compressed { xxh64: Option<u64> },
-    /// The input bytes as they are.
-    Raw { xxh64: u64 },
-}
-
-fn incompressible(packed: usize, raw: usize) -> bool {
-    packed * 64 >= raw * INCOMPRESSIBLE
-}
-
-/// One shard thread's compressor, reused for every chunk (a zstd context is megabytes).
-enum Compressor {
-    Zstd(Box<zstd::bulk::Compressor<'static>>),
-    Lz4,
-}
-
-impl Compressor {
-    fn new(codec: Codec, level: i32) -> io::Result<Self> {
-        Ok(match codec {
-            Codec::Zstd => {
-                let mut c = zstd::bulk::Compressor::new(level)?;
-                c.include_checksum(true)?;
-                Compressor::Zstd(Box::new(c))
-            }
-            Codec::Lz4 => Compressor::Lz4,
-        })
-    }
-
-    /// Packs `data`: compressed into `out` (replacing its contents), or raw when samples
-    /// spread over it, or the whole result, do not shrink.
-    fn pack(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<Packing> {
-        let raw = |data: &[u8]| Packing::Raw { xxh64: xxh64(data) };
-        if data.len() >= 2 * SAMPLES * SAMPLE_BYTES {
-            let step = data.len() / SAMPLES;
-            let mut all = true;
-            for k in 0..SAMPLES {
-                let sample = &data[k * step..k * step + SAMPLE_BYTES];
-                self.compress(sample, out)?;
-                if !incompressible(out.len(), sample.len()) {
-                    all = false;
-                    break;
-                }
-            }
-            if all {
-                out.clear();
-                return Ok(raw(data));
-            }
-        }
-        self.compress(data, out)?;
-        if incompressible(out.len(), data.len()) {
-            out.clear();
-            return Ok(raw(data));
-        }
-        Ok(Packing::Compressed {
-            xxh64: matches!(self, Compressor::Lz4).then(|| xxh64(data)),
-        })
-    }
-
-    /// Compresses `data` into `out` (replacing its contents).
-    fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        out.clear();
-        match self {
-            Compressor::Zstd(c) => {
-                out.reserve(zstd::zstd_safe::compress_bound(data.len()));
-                c.compress_to_buffer(data, out)?;
-            }
-            Compressor::Lz4 => {
-                // The size-prepended block format of lz4_flex::block::compress_prepend_size.
-                let max = lz4_flex::block::get_maximum_output_size(data.len());
-                out.resize(4 + max, 0);
-                out[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
-                let n = lz4_flex::block::compress_into(data, &mut out[4..])
-                    .map_err(io::Error::other)?;
-                out.truncate(4 + n);
-            }
-        }
-        Ok(())
-    }
-}
-
 fn shard_worker(
     n: usize,
     path: PathBuf,
@@ -330,63 +245,6 @@ fn shard_worker(
     let digest = out.finish()?;
     debug_assert_eq!(digest.size, offset);
     Ok(digest)
-}
-
-/// Written bytes after which a shard writer asks the kernel to start writing them back.
-const WRITEBACK_BYTES: u64 = 8 << 20;
-
-/// Appends to a shard file, starting writeback every `WRITEBACK_BYTES` (sync_file_range,
-/// which does not wait): the disk works while CRIU still dumps, and the fdatasync at
-/// the end has little left to do.
-struct ShardWriter {
-    out: BufWriter<File>,
-    written: u64,
-    kicked: u64,
-    /// sha256 of everything written: the checkpoint's digest of this shard, without
-    /// reading it back after the dump.
-    hasher: Sha256,
-}
-
-impl ShardWriter {
-    fn create(path: &Path) -> io::Result<Self> {
-        Ok(ShardWriter {
-            out: BufWriter::with_capacity(1 << 20, private_file(path)?),
-            written: 0,
-            kicked: 0,
-            hasher: Sha256::new(),
-        })
-    }
-
-    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.hasher.update(data);
-        self.out.write_all(data)?;
-        self.written += data.len() as u64;
-        if self.written - self.kicked >= WRITEBACK_BYTES {
-            self.out.flush()?;
-            // SAFETY: a plain syscall on our descriptor. Only a hint: failure is ignored
-            // (fdatasync at the end still writes everything).
-            unsafe {
-                libc::sync_file_range(
-                    self.out.get_ref().as_raw_fd(),
-                    self.kicked as libc::off64_t,
-                    (self.written - self.kicked) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-            self.kicked = self.written;
-        }
-        Ok(())
-    }
-
-    /// Writes what is buffered and syncs the data; returns the shard's digest.
-    fn finish(mut self) -> io::Result<FileDigest> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
-        Ok(FileDigest {
-            size: self.written,
-            sha256: hex::encode(self.hasher.finalize()),
-        })
-    }
 }
 
 /// Whether a chunk is all zero bytes (compared a word at a time).
@@ -503,7 +361,7 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
         );
     }
     let mut files = Vec::new();
-    let mut first_err = None;
+    let mut reader_err = None;
     for r in readers {
         match r
             .join()
@@ -511,12 +369,13 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
             .and_then(|x| x)
         {
             Ok(f) => files.push(f),
-            Err(e) => first_err = first_err.or(Some(e)),
+            Err(e) => reader_err = reader_err.or(Some(e)),
         }
     }
     drop(senders);
     let mut stored_bytes = 0;
     let mut shard_digests = BTreeMap::new();
+    let mut writer_err = None;
     for (w, name) in workers.into_iter().zip(&names) {
         match w
             .join()
@@ -527,10 +386,11 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
                 stored_bytes += d.size;
                 shard_digests.insert(name.clone(), d);
             }
-            Err(e) => first_err = first_err.or(Some(e)),
+            Err(e) => writer_err = writer_err.or(Some(e)),
         }
     }
-    if let Some(e) = first_err {
+    // A writer's failure (ENOSPC) is the cause; the readers then only saw it stop.
+    if let Some(e) = writer_err.or(reader_err) {
         return Err(e);
     }
     let locs = locs.lock().unwrap_or_else(|p| p.into_inner());
@@ -560,17 +420,6 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
         zero_bytes,
         shard_digests,
     })
-}
-
-/// Creates a file only the owner can read: shards hold process memory.
-fn private_file(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
 }
 
 fn write_index(dir: &Path, index: &StreamIndex) -> io::Result<()> {

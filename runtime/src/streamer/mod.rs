@@ -9,6 +9,7 @@ pub mod index;
 pub mod protocol;
 pub mod sealed;
 pub mod serve;
+mod shard;
 
 pub use capture::{Capture, CaptureConfig, CaptureStats};
 pub use index::{Codec, StreamIndex, INDEX_FILE};
@@ -20,7 +21,7 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 /// zstd level for shards: the level of the `tar | zstd -3` pipeline we compare against.
 pub const ZSTD_LEVEL: i32 = 3;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::criu::{Criu, CriuError, CriuOpts, StreamArgs};
 
@@ -30,6 +31,17 @@ pub enum StreamError {
     /// CRIU failed (its log tail is inside).
     #[error(transparent)]
     Criu(#[from] CriuError),
+    /// The shards did not fit on the checkpoint's filesystem.
+    #[error(
+        "no space left on {}: the streamed checkpoint's shards did not fit; nothing was kept \
+         and the process keeps running; free space there, or dump with --dir on a filesystem \
+         with room for the process's memory (compressed)",
+        dir.display()
+    )]
+    NoSpace {
+        /// The checkpoint directory (the caller's `--dir`).
+        dir: PathBuf,
+    },
     /// The streamer failed.
     #[error("image streamer: {context}: {source}")]
     Io {
@@ -39,6 +51,33 @@ pub enum StreamError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StreamError {
+    /// Names `dir`, the checkpoint directory the caller chose, as the one that is full
+    /// (the streamer only knows its staging directory inside it).
+    pub fn located(self, dir: &Path) -> Self {
+        match self {
+            StreamError::NoSpace { .. } => StreamError::NoSpace {
+                dir: dir.to_path_buf(),
+            },
+            e => e,
+        }
+    }
+}
+
+/// The error for a capture that failed writing into `dir`: a full disk (or quota) is
+/// said as such, since CRIU only sees its pipe closed and says "Broken pipe".
+pub(crate) fn capture_failed(dir: &Path, source: std::io::Error) -> StreamError {
+    match source.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => StreamError::NoSpace {
+            dir: dir.to_path_buf(),
+        },
+        _ => StreamError::Io {
+            context: "capture images".into(),
+            source,
+        },
+    }
 }
 
 fn io<E: From<StreamError>>(context: &str) -> impl FnOnce(std::io::Error) -> E + '_ {
@@ -75,13 +114,15 @@ pub fn capture<T, E: From<StreamError>>(
         Capture::start(capture_config(dir, shards, codec)).map_err(io("listen for CRIU"))?;
     match producer() {
         Ok(v) => {
-            let stats = capture.finish().map_err(io("capture images"))?;
+            let stats = capture.finish().map_err(|e| capture_failed(dir, e))?;
             Ok((v, stats))
         }
-        Err(e) => {
-            capture.abort();
-            Err(e)
-        }
+        // CRIU failing because the capture did (it saw its pipe closed): the capture's
+        // failure is the one to report.
+        Err(e) => match capture.abort() {
+            Some(cause) => Err(capture_failed(dir, cause).into()),
+            None => Err(e),
+        },
     }
 }
 
@@ -155,4 +196,23 @@ pub fn restore(
         })
         .map_err(StreamError::from)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_with_the_callers_dir() {
+        let staging = Path::new("/ck/.ck-1.partial");
+        let full = capture_failed(staging, std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let msg = full.located(Path::new("/ck")).to_string();
+        assert!(msg.starts_with("no space left on /ck:"), "{msg}");
+        assert!(msg.contains("--dir"), "says what to do: {msg}");
+        let other = capture_failed(staging, std::io::Error::from_raw_os_error(libc::EIO));
+        assert!(matches!(
+            other.located(Path::new("/ck")),
+            StreamError::Io { .. }
+        ));
+    }
 }

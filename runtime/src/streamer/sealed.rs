@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::{capture_config, io, Capture, CaptureStats, Codec, StreamError};
+use super::{capture_config, capture_failed, io, Capture, CaptureStats, Codec, StreamError};
 use crate::criu::relay::{self, notify::Bridge, RelayError};
 use crate::criu::{Criu, CriuOpts, StreamArgs};
 
@@ -90,24 +90,31 @@ pub fn dump_committed(
         done.store(true, Ordering::SeqCst);
         r
     });
-    // Post-dump never came (CRIU failed before it): drop what was captured.
+    // Post-dump never came (CRIU failed before it): drop what was captured. If the
+    // capture itself failed (a full disk), that is why CRIU did: report it instead.
     if let Some(c) = capture.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        match &dumped {
-            Ok(_) => {
-                c.abort();
-                return Err(StreamError::Io {
-                    context: "CRIU finished without its post-dump action".into(),
-                    source: std::io::Error::other("no post-dump"),
-                });
-            }
-            Err(_) => c.abort(),
+        let cause = c.abort();
+        if let Some(cause) = cause {
+            return Err(capture_failed(images_dir, cause));
         }
+        dumped?;
+        return Err(StreamError::Io {
+            context: "CRIU finished without its post-dump action".into(),
+            source: std::io::Error::other("no post-dump"),
+        });
     }
-    dumped?;
     let stats = sealed.into_inner().unwrap_or_else(|p| p.into_inner());
-    stats
-        .unwrap_or_else(|| Err(std::io::Error::other("the capture was never sealed")))
-        .map_err(io::<StreamError>("capture images"))
+    match (dumped, stats) {
+        // Sealing failed (the shards' last bytes or the index did not fit): CRIU let the
+        // tree run on and only says its action script failed.
+        (_, Some(Err(e))) => Err(capture_failed(images_dir, e)),
+        (Err(e), _) => Err(e.into()),
+        (Ok(_), Some(Ok(stats))) => Ok(stats),
+        (Ok(_), None) => Err(StreamError::Io {
+            context: "capture images".into(),
+            source: std::io::Error::other("the capture was never sealed"),
+        }),
+    }
 }
 
 fn relay_io(context: &str) -> impl FnOnce(RelayError) -> StreamError + '_ {

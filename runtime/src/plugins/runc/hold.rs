@@ -63,7 +63,7 @@ impl Held {
     pub fn kill(mut self) -> Result<(), RuncError> {
         let killed = self.rt.kill_all(&self.id);
         // runc thaws after signalling; a paused state left over would block delete.
-        let _ = self.rt.resume(&self.id);
+        self.rt.resume_if_paused(&self.id);
         let deleted = killed.and_then(|()| self.rt.delete(&self.id, true));
         remove(&self.marker.take());
         deleted

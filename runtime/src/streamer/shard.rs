@@ -1,0 +1,172 @@
+//! What a shard thread does with a chunk: pack it (compressed, or raw when samples show
+//! it will not shrink) and append it to its shard file, hashing and starting writeback
+//! as it goes. Split from `capture.rs`, which reads CRIU's images and hands out chunks.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::index::{xxh64, Codec};
+use crate::image::metadata::FileDigest;
+
+/// Samples tried before compressing a chunk, and their size: when none of them shrinks
+/// below `INCOMPRESSIBLE`, the chunk is stored raw without compressing the rest.
+const SAMPLES: usize = 4;
+const SAMPLE_BYTES: usize = 16 << 10;
+/// A chunk (or sample) packed to at least this fraction of its size, in 1/64ths, counts as
+/// incompressible and is stored raw: a few % of size for skipping the codec on both sides.
+const INCOMPRESSIBLE: usize = 62;
+
+/// How a chunk went into its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Packing {
+    /// The codec's output (in the `packed` buffer); XXH64 of the input for lz4 blocks.
+    Compressed { xxh64: Option<u64> },
+    /// The input bytes as they are.
+    Raw { xxh64: u64 },
+}
+
+fn incompressible(packed: usize, raw: usize) -> bool {
+    packed * 64 >= raw * INCOMPRESSIBLE
+}
+
+/// One shard thread's compressor, reused for every chunk (a zstd context is megabytes).
+pub(super) enum Compressor {
+    Zstd(Box<zstd::bulk::Compressor<'static>>),
+    Lz4,
+}
+
+impl Compressor {
+    pub(super) fn new(codec: Codec, level: i32) -> io::Result<Self> {
+        Ok(match codec {
+            Codec::Zstd => {
+                let mut c = zstd::bulk::Compressor::new(level)?;
+                c.include_checksum(true)?;
+                Compressor::Zstd(Box::new(c))
+            }
+            Codec::Lz4 => Compressor::Lz4,
+        })
+    }
+
+    /// Packs `data`: compressed into `out` (replacing its contents), or raw when samples
+    /// spread over it, or the whole result, do not shrink.
+    pub(super) fn pack(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<Packing> {
+        let raw = |data: &[u8]| Packing::Raw { xxh64: xxh64(data) };
+        if data.len() >= 2 * SAMPLES * SAMPLE_BYTES {
+            let step = data.len() / SAMPLES;
+            let mut all = true;
+            for k in 0..SAMPLES {
+                let sample = &data[k * step..k * step + SAMPLE_BYTES];
+                self.compress(sample, out)?;
+                if !incompressible(out.len(), sample.len()) {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                out.clear();
+                return Ok(raw(data));
+            }
+        }
+        self.compress(data, out)?;
+        if incompressible(out.len(), data.len()) {
+            out.clear();
+            return Ok(raw(data));
+        }
+        Ok(Packing::Compressed {
+            xxh64: matches!(self, Compressor::Lz4).then(|| xxh64(data)),
+        })
+    }
+
+    /// Compresses `data` into `out` (replacing its contents).
+    fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        match self {
+            Compressor::Zstd(c) => {
+                out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+                c.compress_to_buffer(data, out)?;
+            }
+            Compressor::Lz4 => {
+                // The size-prepended block format of lz4_flex::block::compress_prepend_size.
+                let max = lz4_flex::block::get_maximum_output_size(data.len());
+                out.resize(4 + max, 0);
+                out[..4].copy_from_slice(&(data.len() as u32).to_le_bytes());
+                let n = lz4_flex::block::compress_into(data, &mut out[4..])
+                    .map_err(io::Error::other)?;
+                out.truncate(4 + n);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Written bytes after which a shard writer asks the kernel to start writing them back.
+const WRITEBACK_BYTES: u64 = 8 << 20;
+
+/// Appends to a shard file, starting writeback every `WRITEBACK_BYTES` (sync_file_range,
+/// which does not wait): the disk works while CRIU still dumps, and the fdatasync at
+/// the end has little left to do.
+pub(super) struct ShardWriter {
+    out: BufWriter<File>,
+    written: u64,
+    kicked: u64,
+    /// sha256 of everything written: the checkpoint's digest of this shard, without
+    /// reading it back after the dump.
+    hasher: Sha256,
+}
+
+impl ShardWriter {
+    pub(super) fn create(path: &Path) -> io::Result<Self> {
+        Ok(ShardWriter {
+            out: BufWriter::with_capacity(1 << 20, private_file(path)?),
+            written: 0,
+            kicked: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
+    pub(super) fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
+        self.out.write_all(data)?;
+        self.written += data.len() as u64;
+        if self.written - self.kicked >= WRITEBACK_BYTES {
+            self.out.flush()?;
+            // SAFETY: a plain syscall on our descriptor. Only a hint: failure is ignored
+            // (fdatasync at the end still writes everything).
+            unsafe {
+                libc::sync_file_range(
+                    self.out.get_ref().as_raw_fd(),
+                    self.kicked as libc::off64_t,
+                    (self.written - self.kicked) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            self.kicked = self.written;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and syncs the data; returns the shard's digest.
+    pub(super) fn finish(mut self) -> io::Result<FileDigest> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        Ok(FileDigest {
+            size: self.written,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+}
+
+/// Creates a file only the owner can read: shards hold process memory.
+pub(super) fn private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
