@@ -55,7 +55,14 @@ fn containerd_container_moves_three_times() {
             &dir,
             "--no-server",
         ]);
-        assert_eq!(d.code, 0, "move {}: dump {from}: {}{}", n + 1, d.stdout, d.stderr);
+        assert_eq!(
+            d.code,
+            0,
+            "move {}: dump {from}: {}{}",
+            n + 1,
+            d.stdout,
+            d.stderr
+        );
         wait_for(&format!("{from} to stop"), Duration::from_secs(20), || {
             (c.task_status(from).as_deref() != Some("RUNNING")).then_some(())
         });
@@ -84,7 +91,12 @@ fn containerd_container_moves_three_times() {
             r.stderr,
             c.log_tail()
         );
-        assert_eq!(next_after(&log, last), last + 1, "move {} ({from} -> {to})", n + 1);
+        assert_eq!(
+            next_after(&log, last),
+            last + 1,
+            "move {} ({from} -> {to})",
+            n + 1
+        );
     }
     c.remove_all();
 }

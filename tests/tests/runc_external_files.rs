@@ -91,7 +91,13 @@ fn stdout_redirected_to_a_host_file_is_carried() {
     let log = env.path("out.log");
     let st = rt
         .cmd()
-        .args(["run", "-d", "--bundle", bundle.to_str().expect("utf8"), "orig"])
+        .args([
+            "run",
+            "-d",
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "orig",
+        ])
         .current_dir(&bundle)
         .stdout(fs::File::create(&log).expect("log"))
         .stderr(Stdio::null())
@@ -136,7 +142,13 @@ fn a_restored_container_moves_again_three_times() {
     let (rd, wr) = nix::unistd::pipe().expect("pipe");
     let st = rt
         .cmd()
-        .args(["run", "-d", "--bundle", bundle.to_str().expect("utf8"), "orig"])
+        .args([
+            "run",
+            "-d",
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "orig",
+        ])
         .current_dir(&bundle)
         .stdin(Stdio::from(rd))
         .stdout(Stdio::null())
@@ -158,6 +170,11 @@ fn a_restored_container_moves_again_three_times() {
         restore(&env, &root, &path, &fresh, to);
         rt.wait_status(to, "running");
         count = fresh.join("rootfs/tmp/count");
-        assert_eq!(next_after(&count, last), last + 1, "move {} ({from} -> {to})", n + 1);
+        assert_eq!(
+            next_after(&count, last),
+            last + 1,
+            "move {} ({from} -> {to})",
+            n + 1
+        );
     }
 }

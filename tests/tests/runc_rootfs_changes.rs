@@ -33,7 +33,10 @@ fn dump(env: &Env, root: &Path, id: &str) -> (String, serde_json::Value) {
         ])
         .ok()
         .json();
-    (v["path"].as_str().expect("path").to_string(), v["metadata"].clone())
+    (
+        v["path"].as_str().expect("path").to_string(),
+        v["metadata"].clone(),
+    )
 }
 
 /// Restores `path` as `id` into a fresh copy of `pristine` under `bundle_dir`.
@@ -97,7 +100,9 @@ fn first_writes_and_deletions_after_a_restore_travel() {
     rt.run_detached(&bundle, "orig");
     wait_above(&bundle.join("rootfs/tmp/count"), 5);
     let (path, md) = dump(&env, &root, "orig");
-    let last = *numbers(&bundle.join("rootfs/tmp/count")).last().expect("counted");
+    let last = *numbers(&bundle.join("rootfs/tmp/count"))
+        .last()
+        .expect("counted");
     let c1 = restore_fresh(&env, &root, &path, &pristine, "c1");
     assert_eq!(
         fs::read_to_string(c1.join("tmp/written")).ok().as_deref(),
@@ -107,15 +112,28 @@ fn first_writes_and_deletions_after_a_restore_travel() {
     );
     assert_eq!(next_after(&c1.join("tmp/count"), last), last + 1);
     // The restored container deletes a pristine file and writes another.
-    let w = rt.out(&["exec", "c1", "sh", "-c", "rm /data/gone1; echo second > /tmp/second"]);
+    let w = rt.out(&[
+        "exec",
+        "c1",
+        "sh",
+        "-c",
+        "rm /data/gone1; echo second > /tmp/second",
+    ]);
     assert_eq!(w.code, 0, "{w:?}");
     let (path, md) = dump(&env, &root, "c1");
-    assert_eq!(md["container"]["rootfs_deleted_entries"], 1, "{}", md["container"]);
+    assert_eq!(
+        md["container"]["rootfs_deleted_entries"], 1,
+        "{}",
+        md["container"]
+    );
     let last = *numbers(&c1.join("tmp/count")).last().expect("counted");
     let c2 = restore_fresh(&env, &root, &path, &pristine, "c2");
     assert!(c2.join("tmp/written").is_file(), "the first move's change");
     assert!(c2.join("tmp/second").is_file(), "the second move's change");
-    assert!(!c2.join("data/gone1").exists(), "deleted in c1: deleted in c2");
+    assert!(
+        !c2.join("data/gone1").exists(),
+        "deleted in c1: deleted in c2"
+    );
     assert!(c2.join("data/kept").is_file());
     assert_eq!(next_after(&c2.join("tmp/count"), last), last + 1);
 }
@@ -169,7 +187,10 @@ fn overlay_rootfs_deletions_come_from_its_whiteouts() {
         "{}",
         md["container"]
     );
-    assert!(!c1.join("data/gone0").exists(), "the whiteout became a deletion");
+    assert!(
+        !c1.join("data/gone0").exists(),
+        "the whiteout became a deletion"
+    );
     assert!(c1.join("data/gone1").is_file());
     assert_eq!(next_after(&c1.join("tmp/count"), last), last + 1);
     assert!(

@@ -19,6 +19,10 @@ use crate::plugins::runc::{RuncDump, RuncTarget};
 /// runtime options give `Root`.
 pub const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
 
+/// Label of a container we restored: its task's runtime options (base64 protobuf, as
+/// containerd prints them), which containerd keeps with the task only.
+pub const RUNTIME_OPTIONS_LABEL: &str = "io.cedana.runtime-options";
+
 /// Runtimes whose containers live in a runc root we can find.
 fn runc_based(runtime: &str) -> bool {
     runtime.starts_with("io.containerd.runc.") || runtime.starts_with("io.containerd.cedana.")
@@ -80,7 +84,20 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                 }
                 .into());
             }
-            let any = info.runtime.options.clone().unwrap_or_default();
+            let any = info
+                .runtime
+                .options
+                .clone()
+                .filter(|a| !a.value.is_empty())
+                .or_else(|| {
+                    info.labels
+                        .get(RUNTIME_OPTIONS_LABEL)
+                        .map(|v| ctr::AnyJson {
+                            type_url: RUNC_OPTIONS_TYPE_URL.into(),
+                            value: v.clone(),
+                        })
+                })
+                .unwrap_or_default();
             let options = base64_decode(&any.value)
                 .and_then(|b| RuncOptions::decode(b.as_slice()).ok())
                 .unwrap_or_default();
