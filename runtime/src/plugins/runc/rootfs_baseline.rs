@@ -221,8 +221,7 @@ pub fn overlay_upper(pid: i32) -> Option<PathBuf> {
     // The last mount on `/` is the one in effect.
     let line = info
         .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some("/"))
-        .last()?;
+        .rfind(|l| l.split_whitespace().nth(4) == Some("/"))?;
     let (_, after) = line.split_once(" - ")?;
     let mut f = after.split_whitespace();
     if f.next()? != "overlay" {
