@@ -199,17 +199,18 @@ impl Client {
     }
 
     /// Creates the container's task from `rootfs`, with `options` (runc options naming
-    /// the checkpoint), its stdout and stderr to the URI `out`.
+    /// the checkpoint), its stdin from the FIFO `stdin`, stdout and stderr to the URI
+    /// `out`.
     pub async fn create_task(
         &self,
         rootfs: Vec<Mount>,
-        out: &str,
+        (stdin, out): (&str, &str),
         options: Any,
     ) -> Result<(), ContainerdError> {
         let req = CreateTaskRequest {
             container_id: self.target.id.clone(),
             rootfs,
-            stdin: String::new(),
+            stdin: stdin.into(),
             stdout: out.into(),
             stderr: out.into(),
             options: Some(options),

@@ -267,10 +267,14 @@ async fn restore_task(
             options: m.options,
         })
         .collect();
+    let stdin = stdin_fifo(&log)?;
     client
         .create_task(
             rootfs,
-            &format!("file://{}", log.display()),
+            (
+                &stdin.display().to_string(),
+                &format!("file://{}", log.display()),
+            ),
             Any {
                 type_url: md.runtime_options_type.clone(),
                 value,
@@ -278,6 +282,23 @@ async fn restore_task(
         )
         .await?;
     Ok(client.start_task().await?)
+}
+
+/// A FIFO beside the log, the restored task's stdin. Without one the shim gives its
+/// runtime /dev/null, which runc maps onto the checkpointed stdin pipe: the task then
+/// holds the host's /dev/null, outside its mounts, and a plain runc (`ctr task
+/// checkpoint`) cannot dump it again. The shim reads the FIFO into a pipe; nothing
+/// writes to it, so the task's stdin stays an open, empty pipe, as under `ctr run -d`.
+fn stdin_fifo(log: &Path) -> OpResult<PathBuf> {
+    let fifo = log.with_extension("stdin");
+    let _ = fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {
+        EngineError::io(
+            format!("create the stdin FIFO {}", fifo.display()),
+            e.into(),
+        )
+    })?;
+    Ok(fifo)
 }
 
 /// Where the restored container's stdout and stderr go.
