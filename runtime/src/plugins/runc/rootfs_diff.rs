@@ -274,6 +274,40 @@ mod tests {
     }
 
     #[test]
+    fn deletions_round_trip_and_never_go_through_a_symlink() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let rootfs = dir.path().join("rootfs");
+        let outside = dir.path().join("outside");
+        for d in [rootfs.join("etc/sub"), outside.clone()] {
+            fs::create_dir_all(d).expect("mkdir");
+        }
+        fs::write(rootfs.join("etc/gone"), b"x").expect("write");
+        fs::write(rootfs.join("etc/sub/f"), b"x").expect("write");
+        fs::write(outside.join("victim"), b"x").expect("write");
+        std::os::unix::fs::symlink(&outside, rootfs.join("link")).expect("ln");
+        let list = dir.path().join("deleted.files");
+        let names = ["etc/gone", "/etc/sub", "link/victim", "not/there"].map(String::from);
+        write_deleted(&list, &names).expect("write");
+        let text = fs::read_to_string(&list).expect("read");
+        assert!(
+            text.contains("\"/etc/gone\""),
+            "Podman's leading slash: {text}"
+        );
+        let paths = read_deleted(&list).expect("read");
+        assert_eq!(apply_deleted(&paths, &rootfs).expect("apply"), 2);
+        assert!(!rootfs.join("etc/gone").exists() && !rootfs.join("etc/sub").exists());
+        assert!(
+            outside.join("victim").exists(),
+            "nothing removed through a symlink"
+        );
+        fs::write(&list, br#"["/../escape"]"#).expect("write");
+        assert!(read_deleted(&list).is_err(), "'..' refused");
+        assert!(read_deleted(&dir.path().join("none"))
+            .expect("absent")
+            .is_empty());
+    }
+
+    #[test]
     fn unsafe_entries_are_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let rootfs = dir.path().join("rootfs");
