@@ -86,7 +86,8 @@ fn stdout_redirected_to_a_host_file_is_carried() {
     fs::create_dir_all(&fresh).expect("mkdir");
     copy_tree(&bundle.join("rootfs"), &fresh.join("rootfs"));
     let rt = Rt::runc(&root);
-    let _g = [Ctr::new(&root, "orig"), Ctr::new(&root, "copy")];
+    let (orig, copy) = (unique_id(&env, "orig"), unique_id(&env, "copy"));
+    let _g = [Ctr::new(&root, &orig), Ctr::new(&root, &copy)];
     // `runc run -d orig > out.log`: the container's stdout is the host file itself.
     let log = env.path("out.log");
     let st = rt
@@ -96,7 +97,7 @@ fn stdout_redirected_to_a_host_file_is_carried() {
             "-d",
             "--bundle",
             bundle.to_str().expect("utf8"),
-            "orig",
+            orig.as_str(),
         ])
         .current_dir(&bundle)
         .stdout(fs::File::create(&log).expect("log"))
@@ -105,17 +106,20 @@ fn stdout_redirected_to_a_host_file_is_carried() {
         .expect("runc run");
     assert!(st.success(), "runc run -d");
     wait_count_above(&log, 5);
-    let (path, md) = dump(&env, &root, "orig");
+    let (path, md) = dump(&env, &root, orig.as_str());
     let ext = &md["container"]["external_files"];
     assert_eq!(
         ext[0]["path"],
         log.display().to_string(),
         "the log is external: {md}"
     );
-    assert!(rt.state("orig").is_none(), "dumped container is gone");
+    assert!(
+        rt.state(orig.as_str()).is_none(),
+        "dumped container is gone"
+    );
     let last = last_count(&log).expect("counted");
-    restore(&env, &root, &path, &fresh, "copy");
-    rt.wait_status("copy", "running");
+    restore(&env, &root, &path, &fresh, copy.as_str());
+    rt.wait_status(copy.as_str(), "running");
     assert_eq!(
         next_after(&log, last),
         last + 1,
@@ -135,8 +139,8 @@ fn a_restored_container_moves_again_three_times() {
     let pristine = env.path("pristine");
     copy_tree(&bundle.join("rootfs"), &pristine);
     let rt = Rt::runc(&root);
-    let ids = ["orig", "m1", "m2", "m3"];
-    let _g = ids.map(|id| Ctr::new(&root, id));
+    let ids = ["orig", "m1", "m2", "m3"].map(|n| unique_id(&env, n));
+    let _g = ids.each_ref().map(|id| Ctr::new(&root, id));
     // Its stdin is a pipe, as under containerd's shim: runc maps that pipe onto its own
     // stdin at restore, the host's /dev/null here.
     let (rd, wr) = nix::unistd::pipe().expect("pipe");
@@ -147,7 +151,7 @@ fn a_restored_container_moves_again_three_times() {
             "-d",
             "--bundle",
             bundle.to_str().expect("utf8"),
-            "orig",
+            ids[0].as_str(),
         ])
         .current_dir(&bundle)
         .stdin(Stdio::from(rd))
@@ -160,7 +164,7 @@ fn a_restored_container_moves_again_three_times() {
     let mut count = bundle.join("rootfs/tmp/count");
     wait_above(&count, 5);
     for (n, pair) in ids.windows(2).enumerate() {
-        let (from, to) = (pair[0], pair[1]);
+        let (from, to) = (pair[0].as_str(), pair[1].as_str());
         let (path, _) = dump(&env, &root, from);
         assert!(rt.state(from).is_none(), "{from} is gone after its dump");
         let last = *numbers(&count).last().expect("counted");

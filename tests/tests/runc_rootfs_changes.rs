@@ -39,9 +39,11 @@ fn dump(env: &Env, root: &Path, id: &str) -> (String, serde_json::Value) {
     )
 }
 
-/// Restores `path` as `id` into a fresh copy of `pristine` under `bundle_dir`.
+/// Restores `path` as container [`unique_id`] `name` into a fresh copy of `pristine`
+/// in the bundle dir `name`.
 fn restore_fresh(env: &Env, root: &Path, path: &str, pristine: &Path, name: &str) -> PathBuf {
     let fresh = env.path(name);
+    let id = unique_id(env, name);
     fs::create_dir_all(&fresh).expect("mkdir");
     copy_tree(pristine, &fresh.join("rootfs"));
     let out = env
@@ -55,7 +57,7 @@ fn restore_fresh(env: &Env, root: &Path, path: &str, pristine: &Path, name: &str
             "--bundle",
             fresh.to_str().expect("utf8"),
             "--id",
-            name,
+            &id,
             "--root",
             root.to_str().expect("utf8"),
             "--detach",
@@ -67,11 +69,11 @@ fn restore_fresh(env: &Env, root: &Path, path: &str, pristine: &Path, name: &str
         .expect("restore");
     assert!(
         out.status.success(),
-        "restore {name}: {}{}",
+        "restore {id}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Rt::runc(root).wait_status(name, "running");
+    Rt::runc(root).wait_status(&id, "running");
     fresh.join("rootfs")
 }
 
@@ -96,10 +98,11 @@ fn first_writes_and_deletions_after_a_restore_travel() {
     let root = env.path("runc-root");
     let (bundle, pristine) = bundle_with_victims(&env);
     let rt = Rt::runc(&root);
-    let _g = ["orig", "c1", "c2"].map(|id| Ctr::new(&root, id));
-    rt.run_detached(&bundle, "orig");
+    let [orig, c1_id, _] = ["orig", "c1", "c2"].map(|n| unique_id(&env, n));
+    let _g = ["orig", "c1", "c2"].map(|n| Ctr::new(&root, &unique_id(&env, n)));
+    rt.run_detached(&bundle, &orig);
     wait_above(&bundle.join("rootfs/tmp/count"), 5);
-    let (path, md) = dump(&env, &root, "orig");
+    let (path, md) = dump(&env, &root, &orig);
     let last = *numbers(&bundle.join("rootfs/tmp/count"))
         .last()
         .expect("counted");
@@ -114,13 +117,13 @@ fn first_writes_and_deletions_after_a_restore_travel() {
     // The restored container deletes a pristine file and writes another.
     let w = rt.out(&[
         "exec",
-        "c1",
+        &c1_id,
         "sh",
         "-c",
         "rm /data/gone1; echo second > /tmp/second",
     ]);
     assert_eq!(w.code, 0, "{w:?}");
-    let (path, md) = dump(&env, &root, "c1");
+    let (path, md) = dump(&env, &root, &c1_id);
     assert_eq!(
         md["container"]["rootfs_deleted_entries"], 1,
         "{}",
@@ -175,10 +178,11 @@ fn overlay_rootfs_deletions_come_from_its_whiteouts() {
     assert!(st.success(), "mount overlay");
     let _m = Overlay(merged.clone());
     let rt = Rt::runc(&root);
-    let _g = ["orig", "c1"].map(|id| Ctr::new(&root, id));
-    rt.run_detached(&bundle, "orig");
+    let orig = unique_id(&env, "orig");
+    let _g = ["orig", "c1"].map(|n| Ctr::new(&root, &unique_id(&env, n)));
+    rt.run_detached(&bundle, &orig);
     wait_above(&merged.join("tmp/count"), 5);
-    let (path, md) = dump(&env, &root, "orig");
+    let (path, md) = dump(&env, &root, &orig);
     let last = *numbers(&merged.join("tmp/count")).last().expect("counted");
     let c1 = restore_fresh(&env, &root, &path, &pristine, "c1");
     assert_eq!(
