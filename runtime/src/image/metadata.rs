@@ -200,4 +200,27 @@ pub struct ContainerMeta {
     pub layout: ContainerLayout,
     /// Entries in rootfs-diff.tar (portable layout).
     pub rootfs_diff_entries: u64,
+    /// Paths in `deleted.files` (portable layout): removed from the rootfs at restore.
+    pub rootfs_deleted_entries: u64,
+    /// Since when rootfs changes were taken (RFC 3339) and from what (`upperdir`,
+    /// `baseline`, `init-start`): see `plugins/runc/rootfs_diff.rs`.
+    pub rootfs_diff_since: String,
+    /// Files the container held open outside its mount namespace, which CRIU dumped as
+    /// external and restore hands back open (see `plugins/runc/external.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_files: Vec<ExternalFile>,
+}
+
+/// A file a container had open that lives outside its mount namespace (a host log file
+/// its stdout was redirected to, the host's /dev/null after a restore).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExternalFile {
+    /// CRIU's key, `file[MNT_ID:INODE]` in hex: `--external` at dump, `--inherit-fd` at
+    /// restore.
+    pub key: String,
+    /// Its host path at dump time, reopened at restore.
+    pub path: String,
+    /// The descriptors holding it at dump time, as `PID:FD` (for messages).
+    pub fds: Vec<String>,
 }

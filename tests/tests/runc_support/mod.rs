@@ -193,6 +193,20 @@ impl Rt {
     }
 }
 
+/// Container id `name` made unique to `env`: runc's default cgroup path is the id, so
+/// two tests (of any checkout on the host) running an `orig` at once share a cgroup
+/// and one's delete kills the other's container.
+pub fn unique_id(env: &Env, name: &str) -> String {
+    let dir = env
+        .dir
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let tag: String = dir.chars().rev().take(6).collect();
+    format!("{name}-{tag}")
+}
+
 /// Deletes a container (force) when dropped.
 pub struct Ctr {
     /// Runtime (the real runc is used for cleanup).

@@ -31,6 +31,9 @@ pub struct ContainerInfo {
     /// The OCI spec.
     #[serde(rename = "Spec")]
     pub spec: serde_json::Value,
+    /// Labels.
+    #[serde(rename = "Labels")]
+    pub labels: std::collections::HashMap<String, String>,
 }
 
 /// A container's runtime.

@@ -19,6 +19,10 @@ use crate::plugins::runc::{RuncDump, RuncTarget};
 /// runtime options give `Root`.
 pub const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
 
+/// Label of a container we restored: its task's runtime options (base64 protobuf, as
+/// containerd prints them), which containerd keeps with the task only.
+pub const RUNTIME_OPTIONS_LABEL: &str = "io.cedana.runtime-options";
+
 /// Whether `cedana restore containerd` can bring back a container of `runtime` created
 /// with runtime options of type `options_type`; else why not and what to do instead.
 /// The checkpoint reaches the shim as the runc options' `CriuImagePath`: containerd 1.7
@@ -92,7 +96,22 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                     .into())
                 }
             }
-            let any = info.runtime.options.clone().unwrap_or_default();
+            // A container we restored keeps its runtime options in our label (containerd
+            // keeps them with the task only).
+            let any = info
+                .runtime
+                .options
+                .clone()
+                .filter(|a| !a.value.is_empty())
+                .or_else(|| {
+                    info.labels
+                        .get(RUNTIME_OPTIONS_LABEL)
+                        .map(|v| ctr::AnyJson {
+                            type_url: RUNC_OPTIONS_TYPE_URL.into(),
+                            value: v.clone(),
+                        })
+                })
+                .unwrap_or_default();
             // Refused before anything is frozen: a dump that stops the container must
             // leave something restorable.
             if let Err(reason) = restorable(&info.runtime.name, &any.type_url) {

@@ -65,6 +65,8 @@ pub struct RuncOptions {
 struct Container {
     #[prost(string, tag = "1")]
     id: String,
+    #[prost(map = "string, string", tag = "2")]
+    labels: std::collections::HashMap<String, String>,
     #[prost(message, optional, tag = "5")]
     spec: Option<Any>,
 }
@@ -171,19 +173,24 @@ impl Client {
             .map_err(|s| failed(s.message().to_string()))
     }
 
-    /// Replaces the container's spec (JSON).
-    pub async fn update_spec(&self, spec: &serde_json::Value) -> Result<(), ContainerdError> {
+    /// Replaces the container's spec (JSON) and sets `labels` (others are kept).
+    pub async fn update_spec(
+        &self,
+        spec: &serde_json::Value,
+        labels: std::collections::HashMap<String, String>,
+    ) -> Result<(), ContainerdError> {
+        let mut paths = vec!["spec".to_string()];
+        paths.extend(labels.keys().map(|k| format!("labels.{k}")));
         let req = UpdateContainerRequest {
             container: Some(Container {
                 id: self.target.id.clone(),
+                labels,
                 spec: Some(Any {
                     type_url: SPEC_TYPE_URL.into(),
                     value: serde_json::to_vec(spec).unwrap_or_default(),
                 }),
             }),
-            update_mask: Some(FieldMask {
-                paths: vec!["spec".into()],
-            }),
+            update_mask: Some(FieldMask { paths }),
         };
         let _: Ignored = self
             .unary("/containerd.services.containers.v1.Containers/Update", req)
@@ -192,17 +199,18 @@ impl Client {
     }
 
     /// Creates the container's task from `rootfs`, with `options` (runc options naming
-    /// the checkpoint), its stdout and stderr to the URI `out`.
+    /// the checkpoint), its stdin from the FIFO `stdin`, stdout and stderr to the URI
+    /// `out`.
     pub async fn create_task(
         &self,
         rootfs: Vec<Mount>,
-        out: &str,
+        (stdin, out): (&str, &str),
         options: Any,
     ) -> Result<(), ContainerdError> {
         let req = CreateTaskRequest {
             container_id: self.target.id.clone(),
             rootfs,
-            stdin: String::new(),
+            stdin: stdin.into(),
             stdout: out.into(),
             stderr: out.into(),
             options: Some(options),

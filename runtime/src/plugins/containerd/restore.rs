@@ -14,6 +14,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use prost::Message;
 
 use super::ctr::{self, Mount};
+use super::dump::RUNTIME_OPTIONS_LABEL;
 use super::error::ContainerdError;
 use super::grpc::{self, base64_decode, Any, Client, RuncOptions};
 use super::target::{ContainerdRestore, ContainerdTarget};
@@ -21,7 +22,7 @@ use crate::chain::{Adapter, OpResult};
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::metadata::{ContainerdMeta, Metadata};
-use crate::plugins::runc::{layout, rootfs_diff};
+use crate::plugins::runc::{external, layout, rootfs_diff};
 
 /// Refuses a missing id and an id in use before anything is touched.
 pub fn validate_containerd_restore() -> Adapter<RestoreCtx, RestoreResponse> {
@@ -71,6 +72,7 @@ pub async fn containerd_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         }
         .into());
     }
+    refuse_external_without_cedana_runc(&ctx.images_dir, &recorded)?;
     let image = r.image.clone().unwrap_or_else(|| recorded.image.clone());
     let spec = recorded_spec(&ctx.images_dir, &recorded, &r.target.id)?;
     let t = Instant::now();
@@ -101,6 +103,34 @@ pub async fn containerd_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
             Err(e)
         }
     }
+}
+
+/// Files the container held outside its mounts are handed back by the engine's runc
+/// restore, which containerd's shim reaches only when its runc binary is cedana-runc;
+/// plain runc would fail in CRIU, so refuse before anything is created.
+fn refuse_external_without_cedana_runc(dir: &Path, md: &ContainerdMeta) -> OpResult<()> {
+    let files = external::read_record(&layout::images_of(dir))?;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let binary = base64_decode(&md.runtime_options)
+        .and_then(|b| RuncOptions::decode(b.as_slice()).ok())
+        .map(|o| o.binary_name)
+        .unwrap_or_default();
+    if binary.ends_with("cedana-runc") {
+        return Ok(());
+    }
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    Err(ContainerdError::Runtime {
+        runtime: md.runtime.clone(),
+        reason: format!(
+            "the checkpoint holds files the container had open outside its mounts ({}), \
+             which only cedana-runc hands back; run the container with `--runc-binary \
+             cedana-runc` (BinaryName), or restore it with `cedana restore runc`",
+            paths.join(", ")
+        ),
+    }
+    .into())
 }
 
 /// The checkpoint's containerd record; refuses other kinds of checkpoint.
@@ -191,7 +221,17 @@ async fn restore_task(
     spec: &serde_json::Value,
 ) -> OpResult<i32> {
     let client = Client::connect(&r.target).await?;
-    client.update_spec(spec).await?;
+    // containerd keeps a task's runtime options only with the task, and `ctr containers
+    // create` sets none: a label carries them, so this container's own dumps (and the
+    // restores of those) run with the same runc binary (cedana-runc) and root.
+    let mut labels = std::collections::HashMap::new();
+    if !md.runtime_options.is_empty() {
+        labels.insert(
+            RUNTIME_OPTIONS_LABEL.to_string(),
+            md.runtime_options.clone(),
+        );
+    }
+    client.update_spec(spec, labels).await?;
     let mounts = {
         let (t, s) = (r.target.clone(), md.snapshotter.clone());
         blocking(move || Ok(ctr::snapshot_mounts(&t, &s, &t.id)?)).await?
@@ -229,10 +269,14 @@ async fn restore_task(
             options: m.options,
         })
         .collect();
+    let stdin = stdin_fifo(&log)?;
     client
         .create_task(
             rootfs,
-            &format!("file://{}", log.display()),
+            (
+                &stdin.display().to_string(),
+                &format!("file://{}", log.display()),
+            ),
             Any {
                 type_url: md.runtime_options_type.clone(),
                 value,
@@ -240,6 +284,23 @@ async fn restore_task(
         )
         .await?;
     Ok(client.start_task().await?)
+}
+
+/// A FIFO beside the log, the restored task's stdin. Without one the shim gives its
+/// runtime /dev/null, which runc maps onto the checkpointed stdin pipe: the task then
+/// holds the host's /dev/null, outside its mounts, and a plain runc (`ctr task
+/// checkpoint`) cannot dump it again. The shim reads the FIFO into a pipe; nothing
+/// writes to it, so the task's stdin stays an open, empty pipe, as under `ctr run -d`.
+fn stdin_fifo(log: &Path) -> OpResult<PathBuf> {
+    let fifo = log.with_extension("stdin");
+    let _ = fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {
+        EngineError::io(
+            format!("create the stdin FIFO {}", fifo.display()),
+            e.into(),
+        )
+    })?;
+    Ok(fifo)
 }
 
 /// Where the restored container's stdout and stderr go.
@@ -285,7 +346,11 @@ fn apply_diff_on(mounts: &[Mount], diff: &Path, work: &Path) -> OpResult<u64> {
             e.into(),
         )
     })?;
-    let applied = rootfs_diff::apply_diff(diff, &target);
+    let applied = rootfs_diff::apply_diff(diff, &target).and_then(|n| {
+        let deleted = diff.with_file_name(layout::DELETED_FILES);
+        rootfs_diff::apply_deleted(&rootfs_diff::read_deleted(&deleted)?, &target)?;
+        Ok(n)
+    });
     let _ = umount2(&target, MntFlags::MNT_DETACH);
     Ok(applied?)
 }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::error::RuncError;
+use super::external;
 use super::hold::Held;
 use super::layout;
+use super::rootfs_baseline;
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
 use super::stream;
@@ -22,6 +24,7 @@ use crate::chain::OpResult;
 use crate::criu::options::CriuOpts;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
+use crate::image::metadata::{ContainerMeta, ExternalFile};
 use crate::streamer;
 
 /// Runs `runtime checkpoint` (through the stream relay with `--streams`). A dump that
@@ -109,6 +112,21 @@ async fn checkpoint_held(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Files outside the container's mounts (a host log file, the host's /dev/null a
+    // restore gave it) are dumped as external and handed back at restore.
+    let mut pids: Vec<i32> = ctx.state.tree.iter().map(|p| p.pid).collect();
+    if pids.is_empty() {
+        pids.push(ctx.req.pid);
+    }
+    let externals = external::detect(&pids);
+    let _criu_conf = mark_external(&mut cmd, &images, &externals)?;
+    // Chosen while the container surely exists: its init, mounts and state dir (with our
+    // marker) go with it once the runtime has killed it.
+    let source = portable.then(|| {
+        let created = ctx.metadata.container.as_ref().map(|c| c.created.clone());
+        let state_dir = rootfs_baseline::state_dir(d.target.root.as_deref(), &d.target.id);
+        rootfs_baseline::choose(ctx.req.pid, &state_dir, &created.unwrap_or_default())
+    });
     let t = Instant::now();
     let log = work
         .clone()
@@ -161,25 +179,22 @@ async fn checkpoint_held(
     metadata.criu_version = criu_version.to_string();
     // What the caller asked for, not the leave-running the hold needed.
     metadata.criu_options = ctx.opts.clone();
-    if portable {
+    if let Some(source) = source {
         let container = metadata.container.clone().unwrap_or_default();
         let staging = ctx.images_dir.clone();
         let t = Instant::now();
-        let entries = blocking(move || {
-            write_portable_extras(
-                &staging,
-                &container.bundle,
-                &container.rootfs,
-                &container.created,
-            )
-        })
-        .await?;
+        let diff = blocking(move || write_portable_extras(&staging, &container, source)).await?;
         metadata
             .timings_ms
             .insert("rootfs_diff".into(), t.elapsed().as_millis() as u64);
         if let Some(c) = metadata.container.as_mut() {
-            c.rootfs_diff_entries = entries;
+            c.rootfs_diff_entries = diff.entries;
+            c.rootfs_deleted_entries = diff.deleted;
+            c.rootfs_diff_since = diff.since;
         }
+    }
+    if let Some(c) = metadata.container.as_mut() {
+        c.external_files = externals;
     }
     if let Some(c) = committer {
         let md = metadata.clone();
@@ -188,14 +203,46 @@ async fn checkpoint_held(
     Ok(ctx.images_written(metadata))
 }
 
-/// `config.dump`, `spec.dump` (the bundle's config.json) and `rootfs-diff.tar`.
+/// Records `files` beside the images and points the runtime's CRIU at a configuration
+/// marking them external; the returned dir holds that configuration until CRIU is done.
+fn mark_external(
+    cmd: &mut std::process::Command,
+    images: &Path,
+    files: &[ExternalFile],
+) -> OpResult<Option<tempfile::TempDir>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    tracing::info!(
+        ?files,
+        "files outside the container's mounts: dumped as external"
+    );
+    fs::create_dir_all(images)
+        .map_err(|e| EngineError::io(format!("create {}", images.display()), e))?;
+    external::write_record(images, files)?;
+    let dir = tempfile::Builder::new()
+        .prefix("cedana-criu-conf-")
+        .tempdir()
+        .map_err(|e| EngineError::io("create a CRIU configuration dir", e))?;
+    external::set_criu_config(cmd, dir.path(), &external::dump_config(files))?;
+    Ok(Some(dir))
+}
+
+/// What `write_portable_extras` wrote of the rootfs.
+struct RootfsDiff {
+    entries: u64,
+    deleted: u64,
+    since: String,
+}
+
+/// `config.dump`, `spec.dump` (the bundle's config.json), `rootfs-diff.tar` and
+/// `deleted.files`, measured as `rootfs_baseline.rs` chooses.
 fn write_portable_extras(
     staging: &Path,
-    bundle: &str,
-    rootfs: &str,
-    created: &str,
-) -> OpResult<u64> {
-    let config = Path::new(bundle).join("config.json");
+    container: &ContainerMeta,
+    source: rootfs_baseline::Source,
+) -> OpResult<RootfsDiff> {
+    let config = Path::new(&container.bundle).join("config.json");
     let spec = fs::read(&config).map_err(|e| {
         EngineError::io(
             format!("read the container's OCI config {}", config.display()),
@@ -206,16 +253,30 @@ fn write_portable_extras(
         fs::write(staging.join(name), &spec)
             .map_err(|e| EngineError::io(format!("write {name}"), e))?;
     }
-    let since = chrono::DateTime::parse_from_rfc3339(created)
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .map(i128::from)
-        .unwrap_or(0);
-    Ok(rootfs_diff::write_diff(
-        Path::new(rootfs),
+    let out = staging.join(layout::ROOTFS_DIFF);
+    let (written, deleted, since) = match source {
+        rootfs_baseline::Source::Upper(upper) => {
+            let w = rootfs_diff::write_upper_diff(&upper, &out)?;
+            let deleted = w.whiteouts.clone();
+            (w, deleted, format!("upperdir {}", upper.display()))
+        }
+        rootfs_baseline::Source::Since {
+            since_ns,
+            from,
+            known,
+        } => {
+            let w = rootfs_diff::write_diff(Path::new(&container.rootfs), since_ns, &out)?;
+            let deleted = known.map(|b| b.deleted_now(&w.seen)).unwrap_or_default();
+            let at = chrono::DateTime::from_timestamp_nanos(since_ns as i64);
+            (w, deleted, format!("{from} {}", at.to_rfc3339()))
+        }
+    };
+    rootfs_diff::write_deleted(&staging.join(layout::DELETED_FILES), &deleted)?;
+    Ok(RootfsDiff {
+        entries: written.entries,
+        deleted: deleted.len() as u64,
         since,
-        &staging.join(layout::ROOTFS_DIFF),
-    )?)
+    })
 }
 
 /// The runtime's failure, with its message and the CRIU log's last error lines.

@@ -70,6 +70,14 @@ pub enum RuncError {
     /// The rootfs diff could not be written or applied.
     #[error("rootfs diff: {0}")]
     RootfsDiff(String),
+    /// A file the container holds open outside its mount namespace cannot be carried.
+    #[error("external file {}: {reason}", path.display())]
+    ExternalFile {
+        /// The file (or the record naming it).
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// `--streams` cannot be honoured for this container.
     #[error("container {id:?} cannot be streamed: {reason}")]
     CannotStream {
@@ -86,9 +94,10 @@ impl RuncError {
         match self {
             Self::NoSuchContainer { .. } => ErrorKind::NotFound,
             Self::Exists { .. } => ErrorKind::AlreadyExists,
-            Self::BinaryNotFound { .. } | Self::NotRunning { .. } | Self::CannotStream { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Self::BinaryNotFound { .. }
+            | Self::NotRunning { .. }
+            | Self::CannotStream { .. }
+            | Self::ExternalFile { .. } => ErrorKind::FailedPrecondition,
             Self::Recursion { .. } | Self::Bundle { .. } => ErrorKind::InvalidArgument,
             Self::RootfsDiff(_) => ErrorKind::DataLoss,
             Self::Command { .. } => ErrorKind::Internal,

@@ -79,7 +79,7 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
                 } else {
                     ContainerLayout::Portable
                 },
-                rootfs_diff_entries: 0,
+                ..Default::default()
             });
             next.run(ctx).await
         })

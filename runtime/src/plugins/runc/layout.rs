@@ -13,6 +13,8 @@ pub const CONFIG_DUMP: &str = "config.dump";
 pub const SPEC_DUMP: &str = "spec.dump";
 /// What the container changed in its rootfs.
 pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
+/// What the container removed from its rootfs (Podman's name and format).
+pub const DELETED_FILES: &str = "deleted.files";
 
 /// Where the CRIU images of a checkpoint directory are: `checkpoint/` in the portable
 /// layout, else the directory itself (runc's `--image-path`).

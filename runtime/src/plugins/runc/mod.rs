@@ -11,12 +11,14 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod external;
 pub mod health;
 pub mod hold;
 pub mod inspect;
 pub mod layout;
 pub mod loopback;
 pub mod restore;
+pub mod rootfs_baseline;
 pub mod rootfs_diff;
 pub mod run;
 pub mod runtime;

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use super::checkpoint::command_failed;
 use super::error::RuncError;
+use super::external;
 use super::layout;
+use super::rootfs_baseline::{self, Baseline};
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
 use super::signals;
@@ -84,10 +86,12 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let (target, stream_env) = stream::runtime_target(&r.target, &ctx.env, streamed)?;
     let rt = Runtime::new(&target, &ctx.env.config.runc.binary_path)?;
     let mut metadata = ctx.metadata;
+    let mut baseline = None;
     if layout::is_portable(&ctx.images_dir) {
         let (dir, bundle) = (ctx.images_dir.clone(), r.bundle.clone());
         let t = Instant::now();
-        let applied = blocking(move || prepare_bundle(&dir, &bundle)).await?;
+        let (applied, b) = blocking(move || prepare_bundle(&dir, &bundle)).await?;
+        baseline = Some(b);
         tracing::info!(applied, bundle = %r.bundle.display(), "rootfs diff applied");
         metadata
             .timings_ms
@@ -116,6 +120,12 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         &ctx.opts,
     ))
     .envs(stream_env);
+    // Files the checkpoint holds as external are reopened and handed to CRIU.
+    let reopened = external::Reopened::open(&external::read_record(&images)?)?;
+    if !reopened.is_empty() {
+        external::set_criu_config(&mut cmd, &ctx.work_dir, reopened.config())?;
+        reopened.install(&mut cmd);
+    }
     // The restored container inherits the runtime's stdio (runc maps the checkpointed
     // pipes onto it), so it gets ours, as with runc itself.
     match &r.stdio {
@@ -172,6 +182,13 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         .into());
     }
     served?;
+    if let (true, Some(b)) = (r.detach, baseline) {
+        // The next dump measures against the pristine rootfs again (see rootfs_baseline).
+        let dir = rootfs_baseline::state_dir(r.target.root.as_deref(), &r.target.id);
+        if let Err(e) = rootfs_baseline::write_marker(&dir, &b) {
+            tracing::warn!(error = %e, "a later dump falls back to the init's start time");
+        }
+    }
     let pid = pid_file
         .as_deref()
         .and_then(|p| fs::read_to_string(p).ok())
@@ -186,8 +203,11 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
 }
 
 /// Writes `bundle/config.json` from `spec.dump` unless the bundle has one, then applies
-/// `rootfs-diff.tar` onto the bundle's rootfs. Returns the entries applied.
-fn prepare_bundle(dir: &Path, bundle: &Path) -> OpResult<u64> {
+/// `rootfs-diff.tar` and `deleted.files` onto the bundle's rootfs. Returns the entries
+/// applied and the rootfs's baseline: taken before the diff is applied, listing what
+/// the rootfs holds after.
+fn prepare_bundle(dir: &Path, bundle: &Path) -> OpResult<(u64, Baseline)> {
+    let since_ns = rootfs_baseline::now_ns();
     let config = bundle.join("config.json");
     if !config.exists() {
         fs::copy(dir.join(layout::SPEC_DUMP), &config).map_err(|e| {
@@ -224,8 +244,20 @@ fn prepare_bundle(dir: &Path, bundle: &Path) -> OpResult<u64> {
         .into());
     }
     let diff = dir.join(layout::ROOTFS_DIFF);
-    if !diff.exists() {
-        return Ok(0);
-    }
-    Ok(rootfs_diff::apply_diff(&diff, &rootfs)?)
+    let applied = if diff.exists() {
+        rootfs_diff::apply_diff(&diff, &rootfs)?
+    } else {
+        0
+    };
+    let deleted = rootfs_diff::read_deleted(&dir.join(layout::DELETED_FILES))?;
+    rootfs_diff::apply_deleted(&deleted, &rootfs)?;
+    let baseline = Baseline {
+        since_ns,
+        files: rootfs_baseline::list(&rootfs),
+        deleted: deleted
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+    };
+    Ok((applied, baseline))
 }

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use super::error::RuncError;
+use super::rootfs_baseline::{self, Baseline};
 use super::runtime::{self, ContainerState, Runtime};
 use super::target::{RuncStdio, RuncTarget};
 use crate::engine::{blocking, Env};
@@ -123,6 +124,13 @@ pub async fn run_container(env: &Env, req: RuncRun) -> Result<RuncRunResponse, E
             .tempdir()
             .map_err(|e| EngineError::io("create a temp dir", e))?;
         let pid_file = work.path().join("pid");
+        // What the rootfs holds before the container runs: its later dumps find
+        // deletions against it (see rootfs_baseline).
+        let baseline = rootfs_baseline::rootfs_of_bundle(&req.bundle).map(|r| Baseline {
+            since_ns: rootfs_baseline::now_ns(),
+            files: rootfs_baseline::list(&r),
+            deleted: Vec::new(),
+        });
         let status = rt
             .command()
             .args(runtime::run_args(&req.bundle, Some(&pid_file), &id))
@@ -142,6 +150,12 @@ pub async fn run_container(env: &Env, req: RuncRun) -> Result<RuncRunResponse, E
                 ),
             }
             .into());
+        }
+        if let Some(b) = baseline {
+            let dir = rootfs_baseline::state_dir(req.target.root.as_deref(), &id);
+            if let Err(e) = rootfs_baseline::write_marker(&dir, &b) {
+                tracing::warn!(error = %e, "deletions in this container will not be recorded");
+            }
         }
         let mut state = rt.state(&id)?;
         if state.pid <= 0 {
