@@ -546,8 +546,8 @@ impl Drop for Tmpfs {
 }
 
 /// Restores the checkpoint at `path` in-process (`--no-server`); the counter in `log`
-/// must go on at `last + 1`. Returns the restored PID, killed when the guard drops.
-pub fn restore_process_and_check(env: &Env, path: &Path, log: &Path, last: u64) -> KillOnDrop {
+/// must go on at `last + 1`. Returns the restored PID (the caller owns the process).
+pub fn restore_process_and_check(env: &Env, path: &Path, log: &Path, last: u64) -> i32 {
     let p = path.to_string_lossy().to_string();
     let out = env
         .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
@@ -559,7 +559,8 @@ pub fn restore_process_and_check(env: &Env, path: &Path, log: &Path, last: u64) 
         last + 1,
         "the restored counter restarted"
     );
-    guard
+    std::mem::forget(guard);
+    pid
 }
 
 /// Names in `dir` (hidden ones included), sorted; empty if it does not exist.

@@ -86,7 +86,7 @@ fn full_disk_while_packing_leaves_the_workload_running_and_a_retry_succeeds() {
         "{:?}",
         dir_names(&small.path)
     );
-    restore_process_and_check(&env, &path, &log, last);
+    let _restored = KillOnDrop(restore_process_and_check(&env, &path, &log, last));
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
             let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
             w.reap();
             let last = last_count(&log).expect("counted");
-            restore_process_and_check(&env, &path, &log, last);
+            let _restored = KillOnDrop(restore_process_and_check(&env, &path, &log, last));
         } else {
             // Killed only after the commit: its checkpoint is complete and restores.
             w.reap();
@@ -144,7 +144,12 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
                 .filter(|n| !n.starts_with('.'))
                 .collect();
             assert_eq!(done.len(), 1, "one complete checkpoint: {done:?}");
-            restore_process_and_check(&env, &ckpts.join(&done[0]), &log, last);
+            let _restored = KillOnDrop(restore_process_and_check(
+                &env,
+                &ckpts.join(&done[0]),
+                &log,
+                last,
+            ));
         }
         env.stop_daemon();
         empty_dir(&ckpts);
@@ -357,7 +362,12 @@ fn criu_killed_mid_dump_leaves_the_workload_running() {
                 .filter(|n| !n.starts_with('.'))
                 .collect();
             assert_eq!(names.len(), 1, "{delay_ms} ms: {names:?}");
-            restore_process_and_check(&env, &dir.join(&names[0]), &log, last);
+            let _restored = KillOnDrop(restore_process_and_check(
+                &env,
+                &dir.join(&names[0]),
+                &log,
+                last,
+            ));
         } else {
             assert!(w.alive(), "{delay_ms} ms: CRIU's death killed the workload");
             let before = last_count(&log).expect("counting");
@@ -373,7 +383,7 @@ fn criu_killed_mid_dump_leaves_the_workload_running() {
             let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
             w.reap();
             let last = last_count(&log).expect("counted");
-            restore_process_and_check(&env, &path, &log, last);
+            let _restored = KillOnDrop(restore_process_and_check(&env, &path, &log, last));
         }
         empty_dir(&dir);
     }

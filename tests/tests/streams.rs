@@ -218,7 +218,7 @@ fn streaming_fits_a_small_disk_with_bounded_memory() {
     assert!(path.starts_with(&disk.path), "{}", path.display());
     w.reap();
     let last = last_count(&log).expect("counted");
-    let _restored = restore_process_and_check(&env, &path, &log, last);
+    let _restored = KillOnDrop(restore_process_and_check(&env, &path, &log, last));
 }
 
 /// A streamed dump whose shards do not fit says so (not CRIU's "Broken pipe"), keeps
