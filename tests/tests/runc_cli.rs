@@ -64,6 +64,15 @@ fn dump_restore_new_id(daemon: bool) {
         assert!(md["files"][f]["sha256"].is_string(), "{f} digested: {md}");
     }
     assert!(rt.state("orig").is_none(), "dumped container is gone");
+    // CRIU's own figures, read from runc's CRIU work dir, as for processes.
+    assert!(
+        md["criu_stats"]["dump"]["pages_written"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "a container dump carries CRIU's stats: {}",
+        md["criu_stats"]
+    );
     let last = *numbers(&count).last().expect("counted");
 
     let out = pair.restore(&env, &path, daemon);

@@ -128,10 +128,9 @@ async fn checkpoint_held(
         rootfs_baseline::choose(ctx.req.pid, &state_dir, &created.unwrap_or_default())
     });
     let t = Instant::now();
-    let log = work
-        .clone()
-        .unwrap_or_else(|| images.clone())
-        .join("dump.log");
+    // runc's CRIU writes its log and stats into the work dir (the images dir without one).
+    let criu_work = work.clone().unwrap_or_else(|| images.clone());
+    let log = criu_work.join("dump.log");
     let (id, stream_dir) = (d.target.id.clone(), images.clone());
     let checkpointed = blocking(move || {
         let mut run = move || -> OpResult<()> {
@@ -179,6 +178,7 @@ async fn checkpoint_held(
     metadata.criu_version = criu_version.to_string();
     // What the caller asked for, not the leave-running the hold needed.
     metadata.criu_options = ctx.opts.clone();
+    metadata.criu_stats = crate::criu::stats::read_dump_stats(&criu_work);
     if let Some(source) = source {
         let container = metadata.container.clone().unwrap_or_default();
         let staging = ctx.images_dir.clone();

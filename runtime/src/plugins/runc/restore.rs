@@ -182,6 +182,7 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         .into());
     }
     served?;
+    crate::criu::stats::add_restore_stats(&mut metadata, &work);
     if let (true, Some(b)) = (r.detach, baseline) {
         // The next dump measures against the pristine rootfs again (see rootfs_baseline).
         let dir = rootfs_baseline::state_dir(r.target.root.as_deref(), &r.target.id);
