@@ -257,3 +257,93 @@ fn readme_containerd_config_snippets_load_with_cri() {
         }
     }
 }
+
+/// README "## containerd", the `cedana dump containerd` / `restore containerd` block, run
+/// as written through a daemon: `default` is the private containerd's namespace (also
+/// as `CONTAINERD_NAMESPACE`, the default where a line names none),
+/// `/var/lib/ck` a temp dir, and the `....` of the archive's name a shell glob.
+#[test]
+fn readme_cedana_dump_restore_containerd_block_works_as_written() {
+    let Some(c) = Containerd::setup() else { return };
+    let section = containerd_section(&readme());
+    let (_, block) = fenced(&section, "sh")
+        .into_iter()
+        .find(|(_, b)| b.contains("cedana dump containerd"))
+        .expect("README: the cedana dump/restore containerd block in ## containerd");
+    let lines = commands(&block);
+    assert_eq!(
+        lines.len(),
+        2,
+        "README block changed: update this test\n{block}"
+    );
+    let mut env = cedana_e2e::Env::new();
+    env.start_daemon();
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        cedana_e2e::containerd::CEDANA,
+        cedana_e2e::containerd::IMAGE,
+        "c1",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.2; done",
+    ]);
+    let mut n = 0;
+    let before = wait_for("c1 to count past 3", Duration::from_secs(30), || {
+        counts(&c, "c1", &mut n).last().copied().filter(|v| *v > 3)
+    });
+    let ck = env.path("ck");
+    // `cedana` with this test's daemon and config; containerd from the environment.
+    let cedana = env
+        .cmd()
+        .get_args()
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for line in &lines {
+        let line = line
+            .replace(
+                "--namespace default",
+                &format!("--namespace {}", c.namespace),
+            )
+            .replace("/var/lib/ck", &ck.display().to_string())
+            .replace("....", "*");
+        let script = format!(
+            "set -e; cedana() {{ '{}' {cedana} \"$@\"; }}; {line}",
+            cedana_e2e::bin("cedana").display()
+        );
+        let out = Command::new("timeout")
+            .args(["120", "sh", "-c", &script])
+            .env("CONTAINERD_ADDRESS", c.socket())
+            // Where a README line names no namespace, `default` is this one too.
+            .env("CONTAINERD_NAMESPACE", &c.namespace)
+            .output()
+            .expect("run sh");
+        let r = cedana_e2e::Run::from_output(out);
+        assert_eq!(
+            r.code,
+            0,
+            "README command failed: {line}\n{}{}\n{}",
+            r.stdout,
+            r.stderr,
+            c.log_tail()
+        );
+    }
+    assert_eq!(
+        c.task_status("c2").as_deref(),
+        Some("RUNNING"),
+        "ctr task ls shows it"
+    );
+    let grown = wait_for("c2 to count on", Duration::from_secs(30), || {
+        let seq = counts(&c, "c2", &mut n);
+        (seq.last().copied().unwrap_or(0) > before + 2).then_some(seq)
+    });
+    let i = grown.iter().rposition(|v| *v == before).expect("before");
+    assert_eq!(
+        grown[i + 1],
+        before + 1,
+        "c2 carries on from c1's last value"
+    );
+    c.remove_all();
+}
