@@ -9,6 +9,32 @@ use std::time::Duration;
 
 use cedana_e2e::*;
 
+/// After a dump was cut short: a workload still alive counts on, nothing of the dump is
+/// left in `dir`, and a retry (`cedana --json RETRY`) succeeds and restores; one that died
+/// was killed only after its commit, so its one complete checkpoint restores.
+fn check_after_cut_short(env: &Env, w: &mut Workload, log: &Path, dir: &Path, retry: &[&str]) {
+    let path = if w.alive() {
+        let before = last_count(log).expect("counting");
+        wait_count_above(log, before + 1);
+        assert_eq!(
+            dir_names(dir),
+            Vec::<String>::new(),
+            "something of the cut dump is left"
+        );
+        let mut args = vec!["--json"];
+        args.extend_from_slice(retry);
+        let out = env.cedana(&args).ok();
+        PathBuf::from(out.json()["path"].as_str().expect("path"))
+    } else {
+        let done = dir_names(dir);
+        assert_eq!(done.len(), 1, "one complete checkpoint: {done:?}");
+        dir.join(&done[0])
+    };
+    w.reap();
+    let last = last_count(log).expect("counted");
+    let _restored = KillOnDrop(restore_process_and_check(env, &path, log, last));
+}
+
 /// Removes everything in `dir`, for the next round of a test.
 fn empty_dir(dir: &Path) {
     for n in dir_names(dir) {
@@ -115,8 +141,8 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         let _ = client.wait();
         // CRIU, orphaned, finds nobody to commit at post-dump and lets the tree go; give
         // it time to get there.
-        let alive = wait_for("CRIU to let go", Duration::from_secs(30), || {
-            criu_child_of(me).is_none().then(|| w.alive())
+        wait_for("CRIU to let go", Duration::from_secs(30), || {
+            criu_child_of(me).is_none().then_some(())
         });
         env.start_daemon();
         assert_eq!(
@@ -124,33 +150,8 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
             Vec::<String>::new(),
             "a partial checkpoint survived the restart ({delay_ms} ms)"
         );
-        if alive {
-            let before = last_count(&log).expect("counting");
-            wait_count_above(&log, before + 1);
-            // A retry through the restarted daemon succeeds.
-            let out = env
-                .cedana(&["--json", "dump", "process", &w.pid.to_string()])
-                .ok();
-            let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
-            w.reap();
-            let last = last_count(&log).expect("counted");
-            let _restored = KillOnDrop(restore_process_and_check(&env, &path, &log, last));
-        } else {
-            // Killed only after the commit: its checkpoint is complete and restores.
-            w.reap();
-            let last = last_count(&log).expect("counted");
-            let done: Vec<String> = dir_names(&ckpts)
-                .into_iter()
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            assert_eq!(done.len(), 1, "one complete checkpoint: {done:?}");
-            let _restored = KillOnDrop(restore_process_and_check(
-                &env,
-                &ckpts.join(&done[0]),
-                &log,
-                last,
-            ));
-        }
+        let pid = w.pid.to_string();
+        check_after_cut_short(&env, &mut w, &log, &ckpts, &["dump", "process", &pid]);
         env.stop_daemon();
         empty_dir(&ckpts);
     }
@@ -352,39 +353,14 @@ fn criu_killed_mid_dump_leaves_the_workload_running() {
         });
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(criu), nix::sys::signal::SIGKILL);
-        let out = Run::from_output(dump.wait_with_output().expect("dump"));
-        if out.code == 0 {
-            // CRIU was already done: then the checkpoint is whole and restores.
-            w.reap();
-            let last = last_count(&log).expect("counted");
-            let names: Vec<String> = dir_names(&dir)
-                .into_iter()
-                .filter(|n| !n.starts_with('.'))
-                .collect();
-            assert_eq!(names.len(), 1, "{delay_ms} ms: {names:?}");
-            let _restored = KillOnDrop(restore_process_and_check(
-                &env,
-                &dir.join(&names[0]),
-                &log,
-                last,
-            ));
-        } else {
-            assert!(w.alive(), "{delay_ms} ms: CRIU's death killed the workload");
-            let before = last_count(&log).expect("counting");
-            wait_count_above(&log, before + 1);
-            assert_eq!(
-                dir_names(&dir),
-                Vec::<String>::new(),
-                "{delay_ms} ms: something of the failed dump is left"
-            );
-            let out = env
-                .cedana(&["--json", "dump", "process", &pid, "--no-server"])
-                .ok();
-            let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
-            w.reap();
-            let last = last_count(&log).expect("counted");
-            let _restored = KillOnDrop(restore_process_and_check(&env, &path, &log, last));
-        }
+        let _ = dump.wait_with_output();
+        check_after_cut_short(
+            &env,
+            &mut w,
+            &log,
+            &dir,
+            &["dump", "process", &pid, "--no-server"],
+        );
         empty_dir(&dir);
     }
 }
