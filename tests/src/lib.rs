@@ -575,3 +575,28 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A TCP echo server on 127.0.0.1 that counts the lines it echoes and stays connected
+/// while its one client is checkpointed; returns its address and the count.
+pub fn echo_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let seen = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut writer = stream.try_clone().expect("clone");
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            if writeln!(writer, "echo {line}").is_err() {
+                return;
+            }
+        }
+    });
+    (addr, seen)
+}

@@ -10,11 +10,8 @@
 
 mod runc_support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cedana_e2e::*;
@@ -106,28 +103,6 @@ fn pid_file_receives_the_restored_pid() {
         );
         kill(restored);
     }
-}
-
-/// An echo server counting lines; answers until the client goes away.
-fn echo_server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let seen = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let Ok((stream, _)) = listener.accept() else {
-            return;
-        };
-        let mut writer = stream.try_clone().expect("clone");
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            counter.fetch_add(1, Ordering::SeqCst);
-            if writeln!(writer, "echo {line}").is_err() {
-                return;
-            }
-        }
-    });
-    (addr, seen)
 }
 
 #[test]

@@ -8,7 +8,6 @@
 mod runc_support;
 
 use std::fs;
-use std::path::Path;
 use std::process::Stdio;
 
 use cedana_e2e::{last_count, wait_count_above, Env};
@@ -20,58 +19,6 @@ const STDOUT_COUNTER: &[&str] = &[
     "-c",
     "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done",
 ];
-
-/// `cedana dump runc ID --root R --dir D --no-server`; the checkpoint's path and metadata.
-fn dump(env: &Env, root: &Path, id: &str) -> (String, serde_json::Value) {
-    let dir = env.checkpoints();
-    let v = env
-        .cedana(&[
-            "--json",
-            "dump",
-            "runc",
-            id,
-            "--root",
-            root.to_str().expect("utf8"),
-            "--dir",
-            dir.to_str().expect("utf8"),
-            "--no-server",
-        ])
-        .ok()
-        .json();
-    let path = v["path"].as_str().expect("path").to_string();
-    (path, v["metadata"].clone())
-}
-
-/// `cedana restore runc --path P --bundle B --id ID --root R --detach --no-server`.
-fn restore(env: &Env, root: &Path, path: &str, bundle: &Path, id: &str) {
-    let out = env
-        .cmd()
-        .args([
-            "--json",
-            "restore",
-            "runc",
-            "--path",
-            path,
-            "--bundle",
-            bundle.to_str().expect("utf8"),
-            "--id",
-            id,
-            "--root",
-            root.to_str().expect("utf8"),
-            "--detach",
-            "--no-server",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("restore");
-    assert!(
-        out.status.success(),
-        "restore {id}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn stdout_redirected_to_a_host_file_is_carried() {
@@ -106,7 +53,7 @@ fn stdout_redirected_to_a_host_file_is_carried() {
         .expect("runc run");
     assert!(st.success(), "runc run -d");
     wait_count_above(&log, 5);
-    let (path, md) = dump(&env, &root, orig.as_str());
+    let (path, md) = dump_runc(&env, &root, orig.as_str());
     let ext = &md["container"]["external_files"];
     assert_eq!(
         ext[0]["path"],
@@ -118,7 +65,7 @@ fn stdout_redirected_to_a_host_file_is_carried() {
         "dumped container is gone"
     );
     let last = last_count(&log).expect("counted");
-    restore(&env, &root, &path, &fresh, copy.as_str());
+    restore_runc_detached(&env, &root, &path, &fresh, copy.as_str());
     rt.wait_status(copy.as_str(), "running");
     assert_eq!(
         next_after(&log, last),
@@ -165,13 +112,13 @@ fn a_restored_container_moves_again_three_times() {
     wait_above(&count, 5);
     for (n, pair) in ids.windows(2).enumerate() {
         let (from, to) = (pair[0].as_str(), pair[1].as_str());
-        let (path, _) = dump(&env, &root, from);
+        let (path, _) = dump_runc(&env, &root, from);
         assert!(rt.state(from).is_none(), "{from} is gone after its dump");
         let last = *numbers(&count).last().expect("counted");
         let fresh = env.path(&format!("fresh{n}"));
         fs::create_dir_all(&fresh).expect("mkdir");
         copy_tree(&pristine, &fresh.join("rootfs"));
-        restore(&env, &root, &path, &fresh, to);
+        restore_runc_detached(&env, &root, &path, &fresh, to);
         rt.wait_status(to, "running");
         count = fresh.join("rootfs/tmp/count");
         assert_eq!(

@@ -8,7 +8,7 @@ mod runc_support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use cedana_e2e::Env;
 use runc_support::*;
@@ -17,28 +17,6 @@ use runc_support::*;
 const WRITE_FIRST: &str = "echo first > /tmp/written; rm -f /data/gone0; i=0; \
      while true; do i=$((i+1)); echo $i >> /tmp/count; sleep 0.05; done";
 
-fn dump(env: &Env, root: &Path, id: &str) -> (String, serde_json::Value) {
-    let dir = env.checkpoints();
-    let v = env
-        .cedana(&[
-            "--json",
-            "dump",
-            "runc",
-            id,
-            "--root",
-            root.to_str().expect("utf8"),
-            "--dir",
-            dir.to_str().expect("utf8"),
-            "--no-server",
-        ])
-        .ok()
-        .json();
-    (
-        v["path"].as_str().expect("path").to_string(),
-        v["metadata"].clone(),
-    )
-}
-
 /// Restores `path` as container [`unique_id`] `name` into a fresh copy of `pristine`
 /// in the bundle dir `name`.
 fn restore_fresh(env: &Env, root: &Path, path: &str, pristine: &Path, name: &str) -> PathBuf {
@@ -46,33 +24,7 @@ fn restore_fresh(env: &Env, root: &Path, path: &str, pristine: &Path, name: &str
     let id = unique_id(env, name);
     fs::create_dir_all(&fresh).expect("mkdir");
     copy_tree(pristine, &fresh.join("rootfs"));
-    let out = env
-        .cmd()
-        .args([
-            "--json",
-            "restore",
-            "runc",
-            "--path",
-            path,
-            "--bundle",
-            fresh.to_str().expect("utf8"),
-            "--id",
-            &id,
-            "--root",
-            root.to_str().expect("utf8"),
-            "--detach",
-            "--no-server",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("restore");
-    assert!(
-        out.status.success(),
-        "restore {id}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore_runc_detached(env, root, path, &fresh, &id);
     Rt::runc(root).wait_status(&id, "running");
     fresh.join("rootfs")
 }
@@ -102,7 +54,7 @@ fn first_writes_and_deletions_after_a_restore_travel() {
     let _g = ["orig", "c1", "c2"].map(|n| Ctr::new(&root, &unique_id(&env, n)));
     rt.run_detached(&bundle, &orig);
     wait_above(&bundle.join("rootfs/tmp/count"), 5);
-    let (path, md) = dump(&env, &root, &orig);
+    let (path, md) = dump_runc(&env, &root, &orig);
     let last = *numbers(&bundle.join("rootfs/tmp/count"))
         .last()
         .expect("counted");
@@ -123,7 +75,7 @@ fn first_writes_and_deletions_after_a_restore_travel() {
         "rm /data/gone1; echo second > /tmp/second",
     ]);
     assert_eq!(w.code, 0, "{w:?}");
-    let (path, md) = dump(&env, &root, &c1_id);
+    let (path, md) = dump_runc(&env, &root, &c1_id);
     assert_eq!(
         md["container"]["rootfs_deleted_entries"], 1,
         "{}",
@@ -182,7 +134,7 @@ fn overlay_rootfs_deletions_come_from_its_whiteouts() {
     let _g = ["orig", "c1"].map(|n| Ctr::new(&root, &unique_id(&env, n)));
     rt.run_detached(&bundle, &orig);
     wait_above(&merged.join("tmp/count"), 5);
-    let (path, md) = dump(&env, &root, &orig);
+    let (path, md) = dump_runc(&env, &root, &orig);
     let last = *numbers(&merged.join("tmp/count")).last().expect("counted");
     let c1 = restore_fresh(&env, &root, &path, &pristine, "c1");
     assert_eq!(

@@ -327,3 +327,57 @@ impl CounterPair {
             .expect("restore")
     }
 }
+
+/// `cedana --json dump runc ID --root R --dir <checkpoints> --no-server`; the
+/// checkpoint's path and metadata.
+pub fn dump_runc(env: &Env, root: &Path, id: &str) -> (String, serde_json::Value) {
+    let dir = env.checkpoints();
+    let v = env
+        .cedana(&[
+            "--json",
+            "dump",
+            "runc",
+            id,
+            "--root",
+            root.to_str().expect("utf8"),
+            "--dir",
+            dir.to_str().expect("utf8"),
+            "--no-server",
+        ])
+        .ok()
+        .json();
+    let path = v["path"].as_str().expect("path").to_string();
+    (path, v["metadata"].clone())
+}
+
+/// `cedana restore runc --path P --bundle B --id ID --root R --detach --no-server`,
+/// which must succeed.
+pub fn restore_runc_detached(env: &Env, root: &Path, path: &str, bundle: &Path, id: &str) {
+    let out = env
+        .cmd()
+        .args([
+            "--json",
+            "restore",
+            "runc",
+            "--path",
+            path,
+            "--bundle",
+            bundle.to_str().expect("utf8"),
+            "--id",
+            id,
+            "--root",
+            root.to_str().expect("utf8"),
+            "--detach",
+            "--no-server",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "restore {id}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
