@@ -189,6 +189,7 @@ fn injected_fault(stage: &str) -> Result<(), EngineError> {
     };
     let spec = spec.to_string_lossy();
     if stage == "digest" && spec.split(',').any(|s| s.trim() == "commit-stall") {
+        tracing::warn!("commit stalled for a minute ({FAULT_ENV}=commit-stall)");
         std::thread::sleep(Duration::from_secs(60));
     }
     let wanted = format!("commit-{stage}");

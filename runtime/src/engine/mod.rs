@@ -126,11 +126,7 @@ impl Engine {
             .flat_map(|d| crate::image::atomic::remove_abandoned_staging(d))
             .map(|p| format!("removed {}, left by an operation cut short", p.display()))
             .collect();
-        done.extend(
-            crate::plugins::runc::hold::release_abandoned()
-                .into_iter()
-                .map(|id| format!("resumed container {id}, left frozen by a dump cut short")),
-        );
+        done.extend(crate::plugins::runc::hold::release_abandoned());
         done
     }
 

@@ -63,7 +63,8 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
     // CRIU leaves the frozen container frozen; `held` ends it after the commit.
     let mut opts = ctx.opts.clone();
     opts.leave_running |= held.is_some();
-    let result = checkpoint_held(ctx, &d, (rt, stream_env), plan, opts, committer).await;
+    let worker = held.as_ref().map(Held::worker_recorder);
+    let result = checkpoint_held(ctx, &d, (rt, stream_env), plan, opts, committer, worker).await;
     match (held, &result) {
         (Some(h), Ok(_)) => blocking(move || Ok(h.kill()?)).await?,
         (Some(h), Err(e)) => {
@@ -83,6 +84,7 @@ async fn checkpoint_held(
     plan: Option<(usize, streamer::Codec)>,
     opts: CriuOpts,
     committer: Option<Arc<Committer>>,
+    worker: Option<impl Fn(u32) + Send + 'static>,
 ) -> OpResult<DumpResponse> {
     let criu_version = ctx.env.criu_version().await?;
     let portable = ctx.req.image_path.is_none();
@@ -134,9 +136,15 @@ async fn checkpoint_held(
     let (id, stream_dir) = (d.target.id.clone(), images.clone());
     let checkpointed = blocking(move || {
         let mut run = move || -> OpResult<()> {
-            let out = cmd
-                .output()
+            let child = cmd
+                .spawn()
                 .map_err(|e| EngineError::io("start the runtime's checkpoint", e))?;
+            if let Some(record) = &worker {
+                record(child.id());
+            }
+            let out = child
+                .wait_with_output()
+                .map_err(|e| EngineError::io("wait for the runtime's checkpoint", e))?;
             if !out.status.success() {
                 return Err(command_failed("checkpoint", &rt, &id, &out, &log).into());
             }

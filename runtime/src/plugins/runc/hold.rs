@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,37 @@ struct Marker {
     argv: Vec<String>,
     /// The container.
     id: String,
+    /// The runtime's `checkpoint` process, once started: it (and its CRIU) outlives a
+    /// holder killed mid-dump and leaves the container frozen when it ends, so recovery
+    /// waits for it before resuming.
+    #[serde(default)]
+    worker: Option<Worker>,
+}
+
+/// A process named by PID and start time, so a reused PID is not mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Worker {
+    pid: u32,
+    start_time: u64,
+}
+
+impl Worker {
+    fn of(pid: u32) -> Option<Worker> {
+        start_time(pid).map(|start_time| Worker { pid, start_time })
+    }
+
+    fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+/// The process's start time (field 22 of `/proc/PID/stat`), `None` once it is gone.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields 3.. follow the
+    // last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A container frozen for its checkpoint; end it with [`kill`](Self::kill) or
@@ -57,6 +89,16 @@ impl Held {
             paused_by_us: !already_paused,
             marker,
         })
+    }
+
+    /// Records the process that runs the checkpoint (by PID), for crash recovery.
+    pub fn worker_recorder(&self) -> impl Fn(u32) + Send + 'static {
+        let marker = self.marker.clone();
+        move |pid| {
+            if let Some(path) = &marker {
+                record_worker(path, pid);
+            }
+        }
     }
 
     /// The checkpoint is committed: kill every process and delete the container.
@@ -116,11 +158,33 @@ fn write_marker(rt: &Runtime, id: &str) -> Option<PathBuf> {
         owner: std::process::id(),
         argv,
         id: id.to_string(),
+        worker: None,
     };
     let path = dir.join(format!("{}.json", atomic::unique_suffix()));
     let json = serde_json::to_vec(&marker).ok()?;
     fs::write(&path, json).ok()?;
     Some(path)
+}
+
+/// Best effort, as the marker itself.
+fn record_worker(path: &Path, pid: u32) {
+    let Some(worker) = Worker::of(pid) else {
+        return;
+    };
+    let Some(mut marker) = fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Marker>(&b).ok())
+    else {
+        return;
+    };
+    marker.worker = Some(worker);
+    if let Ok(json) = serde_json::to_vec(&marker) {
+        // Whole or not at all: a torn marker would lose the container's recovery.
+        let tmp = path.with_extension("tmp");
+        if fs::write(&tmp, json).is_ok() {
+            let _ = fs::rename(&tmp, path);
+        }
+    }
 }
 
 fn remove(marker: &Option<PathBuf>) {
@@ -130,19 +194,30 @@ fn remove(marker: &Option<PathBuf>) {
 }
 
 /// Resumes the containers whose holder died (its marker is left and its PID is gone or is
-/// this process); returns the ids resumed. Called at daemon start.
+/// this process); returns what it did, for the log. A container whose `checkpoint`
+/// process outlived its holder is resumed by a thread once that process ends: resumed
+/// earlier, CRIU would freeze it again as it finishes. Called at daemon start.
 pub fn release_abandoned() -> Vec<String> {
     release_abandoned_in(&markers_dir())
 }
+
+/// How long a leftover `checkpoint` process may run before the container is resumed
+/// anyway.
+const WORKER_WAIT: Duration = Duration::from_secs(3600);
 
 fn release_abandoned_in(dir: &Path) -> Vec<String> {
     let Ok(rd) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let me = std::process::id();
-    let mut resumed = Vec::new();
+    let mut done = Vec::new();
     for entry in rd.flatten() {
         let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            // A rewrite cut short; its marker is whole beside it.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
         let Some(marker) = fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice::<Marker>(&b).ok())
@@ -153,19 +228,115 @@ fn release_abandoned_in(dir: &Path) -> Vec<String> {
         if marker.owner != me && Path::new(&format!("/proc/{}", marker.owner)).exists() {
             continue;
         }
-        if let Some((bin, args)) = marker.argv.split_first() {
-            let ok = std::process::Command::new(bin)
-                .args(args)
-                .args(["resume", &marker.id])
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if ok {
-                resumed.push(marker.id.clone());
+        match marker.worker.filter(Worker::alive) {
+            Some(worker) => {
+                done.push(format!(
+                    "container {} left frozen by a dump cut short: resuming it once its \
+                     checkpoint process {} ends",
+                    marker.id, worker.pid
+                ));
+                std::thread::spawn(move || {
+                    let start = Instant::now();
+                    while worker.alive() && start.elapsed() < WORKER_WAIT {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    // Outside the macro: tracing skips its arguments when the level is off.
+                    let said = resume_abandoned(&marker, &path);
+                    tracing::info!("{said}");
+                });
             }
+            None => done.push(resume_abandoned(&marker, &path)),
         }
-        let _ = fs::remove_file(&path);
     }
-    resumed
+    done
+}
+
+/// Resumes the marker's container and drops the marker; says what happened.
+fn resume_abandoned(marker: &Marker, path: &Path) -> String {
+    let resumed = marker.argv.split_first().map(|(bin, args)| {
+        std::process::Command::new(bin)
+            .args(args)
+            .args(["resume", &marker.id])
+            .stdin(std::process::Stdio::null())
+            .output()
+    });
+    let _ = fs::remove_file(path);
+    let what = match resumed {
+        Some(Ok(o)) if o.status.success() => "resumed".to_string(),
+        Some(Ok(o)) => format!(
+            "could not resume ({})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Some(Err(e)) => format!("could not resume ({e})"),
+        None => "could not resume (no runtime recorded)".to_string(),
+    };
+    format!(
+        "{what} container {}, left frozen by a dump cut short",
+        marker.id
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_known_by_pid_and_start_time() {
+        let me = Worker::of(std::process::id()).expect("this process has a start time");
+        assert!(me.alive());
+        let reused = Worker {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(
+            !reused.alive(),
+            "same PID, other start time: another process"
+        );
+    }
+
+    #[test]
+    fn a_recorded_worker_survives_in_the_marker_and_old_markers_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.json");
+        fs::write(&path, r#"{"owner":1,"argv":["runc"],"id":"c"}"#).expect("write");
+        record_worker(&path, std::process::id());
+        let m: Marker = serde_json::from_slice(&fs::read(&path).expect("read")).expect("parse");
+        assert_eq!(m.id, "c");
+        assert_eq!(m.worker.map(|w| w.pid), Some(std::process::id()));
+        assert_eq!(dir_len(dir.path()), 1, "no rewrite temp file left");
+    }
+
+    #[test]
+    fn a_marker_whose_worker_runs_is_resumed_only_after_it_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut worker = std::process::Command::new("sleep")
+            .arg("0.5")
+            .spawn()
+            .expect("sleep");
+        let done = dir.path().join("resumed");
+        // The "runtime" records its resume by creating a file: `sh -c 'touch "$1"' resume ID`.
+        let marker = Marker {
+            owner: u32::MAX,
+            argv: vec!["sh".into(), "-c".into(), r#"touch "$1""#.into()],
+            id: done.display().to_string(),
+            worker: Worker::of(worker.id()),
+        };
+        let path = dir.path().join("m.json");
+        fs::write(&path, serde_json::to_vec(&marker).expect("json")).expect("write");
+        let said = release_abandoned_in(dir.path());
+        assert!(said[0].contains("once its checkpoint process"), "{said:?}");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!done.exists(), "resumed while the worker still ran");
+        let _ = worker.wait();
+        let start = Instant::now();
+        while !done.exists() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(done.exists(), "resumed once the worker ended");
+        assert!(!path.exists(), "marker removed");
+    }
+
+    fn dir_len(dir: &Path) -> usize {
+        fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    }
 }
