@@ -34,6 +34,11 @@ pub struct Container {
     /// `CriuImagePath`).
     pub restore_from: Option<PathBuf>,
     rootfs_mounted: bool,
+    /// Held across a checkpoint and each pause/resume: a resume that arrives while CRIU
+    /// works (ctr pauses, checkpoints, then resumes; a containerd restarted meanwhile
+    /// replays that resume early) would be undone when CRIU restores the frozen state it
+    /// found, leaving the task frozen while containerd reports it running.
+    freezer: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn runtime_root(options: &RuncOptions, namespace: &str) -> PathBuf {
@@ -120,6 +125,7 @@ impl Container {
             execs: Mutex::new(HashMap::new()),
             restore_from,
             rootfs_mounted,
+            freezer: Arc::new(tokio::sync::Mutex::new(())),
         };
         if c.restore_from.is_some() {
             return Ok(c);
@@ -303,6 +309,7 @@ impl Container {
 
     /// Pauses or resumes.
     pub async fn pause(&self, pause: bool, reaper: &Reaper) -> Result<()> {
+        let _freezer = self.freezer.lock().await;
         let want = if pause { State::Running } else { State::Paused };
         let now = self.init.state();
         if now != want {
@@ -370,6 +377,7 @@ impl Container {
 
     /// Checkpoints the container (`runtime checkpoint`) from the running or paused state.
     pub async fn checkpoint(&self, mut args: CheckpointArgs, reaper: &Reaper) -> Result<()> {
+        let freezer = Arc::clone(&self.freezer).lock_owned().await;
         match self.init.state() {
             State::Running | State::Paused => {}
             s => {
@@ -392,8 +400,16 @@ impl Container {
             .map_err(ShimError::io(format!("create {}", args.work_path)))?;
         let cmd = runtime::checkpoint_args(&self.id, &args);
         log::info!("{} {}", self.runtime.binary.display(), cmd.join(" "));
-        self.runtime.run(reaper, cmd, None).await?;
-        Ok(())
+        // In a task of its own: a request dropped with its connection (containerd
+        // restarted) must neither lose the runtime's exit nor free the freezer lock
+        // while CRIU still works.
+        let (runtime, reaper) = (self.runtime.clone(), reaper.clone());
+        tokio::spawn(async move {
+            let _freezer = freezer;
+            runtime.run(&reaper, cmd, None).await.map(|_| ())
+        })
+        .await
+        .map_err(|e| ShimError::Other(format!("checkpoint task: {e}")))?
     }
 }
 

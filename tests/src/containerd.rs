@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -40,7 +41,13 @@ pub struct Containerd {
     /// (`/run/containerd/runc/<namespace>`) never meet another test's.
     pub namespace: String,
     child: Option<Child>,
+    /// Exec ids handed out by [`counts`](Self::counts): containerd refuses a reused one.
+    execs: AtomicU32,
 }
+
+/// A container command that appends 1, 2, 3, ... to /count every 0.1 s: a restored
+/// file shows where the checkpoint stopped and what came next.
+pub const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.1; done";
 
 impl Containerd {
     /// Starts containerd (CRI off) and waits until it answers.
@@ -67,21 +74,7 @@ impl Containerd {
             .expect("temp dir");
         let d = dir.path();
         fs::write(d.join("config.toml"), config(d)).expect("write containerd config");
-        let log = fs::File::create(d.join("containerd.log")).expect("containerd log");
-        let path = format!(
-            "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            bin_dir().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
+        let child = spawn_containerd(d);
         let namespace = format!(
             "cedana-e2e-{}",
             d.file_name()
@@ -93,11 +86,55 @@ impl Containerd {
             dir,
             namespace,
             child: Some(child),
+            execs: AtomicU32::new(0),
         };
         wait_for("containerd to answer", Duration::from_secs(20), || {
             (c.ctr(&["version"]).code == 0).then_some(())
         });
         c
+    }
+
+    /// Every number in container `id`'s /count (see [`COUNTER`]), read with a fresh exec.
+    pub fn counts(&self, id: &str) -> Vec<u64> {
+        let n = self.execs.fetch_add(1, Ordering::Relaxed);
+        let exec_id = format!("cat-{n}");
+        self.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            id,
+            "/bin/cat",
+            "/count",
+        ])
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+    }
+
+    /// Waits until `id`'s counter passes `above`; returns it.
+    pub fn wait_count_above(&self, id: &str, above: u64) -> u64 {
+        wait_for(
+            &format!("{id}'s counter to pass {above}"),
+            Duration::from_secs(30),
+            || self.counts(id).last().copied().filter(|v| *v > above),
+        )
+    }
+
+    /// Kills containerd (SIGKILL, as a crash would) and starts it again on the same
+    /// root, state and socket; its shims live on. Waits until it answers.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.child = Some(spawn_containerd(self.dir.path()));
+        wait_for(
+            "containerd to answer again",
+            Duration::from_secs(20),
+            || (self.ctr(&["version"]).code == 0).then_some(()),
+        );
     }
 
     /// Imports the busybox image under `name` (as a README's examples name it).
@@ -316,6 +353,30 @@ impl Drop for Containerd {
         // The runtimes' state dir for our namespace (empty once every task is gone).
         let _ = fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
     }
+}
+
+/// Starts containerd on `dir/config.toml`, logging to `dir/containerd.log` (appended, so
+/// a restart keeps the first run's lines).
+fn spawn_containerd(d: &Path) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("containerd.log"))
+        .expect("containerd log");
+    let path = format!(
+        "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("containerd")
+        .arg("--config")
+        .arg(d.join("config.toml"))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("start containerd")
 }
 
 fn sha256_hex(data: &[u8]) -> String {
