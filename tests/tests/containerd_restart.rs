@@ -36,7 +36,7 @@ fn checkpoint_running(c: &Containerd, id: &str) -> bool {
         })
         .any(|argv| {
             argv.iter().any(|a| a == "checkpoint")
-                && argv.iter().any(|a| *a == root)
+                && argv.contains(&root)
                 && argv.last().map(String::as_str) == Some(id)
         })
 }
