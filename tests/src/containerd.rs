@@ -368,10 +368,15 @@ fn spawn_containerd(d: &Path) -> Child {
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // Its temp files (checkpoints on their way into the content store) go with the dir:
+    // a containerd killed by a test leaves them behind.
+    let tmp = d.join("tmp");
+    fs::create_dir_all(&tmp).expect("containerd's temp dir");
     Command::new("containerd")
         .arg("--config")
         .arg(d.join("config.toml"))
         .env("PATH", path)
+        .env("TMPDIR", &tmp)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("dup log"))
         .stderr(log)

@@ -378,6 +378,8 @@ pub struct Env {
     /// The temp dir holding everything.
     pub dir: TempDir,
     daemon: Option<Child>,
+    /// Where `cedana` comes from: the workspace build unless [`Env::with_binaries`].
+    binaries: Option<PathBuf>,
 }
 
 impl Env {
@@ -388,7 +390,18 @@ impl Env {
             .prefix("cedana-e2e-")
             .tempdir()
             .expect("temp dir");
-        Env { dir, daemon: None }
+        Env {
+            dir,
+            daemon: None,
+            binaries: None,
+        }
+    }
+
+    /// A fresh setup whose `cedana` is the one in `dir` (an installed copy, say).
+    pub fn with_binaries(dir: &Path) -> Env {
+        let mut env = Env::new();
+        env.binaries = Some(dir.to_path_buf());
+        env
     }
 
     /// Path inside the temp dir.
@@ -420,7 +433,11 @@ impl Env {
 
     /// A `cedana` command with this setup's config.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(bin("cedana"));
+        let cedana = match &self.binaries {
+            Some(dir) => dir.join("cedana"),
+            None => bin("cedana"),
+        };
+        let mut c = Command::new(cedana);
         c.arg("--config-dir")
             .arg(self.path("etc"))
             .args(self.overrides());

@@ -1,7 +1,9 @@
-//! README.md, section "Using it": its second shell block, run as written. The block is
-//! read from the README itself, so a change there that this test does not follow fails
-//! here; placeholders (`my-server --port 8080`, `JID`, `PID`, `/tmp/ck`, `NAME`) become
-//! a counting workload, its job id, its PID and a temp dir.
+//! README.md, section "Using it": its first shell block (`make install`) and its second,
+//! run as written, the second with the workspace's build and again with the binaries
+//! `make install` put under a temp prefix. The blocks are read from the README itself,
+//! so a change there that this test does not follow fails here; placeholders
+//! (`my-server --port 8080`, `JID`, `PID`, `/tmp/ck`, `NAME`) become a counting
+//! workload, its job id, its PID and a temp dir.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,11 +12,15 @@ use std::time::{Duration, Instant};
 
 use cedana_e2e::*;
 
-/// The commands of the README's "Using it" block that drives the daemon and the CLI,
-/// comments dropped, one argv per line.
-fn readme_block() -> Vec<Vec<String>> {
-    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
-    let text = std::fs::read_to_string(&readme).expect("README.md");
+/// The workspace's root.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The commands of the README's "Using it" shell block holding `marker`, comments
+/// dropped, one argv per line.
+fn readme_block(marker: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
     let section = text
         .split("\n## ")
         .find(|s| s.starts_with("Using it"))
@@ -23,8 +29,8 @@ fn readme_block() -> Vec<Vec<String>> {
         .split("```sh\n")
         .skip(1)
         .map(|b| b.split("```").next().unwrap_or_default())
-        .find(|b| b.contains("cedana daemon start"))
-        .expect("the shell block that starts the daemon");
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("the shell block with {marker:?}"));
     block
         .lines()
         .map(|l| l.split('#').next().unwrap_or_default().trim())
@@ -81,13 +87,74 @@ fn using_it_block_runs_as_written() {
     if !e2e_enabled() {
         return;
     }
-    let block = readme_block();
+    using_it(Env::new());
+}
+
+/// `make install` as the README's first block has it, under a temp `PREFIX` (its own
+/// target dir, beside the tests' build); then the second block with those binaries.
+#[test]
+fn make_install_then_the_using_it_block_with_the_installed_binaries() {
+    if !e2e_enabled() {
+        return;
+    }
+    let first: Vec<String> = readme_block("make install")
+        .iter()
+        .map(|a| a.join(" "))
+        .collect();
+    assert_eq!(
+        first.first().map(String::as_str),
+        Some("make install"),
+        "README \"Using it\" changed: update this test"
+    );
+    let prefix = tempfile::tempdir().expect("prefix");
+    let out = std::process::Command::new("make")
+        .arg("install")
+        .arg(format!("PREFIX={}", prefix.path().display()))
+        .arg(format!(
+            "CARGO_TARGET_DIR={}",
+            workspace().join("target/make-install").display()
+        ))
+        .current_dir(workspace())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run make");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "make install failed:\n{}",
+        &log[log.len().saturating_sub(4000)..]
+    );
+    let bin_dir = prefix.path().join("bin");
+    for b in [
+        "cedana",
+        "cedana-runc",
+        "cedana-criu-relay",
+        "containerd-shim-cedana-v2",
+    ] {
+        assert!(bin_dir.join(b).is_file(), "{b} installed");
+    }
+    // Release, as the README says: far smaller than the debug build the tests use.
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let (installed, debug) = (size(&bin_dir.join("cedana")), size(&bin("cedana")));
+    assert!(
+        installed * 2 < debug,
+        "installed cedana is {installed} bytes, the debug build {debug}: not a release build"
+    );
+    let unit = std::fs::read_to_string(prefix.path().join("lib/systemd/system/cedana.service"))
+        .expect("the systemd unit installed");
+    let exec = format!("ExecStart={}/cedana daemon start", bin_dir.display());
+    assert!(unit.lines().any(|l| l.trim() == exec), "{exec} in:\n{unit}");
+    using_it(Env::with_binaries(&bin_dir));
+}
+
+/// Runs the "Using it" block that drives the daemon and the CLI with `env`'s `cedana`.
+fn using_it(mut env: Env) {
+    let block = readme_block("cedana daemon start");
     let joined: Vec<String> = block.iter().map(|a| a.join(" ")).collect();
     assert_eq!(
         joined, EXPECTED,
         "README \"Using it\" changed: update this test"
     );
-    let mut env = Env::new();
     let ck = env.path("ck");
     let (mut jid, mut pid, mut name) = (String::new(), 0, String::new());
     let mut log = PathBuf::new();
