@@ -56,7 +56,7 @@ demo: deps build
 ##   checkpoint/restore vs the stock tools (processes and runc containers), cedana-runc
 ##   pass-through overhead vs runc
 bench: deps build-release
-	for s in bench/*.sh; do BIN=target/release bash "$$s" || exit 1; done
+	for s in bench/*.sh; do BIN=$(RELEASE_DIR) bash "$$s" || exit 1; done
 
 clean:
 	$(CARGO) clean

@@ -22,7 +22,7 @@ BIN=${BIN:-target/release}
 WORK=${BENCH_DIR:-/var/tmp/cedana-bench}
 CEDANA="$BIN/cedana"
 WORKLOAD="$BIN/cedana-workload"
-RESULTS=bench/results/checkpoint-$(date -u +%Y%m%dT%H%M%SZ).json
+RESULTS=${BENCH_RESULTS_DIR:-bench/results}/checkpoint-$(date -u +%Y%m%dT%H%M%SZ).json
 [ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (CRIU)" >&2; exit 1; }
 for b in "$CEDANA" "$WORKLOAD"; do [ -x "$b" ] || { echo "missing $b: cargo build --release" >&2; exit 1; }; done
 

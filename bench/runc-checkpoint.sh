@@ -22,7 +22,7 @@ BIN=${BIN:-target/release}
 CEDANA="$BIN/cedana"
 WORKLOAD="$BIN/cedana-workload"
 RUNC=$(command -v runc || echo /usr/sbin/runc)
-RESULTS=bench/results/runc-checkpoint-$(date -u +%Y%m%dT%H%M%SZ).json
+RESULTS=${BENCH_RESULTS_DIR:-bench/results}/runc-checkpoint-$(date -u +%Y%m%dT%H%M%SZ).json
 [ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (runc, CRIU)" >&2; exit 1; }
 for b in "$CEDANA" "$WORKLOAD" "$BIN/cedana-criu-relay"; do
     [ -x "$b" ] || { echo "missing $b: cargo build --release" >&2; exit 1; }

@@ -10,7 +10,7 @@ RUNS=${BENCH_PASSTHROUGH_RUNS:-300}
 BIN=${BIN:-target/release}
 WRAPPER="$BIN/cedana-runc"
 RUNC=$(command -v runc || echo /usr/sbin/runc)
-RESULTS=bench/results/runc-passthrough-$(date -u +%Y%m%dT%H%M%SZ).json
+RESULTS=${BENCH_RESULTS_DIR:-bench/results}/runc-passthrough-$(date -u +%Y%m%dT%H%M%SZ).json
 [ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (runc)" >&2; exit 1; }
 [ -x "$WRAPPER" ] || { echo "missing $WRAPPER: cargo build --release" >&2; exit 1; }
 
