@@ -51,7 +51,8 @@ PKGS=(patch runc iptables busybox-static protobuf-compiler iproute2 procps psmis
       build-essential pkgconf libbsd-dev libcap-dev libgnutls28-dev libnet1-dev
       libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler
       uuid-dev python3-protobuf xz-utils zstd lz4 gzip tar sqlite3 curl ca-certificates
-      time python3 util-linux)
+      time python3 util-linux
+      zsh fish)  # the completion tests run the scripts in the shells users have
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -166,7 +166,8 @@ fn zsh(generated: &str, sites: &[(String, CompleteKind)], valued: &[String]) -> 
         r#"
 # Job and checkpoint ids come from the running daemon (`cedana __complete KIND`).
 _cedana_ids() {{
-    local -a path
+    # Not `path`: zsh ties that array to $PATH, and `cedana` would no longer be found.
+    local -a sub
     local w kind="" skip=0
     for w in "${{(@)words[2,CURRENT-1]}}"; do
         if (( skip )); then skip=0; continue; fi
@@ -174,9 +175,9 @@ _cedana_ids() {{
             {valued}) skip=1; continue ;;
             -*) continue ;;
         esac
-        path+=("$w")
+        sub+=("$w")
     done
-    case "${{(j: :)path}}" in
+    case "${{(j: :)sub}}" in
 {cases}    esac
     if [[ -n "$kind" && "$PREFIX" != -* ]]; then
         compadd -- ${{(f)"$(${{words[1]}} __complete $kind 2>/dev/null)"}}
