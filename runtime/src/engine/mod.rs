@@ -7,6 +7,8 @@ pub mod freeze;
 pub mod manage;
 pub mod restore;
 pub mod run;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

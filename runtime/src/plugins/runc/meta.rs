@@ -67,3 +67,39 @@ pub struct ExternalFile {
 impl MetadataSection for ContainerMeta {
     const KEY: &'static str = "container";
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::metadata::Metadata;
+
+    #[test]
+    fn the_section_sits_at_the_top_of_metadata_json_as_before() {
+        let mut md = Metadata {
+            kind: crate::plugins::runc::KIND,
+            ..Default::default()
+        };
+        let container = ContainerMeta {
+            id: "c1".into(),
+            layout: ContainerLayout::Portable,
+            ..Default::default()
+        };
+        md.set_section(&container).expect("set");
+        let json: serde_json::Value = serde_json::to_value(&md).expect("json");
+        assert_eq!(json["kind"], "runc");
+        assert_eq!(json["container"]["id"], "c1");
+        assert_eq!(json["container"]["layout"], "portable");
+        let back: Metadata = serde_json::from_value(json).expect("parse");
+        assert_eq!(
+            back.section::<ContainerMeta>().expect("ok"),
+            Some(container)
+        );
+        assert_eq!(format!("{:?}", back.kind), "Runc");
+        let mut broken = back;
+        broken
+            .sections
+            .insert("container".into(), serde_json::json!({"id": 5}));
+        let e = broken.section::<ContainerMeta>().expect_err("damaged");
+        assert!(e.to_string().contains("container"), "{e}");
+    }
+}
