@@ -139,25 +139,46 @@ impl<Req: Send, Resp> Chain<Req, Resp> {
         self
     }
 
-    /// Inserts adapters just before the adapter named `before` (or at the end).
+    /// Inserts adapters just before the adapter named `before`.
+    ///
+    /// # Panics
+    /// When no adapter is named `before`: routes are built from code once, when the
+    /// engine is built, so a misspelt anchor is a bug, and putting the adapters anywhere
+    /// else would hide it (the engine's tests build every registered route).
+    #[track_caller]
     pub fn insert_before(
         mut self,
         before: &str,
         adapters: impl IntoIterator<Item = Adapter<Req, Resp>>,
     ) -> Self {
-        let at = self
-            .adapters
-            .iter()
-            .position(|a| a.name == before)
-            .unwrap_or(self.adapters.len());
+        let at = self.position(before);
         self.adapters.splice(at..at, adapters);
         self
     }
 
-    /// Removes the adapter named `name` (no-op when absent).
+    /// Removes the adapter named `name`.
+    ///
+    /// # Panics
+    /// When no adapter is named `name` (see [`Chain::insert_before`]).
+    #[track_caller]
     pub fn without(mut self, name: &str) -> Self {
-        self.adapters.retain(|a| a.name != name);
+        let at = self.position(name);
+        self.adapters.remove(at);
         self
+    }
+
+    /// Where the adapter named `name` is; panics naming the chain when none is.
+    #[track_caller]
+    fn position(&self, name: &str) -> usize {
+        match self.adapters.iter().position(|a| a.name == name) {
+            Some(at) => at,
+            None => panic!("no adapter {name:?} in the chain {self:?}"),
+        }
+    }
+
+    /// Whether an adapter of the chain is named `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.adapters.iter().any(|a| a.name == name)
     }
 
     /// Replaces the final handler (a plugin taking over an operation for its kind).
@@ -272,5 +293,20 @@ mod tests {
                 Box::pin(async move { Ok(r) })
             }));
         assert_eq!(chain.names(), ["b", "c", "other"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no adapter \"misspelt\" in the chain a -> double")]
+    fn insert_before_an_unknown_anchor_panics() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let _ = Chain::new(doubling_handler())
+            .with([tracing_adapter("a", log.clone())])
+            .insert_before("misspelt", [tracing_adapter("b", log)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "no adapter \"misspelt\"")]
+    fn without_an_unknown_name_panics() {
+        let _ = Chain::new(doubling_handler()).without("misspelt");
     }
 }

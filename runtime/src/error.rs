@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 
 use crate::criu::error::CriuError;
 use crate::image::error::ImageError;
-use crate::plugins::containerd::error::ContainerdError;
-use crate::plugins::runc::error::RuncError;
 use crate::streamer::StreamError;
 
 /// Broad class of an error, for mapping onto gRPC/ttrpc status codes and exit codes.
@@ -145,12 +143,9 @@ pub enum EngineError {
     /// A CRIU problem.
     #[error(transparent)]
     Criu(#[from] CriuError),
-    /// A runc container problem.
+    /// A plugin's own error (runc, containerd, ...), shown as the plugin wrote it.
     #[error(transparent)]
-    Runc(#[from] RuncError),
-    /// A containerd container problem.
-    #[error(transparent)]
-    Containerd(#[from] ContainerdError),
+    Plugin(PluginFailure),
     /// A streamed dump or restore failed.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -167,7 +162,75 @@ pub enum EngineError {
     },
 }
 
+/// What a plugin's error tells the engine: its plugin, its class for the transports,
+/// and (as `Display`) the message the user sees. Any such error converts into an
+/// [`EngineError`] with `?`.
+pub trait PluginError: std::error::Error + Send + Sync + 'static {
+    /// The plugin's name, as in `cedana features`.
+    fn plugin(&self) -> &'static str;
+
+    /// Broad class of the error.
+    fn kind(&self) -> ErrorKind;
+
+    /// Points the error at `to` where it names the log file `from`, which was moved
+    /// there; returns whether it named it.
+    fn relocate_log(&mut self, _from: &Path, _to: &Path) -> bool {
+        false
+    }
+}
+
+/// A plugin's error inside an [`EngineError`]: shown, sourced and classed as the plugin's
+/// own error says.
+#[derive(Debug)]
+pub struct PluginFailure(Box<dyn PluginError>);
+
+impl PluginFailure {
+    /// The plugin that failed.
+    pub fn plugin(&self) -> &'static str {
+        self.0.plugin()
+    }
+
+    /// Broad class of the error.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind()
+    }
+
+    /// The error as an `E`, when it is one.
+    pub fn downcast_ref<E: PluginError>(&self) -> Option<&E> {
+        let e: &(dyn std::error::Error + 'static) = self.0.as_ref();
+        e.downcast_ref()
+    }
+}
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for PluginFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl<E: PluginError> From<E> for EngineError {
+    fn from(e: E) -> Self {
+        Self::Plugin(PluginFailure(Box::new(e)))
+    }
+}
+
 impl EngineError {
+    /// The plugin error inside, when it is an `E` (e.g. to tell "no such container"
+    /// from other failures).
+    pub fn plugin_error<E: PluginError>(&self) -> Option<&E> {
+        match self {
+            Self::Plugin(f) => f.downcast_ref(),
+            Self::WithRestoreLog { source, .. } => source.plugin_error(),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
@@ -187,12 +250,7 @@ impl EngineError {
                 *log_path = to.to_path_buf();
                 true
             }
-            Self::Runc(RuncError::Command { detail, .. }) => {
-                let (from, to) = (from.display().to_string(), to.display().to_string());
-                let named = detail.contains(&from);
-                *detail = detail.replace(&from, &to);
-                named
-            }
+            Self::Plugin(f) => f.0.relocate_log(from, to),
             Self::WithRestoreLog { source, .. } => source.relocate_log(from, to),
             _ => false,
         }
@@ -212,8 +270,7 @@ impl EngineError {
             | Self::RestoreInProgress { .. } => ErrorKind::FailedPrecondition,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Image(e) => e.kind(),
-            Self::Runc(e) => e.kind(),
-            Self::Containerd(e) => e.kind(),
+            Self::Plugin(f) => f.kind(),
             Self::Criu(e) => match e {
                 CriuError::NotFound { .. } | CriuError::TooOld { .. } => {
                     ErrorKind::FailedPrecondition

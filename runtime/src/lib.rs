@@ -15,6 +15,7 @@ pub mod host;
 pub mod image;
 pub mod plugins;
 pub mod process;
+pub mod request;
 pub mod runc_wrapper;
 pub mod streamer;
 #[cfg(test)]

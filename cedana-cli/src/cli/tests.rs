@@ -319,11 +319,12 @@ fn runc_flags_reach_the_engine() {
         &args,
     );
     let e = convert::dump_request(&req, 0);
-    assert_eq!(
-        e.kind,
-        cedana_runtime::image::metadata::CheckpointKind::Runc
-    );
-    let t = e.runc.expect("runc target").target;
+    assert_eq!(e.kind(), cedana_runtime::plugins::runc::KIND);
+    let t = e
+        .target::<cedana_runtime::plugins::runc::RuncDump>()
+        .expect("runc target")
+        .target
+        .clone();
     assert_eq!((t.id.as_str(), t.root), ("c1", Some("/r".into())));
     assert_eq!(e.compression.as_deref(), Some("none"));
 
@@ -372,11 +373,10 @@ fn containerd_flags_reach_the_engine() {
         &DumpArgs::default(),
     );
     let e = convert::dump_request(&req, 0);
-    assert_eq!(
-        e.kind,
-        cedana_runtime::image::metadata::CheckpointKind::Containerd
-    );
-    let t = e.containerd.expect("containerd target");
+    assert_eq!(e.kind(), cedana_runtime::plugins::containerd::KIND);
+    let t = e
+        .target::<cedana_runtime::plugins::containerd::ContainerdTarget>()
+        .expect("containerd target");
     assert_eq!(
         (t.id.as_str(), t.address.as_str(), t.namespace.as_str()),
         ("c1", "/c.sock", "ns")

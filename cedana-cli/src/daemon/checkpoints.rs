@@ -12,7 +12,7 @@ use cedana_runtime::image::metadata::Metadata;
 use cedana_runtime::plugins::runc::error::RuncError;
 use cedana_runtime::plugins::runc::run;
 use cedana_runtime::plugins::runc::runtime::Runtime;
-use cedana_runtime::plugins::runc::RuncStdio;
+use cedana_runtime::plugins::runc::{RuncRestore, RuncStdio};
 
 use super::containers::refuse_containerd_job;
 use super::convert;
@@ -304,7 +304,11 @@ impl JobManager {
                 }
                 self.delete_container(&container).await?;
             }
-            Err(DaemonError::Engine(EngineError::Runc(RuncError::NoSuchContainer { .. }))) => {}
+            Err(DaemonError::Engine(e))
+                if matches!(
+                    e.plugin_error::<RuncError>(),
+                    Some(RuncError::NoSuchContainer { .. })
+                ) => {}
             Err(e) => return Err(e),
         }
         let stdio = if job.log_path.is_empty() {
@@ -327,7 +331,7 @@ impl JobManager {
             detach: true,
         });
         let mut engine_req = convert::restore_request(&runc_req, path.clone());
-        if let Some(r) = engine_req.runc.as_mut() {
+        if let Some(r) = engine_req.target_mut::<RuncRestore>() {
             r.stdio = Some(stdio);
         }
         let resp = self.engine.restore(engine_req).await?;

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cedana_runtime::plugins::containerd::ContainerdRestore;
 use cedana_runtime::plugins::runc::run;
+use cedana_runtime::plugins::runc::RuncRestore;
 
 use super::convert;
 use super::error::DaemonError;
@@ -67,7 +69,7 @@ impl JobManager {
         let jid = self.fresh_jid(None)?;
         let (log, _) = self.open_log(caller, &jid, None)?;
         let mut engine_req = convert::restore_request(&req, PathBuf::from(&path));
-        if let Some(r) = engine_req.runc.as_mut() {
+        if let Some(r) = engine_req.target_mut::<RuncRestore>() {
             // runc maps the checkpointed stdio pipes onto its own stdio: the relay's pipe.
             r.stdio = Some(run::log_relay(&log)?);
         }
@@ -122,7 +124,7 @@ impl JobManager {
         let jid = self.fresh_jid(None)?;
         let (log, _) = self.open_log(caller, &jid, None)?;
         let mut engine_req = convert::restore_request(req, PathBuf::from(&path));
-        let target = match engine_req.containerd.as_mut() {
+        let target = match engine_req.target_mut::<ContainerdRestore>() {
             Some(c) => {
                 c.log_path = Some(log.clone());
                 c.target.clone()

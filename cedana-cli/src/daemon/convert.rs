@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use cedana_runtime::engine::{CriuFlags, DumpRequest, RestoreRequest};
-use cedana_runtime::image::metadata::CheckpointKind;
+use cedana_runtime::engine::{CriuFlags, DumpRequest, RestoreRequest, Target};
 use cedana_runtime::plugins::containerd::{ContainerdRestore, ContainerdTarget};
 use cedana_runtime::plugins::runc::runtime::ContainerState;
 use cedana_runtime::plugins::runc::{RuncDump, RuncRestore, RuncTarget};
@@ -43,8 +42,7 @@ pub fn dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
         req.target.as_ref().and_then(|t| t.target.as_ref())
     {
         return DumpRequest {
-            kind: CheckpointKind::Containerd,
-            containerd: Some(containerd_target(c)),
+            target: Some(Box::new(containerd_target(c))),
             ..process_dump_request(req, 0)
         };
     }
@@ -52,11 +50,10 @@ pub fn dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
         req.target.as_ref().and_then(|t| t.target.as_ref())
     {
         return DumpRequest {
-            kind: CheckpointKind::Runc,
-            runc: Some(RuncDump {
+            target: Some(Box::new(RuncDump {
                 target: runc_target(c),
                 ..Default::default()
-            }),
+            })),
             ..process_dump_request(req, 0)
         };
     }
@@ -72,7 +69,6 @@ fn process_dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
         leave_running: req.leave_running,
         flags: criu_flags(req.flags.clone()),
         streams: req.streams,
-        kind: CheckpointKind::Process,
         ..Default::default()
     }
 }
@@ -88,14 +84,14 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
             .as_ref()
             .filter(|_| req.runc.is_none())
             .map(PathBuf::from),
-        runc: req.runc.as_ref().map(|r| RuncRestore {
-            target: r.container.as_ref().map(runc_target).unwrap_or_default(),
-            bundle: PathBuf::from(&r.bundle),
-            detach: r.detach,
-            pid_file: req.pid_file.as_ref().map(PathBuf::from),
-            ..Default::default()
-        }),
-        containerd: req.containerd.as_ref().map(|r| ContainerdRestore {
+        target: restore_target(req),
+    }
+}
+
+/// The container a restore request names, if any (containerd first, as the engine did).
+fn restore_target(req: &proto::RestoreRequest) -> Option<Box<dyn Target>> {
+    if let Some(r) = &req.containerd {
+        return Some(Box::new(ContainerdRestore {
             target: r
                 .container
                 .as_ref()
@@ -103,8 +99,16 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
                 .unwrap_or_else(|| ContainerdTarget::new("", None, None)),
             image: r.image.clone(),
             log_path: None,
-        }),
+        }));
     }
+    let r = req.runc.as_ref()?;
+    Some(Box::new(RuncRestore {
+        target: r.container.as_ref().map(runc_target).unwrap_or_default(),
+        bundle: PathBuf::from(&r.bundle),
+        detach: r.detach,
+        pid_file: req.pid_file.as_ref().map(PathBuf::from),
+        ..Default::default()
+    }))
 }
 
 /// Store record -> proto job.

@@ -114,7 +114,7 @@ impl Committer {
 
     fn write(&self, mut md: Metadata) -> Result<DumpResponse, EngineError> {
         md.format_version = FORMAT_VERSION;
-        md.kind = self.kind;
+        md.kind = self.kind.clone();
         md.name = self.name.clone();
         md.created_at = chrono::Utc::now().to_rfc3339();
         md.host = host::host_info();

@@ -54,7 +54,12 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
             let images = ctx.images_dir.clone();
             // A runc image directory may have been written by runc itself (no
             // metadata.json: restored as is) and collects runc's logs beside the images.
-            let runc_dir = ctx.req.runc.is_some() && unpacked.is_none();
+            let runc_dir = ctx
+                .req
+                .target
+                .as_ref()
+                .is_some_and(|t| t.images_may_lack_metadata())
+                && unpacked.is_none();
             let archive_path = path.clone();
             ctx.metadata = bulk(move || {
                 if runc_dir && !layout::is_checkpoint_dir(&images) {

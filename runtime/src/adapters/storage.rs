@@ -47,7 +47,7 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
         "prepare_dump_storage",
         |mut ctx: DumpCtx, next: Next<'_, DumpCtx, DumpResponse>| {
             Box::pin(async move {
-                let (kind, name, started) = (ctx.req.kind, ctx.name.clone(), ctx.started);
+                let (kind, name, started) = (ctx.req.kind(), ctx.name.clone(), ctx.started);
                 let mut cleanup = Vec::new();
                 let target = match ctx.req.image_path.clone() {
                     Some(images) => {

@@ -1,106 +1,58 @@
-//! The dump operation: its context, its chain and its CRIU handler.
+//! The dump operation: the stages a dump route is built from, the process route, and
+//! its CRIU handler.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::adapters::commit::Committer;
 use crate::adapters::{
     criu_check, defaults, files, network, process_state, shell_job, storage, validation,
 };
-use crate::chain::{Chain, Handler, OpResult};
-use crate::criu::options::CriuOpts;
+use crate::chain::{Adapter, Chain, Handler, OpResult};
 use crate::criu::{DumpArgs, PostDump};
-use crate::engine::{bulk, DumpRequest, DumpResponse, Env};
-use crate::image::compression::Compression;
-use crate::image::metadata::{FileDigest, Metadata};
-use crate::process::state::ProcessState;
+use crate::engine::{bulk, DumpCtx, DumpResponse};
+use crate::image::metadata::FileDigest;
 use crate::streamer;
 
-/// A dump request on its way through the chain, with what adapters have worked out.
-#[derive(Debug)]
-pub struct DumpCtx {
-    /// Config and host clients.
-    pub env: Arc<Env>,
-    /// The request as the caller sent it.
-    pub req: DumpRequest,
-    /// Directory the checkpoint goes into (filled by the defaults adapter).
-    pub dir: PathBuf,
-    /// Checkpoint name (filled by the defaults adapter).
-    pub name: String,
-    /// Packing (filled by the defaults adapter).
-    pub compression: Compression,
-    /// Where CRIU writes its images (filled by the storage adapter).
-    pub images_dir: PathBuf,
-    /// Where CRIU writes its log and stats, outside the checkpoint (storage adapter);
-    /// `None`: beside the images.
-    pub work_dir: Option<PathBuf>,
-    /// Commits the checkpoint; a handler that kills the tree commits before it dies
-    /// (filled by the storage adapter).
-    pub committer: Option<Arc<Committer>>,
-    /// The process tree (filled by the process-state adapter).
-    pub state: ProcessState,
-    /// CRIU options chosen so far.
-    pub opts: CriuOpts,
-    /// Metadata being assembled.
-    pub metadata: Metadata,
-    /// When the operation started.
-    pub started: Instant,
-}
+/// Where plugins' middleware for every route goes: just before this adapter.
+pub const MIDDLEWARE_ANCHOR: &str = "check_criu_opts_for_dump";
 
-impl DumpCtx {
-    /// A fresh context for a request.
-    pub fn new(env: Arc<Env>, req: DumpRequest) -> Self {
-        Self {
-            env,
-            req,
-            dir: PathBuf::new(),
-            name: String::new(),
-            compression: Compression::Zstd,
-            images_dir: PathBuf::new(),
-            work_dir: None,
-            committer: None,
-            state: ProcessState::default(),
-            opts: CriuOpts::default(),
-            metadata: Metadata::default(),
-            started: Instant::now(),
-        }
-    }
-}
-
-impl DumpCtx {
-    /// What a dump handler returns: CRIU's images in `images_dir` with their metadata;
-    /// the storage adapter turns them into the final checkpoint and fills in sizes.
-    pub fn images_written(self, metadata: Metadata) -> DumpResponse {
-        DumpResponse {
-            path: self.images_dir,
-            name: self.name,
-            compression: self.compression,
-            size_bytes: 0,
-            duration_ms: 0,
-            metadata,
-        }
-    }
-}
-
-/// The dump chain for plain processes, in DESIGN.md's order.
-pub fn chain() -> Chain<DumpCtx, DumpResponse> {
-    Chain::new(Handler::from_fn("criu_dump", |ctx| {
-        Box::pin(criu_dump(ctx))
-    }))
-    .with([
+/// What every dump route starts with: defaults, then validation, then the staging
+/// directory and the committer.
+pub fn prepare() -> [Adapter<DumpCtx, DumpResponse>; 3] {
+    [
         defaults::fill_missing_dump_defaults(),
         validation::validate_dump_request(),
         storage::prepare_dump_storage(),
+    ]
+}
+
+/// What reads the tree from this host's `/proc` and chooses CRIU options from it; a
+/// route whose tree is not a host process tree (a VM guest's) leaves these out.
+pub fn inspect_host_tree() -> [Adapter<DumpCtx, DumpResponse>; 6] {
+    [
         process_state::fill_process_state(),
         shell_job::detect_shell_job(),
         process_state::detect_io_uring(),
         files::detect_file_options(),
         network::detect_network_options(),
         process_state::save_process_state(),
-        criu_check::check_criu_opts_for_dump(),
-    ])
+    ]
+}
+
+/// The last check before the handler: the CRIU options chosen against CRIU's version.
+pub fn check_criu() -> Adapter<DumpCtx, DumpResponse> {
+    criu_check::check_criu_opts_for_dump()
+}
+
+/// The process route, in DESIGN.md's order.
+pub fn chain() -> Chain<DumpCtx, DumpResponse> {
+    Chain::new(Handler::from_fn("criu_dump", |ctx| {
+        Box::pin(criu_dump(ctx))
+    }))
+    .with(prepare())
+    .with(inspect_host_tree())
+    .with([check_criu()])
 }
 
 /// Runs CRIU. A dump that kills the tree commits the checkpoint inside CRIU's

@@ -7,7 +7,8 @@ pub mod freeze;
 pub mod manage;
 pub mod restore;
 pub mod run;
-pub mod types;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -19,10 +20,8 @@ use crate::criu::{Criu, CriuVersion};
 use crate::error::EngineError;
 use crate::image::metadata::CheckpointKind;
 use crate::plugins::PluginRegistry;
+pub use crate::request::*;
 pub use claims::{PidClaim, PidUse};
-pub use dump::DumpCtx;
-pub use restore::RestoreCtx;
-pub use types::*;
 
 /// What every operation can reach: configuration and host clients.
 #[derive(Debug)]
@@ -77,11 +76,9 @@ impl Env {
 #[derive(Clone)]
 pub struct Engine {
     env: Arc<Env>,
-    dump: Chain<DumpCtx, DumpResponse>,
-    restore: Chain<RestoreCtx, RestoreResponse>,
-    /// Chains of the kinds a plugin owns (runc, ...), chosen by the request's kind.
-    kind_dump: BTreeMap<&'static str, Chain<DumpCtx, DumpResponse>>,
-    kind_restore: BTreeMap<&'static str, Chain<RestoreCtx, RestoreResponse>>,
+    /// Each kind's dump route (`process` and the kinds plugins own), by the request's kind.
+    dump: BTreeMap<CheckpointKind, Chain<DumpCtx, DumpResponse>>,
+    restore: BTreeMap<CheckpointKind, Chain<RestoreCtx, RestoreResponse>>,
     run: Chain<run::RunCtx, RunResponse>,
     manage: Chain<ManageRequest, ManageResponse>,
     plugins: Arc<PluginRegistry>,
@@ -90,28 +87,24 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine and its chains from a configuration and the built-in plugins.
     pub fn new(config: Config) -> Self {
-        let plugins = PluginRegistry::builtin();
-        let env = Arc::new(Env::new(config));
+        Self::with_plugins(config, PluginRegistry::builtin())
+    }
+
+    /// Builds the engine with the given plugins (every route of every kind they own).
+    pub fn with_plugins(config: Config, plugins: PluginRegistry) -> Self {
         let kinds = plugins.kinds();
         Self {
-            dump: plugins.extend_dump(dump::chain()),
-            restore: plugins.extend_restore(restore::chain()),
-            kind_dump: kinds
+            dump: kinds
                 .iter()
-                .map(|k| (kind_name(*k), plugins.extend_dump_for(*k, dump::chain())))
+                .filter_map(|k| Some((k.clone(), plugins.dump_route(k)?)))
                 .collect(),
-            kind_restore: kinds
+            restore: kinds
                 .iter()
-                .map(|k| {
-                    (
-                        kind_name(*k),
-                        plugins.extend_restore_for(*k, restore::chain()),
-                    )
-                })
+                .filter_map(|k| Some((k.clone(), plugins.restore_route(k)?)))
                 .collect(),
             run: run::chain(),
             manage: manage::chain(),
-            env,
+            env: Arc::new(Env::new(config)),
             plugins: Arc::new(plugins),
         }
     }
@@ -126,7 +119,7 @@ impl Engine {
             .flat_map(|d| crate::image::atomic::remove_abandoned_staging(d))
             .map(|p| format!("removed {}, left by an operation cut short", p.display()))
             .collect();
-        done.extend(crate::plugins::runc::hold::release_abandoned());
+        done.extend(self.plugins.recover_after_crash());
         done
     }
 
@@ -140,37 +133,19 @@ impl Engine {
         &self.env
     }
 
-    /// Checkpoints a process tree, or a container (`req.kind` picks the chain; a runc
-    /// container needs `req.runc`).
+    /// Checkpoints a process tree, or what `req.target` names (its kind picks the route).
     pub async fn dump(&self, req: DumpRequest) -> OpResult<DumpResponse> {
-        self.dump_chain(req.kind)?
-            .run(DumpCtx::new(Arc::clone(&self.env), req))
-            .await
+        let kind = req.kind();
+        let chain = self.dump.get(&kind).ok_or_else(|| no_plugin(&kind))?;
+        chain.run(DumpCtx::new(Arc::clone(&self.env), req)).await
     }
 
-    /// Restores a process tree (the caller becomes its parent), or a container when
-    /// `req.runc` is set.
+    /// Restores a process tree (the caller becomes its parent), or into what
+    /// `req.target` names.
     pub async fn restore(&self, req: RestoreRequest) -> OpResult<RestoreResponse> {
-        self.restore_chain(req.kind())?
-            .run(RestoreCtx::new(Arc::clone(&self.env), req))
-            .await
-    }
-
-    fn dump_chain(&self, kind: CheckpointKind) -> OpResult<&Chain<DumpCtx, DumpResponse>> {
-        match kind {
-            CheckpointKind::Process => Ok(&self.dump),
-            k => self.kind_dump.get(kind_name(k)).ok_or_else(|| no_plugin(k)),
-        }
-    }
-
-    fn restore_chain(&self, kind: CheckpointKind) -> OpResult<&Chain<RestoreCtx, RestoreResponse>> {
-        match kind {
-            CheckpointKind::Process => Ok(&self.restore),
-            k => self
-                .kind_restore
-                .get(kind_name(k))
-                .ok_or_else(|| no_plugin(k)),
-        }
+        let kind = req.kind();
+        let chain = self.restore.get(&kind).ok_or_else(|| no_plugin(&kind))?;
+        chain.run(RestoreCtx::new(Arc::clone(&self.env), req)).await
     }
 
     /// Starts a process in its own session with output to a log file.
@@ -181,15 +156,6 @@ impl Engine {
                 req,
             })
             .await
-    }
-
-    /// Starts a runc container detached, its output to `req.log_path` (through a relay,
-    /// so it can be checkpointed); its init is not our child.
-    pub async fn run_runc(
-        &self,
-        req: crate::plugins::runc::RuncRun,
-    ) -> OpResult<crate::plugins::runc::RuncRunResponse> {
-        crate::plugins::runc::run::run_container(&self.env, req).await
     }
 
     /// Checks that a process can be adopted and describes it.
@@ -212,18 +178,24 @@ impl Engine {
         &self.plugins
     }
 
-    /// The chains, in order, for `cedana features` and logs.
+    /// The chains, in order, for `cedana features` and logs: the process routes, run and
+    /// manage, then each plugin kind's routes.
     pub fn chains(&self) -> Vec<(String, String)> {
-        let mut out = vec![
-            ("dump".to_string(), format!("{:?}", self.dump)),
-            ("restore".to_string(), format!("{:?}", self.restore)),
-            ("run".to_string(), format!("{:?}", self.run)),
-            ("manage".to_string(), format!("{:?}", self.manage)),
-        ];
-        for (k, c) in &self.kind_dump {
+        let process = CheckpointKind::PROCESS;
+        let mut out = Vec::new();
+        if let Some(c) = self.dump.get(&process) {
+            out.push(("dump".to_string(), format!("{c:?}")));
+        }
+        if let Some(c) = self.restore.get(&process) {
+            out.push(("restore".to_string(), format!("{c:?}")));
+        }
+        out.push(("run".to_string(), format!("{:?}", self.run)));
+        out.push(("manage".to_string(), format!("{:?}", self.manage)));
+        let others = |k: &&CheckpointKind| **k != process;
+        for (k, c) in self.dump.iter().filter(|(k, _)| others(k)) {
             out.push((format!("dump {k}"), format!("{c:?}")));
         }
-        for (k, c) in &self.kind_restore {
+        for (k, c) in self.restore.iter().filter(|(k, _)| others(k)) {
             out.push((format!("restore {k}"), format!("{c:?}")));
         }
         out
@@ -235,22 +207,10 @@ impl Engine {
     }
 }
 
-fn kind_name(k: CheckpointKind) -> &'static str {
-    match k {
-        CheckpointKind::Process => "process",
-        CheckpointKind::Runc => "runc",
-        CheckpointKind::Containerd => "containerd",
-        CheckpointKind::Kata => "kata",
-    }
-}
-
-fn no_plugin(k: CheckpointKind) -> EngineError {
+fn no_plugin(k: &CheckpointKind) -> EngineError {
     EngineError::InvalidRequest {
         field: "kind",
-        reason: format!(
-            "no plugin in this build handles {} checkpoints (see `cedana features`)",
-            kind_name(k)
-        ),
+        reason: format!("no plugin in this build handles {k} checkpoints (see `cedana features`)"),
     }
 }
 

@@ -1,65 +1,51 @@
-//! The restore operation: its context, its chain and its CRIU handler.
+//! The restore operation: the stages a restore route is built from, the process route,
+//! and its CRIU handler.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::adapters::{criu_check, defaults, network, pid_wait, storage, validation};
-use crate::chain::{Chain, Handler, OpResult};
-use crate::criu::options::CriuOpts;
+use crate::chain::{Adapter, Chain, Handler, OpResult};
 use crate::criu::RestoreArgs;
-use crate::engine::{bulk, Env, RestoreRequest, RestoreResponse};
-use crate::image::metadata::Metadata;
+use crate::engine::{bulk, RestoreCtx, RestoreResponse};
 use crate::streamer;
 
-/// A restore request on its way through the chain.
-#[derive(Debug)]
-pub struct RestoreCtx {
-    /// Config and host clients.
-    pub env: Arc<Env>,
-    /// The request as the caller sent it.
-    pub req: RestoreRequest,
-    /// Verified CRIU images to restore from (filled by the storage adapter).
-    pub images_dir: PathBuf,
-    /// CRIU's work directory (logs), outside the checkpoint.
-    pub work_dir: PathBuf,
-    /// The checkpoint's metadata (filled by the storage adapter).
-    pub metadata: Metadata,
-    /// CRIU options for the restore (recorded ones, then the caller's overrides).
-    pub opts: CriuOpts,
-    /// When the operation started.
-    pub started: Instant,
-}
+/// Where plugins' middleware for every route goes: just before this adapter.
+pub const MIDDLEWARE_ANCHOR: &str = "check_criu_opts_for_restore";
 
-impl RestoreCtx {
-    /// A fresh context for a request.
-    pub fn new(env: Arc<Env>, req: RestoreRequest) -> Self {
-        Self {
-            env,
-            req,
-            images_dir: PathBuf::new(),
-            work_dir: PathBuf::new(),
-            metadata: Metadata::default(),
-            opts: CriuOpts::default(),
-            started: Instant::now(),
-        }
-    }
-}
-
-/// The restore chain for plain processes, mirroring the dump chain.
-pub fn chain() -> Chain<RestoreCtx, RestoreResponse> {
-    Chain::new(Handler::from_fn("criu_restore", |ctx| {
-        Box::pin(criu_restore(ctx))
-    }))
-    .with([
+/// What every restore route starts with: defaults, validation, the checkpoint fetched
+/// and verified, and the options recorded at dump applied.
+pub fn prepare() -> [Adapter<RestoreCtx, RestoreResponse>; 4] {
+    [
         defaults::fill_missing_restore_defaults(),
         validation::validate_restore_request(),
         storage::prepare_restore_storage(),
         network::apply_recorded_options(),
-        pid_wait::wait_for_free_pids(),
+    ]
+}
+
+/// What needs the checkpoint's PIDs free on this host; a route restoring into a PID
+/// namespace of its own (a container) leaves it out.
+pub fn host_pids() -> [Adapter<RestoreCtx, RestoreResponse>; 1] {
+    [pid_wait::wait_for_free_pids()]
+}
+
+/// What every restore route ends with: the CRIU options against CRIU's version, then
+/// the pid file written once the handler has restored the tree.
+pub fn finish() -> [Adapter<RestoreCtx, RestoreResponse>; 2] {
+    [
         criu_check::check_criu_opts_for_restore(),
         defaults::write_pid_file(),
-    ])
+    ]
+}
+
+/// The process route, mirroring the dump route.
+pub fn chain() -> Chain<RestoreCtx, RestoreResponse> {
+    Chain::new(Handler::from_fn("criu_restore", |ctx| {
+        Box::pin(criu_restore(ctx))
+    }))
+    .with(prepare())
+    .with(host_pids())
+    .with(finish())
 }
 
 /// Runs CRIU restore with the restored root as our child (`rst_sibling`).

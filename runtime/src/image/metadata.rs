@@ -1,10 +1,15 @@
 //! `metadata.json`: what a checkpoint holds and how it was made.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::criu::options::CriuOpts;
+use crate::image::error::ImageError;
 use crate::process::state::ProcessState;
 
 /// Current checkpoint format version; bumped on incompatible changes.
@@ -12,19 +17,50 @@ pub const FORMAT_VERSION: u32 = 1;
 /// File name of the metadata inside a checkpoint directory.
 pub const METADATA_FILE: &str = "metadata.json";
 
-/// What was checkpointed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckpointKind {
-    /// A plain process tree.
-    #[default]
-    Process,
-    /// A runc container.
-    Runc,
-    /// A containerd container.
-    Containerd,
-    /// A kata (VM) container.
-    Kata,
+/// What was checkpointed: `process`, or the kind a plugin owns (`runc`, ...). A name,
+/// not an enum, so that a plugin adds its kind without touching the core; metadata.json
+/// stores it as that string.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CheckpointKind(Cow<'static, str>);
+
+impl CheckpointKind {
+    /// A plain process tree, the engine's own kind.
+    pub const PROCESS: CheckpointKind = CheckpointKind::named("process");
+
+    /// The kind called `name` (plugins declare theirs as constants).
+    pub const fn named(name: &'static str) -> Self {
+        Self(Cow::Borrowed(name))
+    }
+
+    /// Its name, as metadata.json and `cedana features` show it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for CheckpointKind {
+    fn default() -> Self {
+        Self::PROCESS
+    }
+}
+
+impl fmt::Debug for CheckpointKind {
+    // Capitalised (`Runc`), as the enum this type replaced printed it, so messages and
+    // logs that show a kind with `{:?}` read as before.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chars = self.0.chars();
+        if let Some(first) = chars.next() {
+            write!(f, "{}", first.to_uppercase())?;
+        }
+        f.write_str(chars.as_str())
+    }
+}
+
+impl fmt::Display for CheckpointKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Host a checkpoint was taken on.
@@ -138,89 +174,43 @@ pub struct Metadata {
     /// CRIU's own figures of the dump (`stats-dump`), when CRIU wrote them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub criu_stats: Option<CriuStats>,
-    /// The container, for container checkpoints.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerMeta>,
-    /// containerd's record of the container, for containerd checkpoints.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub containerd: Option<ContainerdMeta>,
+    /// What plugins record (`container`, `containerd`, ...), each under its own key at
+    /// the top level of metadata.json; read and written through [`MetadataSection`] by
+    /// the plugin that owns it, kept as is by everyone else.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, serde_json::Value>,
 }
 
-/// What a containerd checkpoint records, so restore can create the new container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ContainerdMeta {
-    /// Namespace at dump time.
-    pub namespace: String,
-    /// Container id at dump time.
-    pub id: String,
-    /// Image reference the container was created from.
-    pub image: String,
-    /// Runtime name (e.g. `io.containerd.runc.v2`).
-    pub runtime: String,
-    /// Type URL of the runtime options.
-    pub runtime_options_type: String,
-    /// The runtime options, protobuf encoded, base64 (as `ctr containers info` shows them).
-    pub runtime_options: String,
-    /// Snapshotter of the rootfs.
-    pub snapshotter: String,
+/// A plugin's part of metadata.json, stored under [`MetadataSection::KEY`].
+pub trait MetadataSection: Serialize + DeserializeOwned {
+    /// Its key in metadata.json.
+    const KEY: &'static str;
 }
 
-/// Layout of a container checkpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContainerLayout {
-    /// runc's own: CRIU images at the top, as `runc checkpoint --image-path` writes them.
-    #[default]
-    Images,
-    /// Portable (Podman/CRI-O style): `checkpoint/` (CRIU images), `config.dump` and
-    /// `spec.dump` (the OCI config), `rootfs-diff.tar` (what the container changed).
-    Portable,
-}
+impl Metadata {
+    /// The section `T`, if the checkpoint has one; a section that does not parse is a
+    /// damaged checkpoint.
+    pub fn section<T: MetadataSection>(&self) -> Result<Option<T>, ImageError> {
+        // `null` is what an absent optional section looked like to older readers.
+        self.sections
+            .get(T::KEY)
+            .filter(|v| !v.is_null())
+            .map(|v| {
+                T::deserialize(v).map_err(|e| ImageError::Metadata {
+                    path: PathBuf::from(METADATA_FILE),
+                    detail: format!("{}: {e}", T::KEY),
+                })
+            })
+            .transpose()
+    }
 
-/// What a container checkpoint records about its container.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ContainerMeta {
-    /// Container id at dump time.
-    pub id: String,
-    /// OCI runtime binary that made the checkpoint.
-    pub runtime: String,
-    /// Its version line.
-    pub runtime_version: String,
-    /// Runtime state root (`--root`).
-    pub root: String,
-    /// Bundle directory at dump time.
-    pub bundle: String,
-    /// Root filesystem at dump time.
-    pub rootfs: String,
-    /// When the container was created (RFC 3339, from the runtime's state).
-    pub created: String,
-    /// How the checkpoint is laid out.
-    pub layout: ContainerLayout,
-    /// Entries in rootfs-diff.tar (portable layout).
-    pub rootfs_diff_entries: u64,
-    /// Paths in `deleted.files` (portable layout): removed from the rootfs at restore.
-    pub rootfs_deleted_entries: u64,
-    /// Since when rootfs changes were taken (RFC 3339) and from what (`upperdir`,
-    /// `baseline`, `init-start`): see `plugins/runc/rootfs_diff.rs`.
-    pub rootfs_diff_since: String,
-    /// Files the container held open outside its mount namespace, which CRIU dumped as
-    /// external and restore hands back open (see `plugins/runc/external.rs`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub external_files: Vec<ExternalFile>,
-}
-
-/// A file a container had open that lives outside its mount namespace (a host log file
-/// its stdout was redirected to, the host's /dev/null after a restore).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ExternalFile {
-    /// CRIU's key, `file[MNT_ID:INODE]` in hex: `--external` at dump, `--inherit-fd` at
-    /// restore.
-    pub key: String,
-    /// Its host path at dump time, reopened at restore.
-    pub path: String,
-    /// The descriptors holding it at dump time, as `PID:FD` (for messages).
-    pub fds: Vec<String>,
+    /// Sets the section `T`, replacing any earlier one.
+    pub fn set_section<T: MetadataSection>(&mut self, section: &T) -> Result<(), ImageError> {
+        let value = serde_json::to_value(section).map_err(|e| ImageError::Metadata {
+            path: PathBuf::from(METADATA_FILE),
+            detail: format!("{}: {e}", T::KEY),
+        })?;
+        self.sections.insert(T::KEY.to_string(), value);
+        Ok(())
+    }
 }

@@ -1,6 +1,9 @@
-//! Plugins: Rust modules (no dlopen; Rust has no stable ABI) that contribute middleware
-//! to the chains and health checks that say exactly what is missing on this host.
-//! `cedana features` prints what each provides.
+//! Plugins: Rust modules (no dlopen; Rust has no stable ABI) that own a kind of
+//! checkpoint (its target type, its dump and restore routes, its errors) or add
+//! middleware to every route, with health checks that say exactly what is missing on
+//! this host. `cedana features` prints what each provides. The core (engine, adapters,
+//! errors, metadata) names none of them: each is registered once, in
+//! [`PluginRegistry::builtin`].
 
 pub mod containerd;
 pub mod process;
@@ -8,7 +11,8 @@ pub mod runc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{Adapter, Chain, Handler};
+use crate::chain::{Adapter, Chain};
+use crate::engine::{dump, restore};
 use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
 use crate::image::metadata::CheckpointKind;
 
@@ -50,65 +54,90 @@ pub struct Feature {
     pub detail: String,
 }
 
-/// What a plugin contributes.
+/// What a plugin contributes. Adding one: its module (a type implementing this trait,
+/// its [`Target`](crate::request::Target) types, adapters, handlers and a
+/// [`PluginError`](crate::error::PluginError)), and one line in
+/// [`PluginRegistry::builtin`] (or [`PluginRegistry::register`] where an engine is built).
 pub trait Plugin: Send + Sync {
     /// Short name (`process`, `runc`, ...).
     fn name(&self) -> &'static str;
     /// Features it provides.
     fn features(&self) -> Vec<Feature>;
-    /// The kind of checkpoint this plugin owns (`runc`, ...). Its middleware goes only
-    /// into that kind's chains and its handlers replace the default ones there; `None`:
-    /// middleware for every kind, no handlers.
+    /// The kind of checkpoint this plugin owns (`runc`, ...): requests whose target is of
+    /// this kind go through its routes. `None`: it only adds middleware to every route.
     fn kind(&self) -> Option<CheckpointKind> {
         None
     }
-    /// Middleware inserted into the dump chain just before `check_criu_opts_for_dump`.
+    /// The dump route of its kind, built from the engine's stages
+    /// (`engine::dump::{prepare, inspect_host_tree, check_criu}`) and its own adapters
+    /// and handler.
+    fn dump_route(&self) -> Option<Chain<DumpCtx, DumpResponse>> {
+        None
+    }
+    /// The restore route of its kind (stages in `engine::restore`).
+    fn restore_route(&self) -> Option<Chain<RestoreCtx, RestoreResponse>> {
+        None
+    }
+    /// Middleware for every dump route, inserted just before
+    /// [`dump::MIDDLEWARE_ANCHOR`] (e.g. a GPU's state).
     fn dump_middleware(&self) -> Vec<Adapter<DumpCtx, DumpResponse>> {
         Vec::new()
     }
-    /// Middleware inserted into the restore chain just before `check_criu_opts_for_restore`.
+    /// Middleware for every restore route, inserted just before
+    /// [`restore::MIDDLEWARE_ANCHOR`].
     fn restore_middleware(&self) -> Vec<Adapter<RestoreCtx, RestoreResponse>> {
         Vec::new()
     }
-    /// Changes to the dump chain beyond inserting middleware (early adapters, adapters
-    /// that do not apply to this kind). Called for the plugin's own kind only.
-    fn shape_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
-        chain
-    }
-    /// Changes to the restore chain beyond inserting middleware.
-    fn shape_restore(
-        &self,
-        chain: Chain<RestoreCtx, RestoreResponse>,
-    ) -> Chain<RestoreCtx, RestoreResponse> {
-        chain
-    }
-    /// Handler replacing the CRIU dump for this plugin's kind.
-    fn dump_handler(&self) -> Option<Handler<DumpCtx, DumpResponse>> {
-        None
-    }
-    /// Handler replacing the CRIU restore for this plugin's kind.
-    fn restore_handler(&self) -> Option<Handler<RestoreCtx, RestoreResponse>> {
-        None
-    }
     /// Health checks on this host.
     fn health(&self, env: &Env) -> Vec<HealthCheck>;
+    /// Undoes what an operation of this plugin cut short by a crash left behind; returns
+    /// what it did, for the log. Run once at daemon start.
+    fn recover_after_crash(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// The plugins compiled into this build.
+/// The plugins of an engine: one place where each is registered.
 pub struct PluginRegistry {
     plugins: Vec<Box<dyn Plugin>>,
 }
 
 impl PluginRegistry {
-    /// The built-in plugins.
+    /// The plugins compiled into this build.
     pub fn builtin() -> Self {
+        Self::empty()
+            .register(process::ProcessPlugin)
+            .register(runc::RuncPlugin)
+            .register(containerd::ContainerdPlugin)
+    }
+
+    /// No plugins at all (not even plain processes).
+    pub fn empty() -> Self {
         Self {
-            plugins: vec![
-                Box::new(process::ProcessPlugin),
-                Box::new(runc::RuncPlugin),
-                Box::new(containerd::ContainerdPlugin),
-            ],
+            plugins: Vec::new(),
         }
+    }
+
+    /// Adds a plugin.
+    ///
+    /// # Panics
+    /// When a plugin of the same name or owning the same kind is registered already: a
+    /// bug in the code assembling the engine.
+    #[track_caller]
+    pub fn register(mut self, plugin: impl Plugin + 'static) -> Self {
+        let (name, kind) = (plugin.name(), plugin.kind());
+        for p in &self.plugins {
+            assert!(p.name() != name, "plugin {name:?} is registered twice");
+            if let (Some(k), Some(mine)) = (p.kind(), &kind) {
+                assert!(
+                    &k != mine,
+                    "plugins {:?} and {name:?} both own kind {k}",
+                    p.name()
+                );
+            }
+        }
+        self.plugins.push(Box::new(plugin));
+        self
     }
 
     /// Plugin names.
@@ -126,64 +155,56 @@ impl PluginRegistry {
         self.plugins.iter().flat_map(|p| p.health(env)).collect()
     }
 
-    /// Kinds some plugin owns (besides plain processes).
+    /// Kinds some plugin owns.
     pub fn kinds(&self) -> Vec<CheckpointKind> {
         self.plugins.iter().filter_map(|p| p.kind()).collect()
     }
 
-    /// The dump chain for `kind`: the base chain with every kind-less plugin's middleware,
-    /// and, for a plugin's own kind, its shape, middleware and handler.
-    pub fn extend_dump_for(
-        &self,
-        kind: CheckpointKind,
-        chain: Chain<DumpCtx, DumpResponse>,
-    ) -> Chain<DumpCtx, DumpResponse> {
+    /// Every plugin's recovery after a crash.
+    pub fn recover_after_crash(&self) -> Vec<String> {
         self.plugins
             .iter()
-            .filter(|p| p.kind().is_none() || p.kind() == Some(kind))
-            .fold(chain, |c, p| {
-                let mut c = c.insert_before("check_criu_opts_for_dump", p.dump_middleware());
-                if p.kind() == Some(kind) {
-                    c = p.shape_dump(c);
-                    if let Some(h) = p.dump_handler() {
-                        c = c.with_handler(h);
-                    }
-                }
-                c
-            })
+            .flat_map(|p| p.recover_after_crash())
+            .collect()
     }
 
-    /// The restore chain for `kind` (see [`PluginRegistry::extend_dump_for`]).
-    pub fn extend_restore_for(
+    /// The dump route of `kind`, with every plugin's middleware.
+    pub fn dump_route(&self, kind: &CheckpointKind) -> Option<Chain<DumpCtx, DumpResponse>> {
+        let route = self.owner(kind)?.dump_route()?;
+        Some(self.plugins.iter().fold(route, |c, p| {
+            with_middleware(c, dump::MIDDLEWARE_ANCHOR, p.dump_middleware())
+        }))
+    }
+
+    /// The restore route of `kind`, with every plugin's middleware.
+    pub fn restore_route(
         &self,
-        kind: CheckpointKind,
-        chain: Chain<RestoreCtx, RestoreResponse>,
-    ) -> Chain<RestoreCtx, RestoreResponse> {
+        kind: &CheckpointKind,
+    ) -> Option<Chain<RestoreCtx, RestoreResponse>> {
+        let route = self.owner(kind)?.restore_route()?;
+        Some(self.plugins.iter().fold(route, |c, p| {
+            with_middleware(c, restore::MIDDLEWARE_ANCHOR, p.restore_middleware())
+        }))
+    }
+
+    fn owner(&self, kind: &CheckpointKind) -> Option<&dyn Plugin> {
         self.plugins
             .iter()
-            .filter(|p| p.kind().is_none() || p.kind() == Some(kind))
-            .fold(chain, |c, p| {
-                let mut c = c.insert_before("check_criu_opts_for_restore", p.restore_middleware());
-                if p.kind() == Some(kind) {
-                    c = p.shape_restore(c);
-                    if let Some(h) = p.restore_handler() {
-                        c = c.with_handler(h);
-                    }
-                }
-                c
-            })
+            .find(|p| p.kind().as_ref() == Some(kind))
+            .map(|p| p.as_ref())
     }
+}
 
-    /// Adds the kind-less plugins' dump middleware to a chain (plain processes).
-    pub fn extend_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
-        self.extend_dump_for(CheckpointKind::Process, chain)
-    }
-
-    /// Adds the kind-less plugins' restore middleware to a chain (plain processes).
-    pub fn extend_restore(
-        &self,
-        chain: Chain<RestoreCtx, RestoreResponse>,
-    ) -> Chain<RestoreCtx, RestoreResponse> {
-        self.extend_restore_for(CheckpointKind::Process, chain)
+/// `chain` with `adapters` just before `anchor`; a route without the anchor gets no
+/// middleware, and panics only when there is some to place.
+fn with_middleware<Req: Send, Resp>(
+    chain: Chain<Req, Resp>,
+    anchor: &str,
+    adapters: Vec<Adapter<Req, Resp>>,
+) -> Chain<Req, Resp> {
+    if adapters.is_empty() {
+        chain
+    } else {
+        chain.insert_before(anchor, adapters)
     }
 }

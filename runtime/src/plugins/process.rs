@@ -1,9 +1,11 @@
 //! The built-in process plugin: checkpoint/restore of plain process trees, and the host
 //! checks everything else relies on (CRIU present, recent, and passing `criu check`).
 
+use crate::chain::Chain;
 use crate::criu::{Criu, MIN_VERSION as MIN_CRIU_VERSION};
-use crate::engine::Env;
+use crate::engine::{dump, restore, DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
 use crate::host;
+use crate::image::metadata::CheckpointKind;
 use crate::plugins::{Feature, Health, HealthCheck, Plugin};
 
 /// Plain processes and managed jobs.
@@ -68,6 +70,18 @@ fn criu_check_failure(root: bool, output: &str) -> (String, &'static str) {
 impl Plugin for ProcessPlugin {
     fn name(&self) -> &'static str {
         "process"
+    }
+
+    fn kind(&self) -> Option<CheckpointKind> {
+        Some(CheckpointKind::PROCESS)
+    }
+
+    fn dump_route(&self) -> Option<Chain<DumpCtx, DumpResponse>> {
+        Some(dump::chain())
+    }
+
+    fn restore_route(&self) -> Option<Chain<RestoreCtx, RestoreResponse>> {
+        Some(restore::chain())
     }
 
     fn features(&self) -> Vec<Feature> {

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use cedana_config::Config;
 
 use crate::engine::{CriuFlags, DumpRequest, Engine, RestoreRequest};
-use crate::image::metadata::CheckpointKind;
 use crate::plugins::runc::loopback;
 use crate::plugins::runc::runtime::resolve_binary;
 use crate::plugins::runc::{RuncDump, RuncRestore};
@@ -118,15 +117,14 @@ pub fn dump_request(call: &Call) -> DumpRequest {
         extra.push("--ext-unix-sk".into());
     }
     DumpRequest {
-        kind: CheckpointKind::Runc,
         leave_running: Some(call.has("leave-running")),
         flags: flags(call),
         image_path: Some(image_path(call)),
-        runc: Some(RuncDump {
+        target: Some(Box::new(RuncDump {
             target: call.target.clone(),
             work_path: call.work_path.as_deref().map(absolute),
             extra_args: extra,
-        }),
+        })),
         ..Default::default()
     }
 }
@@ -141,7 +139,7 @@ pub fn restore_request(call: &Call) -> RestoreRequest {
         path: image_path(call),
         flags: flags(call),
         pid_file: None,
-        runc: Some(RuncRestore {
+        target: Some(Box::new(RuncRestore {
             target: call.target.clone(),
             bundle: absolute(call.bundle.as_deref().unwrap_or(Path::new("."))),
             detach: call.has("detach"),
@@ -152,8 +150,7 @@ pub fn restore_request(call: &Call) -> RestoreRequest {
             work_path: call.work_path.as_deref().map(absolute),
             extra_args: extra,
             stdio: None,
-        }),
-        containerd: None,
+        })),
     }
 }
 

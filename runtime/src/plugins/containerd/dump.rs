@@ -9,10 +9,11 @@ use prost::Message;
 use super::ctr;
 use super::error::ContainerdError;
 use super::grpc::{base64_decode, RuncOptions, RUNC_OPTIONS_TYPE_URL};
+use super::meta::ContainerdMeta;
+use super::target::ContainerdTarget;
 use crate::chain::Adapter;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
-use crate::image::metadata::{CheckpointKind, ContainerdMeta};
 use crate::plugins::runc::{RuncDump, RuncTarget};
 
 /// runc root of containerd's runc shims and of ours (`<root>/<namespace>`), unless the
@@ -54,7 +55,7 @@ pub fn restorable(runtime: &str, options_type: &str) -> Result<(), String> {
 pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
     Adapter::from_fn("resolve_containerd_container", |mut ctx: DumpCtx, next| {
         Box::pin(async move {
-            let Some(t) = ctx.req.containerd.clone() else {
+            let Some(t) = ctx.req.target::<ContainerdTarget>().cloned() else {
                 return Err(EngineError::InvalidRequest {
                     field: "containerd",
                     reason: "a containerd dump needs the container (address, namespace, id)".into(),
@@ -130,12 +131,12 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
             } else {
                 PathBuf::from(&options.root)
             };
-            ctx.req.runc = Some(RuncDump {
+            // The runc plugin's adapters and handler take it from here.
+            ctx.ext.insert(RuncDump {
                 target: RuncTarget::new(t.id.clone(), Some(root.join(&t.namespace))),
                 ..Default::default()
             });
-            ctx.req.kind = CheckpointKind::Containerd;
-            ctx.metadata.containerd = Some(ContainerdMeta {
+            ctx.metadata.set_section(&ContainerdMeta {
                 namespace: t.namespace.clone(),
                 id: t.id.clone(),
                 image: info.image,
@@ -147,7 +148,7 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                 },
                 runtime_options: any.value,
                 snapshotter: info.snapshotter,
-            });
+            })?;
             next.run(ctx).await
         })
     })

@@ -1,7 +1,7 @@
 //! Errors of the containerd plugin: each names the container, the namespace and the
 //! containerd address, and says what to do.
 
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, PluginError};
 
 /// What went wrong with a containerd container.
 #[derive(Debug, thiserror::Error)]
@@ -112,5 +112,15 @@ impl ContainerdError {
             | Self::Runtime { .. }
             | Self::NotRestorable { .. } => ErrorKind::FailedPrecondition,
         }
+    }
+}
+
+impl PluginError for ContainerdError {
+    fn plugin(&self) -> &'static str {
+        "containerd"
+    }
+
+    fn kind(&self) -> ErrorKind {
+        ContainerdError::kind(self)
     }
 }

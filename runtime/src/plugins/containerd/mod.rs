@@ -11,23 +11,28 @@
 //!
 //! One concern per file: `target` (what callers give), `ctr` (containerd through `ctr`),
 //! `grpc` (the calls `ctr` cannot make), `dump` (middleware), `restore` (handler),
-//! `error`.
+//! `meta` (its section of metadata.json), `error`.
 
 pub mod ctr;
 pub mod dump;
 pub mod error;
 pub mod grpc;
+pub mod meta;
 pub mod restore;
 pub mod target;
 
 pub use target::{ContainerdRestore, ContainerdTarget};
 
-use crate::chain::{Adapter, Chain, Handler};
+use crate::chain::{Chain, Handler};
+use crate::engine::restore as engine_restore;
 use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
 use crate::host;
 use crate::image::metadata::CheckpointKind;
-use crate::plugins::runc::{checkpoint, inspect};
+use crate::plugins::runc;
 use crate::plugins::{Feature, Health, HealthCheck, Plugin};
+
+/// The kind of containerd checkpoints.
+pub const KIND: CheckpointKind = CheckpointKind::named("containerd");
 
 /// Containers run by containerd.
 pub struct ContainerdPlugin;
@@ -38,7 +43,7 @@ impl Plugin for ContainerdPlugin {
     }
 
     fn kind(&self) -> Option<CheckpointKind> {
-        Some(CheckpointKind::Containerd)
+        Some(KIND)
     }
 
     fn features(&self) -> Vec<Feature> {
@@ -64,41 +69,32 @@ impl Plugin for ContainerdPlugin {
         ]
     }
 
-    fn dump_middleware(&self) -> Vec<Adapter<DumpCtx, DumpResponse>> {
-        vec![inspect::detect_container_options()]
-    }
-
-    fn shape_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
-        chain.insert_before(
-            "fill_missing_dump_defaults",
+    fn dump_route(&self) -> Option<Chain<DumpCtx, DumpResponse>> {
+        // The container is resolved to the runc container under it, which the runc
+        // plugin's route then checkpoints into its portable layout.
+        Some(runc::dump_route(
             [
                 dump::resolve_containerd_container(),
-                inspect::resolve_runc_container(),
+                runc::inspect::resolve_runc_container(),
             ],
-        )
+            runc::checkpoint_handler(),
+        ))
     }
 
-    fn shape_restore(
-        &self,
-        chain: Chain<RestoreCtx, RestoreResponse>,
-    ) -> Chain<RestoreCtx, RestoreResponse> {
-        // The container gets its own PID namespace.
-        chain.without("wait_for_free_pids").insert_before(
-            "prepare_restore_storage",
-            [restore::validate_containerd_restore()],
-        )
-    }
-
-    fn dump_handler(&self) -> Option<Handler<DumpCtx, DumpResponse>> {
-        Some(Handler::from_fn("runc_checkpoint", |ctx| {
-            Box::pin(checkpoint::runc_checkpoint(ctx))
-        }))
-    }
-
-    fn restore_handler(&self) -> Option<Handler<RestoreCtx, RestoreResponse>> {
-        Some(Handler::from_fn("containerd_restore", |ctx| {
+    fn restore_route(&self) -> Option<Chain<RestoreCtx, RestoreResponse>> {
+        let handler = Handler::from_fn("containerd_restore", |ctx| {
             Box::pin(restore::containerd_restore(ctx))
-        }))
+        });
+        // No host PID stage: the container gets its own PID namespace.
+        Some(
+            Chain::new(handler)
+                .with(engine_restore::prepare())
+                .with(engine_restore::finish())
+                .insert_before(
+                    "prepare_restore_storage",
+                    [restore::validate_containerd_restore()],
+                ),
+        )
     }
 
     fn health(&self, _env: &Env) -> Vec<HealthCheck> {
@@ -122,12 +118,11 @@ impl Plugin for ContainerdPlugin {
 #[cfg(test)]
 mod tests {
     use crate::plugins::PluginRegistry;
-    use crate::{engine::dump, engine::restore, image::metadata::CheckpointKind};
 
     #[test]
     fn containerd_chains_wrap_the_runc_ones() {
         let reg = PluginRegistry::builtin();
-        let d = reg.extend_dump_for(CheckpointKind::Containerd, dump::chain());
+        let d = reg.dump_route(&super::KIND).expect("containerd dump route");
         let names = d.names();
         assert_eq!(
             &names[..2],
@@ -135,7 +130,9 @@ mod tests {
         );
         assert!(names.contains(&"detect_container_options"));
         assert_eq!(names.last(), Some(&"runc_checkpoint"));
-        let r = reg.extend_restore_for(CheckpointKind::Containerd, restore::chain());
+        let r = reg
+            .restore_route(&super::KIND)
+            .expect("containerd restore route");
         let names = r.names();
         assert_eq!(names.last(), Some(&"containerd_restore"));
         assert!(!names.contains(&"wait_for_free_pids"));

@@ -17,18 +17,19 @@ use super::ctr::{self, Mount};
 use super::dump::RUNTIME_OPTIONS_LABEL;
 use super::error::ContainerdError;
 use super::grpc::{self, base64_decode, Any, Client, RuncOptions};
+use super::meta::ContainerdMeta;
 use super::target::{ContainerdRestore, ContainerdTarget};
 use crate::chain::{Adapter, OpResult};
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
-use crate::image::metadata::{ContainerdMeta, Metadata};
+use crate::image::metadata::Metadata;
 use crate::plugins::runc::{external, layout, rootfs_diff};
 
 /// Refuses a missing id and an id in use before anything is touched.
 pub fn validate_containerd_restore() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("validate_containerd_restore", |ctx: RestoreCtx, next| {
         Box::pin(async move {
-            let Some(r) = ctx.req.containerd.clone() else {
+            let Some(r) = ctx.req.target::<ContainerdRestore>().cloned() else {
                 return Err(EngineError::InvalidRequest {
                     field: "containerd",
                     reason: "a containerd restore needs the new container (id)".into(),
@@ -57,8 +58,8 @@ pub fn validate_containerd_restore() -> Adapter<RestoreCtx, RestoreResponse> {
 pub async fn containerd_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let r = ctx
         .req
-        .containerd
-        .clone()
+        .target::<ContainerdRestore>()
+        .cloned()
         .ok_or_else(|| EngineError::InvalidRequest {
             field: "containerd",
             reason: "a containerd restore needs the new container".into(),
@@ -135,7 +136,7 @@ fn refuse_external_without_cedana_runc(dir: &Path, md: &ContainerdMeta) -> OpRes
 
 /// The checkpoint's containerd record; refuses other kinds of checkpoint.
 fn recorded(md: &Metadata, path: &Path) -> OpResult<ContainerdMeta> {
-    md.containerd.clone().ok_or_else(|| {
+    md.section::<ContainerdMeta>()?.ok_or_else(|| {
         ContainerdError::NotContainerd(format!(
             "{} is a {:?} checkpoint, not a containerd one (made by `cedana dump containerd`)",
             path.display(),

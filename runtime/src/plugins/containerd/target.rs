@@ -1,5 +1,9 @@
 //! What a caller tells the engine about a containerd container.
 
+use super::KIND;
+use crate::image::metadata::CheckpointKind;
+use crate::request::Target;
+
 /// containerd's default socket.
 pub const DEFAULT_ADDRESS: &str = "/run/containerd/containerd.sock";
 /// containerd's default namespace.
@@ -27,7 +31,7 @@ impl ContainerdTarget {
     }
 }
 
-/// Restore into a new containerd container (`RestoreRequest::containerd`).
+/// Restore into a new containerd container (the target of a `containerd` restore).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerdRestore {
     /// The container to create (its id must be free).
@@ -37,4 +41,16 @@ pub struct ContainerdRestore {
     /// File for its stdout and stderr (default: `jobs.log_dir/containerd-NS-ID.log`); the
     /// daemon gives the job's own log.
     pub log_path: Option<std::path::PathBuf>,
+}
+
+impl Target for ContainerdTarget {
+    fn kind(&self) -> CheckpointKind {
+        KIND
+    }
+}
+
+impl Target for ContainerdRestore {
+    fn kind(&self) -> CheckpointKind {
+        KIND
+    }
 }

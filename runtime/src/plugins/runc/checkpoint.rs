@@ -13,35 +13,34 @@ use super::error::RuncError;
 use super::external;
 use super::hold::Held;
 use super::layout;
+use super::meta::{ContainerMeta, ExternalFile};
 use super::rootfs_baseline;
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
 use super::stream;
-use super::target::RuncDump;
+use super::target::{dump_target, RuncDump};
 use crate::adapters::commit::Committer;
 use crate::adapters::defaults;
 use crate::chain::OpResult;
 use crate::criu::options::CriuOpts;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
-use crate::image::metadata::{ContainerMeta, ExternalFile};
 use crate::streamer;
 
 /// Runs `runtime checkpoint` (through the stream relay with `--streams`). A dump that
 /// stops the container holds it frozen (`hold.rs`) from before CRIU until its checkpoint
 /// is committed, and only then kills it; otherwise the storage adapter commits after.
 pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
-    let d = ctx
-        .req
-        .runc
-        .clone()
+    let d = dump_target(&ctx)
+        .cloned()
         .ok_or_else(|| EngineError::InvalidRequest {
             field: "runc",
             reason: "a runc dump needs the container".into(),
         })?;
     let plan = defaults::stream_plan(&ctx.req)?;
     if plan.is_some() {
-        let bundle = ctx.metadata.container.as_ref().map(|c| c.bundle.clone());
+        let container = ctx.metadata.section::<ContainerMeta>()?;
+        let bundle = container.map(|c| c.bundle);
         stream::refuse_terminal(&d.target.id, Path::new(&bundle.unwrap_or_default()))?;
     }
     let (target, stream_env) = stream::runtime_target(&d.target, &ctx.env, plan.is_some())?;
@@ -87,6 +86,8 @@ async fn checkpoint_held(
     worker: Option<impl Fn(u32) + Send + 'static>,
 ) -> OpResult<DumpResponse> {
     let criu_version = ctx.env.criu_version().await?;
+    // Written by resolve_runc_container; completed here, then put back.
+    let mut container = ctx.metadata.section::<ContainerMeta>()?;
     let portable = ctx.req.image_path.is_none();
     let images = if portable {
         ctx.images_dir.join(layout::CHECKPOINT_DIR)
@@ -125,7 +126,7 @@ async fn checkpoint_held(
     // Chosen while the container surely exists: its init, mounts and state dir (with our
     // marker) go with it once the runtime has killed it.
     let source = portable.then(|| {
-        let created = ctx.metadata.container.as_ref().map(|c| c.created.clone());
+        let created = container.as_ref().map(|c| c.created.clone());
         let state_dir = rootfs_baseline::state_dir(d.target.root.as_deref(), &d.target.id);
         rootfs_baseline::choose(ctx.req.pid, &state_dir, &created.unwrap_or_default())
     });
@@ -188,21 +189,22 @@ async fn checkpoint_held(
     metadata.criu_options = ctx.opts.clone();
     metadata.criu_stats = crate::criu::stats::read_dump_stats(&criu_work);
     if let Some(source) = source {
-        let container = metadata.container.clone().unwrap_or_default();
+        let recorded = container.clone().unwrap_or_default();
         let staging = ctx.images_dir.clone();
         let t = Instant::now();
-        let diff = blocking(move || write_portable_extras(&staging, &container, source)).await?;
+        let diff = blocking(move || write_portable_extras(&staging, &recorded, source)).await?;
         metadata
             .timings_ms
             .insert("rootfs_diff".into(), t.elapsed().as_millis() as u64);
-        if let Some(c) = metadata.container.as_mut() {
+        if let Some(c) = container.as_mut() {
             c.rootfs_diff_entries = diff.entries;
             c.rootfs_deleted_entries = diff.deleted;
             c.rootfs_diff_since = diff.since;
         }
     }
-    if let Some(c) = metadata.container.as_mut() {
+    if let Some(mut c) = container {
         c.external_files = externals;
+        metadata.set_section(&c)?;
     }
     if let Some(c) = committer {
         let md = metadata.clone();

@@ -1,8 +1,8 @@
 //! Errors of the runc plugin: each says which container, which runtime, and what to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, PluginError};
 
 /// What went wrong with a runc container.
 #[derive(Debug, thiserror::Error)]
@@ -102,5 +102,26 @@ impl RuncError {
             Self::RootfsDiff(_) => ErrorKind::DataLoss,
             Self::Command { .. } => ErrorKind::Internal,
         }
+    }
+}
+
+impl PluginError for RuncError {
+    fn plugin(&self) -> &'static str {
+        "runc"
+    }
+
+    fn kind(&self) -> ErrorKind {
+        RuncError::kind(self)
+    }
+
+    fn relocate_log(&mut self, from: &Path, to: &Path) -> bool {
+        // The runtime's message names CRIU's log where runc's work dir had it.
+        let Self::Command { detail, .. } = self else {
+            return false;
+        };
+        let (from, to) = (from.display().to_string(), to.display().to_string());
+        let named = detail.contains(&from);
+        *detail = detail.replace(&from, &to);
+        named
     }
 }

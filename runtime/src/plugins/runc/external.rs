@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::error::RuncError;
-use crate::image::metadata::ExternalFile;
+use super::meta::ExternalFile;
 
 /// The record beside the CRIU images.
 pub const RECORD: &str = "cedana-external-files.json";

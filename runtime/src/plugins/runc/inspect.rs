@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 
+use super::meta::{ContainerLayout, ContainerMeta};
 use super::runtime::Runtime;
+use super::target::dump_target;
 use crate::adapters::choose;
 use crate::chain::Adapter;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
 use crate::image::layout;
-use crate::image::metadata::{ContainerLayout, ContainerMeta};
 use crate::process::state::{ProcessState, SocketKind};
 
 use super::error::RuncError;
@@ -20,7 +21,7 @@ use super::error::RuncError;
 pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
     Adapter::from_fn("resolve_runc_container", |mut ctx: DumpCtx, next| {
         Box::pin(async move {
-            let Some(d) = ctx.req.runc.clone() else {
+            let Some(d) = dump_target(&ctx).cloned() else {
                 return Err(EngineError::InvalidRequest {
                     field: "runc",
                     reason: "a runc dump needs the container (id, root)".into(),
@@ -48,10 +49,6 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
                 .into());
             }
             ctx.req.pid = state.pid;
-            // A containerd dump keeps its kind.
-            if ctx.req.kind != crate::image::metadata::CheckpointKind::Containerd {
-                ctx.req.kind = crate::image::metadata::CheckpointKind::Runc;
-            }
             if ctx.req.name.is_none() {
                 ctx.req.name = Some(format!(
                     "{}-{}",
@@ -59,8 +56,8 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
                     chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")
                 ));
             }
-            let target = &ctx.req.runc.as_ref().map(|d| d.target.clone());
-            ctx.metadata.container = Some(ContainerMeta {
+            let target = dump_target(&ctx).map(|d| d.target.clone());
+            let container = ContainerMeta {
                 id: state.id.clone(),
                 runtime: binary.display().to_string(),
                 runtime_version: version,
@@ -80,7 +77,8 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
                     ContainerLayout::Portable
                 },
                 ..Default::default()
-            });
+            };
+            ctx.metadata.set_section(&container)?;
             next.run(ctx).await
         })
     })

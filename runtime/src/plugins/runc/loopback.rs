@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::layout;
+use super::target::RuncRestore;
 use crate::chain::{Adapter, OpResult};
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
@@ -33,7 +34,7 @@ const HOOK_BINARY: &str = "cedana-runc";
 pub fn ensure_loopback() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("ensure_loopback", |ctx: RestoreCtx, next| {
         Box::pin(async move {
-            let Some(r) = ctx.req.runc.clone() else {
+            let Some(r) = ctx.req.target::<RuncRestore>().cloned() else {
                 return next.run(ctx).await;
             };
             if !needs_loopback(&ctx) {

@@ -5,7 +5,8 @@
 //! container's real state and recorded in metadata.json for the restore.
 //!
 //! One concern per file: `target` (what callers give), `runtime` (the runtime's command
-//! line), `inspect` (dump middleware), `checkpoint` / `restore` (handlers), `layout` and
+//! line), `inspect` (dump middleware), `checkpoint` / `restore` (handlers), `meta` (its
+//! section of metadata.json), `layout` and
 //! `rootfs_diff` (portable checkpoints), `run` (a container as a daemon job, output to a
 //! log relay), `signals` (foreground signal proxy), `health`, `error`.
 
@@ -17,6 +18,7 @@ pub mod hold;
 pub mod inspect;
 pub mod layout;
 pub mod loopback;
+pub mod meta;
 pub mod restore;
 pub mod rootfs_baseline;
 pub mod rootfs_diff;
@@ -29,10 +31,36 @@ pub mod target;
 pub use run::{RuncRun, RuncRunResponse};
 pub use target::{RuncDump, RuncRestore, RuncStdio, RuncTarget};
 
-use crate::chain::{Adapter, Chain, Handler};
+use crate::chain::{Chain, Handler};
+use crate::engine::{dump, restore as engine_restore};
 use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
 use crate::image::metadata::CheckpointKind;
 use crate::plugins::{Feature, HealthCheck, Plugin};
+
+/// The kind of runc checkpoints.
+pub const KIND: CheckpointKind = CheckpointKind::named("runc");
+
+/// The runc dump route around `handler`, after `resolve` (the adapters that find the
+/// container): a runc container's tree is a host process tree, so the process stages
+/// apply, and the container's own options are chosen before the CRIU check. The
+/// containerd plugin reuses it.
+pub fn dump_route(
+    resolve: impl IntoIterator<Item = crate::chain::Adapter<DumpCtx, DumpResponse>>,
+    handler: Handler<DumpCtx, DumpResponse>,
+) -> Chain<DumpCtx, DumpResponse> {
+    Chain::new(handler)
+        .with(resolve)
+        .with(dump::prepare())
+        .with(dump::inspect_host_tree())
+        .with([inspect::detect_container_options(), dump::check_criu()])
+}
+
+/// The runtime's own `checkpoint` as the dump handler.
+pub fn checkpoint_handler() -> Handler<DumpCtx, DumpResponse> {
+    Handler::from_fn("runc_checkpoint", |ctx| {
+        Box::pin(checkpoint::runc_checkpoint(ctx))
+    })
+}
 
 /// runc (and runc-compatible) containers.
 pub struct RuncPlugin;
@@ -43,7 +71,7 @@ impl Plugin for RuncPlugin {
     }
 
     fn kind(&self) -> Option<CheckpointKind> {
-        Some(CheckpointKind::Runc)
+        Some(KIND)
     }
 
     fn features(&self) -> Vec<Feature> {
@@ -77,63 +105,52 @@ impl Plugin for RuncPlugin {
         ]
     }
 
-    fn dump_middleware(&self) -> Vec<Adapter<DumpCtx, DumpResponse>> {
-        vec![inspect::detect_container_options()]
-    }
-
-    fn shape_dump(&self, chain: Chain<DumpCtx, DumpResponse>) -> Chain<DumpCtx, DumpResponse> {
-        chain.insert_before(
-            "fill_missing_dump_defaults",
+    fn dump_route(&self) -> Option<Chain<DumpCtx, DumpResponse>> {
+        Some(dump_route(
             [inspect::resolve_runc_container()],
+            checkpoint_handler(),
+        ))
+    }
+
+    fn restore_route(&self) -> Option<Chain<RestoreCtx, RestoreResponse>> {
+        let handler = Handler::from_fn("runc_restore", |ctx| Box::pin(restore::runc_restore(ctx)));
+        // No host PID stage: the container gets its own PID namespace, so the
+        // checkpoint's host PIDs need not be free.
+        Some(
+            Chain::new(handler)
+                .with(engine_restore::prepare())
+                .with(engine_restore::finish())
+                .insert_before(
+                    "prepare_restore_storage",
+                    [restore::validate_runc_restore()],
+                )
+                .insert_before("check_criu_opts_for_restore", [loopback::ensure_loopback()]),
         )
-    }
-
-    fn shape_restore(
-        &self,
-        chain: Chain<RestoreCtx, RestoreResponse>,
-    ) -> Chain<RestoreCtx, RestoreResponse> {
-        // The container gets its own PID namespace: host PIDs of the checkpoint do not
-        // need to be free.
-        chain
-            .without("wait_for_free_pids")
-            .insert_before(
-                "prepare_restore_storage",
-                [restore::validate_runc_restore()],
-            )
-            .insert_before("check_criu_opts_for_restore", [loopback::ensure_loopback()])
-    }
-
-    fn dump_handler(&self) -> Option<Handler<DumpCtx, DumpResponse>> {
-        Some(Handler::from_fn("runc_checkpoint", |ctx| {
-            Box::pin(checkpoint::runc_checkpoint(ctx))
-        }))
-    }
-
-    fn restore_handler(&self) -> Option<Handler<RestoreCtx, RestoreResponse>> {
-        Some(Handler::from_fn("runc_restore", |ctx| {
-            Box::pin(restore::runc_restore(ctx))
-        }))
     }
 
     fn health(&self, env: &Env) -> Vec<HealthCheck> {
         health::health(env)
     }
+
+    fn recover_after_crash(&self) -> Vec<String> {
+        hold::release_abandoned()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::image::metadata::CheckpointKind;
     use crate::plugins::PluginRegistry;
-    use crate::{engine::dump, engine::restore, image::metadata::CheckpointKind};
 
     #[test]
     fn runc_chains_replace_the_handlers() {
         let reg = PluginRegistry::builtin();
-        let d = reg.extend_dump_for(CheckpointKind::Runc, dump::chain());
+        let d = reg.dump_route(&super::KIND).expect("runc dump route");
         let names = d.names();
         assert_eq!(names.first(), Some(&"resolve_runc_container"));
         assert_eq!(names.last(), Some(&"runc_checkpoint"));
         assert!(names.contains(&"detect_container_options"));
-        let r = reg.extend_restore_for(CheckpointKind::Runc, restore::chain());
+        let r = reg.restore_route(&super::KIND).expect("runc restore route");
         let names = r.names();
         assert_eq!(names.last(), Some(&"runc_restore"));
         assert!(!names.contains(&"wait_for_free_pids"));
@@ -141,7 +158,9 @@ mod tests {
         assert!(at("apply_recorded_options") < at("ensure_loopback"));
         assert!(at("ensure_loopback") < at("runc_restore"));
         // The process chains are untouched.
-        let p = reg.extend_dump(dump::chain());
+        let p = reg
+            .dump_route(&CheckpointKind::PROCESS)
+            .expect("process route");
         assert_eq!(p.names().last(), Some(&"criu_dump"));
         assert!(!p.names().contains(&"resolve_runc_container"));
     }

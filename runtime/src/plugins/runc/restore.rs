@@ -16,6 +16,7 @@ use super::rootfs_diff;
 use super::runtime::{self, Runtime};
 use super::signals;
 use super::stream;
+use super::target::RuncRestore;
 use crate::chain::{Adapter, OpResult};
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
@@ -25,7 +26,7 @@ use crate::streamer;
 pub fn validate_runc_restore() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("validate_runc_restore", |ctx: RestoreCtx, next| {
         Box::pin(async move {
-            let Some(r) = ctx.req.runc.clone() else {
+            let Some(r) = ctx.req.target::<RuncRestore>().cloned() else {
                 return Err(EngineError::InvalidRequest {
                     field: "runc",
                     reason: "a runc restore needs the container (id, bundle)".into(),
@@ -63,14 +64,14 @@ pub fn validate_runc_restore() -> Adapter<RestoreCtx, RestoreResponse> {
 /// Runs `runtime restore`. With `--detach` it returns once the container runs; without,
 /// when it exits (its exit status in the response).
 pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
-    let r = ctx
-        .req
-        .runc
-        .clone()
-        .ok_or_else(|| EngineError::InvalidRequest {
-            field: "runc",
-            reason: "a runc restore needs the container".into(),
-        })?;
+    let r =
+        ctx.req
+            .target::<RuncRestore>()
+            .cloned()
+            .ok_or_else(|| EngineError::InvalidRequest {
+                field: "runc",
+                reason: "a runc restore needs the container".into(),
+            })?;
     let images = layout::images_of(&ctx.images_dir);
     let streamed = images.join(streamer::INDEX_FILE).is_file();
     if streamed && r.no_subreaper && !r.detach {

@@ -19,7 +19,7 @@ use super::error::RuncError;
 use super::rootfs_baseline::{self, Baseline};
 use super::runtime::{self, ContainerState, Runtime};
 use super::target::{RuncStdio, RuncTarget};
-use crate::engine::{blocking, Env};
+use crate::engine::{blocking, Engine, Env};
 use crate::error::EngineError;
 
 /// The relay: copies its stdin (the pipe) to its stdout (the log, appended).
@@ -95,6 +95,16 @@ fn check_bundle(bundle: &Path) -> Result<(), RuncError> {
         });
     }
     Ok(())
+}
+
+// An operation of this plugin's own, on the engine the transports hold: defined here so
+// that the engine's module does not name runc.
+impl Engine {
+    /// Starts a runc container detached, its output to `req.log_path` (through a relay,
+    /// so it can be checkpointed); its init is not our child.
+    pub async fn run_runc(&self, req: RuncRun) -> Result<RuncRunResponse, EngineError> {
+        run_container(self.env(), req).await
+    }
 }
 
 /// Starts the container detached, output to the log relay; returns its state.

@@ -5,6 +5,11 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::KIND;
+use crate::engine::DumpCtx;
+use crate::image::metadata::CheckpointKind;
+use crate::request::Target;
+
 /// A container of an OCI runtime driven through runc's command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuncTarget {
@@ -39,7 +44,7 @@ impl RuncTarget {
     }
 }
 
-/// Checkpoint a runc container (`DumpRequest::runc`).
+/// Checkpoint a runc container (the target of a `runc` dump).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuncDump {
     /// The container.
@@ -52,7 +57,7 @@ pub struct RuncDump {
     pub extra_args: Vec<String>,
 }
 
-/// Restore into a runc container (`RestoreRequest::runc`).
+/// Restore into a runc container (the target of a `runc` restore).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuncRestore {
     /// The container to create (its id must be free).
@@ -93,3 +98,27 @@ impl PartialEq for RuncStdio {
 }
 
 impl Eq for RuncStdio {}
+
+impl Target for RuncDump {
+    fn kind(&self) -> CheckpointKind {
+        KIND
+    }
+}
+
+impl Target for RuncRestore {
+    fn kind(&self) -> CheckpointKind {
+        KIND
+    }
+
+    fn images_may_lack_metadata(&self) -> bool {
+        // runc's --image-path: a directory runc itself wrote is restored as is.
+        true
+    }
+}
+
+/// The runc container a dump route works on: the request's own target, or the one a
+/// plugin routing through runc resolved its target to (containerd: the runc container
+/// under its shim), handed on in the context.
+pub fn dump_target(ctx: &DumpCtx) -> Option<&RuncDump> {
+    ctx.ext.get::<RuncDump>().or_else(|| ctx.req.target())
+}

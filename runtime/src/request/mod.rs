@@ -1,13 +1,21 @@
-//! Requests and responses of the engine's operations, as the transports build them.
+//! Requests and responses of the engine's operations, as the transports build them, and
+//! the contexts they travel in through the chains. Nothing here knows a plugin: what is
+//! specific to a runtime travels as a [`Target`] of the plugin's own type.
+
+mod context;
+mod extensions;
+mod target;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use context::{DumpCtx, RestoreCtx};
+pub use extensions::Extensions;
+pub use target::{CloneTarget, Target};
+
 use crate::image::compression::Compression;
 use crate::image::metadata::{CheckpointKind, Metadata};
-use crate::plugins::containerd::{ContainerdRestore, ContainerdTarget};
-use crate::plugins::runc::{RuncDump, RuncRestore};
 use crate::process::state::ProcessInfo;
 
 /// CRIU options a caller may force. `None` lets the engine detect the right value from
@@ -44,20 +52,35 @@ pub struct DumpRequest {
     pub leave_running: Option<bool>,
     /// Options to force.
     pub flags: CriuFlags,
-    /// What is being checkpointed.
-    pub kind: CheckpointKind,
     /// Write the CRIU images straight into this directory, with metadata.json beside
-    /// them (runc's `--image-path` semantics): no staging, no packing, `dir`, `name` and
+    /// them (an OCI runtime's `--image-path` semantics): no staging, no packing, `dir`, `name` and
     /// `compression` unused. The directory may exist but must hold no checkpoint.
     pub image_path: Option<PathBuf>,
-    /// The container, for `kind == Runc` (the runc plugin's handler runs the runtime's
-    /// own `checkpoint`).
-    pub runc: Option<RuncDump>,
-    /// The container, for `kind == Containerd` (resolved to the runc container under it).
-    pub containerd: Option<ContainerdTarget>,
     /// Stream the images through N compressed shards (`criu --stream`) instead of
     /// writing them out and packing them; the checkpoint is then a directory.
     pub streams: Option<u32>,
+    /// What to checkpoint when it is not a plain process tree (a container, ...): its
+    /// kind picks the route, and the plugin owning that kind finds the tree.
+    pub target: Option<Box<dyn Target>>,
+}
+
+impl DumpRequest {
+    /// What is being checkpointed, which picks the route.
+    pub fn kind(&self) -> CheckpointKind {
+        self.target
+            .as_ref()
+            .map_or(CheckpointKind::PROCESS, |t| t.kind())
+    }
+
+    /// The target as `T`, when it is one.
+    pub fn target<T: Target>(&self) -> Option<&T> {
+        target::downcast(self.target.as_deref())
+    }
+
+    /// The target as a mutable `T`, when it is one.
+    pub fn target_mut<T: Target>(&mut self) -> Option<&mut T> {
+        target::downcast_mut(self.target.as_deref_mut())
+    }
 }
 
 /// A finished checkpoint.
@@ -86,23 +109,26 @@ pub struct RestoreRequest {
     pub flags: CriuFlags,
     /// Write the restored root PID to this file.
     pub pid_file: Option<PathBuf>,
-    /// Restore into this runc container (the runc plugin's handler runs the runtime's own
-    /// `restore`); `None` restores a plain process tree.
-    pub runc: Option<RuncRestore>,
-    /// Restore into a new containerd container.
-    pub containerd: Option<ContainerdRestore>,
+    /// What to restore into (a new container, ...); `None` restores a plain process tree.
+    pub target: Option<Box<dyn Target>>,
 }
 
 impl RestoreRequest {
-    /// What is being restored, which picks the chain.
+    /// What is being restored, which picks the route.
     pub fn kind(&self) -> CheckpointKind {
-        if self.containerd.is_some() {
-            CheckpointKind::Containerd
-        } else if self.runc.is_some() {
-            CheckpointKind::Runc
-        } else {
-            CheckpointKind::Process
-        }
+        self.target
+            .as_ref()
+            .map_or(CheckpointKind::PROCESS, |t| t.kind())
+    }
+
+    /// The target as `T`, when it is one.
+    pub fn target<T: Target>(&self) -> Option<&T> {
+        target::downcast(self.target.as_deref())
+    }
+
+    /// The target as a mutable `T`, when it is one.
+    pub fn target_mut<T: Target>(&mut self) -> Option<&mut T> {
+        target::downcast_mut(self.target.as_deref_mut())
     }
 }
 
@@ -115,8 +141,8 @@ pub struct RestoreResponse {
     pub duration_ms: u64,
     /// Metadata of the checkpoint restored from.
     pub metadata: Metadata,
-    /// Exit status of the restored container when the restore waited for it (runc
-    /// restore without `--detach`); `None` when it runs on.
+    /// Exit status of the restored container when the restore waited for it (a container
+    /// restored in the foreground); `None` when it runs on.
     #[serde(default)]
     pub exit_code: Option<i32>,
 }
