@@ -16,6 +16,7 @@ pub mod image;
 pub mod plugins;
 pub mod process;
 pub mod runc_wrapper;
+pub mod store;
 pub mod streamer;
 #[cfg(test)]
 mod test_util;
