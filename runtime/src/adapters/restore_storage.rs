@@ -21,7 +21,7 @@ use crate::engine::{bulk, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::image::{archive, atomic, integrity, layout};
-use crate::store::{transfer, CheckpointStore, Location, Shape};
+use crate::store::{transfer, Location};
 
 /// Directory, beside the checkpoint, where the logs of failed restores are kept.
 pub const RESTORE_LOGS_DIR: &str = "cedana-restore-logs";
@@ -47,7 +47,7 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
             // A remote checkpoint is fetched first; dropped at the end, the copy goes.
             let fetched = match store.local_path(&at) {
                 Some(_) => None,
-                None => Some(bulk(move || fetch(store.as_ref(), &at)).await?),
+                None => Some(bulk(move || Ok(transfer::fetch(store.as_ref(), &at)?)).await?),
             };
             let path = match &fetched {
                 Some(f) => f.path.clone(),
@@ -114,45 +114,6 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
             result
         })
     })
-}
-
-/// A remote checkpoint fetched into a private temp dir, removed on drop.
-struct Fetched {
-    /// The local copy: the checkpoint directory, or the archive.
-    path: PathBuf,
-    _dir: TempDir,
-}
-
-/// Copies the checkpoint at `at` from its store into a new private temp dir (named so
-/// that a crash's leftover is removed at the next daemon start).
-fn fetch(store: &dyn CheckpointStore, at: &Location) -> Result<Fetched, EngineError> {
-    let stat = store
-        .stat(at)?
-        .ok_or_else(|| EngineError::NoSuchCheckpoint {
-            path: at.to_path_buf(),
-        })?;
-    let dir = tempfile::Builder::new()
-        .prefix(&atomic::scratch_prefix("cedana-fetch"))
-        .suffix(atomic::PARTIAL_SUFFIX)
-        .tempdir_in(std::env::temp_dir())
-        .map_err(|e| EngineError::io("create a dir to fetch the checkpoint into", e))?;
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(PRIVATE))
-        .map_err(|e| EngineError::io(format!("chmod {}", dir.path().display()), e))?;
-    let name = at.name().unwrap_or_else(|| "checkpoint".into());
-    let path = dir.path().join(&name);
-    let t = Instant::now();
-    match stat.shape {
-        Shape::Dir => {
-            fs::DirBuilder::new()
-                .mode(PRIVATE)
-                .create(&path)
-                .map_err(|e| EngineError::io(format!("create {}", path.display()), e))?;
-            transfer::fetch_dir(store, at, &path)?;
-        }
-        Shape::Packed => transfer::fetch_packed(store, at, &path)?,
-    }
-    tracing::debug!(from = %at, to = %path.display(), ms = t.elapsed().as_millis() as u64, "fetched checkpoint");
-    Ok(Fetched { path, _dir: dir })
 }
 
 /// Unpacks the archive at `path` into a new private directory; returns it and what was found.

@@ -137,13 +137,15 @@ pub trait Upload: Send + fmt::Debug {
     fn create(&mut self, rel: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
 
     /// Makes the checkpoint durable and visible under its name, refusing to replace one
-    /// ([`StoreError::Exists`]); returns where it is. Write metadata.json last.
+    /// ([`StoreError::Exists`]); returns where it is. Nothing written before is visible
+    /// (an object store commits by its last object, e.g. metadata.json written with
+    /// "only if absent").
     fn commit(self: Box<Self>) -> Result<Location, StoreError>;
 }
 
 /// A file of a checkpoint being written.
 pub trait ObjectWriter: Write + Send {
-    /// Completes the file (local: synced to disk; an object store: the upload finished);
-    /// returns its size. Dropped unfinished, the file is not part of the checkpoint.
+    /// Completes the file's bytes (local: synced to disk; an object store: every part
+    /// uploaded); returns its size. Dropped unfinished, it is not part of the checkpoint.
     fn finish(self: Box<Self>) -> Result<u64, StoreError>;
 }

@@ -5,16 +5,66 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Component, Path};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
 
-use super::{CheckpointStore, Location, StoreError, Upload};
+use tempfile::TempDir;
+
+use super::{CheckpointStore, Location, Shape, StoreError, Upload};
+use crate::image::atomic;
 use crate::image::error::ImageError;
 use crate::image::metadata::METADATA_FILE;
 use crate::image::walk::{walk, Kind};
 
 /// Copy buffer.
 const BUF: usize = 1 << 20;
+/// Owner-only: a fetched checkpoint holds process memory.
+const PRIVATE: u32 = 0o700;
+
+/// A remote checkpoint fetched into a private temp dir, removed on drop.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The local copy: the checkpoint directory, or the archive.
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+/// Copies the checkpoint at `at` into a new private temp dir (named so that a crash's
+/// leftover is removed at the next daemon start).
+pub fn fetch(store: &dyn CheckpointStore, at: &Location) -> Result<Fetched, StoreError> {
+    let stat = store.stat(at)?.ok_or_else(|| StoreError::NotFound {
+        location: at.to_string(),
+    })?;
+    let tmp = std::env::temp_dir();
+    let dir = tempfile::Builder::new()
+        .prefix(&atomic::scratch_prefix("cedana-fetch"))
+        .suffix(atomic::PARTIAL_SUFFIX)
+        .tempdir_in(&tmp)
+        .map_err(|e| ImageError::io(&tmp, e))?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(PRIVATE))
+        .map_err(|e| ImageError::io(dir.path(), e))?;
+    let name = at.name().unwrap_or_else(|| "checkpoint".into());
+    let path = dir.path().join(&name);
+    let t = Instant::now();
+    match stat.shape {
+        Shape::Dir => {
+            fs::DirBuilder::new()
+                .mode(PRIVATE)
+                .create(&path)
+                .map_err(|e| ImageError::io(&path, e))?;
+            fetch_dir(store, at, &path)?;
+        }
+        Shape::Packed => fetch_packed(store, at, &path)?,
+    }
+    tracing::debug!(
+        from = %at,
+        to = %path.display(),
+        ms = t.elapsed().as_millis() as u64,
+        "fetched checkpoint"
+    );
+    Ok(Fetched { path, _dir: dir })
+}
 
 /// Writes every file of `dir` into `upload`, metadata.json last; returns the bytes.
 pub fn upload_dir(dir: &Path, upload: &mut dyn Upload) -> Result<u64, StoreError> {
@@ -49,7 +99,7 @@ pub fn fetch_dir(
         if let Some(parent) = target.parent() {
             fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(PRIVATE)
                 .create(parent)
                 .map_err(|e| ImageError::io(parent, e))?;
         }
@@ -113,4 +163,69 @@ fn copy(
         context: format!("write {}", file.display()),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+    use crate::store::ObjectWriter;
+
+    /// Records the order files are created in.
+    #[derive(Debug)]
+    struct Recorder(Location, Vec<String>);
+
+    struct Sink;
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl ObjectWriter for Sink {
+        fn finish(self: Box<Self>) -> Result<u64, StoreError> {
+            Ok(1)
+        }
+    }
+
+    impl Upload for Recorder {
+        fn location(&self) -> &Location {
+            &self.0
+        }
+        fn create(&mut self, rel: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
+            self.1.push(rel.to_string());
+            Ok(Box::new(Sink))
+        }
+        fn commit(self: Box<Self>) -> Result<Location, StoreError> {
+            Ok(self.0)
+        }
+    }
+
+    #[test]
+    fn metadata_json_is_uploaded_last_and_fetched_back() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("checkpoint")).expect("mkdir");
+        for f in ["a.img", "metadata.json", "z.img", "checkpoint/pages.img"] {
+            fs::write(src.join(f), f).expect("write");
+        }
+        let mut rec = Recorder(Location::parse("mem://b/ck").expect("url"), Vec::new());
+        assert_eq!(upload_dir(&src, &mut rec).expect("upload"), 4);
+        assert_eq!(rec.1.last().map(String::as_str), Some("metadata.json"));
+        assert_eq!(rec.1.len(), 4);
+
+        let fetched = fetch(&LocalStore, &Location::local(&src)).expect("fetch");
+        assert_eq!(
+            fs::read_to_string(fetched.path.join("checkpoint/pages.img")).expect("read"),
+            "checkpoint/pages.img"
+        );
+        let copy = fetched.path.clone();
+        drop(fetched);
+        assert!(!copy.exists(), "the copy goes with it");
+        assert!(fetch(&LocalStore, &Location::local(tmp.path().join("none"))).is_err());
+    }
 }
