@@ -293,3 +293,74 @@ fn pack_while_digesting(
     let bytes = w.finish()?;
     Ok((bytes, md))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+    use crate::store::Shape;
+
+    /// CRIU's images in a scratch dir, committed into the local store.
+    fn commit_into(dir: &Path, name: &str, c: Compression) -> Result<DumpResponse, EngineError> {
+        let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore);
+        let at = Location::local(dir.join(format!("{name}{}", c.extension())));
+        let shape = match c {
+            Compression::None => Shape::Dir,
+            _ => Shape::Packed,
+        };
+        let upload = store.begin(&at, shape)?;
+        let images = match upload.local_dir() {
+            Some(d) => d.to_path_buf(),
+            None => store.scratch_dir(&Location::local(dir))?,
+        };
+        fs::write(images.join("pages-1.img"), vec![7u8; 4096]).expect("image");
+        fs::write(images.join("inventory.img"), b"inv").expect("image");
+        let target = CommitTarget::store(Arc::clone(&store), upload, images.clone(), c);
+        let committer =
+            Committer::new(target, name.into(), CheckpointKind::Process, Instant::now());
+        let result = committer.commit(Metadata::default());
+        committer.abandon();
+        if c != Compression::None {
+            let _ = fs::remove_dir_all(&images);
+        }
+        result?;
+        committer
+            .take_committed()
+            .ok_or_else(|| EngineError::Internal("nothing committed".into()))
+    }
+
+    fn visible(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn commits_through_the_store_once_per_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for c in [Compression::None, Compression::Zstd] {
+            let resp = commit_into(tmp.path(), "ck", c).expect("commit");
+            assert_eq!(resp.path, tmp.path().join(format!("ck{}", c.extension())));
+            assert_eq!(resp.metadata.files.len(), 2);
+            let md = match c {
+                Compression::None => integrity::read_metadata(&resp.path).expect("metadata"),
+                _ => {
+                    let out = tempfile::tempdir().expect("out");
+                    let u = archive::unpack_checkpoint(&resp.path, out.path()).expect("unpack");
+                    let md = integrity::read_metadata(out.path()).expect("metadata");
+                    integrity::verify_digests(&md, &u.digests).expect("digests");
+                    md
+                }
+            };
+            assert_eq!(md.files, resp.metadata.files);
+            let err = commit_into(tmp.path(), "ck", c).expect_err("never replaced");
+            assert!(err.to_string().contains("already exists"), "{err}");
+        }
+        // Only the two checkpoints: no staging path survived the refused commits.
+        assert_eq!(visible(tmp.path()), ["ck", "ck.tar.zst"]);
+    }
+}
