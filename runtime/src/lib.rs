@@ -17,6 +17,7 @@ pub mod plugins;
 pub mod process;
 pub mod request;
 pub mod runc_wrapper;
+pub mod store;
 pub mod streamer;
 #[cfg(test)]
 mod test_util;

@@ -1,18 +1,21 @@
 //! Checkpointing jobs: dump (recording the checkpoint), restore (a job from its latest
-//! checkpoint, or a path as a new job), and deleting checkpoints. A non-root caller acts
-//! only on its own processes, jobs and checkpoints, and its paths are opened as itself
-//! (`identity.rs`; what it may restore: `restore_guard.rs`).
+//! checkpoint, or a path as a new job), and deleting checkpoints (through the store that
+//! holds them). A non-root caller acts only on its own processes, jobs and checkpoints,
+//! and its paths are opened as itself (`identity.rs`; what it may restore:
+//! `restore_guard.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cedana_runtime::error::EngineError;
+use cedana_runtime::image::error::ImageError;
 use cedana_runtime::image::metadata::Metadata;
 use cedana_runtime::plugins::runc::error::RuncError;
 use cedana_runtime::plugins::runc::run;
 use cedana_runtime::plugins::runc::runtime::Runtime;
 use cedana_runtime::plugins::runc::{RuncRestore, RuncStdio};
+use cedana_runtime::store::{Location, StoreError};
 
 use super::containers::refuse_containerd_job;
 use super::convert;
@@ -383,22 +386,23 @@ impl JobManager {
         let through = parent
             .as_ref()
             .map(|d| identity::fd_path(&d.fd).join(original.file_name().unwrap_or_default()));
-        let path = through.as_deref().unwrap_or(original);
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(path)
-        } else {
-            std::fs::remove_file(path)
+        // The checkpoint's own store removes it (a directory, an archive, or objects).
+        let at = match through {
+            Some(p) => Location::local(p),
+            None => Location::from_path(original).map_err(|e| e.into_engine("path"))?,
         };
-        match removed {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(DaemonError::Io {
-                    context: format!("cannot remove checkpoint {}", original.display()),
-                    source,
-                })
-            }
-        }
+        let store = self
+            .engine
+            .stores()
+            .resolve(&at)
+            .map_err(EngineError::from)?;
+        store.delete(&at).map_err(|e| match e {
+            StoreError::Image(ImageError::Io { source, .. }) => DaemonError::Io {
+                context: format!("cannot remove checkpoint {}", original.display()),
+                source,
+            },
+            e => EngineError::from(e).into(),
+        })?;
         self.store.delete_checkpoint(id)?;
         Ok(())
     }

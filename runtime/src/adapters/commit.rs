@@ -10,9 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::DumpResponse;
@@ -23,24 +22,42 @@ use crate::image::error::ImageError;
 use crate::image::metadata::METADATA_FILE;
 use crate::image::metadata::{CheckpointKind, FileDigest, Metadata, Sizes, FORMAT_VERSION};
 use crate::image::{archive, atomic, integrity};
-
-/// Checkpoints hold process memory (secrets included): owner-only access.
-pub(crate) const CHECKPOINT_DIR_MODE: u32 = 0o700;
+use crate::store::{transfer, CheckpointStore, Location, Upload};
 
 /// Where a commit puts the images.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum CommitTarget {
-    /// Images in a staging dir of this operation, renamed (or packed) to the final path.
-    Staging {
-        /// The staging directory CRIU wrote into.
-        staging: PathBuf,
-        /// The final checkpoint path (directory or archive).
-        target: PathBuf,
+    /// Images in a private dir, published into a checkpoint store under the checkpoint's
+    /// location (renamed into place, or packed, by the local store).
+    Store {
+        /// The store the checkpoint goes into.
+        store: Arc<dyn CheckpointStore>,
+        /// The checkpoint being written; taken by the commit.
+        upload: Mutex<Option<Box<dyn Upload>>>,
+        /// The directory CRIU wrote into (the upload's own local dir, or a scratch dir).
+        images: PathBuf,
         /// How it is packed.
         compression: Compression,
     },
     /// runc's `--image-path`: metadata.json is added beside the images in place.
     ImagePath(PathBuf),
+}
+
+impl CommitTarget {
+    /// A target publishing `upload` into `store`, from the images in `images`.
+    pub fn store(
+        store: Arc<dyn CheckpointStore>,
+        upload: Box<dyn Upload>,
+        images: PathBuf,
+        compression: Compression,
+    ) -> Self {
+        Self::Store {
+            store,
+            upload: Mutex::new(Some(upload)),
+            images,
+            compression,
+        }
+    }
 }
 
 /// Commits one dump's checkpoint, once; shared by the storage adapter and the handler.
@@ -100,15 +117,24 @@ impl Committer {
             return;
         };
         match &self.target {
-            CommitTarget::Staging { .. } if resp.path.is_dir() => {
-                let _ = fs::remove_dir_all(&resp.path);
-            }
-            CommitTarget::Staging { .. } => {
-                let _ = fs::remove_file(&resp.path);
+            CommitTarget::Store { store, .. } => {
+                if let Ok(at) = Location::from_path(&resp.path) {
+                    if let Err(e) = store.delete(&at) {
+                        tracing::warn!(error = %e, "cannot remove the checkpoint of a failed dump");
+                    }
+                }
             }
             CommitTarget::ImagePath(dir) => {
                 let _ = fs::remove_file(dir.join(METADATA_FILE));
             }
+        }
+    }
+
+    /// Drops a checkpoint that was never committed (the dump failed first): the store
+    /// removes what was written.
+    pub fn abandon(&self) {
+        if let CommitTarget::Store { upload, .. } = &self.target {
+            drop(upload.lock().unwrap_or_else(|p| p.into_inner()).take());
         }
     }
 
@@ -132,35 +158,26 @@ impl Committer {
                 let size = md.sizes.images_bytes;
                 (images.clone(), Compression::None, size, md)
             }
-            CommitTarget::Staging {
-                staging,
-                target,
-                compression: Compression::None,
-            } => {
-                // Streamed shards were hashed as they were written (handlers put those
-                // digests in `files`); everything else is read and hashed now.
-                let known = std::mem::take(&mut md.files);
-                injected_fault("digest")?;
-                let files = integrity::digest_dir_known(staging, &known)?;
-                record_digests(&mut md, files, t.elapsed());
-                injected_fault("metadata")?;
-                integrity::write_metadata(staging, &md)?;
-                sync_tree(staging)?;
-                injected_fault("rename")?;
-                atomic::rename_noreplace(staging, target)?;
-                fs::set_permissions(target, fs::Permissions::from_mode(CHECKPOINT_DIR_MODE))
-                    .map_err(|e| EngineError::io(format!("chmod {}", target.display()), e))?;
-                let size = md.sizes.images_bytes;
-                (target.clone(), Compression::None, size, md)
-            }
-            CommitTarget::Staging {
-                staging,
-                target,
+            CommitTarget::Store {
+                upload,
+                images,
                 compression,
+                ..
             } => {
-                injected_fault("digest")?;
-                let (bytes, md) = pack_while_digesting(staging, target, *compression, md)?;
-                (target.clone(), *compression, bytes, md)
+                let mut upload = upload
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .ok_or_else(|| EngineError::Internal("checkpoint committed twice".into()))?;
+                let (size, md) = match compression {
+                    Compression::None => publish_dir(images, upload.as_mut(), md, t)?,
+                    c => {
+                        injected_fault("digest")?;
+                        pack_while_digesting(images, upload.as_mut(), *c, md)?
+                    }
+                };
+                let at = upload.commit()?;
+                (at.to_path_buf(), *compression, size, md)
             }
         };
         md.timings_ms
@@ -213,25 +230,26 @@ fn record_digests(md: &mut Metadata, files: BTreeMap<String, FileDigest>, took: 
     md.files = files;
 }
 
-/// fsyncs every file of a checkpoint directory and the directory itself: the rename that
-/// follows must not publish files whose bytes are still only in the page cache.
-fn sync_tree(dir: &Path) -> Result<(), EngineError> {
-    let rd =
-        fs::read_dir(dir).map_err(|e| EngineError::io(format!("list {}", dir.display()), e))?;
-    for entry in rd.flatten() {
-        let p = entry.path();
-        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if is_dir {
-            sync_tree(&p)?;
-        } else if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-            fs::File::open(&p)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| EngineError::io(format!("sync {}", p.display()), e))?;
-        }
+/// A directory checkpoint: every file hashed (streamed shards were hashed as they were
+/// written: handlers put those digests in `files`), metadata.json written, and the files
+/// handed to the upload unless CRIU wrote them into its own directory. Returns the bytes.
+fn publish_dir(
+    images: &Path,
+    upload: &mut dyn Upload,
+    mut md: Metadata,
+    t: Instant,
+) -> Result<(u64, Metadata), EngineError> {
+    let known = std::mem::take(&mut md.files);
+    injected_fault("digest")?;
+    let files = integrity::digest_dir_known(images, &known)?;
+    record_digests(&mut md, files, t.elapsed());
+    injected_fault("metadata")?;
+    integrity::write_metadata(images, &md)?;
+    if upload.local_dir() != Some(images) {
+        transfer::upload_dir(images, upload)?;
     }
-    fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| EngineError::io(format!("sync {}", dir.display()), e))
+    injected_fault("rename")?;
+    Ok((md.sizes.images_bytes, md))
 }
 
 /// Packs the staging dir into the archive while another thread hashes it: metadata.json,
@@ -239,12 +257,14 @@ fn sync_tree(dir: &Path) -> Result<(), EngineError> {
 /// hash-then-pack, and the hashing overlaps the compression.
 fn pack_while_digesting(
     staging: &Path,
-    target: &Path,
+    upload: &mut dyn Upload,
     compression: Compression,
     mut md: Metadata,
 ) -> Result<(u64, Metadata), EngineError> {
+    let target = upload.location().to_path_buf();
+    let w = upload.create("")?;
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
+    let (w, _) = std::thread::scope(|s| {
         s.spawn(move || {
             let t = Instant::now();
             let _ = tx.send(integrity::digest_dir(staging).map(|f| (f, t.elapsed())));
@@ -265,8 +285,82 @@ fn pack_while_digesting(
                 .map_err(|e| ImageError::io(&md_path, std::io::Error::other(e.to_string())))?;
             integrity::metadata_bytes(&md_path, md_ref)
         });
-        let bytes = archive::pack_with_metadata(staging, target, compression, base, trailer)?;
-        Ok::<_, EngineError>(bytes)
-    })
-    .map(|bytes| (bytes, md))
+        let packed =
+            archive::pack_with_metadata_to(staging, w, &target, compression, base, trailer)?;
+        Ok::<_, EngineError>(packed)
+    })?;
+    // The archive's size as stored (the store syncs it, or finishes its upload).
+    let bytes = w.finish()?;
+    Ok((bytes, md))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::local::LocalStore;
+    use crate::store::Shape;
+
+    /// CRIU's images in a scratch dir, committed into the local store.
+    fn commit_into(dir: &Path, name: &str, c: Compression) -> Result<DumpResponse, EngineError> {
+        let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore);
+        let at = Location::local(dir.join(format!("{name}{}", c.extension())));
+        let shape = match c {
+            Compression::None => Shape::Dir,
+            _ => Shape::Packed,
+        };
+        let upload = store.begin(&at, shape)?;
+        let images = match upload.local_dir() {
+            Some(d) => d.to_path_buf(),
+            None => store.scratch_dir(&Location::local(dir))?,
+        };
+        fs::write(images.join("pages-1.img"), vec![7u8; 4096]).expect("image");
+        fs::write(images.join("inventory.img"), b"inv").expect("image");
+        let target = CommitTarget::store(Arc::clone(&store), upload, images.clone(), c);
+        let committer =
+            Committer::new(target, name.into(), CheckpointKind::PROCESS, Instant::now());
+        let result = committer.commit(Metadata::default());
+        committer.abandon();
+        if c != Compression::None {
+            let _ = fs::remove_dir_all(&images);
+        }
+        result?;
+        committer
+            .take_committed()
+            .ok_or_else(|| EngineError::Internal("nothing committed".into()))
+    }
+
+    fn visible(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn commits_through_the_store_once_per_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for c in [Compression::None, Compression::Zstd] {
+            let resp = commit_into(tmp.path(), "ck", c).expect("commit");
+            assert_eq!(resp.path, tmp.path().join(format!("ck{}", c.extension())));
+            assert_eq!(resp.metadata.files.len(), 2);
+            let md = match c {
+                Compression::None => integrity::read_metadata(&resp.path).expect("metadata"),
+                _ => {
+                    let out = tempfile::tempdir().expect("out");
+                    let u = archive::unpack_checkpoint(&resp.path, out.path()).expect("unpack");
+                    let md = integrity::read_metadata(out.path()).expect("metadata");
+                    integrity::verify_digests(&md, &u.digests).expect("digests");
+                    md
+                }
+            };
+            assert_eq!(md.files, resp.metadata.files);
+            let err = commit_into(tmp.path(), "ck", c).expect_err("never replaced");
+            assert!(err.to_string().contains("already exists"), "{err}");
+        }
+        // Only the two checkpoints: no staging path survived the refused commits.
+        assert_eq!(visible(tmp.path()), ["ck", "ck.tar.zst"]);
+    }
 }

@@ -9,6 +9,7 @@ use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::image::layout;
 use crate::process::inspect;
+use crate::store::Location;
 use crate::streamer::Codec;
 
 /// Resolves dir, name, compression and leave_running from the request or the config.
@@ -16,7 +17,10 @@ pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
     Adapter::from_fn("fill_missing_dump_defaults", |mut ctx: DumpCtx, next| {
         Box::pin(async move {
             let cfg = &ctx.env.config.checkpoint;
-            ctx.dir = absolute(ctx.req.dir.clone().unwrap_or_else(|| cfg.dir.clone()))?;
+            ctx.dir = absolute(
+                ctx.req.dir.clone().unwrap_or_else(|| cfg.dir.clone()),
+                "dir",
+            )?;
             let compression = ctx
                 .req
                 .compression
@@ -86,7 +90,7 @@ pub fn fill_missing_restore_defaults() -> Adapter<RestoreCtx, RestoreResponse> {
                         reason: "give the checkpoint to restore with --path".into(),
                     });
                 }
-                ctx.req.path = absolute(ctx.req.path.clone())?;
+                ctx.req.path = absolute(ctx.req.path.clone(), "path")?;
                 next.run(ctx).await
             })
         },
@@ -116,11 +120,18 @@ pub fn write_pid_file() -> Adapter<RestoreCtx, RestoreResponse> {
     })
 }
 
-fn absolute(p: PathBuf) -> Result<PathBuf, EngineError> {
+/// Makes a local path absolute; a store's URL (`s3://...`) stays as it is. `field` names
+/// the request field in a refusal.
+fn absolute(p: PathBuf, field: &'static str) -> Result<PathBuf, EngineError> {
     if p.is_absolute() {
         return Ok(p);
     }
-    std::path::absolute(&p).map_err(|e| EngineError::io(format!("resolve {}", p.display()), e))
+    let at = Location::from_path(&p).map_err(|e| e.into_engine(field))?;
+    match at.as_local() {
+        Some(_) => std::path::absolute(&p)
+            .map_err(|e| EngineError::io(format!("resolve {}", p.display()), e)),
+        None => Ok(at.to_path_buf()),
+    }
 }
 
 /// `comm-PID-YYYYmmddTHHMMSS`, with anything odd in the name replaced.

@@ -1,4 +1,6 @@
-//! Restore's storage: an archive is unpacked into a private hidden directory beside it
+//! Restore's storage: the checkpoint's store (by the `--path` location's scheme) serves a
+//! local checkpoint in place; a remote one is first fetched, as streams, into a private
+//! temp dir (`fetch`). An archive is unpacked into a private hidden directory beside it
 //! (`.NAME.restore-XXXXXX`, 0700; the temp dir only when that directory is not
 //! writable), bounded by its manifest or the free space, and every file is verified
 //! against metadata.json before CRIU sees it. CRIU works in a private temp dir that is
@@ -19,6 +21,7 @@ use crate::engine::{bulk, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::image::{archive, atomic, integrity, layout};
+use crate::store::{transfer, Location};
 
 /// Directory, beside the checkpoint, where the logs of failed restores are kept.
 pub const RESTORE_LOGS_DIR: &str = "cedana-restore-logs";
@@ -35,7 +38,21 @@ const PRIVATE: u32 = 0o700;
 pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("prepare_restore_storage", |mut ctx: RestoreCtx, next| {
         Box::pin(async move {
-            let path = ctx.req.path.clone();
+            let at = Location::from_path(&ctx.req.path).map_err(|e| e.into_engine("path"))?;
+            let store = ctx
+                .env
+                .stores
+                .resolve(&at)
+                .map_err(|e| e.into_engine("path"))?;
+            // A remote checkpoint is fetched first; dropped at the end, the copy goes.
+            let fetched = match store.local_path(&at) {
+                Some(_) => None,
+                None => Some(bulk(move || Ok(transfer::fetch(store.as_ref(), &at)?)).await?),
+            };
+            let path = match &fetched {
+                Some(f) => f.path.clone(),
+                None => ctx.req.path.clone(),
+            };
             let unpacked = if path.is_dir() {
                 None
             } else {
@@ -87,11 +104,18 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                 .map_err(|e| EngineError::io("create restore work dir", e))?;
             ctx.work_dir = work.path().to_path_buf();
             let result = next.run(ctx).await;
+            // A fetched checkpoint's logs are kept under the temp dir, as it has no
+            // local directory of its own.
+            let logs_beside = match &fetched {
+                Some(f) => std::env::temp_dir().join(name_part(&f.path)),
+                None => path.clone(),
+            };
             let result = match result {
-                Err(e) => Err(keep_restore_log(e, work, &path)),
+                Err(e) => Err(keep_restore_log(e, work, &logs_beside)),
                 ok => ok,
             };
             drop(unpacked);
+            drop(fetched);
             result
         })
     })

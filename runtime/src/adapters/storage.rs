@@ -1,19 +1,23 @@
-//! Where images live. Dump: CRIU writes into a hidden staging directory of this operation
-//! beside the target; the commit protocol (`commit.rs`) makes it the checkpoint directory
-//! or packs it into the archive, never replacing an existing one; on failure it is
-//! removed, so no partial checkpoint is ever left under the final name.
-//! Restore: see [`restore_storage`](super::restore_storage).
+//! Where images live. Dump: the checkpoint's store (`crate::store`, chosen by the `--dir`
+//! location's scheme) begins an upload; CRIU writes into the upload's own directory (the
+//! local store's hidden staging directory beside the target) or a private scratch dir,
+//! and the commit protocol (`commit.rs`) publishes it, as a directory or packed, never
+//! replacing an existing one; on failure it is removed, so no partial checkpoint is ever
+//! left under the final name. Restore: see [`restore_storage`](super::restore_storage).
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::commit::{CommitTarget, Committer, CHECKPOINT_DIR_MODE};
+use super::commit::{CommitTarget, Committer};
 use crate::chain::{Adapter, Next};
 use crate::engine::{bulk, DumpCtx, DumpResponse};
 use crate::error::EngineError;
-use crate::image::{atomic, layout};
+use crate::image::atomic;
+use crate::image::compression::Compression;
+use crate::store::local::CHECKPOINT_DIR_MODE;
+use crate::store::{Location, Shape};
 
 pub use super::restore_storage::prepare_restore_storage;
 
@@ -58,26 +62,31 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                         CommitTarget::ImagePath(images)
                     }
                     None => {
-                        if !ctx.dir.exists() {
-                            create_private_dir(&ctx.dir)?;
-                        }
-                        let target = layout::checkpoint_path(&ctx.dir, &name, ctx.compression);
-                        let staging = atomic::staging_dir_in(&ctx.dir);
-                        // Not recursive: the staging dir must be new, this operation's alone.
-                        fs::DirBuilder::new()
-                            .mode(CHECKPOINT_DIR_MODE)
-                            .create(&staging)
-                            .map_err(|e| {
-                                EngineError::io(format!("cannot create {}", staging.display()), e)
-                            })?;
-                        cleanup.push(staging.clone());
-                        ctx.images_dir = staging.clone();
+                        let dir =
+                            Location::from_path(&ctx.dir).map_err(|e| e.into_engine("dir"))?;
+                        let store = ctx
+                            .env
+                            .stores
+                            .resolve(&dir)
+                            .map_err(|e| e.into_engine("dir"))?;
+                        // `NAME`, or `NAME.tar.zst` and the like (layout::checkpoint_path).
+                        let at = dir.join(&format!("{name}{}", ctx.compression.extension()));
+                        let shape = match ctx.compression {
+                            Compression::None => Shape::Dir,
+                            _ => Shape::Packed,
+                        };
+                        let upload = store.begin(&at, shape)?;
+                        let images = match upload.local_dir() {
+                            Some(d) => d.to_path_buf(),
+                            None => {
+                                let scratch = store.scratch_dir(&dir)?;
+                                cleanup.push(scratch.clone());
+                                scratch
+                            }
+                        };
+                        ctx.images_dir = images.clone();
                         ctx.work_dir = Some(failed_log_dir(&name)?);
-                        CommitTarget::Staging {
-                            staging,
-                            target,
-                            compression: ctx.compression,
-                        }
+                        CommitTarget::store(store, upload, images, ctx.compression)
                     }
                 };
                 let committer = Arc::new(Committer::new(target, name, kind, started));
@@ -108,6 +117,7 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                         Err(e)
                     }
                 };
+                committer.abandon();
                 for p in cleanup.iter().filter(|p| p.exists()) {
                     let _ = fs::remove_dir_all(p);
                 }

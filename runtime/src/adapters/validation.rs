@@ -12,6 +12,7 @@ use crate::error::EngineError;
 use crate::host;
 use crate::image::layout;
 use crate::process::inspect;
+use crate::store::Location;
 
 fn require_root(what: &str) -> Result<(), EngineError> {
     if host::is_root() {
@@ -66,6 +67,20 @@ pub fn validate_dump_request() -> Adapter<DumpCtx, DumpResponse> {
             }
             layout::validate_name(&ctx.name)?;
             let target = layout::checkpoint_path(&ctx.dir, &ctx.name, ctx.compression);
+            // A location no store serves is refused here, before anything is frozen.
+            let dir = Location::from_path(&ctx.dir).map_err(|e| e.into_engine("dir"))?;
+            let store = ctx
+                .env
+                .stores
+                .resolve(&dir)
+                .map_err(|e| e.into_engine("dir"))?;
+            if dir.as_local().is_none() {
+                if store.exists(&Location::from_path(&target)?)? {
+                    return Err(EngineError::TargetExists { path: target });
+                }
+                ctx.env.criu()?;
+                return next.run(ctx).await;
+            }
             if occupied(&target) {
                 return Err(EngineError::TargetExists { path: target });
             }
@@ -86,7 +101,13 @@ pub fn validate_restore_request() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("validate_restore_request", |ctx: RestoreCtx, next| {
         Box::pin(async move {
             require_root("restoring a process")?;
-            if !ctx.req.path.exists() {
+            let at = Location::from_path(&ctx.req.path).map_err(|e| e.into_engine("path"))?;
+            let store = ctx
+                .env
+                .stores
+                .resolve(&at)
+                .map_err(|e| e.into_engine("path"))?;
+            if !store.exists(&at)? {
                 return Err(EngineError::NoSuchCheckpoint {
                     path: ctx.req.path.clone(),
                 });

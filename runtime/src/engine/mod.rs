@@ -21,6 +21,7 @@ use crate::error::EngineError;
 use crate::image::metadata::CheckpointKind;
 use crate::plugins::PluginRegistry;
 pub use crate::request::*;
+use crate::store::{CheckpointStore, Location, StoreRegistry};
 pub use claims::{PidClaim, PidUse};
 
 /// What every operation can reach: configuration and host clients.
@@ -32,6 +33,8 @@ pub struct Env {
     criu_version: OnceLock<CriuVersion>,
     /// PIDs that dumps and restores of this engine hold now (see `claims.rs`).
     pub(crate) claims: claims::Claims,
+    /// Checkpoint stores by location scheme (`file`, ...).
+    pub stores: StoreRegistry,
 }
 
 impl Env {
@@ -41,6 +44,7 @@ impl Env {
             config,
             criu_version: OnceLock::new(),
             claims: claims::Claims::new(),
+            stores: StoreRegistry::builtin(),
         }
     }
 
@@ -112,15 +116,33 @@ impl Engine {
     /// Undoes what an operation cut short by a crash left (staging paths, frozen
     /// containers); returns what it did, for the log. Run once at daemon start.
     pub fn recover_after_crash(&self) -> Vec<String> {
-        // Staging dirs live in the checkpoint dir; restores' scratch dirs in the temp dir.
-        let dirs = [self.env.config.checkpoint.dir.clone(), std::env::temp_dir()];
+        // Staging paths live in the checkpoint dir's store; scratch dirs in the temp dir.
+        let dirs = [
+            Location::from_path(&self.env.config.checkpoint.dir),
+            Ok(Location::local(std::env::temp_dir())),
+        ];
         let mut done: Vec<String> = dirs
             .iter()
-            .flat_map(|d| crate::image::atomic::remove_abandoned_staging(d))
-            .map(|p| format!("removed {}, left by an operation cut short", p.display()))
+            .flatten()
+            .flat_map(|d| match self.env.stores.resolve(d) {
+                Ok(store) => store.recover(d),
+                Err(e) => vec![format!("cannot recover {d}: {e}")],
+            })
             .collect();
         done.extend(self.plugins.recover_after_crash());
         done
+    }
+
+    /// Serves `scheme://` locations with `store`: the one line that adds a storage
+    /// backend to this engine (the built-in ones are in [`StoreRegistry::builtin`]).
+    pub fn with_store(self, scheme: &str, store: Arc<dyn CheckpointStore>) -> Self {
+        self.env.stores.register(scheme, store);
+        self
+    }
+
+    /// The checkpoint stores this engine serves, by location scheme.
+    pub fn stores(&self) -> &StoreRegistry {
+        &self.env.stores
     }
 
     /// The configuration in force.

@@ -8,7 +8,7 @@ pub mod integrity;
 pub mod layout;
 pub mod metadata;
 mod parallel;
-mod walk;
+pub(crate) mod walk;
 
 pub use archive::{pack, unpack};
 pub use compression::{detect, Compression};

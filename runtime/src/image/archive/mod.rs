@@ -37,7 +37,7 @@ pub use manifest::{
 };
 #[cfg(test)]
 use write::tar_into;
-use write::{write_archive, Frame};
+use write::{encode, write_archive, Frame};
 
 /// Buffer size for archive and file I/O.
 const BUF: usize = 1 << 20;
@@ -314,4 +314,54 @@ pub fn pack_with_metadata(
         };
         write_archive(&entries, partial, c, frame)
     })
+}
+
+/// Like [`pack_with_metadata`], but streams the archive into `w` (a store's upload; `out`
+/// names it in errors) instead of a file of its own; returns `w` and the bytes written.
+/// The caller makes it durable and publishes it.
+pub fn pack_with_metadata_to<W: Write>(
+    src_dir: &Path,
+    w: W,
+    out: &Path,
+    c: Compression,
+    metadata_base: u64,
+    trailer: Trailer<'_>,
+) -> Result<(W, u64), ImageError> {
+    if c == Compression::None {
+        return Err(ImageError::io(
+            out,
+            io::Error::other("pack_with_metadata writes archives; a directory needs no packing"),
+        ));
+    }
+    let entries: Vec<Entry> = walk(src_dir)?
+        .into_iter()
+        .filter(|e| e.rel != METADATA_FILE)
+        .collect();
+    refuse_reserved(&entries)?;
+    let limit = metadata_limit(metadata_base, entries.iter().map(|e| e.rel.as_str()));
+    let manifest = Manifest::of(&entries, Some(limit)).to_bytes(out)?;
+    let frame = Frame {
+        manifest,
+        trailer: Some((trailer, limit)),
+    };
+    let counted = encode(&entries, Counted { inner: w, bytes: 0 }, out, c, frame)?;
+    Ok((counted.inner, counted.bytes))
+}
+
+/// A writer that counts what went through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }

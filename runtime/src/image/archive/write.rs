@@ -32,22 +32,38 @@ pub(super) fn write_archive(
     let io_err = |e: io::Error| ImageError::io(path, e);
     // Archives hold process memory: owner-only, like checkpoint directories.
     let file = create_new_file(path, ARCHIVE_MODE).map_err(io_err)?;
-    let w = BufWriter::with_capacity(BUF, file);
-    let w = match c {
-        Compression::None | Compression::Tar => tar_into(entries, w, path, frame)?,
+    let w = encode(entries, BufWriter::with_capacity(BUF, file), path, c, frame)?;
+    let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    Ok(len)
+}
+
+/// Writes the tar (compressed per `c`) of `entries` and the trailer's metadata.json, if
+/// any, into `w` (`out` names the archive in errors); returns `w`, flushed.
+pub(super) fn encode<W: Write>(
+    entries: &[Entry],
+    w: W,
+    out: &Path,
+    c: Compression,
+    frame: Frame<'_>,
+) -> Result<W, ImageError> {
+    let io_err = |e: io::Error| ImageError::io(out, e);
+    let mut w = match c {
+        Compression::None | Compression::Tar => tar_into(entries, w, out, frame)?,
         // Compressed on every core: one gzip member / LZ4 frame per block, concatenated.
         Compression::Gzip => {
             let format = BlockFormat::Gzip(flate2::Compression::fast());
-            let enc = ParallelWriter::new(w, path, format)?;
-            tar_into(entries, enc, path, frame)?.finish()?
+            let enc = ParallelWriter::new(w, out, format)?;
+            tar_into(entries, enc, out, frame)?.finish()?
         }
         Compression::Lz4 => {
             // 64 KiB blocks, as the single-stream encoder chose from tar's first 512-byte write.
             let info = lz4_flex::frame::FrameInfo::new()
                 .block_size(lz4_flex::frame::BlockSize::Max64KB)
                 .content_checksum(true);
-            let enc = ParallelWriter::new(w, path, BlockFormat::Lz4(info))?;
-            tar_into(entries, enc, path, frame)?.finish()?
+            let enc = ParallelWriter::new(w, out, BlockFormat::Lz4(info))?;
+            tar_into(entries, enc, out, frame)?.finish()?
         }
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL).map_err(io_err)?;
@@ -57,15 +73,13 @@ pub(super) fn write_archive(
                 .unwrap_or(1);
             enc.multithread(u32::try_from(workers).unwrap_or(1))
                 .map_err(io_err)?;
-            tar_into(entries, enc, path, frame)?
+            tar_into(entries, enc, out, frame)?
                 .finish()
                 .map_err(io_err)?
         }
     };
-    let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    Ok(len)
+    w.flush().map_err(io_err)?;
+    Ok(w)
 }
 
 /// A reader that counts bytes and remembers whether reading failed.

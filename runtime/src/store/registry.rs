@@ -1,0 +1,75 @@
+//! Which backend serves which location scheme: one registration line per backend.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use super::{CheckpointStore, Location, StoreError, LOCAL_SCHEME};
+
+/// Backends by scheme, held by the engine. Adding a backend is one
+/// [`register`](StoreRegistry::register) call (in [`StoreRegistry::builtin`] for the
+/// product's own, or on `Engine::stores()` for one a test or an embedder brings).
+#[derive(Default)]
+pub struct StoreRegistry {
+    stores: RwLock<BTreeMap<String, Arc<dyn CheckpointStore>>>,
+}
+
+impl StoreRegistry {
+    /// The backends built into the product.
+    pub fn builtin() -> Self {
+        let r = Self::default();
+        r.register(LOCAL_SCHEME, Arc::new(super::local::LocalStore));
+        r
+    }
+
+    /// Serves `scheme://` locations with `store` (replacing a previous one of the scheme).
+    pub fn register(&self, scheme: &str, store: Arc<dyn CheckpointStore>) {
+        self.stores
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scheme.to_ascii_lowercase(), store);
+    }
+
+    /// The backend for `at`, or [`StoreError::UnknownScheme`] naming the scheme.
+    pub fn resolve(&self, at: &Location) -> Result<Arc<dyn CheckpointStore>, StoreError> {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        stores
+            .get(at.scheme())
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownScheme {
+                scheme: at.scheme().to_string(),
+                served: stores.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// The schemes served, sorted.
+    pub fn schemes(&self) -> Vec<String> {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        stores.keys().cloned().collect()
+    }
+}
+
+impl std::fmt::Debug for StoreRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreRegistry")
+            .field("schemes", &self.schemes())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_schemes_are_refused_by_name() {
+        let r = StoreRegistry::builtin();
+        assert!(r.resolve(&Location::local("/x")).is_ok());
+        let s3 = Location::parse("s3://ckpts/x").expect("url");
+        let err = r.resolve(&s3).expect_err("no s3 backend yet");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("s3://") && msg.contains("served: file"),
+            "{msg}"
+        );
+    }
+}
