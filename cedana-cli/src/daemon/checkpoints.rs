@@ -12,7 +12,7 @@ use cedana_runtime::error::EngineError;
 use cedana_runtime::image::metadata::Metadata;
 use cedana_runtime::plugins::runc::error::RuncError;
 use cedana_runtime::plugins::runc::run;
-use cedana_runtime::plugins::runc::runtime::Runtime;
+use cedana_runtime::plugins::runc::runtime::{ContainerStatus, Runtime};
 use cedana_runtime::plugins::runc::RuncStdio;
 
 use super::containers::refuse_containerd_job;
@@ -284,7 +284,7 @@ impl JobManager {
         match self.runc_states(&container).await {
             Ok(states) => {
                 let state = states.into_iter().next().unwrap_or_default();
-                if state.status != "stopped" {
+                if state.status != ContainerStatus::Stopped {
                     return Err(DaemonError::JobRunning {
                         jid: job.jid.clone(),
                         pid: state.pid,

@@ -225,7 +225,7 @@ pub fn container_state(c: &ContainerState) -> proto::RuncContainerState {
     proto::RuncContainerState {
         id: c.id.clone(),
         pid: c.pid,
-        status: c.status.clone(),
+        status: c.status.to_string(),
         bundle: c.bundle.clone(),
         created: c.created.clone(),
     }

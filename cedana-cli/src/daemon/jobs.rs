@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use cedana_runtime::engine::{Engine, ManageRequest, RunRequest};
 use cedana_runtime::plugins::runc::runtime::Runtime;
+use cedana_runtime::plugins::runc::state::ContainerStatus;
 use cedana_runtime::plugins::runc::RuncRun;
 
 use super::convert;
@@ -308,11 +309,11 @@ impl JobManager {
         c: proto::RuncContainer,
     ) -> Result<JobRecord> {
         let state = self.runc_states(&c).await?.pop().unwrap_or_default();
-        if state.status != "running" || state.pid <= 0 {
+        if state.status != ContainerStatus::Running || state.pid <= 0 {
             return Err(DaemonError::Engine(
                 cedana_runtime::plugins::runc::error::RuncError::NotRunning {
                     id: c.id.clone(),
-                    status: state.status,
+                    status: state.status.to_string(),
                 }
                 .into(),
             ));

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cedana_runtime::plugins::runc::state::ContainerStatus;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -205,7 +206,7 @@ impl JobManager {
                 root: c.root.clone(),
             };
             if let Ok(states) = self.runc_states(&container).await {
-                if states.iter().all(|s| s.status == "stopped") {
+                if states.iter().all(|s| s.status == ContainerStatus::Stopped) {
                     if let Err(e) = self.delete_container(&container).await {
                         tracing::warn!(jid, container = c.id, "cannot delete the container: {e}");
                     }

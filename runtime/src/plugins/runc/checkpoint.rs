@@ -16,6 +16,7 @@ use super::layout;
 use super::rootfs_baseline;
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
+use super::state::ContainerStatus;
 use super::stream;
 use super::target::RuncDump;
 use crate::adapters::commit::Committer;
@@ -52,7 +53,7 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
             let (rt, id) = (rt.clone(), d.target.id.clone());
             Some(
                 blocking(move || {
-                    let paused = rt.state(&id)?.status == "paused";
+                    let paused = rt.state(&id)?.status == ContainerStatus::Paused;
                     Ok(Held::pause(&rt, &id, paused)?)
                 })
                 .await?,

@@ -23,6 +23,7 @@ pub mod rootfs_diff;
 pub mod run;
 pub mod runtime;
 pub mod signals;
+pub mod state;
 pub mod stream;
 pub mod target;
 

@@ -5,9 +5,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde::Deserialize;
-
 use super::error::RuncError;
+pub use super::state::{ContainerState, ContainerStatus};
 use super::target::{RuncDump, RuncRestore, RuncTarget};
 use crate::criu::options::CriuOpts;
 use crate::host;
@@ -33,24 +32,6 @@ const NO_PIVOT: &str = "--no-pivot";
 const NO_SUBREAPER: &str = "--no-subreaper";
 const FORCE: &str = "--force";
 const ALL: &str = "--all";
-
-/// `runc state ID` / `runc list --format json`: what we use of a container's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct ContainerState {
-    /// Container id.
-    pub id: String,
-    /// PID of the container's init, as seen from the host.
-    pub pid: i32,
-    /// `created`, `running`, `paused` or `stopped`.
-    pub status: String,
-    /// Bundle directory.
-    pub bundle: String,
-    /// Root filesystem.
-    pub rootfs: String,
-    /// Creation time (RFC 3339).
-    pub created: String,
-}
 
 /// An OCI runtime binary plus the global flags of one target.
 #[derive(Debug, Clone)]
