@@ -26,6 +26,7 @@ pub mod signals;
 pub mod state;
 pub mod stream;
 pub mod target;
+pub mod task_args;
 
 pub use run::{RuncRun, RuncRunResponse};
 pub use target::{RuncDump, RuncRestore, RuncStdio, RuncTarget};
