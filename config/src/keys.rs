@@ -27,76 +27,151 @@ pub const NON_CONFIG_ENV: &[&str] = &["CEDANA_CONFIG_DIR", "CEDANA_RUNTIME_BINAR
 /// Prefix of environment variables reserved for tests.
 pub const TEST_ENV_PREFIX: &str = "CEDANA_TEST_";
 
-pub(crate) static KEYS: &[KeyInfo] = &[
-    KeyInfo {
-        key: "address",
-        env: "CEDANA_ADDRESS",
-        default: "/run/cedana.sock",
-        help: "Unix socket path the daemon listens on",
+/// Reads a field of [`Config`].
+type Get<T> = fn(&Config) -> &T;
+/// Writes a field of [`Config`].
+type Set<T> = fn(&mut Config) -> &mut T;
+
+/// Where a key's value lives in [`Config`], by the type of text it takes.
+#[derive(Clone, Copy)]
+pub(crate) enum Field {
+    /// A non-empty absolute path.
+    AbsPath(Get<PathBuf>, Set<PathBuf>),
+    /// An absolute path or a bare command name.
+    Command(Get<PathBuf>, Set<PathBuf>),
+    /// A group name or gid; empty text unsets it.
+    OptGroup(Get<Option<String>>, Set<Option<String>>),
+    /// One of a fixed list, stored lower-case.
+    Choice(&'static [&'static str], Get<String>, Set<String>),
+    /// A boolean.
+    Bool(Get<bool>, Set<bool>),
+    /// A positive integer.
+    PositiveU64(Get<u64>, Set<u64>),
+}
+
+/// One configuration key: adding a key is one entry in [`KEYS`] (and its struct field);
+/// defaults, env names, `--set`, `get`, validation and the JSON form all come from here.
+pub(crate) struct Key {
+    /// Name, env var, default and help.
+    pub(crate) info: KeyInfo,
+    /// Where its value lives and how its text is parsed.
+    pub(crate) field: Field,
+}
+
+pub(crate) static KEYS: &[Key] = &[
+    Key {
+        info: KeyInfo {
+            key: "address",
+            env: "CEDANA_ADDRESS",
+            default: "/run/cedana.sock",
+            help: "Unix socket path the daemon listens on",
+        },
+        field: Field::AbsPath(|c| &c.address, |c| &mut c.address),
     },
-    KeyInfo {
-        key: "socket_group",
-        env: "CEDANA_SOCKET_GROUP",
-        default: "",
-        help: "Group owning the socket (mode 0660); unset or empty means mode 0600",
+    Key {
+        info: KeyInfo {
+            key: "socket_group",
+            env: "CEDANA_SOCKET_GROUP",
+            default: "",
+            help: "Group owning the socket (mode 0660); unset or empty means mode 0600",
+        },
+        field: Field::OptGroup(|c| &c.socket_group, |c| &mut c.socket_group),
     },
-    KeyInfo {
-        key: "db_path",
-        env: "CEDANA_DB_PATH",
-        default: "/var/lib/cedana/cedana.db",
-        help: "Path of the daemon's SQLite database",
+    Key {
+        info: KeyInfo {
+            key: "db_path",
+            env: "CEDANA_DB_PATH",
+            default: "/var/lib/cedana/cedana.db",
+            help: "Path of the daemon's SQLite database",
+        },
+        field: Field::AbsPath(|c| &c.db_path, |c| &mut c.db_path),
     },
-    KeyInfo {
-        key: "log_level",
-        env: "CEDANA_LOG_LEVEL",
-        default: "info",
-        help: "Log level: error, warn, info, debug or trace",
+    Key {
+        info: KeyInfo {
+            key: "log_level",
+            env: "CEDANA_LOG_LEVEL",
+            default: "info",
+            help: "Log level: error, warn, info, debug or trace",
+        },
+        field: Field::Choice(LOG_LEVELS, |c| &c.log_level, |c| &mut c.log_level),
     },
-    KeyInfo {
-        key: "checkpoint.dir",
-        env: "CEDANA_CHECKPOINT_DIR",
-        default: "/var/lib/cedana/checkpoints",
-        help: "Directory where checkpoint images are stored",
+    Key {
+        info: KeyInfo {
+            key: "checkpoint.dir",
+            env: "CEDANA_CHECKPOINT_DIR",
+            default: "/var/lib/cedana/checkpoints",
+            help: "Directory where checkpoint images are stored",
+        },
+        field: Field::AbsPath(|c| &c.checkpoint.dir, |c| &mut c.checkpoint.dir),
     },
-    KeyInfo {
-        key: "checkpoint.compression",
-        env: "CEDANA_CHECKPOINT_COMPRESSION",
-        default: "zstd",
-        help: "Checkpoint compression: none, tar, gzip, lz4 or zstd",
+    Key {
+        info: KeyInfo {
+            key: "checkpoint.compression",
+            env: "CEDANA_CHECKPOINT_COMPRESSION",
+            default: "zstd",
+            help: "Checkpoint compression: none, tar, gzip, lz4 or zstd",
+        },
+        field: Field::Choice(
+            COMPRESSIONS,
+            |c| &c.checkpoint.compression,
+            |c| &mut c.checkpoint.compression,
+        ),
     },
-    KeyInfo {
-        key: "checkpoint.leave_running",
-        env: "CEDANA_CHECKPOINT_LEAVE_RUNNING",
-        default: "false",
-        help: "Leave the process running after checkpointing",
+    Key {
+        info: KeyInfo {
+            key: "checkpoint.leave_running",
+            env: "CEDANA_CHECKPOINT_LEAVE_RUNNING",
+            default: "false",
+            help: "Leave the process running after checkpointing",
+        },
+        field: Field::Bool(
+            |c| &c.checkpoint.leave_running,
+            |c| &mut c.checkpoint.leave_running,
+        ),
     },
-    KeyInfo {
-        key: "criu.binary_path",
-        env: "CEDANA_CRIU_BINARY_PATH",
-        default: "criu",
-        help: "CRIU binary: an absolute path or a bare name looked up in PATH",
+    Key {
+        info: KeyInfo {
+            key: "criu.binary_path",
+            env: "CEDANA_CRIU_BINARY_PATH",
+            default: "criu",
+            help: "CRIU binary: an absolute path or a bare name looked up in PATH",
+        },
+        field: Field::Command(|c| &c.criu.binary_path, |c| &mut c.criu.binary_path),
     },
-    KeyInfo {
-        key: "criu.pid_wait_timeout_ms",
-        env: "CEDANA_CRIU_PID_WAIT_TIMEOUT_MS",
-        default: "5000",
-        help: "Milliseconds to wait for a restored process's pid",
+    Key {
+        info: KeyInfo {
+            key: "criu.pid_wait_timeout_ms",
+            env: "CEDANA_CRIU_PID_WAIT_TIMEOUT_MS",
+            default: "5000",
+            help: "Milliseconds to wait for a restored process's pid",
+        },
+        field: Field::PositiveU64(
+            |c| &c.criu.pid_wait_timeout_ms,
+            |c| &mut c.criu.pid_wait_timeout_ms,
+        ),
     },
-    KeyInfo {
-        key: "jobs.log_dir",
-        env: "CEDANA_JOBS_LOG_DIR",
-        default: "/var/lib/cedana/jobs",
-        help: "Directory holding per-job log files",
+    Key {
+        info: KeyInfo {
+            key: "jobs.log_dir",
+            env: "CEDANA_JOBS_LOG_DIR",
+            default: "/var/lib/cedana/jobs",
+            help: "Directory holding per-job log files",
+        },
+        field: Field::AbsPath(|c| &c.jobs.log_dir, |c| &mut c.jobs.log_dir),
     },
-    KeyInfo {
-        key: "runc.binary_path",
-        env: "CEDANA_RUNC_BINARY_PATH",
-        default: "runc",
-        help: "OCI runtime wrapped by cedana-runc and driven by the runc plugin (runc, crun, ...)",
+    Key {
+        info: KeyInfo {
+            key: "runc.binary_path",
+            env: "CEDANA_RUNC_BINARY_PATH",
+            default: "runc",
+            help:
+                "OCI runtime wrapped by cedana-runc and driven by the runc plugin (runc, crun, ...)",
+        },
+        field: Field::Command(|c| &c.runc.binary_path, |c| &mut c.runc.binary_path),
     },
 ];
 
-/// How a key's value is parsed.
+/// How a key's value is parsed, for messages and the config file's JSON types.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
     AbsPath,
@@ -107,50 +182,123 @@ pub(crate) enum Kind {
     PositiveU64,
 }
 
-/// A parsed value, ready to store.
-pub(crate) enum Parsed {
-    Path(PathBuf),
-    Str(String),
-    OptStr(Option<String>),
-    Bool(bool),
-    U64(u64),
+impl Field {
+    fn kind(self) -> Kind {
+        match self {
+            Field::AbsPath(..) => Kind::AbsPath,
+            Field::Command(..) => Kind::Command,
+            Field::OptGroup(..) => Kind::OptGroup,
+            Field::Choice(values, ..) => Kind::Choice(values),
+            Field::Bool(..) => Kind::Bool,
+            Field::PositiveU64(..) => Kind::PositiveU64,
+        }
+    }
+
+    /// Parses `value` and stores it; `None` when the text is not acceptable.
+    fn set(self, config: &mut Config, value: &str) -> Option<()> {
+        match self {
+            Field::AbsPath(_, set) => *set(config) = abs_path(value)?,
+            Field::Command(_, set) => *set(config) = command(value)?,
+            Field::OptGroup(_, set) => *set(config) = group(value)?,
+            Field::Choice(values, _, set) => *set(config) = choice(values, value)?,
+            Field::Bool(_, set) => *set(config) = boolean(value)?,
+            Field::PositiveU64(_, set) => *set(config) = positive(value)?,
+        }
+        Some(())
+    }
+
+    /// The value as text, as `--set` takes it (an unset group is empty).
+    fn get(self, config: &Config) -> String {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        match self {
+            Field::AbsPath(get, _) | Field::Command(get, _) => path(get(config)),
+            Field::OptGroup(get, _) => get(config).clone().unwrap_or_default(),
+            Field::Choice(_, get, _) => get(config).clone(),
+            Field::Bool(get, _) => get(config).to_string(),
+            Field::PositiveU64(get, _) => get(config).to_string(),
+        }
+    }
+
+    /// The value as the config file holds it.
+    pub(crate) fn json(self, config: &Config) -> serde_json::Value {
+        match self {
+            Field::OptGroup(get, _) => serde_json::json!(get(config)),
+            Field::Bool(get, _) => serde_json::json!(get(config)),
+            Field::PositiveU64(get, _) => serde_json::json!(get(config)),
+            other => serde_json::Value::String(other.get(config)),
+        }
+    }
 }
 
-pub(crate) fn kind(key: &str) -> Option<Kind> {
-    Some(match key {
-        "address" | "db_path" | "checkpoint.dir" | "jobs.log_dir" => Kind::AbsPath,
-        "criu.binary_path" | "runc.binary_path" => Kind::Command,
-        "socket_group" => Kind::OptGroup,
-        "log_level" => Kind::Choice(LOG_LEVELS),
-        "checkpoint.compression" => Kind::Choice(COMPRESSIONS),
-        "checkpoint.leave_running" => Kind::Bool,
-        "criu.pid_wait_timeout_ms" => Kind::PositiveU64,
-        _ => return None,
-    })
+fn abs_path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty() && Path::new(value).is_absolute()).then(|| PathBuf::from(value))
+}
+
+fn command(value: &str) -> Option<PathBuf> {
+    let bare_or_absolute = !value.contains('/') || Path::new(value).is_absolute();
+    (!value.is_empty() && value.trim() == value && bare_or_absolute).then(|| PathBuf::from(value))
+}
+
+fn group(value: &str) -> Option<Option<String>> {
+    if value.is_empty() {
+        return Some(None);
+    }
+    let odd = value.chars().any(|c| c.is_whitespace() || c == ':');
+    (!odd).then(|| Some(value.to_string()))
+}
+
+fn choice(values: &[&str], value: &str) -> Option<String> {
+    let lower = value.trim().to_ascii_lowercase();
+    values.iter().find(|v| **v == lower).map(|v| v.to_string())
+}
+
+fn boolean(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn positive(value: &str) -> Option<u64> {
+    value.trim().parse::<u64>().ok().filter(|n| *n > 0)
+}
+
+/// The entry of a dotted key.
+pub(crate) fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.info.key == name)
+}
+
+pub(crate) fn kind(name: &str) -> Option<Kind> {
+    key(name).map(|k| k.field.kind())
 }
 
 /// True when `prefix` names a section (e.g. `checkpoint`) containing keys.
 pub(crate) fn is_section(prefix: &str) -> bool {
     KEYS.iter().any(|k| {
-        k.key
+        k.info
+            .key
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('.'))
     })
 }
 
 pub(crate) fn known_keys() -> String {
-    KEYS.iter().map(|k| k.key).collect::<Vec<_>>().join(", ")
+    KEYS.iter()
+        .map(|k| k.info.key)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn known_env() -> String {
-    let mut names: Vec<String> = KEYS.iter().map(|k| k.env.to_string()).collect();
+    let mut names: Vec<String> = KEYS.iter().map(|k| k.info.env.to_string()).collect();
     names.extend(NON_CONFIG_ENV.iter().map(|s| s.to_string()));
     names.push(format!("{TEST_ENV_PREFIX}*"));
     names.join(", ")
 }
 
 pub(crate) fn key_for_env(var: &str) -> Option<&'static str> {
-    KEYS.iter().find(|k| k.env == var).map(|k| k.key)
+    KEYS.iter().find(|k| k.info.env == var).map(|k| k.info.key)
 }
 
 pub(crate) fn is_allowlisted_env(var: &str) -> bool {
@@ -181,111 +329,31 @@ impl Kind {
             _ => "a string",
         }
     }
-
-    /// Parse a textual value for `key`.
-    pub(crate) fn parse(
-        self,
-        key: &str,
-        value: &str,
-        origin: &Origin,
-    ) -> Result<Parsed, ConfigError> {
-        let bad = || ConfigError::BadValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            expected: self.expected(),
-            origin: origin.clone(),
-        };
-        match self {
-            Kind::AbsPath => {
-                if value.is_empty() || !Path::new(value).is_absolute() {
-                    return Err(bad());
-                }
-                Ok(Parsed::Path(PathBuf::from(value)))
-            }
-            Kind::Command => {
-                if value.is_empty() || value.trim() != value {
-                    return Err(bad());
-                }
-                if value.contains('/') && !Path::new(value).is_absolute() {
-                    return Err(bad());
-                }
-                Ok(Parsed::Path(PathBuf::from(value)))
-            }
-            Kind::OptGroup => {
-                if value.is_empty() {
-                    return Ok(Parsed::OptStr(None));
-                }
-                if value.chars().any(|c| c.is_whitespace() || c == ':') {
-                    return Err(bad());
-                }
-                Ok(Parsed::OptStr(Some(value.to_string())))
-            }
-            Kind::Choice(values) => {
-                let lower = value.trim().to_ascii_lowercase();
-                values
-                    .iter()
-                    .find(|v| **v == lower)
-                    .map(|v| Parsed::Str((*v).to_string()))
-                    .ok_or_else(bad)
-            }
-            Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => Ok(Parsed::Bool(true)),
-                "false" | "0" | "no" => Ok(Parsed::Bool(false)),
-                _ => Err(bad()),
-            },
-            Kind::PositiveU64 => match value.trim().parse::<u64>() {
-                Ok(n) if n > 0 => Ok(Parsed::U64(n)),
-                _ => Err(bad()),
-            },
-        }
-    }
 }
 
 /// Set `key` on `config` from text, recording `origin` in errors.
 pub(crate) fn set_from(
     config: &mut Config,
-    key: &str,
+    name: &str,
     value: &str,
     origin: &Origin,
 ) -> Result<(), ConfigError> {
-    let kind = kind(key).ok_or_else(|| ConfigError::UnknownKey {
-        key: key.to_string(),
+    let key = key(name).ok_or_else(|| ConfigError::UnknownKey {
+        key: name.to_string(),
         origin: origin.clone(),
         known: known_keys(),
     })?;
-    let parsed = kind.parse(key, value, origin)?;
-    match (key, parsed) {
-        ("address", Parsed::Path(p)) => config.address = p,
-        ("db_path", Parsed::Path(p)) => config.db_path = p,
-        ("checkpoint.dir", Parsed::Path(p)) => config.checkpoint.dir = p,
-        ("jobs.log_dir", Parsed::Path(p)) => config.jobs.log_dir = p,
-        ("criu.binary_path", Parsed::Path(p)) => config.criu.binary_path = p,
-        ("runc.binary_path", Parsed::Path(p)) => config.runc.binary_path = p,
-        ("socket_group", Parsed::OptStr(g)) => config.socket_group = g,
-        ("log_level", Parsed::Str(s)) => config.log_level = s,
-        ("checkpoint.compression", Parsed::Str(s)) => config.checkpoint.compression = s,
-        ("checkpoint.leave_running", Parsed::Bool(b)) => config.checkpoint.leave_running = b,
-        ("criu.pid_wait_timeout_ms", Parsed::U64(n)) => config.criu.pid_wait_timeout_ms = n,
-        _ => unreachable!("kind table and setter table disagree for key {key}"),
-    }
-    Ok(())
+    key.field
+        .set(config, value)
+        .ok_or_else(|| ConfigError::BadValue {
+            key: name.to_string(),
+            value: value.to_string(),
+            expected: key.field.kind().expected(),
+            origin: origin.clone(),
+        })
 }
 
 /// Read `key` from `config` as text; `None` for an unknown key.
-pub(crate) fn get(config: &Config, key: &str) -> Option<String> {
-    let path = |p: &Path| p.to_string_lossy().into_owned();
-    Some(match key {
-        "address" => path(&config.address),
-        "socket_group" => config.socket_group.clone().unwrap_or_default(),
-        "db_path" => path(&config.db_path),
-        "log_level" => config.log_level.clone(),
-        "checkpoint.dir" => path(&config.checkpoint.dir),
-        "checkpoint.compression" => config.checkpoint.compression.clone(),
-        "checkpoint.leave_running" => config.checkpoint.leave_running.to_string(),
-        "criu.binary_path" => path(&config.criu.binary_path),
-        "runc.binary_path" => path(&config.runc.binary_path),
-        "criu.pid_wait_timeout_ms" => config.criu.pid_wait_timeout_ms.to_string(),
-        "jobs.log_dir" => path(&config.jobs.log_dir),
-        _ => return None,
-    })
+pub(crate) fn get(config: &Config, name: &str) -> Option<String> {
+    key(name).map(|k| k.field.get(config))
 }

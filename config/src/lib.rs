@@ -12,6 +12,7 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Origin};
@@ -48,7 +49,7 @@ pub struct Config {
 }
 
 /// Checkpoint settings (`checkpoint.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckpointConfig {
     /// Directory where checkpoint images are stored.
     pub dir: PathBuf,
@@ -59,7 +60,7 @@ pub struct CheckpointConfig {
 }
 
 /// CRIU settings (`criu.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CriuConfig {
     /// CRIU binary: an absolute path, or a bare name to look up in `PATH`.
     pub binary_path: PathBuf,
@@ -68,42 +69,38 @@ pub struct CriuConfig {
 }
 
 /// Container runtime settings (`runc.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuncConfig {
     /// OCI runtime binary (runc, crun, ...): an absolute path, or a bare name to look up in `PATH`.
     pub binary_path: PathBuf,
 }
 
 /// Job settings (`jobs.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobsConfig {
     /// Directory holding per-job log files.
     pub log_dir: PathBuf,
 }
 
 impl Default for Config {
+    /// Every key at its declared default (`keys.rs`).
     fn default() -> Self {
-        Config {
-            address: PathBuf::from("/run/cedana.sock"),
+        let mut config = Config {
+            address: PathBuf::new(),
             socket_group: None,
-            db_path: PathBuf::from("/var/lib/cedana/cedana.db"),
-            log_level: "info".into(),
-            checkpoint: CheckpointConfig {
-                dir: PathBuf::from("/var/lib/cedana/checkpoints"),
-                compression: "zstd".into(),
-                leave_running: false,
-            },
-            criu: CriuConfig {
-                binary_path: PathBuf::from("criu"),
-                pid_wait_timeout_ms: 5000,
-            },
-            jobs: JobsConfig {
-                log_dir: PathBuf::from("/var/lib/cedana/jobs"),
-            },
-            runc: RuncConfig {
-                binary_path: PathBuf::from("runc"),
-            },
+            db_path: PathBuf::new(),
+            log_level: String::new(),
+            checkpoint: CheckpointConfig::default(),
+            criu: CriuConfig::default(),
+            jobs: JobsConfig::default(),
+            runc: RuncConfig::default(),
+        };
+        for key in keys::KEYS {
+            // The defaults are constants, parsed by the same rules as user text; the
+            // key-table test fails on one that does not parse.
+            let _ = keys::set_from(&mut config, key.info.key, key.info.default, &Origin::Config);
         }
+        config
     }
 }
 
@@ -175,38 +172,33 @@ impl Config {
     }
 
     /// All configuration keys with their env var, default and help text.
-    pub fn keys() -> &'static [KeyInfo] {
-        keys::KEYS
+    pub fn keys() -> impl ExactSizeIterator<Item = &'static KeyInfo> {
+        keys::KEYS.iter().map(|k| &k.info)
     }
 
     /// Check every value (absolute paths, known choices, positive numbers).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for info in keys::KEYS {
-            let kind = keys::kind(info.key).ok_or_else(|| ConfigError::UnknownKey {
-                key: info.key.to_string(),
+        for key in keys::KEYS {
+            let name = key.info.key;
+            let value = keys::get(self, name).unwrap_or_default();
+            let bad = |expected: String| ConfigError::BadValue {
+                key: name.to_string(),
+                value: value.clone(),
+                expected,
                 origin: Origin::Config,
-                known: keys::known_keys(),
-            })?;
-            let value = keys::get(self, info.key).unwrap_or_default();
-            if matches!(kind, keys::Kind::OptGroup) && self.socket_group.as_deref() == Some("") {
-                return Err(ConfigError::BadValue {
-                    key: info.key.to_string(),
-                    value,
-                    expected: "a group name, or no value (null) for mode 0600".into(),
-                    origin: Origin::Config,
-                });
+            };
+            if matches!(key.field, keys::Field::OptGroup(..))
+                && self.socket_group.as_deref() == Some("")
+            {
+                return Err(bad("a group name, or no value (null) for mode 0600".into()));
             }
-            let parsed = kind.parse(info.key, &value, &Origin::Config)?;
-            // Choices are case-insensitive as input but must be stored canonically.
-            if let keys::Parsed::Str(canonical) = parsed {
-                if canonical != value {
-                    return Err(ConfigError::BadValue {
-                        key: info.key.to_string(),
-                        value,
-                        expected: kind.expected(),
-                        origin: Origin::Config,
-                    });
-                }
+            // A value is valid when setting its own text keeps it as it is: choices are
+            // case-insensitive as input but must be stored canonically.
+            let mut probe = self.clone();
+            keys::set_from(&mut probe, name, &value, &Origin::Config)?;
+            if keys::get(&probe, name).as_deref() != Some(value.as_str()) {
+                let expected = keys::kind(name).map(|k| k.expected()).unwrap_or_default();
+                return Err(bad(expected));
             }
         }
         Ok(())
@@ -214,28 +206,26 @@ impl Config {
 
     /// The configuration as pretty-printed nested JSON, loadable as a config file.
     pub fn to_json_pretty(&self) -> String {
-        let path = |p: &Path| p.to_string_lossy().into_owned();
-        let value = serde_json::json!({
-            "address": path(&self.address),
-            "socket_group": self.socket_group,
-            "db_path": path(&self.db_path),
-            "log_level": self.log_level,
-            "checkpoint": {
-                "dir": path(&self.checkpoint.dir),
-                "compression": self.checkpoint.compression,
-                "leave_running": self.checkpoint.leave_running,
-            },
-            "criu": {
-                "binary_path": path(&self.criu.binary_path),
-                "pid_wait_timeout_ms": self.criu.pid_wait_timeout_ms,
-            },
-            "jobs": {
-                "log_dir": path(&self.jobs.log_dir),
-            },
-            "runc": {
-                "binary_path": path(&self.runc.binary_path),
-            },
-        });
-        format!("{value:#}")
+        let mut root = serde_json::Map::new();
+        let mut sections: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
+            BTreeMap::new();
+        for key in keys::KEYS {
+            let value = key.field.json(self);
+            match key.info.key.split_once('.') {
+                Some((section, leaf)) => {
+                    sections
+                        .entry(section)
+                        .or_default()
+                        .insert(leaf.to_string(), value);
+                }
+                None => {
+                    root.insert(key.info.key.to_string(), value);
+                }
+            }
+        }
+        for (section, map) in sections {
+            root.insert(section.to_string(), serde_json::Value::Object(map));
+        }
+        format!("{:#}", serde_json::Value::Object(root))
     }
 }

@@ -143,7 +143,7 @@ fn config(dir: &Path) -> Config {
 fn toy_dump(name: &str, refuses: bool) -> DumpRequest {
     DumpRequest {
         name: Some(name.into()),
-        compression: Some("none".into()),
+        compression: Some(cedana_runtime::image::compression::Compression::None),
         target: Some(Box::new(toy::ToyTarget {
             name: name.into(),
             refuses,

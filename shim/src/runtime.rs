@@ -5,8 +5,8 @@
 //! Argument lists are built by pure functions ([`Runtime::args`] and the `*_args`
 //! helpers) with golden tests; [`Runtime::run`] executes them. The global flags and
 //! `checkpoint` come from the engine's runc command line
-//! (`cedana_runtime::plugins::runc::runtime`), one definition for both; `create`, `exec`,
-//! `kill` and the shim's `restore --detach` are the shim's own. Every runtime invocation
+//! (`cedana_runtime::plugins::runc::runtime`), and `create`, `exec`, `kill` and
+//! `restore --detach` from its `task_args`: one definition of every runc flag. Every runtime invocation
 //! is a child of the shim, which reaps all children itself, so exits come from the
 //! [`Reaper`] rather than from `wait()`.
 
@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 use cedana_runtime::criu::options::CriuOpts;
 use cedana_runtime::plugins::containerd::dump::DEFAULT_RUNC_ROOT;
 use cedana_runtime::plugins::runc::runtime as runc;
+use cedana_runtime::plugins::runc::task_args;
 use cedana_runtime::plugins::runc::{RuncDump, RuncTarget};
 
 use crate::error::{Result, ShimError};
@@ -210,31 +211,6 @@ fn strings(v: Vec<OsString>) -> Vec<String> {
     v.iter().map(|a| a.to_string_lossy().into_owned()).collect()
 }
 
-fn s(v: &str) -> String {
-    v.to_string()
-}
-
-fn p(v: &Path) -> String {
-    v.display().to_string()
-}
-
-/// The flags `create` and `restore` share, then the container id.
-fn with_container_tail(
-    mut a: Vec<String>,
-    console_socket: Option<&Path>,
-    no_pivot: bool,
-    id: &str,
-) -> Vec<String> {
-    if let Some(c) = console_socket {
-        a.extend([s("--console-socket"), p(c)]);
-    }
-    if no_pivot {
-        a.push(s("--no-pivot"));
-    }
-    a.push(s(id));
-    a
-}
-
 /// `create`.
 pub fn create_args(
     id: &str,
@@ -243,14 +219,13 @@ pub fn create_args(
     console_socket: Option<&Path>,
     no_pivot: bool,
 ) -> Vec<String> {
-    let a = vec![
-        s("create"),
-        s("--bundle"),
-        p(bundle),
-        s("--pid-file"),
-        p(pid_file),
-    ];
-    with_container_tail(a, console_socket, no_pivot, id)
+    strings(task_args::create_args(
+        id,
+        bundle,
+        pid_file,
+        console_socket,
+        no_pivot,
+    ))
 }
 
 /// `exec --detach` of a process spec.
@@ -260,39 +235,27 @@ pub fn exec_args(
     pid_file: &Path,
     console_socket: Option<&Path>,
 ) -> Vec<String> {
-    let mut a = vec![
-        s("exec"),
-        s("--detach"),
-        s("--process"),
-        p(process_json),
-        s("--pid-file"),
-        p(pid_file),
-    ];
-    if let Some(c) = console_socket {
-        a.extend([s("--console-socket"), p(c)]);
-    }
-    a.push(s(id));
-    a
+    strings(task_args::exec_args(
+        id,
+        process_json,
+        pid_file,
+        console_socket,
+    ))
 }
 
 /// `kill [--all] ID SIGNAL`.
 pub fn kill_args(id: &str, signal: u32, all: bool) -> Vec<String> {
-    let mut a = vec![s("kill")];
-    if all {
-        a.push(s("--all"));
-    }
-    a.extend([s(id), signal.to_string()]);
-    a
+    strings(task_args::kill_args(id, signal, all))
 }
 
 /// `checkpoint`.
 pub fn checkpoint_args(id: &str, o: &CheckpointArgs) -> Vec<String> {
     let mut extra = Vec::new();
     for ns in &o.empty_namespaces {
-        extra.extend([s("--empty-ns"), ns.clone()]);
+        extra.extend(["--empty-ns".to_string(), ns.clone()]);
     }
     if !o.cgroups_mode.is_empty() {
-        extra.extend([s("--manage-cgroups-mode"), o.cgroups_mode.clone()]);
+        extra.extend(["--manage-cgroups-mode".to_string(), o.cgroups_mode.clone()]);
     }
     let dump = RuncDump {
         target: RuncTarget::new(id, None),
@@ -326,24 +289,26 @@ pub fn restore_args(
     console_socket: Option<&Path>,
     no_pivot: bool,
 ) -> Vec<String> {
-    let a = vec![
-        s("restore"),
-        s("--detach"),
-        s("--bundle"),
-        p(bundle),
-        s("--image-path"),
-        p(image_path),
-        s("--work-path"),
-        p(work_path),
-        s("--pid-file"),
-        p(pid_file),
-    ];
-    with_container_tail(a, console_socket, no_pivot, id)
+    strings(task_args::restore_detached_args(
+        id,
+        &task_args::DetachedRestore {
+            bundle,
+            image_path,
+            work_path,
+            pid_file,
+            console_socket,
+            no_pivot,
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn s(v: &str) -> String {
+        v.to_string()
+    }
 
     fn rt() -> Runtime {
         Runtime {

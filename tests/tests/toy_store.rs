@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cedana_e2e::*;
 use cedana_runtime::engine::{DumpRequest, Engine, RestoreRequest};
+use cedana_runtime::image::compression::Compression;
 use cedana_runtime::store::{
     CheckpointStore, FileInfo, Listed, Location, ObjectWriter, Shape, Stat, StoreError, Upload,
 };
@@ -227,7 +228,7 @@ fn a_dump_and_a_restore_go_through_an_in_memory_store() {
             pid: w.pid,
             dir: Some(dir.into()),
             name: Some("ck1".into()),
-            compression: Some("zstd".into()),
+            compression: Some(Compression::Zstd),
             ..Default::default()
         }))
         .expect("dump into the memory store");
@@ -255,7 +256,7 @@ fn a_dump_and_a_restore_go_through_an_in_memory_store() {
             pid: restored.pid,
             dir: Some(dir.into()),
             name: Some("ck2".into()),
-            compression: Some("none".into()),
+            compression: Some(Compression::None),
             ..Default::default()
         }))
         .expect("dump the restored counter");
@@ -278,7 +279,7 @@ fn a_dump_and_a_restore_go_through_an_in_memory_store() {
             pid: other.id() as i32,
             dir: Some(dir.into()),
             name: Some("ck2".into()),
-            compression: Some("none".into()),
+            compression: Some(Compression::None),
             ..Default::default()
         }))
         .expect_err("taken");

@@ -218,11 +218,11 @@ fn dump_flags_map_to_the_engine_request() {
     };
     assert!(no_server);
     let req = dump::dump_request(Target::Pid(pid), &args);
-    let engine = convert::dump_request(&req, pid);
+    let engine = convert::dump_request(&req, pid).expect("a valid request");
     assert_eq!(engine.pid, 42);
     assert_eq!(engine.dir.as_deref(), Some(std::path::Path::new("/ck")));
     assert_eq!(engine.name.as_deref(), Some("n1"));
-    assert_eq!(engine.compression.as_deref(), Some("lz4"));
+    assert_eq!(engine.compression.map(|c| c.as_str()), Some("lz4"));
     assert_eq!(engine.leave_running, Some(true));
     assert_eq!(engine.flags.tcp_established, Some(true));
     assert_eq!(engine.flags.tcp_close, None);
@@ -238,7 +238,7 @@ fn unset_dump_flags_let_the_engine_decide() {
         panic!()
     };
     let req = dump::dump_request(Target::Jid(jid), &args);
-    let engine = convert::dump_request(&req, 7);
+    let engine = convert::dump_request(&req, 7).expect("a valid request");
     assert_eq!(engine.leave_running, None);
     assert_eq!(engine.compression, None);
     assert_eq!(engine.flags, Default::default());
@@ -318,7 +318,7 @@ fn runc_flags_reach_the_engine() {
         }),
         &args,
     );
-    let e = convert::dump_request(&req, 0);
+    let e = convert::dump_request(&req, 0).expect("a valid request");
     assert_eq!(e.kind(), cedana_runtime::plugins::runc::KIND);
     let t = e
         .target::<cedana_runtime::plugins::runc::RuncDump>()
@@ -326,7 +326,7 @@ fn runc_flags_reach_the_engine() {
         .target
         .clone();
     assert_eq!((t.id.as_str(), t.root), ("c1", Some("/r".into())));
-    assert_eq!(e.compression.as_deref(), Some("none"));
+    assert_eq!(e.compression.map(|c| c.as_str()), Some("none"));
 
     let Cli {
         command: Command::Restore(RestoreCmd::Runc {
@@ -372,7 +372,7 @@ fn containerd_flags_reach_the_engine() {
         }),
         &DumpArgs::default(),
     );
-    let e = convert::dump_request(&req, 0);
+    let e = convert::dump_request(&req, 0).expect("a valid request");
     assert_eq!(e.kind(), cedana_runtime::plugins::containerd::KIND);
     let t = e
         .target::<cedana_runtime::plugins::containerd::ContainerdTarget>()

@@ -7,7 +7,7 @@ use cedana_runtime::image::metadata::Metadata;
 use super::{absolute, Ctx};
 use crate::cli::{CriuFlagArgs, DumpArgs, DumpCmd};
 use crate::client::status_error;
-use crate::daemon::convert;
+use crate::daemon::convert::{self, Recorded};
 use crate::output::{criu_stats_text, human_bytes, print_json};
 use crate::progress::with_spinner;
 use crate::proto::{self, target::Target};
@@ -96,30 +96,16 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
         ),
     };
     let resp = if no_server {
-        // A runc container's PID is found by the engine's runc plugin.
-        let pid = match req.target.as_ref().and_then(|t| t.target.clone()) {
-            Some(Target::Pid(pid)) => pid,
-            _ => 0,
-        };
         let engine = Engine::new(ctx.config.clone());
         let r = with_spinner(
             "checkpointing",
-            engine.dump(convert::dump_request(&req, pid)),
+            engine.dump(convert::dump_request(&req, 0)?),
         )
         .await?;
-        proto::DumpResponse {
-            checkpoint: Some(proto::Checkpoint {
-                id: String::new(),
-                jid: None,
-                name: r.name,
-                path: r.path.display().to_string(),
-                compression: r.compression.as_str().into(),
-                size_bytes: r.size_bytes,
-                created_at: r.metadata.created_at.clone(),
-                metadata_json: serde_json::to_string(&r.metadata)?,
-            }),
-            duration_ms: r.duration_ms,
-        }
+        convert::dump_reply(
+            convert::dumped_checkpoint(&r, Recorded::unrecorded(&r)),
+            r.duration_ms,
+        )
     } else {
         let mut client = ctx.client().await?;
         with_spinner("checkpointing", client.dump(req))

@@ -1,7 +1,7 @@
 //! `cedana restore process --path P|job JID`: restore through the daemon (which becomes
 //! the parent and tracks the result as a job), or in-process with `--no-server`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cedana_runtime::engine::Engine;
 use cedana_runtime::image::metadata::CriuStats;
@@ -105,19 +105,7 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let stats: Option<CriuStats> = resp
-        .criu_stats_json
-        .as_deref()
-        .and_then(|j| serde_json::from_str(j).ok());
-    if ctx.json {
-        print_json(&serde_json::json!({
-            "pid": resp.pid, "jid": resp.jid, "path": resp.path, "duration_ms": resp.duration_ms,
-            "criu_stats": stats,
-        }));
-    } else {
-        println!("{} (job {}, {} ms)", resp.pid, resp.jid, resp.duration_ms);
-        print_stats_if(args.print_stats, stats.as_ref());
-    }
+    print_restored(ctx, &resp, args.print_stats);
     if args.attach {
         return jobs::follow(&mut client, &resp.jid).await;
     }
@@ -132,32 +120,54 @@ async fn restore_here(
     attach: bool,
     print_stats: bool,
 ) -> anyhow::Result<i32> {
-    let path = req.path.clone().unwrap_or_default().into();
+    let path = PathBuf::from(req.path.clone().unwrap_or_default());
     let engine = Engine::new(ctx.config.clone());
     let resp = with_spinner(
         "restoring",
-        engine.restore(convert::restore_request(req, path)),
+        engine.restore(convert::restore_request(req, path.clone())),
     )
     .await?;
     if let Some(code) = resp.exit_code {
         // A container restored in the foreground has exited: its status is ours.
         return Ok(code);
     }
-    if ctx.json {
-        print_json(&serde_json::json!({
-            "pid": resp.pid, "duration_ms": resp.duration_ms,
-            "criu_stats": resp.metadata.criu_stats,
-        }));
-    } else {
-        println!("{} ({} ms)", resp.pid, resp.duration_ms);
-        print_stats_if(print_stats, resp.metadata.criu_stats.as_ref());
-    }
+    // No job: the restored tree is this process's child, not the daemon's.
+    print_restored(
+        ctx,
+        &convert::restore_reply(&resp, String::new(), &path),
+        print_stats,
+    );
     if !attach || req.runc.is_some() || req.containerd.is_some() {
         return Ok(0);
     }
     let pid = resp.pid;
     let status = tokio::task::spawn_blocking(move || waitpid(Pid::from_raw(pid), None)).await??;
     Ok(watch::exit_code(status).unwrap_or(0))
+}
+
+/// Prints a restore's reply; one without a job (`--no-server`) names none.
+fn print_restored(ctx: &Ctx, resp: &proto::RestoreResponse, print_stats: bool) {
+    let stats: Option<CriuStats> = resp
+        .criu_stats_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let jid = Some(&resp.jid).filter(|j| !j.is_empty());
+    if ctx.json {
+        let mut out = serde_json::json!({
+            "pid": resp.pid, "duration_ms": resp.duration_ms, "criu_stats": stats,
+        });
+        if let Some(jid) = jid {
+            out["jid"] = jid.as_str().into();
+            out["path"] = resp.path.as_str().into();
+        }
+        print_json(&out);
+        return;
+    }
+    match jid {
+        Some(jid) => println!("{} (job {jid}, {} ms)", resp.pid, resp.duration_ms),
+        None => println!("{} ({} ms)", resp.pid, resp.duration_ms),
+    }
+    print_stats_if(print_stats, stats.as_ref());
 }
 
 /// `--print-stats`: CRIU's figures, or why there are none.

@@ -12,7 +12,7 @@ use tonic::Status;
 use super::error::DaemonError;
 use super::identity::{self, Caller};
 use super::jobs::{JobManager, Result};
-use super::store::HALTED;
+use super::store::JobState;
 use crate::proto::AttachChunk;
 
 /// How much of an existing log is replayed first: enough context, bounded.
@@ -88,7 +88,7 @@ impl JobManager {
                         }
                     }
                 }
-                if job.state == HALTED {
+                if job.state == JobState::Halted {
                     let last = AttachChunk {
                         data: Vec::new(),
                         done: true,

@@ -8,22 +8,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cedana_runtime::adapters::defaults;
 use cedana_runtime::error::EngineError;
 use cedana_runtime::image::error::ImageError;
 use cedana_runtime::image::metadata::Metadata;
 use cedana_runtime::plugins::runc::error::RuncError;
 use cedana_runtime::plugins::runc::run;
-use cedana_runtime::plugins::runc::runtime::Runtime;
+use cedana_runtime::plugins::runc::runtime::{ContainerStatus, Runtime};
 use cedana_runtime::plugins::runc::{RuncRestore, RuncStdio};
 use cedana_runtime::store::{Location, StoreError};
 
 use super::containers::refuse_containerd_job;
-use super::convert;
+use super::convert::{self, Recorded};
 use super::error::DaemonError;
 use super::identity::{self, Caller};
 use super::jobs::{command_line, new_id, JobManager, Result};
 use super::procfs;
-use super::store::{now, CheckpointRecord, JobRecord, HALTED};
+use super::store::{now, JobKind, JobRecord, JobState};
 use crate::proto;
 
 /// How long an operation that stops a job waits for its watcher to see it halt.
@@ -46,7 +47,7 @@ impl JobManager {
         &self,
         caller: &Caller,
         mut req: proto::DumpRequest,
-    ) -> Result<(CheckpointRecord, u64)> {
+    ) -> Result<proto::DumpResponse> {
         use proto::target::Target;
         let (pid, job) = match req.target.as_ref().and_then(|t| t.target.clone()) {
             Some(Target::Pid(pid)) => {
@@ -76,9 +77,6 @@ impl JobManager {
                 ))
             }
         };
-        let leave_running = req
-            .leave_running
-            .unwrap_or(self.engine.config().checkpoint.leave_running);
         // A non-root caller's checkpoint dir is opened as the caller, and the engine
         // writes through that descriptor.
         let dir = match caller.is_root() {
@@ -95,20 +93,18 @@ impl JobManager {
                 Some(dir)
             }
         };
-        let resp = match job.as_ref().and_then(|j| j.container.as_ref()) {
+        if let Some(c) = job.as_ref().and_then(|j| j.container.as_ref()) {
             // A runc job is checkpointed through the runc plugin, as its container.
-            Some(c) => {
-                let mut req = req.clone();
-                req.target = Some(proto::Target {
-                    target: Some(Target::Runc(proto::RuncContainer {
-                        id: c.id.clone(),
-                        root: c.root.clone(),
-                    })),
-                });
-                self.engine.dump(convert::dump_request(&req, 0)).await?
-            }
-            None => self.engine.dump(convert::dump_request(&req, pid)).await?,
-        };
+            req.target = Some(proto::Target {
+                target: Some(Target::Runc(proto::RuncContainer {
+                    id: c.id.clone(),
+                    root: c.root.clone(),
+                })),
+            });
+        }
+        let engine_req = convert::dump_request(&req, pid)?;
+        let leave_running = defaults::leave_running(&engine_req, self.engine.config());
+        let resp = self.engine.dump(engine_req).await?;
         let path = match &dir {
             None => resp.path.clone(),
             Some(dir) => {
@@ -117,31 +113,30 @@ impl JobManager {
                 dir.path.join(name)
             }
         };
-        let record = CheckpointRecord {
-            id: new_id(),
-            jid: job.as_ref().map(|j| j.jid.clone()),
-            name: resp.name.clone(),
-            path: path.display().to_string(),
-            compression: resp.compression.as_str().to_string(),
-            size_bytes: resp.size_bytes,
-            created_at: now(),
-            metadata_json: serde_json::to_string(&resp.metadata).unwrap_or_default(),
-            owner_uid: caller.uid,
-        };
-        self.store.insert_checkpoint(&record)?;
+        let ck = convert::dumped_checkpoint(
+            &resp,
+            Recorded {
+                id: new_id(),
+                jid: job.as_ref().map(|j| j.jid.clone()),
+                path: path.display().to_string(),
+                created_at: now(),
+            },
+        );
+        self.store
+            .insert_checkpoint(&convert::checkpoint_record(&ck, caller.uid))?;
         if let (Some(job), false) = (job, leave_running) {
             // CRIU killed the tree; let the watcher record it so `ps` is right at once.
             self.wait_halted(&job.jid).await;
         }
-        tracing::info!(pid, path = %record.path, "checkpoint written");
-        Ok((record, resp.duration_ms))
+        tracing::info!(pid, path = %path.display(), "checkpoint written");
+        Ok(convert::dump_reply(ck, resp.duration_ms))
     }
 
     /// The live runc job running container `c`, if any (same id and state root).
     fn job_of_container(&self, c: &proto::RuncContainer) -> Option<JobRecord> {
         let jobs = self.store.list_jobs().ok()?;
         jobs.into_iter().find(|j| {
-            j.state != HALTED
+            j.state != JobState::Halted
                 && j.container
                     .as_ref()
                     .is_some_and(|r| r.id == c.id && r.root == c.root)
@@ -153,7 +148,7 @@ impl JobManager {
         let deadline = tokio::time::Instant::now() + HALT_WAIT;
         while tokio::time::Instant::now() < deadline {
             match self.store.get_job(jid) {
-                Ok(Some(j)) if j.state != HALTED => {}
+                Ok(Some(j)) if j.state != JobState::Halted => {}
                 _ => return,
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -186,7 +181,10 @@ impl JobManager {
         };
         if let Some(job) = &job {
             let alive = procfs::probe(job.pid);
-            if job.state != HALTED && alive.is_some() && alive == job.start_time_ticks.or(alive) {
+            if job.state != JobState::Halted
+                && alive.is_some()
+                && alive == job.start_time_ticks.or(alive)
+            {
                 return Err(DaemonError::JobRunning {
                     jid: job.jid.clone(),
                     pid: job.pid,
@@ -259,7 +257,7 @@ impl JobManager {
                     caller,
                     &jid,
                     pid,
-                    "restored",
+                    JobKind::Restored,
                     command,
                     recorded_log_path(&resp.metadata),
                     None,
@@ -269,13 +267,7 @@ impl JobManager {
             }
         };
         tracing::info!(jid, pid, path = %path.display(), "restored");
-        Ok(proto::RestoreResponse {
-            pid,
-            jid,
-            duration_ms: resp.duration_ms,
-            criu_stats_json: convert::criu_stats_json(&resp.metadata),
-            path: path.display().to_string(),
-        })
+        Ok(convert::restore_reply(&resp, jid, &path))
     }
 
     /// Restores a runc job into its own container id and bundle: a stopped container of
@@ -295,7 +287,7 @@ impl JobManager {
         match self.runc_states(&container).await {
             Ok(states) => {
                 let state = states.into_iter().next().unwrap_or_default();
-                if state.status != "stopped" {
+                if state.status != ContainerStatus::Stopped {
                     return Err(DaemonError::JobRunning {
                         jid: job.jid.clone(),
                         pid: state.pid,
@@ -344,13 +336,7 @@ impl JobManager {
         self.store.set_process(&job.jid, pid, ticks)?;
         self.spawn_poller(&job.jid, pid, ticks, generation);
         tracing::info!(jid = job.jid, pid, container = c.id, path = %path.display(), "container job restored");
-        Ok(proto::RestoreResponse {
-            pid,
-            jid: job.jid.clone(),
-            duration_ms: resp.duration_ms,
-            criu_stats_json: convert::criu_stats_json(&resp.metadata),
-            path: path.display().to_string(),
-        })
+        Ok(convert::restore_reply(&resp, job.jid.clone(), &path))
     }
 
     /// `runtime delete --force` of a container.

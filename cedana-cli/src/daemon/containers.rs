@@ -15,11 +15,8 @@ use super::convert;
 use super::error::DaemonError;
 use super::identity::Caller;
 use super::jobs::{JobManager, Result};
-use super::store::{ContainerRef, JobRecord};
+use super::store::{ContainerRef, JobKind, JobRecord};
 use crate::proto;
-
-/// Kind of a job whose container containerd manages.
-pub const CONTAINERD_KIND: &str = "containerd";
 
 /// The checkpoint path a container restore needs.
 fn checkpoint_path(req: &proto::RestoreRequest, what: &str) -> Result<String> {
@@ -39,7 +36,7 @@ fn forget_log(path: &Path) {
 /// Refuses `dump job` / `restore job` of a containerd job, saying what to run instead:
 /// the store keeps no containerd address or namespace for a job to be dumped through.
 pub fn refuse_containerd_job(job: &JobRecord, verb: &str) -> Result<()> {
-    if job.kind != CONTAINERD_KIND {
+    if job.kind != JobKind::Containerd {
         return Ok(());
     }
     Err(DaemonError::InvalidArgument(format!(
@@ -86,7 +83,7 @@ impl JobManager {
             caller,
             &jid,
             pid,
-            "runc",
+            JobKind::Runc,
             format!("runc container {}", container.id),
             log.display().to_string(),
             Some(ContainerRef {
@@ -103,13 +100,7 @@ impl JobManager {
             path,
             "container restored as a job"
         );
-        Ok(proto::RestoreResponse {
-            pid,
-            jid,
-            duration_ms: resp.duration_ms,
-            criu_stats_json: convert::criu_stats_json(&resp.metadata),
-            path,
-        })
+        Ok(convert::restore_reply(&resp, jid, Path::new(&path)))
     }
 
     /// `restore containerd` as a new job: containerd's shim writes the container's
@@ -148,7 +139,7 @@ impl JobManager {
             caller,
             &jid,
             pid,
-            CONTAINERD_KIND,
+            JobKind::Containerd,
             format!(
                 "containerd container {} (namespace {}, address {})",
                 target.id, target.namespace, target.address
@@ -164,27 +155,22 @@ impl JobManager {
             path,
             "containerd container restored as a job"
         );
-        Ok(proto::RestoreResponse {
-            pid,
-            jid,
-            duration_ms: resp.duration_ms,
-            criu_stats_json: convert::criu_stats_json(&resp.metadata),
-            path,
-        })
+        Ok(convert::restore_reply(&resp, jid, Path::new(&path)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::store::JobState;
 
     #[test]
     fn a_containerd_job_is_not_dumped_as_a_process() {
         let mut job = JobRecord {
             jid: "j1".into(),
             pid: 1,
-            kind: "runc".into(),
-            state: "running".into(),
+            kind: JobKind::Runc,
+            state: JobState::Running,
             exit_code: None,
             command: "containerd container c2 (namespace default, address /s)".into(),
             log_path: String::new(),
@@ -195,7 +181,7 @@ mod tests {
             owner_uid: 0,
         };
         assert!(refuse_containerd_job(&job, "dump").is_ok());
-        job.kind = CONTAINERD_KIND.into();
+        job.kind = JobKind::Containerd;
         let e = refuse_containerd_job(&job, "dump").expect_err("refused");
         assert!(e.to_string().contains("cedana dump containerd"), "{e}");
         assert!(e.to_string().contains("namespace default"), "{e}");

@@ -1,9 +1,14 @@
 //! Conversions between the gRPC messages, the engine's request types and store records.
 //! Both the daemon and `--no-server` go through these, so a flag means the same either way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use cedana_runtime::engine::{CriuFlags, DumpRequest, RestoreRequest, Target};
+use cedana_runtime::engine::{
+    CriuFlags, DumpRequest, DumpResponse, RestoreRequest, RestoreResponse, Target,
+};
+use cedana_runtime::error::EngineError;
+use cedana_runtime::image::compression::Compression;
 use cedana_runtime::plugins::containerd::{ContainerdRestore, ContainerdTarget};
 use cedana_runtime::plugins::runc::runtime::ContainerState;
 use cedana_runtime::plugins::runc::{RuncDump, RuncRestore, RuncTarget};
@@ -35,42 +40,52 @@ pub fn containerd_target(c: &proto::ContainerdContainer) -> ContainerdTarget {
     ContainerdTarget::new(c.id.clone(), c.address.clone(), c.namespace.clone())
 }
 
-/// Proto dump request -> engine dump request for `pid` (for a container target, the
-/// plugin finds the PID).
-pub fn dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
-    if let Some(proto::target::Target::Containerd(c)) =
-        req.target.as_ref().and_then(|t| t.target.as_ref())
-    {
-        return DumpRequest {
-            target: Some(Box::new(containerd_target(c))),
-            ..process_dump_request(req, 0)
-        };
-    }
-    if let Some(proto::target::Target::Runc(c)) =
-        req.target.as_ref().and_then(|t| t.target.as_ref())
-    {
-        return DumpRequest {
-            target: Some(Box::new(RuncDump {
-                target: runc_target(c),
-                ..Default::default()
-            })),
-            ..process_dump_request(req, 0)
-        };
-    }
-    process_dump_request(req, pid)
+/// Proto compression name -> engine compression (unset: the engine's default). An
+/// unknown name is refused here, at the edge, listing the valid ones.
+pub fn compression(name: Option<&str>) -> Result<Option<Compression>, EngineError> {
+    name.map(|n| {
+        Compression::from_str(n).map_err(|e| EngineError::InvalidRequest {
+            field: "compression",
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
 }
 
-fn process_dump_request(req: &proto::DumpRequest, pid: i32) -> DumpRequest {
-    DumpRequest {
+/// Proto dump request -> engine dump request. A PID target carries its PID; for a job
+/// the caller resolves it and passes `job_pid`; for a container the plugin finds it.
+pub fn dump_request(req: &proto::DumpRequest, job_pid: i32) -> Result<DumpRequest, EngineError> {
+    use proto::target::Target;
+    let target = req.target.as_ref().and_then(|t| t.target.as_ref());
+    let pid = match target {
+        Some(Target::Pid(pid)) => *pid,
+        Some(Target::Jid(_)) | None => job_pid,
+        Some(Target::Runc(_) | Target::Containerd(_)) => 0,
+    };
+    let process = DumpRequest {
         pid,
         dir: req.dir.as_ref().map(PathBuf::from),
         name: req.name.clone(),
-        compression: req.compression.clone(),
+        compression: compression(req.compression.as_deref())?,
         leave_running: req.leave_running,
         flags: criu_flags(req.flags.clone()),
         streams: req.streams,
         ..Default::default()
-    }
+    };
+    Ok(match target {
+        Some(Target::Containerd(c)) => DumpRequest {
+            target: Some(Box::new(containerd_target(c))),
+            ..process
+        },
+        Some(Target::Runc(c)) => DumpRequest {
+            target: Some(Box::new(RuncDump {
+                target: runc_target(c),
+                ..Default::default()
+            })),
+            ..process
+        },
+        _ => process,
+    })
 }
 
 /// Proto restore request -> engine restore request from `path`.
@@ -111,13 +126,92 @@ fn restore_target(req: &proto::RestoreRequest) -> Option<Box<dyn Target>> {
     }))
 }
 
+/// What the daemon recorded about a checkpoint; `--no-server` records nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// The store's checkpoint id (empty: not recorded).
+    pub id: String,
+    /// The job it was taken of.
+    pub jid: Option<String>,
+    /// Where the caller finds it (a non-root caller's own path, not a descriptor's).
+    pub path: String,
+    /// When it was recorded.
+    pub created_at: String,
+}
+
+impl Recorded {
+    /// A checkpoint no store recorded (`--no-server`): where and when the engine says.
+    pub fn unrecorded(resp: &DumpResponse) -> Self {
+        Recorded {
+            path: resp.path.display().to_string(),
+            created_at: resp.metadata.created_at.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The checkpoint a dump made, as replied and listed: the engine's response with what
+/// recorded it.
+pub fn dumped_checkpoint(resp: &DumpResponse, rec: Recorded) -> proto::Checkpoint {
+    proto::Checkpoint {
+        id: rec.id,
+        jid: rec.jid,
+        name: resp.name.clone(),
+        path: rec.path,
+        compression: resp.compression.as_str().into(),
+        size_bytes: resp.size_bytes,
+        created_at: rec.created_at,
+        // Metadata has only string-keyed maps, so serializing it cannot fail.
+        metadata_json: serde_json::to_string(&resp.metadata).unwrap_or_default(),
+    }
+}
+
+/// The one dump reply, daemon and `--no-server` alike.
+pub fn dump_reply(checkpoint: proto::Checkpoint, duration_ms: u64) -> proto::DumpResponse {
+    proto::DumpResponse {
+        checkpoint: Some(checkpoint),
+        duration_ms,
+    }
+}
+
+/// The one restore reply: the engine's response, the job it became (empty: none, as
+/// with `--no-server`) and the checkpoint it came from.
+pub fn restore_reply(resp: &RestoreResponse, jid: String, path: &Path) -> proto::RestoreResponse {
+    proto::RestoreResponse {
+        pid: resp.pid,
+        jid,
+        duration_ms: resp.duration_ms,
+        criu_stats_json: resp
+            .metadata
+            .criu_stats
+            .as_ref()
+            .and_then(|s| serde_json::to_string(s).ok()),
+        path: path.display().to_string(),
+    }
+}
+
+/// Proto checkpoint (as replied) -> store record, owned by `owner_uid`.
+pub fn checkpoint_record(c: &proto::Checkpoint, owner_uid: u32) -> CheckpointRecord {
+    CheckpointRecord {
+        id: c.id.clone(),
+        jid: c.jid.clone(),
+        name: c.name.clone(),
+        path: c.path.clone(),
+        compression: c.compression.clone(),
+        size_bytes: c.size_bytes,
+        created_at: c.created_at.clone(),
+        metadata_json: c.metadata_json.clone(),
+        owner_uid,
+    }
+}
+
 /// Store record -> proto job.
 pub fn job(j: &JobRecord, checkpoints: u32) -> proto::Job {
     proto::Job {
         jid: j.jid.clone(),
         pid: j.pid,
-        kind: j.kind.clone(),
-        state: j.state.clone(),
+        kind: j.kind.as_str().into(),
+        state: j.state.as_str().into(),
         exit_code: j.exit_code,
         command: j.command.clone(),
         log_path: j.log_path.clone(),
@@ -135,7 +229,7 @@ pub fn container_state(c: &ContainerState) -> proto::RuncContainerState {
     proto::RuncContainerState {
         id: c.id.clone(),
         pid: c.pid,
-        status: c.status.clone(),
+        status: c.status.to_string(),
         bundle: c.bundle.clone(),
         created: c.created.clone(),
     }
@@ -173,11 +267,4 @@ pub fn health_name(h: Health) -> &'static str {
         Health::Warn => "warn",
         Health::Fail => "fail",
     }
-}
-
-/// CRIU's statistics in a checkpoint's metadata, as JSON for the API.
-pub fn criu_stats_json(m: &cedana_runtime::image::metadata::Metadata) -> Option<String> {
-    m.criu_stats
-        .as_ref()
-        .and_then(|s| serde_json::to_string(s).ok())
 }

@@ -32,7 +32,10 @@ pub enum DaemonError {
     #[error(
         "job {jid} is not running (state {state}); restore it with `cedana restore job {jid}`"
     )]
-    JobNotRunning { jid: String, state: String },
+    JobNotRunning {
+        jid: String,
+        state: super::job_fields::JobState,
+    },
     /// Nothing to restore a job from.
     #[error("job {0} has no checkpoint; dump it first with `cedana dump job {0}` or pass --path")]
     NoCheckpoint(String),

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex};
 
 use cedana_runtime::engine::{Engine, ManageRequest, RunRequest};
 use cedana_runtime::plugins::runc::runtime::Runtime;
+use cedana_runtime::plugins::runc::state::ContainerStatus;
 use cedana_runtime::plugins::runc::RuncRun;
 
 use super::convert;
 use super::error::DaemonError;
 use super::identity::{self, Caller};
 use super::procfs;
-use super::store::{now, ContainerRef, JobRecord, Store, FROZEN, HALTED, RUNNING};
+use super::store::{now, ContainerRef, JobKind, JobRecord, JobState, Store};
 use crate::proto;
 
 /// Result type of the manager.
@@ -97,7 +98,7 @@ impl JobManager {
     /// A job of the caller's whose process is still there (not halted), or why not.
     pub fn live_job(&self, caller: &Caller, jid: &str, verb: &str) -> Result<JobRecord> {
         let job = self.owned_job(caller, jid, verb)?;
-        if job.state == HALTED {
+        if job.state == JobState::Halted {
             return Err(DaemonError::JobNotRunning {
                 jid: jid.to_string(),
                 state: job.state,
@@ -126,7 +127,7 @@ impl JobManager {
         owner: &Caller,
         jid: &str,
         pid: i32,
-        kind: &str,
+        kind: JobKind,
         command: String,
         log: String,
         container: Option<ContainerRef>,
@@ -134,8 +135,8 @@ impl JobManager {
         let job = JobRecord {
             jid: jid.to_string(),
             pid,
-            kind: kind.to_string(),
-            state: RUNNING.to_string(),
+            kind,
+            state: JobState::Running,
             exit_code: None,
             command,
             log_path: log,
@@ -187,7 +188,7 @@ impl JobManager {
             caller,
             &jid,
             resp.pid,
-            "process",
+            JobKind::Process,
             command,
             log_path.display().to_string(),
             None,
@@ -221,7 +222,7 @@ impl JobManager {
             caller,
             &jid,
             pid,
-            "runc",
+            JobKind::Runc,
             format!("runc container {}", container.id),
             log_path.display().to_string(),
             Some(ContainerRef {
@@ -286,7 +287,15 @@ impl JobManager {
             command_line(&info.cmdline[0], &info.cmdline[1..])
         };
         let generation = self.bump_generation(&jid);
-        let job = self.insert(caller, &jid, pid, "managed", command, String::new(), None)?;
+        let job = self.insert(
+            caller,
+            &jid,
+            pid,
+            JobKind::Managed,
+            command,
+            String::new(),
+            None,
+        )?;
         self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
         tracing::info!(jid, pid, "process adopted");
         Ok(job)
@@ -300,11 +309,11 @@ impl JobManager {
         c: proto::RuncContainer,
     ) -> Result<JobRecord> {
         let state = self.runc_states(&c).await?.pop().unwrap_or_default();
-        if state.status != "running" || state.pid <= 0 {
+        if state.status != ContainerStatus::Running || state.pid <= 0 {
             return Err(DaemonError::Engine(
                 cedana_runtime::plugins::runc::error::RuncError::NotRunning {
                     id: c.id.clone(),
-                    status: state.status,
+                    status: state.status.to_string(),
                 }
                 .into(),
             ));
@@ -314,7 +323,7 @@ impl JobManager {
             caller,
             &jid,
             state.pid,
-            "runc",
+            JobKind::Runc,
             format!("runc container {}", c.id),
             String::new(),
             Some(ContainerRef {
@@ -373,7 +382,11 @@ impl JobManager {
             Some(Target::Jid(jid)) => {
                 let job = self.live_job(caller, &jid, verb)?;
                 signal(job.pid)?;
-                let state = if freeze { FROZEN } else { RUNNING };
+                let state = if freeze {
+                    JobState::Frozen
+                } else {
+                    JobState::Running
+                };
                 Ok(self.store.set_state(&jid, state, None)?)
             }
             Some(Target::Runc(_) | Target::Containerd(_)) => Err(DaemonError::InvalidArgument(

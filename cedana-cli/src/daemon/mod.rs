@@ -6,6 +6,7 @@ pub mod containers;
 pub mod convert;
 pub mod error;
 pub mod identity;
+pub mod job_fields;
 pub mod jobs;
 pub mod lifecycle;
 pub mod procfs;

@@ -83,11 +83,7 @@ impl Daemon for Service {
     async fn dump(&self, req: Request<proto::DumpRequest>) -> Rpc<proto::DumpResponse> {
         let caller = Caller::of(&req)?;
         dump_ids(req.get_ref())?;
-        let (record, duration_ms) = self.jobs.dump(&caller, req.into_inner()).await?;
-        ok(proto::DumpResponse {
-            checkpoint: Some(convert::checkpoint(&record)),
-            duration_ms,
-        })
+        ok(self.jobs.dump(&caller, req.into_inner()).await?)
     }
 
     async fn restore(&self, req: Request<proto::RestoreRequest>) -> Rpc<proto::RestoreResponse> {

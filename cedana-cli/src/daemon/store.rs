@@ -8,12 +8,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-/// Job states as stored.
-pub const RUNNING: &str = "running";
-/// A job stopped with SIGSTOP.
-pub const FROZEN: &str = "frozen";
-/// A job whose process is gone.
-pub const HALTED: &str = "halted";
+pub use super::job_fields::{JobKind, JobState};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -60,10 +55,10 @@ const CHECKPOINT_MIGRATIONS: &[(&str, &str)] = &[("owner_uid", "INTEGER NOT NULL
 pub struct JobRecord {
     pub jid: String,
     pub pid: i32,
-    /// `process` (started by run), `managed`, `restored`, or `runc` (a container).
-    pub kind: String,
-    /// [`RUNNING`], [`FROZEN`] or [`HALTED`].
-    pub state: String,
+    /// How the job came to be.
+    pub kind: JobKind,
+    /// Whether its process runs.
+    pub state: JobState,
     pub exit_code: Option<i32>,
     pub command: String,
     pub log_path: String,
@@ -227,7 +222,7 @@ impl Store {
     pub fn set_state(
         &self,
         jid: &str,
-        state: &str,
+        state: JobState,
         exit_code: Option<i32>,
     ) -> rusqlite::Result<()> {
         self.with(|c| {
@@ -245,7 +240,7 @@ impl Store {
             c.execute(
                 "UPDATE jobs SET pid = ?2, start_time_ticks = ?3, state = ?4, exit_code = NULL,
                  updated_at = ?5 WHERE jid = ?1",
-                params![jid, pid, ticks.map(|t| t as i64), RUNNING, now()],
+                params![jid, pid, ticks.map(|t| t as i64), JobState::Running, now()],
             )
             .map(|_| ())
         })

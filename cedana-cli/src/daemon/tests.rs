@@ -3,12 +3,16 @@
 use super::store::*;
 use super::watch::{exit_code, reconcile};
 
-fn job(jid: &str, pid: i32, state: &str, ticks: Option<u64>) -> JobRecord {
+const RUNNING: JobState = JobState::Running;
+const FROZEN: JobState = JobState::Frozen;
+const HALTED: JobState = JobState::Halted;
+
+fn job(jid: &str, pid: i32, state: JobState, ticks: Option<u64>) -> JobRecord {
     JobRecord {
         jid: jid.into(),
         pid,
-        kind: "process".into(),
-        state: state.into(),
+        kind: JobKind::Process,
+        state,
         exit_code: None,
         command: "sleep 1".into(),
         log_path: format!("/tmp/{jid}.log"),
@@ -57,12 +61,12 @@ fn jobs_crud() {
 
     store.set_state("a", HALTED, Some(137)).unwrap();
     let a = store.get_job("a").unwrap().unwrap();
-    assert_eq!((a.state.as_str(), a.exit_code), (HALTED, Some(137)));
+    assert_eq!((a.state, a.exit_code), (HALTED, Some(137)));
 
     store.set_process("a", 99, Some(77)).unwrap();
     let a = store.get_job("a").unwrap().unwrap();
     assert_eq!(
-        (a.pid, a.state.as_str(), a.exit_code, a.start_time_ticks),
+        (a.pid, a.state, a.exit_code, a.start_time_ticks),
         (99, RUNNING, None, Some(77))
     );
 
@@ -180,7 +184,7 @@ fn old_database_gains_the_container_columns() {
     let old = store.get_job("old").unwrap().unwrap();
     assert_eq!(old.container, None);
     let mut j = job("c", 9, RUNNING, None);
-    j.kind = "runc".into();
+    j.kind = JobKind::Runc;
     j.container = Some(ContainerRef {
         id: "ctr".into(),
         root: Some("/run/r".into()),

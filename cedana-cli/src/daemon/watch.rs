@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cedana_runtime::plugins::runc::state::ContainerStatus;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -13,7 +14,7 @@ use super::error::DaemonError;
 use super::identity::Caller;
 use super::jobs::{JobManager, Result};
 use super::procfs;
-use super::store::{JobRecord, Store, FROZEN, HALTED, RUNNING};
+use super::store::{JobRecord, JobState, Store};
 
 /// How often a poller looks at a process that is not our child.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -40,12 +41,12 @@ pub fn reconcile(
 ) -> rusqlite::Result<Vec<JobRecord>> {
     let mut alive = Vec::new();
     for job in store.list_jobs()? {
-        if job.state != RUNNING && job.state != FROZEN {
+        if job.state == JobState::Halted {
             continue;
         }
         match probe(job.pid) {
             Some(ticks) if job.start_time_ticks.map_or(true, |t| t == ticks) => alive.push(job),
-            _ => store.set_state(&job.jid, HALTED, job.exit_code)?,
+            _ => store.set_state(&job.jid, JobState::Halted, job.exit_code)?,
         }
     }
     Ok(alive)
@@ -70,7 +71,7 @@ impl JobManager {
         if !self.is_current(jid, generation) {
             return;
         }
-        if let Err(e) = self.store.set_state(jid, HALTED, code) {
+        if let Err(e) = self.store.set_state(jid, JobState::Halted, code) {
             tracing::error!(jid, "cannot record job exit: {e}");
         }
         tracing::info!(jid, exit_code = ?code, "job halted");
@@ -145,10 +146,10 @@ impl JobManager {
         let sig = Signal::try_from(signal)
             .map_err(|_| DaemonError::InvalidArgument(format!("unknown signal number {signal}")))?;
         signal_job(&job, sig)?;
-        if job.state == FROZEN {
+        if job.state == JobState::Frozen {
             // A stopped process only acts on the signal once continued.
             signal_job(&job, Signal::SIGCONT)?;
-            self.store.set_state(jid, RUNNING, None)?;
+            self.store.set_state(jid, JobState::Running, None)?;
         }
         let mut answer = crate::proto::KillResponse::default();
         let Some(grace) = grace else {
@@ -173,7 +174,7 @@ impl JobManager {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             match self.store.get_job(jid) {
-                Ok(Some(j)) if j.state != HALTED => {}
+                Ok(Some(j)) if j.state != JobState::Halted => {}
                 _ => return true,
             }
             if tokio::time::Instant::now() >= deadline {
@@ -186,7 +187,7 @@ impl JobManager {
     /// Forgets a job; a live one only with `force`, which kills it first.
     pub async fn delete(&self, caller: &Caller, jid: &str, force: bool) -> Result<()> {
         let job = self.owned_job(caller, jid, "delete")?;
-        if job.state != HALTED && procfs::probe(job.pid).is_some() {
+        if job.state != JobState::Halted && procfs::probe(job.pid).is_some() {
             if !force {
                 return Err(DaemonError::JobRunning {
                     jid: jid.to_string(),
@@ -205,7 +206,7 @@ impl JobManager {
                 root: c.root.clone(),
             };
             if let Ok(states) = self.runc_states(&container).await {
-                if states.iter().all(|s| s.status == "stopped") {
+                if states.iter().all(|s| s.status == ContainerStatus::Stopped) {
                     if let Err(e) = self.delete_container(&container).await {
                         tracing::warn!(jid, container = c.id, "cannot delete the container: {e}");
                     }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use cedana_config::Config;
+
 use crate::chain::Adapter;
 use crate::engine::{DumpCtx, DumpRequest, DumpResponse, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
@@ -21,16 +23,16 @@ pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
                 ctx.req.dir.clone().unwrap_or_else(|| cfg.dir.clone()),
                 "dir",
             )?;
-            let compression = ctx
-                .req
-                .compression
-                .clone()
-                .unwrap_or_else(|| cfg.compression.clone());
-            ctx.compression =
-                Compression::from_str(&compression).map_err(|e| EngineError::InvalidRequest {
-                    field: "compression",
-                    reason: e.to_string(),
-                })?;
+            ctx.compression = match ctx.req.compression {
+                Some(c) => c,
+                // The config is validated when loaded; a bad value still gets a clear error.
+                None => Compression::from_str(&cfg.compression).map_err(|e| {
+                    EngineError::InvalidRequest {
+                        field: "compression",
+                        reason: e.to_string(),
+                    }
+                })?,
+            };
             if stream_plan(&ctx.req)?.is_some() {
                 // The shards are compressed already: the checkpoint is their directory.
                 ctx.compression = Compression::None;
@@ -39,12 +41,19 @@ pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
                 Some(n) => n.clone(),
                 None => default_name(ctx.req.pid),
             };
-            ctx.opts.leave_running = ctx.req.leave_running.unwrap_or(cfg.leave_running);
+            ctx.opts.leave_running = leave_running(&ctx.req, &ctx.env.config);
             ctx.opts.external = ctx.req.flags.external.clone();
             ctx.opts.tcp_close = ctx.req.flags.tcp_close.unwrap_or(false);
             next.run(ctx).await
         })
     })
+}
+
+/// Whether a dump leaves the tree running: the request's choice, else
+/// `checkpoint.leave_running`. Callers that act on the outcome (the daemon waits for a
+/// stopped job to be recorded halted) ask here rather than working it out again.
+pub fn leave_running(req: &DumpRequest, config: &Config) -> bool {
+    req.leave_running.unwrap_or(config.checkpoint.leave_running)
 }
 
 /// Most shards a streamed dump may ask for.
@@ -63,9 +72,9 @@ pub fn stream_plan(req: &DumpRequest) -> Result<Option<(usize, Codec)>, EngineEr
             ),
         });
     }
-    let codec = match req.compression.as_deref() {
-        None | Some("zstd") => Codec::Zstd,
-        Some("lz4") => Codec::Lz4,
+    let codec = match req.compression {
+        None | Some(Compression::Zstd) => Codec::Zstd,
+        Some(Compression::Lz4) => Codec::Lz4,
         Some(other) => {
             return Err(EngineError::InvalidRequest {
                 field: "compression",

@@ -46,8 +46,8 @@ pub struct DumpRequest {
     pub dir: Option<PathBuf>,
     /// Checkpoint name (default: generated from the process name, PID and time).
     pub name: Option<String>,
-    /// `none|tar|gzip|lz4|zstd` (default: `checkpoint.compression`).
-    pub compression: Option<String>,
+    /// How the checkpoint is packed (default: `checkpoint.compression`).
+    pub compression: Option<Compression>,
     /// Keep the tree running after the dump (default: `checkpoint.leave_running`).
     pub leave_running: Option<bool>,
     /// Options to force.

@@ -17,6 +17,7 @@ use super::meta::{ContainerMeta, ExternalFile};
 use super::rootfs_baseline;
 use super::rootfs_diff;
 use super::runtime::{self, Runtime};
+use super::state::ContainerStatus;
 use super::stream;
 use super::target::{dump_target, RuncDump};
 use crate::adapters::commit::Committer;
@@ -51,7 +52,7 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
             let (rt, id) = (rt.clone(), d.target.id.clone());
             Some(
                 blocking(move || {
-                    let paused = rt.state(&id)?.status == "paused";
+                    let paused = rt.state(&id)?.status == ContainerStatus::Paused;
                     Ok(Held::pause(&rt, &id, paused)?)
                 })
                 .await?,

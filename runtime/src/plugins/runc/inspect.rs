@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::meta::{ContainerLayout, ContainerMeta};
 use super::runtime::Runtime;
+use super::state::ContainerStatus;
 use super::target::dump_target;
 use crate::adapters::choose;
 use crate::chain::Adapter;
@@ -41,10 +42,14 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
                 Ok((state, rt.binary().to_path_buf(), version))
             })
             .await?;
-            if !matches!(state.status.as_str(), "running" | "paused") || state.pid <= 0 {
+            let live = matches!(
+                state.status,
+                ContainerStatus::Running | ContainerStatus::Paused
+            );
+            if !live || state.pid <= 0 {
                 return Err(RuncError::NotRunning {
                     id: state.id,
-                    status: state.status,
+                    status: state.status.to_string(),
                 }
                 .into());
             }

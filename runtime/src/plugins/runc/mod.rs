@@ -25,8 +25,10 @@ pub mod rootfs_diff;
 pub mod run;
 pub mod runtime;
 pub mod signals;
+pub mod state;
 pub mod stream;
 pub mod target;
+pub mod task_args;
 
 pub use run::{RuncRun, RuncRunResponse};
 pub use target::{RuncDump, RuncRestore, RuncStdio, RuncTarget};

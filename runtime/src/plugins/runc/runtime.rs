@@ -5,9 +5,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde::Deserialize;
-
 use super::error::RuncError;
+pub use super::state::{ContainerState, ContainerStatus};
 use super::target::{RuncDump, RuncRestore, RuncTarget};
 use crate::criu::options::CriuOpts;
 use crate::host;
@@ -18,39 +17,21 @@ const LOG_FORMAT: &str = "--log-format";
 const SYSTEMD_CGROUP: &str = "--systemd-cgroup";
 const DEBUG: &str = "--debug";
 const CRIU: &str = "--criu";
-const IMAGE_PATH: &str = "--image-path";
-const WORK_PATH: &str = "--work-path";
+pub(super) const IMAGE_PATH: &str = "--image-path";
+pub(super) const WORK_PATH: &str = "--work-path";
 const LEAVE_RUNNING: &str = "--leave-running";
 const TCP_ESTABLISHED: &str = "--tcp-established";
 const EXT_UNIX_SK: &str = "--ext-unix-sk";
 const SHELL_JOB: &str = "--shell-job";
 const FILE_LOCKS: &str = "--file-locks";
-const BUNDLE: &str = "--bundle";
-const DETACH: &str = "--detach";
-const PID_FILE: &str = "--pid-file";
-const CONSOLE_SOCKET: &str = "--console-socket";
-const NO_PIVOT: &str = "--no-pivot";
+pub(super) const BUNDLE: &str = "--bundle";
+pub(super) const DETACH: &str = "--detach";
+pub(super) const PID_FILE: &str = "--pid-file";
+pub(super) const CONSOLE_SOCKET: &str = "--console-socket";
+pub(super) const NO_PIVOT: &str = "--no-pivot";
 const NO_SUBREAPER: &str = "--no-subreaper";
 const FORCE: &str = "--force";
-const ALL: &str = "--all";
-
-/// `runc state ID` / `runc list --format json`: what we use of a container's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct ContainerState {
-    /// Container id.
-    pub id: String,
-    /// PID of the container's init, as seen from the host.
-    pub pid: i32,
-    /// `created`, `running`, `paused` or `stopped`.
-    pub status: String,
-    /// Bundle directory.
-    pub bundle: String,
-    /// Root filesystem.
-    pub rootfs: String,
-    /// Creation time (RFC 3339).
-    pub created: String,
-}
+pub(super) const ALL: &str = "--all";
 
 /// An OCI runtime binary plus the global flags of one target.
 #[derive(Debug, Clone)]
