@@ -106,18 +106,22 @@ impl Client {
             signal: libc::SIGKILL as u32,
             all: true,
         };
-        if let Err(s) = self.tasks().kill(self.request(kill)).await {
-            if not_found(&s) {
-                return;
+        // A task whose process never started or already exited answers NotFound or
+        // FailedPrecondition here, has nothing to wait for, and is deleted all the same.
+        match self.tasks().kill(self.request(kill)).await {
+            Ok(_) => {
+                let wait = WaitRequest {
+                    container_id: id.clone(),
+                    exec_id: String::new(),
+                };
+                let mut tasks = self.tasks();
+                let waited = tokio::time::timeout(KILL_WAIT, tasks.wait(self.request(wait)));
+                if waited.await.is_err() {
+                    tracing::warn!(%id, "killed task did not exit in {KILL_WAIT:?}; deleting it anyway");
+                }
             }
-            tracing::debug!(%id, error = %s.message(), "kill before delete");
+            Err(s) => tracing::debug!(%id, error = %s.message(), "kill before delete"),
         }
-        let wait = WaitRequest {
-            container_id: id.clone(),
-            exec_id: String::new(),
-        };
-        let mut tasks = self.tasks();
-        let _ = tokio::time::timeout(KILL_WAIT, tasks.wait(self.request(wait))).await;
         let req = DeleteTaskRequest {
             container_id: id.clone(),
         };
