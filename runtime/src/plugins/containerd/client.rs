@@ -196,3 +196,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn not_found(status: &Status) -> bool {
     status.code() == Code::NotFound
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_socket_is_named_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let address = dir.path().join("c.sock").display().to_string();
+        let t = ContainerdTarget::new("c1", Some(address.clone()), None);
+        let e = Client::connect(&t)
+            .await
+            .err()
+            .expect("no containerd there");
+        assert!(matches!(e, ContainerdError::Unreachable { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&address) && msg.contains("--containerd-address"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_namespace_that_cannot_be_a_header_is_refused() {
+        let t = ContainerdTarget::new("c1", None, Some("bad\nns".into()));
+        let e = Client::connect(&t).await.err().expect("refused");
+        assert!(matches!(e, ContainerdError::BadNamespace { .. }), "{e:?}");
+    }
+}
