@@ -4,15 +4,13 @@
 
 use std::path::PathBuf;
 
-use prost::Message;
-
-use super::ctr;
+use super::client::Client;
 use super::error::ContainerdError;
-use super::grpc::{base64_decode, RuncOptions, RUNC_OPTIONS_TYPE_URL};
 use super::meta::ContainerdMeta;
+use super::options::{self, RUNC_OPTIONS_TYPE_URL};
 use super::target::ContainerdTarget;
 use crate::chain::Adapter;
-use crate::engine::{blocking, DumpCtx, DumpResponse};
+use crate::engine::{DumpCtx, DumpResponse};
 use crate::error::EngineError;
 use crate::plugins::runc::{RuncDump, RuncTarget};
 
@@ -21,7 +19,7 @@ use crate::plugins::runc::{RuncDump, RuncTarget};
 pub const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
 
 /// Label of a container we restored: its task's runtime options (base64 protobuf, as
-/// containerd prints them), which containerd keeps with the task only.
+/// `metadata.json` records them), which containerd keeps with the task only.
 pub const RUNTIME_OPTIONS_LABEL: &str = "io.cedana.runtime-options";
 
 /// Whether `cedana restore containerd` can bring back a container of `runtime` created
@@ -78,54 +76,45 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                         .into(),
                 });
             }
-            let (info, task) = {
-                let t = t.clone();
-                blocking(move || Ok((ctr::info(&t)?, ctr::task(&t)?))).await?
-            };
-            match &task {
-                Some((pid, status))
-                    if *pid > 0 && matches!(status.as_str(), "RUNNING" | "PAUSED") => {}
+            let client = Client::connect(&t).await?;
+            let info = client.container().await?;
+            match client.task().await? {
+                Some(task) if task.is_live() => {}
                 other => {
                     return Err(ContainerdError::NotRunning {
                         id: t.id.clone(),
                         namespace: t.namespace.clone(),
                         status: other
-                            .as_ref()
-                            .map(|(_, s)| s.to_lowercase())
+                            .map(|task| task.status_name())
                             .unwrap_or_else(|| "no task".into()),
                     }
                     .into())
                 }
             }
             // A container we restored keeps its runtime options in our label (containerd
-            // keeps them with the task only).
-            let any = info
-                .runtime
-                .options
-                .clone()
+            // keeps them with the task only). Recorded as (type URL, base64 protobuf).
+            let (options_type, recorded_options) = match info
+                .runtime_options
+                .as_ref()
                 .filter(|a| !a.value.is_empty())
-                .or_else(|| {
-                    info.labels
-                        .get(RUNTIME_OPTIONS_LABEL)
-                        .map(|v| ctr::AnyJson {
-                            type_url: RUNC_OPTIONS_TYPE_URL.into(),
-                            value: v.clone(),
-                        })
-                })
-                .unwrap_or_default();
+            {
+                Some(any) => (any.type_url.clone(), options::base64_encode(&any.value)),
+                None => match info.labels.get(RUNTIME_OPTIONS_LABEL) {
+                    Some(v) => (RUNC_OPTIONS_TYPE_URL.to_string(), v.clone()),
+                    None => (String::new(), String::new()),
+                },
+            };
             // Refused before anything is frozen: a dump that stops the container must
             // leave something restorable.
-            if let Err(reason) = restorable(&info.runtime.name, &any.type_url) {
+            if let Err(reason) = restorable(&info.runtime, &options_type) {
                 return Err(ContainerdError::NotRestorable {
                     id: t.id.clone(),
-                    runtime: info.runtime.name.clone(),
+                    runtime: info.runtime.clone(),
                     reason,
                 }
                 .into());
             }
-            let options = base64_decode(&any.value)
-                .and_then(|b| RuncOptions::decode(b.as_slice()).ok())
-                .unwrap_or_default();
+            let options = options::decode_recorded(&recorded_options).unwrap_or_default();
             let root = if options.root.is_empty() {
                 PathBuf::from(DEFAULT_RUNC_ROOT)
             } else {
@@ -140,13 +129,13 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                 namespace: t.namespace.clone(),
                 id: t.id.clone(),
                 image: info.image,
-                runtime: info.runtime.name,
-                runtime_options_type: if any.type_url.is_empty() {
+                runtime: info.runtime,
+                runtime_options_type: if options_type.is_empty() {
                     RUNC_OPTIONS_TYPE_URL.into()
                 } else {
-                    any.type_url
+                    options_type
                 },
-                runtime_options: any.value,
+                runtime_options: recorded_options,
                 snapshotter: info.snapshotter,
             })?;
             next.run(ctx).await

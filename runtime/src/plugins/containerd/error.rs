@@ -6,12 +6,10 @@ use crate::error::{ErrorKind, PluginError};
 /// What went wrong with a containerd container.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
-    /// `ctr` is not installed.
-    #[error("ctr not found in PATH (install containerd's client: `apt-get install containerd`)")]
-    CtrNotFound,
     /// containerd does not answer at the address.
     #[error(
-        "containerd is unreachable at {address}: {detail} (is containerd running? give --address)"
+        "containerd is unreachable at {address}: {detail} (is containerd running at \
+         {address}? give its socket with --containerd-address)"
     )]
     Unreachable {
         /// The socket.
@@ -88,12 +86,18 @@ pub enum ContainerdError {
     /// The checkpoint is not a containerd one.
     #[error("{0}")]
     NotContainerd(String),
-    /// A `ctr` command or a containerd call failed.
-    #[error("{command} failed: {detail}")]
-    Command {
-        /// What ran.
-        command: String,
-        /// Its message.
+    /// The namespace cannot be sent to containerd.
+    #[error("containerd namespace {namespace:?} is not valid (letters, digits, `.`, `_` and `-`)")]
+    BadNamespace {
+        /// The namespace given.
+        namespace: String,
+    },
+    /// A containerd call failed.
+    #[error("{call} failed: {detail}")]
+    Call {
+        /// What was asked of containerd.
+        call: String,
+        /// containerd's message.
         detail: String,
     },
 }
@@ -104,10 +108,9 @@ impl ContainerdError {
         match self {
             Self::NotFound { .. } | Self::NoImage { .. } => ErrorKind::NotFound,
             Self::Exists { .. } => ErrorKind::AlreadyExists,
-            Self::NotContainerd(_) => ErrorKind::InvalidArgument,
-            Self::Command { .. } => ErrorKind::Internal,
-            Self::CtrNotFound
-            | Self::Unreachable { .. }
+            Self::NotContainerd(_) | Self::BadNamespace { .. } => ErrorKind::InvalidArgument,
+            Self::Call { .. } => ErrorKind::Internal,
+            Self::Unreachable { .. }
             | Self::NotRunning { .. }
             | Self::Runtime { .. }
             | Self::NotRestorable { .. } => ErrorKind::FailedPrecondition,

@@ -2,31 +2,40 @@
 //! runtime) into the runc plugin's portable checkpoint, and restore it into a NEW
 //! containerd container that containerd then manages like any other.
 //!
-//! Dump: the container (address, namespace, id) is resolved with `ctr` to the runc
-//! container under it (`<runc root>/<namespace>`, same id), and the runc plugin's chain
-//! does the rest; the image, runtime, its options and the snapshotter are recorded in
-//! `metadata.json` (`containerd`). Restore: `ctr` creates the container from the image,
-//! the recorded spec replaces the generated one, `rootfs-diff.tar` goes onto the new
-//! snapshot, and the task is created from the checkpoint through containerd's own API.
+//! Dump: the container (address, namespace, id) is resolved through containerd's API to
+//! the runc container under it (`<runc root>/<namespace>`, same id), and the runc
+//! plugin's chain does the rest; the image, runtime, its options and the snapshotter are
+//! recorded in `metadata.json` (`containerd`). Restore: the container is created from the
+//! image (unpacked if needed) with the recorded spec, `rootfs-diff.tar` goes onto its new
+//! snapshot, and its task is created from the checkpoint and started.
 //!
-//! One concern per file: `target` (what callers give), `ctr` (containerd through `ctr`),
-//! `grpc` (the calls `ctr` cannot make), `dump` (middleware), `restore` (handler),
-//! `meta` (its section of metadata.json), `error`.
+//! containerd is reached only through its gRPC API (the typed `containerd-client`
+//! crate), never through `ctr`. One concern per file: `target` (what callers give),
+//! `client` (connection, namespace, lease, errors of a call), `containers`, `tasks`,
+//! `image` (resolving an image through the content store), `snapshots` (unpacking,
+//! preparing, mounts), `options` (the runc shim's options and how they are recorded),
+//! `dump` (middleware), `restore` (handler), `meta` (its section of metadata.json),
+//! `error`.
 
-pub mod ctr;
+pub mod client;
+pub mod containers;
 pub mod dump;
 pub mod error;
-pub mod grpc;
+pub mod image;
 pub mod meta;
+pub mod options;
 pub mod restore;
+pub mod snapshots;
 pub mod target;
+pub mod tasks;
 
 pub use target::{ContainerdRestore, ContainerdTarget};
+
+use std::os::unix::fs::FileTypeExt;
 
 use crate::chain::{Chain, Handler};
 use crate::engine::restore as engine_restore;
 use crate::engine::{DumpCtx, DumpResponse, Env, RestoreCtx, RestoreResponse};
-use crate::host;
 use crate::image::metadata::CheckpointKind;
 use crate::plugins::runc;
 use crate::plugins::{Feature, Health, HealthCheck, Plugin};
@@ -55,7 +64,7 @@ impl Plugin for ContainerdPlugin {
         vec![
             f(
                 "dump middleware",
-                "resolve_containerd_container (ctr: runtime, runc root, image, snapshotter), then the runc plugin's",
+                "resolve_containerd_container (containerd API: runtime, runc root, image, snapshotter), then the runc plugin's",
             ),
             f(
                 "dump handler",
@@ -63,9 +72,9 @@ impl Plugin for ContainerdPlugin {
             ),
             f(
                 "restore handler",
-                "containerd_restore: ctr creates the container from the image, recorded spec, rootfs diff on the new snapshot, task created from the checkpoint (io.containerd.runc.*, and io.containerd.cedana.* with runc options: the shim reads CriuImagePath)",
+                "containerd_restore: the container created from the image (containerd API), recorded spec, rootfs diff on the new snapshot, task created from the checkpoint (io.containerd.runc.*, and io.containerd.cedana.* with runc options: the shim reads CriuImagePath)",
             ),
-            f("health checks", "ctr"),
+            f("health checks", "containerd socket"),
         ]
     }
 
@@ -98,19 +107,23 @@ impl Plugin for ContainerdPlugin {
     }
 
     fn health(&self, _env: &Env) -> Vec<HealthCheck> {
-        let ctr = host::find_executable(std::path::Path::new("ctr"));
+        // Only the default socket can be checked here: a dump or restore may name another
+        // (--containerd-address), and a call finds out then.
+        let address = target::DEFAULT_ADDRESS;
+        let listening = std::fs::metadata(address)
+            .map(|m| m.file_type().is_socket())
+            .unwrap_or(false);
         vec![HealthCheck {
             plugin: "containerd".into(),
-            name: "ctr".into(),
-            health: if ctr.is_some() {
-                Health::Ok
+            name: "containerd socket".into(),
+            health: if listening { Health::Ok } else { Health::Warn },
+            detail: if listening {
+                address.into()
             } else {
-                Health::Warn
+                format!("no containerd socket at {address}")
             },
-            detail: ctr
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "ctr not found in PATH".into()),
-            fix: None,
+            fix: (!listening)
+                .then(|| "start containerd, or give its socket with --containerd-address".into()),
         }]
     }
 }

@@ -1,23 +1,26 @@
 //! Restore into a new containerd container: create it from the recorded image (or
-//! `--image`) with `ctr` (which unpacks the image and prepares its snapshot), put the
-//! recorded spec in (id-specific fields adjusted), apply `rootfs-diff.tar` onto the new
+//! `--image`) with the recorded spec (id-specific fields adjusted), unpacking the image
+//! first when the snapshotter does not have it yet, apply `rootfs-diff.tar` onto its new
 //! snapshot, then create its task with runc options naming the checkpoint's images
 //! (containerd hands `criu_image_path` to the runc shim as the task's checkpoint) and
 //! start it: the shim's runtime restores the process tree, and containerd manages the
 //! container like any other. A failure removes the new container again.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use containerd_client::types::Mount;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use prost::Message;
+use prost_types::Any;
 
-use super::ctr::{self, Mount};
+use super::client::Client;
+use super::containers::NewContainer;
 use super::dump::RUNTIME_OPTIONS_LABEL;
 use super::error::ContainerdError;
-use super::grpc::{self, base64_decode, Any, Client, RuncOptions};
 use super::meta::ContainerdMeta;
+use super::options;
 use super::target::{ContainerdRestore, ContainerdTarget};
 use crate::chain::{Adapter, OpResult};
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
@@ -41,8 +44,7 @@ pub fn validate_containerd_restore() -> Adapter<RestoreCtx, RestoreResponse> {
                     reason: "give the new container's id with --id".into(),
                 });
             }
-            let t = r.target.clone();
-            if blocking(move || Ok(ctr::exists(&t)?)).await? {
+            if Client::connect(&r.target).await?.container_exists().await? {
                 return Err(ContainerdError::Exists {
                     id: r.target.id,
                     namespace: r.target.namespace,
@@ -77,11 +79,9 @@ pub async fn containerd_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let image = r.image.clone().unwrap_or_else(|| recorded.image.clone());
     let spec = recorded_spec(&ctx.images_dir, &recorded, &r.target.id)?;
     let t = Instant::now();
-    {
-        let (r, recorded, spec) = (r.clone(), recorded.clone(), spec.clone());
-        blocking(move || create_container(&r.target, &recorded, &image, &spec)).await?;
-    }
-    match restore_task(&ctx, &r, &recorded, &spec).await {
+    let client = Client::connect(&r.target).await?;
+    create_container(&client, &recorded, &image, spec).await?;
+    match restore_task(&ctx, &client, &r, &recorded).await {
         Ok(pid) => {
             let mut metadata = ctx.metadata;
             metadata
@@ -95,12 +95,7 @@ pub async fn containerd_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
             })
         }
         Err(e) => {
-            let target = r.target.clone();
-            let _ = blocking(move || {
-                ctr::remove(&target);
-                Ok(())
-            })
-            .await;
+            client.remove_container().await;
             Err(e)
         }
     }
@@ -114,8 +109,7 @@ fn refuse_external_without_cedana_runc(dir: &Path, md: &ContainerdMeta) -> OpRes
     if files.is_empty() {
         return Ok(());
     }
-    let binary = base64_decode(&md.runtime_options)
-        .and_then(|b| RuncOptions::decode(b.as_slice()).ok())
+    let binary = options::decode_recorded(&md.runtime_options)
         .map(|o| o.binary_name)
         .unwrap_or_default();
     if binary.ends_with("cedana-runc") {
@@ -180,80 +174,83 @@ fn adjust_spec(spec: &mut serde_json::Value, old: &str, new: &str) {
     }
 }
 
-/// `ctr containers create` from the image (unpacking it, preparing the snapshot).
-fn create_container(
-    t: &ContainerdTarget,
+/// Creates the container from the image (unpacked first if the snapshotter lacks it),
+/// on a new snapshot, with the recorded spec and runtime. The recorded runtime options
+/// go into a label: containerd keeps a task's runtime options with the task only, so
+/// this container's own dumps (and the restores of those) find the same runc binary
+/// (cedana-runc) and root there.
+async fn create_container(
+    client: &Client,
     md: &ContainerdMeta,
     image: &str,
-    spec: &serde_json::Value,
+    spec: serde_json::Value,
 ) -> OpResult<()> {
-    let images = ctr::ctr(t, &["images", "list", "-q"])?;
-    if !images.lines().any(|l| l.trim() == image) {
-        return Err(ContainerdError::NoImage {
-            image: image.into(),
-            namespace: t.namespace.clone(),
+    let resolved = client.resolve_image(image).await?;
+    let id = client.target().id.clone();
+    // A lease keeps the unpacked layers and the new snapshot from containerd's garbage
+    // collector until the container record refers to them.
+    let leased = client.leased().await?;
+    let created = async {
+        let parent = leased.unpack(&resolved, &md.snapshotter).await?;
+        leased
+            .prepare_snapshot(&md.snapshotter, &id, &parent)
+            .await?;
+        let mut labels: HashMap<String, String> = resolved.labels.clone();
+        if !md.runtime_options.is_empty() {
+            labels.insert(RUNTIME_OPTIONS_LABEL.into(), md.runtime_options.clone());
         }
-        .into());
+        let new = NewContainer {
+            image: image.into(),
+            runtime: md.runtime.clone(),
+            snapshotter: super::snapshots::snapshotter_or_default(&md.snapshotter).into(),
+            snapshot_key: id.clone(),
+            spec,
+            labels,
+        };
+        if let Err(e) = leased.create_container(new).await {
+            leased.remove_snapshot(&md.snapshotter, &id).await;
+            return Err(e);
+        }
+        Ok(())
     }
-    let mut args = vec!["containers", "create", "--runtime", md.runtime.as_str()];
-    if !md.snapshotter.is_empty() {
-        args.extend(["--snapshotter", md.snapshotter.as_str()]);
-    }
-    args.extend([image, t.id.as_str()]);
-    let argv: Vec<String> = spec
-        .pointer("/process/args")
-        .and_then(|a| a.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    args.extend(argv.iter().map(String::as_str));
-    ctr::ctr(t, &args)?;
-    Ok(())
+    .await;
+    leased.release().await;
+    Ok(created?)
 }
 
-/// Spec, rootfs changes, task from the checkpoint, start. The new task's PID.
+/// Rootfs changes, task from the checkpoint, start. The new task's PID.
 async fn restore_task(
     ctx: &RestoreCtx,
+    client: &Client,
     r: &ContainerdRestore,
     md: &ContainerdMeta,
-    spec: &serde_json::Value,
 ) -> OpResult<i32> {
-    let client = Client::connect(&r.target).await?;
-    // containerd keeps a task's runtime options only with the task, and `ctr containers
-    // create` sets none: a label carries them, so this container's own dumps (and the
-    // restores of those) run with the same runc binary (cedana-runc) and root.
-    let mut labels = std::collections::HashMap::new();
-    if !md.runtime_options.is_empty() {
-        labels.insert(
-            RUNTIME_OPTIONS_LABEL.to_string(),
-            md.runtime_options.clone(),
-        );
-    }
-    client.update_spec(spec, labels).await?;
-    let mounts = {
-        let (t, s) = (r.target.clone(), md.snapshotter.clone());
-        blocking(move || Ok(ctr::snapshot_mounts(&t, &s, &t.id)?)).await?
-    };
+    let mounts = client
+        .snapshot_mounts(&md.snapshotter, &r.target.id)
+        .await?;
     let diff = ctx.images_dir.join(layout::ROOTFS_DIFF);
     if diff.exists() {
         let (m, work) = (mounts.clone(), ctx.work_dir.clone());
         let applied = blocking(move || apply_diff_on(&m, &diff, &work)).await?;
         tracing::info!(applied, id = %r.target.id, "rootfs diff applied to the new snapshot");
     }
-    // Recorded runtime options (binary, root, ...) plus where to restore from: appended
-    // protobuf fields merge into the message.
-    let mut value = base64_decode(&md.runtime_options).unwrap_or_default();
-    value.extend(
-        RuncOptions {
-            criu_image_path: layout::images_of(&ctx.images_dir).display().to_string(),
-            criu_work_path: ctx.work_dir.display().to_string(),
-            ..Default::default()
-        }
-        .encode_to_vec(),
-    );
+    // Recorded runtime options (binary, root, ...) plus where to restore from.
+    let mut runc = if md.runtime_options.is_empty() {
+        options::RuncOptions::new()
+    } else {
+        options::decode_recorded(&md.runtime_options).ok_or_else(|| {
+            ContainerdError::NotContainerd(format!(
+                "the checkpoint's runtime options ({}) are not base64 runc options",
+                md.runtime_options_type
+            ))
+        })?
+    };
+    runc.criu_image_path = layout::images_of(&ctx.images_dir).display().to_string();
+    runc.criu_work_path = ctx.work_dir.display().to_string();
+    let value = options::encode(&runc).map_err(|detail| ContainerdError::Call {
+        call: "encode the task's runc options".into(),
+        detail,
+    })?;
     let log = r
         .log_path
         .clone()
@@ -262,18 +259,10 @@ async fn restore_task(
         fs::create_dir_all(dir)
             .map_err(|e| EngineError::io(format!("create {}", dir.display()), e))?;
     }
-    let rootfs = mounts
-        .into_iter()
-        .map(|m| grpc::Mount {
-            r#type: m.kind,
-            source: m.source,
-            options: m.options,
-        })
-        .collect();
     let stdin = stdin_fifo(&log)?;
     client
         .create_task(
-            rootfs,
+            mounts,
             (
                 &stdin.display().to_string(),
                 &format!("file://{}", log.display()),
@@ -312,8 +301,8 @@ pub fn log_path(log_dir: &Path, t: &ContainerdTarget) -> PathBuf {
 /// Mounts the snapshot on a private dir under `work`, applies the diff, unmounts.
 fn apply_diff_on(mounts: &[Mount], diff: &Path, work: &Path) -> OpResult<u64> {
     let [m] = mounts else {
-        return Err(ContainerdError::Command {
-            command: "ctr snapshots mounts".into(),
+        return Err(ContainerdError::Call {
+            call: "containerd Snapshots.Mounts".into(),
             detail: format!("expected one mount for the snapshot, got {}", mounts.len()),
         }
         .into());
@@ -333,7 +322,7 @@ fn apply_diff_on(mounts: &[Mount], diff: &Path, work: &Path) -> OpResult<u64> {
         }
     }
     let data = data.join(",");
-    let kind = (m.kind != "bind").then_some(m.kind.as_str());
+    let kind = (m.r#type != "bind").then_some(m.r#type.as_str());
     mount(
         Some(m.source.as_str()),
         &target,
