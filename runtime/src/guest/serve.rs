@@ -1,0 +1,183 @@
+//! The agent's operations, one connection each: info, list, dump (checkpoint in the
+//! guest, stream the archive out, keep it until the host says it is committed), restore
+//! (receive the archive, verified as it arrives, and restore from it).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::container;
+use super::error::GuestError;
+use super::health;
+use super::transport::Stream;
+use super::wire::{
+    self, Ack, AgentInfo, DumpReady, DumpSpec, Listing, Request, RestoreSpec, Restored, Target,
+};
+use crate::engine::{DumpRequest, Engine, RestoreRequest};
+
+/// What every connection of one agent shares.
+pub(super) struct Served {
+    /// The engine, as the host daemon has it.
+    pub engine: Arc<Engine>,
+    /// Runs the engine's async operations for the connection threads.
+    pub rt: tokio::runtime::Handle,
+    /// Guest scratch space: `out/` for dumps waiting for the host, `in/` for restores.
+    pub work: PathBuf,
+    /// Where kata-agent lays out containers.
+    pub kata_root: PathBuf,
+}
+
+/// Serves one request on `s`; a failure is sent back as the reply.
+pub(super) fn handle(sv: &Served, s: &mut dyn Stream) {
+    let req: Request = match wire::recv_msg(s) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "bad request");
+            let _ = wire::send_error(s, &e);
+            return;
+        }
+    };
+    tracing::info!(?req, "request");
+    let result = match req {
+        Request::Info => wire::send_msg(s, &info(sv)),
+        Request::List => wire::send_msg(s, &list(sv)),
+        Request::Dump(spec) => dump(sv, s, spec),
+        Request::Restore(spec) => restore(sv, s, spec),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "request failed");
+        // The host may have gone already; the log keeps the error.
+        let _ = wire::send_error(s, &e);
+    }
+}
+
+fn info(sv: &Served) -> AgentInfo {
+    let mut checks = health::checks();
+    checks.extend(sv.engine.check());
+    AgentInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel: crate::host::host_info().kernel,
+        checks,
+    }
+}
+
+fn list(sv: &Served) -> Listing {
+    let processes = container::processes();
+    Listing {
+        containers: container::list(&sv.kata_root, &processes),
+        processes,
+    }
+}
+
+fn dump(sv: &Served, s: &mut dyn Stream, spec: DumpSpec) -> Result<(), GuestError> {
+    let pid = match &spec.target {
+        Target::Pid(p) => *p,
+        Target::Container(id) => {
+            let c = container::find(&sv.kata_root, id)?;
+            container::tree_root(&c, &container::processes())?
+        }
+    };
+    if spec.compression.as_deref() == Some("none") {
+        return Err(GuestError::Invalid(
+            "a kata checkpoint leaves the guest as one archive: use --compression tar, gzip, lz4 or zstd".into(),
+        ));
+    }
+    let out = sv.work.join("out");
+    fs::create_dir_all(&out).map_err(|e| GuestError::io(&out, e))?;
+    let resp = sv.rt.block_on(sv.engine.dump(DumpRequest {
+        pid,
+        dir: Some(out),
+        name: spec.name,
+        compression: spec.compression.or_else(|| Some("zstd".into())),
+        leave_running: spec.leave_running,
+        flags: spec.flags,
+        ..Default::default()
+    }))?;
+    let path = resp.path;
+    let mut file = File::open(&path).map_err(|e| GuestError::io(&path, e))?;
+    let size = file.metadata().map_err(|e| GuestError::io(&path, e))?.len();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    wire::send_msg(
+        s,
+        &DumpReady {
+            name: resp.name,
+            file_name,
+            size,
+            pid,
+            duration_ms: resp.duration_ms,
+            metadata: resp.metadata,
+        },
+    )?;
+    let sent = wire::send_stream(s, &mut file);
+    let ack = sent.and_then(|_| wire::recv_msg::<Ack, _>(s));
+    match ack {
+        Ok(Ack {
+            committed: true, ..
+        }) => {
+            let _ = fs::remove_file(&path);
+            Ok(())
+        }
+        // The tree may be gone already: this copy is then the only one, so keep it.
+        Ok(Ack { detail, .. }) => {
+            tracing::error!(path = %path.display(), %detail, "the host refused the checkpoint; kept in the guest");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "checkpoint not delivered; kept in the guest");
+            Err(e)
+        }
+    }
+}
+
+fn restore(sv: &Served, s: &mut dyn Stream, spec: RestoreSpec) -> Result<(), GuestError> {
+    let name = &spec.file_name;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(GuestError::Invalid(format!(
+            "bad checkpoint file name {name:?}"
+        )));
+    }
+    if let Some(id) = &spec.container {
+        // Its processes come back rooted in its rootfs: that must be there already.
+        container::find(&sv.kata_root, id)?;
+    }
+    let incoming = sv.work.join("in");
+    fs::create_dir_all(&incoming).map_err(|e| GuestError::io(&incoming, e))?;
+    // Removed with everything in it when this restore ends, however it ends.
+    let dir = tempfile::Builder::new()
+        .prefix("restore-")
+        .tempdir_in(&incoming)
+        .map_err(|e| GuestError::io(&incoming, e))?;
+    let path = dir.path().join(name);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| GuestError::io(&path, e))?;
+    let mut w = BufWriter::new(file);
+    wire::recv_stream(s, &mut w, spec.size)?;
+    w.flush().map_err(|e| GuestError::io(&path, e))?;
+    drop(w);
+    let resp = sv.rt.block_on(sv.engine.restore(RestoreRequest {
+        path,
+        flags: spec.flags,
+        ..Default::default()
+    }))?;
+    let pid = resp.pid;
+    // The restored root is our child (CRIU's rst_sibling): reap it when it exits.
+    std::thread::spawn(move || {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    });
+    wire::send_msg(
+        s,
+        &Restored {
+            pid,
+            duration_ms: resp.duration_ms,
+        },
+    )
+}
