@@ -48,5 +48,6 @@ fn tracing_subscriber_init() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .init();
 }

@@ -17,6 +17,9 @@ use super::wire::{
 };
 use crate::engine::{DumpRequest, Engine, RestoreRequest};
 
+/// The built-in plugin whose checks (CRIU) matter in a guest.
+const PROCESS_PLUGIN: &str = "process";
+
 /// What every connection of one agent shares.
 pub(super) struct Served {
     /// The engine, as the host daemon has it.
@@ -55,7 +58,13 @@ pub(super) fn handle(sv: &Served, s: &mut dyn Stream) {
 
 fn info(sv: &Served) -> AgentInfo {
     let mut checks = health::checks();
-    checks.extend(sv.engine.check());
+    // Only the engine's own checks (CRIU): runc and containerd have no place in a guest.
+    checks.extend(
+        sv.engine
+            .check()
+            .into_iter()
+            .filter(|c| c.plugin == PROCESS_PLUGIN),
+    );
     AgentInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         kernel: crate::host::host_info().kernel,
