@@ -95,7 +95,18 @@ fn counter_and_container_move_to_a_fresh_guest() {
     gone[3] = env.path("no-such-vm.sock").display().to_string();
     run(&env, &gone).fails_with("cannot reach the guest agent");
     run(&env, &dump(&a, &["nope"])).fails_with("no kata container \"nope\"");
-    a.wait_counter_above(COUNTER, seen);
+    // Refused on the host after CRIU ran in the guest (the name is taken): the tree,
+    // held stopped until the host commits, runs on.
+    fs::create_dir_all(&ck).expect("mkdir");
+    fs::write(ck.join("taken.tar.zst"), b"someone else's").expect("write");
+    run(
+        &env,
+        &dump(&a, &["--pid", &pid.to_string(), "--name", "taken"]),
+    )
+    .fails_with("exists");
+    fs::remove_file(ck.join("taken.tar.zst")).expect("rm");
+    let after = a.wait_counter_above(COUNTER, seen);
+    a.wait_counter_above(COUNTER, after);
 
     // The dumps: each lands verified on the host, and the tree is gone from the guest.
     let out = run(

@@ -1,6 +1,7 @@
-//! The agent's operations, one connection each: info, list, dump (checkpoint in the
-//! guest, stream the archive out, keep it until the host says it is committed), restore
-//! (receive the archive, verified as it arrives, and restore from it).
+//! The agent's operations, one connection each: info, list, dump (the tree stopped,
+//! checkpointed in the guest, the archive streamed out; the tree killed once the host
+//! says it committed the checkpoint, resumed on any failure), restore (receive the
+//! archive, verified as it arrives, restore from it, resume the tree).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -95,16 +96,23 @@ fn dump(sv: &Served, s: &mut dyn Stream, spec: DumpSpec) -> Result<(), GuestErro
     }
     let out = sv.work.join("out");
     fs::create_dir_all(&out).map_err(|e| GuestError::io(&out, e))?;
+    let leave_running = spec.leave_running.unwrap_or(false);
+    // The tree stays stopped from before CRIU until the host has committed the
+    // checkpoint: killed then (it never runs after its capture), resumed on any failure
+    // (a failed dump leaves it running, as on the host).
+    let mut hold = Hold::stop(&sv.engine, pid)?;
     let resp = sv.rt.block_on(sv.engine.dump(DumpRequest {
         pid,
         dir: Some(out),
         name: spec.name,
         compression: spec.compression.or_else(|| Some("zstd".into())),
-        leave_running: spec.leave_running,
+        leave_running: Some(true),
         flags: spec.flags,
         ..Default::default()
     }))?;
     let path = resp.path;
+    // Only this copy is left once the host has one or the tree runs on: removed either way.
+    let _remove = RemoveOnDrop(path.clone());
     let mut file = File::open(&path).map_err(|e| GuestError::io(&path, e))?;
     let size = file.metadata().map_err(|e| GuestError::io(&path, e))?.len();
     let file_name = path
@@ -122,24 +130,68 @@ fn dump(sv: &Served, s: &mut dyn Stream, spec: DumpSpec) -> Result<(), GuestErro
             metadata: resp.metadata,
         },
     )?;
-    let sent = wire::send_stream(s, &mut file);
-    let ack = sent.and_then(|_| wire::recv_msg::<Ack, _>(s));
-    match ack {
-        Ok(Ack {
+    wire::send_stream(s, &mut file)?;
+    match wire::recv_msg::<Ack, _>(s)? {
+        Ack {
             committed: true, ..
-        }) => {
-            let _ = fs::remove_file(&path);
+        } => {
+            hold.finish(leave_running);
             Ok(())
         }
-        // The tree may be gone already: this copy is then the only one, so keep it.
-        Ok(Ack { detail, .. }) => {
-            tracing::error!(path = %path.display(), %detail, "the host refused the checkpoint; kept in the guest");
+        Ack { detail, .. } => {
+            tracing::warn!(%detail, "the host refused the checkpoint; the tree runs on");
             Ok(())
         }
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "checkpoint not delivered; kept in the guest");
-            Err(e)
+    }
+}
+
+/// A tree stopped with SIGSTOP for a dump: resumed on drop unless finished.
+struct Hold<'a> {
+    engine: &'a Engine,
+    pid: i32,
+    done: bool,
+}
+
+impl<'a> Hold<'a> {
+    fn stop(engine: &'a Engine, pid: i32) -> Result<Self, GuestError> {
+        engine.freeze(pid)?;
+        Ok(Self {
+            engine,
+            pid,
+            done: false,
+        })
+    }
+
+    /// The checkpoint is committed on the host: the tree dies, or runs on if asked to.
+    fn finish(&mut self, leave_running: bool) {
+        self.done = true;
+        let ended = if leave_running {
+            self.engine.unfreeze(self.pid)
+        } else {
+            crate::engine::freeze::signal_tree(self.pid, nix::sys::signal::Signal::SIGKILL)
+        };
+        if let Err(e) = ended {
+            tracing::error!(pid = self.pid, error = %e, "cannot end the held tree");
         }
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = self.engine.unfreeze(self.pid) {
+                tracing::error!(pid = self.pid, error = %e, "cannot resume the tree after a failed dump");
+            }
+        }
+    }
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -178,6 +230,8 @@ fn restore(sv: &Served, s: &mut dyn Stream, spec: RestoreSpec) -> Result<(), Gue
         ..Default::default()
     }))?;
     let pid = resp.pid;
+    // Dumped while stopped (see Hold), so CRIU brings the tree back stopped: resume it.
+    sv.engine.unfreeze(pid)?;
     // The restored root is our child (CRIU's rst_sibling): reap it when it exits.
     std::thread::spawn(move || {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
