@@ -101,13 +101,13 @@ fn probe(p: &Probe) -> HealthCheck {
         plugin: PLUGIN.into(),
         name: p.name.into(),
         health: if ok { Health::Ok } else { p.missing },
-        detail: if ok {
-            format!("{} present", p.path)
-        } else {
-            format!(
-                "{} missing (a built-in *_diag leaves none: then ignore this)",
+        detail: match (ok, p.missing) {
+            (true, _) => format!("{} present", p.path),
+            (false, Health::Warn) => format!(
+                "{} missing (fine if built in: a built-in *_diag leaves no trace)",
                 p.path
-            )
+            ),
+            (false, _) => format!("{} missing", p.path),
         },
         fix: (!ok).then(|| p.fix.to_string()),
     }
