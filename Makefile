@@ -9,11 +9,11 @@ PROFILE ?= debug
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 CARGO_TARGET_DIR ?= target
 RELEASE_DIR := $(CARGO_TARGET_DIR)/release
-BINARIES := cedana cedana-runc cedana-criu-relay containerd-shim-cedana-v2
+BINARIES := cedana cedana-runc cedana-criu-relay containerd-shim-cedana-v2 cedana-guest-agent
 # systemd unit dir: $(PREFIX)/lib/systemd/system (the admin's /etc/systemd/system wins).
 SYSTEMD_DIR ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: all deps build build-release install test lint demo bench clean
+.PHONY: all deps build build-release install test lint demo bench clean guest-image
 
 all: build
 
@@ -57,6 +57,11 @@ demo: deps build
 ##   pass-through overhead vs runc
 bench: deps build-release
 	for s in bench/*.sh; do BIN=$(RELEASE_DIR) bash "$$s" || exit 1; done
+
+## guest-image: a kata-style guest initramfs with cedana-guest-agent and CRIU, in
+##   $(CARGO_TARGET_DIR)/guest-image (boot it with QEMU: see README, "kata")
+guest-image: build-release
+	bash scripts/guest-image.sh $(CARGO_TARGET_DIR)/guest-image $(RELEASE_DIR)/cedana-guest-agent
 
 clean:
 	$(CARGO) clean

@@ -2,7 +2,8 @@
 # Installs every system dependency of cedana-rs on Debian 12 (bookworm), idempotently:
 # CRIU 4.1.1 built from Debian trixie's source tarball (bookworm's 3.17 fails on new
 # kernels), runc, containerd 1.7 (from trixie, pinned low), iptables, busybox-static,
-# protobuf compiler. Safe to run again: finished steps are skipped.
+# protobuf compiler; for the kata guest tests QEMU, a guest kernel (linux-image-amd64),
+# cpio and vhost-device-vsock (cargo). Safe to run again: finished steps are skipped.
 set -euo pipefail
 
 CRIU_VERSION=4.1.1
@@ -52,7 +53,10 @@ PKGS=(patch runc iptables busybox-static protobuf-compiler iproute2 procps psmis
       libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler
       uuid-dev python3-protobuf xz-utils zstd lz4 gzip tar sqlite3 curl ca-certificates
       time python3 util-linux
-      zsh fish)  # the completion tests run the scripts in the shells users have
+      # guest VMs for the kata tests
+      qemu-system-x86 linux-image-amd64 cpio
+      # the completion tests run the scripts in the shells users have
+      zsh fish)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -100,6 +104,20 @@ else
     install -d "$(dirname "$CRIU_BUILD_ID_FILE")"
     echo "$CRIU_BUILD_ID" >"$CRIU_BUILD_ID_FILE"
 fi
+# vhost-device-vsock gives QEMU guests a vsock device without the host's vhost-vsock
+# module, exposed as a hybrid-vsock unix socket (the kata tests' transport).
+VDV_VERSION=0.3.0
+if command -v vhost-device-vsock >/dev/null \
+    || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/vhost-device-vsock" ]; then
+    log "vhost-device-vsock already installed"
+elif CARGO=$(command -v cargo || echo "${CARGO_HOME:-$HOME/.cargo}/bin/cargo") && [ -x "$CARGO" ]; then
+    log "building vhost-device-vsock $VDV_VERSION (about a minute)"
+    "$CARGO" install vhost-device-vsock --version "$VDV_VERSION" --locked --root /usr/local \
+        || "$CARGO" install vhost-device-vsock --version "$VDV_VERSION" --root /usr/local
+else
+    log "warning: no cargo: vhost-device-vsock not installed (the kata guest tests need it)"
+fi
+
 # Make sure nothing older shadows ours.
 if [ -x /usr/sbin/criu ] && ! /usr/sbin/criu --version | grep -q "$CRIU_VERSION"; then
     log "removing Debian's older criu package"

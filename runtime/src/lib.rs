@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod guest;
 pub mod host;
 pub mod image;
 pub mod plugins;

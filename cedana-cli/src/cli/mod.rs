@@ -2,6 +2,7 @@
 //! convert them into proto or engine requests.
 
 mod jobs;
+mod kata;
 mod misc;
 mod process;
 #[cfg(test)]
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
+pub use kata::VmArgs;
 pub use misc::{CompleteKind, CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
     ContainerdArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd, RestoreArgs,

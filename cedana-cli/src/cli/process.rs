@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::parse_key_value;
+use super::{parse_key_value, VmArgs};
 
 /// `cedana run ...`.
 #[derive(Debug, Subcommand)]
@@ -190,6 +190,27 @@ pub enum DumpCmd {
         #[arg(long)]
         no_server: bool,
     },
+    /// Checkpoint a process tree or container inside a VM through its
+    /// cedana-guest-agent; the checkpoint streams out to --dir on this host.
+    Kata {
+        /// Container id, as kata-agent lays it out in the guest
+        /// (/run/kata-containers/ID/).
+        #[arg(required_unless_present = "pid")]
+        id: Option<String>,
+        /// A process tree in the guest instead, by its root's guest PID.
+        #[arg(long, conflicts_with = "id")]
+        pid: Option<i32>,
+        /// Where the agent is.
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Dump options.
+        #[command(flatten)]
+        args: DumpArgs,
+        /// Accepted for symmetry: kata commands always talk to the agent from this
+        /// process (the daemon does not route them yet).
+        #[arg(long)]
+        no_server: bool,
+    },
 }
 
 /// Where a containerd container is.
@@ -308,6 +329,26 @@ pub enum RestoreCmd {
         #[arg(long)]
         no_server: bool,
     },
+    /// Restore a `cedana dump kata` checkpoint inside a VM through its
+    /// cedana-guest-agent (verified here first, streamed in).
+    Kata {
+        /// Container id: its layout (/run/kata-containers/ID/ with the same rootfs) must
+        /// exist in the guest. Omit for a plain process tree.
+        id: Option<String>,
+        /// Checkpoint archive.
+        #[arg(long)]
+        path: PathBuf,
+        /// Where the agent is.
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Restore options.
+        #[command(flatten)]
+        args: RestoreArgs,
+        /// Accepted for symmetry: kata commands always talk to the agent from this
+        /// process.
+        #[arg(long)]
+        no_server: bool,
+    },
 }
 
 /// `cedana query ...`.
@@ -321,6 +362,20 @@ pub enum QueryCmd {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
         /// Ask the runtime in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
+    },
+    /// What runs in a VM (kata containers, processes), or with --check the guest's
+    /// health, asked of its cedana-guest-agent.
+    Kata {
+        /// Where the agent is.
+        #[command(flatten)]
+        vm: VmArgs,
+        /// The guest's health checks (kernel options, modules, CRIU) instead.
+        #[arg(long)]
+        check: bool,
+        /// Accepted for symmetry: kata commands always talk to the agent from this
+        /// process.
         #[arg(long)]
         no_server: bool,
     },

@@ -56,13 +56,13 @@ fn subcommand_names() {
     assert_eq!(names(sub(&cli, "daemon")), ["check", "start", "stop"]);
     assert_eq!(
         names(sub(&cli, "dump")),
-        ["containerd", "job", "process", "runc"]
+        ["containerd", "job", "kata", "process", "runc"]
     );
     assert_eq!(
         names(sub(&cli, "restore")),
-        ["containerd", "job", "process", "runc"]
+        ["containerd", "job", "kata", "process", "runc"]
     );
-    assert_eq!(names(sub(&cli, "query")), ["runc"]);
+    assert_eq!(names(sub(&cli, "query")), ["kata", "runc"]);
     assert_eq!(names(sub(&cli, "run")), ["process", "runc"]);
     assert_eq!(names(sub(&cli, "manage")), ["process", "runc"]);
     assert_eq!(names(sub(&cli, "freeze")), ["job", "process"]);
@@ -411,4 +411,27 @@ fn containerd_flags_reach_the_engine() {
         assert_eq!(containerd.address, "/run/containerd/containerd.sock");
         assert_eq!(containerd.namespace, "default");
     }
+}
+
+#[test]
+fn kata_takes_one_way_to_the_agent() {
+    let Command::Dump(DumpCmd::Kata { id, pid, vm, .. }) =
+        parse(&["dump", "kata", "c1", "--vm-socket", "/run/vm.sock"]).command
+    else {
+        panic!("not dump kata")
+    };
+    assert_eq!(id.as_deref(), Some("c1"));
+    assert_eq!(pid, None);
+    assert_eq!(vm.port, cedana_runtime::guest::DEFAULT_PORT);
+    assert!(Cli::try_parse_from([
+        "cedana", "dump", "kata", "--pid", "3", "--cid", "3", "--tcp", "h:1"
+    ])
+    .is_err());
+    assert!(
+        Cli::try_parse_from(["cedana", "dump", "kata", "--cid", "3"]).is_err(),
+        "no target"
+    );
+    assert!(
+        Cli::try_parse_from(["cedana", "restore", "kata", "--path", "x", "--cid", "4"]).is_ok()
+    );
 }

@@ -49,12 +49,19 @@ fn dump_args(cmd: &DumpCmd) -> &DumpArgs {
         DumpCmd::Process { args, .. }
         | DumpCmd::Job { args, .. }
         | DumpCmd::Runc { args, .. }
-        | DumpCmd::Containerd { args, .. } => args,
+        | DumpCmd::Containerd { args, .. }
+        | DumpCmd::Kata { args, .. } => args,
     }
 }
 
 /// Runs `dump`.
 pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
+    if let DumpCmd::Kata {
+        id, pid, vm, args, ..
+    } = cmd
+    {
+        return super::kata::dump(ctx, id, pid, &vm, &args).await;
+    }
     let print_stats = dump_args(&cmd).print_stats;
     let (req, no_server) = match &cmd {
         DumpCmd::Process {
@@ -94,6 +101,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             ),
             *no_server,
         ),
+        DumpCmd::Kata { .. } => unreachable!("handled above"),
     };
     let resp = if no_server {
         let engine = Engine::new(ctx.config.clone());

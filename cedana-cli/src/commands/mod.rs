@@ -11,6 +11,7 @@ pub mod dump;
 pub mod features;
 pub mod freeze;
 pub mod jobs;
+pub mod kata;
 pub mod manage;
 pub mod query;
 pub mod restore;

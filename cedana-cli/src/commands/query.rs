@@ -14,11 +14,14 @@ use crate::proto;
 
 /// Runs `query`.
 pub async fn run(ctx: &Ctx, cmd: QueryCmd) -> anyhow::Result<i32> {
-    let QueryCmd::Runc {
-        id,
-        root,
-        no_server,
-    } = cmd;
+    let (id, root, no_server) = match cmd {
+        QueryCmd::Runc {
+            id,
+            root,
+            no_server,
+        } => (id, root, no_server),
+        QueryCmd::Kata { vm, check, .. } => return super::kata::query(ctx, &vm, check).await,
+    };
     let root = root.map(|r| absolute(&r));
     let containers = if no_server {
         let target = RuncTarget::new(id.clone().unwrap_or_default(), root);

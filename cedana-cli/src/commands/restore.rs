@@ -38,6 +38,12 @@ pub fn restore_request(
 
 /// Runs `restore`.
 pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
+    if let RestoreCmd::Kata {
+        id, path, vm, args, ..
+    } = &cmd
+    {
+        return super::kata::restore(ctx, id.clone(), path, vm, args).await;
+    }
     let (req, args, no_server) = match &cmd {
         RestoreCmd::Process {
             path,
@@ -88,6 +94,7 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
             });
             (req, args, *no_server)
         }
+        RestoreCmd::Kata { .. } => unreachable!("handled above"),
     };
     if no_server {
         if args.attach && (req.runc.is_some() || req.containerd.is_some()) {

@@ -1,0 +1,234 @@
+//! kata: checkpoint/restore inside QEMU guests through cedana-guest-agent, reached over
+//! hybrid vsock (vhost-device-vsock), with real CRIU in the guest. Each guest boots once
+//! for several checks: under emulation a boot takes from 7 s to over a minute.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+use cedana_e2e::guest::{build_image, missing_tools, Guest};
+use cedana_e2e::{e2e_enabled, skip, Env};
+use sha2::{Digest, Sha256};
+
+/// The counter the guest's init runs as a plain process, and the one in the container.
+const COUNTER: &str = "/tmp/counter";
+const CONTAINER_COUNTER: &str = "/run/kata-containers/c1/rootfs/tmp/counter";
+const GUEST_MIB: u32 = 512;
+
+fn guests_can_run() -> bool {
+    if !e2e_enabled() {
+        return false;
+    }
+    match missing_tools() {
+        Some(why) => skip(&why, "make deps"),
+        None => true,
+    }
+}
+
+fn vm<'a>(g: &'a Guest, extra: &[&'a str]) -> Vec<String> {
+    let mut v = vec!["--vm-socket".to_string(), g.vsock.display().to_string()];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(env: &Env, args: &[String]) -> cedana_e2e::Run {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.cedana(&a)
+}
+
+/// Guest A runs a counter and a container; bad requests fail clearly and leave them
+/// running; both are dumped to the host, A is shut down, and guest B carries both on.
+#[test]
+fn counter_and_container_move_to_a_fresh_guest() {
+    if !guests_can_run() {
+        return;
+    }
+    let env = Env::new();
+    let image = env.path("image");
+    build_image(&image);
+    let ck = env.checkpoints();
+
+    let a = Guest::boot(
+        &image,
+        env.dir.path(),
+        "a",
+        GUEST_MIB,
+        "cedana.run=counter,container",
+    );
+    let pid = a.workload_pid("counter");
+    a.wait_counter_above(COUNTER, 2);
+    a.wait_counter_above(CONTAINER_COUNTER, 2);
+
+    // What runs, and the guest's health, as the agent sees them.
+    let mut query = vec!["--json".to_string(), "query".into(), "kata".into()];
+    query.extend(vm(&a, &[]));
+    let listed = run(&env, &query).ok().json();
+    let procs = listed["processes"].as_array().expect("processes");
+    assert!(
+        procs.iter().any(|p| p["pid"] == pid),
+        "counter PID {pid} not listed: {listed}"
+    );
+    let c1 = listed["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == "c1").cloned())
+        .expect("container c1 listed");
+    assert!(c1["pid"].is_i64(), "c1 has a running tree: {c1}");
+    let mut check = vec!["query".to_string(), "kata".into(), "--check".into()];
+    check.extend(vm(&a, &[]));
+    run(&env, &check).ok();
+
+    // Bad input: each refused with its reason, before anything is touched.
+    let dump = |g: &Guest, extra: &[&str]| {
+        let mut args = vec!["dump".to_string(), "kata".into()];
+        args.extend(vm(g, extra));
+        args.extend(["--dir".to_string(), ck.display().to_string()]);
+        args
+    };
+    let seen = a.wait_counter_above(COUNTER, 0);
+    run(
+        &env,
+        &dump(&a, &["--pid", &pid.to_string(), "--port", "999"]),
+    )
+    .fails_with("nothing listens on vsock port 999");
+    let mut gone = dump(&a, &["--pid", &pid.to_string()]);
+    gone[3] = env.path("no-such-vm.sock").display().to_string();
+    run(&env, &gone).fails_with("cannot reach the guest agent");
+    run(&env, &dump(&a, &["nope"])).fails_with("no kata container \"nope\"");
+    // Refused on the host after CRIU ran in the guest (the name is taken): the tree,
+    // held stopped until the host commits, runs on.
+    fs::create_dir_all(&ck).expect("mkdir");
+    fs::write(ck.join("taken.tar.zst"), b"someone else's").expect("write");
+    run(
+        &env,
+        &dump(&a, &["--pid", &pid.to_string(), "--name", "taken"]),
+    )
+    .fails_with("exists");
+    fs::remove_file(ck.join("taken.tar.zst")).expect("rm");
+    let after = a.wait_counter_above(COUNTER, seen);
+    a.wait_counter_above(COUNTER, after);
+
+    // The dumps: each lands verified on the host, and the tree is gone from the guest.
+    let out = run(
+        &env,
+        &dump(&a, &["--pid", &pid.to_string(), "--name", "counter"]),
+    )
+    .ok();
+    let last = *a.counter_values(COUNTER).last().expect("a value");
+    let counter_ck = ck.join("counter.tar.zst");
+    assert!(counter_ck.is_file(), "{}", out.stdout);
+    assert!(out.stdout.contains("verified"), "{}", out.stdout);
+    run(&env, &dump(&a, &["c1", "--name", "c1"])).ok();
+    let c1_last = *a.counter_values(CONTAINER_COUNTER).last().expect("a value");
+    let c1_ck = ck.join("c1.tar.zst");
+    assert!(c1_ck.is_file());
+    let leftovers: Vec<_> = fs::read_dir(&ck)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    drop(a);
+
+    // A damaged copy is refused on the host, before it reaches any guest.
+    let bad = env.path("bad.tar.zst");
+    let mut bytes = fs::read(&counter_ck).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(&bad, bytes).expect("write");
+    let restore = |g: &Guest, path: &Path, id: Option<&str>| {
+        let mut args = vec!["restore".to_string(), "kata".into()];
+        args.extend(id.map(str::to_string));
+        args.extend(["--path".to_string(), path.display().to_string()]);
+        args.extend(vm(g, &[]));
+        args
+    };
+
+    let b = Guest::boot(
+        &image,
+        env.dir.path(),
+        "b",
+        GUEST_MIB,
+        "cedana.layout=container",
+    );
+    run(&env, &restore(&b, &bad, None)).fails_with("cannot restore");
+    run(&env, &restore(&b, &c1_ck, Some("nope"))).fails_with("no kata container \"nope\"");
+    run(&env, &restore(&b, &counter_ck, None)).ok();
+    let first = b.wait_counter_above(COUNTER, 0);
+    assert!(
+        first >= last,
+        "the restored counter started at {first}, below its last value {last} in guest A"
+    );
+    b.wait_counter_above(COUNTER, first);
+    run(&env, &restore(&b, &c1_ck, Some("c1"))).ok();
+    let c1_first = b.wait_counter_above(CONTAINER_COUNTER, 0);
+    assert!(
+        c1_first >= c1_last,
+        "container counter restarted: {c1_first} < {c1_last}"
+    );
+    b.wait_counter_above(CONTAINER_COUNTER, c1_first);
+}
+
+/// A fake agent on TCP that answers a dump with `body` after a valid announcement.
+fn fake_agent(body: Vec<u8>, size: u64) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut head = [0u8; 5];
+            let _ = s.read_exact(&mut head);
+            let mut req =
+                vec![0u8; u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize];
+            let _ = s.read_exact(&mut req);
+            let ready = serde_json::json!({
+                "name": "x", "file_name": "x.tar.zst", "size": size, "pid": 1,
+                "duration_ms": 1, "metadata": {}
+            });
+            let json = serde_json::to_vec(&ready).expect("json");
+            let _ = s.write_all(&frame(1, &json));
+            let _ = s.write_all(&body);
+        }
+    });
+    addr
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn chunk(data: &[u8], sum_of: &[u8]) -> Vec<u8> {
+    let mut p = Sha256::digest(sum_of).to_vec();
+    p.extend_from_slice(data);
+    frame(2, &p)
+}
+
+/// A stream cut short or damaged in transit leaves nothing on the host (TCP transport;
+/// no guest needed).
+#[test]
+fn a_truncated_or_corrupted_stream_leaves_nothing() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let ck = env.checkpoints();
+    let data = vec![7u8; 4096];
+    let cases = [
+        (chunk(&data, &data), "truncated"),
+        (chunk(&data, b"other bytes"), "corrupted"),
+    ];
+    for (body, needle) in cases {
+        let addr = fake_agent(body, 1 << 20);
+        let d = ck.display().to_string();
+        env.cedana(&["dump", "kata", "--pid", "1", "--tcp", &addr, "--dir", &d])
+            .fails_with(needle);
+        let left: Vec<_> = fs::read_dir(&ck)
+            .map(|r| r.flatten().count())
+            .into_iter()
+            .collect();
+        assert_eq!(left, vec![0], "{needle}: files left in {d}");
+    }
+}
