@@ -13,6 +13,7 @@ pub mod error;
 mod fuzz;
 pub mod host;
 pub mod image;
+pub mod oci;
 pub mod plugins;
 pub mod process;
 pub mod runc_wrapper;
