@@ -14,6 +14,7 @@ mod fuzz;
 pub mod guest;
 pub mod host;
 pub mod image;
+pub mod oci;
 pub mod plugins;
 pub mod process;
 pub mod request;

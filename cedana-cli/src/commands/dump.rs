@@ -111,7 +111,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
         )
         .await?;
         convert::dump_reply(
-            convert::dumped_checkpoint(&r, Recorded::unrecorded(&r)),
+            &convert::dumped_record(&r, Recorded::unrecorded(&r)),
             r.duration_ms,
         )
     } else {

@@ -113,23 +113,23 @@ impl JobManager {
                 dir.path.join(name)
             }
         };
-        let ck = convert::dumped_checkpoint(
+        let record = convert::dumped_record(
             &resp,
             Recorded {
                 id: new_id(),
                 jid: job.as_ref().map(|j| j.jid.clone()),
                 path: path.display().to_string(),
                 created_at: now(),
+                owner_uid: caller.uid,
             },
         );
-        self.store
-            .insert_checkpoint(&convert::checkpoint_record(&ck, caller.uid))?;
+        self.store.insert_checkpoint(&record)?;
         if let (Some(job), false) = (job, leave_running) {
             // CRIU killed the tree; let the watcher record it so `ps` is right at once.
             self.wait_halted(&job.jid).await;
         }
         tracing::info!(pid, path = %path.display(), "checkpoint written");
-        Ok(convert::dump_reply(ck, resp.duration_ms))
+        Ok(convert::dump_reply(&record, resp.duration_ms))
     }
 
     /// The live runc job running container `c`, if any (same id and state root).

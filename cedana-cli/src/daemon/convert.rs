@@ -137,6 +137,8 @@ pub struct Recorded {
     pub path: String,
     /// When it was recorded.
     pub created_at: String,
+    /// Who may see and use it.
+    pub owner_uid: u32,
 }
 
 impl Recorded {
@@ -150,10 +152,9 @@ impl Recorded {
     }
 }
 
-/// The checkpoint a dump made, as replied and listed: the engine's response with what
-/// recorded it.
-pub fn dumped_checkpoint(resp: &DumpResponse, rec: Recorded) -> proto::Checkpoint {
-    proto::Checkpoint {
+/// The record of the checkpoint a dump made: the engine's response with what recorded it.
+pub fn dumped_record(resp: &DumpResponse, rec: Recorded) -> CheckpointRecord {
+    CheckpointRecord {
         id: rec.id,
         jid: rec.jid,
         name: resp.name.clone(),
@@ -163,13 +164,14 @@ pub fn dumped_checkpoint(resp: &DumpResponse, rec: Recorded) -> proto::Checkpoin
         created_at: rec.created_at,
         // Metadata has only string-keyed maps, so serializing it cannot fail.
         metadata_json: serde_json::to_string(&resp.metadata).unwrap_or_default(),
+        owner_uid: rec.owner_uid,
     }
 }
 
 /// The one dump reply, daemon and `--no-server` alike.
-pub fn dump_reply(checkpoint: proto::Checkpoint, duration_ms: u64) -> proto::DumpResponse {
+pub fn dump_reply(record: &CheckpointRecord, duration_ms: u64) -> proto::DumpResponse {
     proto::DumpResponse {
-        checkpoint: Some(checkpoint),
+        checkpoint: Some(checkpoint(record)),
         duration_ms,
     }
 }
@@ -187,21 +189,6 @@ pub fn restore_reply(resp: &RestoreResponse, jid: String, path: &Path) -> proto:
             .as_ref()
             .and_then(|s| serde_json::to_string(s).ok()),
         path: path.display().to_string(),
-    }
-}
-
-/// Proto checkpoint (as replied) -> store record, owned by `owner_uid`.
-pub fn checkpoint_record(c: &proto::Checkpoint, owner_uid: u32) -> CheckpointRecord {
-    CheckpointRecord {
-        id: c.id.clone(),
-        jid: c.jid.clone(),
-        name: c.name.clone(),
-        path: c.path.clone(),
-        compression: c.compression.clone(),
-        size_bytes: c.size_bytes,
-        created_at: c.created_at.clone(),
-        metadata_json: c.metadata_json.clone(),
-        owner_uid,
     }
 }
 

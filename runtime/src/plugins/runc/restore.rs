@@ -20,6 +20,7 @@ use super::target::RuncRestore;
 use crate::chain::{Adapter, OpResult};
 use crate::engine::{blocking, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
+use crate::oci;
 use crate::streamer;
 
 /// Refuses a missing id, an id in use and a missing bundle before anything is touched.
@@ -219,22 +220,11 @@ fn prepare_bundle(dir: &Path, bundle: &Path) -> OpResult<(u64, Baseline)> {
             )
         })?;
     }
-    let spec: serde_json::Value = serde_json::from_slice(
-        &fs::read(&config).map_err(|e| EngineError::io(format!("read {}", config.display()), e))?,
-    )
-    .map_err(|e| RuncError::Bundle {
+    let spec = oci::read_bundle_spec(bundle).map_err(|e| RuncError::Bundle {
         path: bundle.to_path_buf(),
-        reason: format!("config.json is not valid JSON: {e}"),
+        reason: e.to_string(),
     })?;
-    let root = spec
-        .pointer("/root/path")
-        .and_then(|v| v.as_str())
-        .unwrap_or("rootfs");
-    let rootfs = if Path::new(root).is_absolute() {
-        PathBuf::from(root)
-    } else {
-        bundle.join(root)
-    };
+    let rootfs = oci::rootfs(bundle, &spec).unwrap_or_else(|| bundle.join("rootfs"));
     if !rootfs.is_dir() {
         return Err(RuncError::Bundle {
             path: bundle.to_path_buf(),

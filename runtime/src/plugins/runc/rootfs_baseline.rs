@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::RuncError;
+use crate::oci;
 
 /// The marker's name in the runtime's state dir.
 pub const MARKER: &str = "cedana-rootfs-baseline.json";
@@ -141,15 +142,12 @@ pub fn write_marker(state_dir: &Path, b: &Baseline) -> Result<(), RuncError> {
 }
 
 /// The rootfs a bundle's config.json names (`root.path`, relative to the bundle).
+/// `None` when it cannot be told: the baseline then falls back on other sources.
 pub fn rootfs_of_bundle(bundle: &Path) -> Option<PathBuf> {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&fs::read(bundle.join("config.json")).ok()?).ok()?;
-    let root = spec.pointer("/root/path")?.as_str()?;
-    Some(if Path::new(root).is_absolute() {
-        PathBuf::from(root)
-    } else {
-        bundle.join(root)
-    })
+    let spec = oci::read_bundle_spec(bundle)
+        .map_err(|e| tracing::debug!("no rootfs from the bundle: {e}"))
+        .ok()?;
+    oci::rootfs(bundle, &spec)
 }
 
 /// Now, in ns since the epoch.

@@ -21,6 +21,7 @@ use super::runtime::{self, ContainerState, Runtime};
 use super::target::{RuncStdio, RuncTarget};
 use crate::engine::{blocking, Engine, Env};
 use crate::error::EngineError;
+use crate::oci;
 
 /// The relay: copies its stdin (the pipe) to its stdout (the log, appended).
 const RELAY_PROGRAM: &str = "cat";
@@ -77,16 +78,11 @@ pub fn log_relay(log: &Path) -> Result<RuncStdio, EngineError> {
 
 /// Refuses what cannot run detached as a job before anything starts.
 fn check_bundle(bundle: &Path) -> Result<(), RuncError> {
-    let config = bundle.join("config.json");
-    let text = std::fs::read(&config).map_err(|e| RuncError::Bundle {
+    let spec = oci::read_bundle_spec(bundle).map_err(|e| RuncError::Bundle {
         path: bundle.to_path_buf(),
-        reason: format!("cannot read {}: {e}", config.display()),
+        reason: e.to_string(),
     })?;
-    let spec: serde_json::Value = serde_json::from_slice(&text).map_err(|e| RuncError::Bundle {
-        path: bundle.to_path_buf(),
-        reason: format!("config.json is not valid JSON: {e}"),
-    })?;
-    if spec.pointer("/process/terminal") == Some(&serde_json::Value::Bool(true)) {
+    if oci::uses_terminal(&spec) {
         return Err(RuncError::Bundle {
             path: bundle.to_path_buf(),
             reason: "process.terminal is true: a job has no terminal (its output goes to the \
@@ -188,14 +184,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("config.json"),
-            r#"{"process":{"terminal":true}}"#,
+            crate::oci::tests::spec_json(true, "rootfs"),
         )
         .expect("write");
         let err = check_bundle(dir.path()).expect_err("refused");
         assert!(err.to_string().contains("terminal"), "{err}");
         std::fs::write(
             dir.path().join("config.json"),
-            r#"{"process":{"terminal":false}}"#,
+            crate::oci::tests::spec_json(false, "rootfs"),
         )
         .expect("write");
         assert!(check_bundle(dir.path()).is_ok());

@@ -12,6 +12,7 @@ use crate::chain::OpResult;
 use crate::criu::relay;
 use crate::engine::Env;
 use crate::error::EngineError;
+use crate::oci;
 
 /// runc's name for the descriptor list it keeps beside the images (read on restore).
 const DESCRIPTORS: &str = "descriptors.json";
@@ -58,12 +59,19 @@ pub fn use_relay(
 /// Refuses a container on a terminal: CRIU hands the new pty master to the runtime only
 /// over RPC, which a streamed (command line) CRIU cannot do.
 pub fn refuse_terminal(id: &str, bundle: &Path) -> Result<(), RuncError> {
-    let config = bundle.join("config.json");
-    let spec: serde_json::Value = fs::read(&config)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if spec.pointer("/process/terminal") == Some(&serde_json::Value::Bool(true)) {
+    // runc checkpoints from its own state, not the bundle: a bundle whose spec is gone
+    // says nothing about a terminal, while one that cannot be read is reported.
+    let terminal = match oci::read_bundle_spec(bundle) {
+        Ok(spec) => oci::uses_terminal(&spec),
+        Err(e) if e.is_missing() => false,
+        Err(e) => {
+            return Err(RuncError::Bundle {
+                path: bundle.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    if terminal {
         return Err(RuncError::CannotStream {
             id: id.into(),
             reason: "it runs on a terminal (process.terminal); checkpoint it without --streams"
@@ -95,8 +103,8 @@ mod tests {
     fn terminal_containers_are_refused_others_pass() {
         let dir = tempfile::tempdir().expect("tempdir");
         let write = |terminal: bool| {
-            let spec = serde_json::json!({"process": {"terminal": terminal, "args": ["sh"]}});
-            fs::write(dir.path().join("config.json"), spec.to_string()).expect("write");
+            let spec = crate::oci::tests::spec_json(terminal, "rootfs");
+            fs::write(dir.path().join("config.json"), spec).expect("write");
         };
         write(true);
         let err = refuse_terminal("c1", dir.path()).expect_err("terminal");
