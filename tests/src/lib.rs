@@ -88,6 +88,15 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo settings for the tests that run the Makefile's release build (`make install`,
+/// `make bench`): the same targets and flags at a lower optimisation level, without
+/// debug info, so CI builds them in about the time of a debug build. Those tests check
+/// what the targets do, never how fast the binaries run.
+pub const QUICK_RELEASE: [(&str, &str); 2] = [
+    ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1"),
+    ("CARGO_PROFILE_RELEASE_DEBUG", "0"),
+];
+
 /// Path of a workspace binary; panics with the fix if it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);

@@ -28,6 +28,7 @@ fn make_bench_runs_every_benchmark_at_the_smallest_sizes() {
             ws.join("target/make-install").display()
         ))
         .current_dir(&ws)
+        .envs(cedana_e2e::QUICK_RELEASE)
         .env("BENCH_SIZES", "16")
         .env("BENCH_RUNC_SIZES", "16")
         .env("BENCH_RUNS", "1")

@@ -115,6 +115,9 @@ fn make_install_then_the_using_it_block_with_the_installed_binaries() {
             workspace().join("target/make-install").display()
         ))
         .current_dir(workspace())
+        // The Makefile's release build, at a lower optimisation level: this test checks
+        // what `make install` does, not how fast the result runs, and CI time is bounded.
+        .envs(cedana_e2e::QUICK_RELEASE)
         .stdin(Stdio::null())
         .output()
         .expect("run make");
