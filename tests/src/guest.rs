@@ -151,12 +151,16 @@ impl Guest {
         String::from_utf8_lossy(&fs::read(&self.console).unwrap_or_default()).into_owned()
     }
 
-    /// Values the guest's init printed for the counter file `file` (`COUNTER FILE N`).
-    pub fn counter_values(&self, file: &str) -> Vec<u64> {
-        let prefix = format!("COUNTER {file} ");
+    /// Values the counter `name` printed on the console (`COUNTER NAME N`, after the
+    /// kernel's timestamp).
+    pub fn counter_values(&self, name: &str) -> Vec<u64> {
+        let key = format!("COUNTER {name} ");
         self.console_text()
             .lines()
-            .filter_map(|l| l.trim().strip_prefix(&prefix)?.trim().parse().ok())
+            .filter_map(|l| {
+                let at = l.find(&key)?;
+                l[at + key.len()..].trim().parse().ok()
+            })
             .collect()
     }
 

@@ -11,9 +11,10 @@ use cedana_e2e::guest::{build_image, missing_tools, Guest};
 use cedana_e2e::{e2e_enabled, skip, Env};
 use sha2::{Digest, Sha256};
 
-/// The counter the guest's init runs as a plain process, and the one in the container.
-const COUNTER: &str = "/tmp/counter";
-const CONTAINER_COUNTER: &str = "/run/kata-containers/c1/rootfs/tmp/counter";
+/// The counter the guest's init runs as a plain process, and the one in the container
+/// (each prints `COUNTER NAME N` on the console).
+const COUNTER: &str = "counter";
+const CONTAINER_COUNTER: &str = "container";
 const GUEST_MIB: u32 = 512;
 
 fn guests_can_run() -> bool {
