@@ -52,10 +52,13 @@ fn vhost_device_vsock() -> Option<PathBuf> {
     })
 }
 
-/// Builds the guest image (kernel link + initrd.gz) into `dir` with the built agent.
-pub fn build_image(dir: &Path) {
+/// Builds the guest image (kernel link + initrd.gz) into `dir` with the built agent and
+/// the `extra` built binaries.
+pub fn build_image(dir: &Path, extra: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/guest-image.sh");
+    let extra: Vec<String> = extra.iter().map(|b| bin(b).display().to_string()).collect();
     let out = Command::new("bash")
+        .env("CEDANA_GUEST_EXTRA", extra.join(" "))
         .arg(&script)
         .arg(dir)
         .arg(bin("cedana-guest-agent"))
