@@ -49,6 +49,12 @@ objcopy --strip-debug "$AGENT" "$R/usr/bin/cedana-guest-agent.full" 2>/dev/null 
     || cp "$AGENT" "$R/usr/bin/cedana-guest-agent.full"
 copy_with_libs "$R/usr/bin/cedana-guest-agent.full" /usr/bin/cedana-guest-agent
 rm "$R/usr/bin/cedana-guest-agent.full"
+# Extra programs for tests and demos (CEDANA_GUEST_EXTRA="PATH ..."), into /usr/bin.
+for x in ${CEDANA_GUEST_EXTRA:-}; do
+    objcopy --strip-debug "$x" "$R/usr/bin/$(basename "$x").full" 2>/dev/null || cp "$x" "$R/usr/bin/$(basename "$x").full"
+    copy_with_libs "$R/usr/bin/$(basename "$x").full" "/usr/bin/$(basename "$x")"
+    rm "$R/usr/bin/$(basename "$x").full"
+done
 cp -L /lib64/ld-linux-x86-64.so.2 "$R/lib64/"
 
 # Modules in dependency order (each one's dependencies first), each once.

@@ -52,10 +52,13 @@ fn vhost_device_vsock() -> Option<PathBuf> {
     })
 }
 
-/// Builds the guest image (kernel link + initrd.gz) into `dir` with the built agent.
-pub fn build_image(dir: &Path) {
+/// Builds the guest image (kernel link + initrd.gz) into `dir` with the built agent and
+/// the `extra` built binaries.
+pub fn build_image(dir: &Path, extra: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/guest-image.sh");
+    let extra: Vec<String> = extra.iter().map(|b| bin(b).display().to_string()).collect();
     let out = Command::new("bash")
+        .env("CEDANA_GUEST_EXTRA", extra.join(" "))
         .arg(&script)
         .arg(dir)
         .arg(bin("cedana-guest-agent"))
@@ -151,12 +154,16 @@ impl Guest {
         String::from_utf8_lossy(&fs::read(&self.console).unwrap_or_default()).into_owned()
     }
 
-    /// Values the guest's init printed for the counter file `file` (`COUNTER FILE N`).
-    pub fn counter_values(&self, file: &str) -> Vec<u64> {
-        let prefix = format!("COUNTER {file} ");
+    /// Values the counter `name` printed on the console (`COUNTER NAME N`, after the
+    /// kernel's timestamp).
+    pub fn counter_values(&self, name: &str) -> Vec<u64> {
+        let key = format!("COUNTER {name} ");
         self.console_text()
             .lines()
-            .filter_map(|l| l.trim().strip_prefix(&prefix)?.trim().parse().ok())
+            .filter_map(|l| {
+                let at = l.find(&key)?;
+                l[at + key.len()..].trim().parse().ok()
+            })
             .collect()
     }
 

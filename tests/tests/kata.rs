@@ -11,9 +11,10 @@ use cedana_e2e::guest::{build_image, missing_tools, Guest};
 use cedana_e2e::{e2e_enabled, skip, Env};
 use sha2::{Digest, Sha256};
 
-/// The counter the guest's init runs as a plain process, and the one in the container.
-const COUNTER: &str = "/tmp/counter";
-const CONTAINER_COUNTER: &str = "/run/kata-containers/c1/rootfs/tmp/counter";
+/// The counter the guest's init runs as a plain process, and the one in the container
+/// (each prints `COUNTER NAME N` on the console).
+const COUNTER: &str = "counter";
+const CONTAINER_COUNTER: &str = "container";
 const GUEST_MIB: u32 = 512;
 
 fn guests_can_run() -> bool {
@@ -46,7 +47,7 @@ fn counter_and_container_move_to_a_fresh_guest() {
     }
     let env = Env::new();
     let image = env.path("image");
-    build_image(&image);
+    build_image(&image, &[]);
     let ck = env.checkpoints();
 
     let a = Guest::boot(
@@ -168,6 +169,62 @@ fn counter_and_container_move_to_a_fresh_guest() {
         "container counter restarted: {c1_first} < {c1_last}"
     );
     b.wait_counter_above(CONTAINER_COUNTER, c1_first);
+}
+
+/// 300 MiB of workload memory in a 1 GiB guest whose root is tmpfs: dumped to the host
+/// and restored into a fresh 1 GiB guest, where it runs on under its PID.
+/// Ignored for now: under emulation on a loaded 2-core machine the dump alone took about
+/// 4.5 minutes (it succeeded: a 75 MiB archive from a 1 GiB guest), and the restore had
+/// not finished 4.5 minutes later, past any CI budget. Run it by hand with
+/// `-- --ignored a_300_mib`; needs a faster guest (KVM) or a streamed restore to fit.
+#[test]
+#[ignore = "takes over 10 minutes under TCG emulation here; see the doc comment"]
+fn a_300_mib_workload_moves_between_1_gib_guests() {
+    if !guests_can_run() {
+        return;
+    }
+    let env = Env::new();
+    let image = env.path("image");
+    build_image(&image, &["cedana-workload"]);
+    let ck = env.checkpoints().display().to_string();
+    let a = Guest::boot(&image, env.dir.path(), "a", 1024, "cedana.run=memory:300");
+    let pid_n = a.workload_pid("memory");
+    let pid = pid_n.to_string();
+    let listed = |g: &Guest| {
+        let s = g.vsock.display().to_string();
+        let l = env
+            .cedana(&["--json", "query", "kata", "--vm-socket", &s])
+            .ok()
+            .json();
+        l["processes"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["pid"] == pid_n))
+    };
+    assert!(listed(&a), "memory workload not running in guest A");
+    // It prints `ready` once its 300 MiB are touched; give it time under emulation.
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    let s = a.vsock.display().to_string();
+    env.cedana(&[
+        "dump",
+        "kata",
+        "--pid",
+        &pid,
+        "--vm-socket",
+        &s,
+        "--dir",
+        &ck,
+        "--name",
+        "mem",
+    ])
+    .ok();
+    drop(a);
+    let b = Guest::boot(&image, env.dir.path(), "b", 1024, "");
+    let s = b.vsock.display().to_string();
+    let path = env.checkpoints().join("mem.tar.zst").display().to_string();
+    env.cedana(&["restore", "kata", "--path", &path, "--vm-socket", &s])
+        .ok();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(listed(&b), "restored workload not running in guest B");
 }
 
 /// A fake agent on TCP that answers a dump with `body` after a valid announcement.
