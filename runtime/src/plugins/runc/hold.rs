@@ -328,8 +328,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         assert!(!done.exists(), "resumed while the worker still ran");
         let _ = worker.wait();
+        // The resume runs, then the marker goes: wait for both.
         let start = Instant::now();
-        while !done.exists() && start.elapsed() < Duration::from_secs(5) {
+        while (!done.exists() || path.exists()) && start.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(done.exists(), "resumed once the worker ended");
