@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cedana_runtime::engine::{RestoreRequest, RestoreResponse};
 use cedana_runtime::plugins::containerd::ContainerdRestore;
 use cedana_runtime::plugins::runc::run;
 use cedana_runtime::plugins::runc::RuncRestore;
@@ -47,7 +48,45 @@ pub fn refuse_containerd_job(job: &JobRecord, verb: &str) -> Result<()> {
     )))
 }
 
+/// What a restored container is recorded as, once it runs.
+struct RestoredJob {
+    kind: JobKind,
+    command: String,
+    container: Option<ContainerRef>,
+}
+
 impl JobManager {
+    /// Restores `engine_req` and records what runs as job `jid`, its output in `log`
+    /// (removed again if the restore fails), polled from then on.
+    async fn restore_as_job(
+        self: &Arc<Self>,
+        caller: &Caller,
+        jid: &str,
+        log: &Path,
+        engine_req: RestoreRequest,
+        job: RestoredJob,
+    ) -> Result<RestoreResponse> {
+        let resp = match self.engine.restore(engine_req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                forget_log(log);
+                return Err(e.into());
+            }
+        };
+        let generation = self.bump_generation(jid);
+        let record = self.insert(
+            caller,
+            jid,
+            resp.pid,
+            job.kind,
+            job.command,
+            log.display().to_string(),
+            job.container,
+        )?;
+        self.spawn_poller(jid, resp.pid, record.start_time_ticks, generation);
+        Ok(resp)
+    }
+
     /// `restore runc` as a new runc job: its output goes through a log relay into
     /// `jobs.log_dir/JID.log`, and it is dumped and restored like a `run runc` job.
     pub(super) async fn restore_runc_as_job(
@@ -70,32 +109,21 @@ impl JobManager {
             // runc maps the checkpointed stdio pipes onto its own stdio: the relay's pipe.
             r.stdio = Some(run::log_relay(&log)?);
         }
-        let resp = match self.engine.restore(engine_req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                forget_log(&log);
-                return Err(e.into());
-            }
-        };
-        let pid = resp.pid;
-        let generation = self.bump_generation(&jid);
-        let job = self.insert(
-            caller,
-            &jid,
-            pid,
-            JobKind::Runc,
-            format!("runc container {}", container.id),
-            log.display().to_string(),
-            Some(ContainerRef {
+        let job = RestoredJob {
+            kind: JobKind::Runc,
+            command: format!("runc container {}", container.id),
+            container: Some(ContainerRef {
                 id: container.id.clone(),
                 root: container.root.clone(),
                 bundle,
             }),
-        )?;
-        self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
+        };
+        let resp = self
+            .restore_as_job(caller, &jid, &log, engine_req, job)
+            .await?;
         tracing::info!(
             jid,
-            pid,
+            pid = resp.pid,
             container = container.id,
             path,
             "container restored as a job"
@@ -126,31 +154,20 @@ impl JobManager {
                 ))
             }
         };
-        let resp = match self.engine.restore(engine_req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                forget_log(&log);
-                return Err(e.into());
-            }
-        };
-        let pid = resp.pid;
-        let generation = self.bump_generation(&jid);
-        let job = self.insert(
-            caller,
-            &jid,
-            pid,
-            JobKind::Containerd,
-            format!(
+        let job = RestoredJob {
+            kind: JobKind::Containerd,
+            command: format!(
                 "containerd container {} (namespace {}, address {})",
                 target.id, target.namespace, target.address
             ),
-            log.display().to_string(),
-            None,
-        )?;
-        self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
+            container: None,
+        };
+        let resp = self
+            .restore_as_job(caller, &jid, &log, engine_req, job)
+            .await?;
         tracing::info!(
             jid,
-            pid,
+            pid = resp.pid,
             id = target.id,
             path,
             "containerd container restored as a job"
