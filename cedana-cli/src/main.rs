@@ -1,18 +1,13 @@
 //! `cedana`: parse the command line, dispatch, print the error chain, exit.
 
-use cedana_cli::cli::{Cli, Command, DaemonCmd};
+use cedana_cli::cli::Cli;
 use cedana_cli::commands;
 
 fn main() {
     let cli = Cli::parse_args();
-    if !matches!(cli.command, Command::Daemon(DaemonCmd::Start)) {
-        // Like other Unix tools, end quietly when the reader of our output goes away
-        // (`cedana ps | head`). The daemon keeps Rust's default (ignored) instead.
-        // SAFETY: setting a signal disposition to SIG_DFL before any thread is started.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
+    // SIGPIPE stays ignored (Rust's default): `output::write_stdout` ends quietly when
+    // the reader of our output goes away, and a write to a daemon that closed the
+    // connection becomes an error instead of a silent death.
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -1,6 +1,45 @@
-//! Output: aligned text tables for people, JSON for machines (`--json`).
+//! Output: aligned text tables for people, JSON for machines (`--json`), and the one
+//! way the CLI writes to stdout.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+
+/// Exit status of a command whose reader went away, as the shell shows a SIGPIPE death.
+const EXIT_BROKEN_PIPE: i32 = 128 + libc::SIGPIPE;
+
+/// Writes `bytes` to stdout and flushes. When the reader went away (`cedana ps | head`)
+/// the process ends quietly with status 141, as Unix tools do on SIGPIPE; SIGPIPE itself
+/// stays ignored, because a vectored write to the daemon's socket after the daemon
+/// closed it would otherwise kill the client without a word.
+pub fn write_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        eprintln!("Error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` through [`write_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format!($($arg)*).as_bytes())
+    };
+}
+
+/// `println!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(b"\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
 
 /// A text table with a header row.
 #[derive(Debug, Default)]
@@ -52,13 +91,13 @@ impl Table {
 
     /// Prints the table to stdout.
     pub fn print(&self) {
-        print!("{}", self.render());
+        crate::out!("{}", self.render());
     }
 }
 
 /// Prints a JSON value, pretty, to stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!("{value:#}");
+    crate::outln!("{value:#}");
 }
 
 /// A byte count for people: `512 B`, `1.5 KiB`, `3.2 MiB`.

@@ -69,13 +69,13 @@ pub async fn run(ctx: &Ctx, cmd: CheckpointCmd) -> anyhow::Result<i32> {
                 v["metadata"] = metadata;
                 print_json(&v);
             } else {
-                println!(
+                crate::outln!(
                     "ID        {}\nJOB       {}\nPATH      {}",
                     ck.id,
                     or_dash(ck.jid),
                     ck.path
                 );
-                println!("{metadata:#}");
+                crate::outln!("{metadata:#}");
             }
         }
         CheckpointCmd::Delete { id } => {
@@ -84,7 +84,7 @@ pub async fn run(ctx: &Ctx, cmd: CheckpointCmd) -> anyhow::Result<i32> {
                 .await
                 .map_err(status_error)?;
             if !ctx.json {
-                println!("deleted checkpoint {id}");
+                crate::outln!("deleted checkpoint {id}");
             }
         }
     }

@@ -28,7 +28,7 @@ pub async fn run(ctx: &Ctx, kind: CompleteKind) -> anyhow::Result<i32> {
         .collect(),
     };
     for id in ids {
-        println!("{id}");
+        crate::outln!("{id}");
     }
     Ok(0)
 }

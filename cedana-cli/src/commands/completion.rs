@@ -8,7 +8,7 @@ use crate::cli::{Cli, CompleteKind};
 
 /// Prints the completion script for `shell` to stdout.
 pub fn run(shell: Shell) -> anyhow::Result<i32> {
-    print!("{}", script(shell)?);
+    crate::out!("{}", script(shell)?);
     Ok(0)
 }
 

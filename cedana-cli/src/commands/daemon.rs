@@ -53,7 +53,7 @@ async fn stop(ctx: &Ctx, timeout: Duration) -> anyhow::Result<i32> {
         );
     }
     if !ctx.json {
-        println!("cedana daemon at {} stopped", socket.display());
+        crate::outln!("cedana daemon at {} stopped", socket.display());
     }
     Ok(0)
 }

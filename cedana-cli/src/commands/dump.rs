@@ -141,8 +141,8 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
         } else {
             format!(" (checkpoint {})", ck.id)
         };
-        println!("{}{id}", ck.path);
-        println!(
+        crate::outln!("{}{id}", ck.path);
+        crate::outln!(
             "{} {}, {} ms",
             human_bytes(ck.size_bytes),
             ck.compression,
@@ -150,8 +150,8 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
         );
         if print_stats {
             match &stats {
-                Some(s) => print!("{}", criu_stats_text(s)),
-                None => println!("CRIU wrote no statistics for this dump"),
+                Some(s) => crate::out!("{}", criu_stats_text(s)),
+                None => crate::outln!("CRIU wrote no statistics for this dump"),
             }
         }
     }

@@ -23,10 +23,10 @@ pub fn features(ctx: &Ctx) -> anyhow::Result<i32> {
         t.row(vec![f.plugin.clone(), f.feature.clone(), f.detail.clone()]);
     }
     t.print();
-    println!();
-    println!("Chains (the first adapter listed sees the request first):");
+    crate::outln!();
+    crate::outln!("Chains (the first adapter listed sees the request first):");
     for (op, chain) in &chains {
-        println!("  {op}: {chain}");
+        crate::outln!("  {op}: {chain}");
     }
     Ok(0)
 }

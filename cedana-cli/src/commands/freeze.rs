@@ -25,7 +25,7 @@ pub async fn run(ctx: &Ctx, cmd: FreezeCmd, freeze: bool) -> anyhow::Result<i32>
     if ctx.json {
         print_json(&serde_json::json!({ "target": what, "state": done }));
     } else {
-        println!("{what} {done}");
+        crate::outln!("{what} {done}");
     }
     Ok(0)
 }

@@ -1,7 +1,5 @@
 //! `cedana ps` / `jobs` / `job list|inspect|kill|delete|attach`.
 
-use std::io::Write;
-
 use anyhow::bail;
 use nix::sys::signal::Signal;
 
@@ -103,9 +101,9 @@ pub async fn inspect(ctx: &Ctx, jid: &str) -> anyhow::Result<i32> {
         ("UPDATED", job.updated_at.clone()),
     ];
     for (k, v) in fields {
-        println!("{k:<9} {v}");
+        crate::outln!("{k:<9} {v}");
     }
-    println!("\nCheckpoints:");
+    crate::outln!("\nCheckpoints:");
     checkpoints::table(&cks).print();
     Ok(0)
 }
@@ -148,7 +146,7 @@ pub async fn kill(ctx: &Ctx, args: &KillArgs) -> anyhow::Result<i32> {
             "escalated": answer.escalated,
         }));
     } else {
-        println!("{}", kill_summary(&args.jid, signal, args.timeout, &answer));
+        crate::outln!("{}", kill_summary(&args.jid, signal, args.timeout, &answer));
     }
     Ok(if answer.halted { 0 } else { 1 })
 }
@@ -174,7 +172,7 @@ pub async fn delete(ctx: &Ctx, jid: &str, force: bool) -> anyhow::Result<i32> {
         .await
         .map_err(status_error)?;
     if !ctx.json {
-        println!("deleted job {jid}");
+        crate::outln!("deleted job {jid}");
     }
     Ok(0)
 }
@@ -192,10 +190,8 @@ pub async fn follow(client: &mut Client, jid: &str) -> anyhow::Result<i32> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let mut out = std::io::stdout();
     while let Some(chunk) = stream.message().await.map_err(status_error)? {
-        out.write_all(&chunk.data)?;
-        out.flush()?;
+        crate::output::write_stdout(&chunk.data);
         if chunk.done {
             return Ok(chunk.exit_code.unwrap_or(0));
         }

@@ -96,8 +96,8 @@ pub async fn dump(
             "metadata": got.ready.metadata,
         }));
     } else {
-        println!("{}", got.path.display());
-        println!(
+        crate::outln!("{}", got.path.display());
+        crate::outln!(
             "{} from guest PID {}, {} ms ({} ms in the guest), verified",
             human_bytes(got.ready.size),
             got.ready.pid,
@@ -134,9 +134,10 @@ pub async fn restore(
     if ctx.json {
         print_json(&serde_json::json!({ "guest_pid": r.pid, "duration_ms": r.duration_ms }));
     } else {
-        println!(
+        crate::outln!(
             "restored in the guest as PID {} ({} ms)",
-            r.pid, r.duration_ms
+            r.pid,
+            r.duration_ms
         );
     }
     Ok(0)
@@ -151,16 +152,16 @@ pub async fn query(ctx: &Ctx, vm: &VmArgs, check: bool) -> anyhow::Result<i32> {
         if ctx.json {
             print_json(&serde_json::to_value(&info)?);
         } else {
-            println!("agent {} on guest kernel {}", info.version, info.kernel);
+            crate::outln!("agent {} on guest kernel {}", info.version, info.kernel);
             for c in &info.checks {
                 let mark = match c.health {
                     Health::Ok => "ok  ",
                     Health::Warn => "warn",
                     Health::Fail => "FAIL",
                 };
-                println!("[{mark}] {}: {}", c.name, c.detail);
+                crate::outln!("[{mark}] {}: {}", c.name, c.detail);
                 if let Some(fix) = &c.fix {
-                    println!("       fix: {fix}");
+                    crate::outln!("       fix: {fix}");
                 }
             }
         }
@@ -180,7 +181,7 @@ pub async fn query(ctx: &Ctx, vm: &VmArgs, check: bool) -> anyhow::Result<i32> {
         ]);
     }
     t.print();
-    println!();
+    crate::outln!();
     let mut t = Table::new(&["PID", "PPID", "COMMAND"]);
     for p in &l.processes {
         t.row(vec![

@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx, cmd: ManageCmd) -> anyhow::Result<i32> {
     if ctx.json {
         print_json(&jobs::job_json(&job));
     } else {
-        println!("{} (PID {})", job.jid, job.pid);
+        crate::outln!("{} (PID {})", job.jid, job.pid);
     }
     Ok(0)
 }

@@ -171,8 +171,8 @@ fn print_restored(ctx: &Ctx, resp: &proto::RestoreResponse, print_stats: bool) {
         return;
     }
     match jid {
-        Some(jid) => println!("{} (job {jid}, {} ms)", resp.pid, resp.duration_ms),
-        None => println!("{} ({} ms)", resp.pid, resp.duration_ms),
+        Some(jid) => crate::outln!("{} (job {jid}, {} ms)", resp.pid, resp.duration_ms),
+        None => crate::outln!("{} ({} ms)", resp.pid, resp.duration_ms),
     }
     print_stats_if(print_stats, stats.as_ref());
 }
@@ -183,7 +183,7 @@ fn print_stats_if(wanted: bool, stats: Option<&CriuStats>) {
         return;
     }
     match stats {
-        Some(s) => print!("{}", criu_stats_text(s)),
-        None => println!("CRIU wrote no statistics for this restore"),
+        Some(s) => crate::out!("{}", criu_stats_text(s)),
+        None => crate::outln!("CRIU wrote no statistics for this restore"),
     }
 }

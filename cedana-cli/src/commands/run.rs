@@ -77,7 +77,7 @@ pub async fn run(ctx: &Ctx, cmd: RunCmd) -> anyhow::Result<i32> {
             job.jid, job.pid, job.log_path
         );
     } else {
-        println!("{} (PID {})", job.jid, job.pid);
+        crate::outln!("{} (PID {})", job.jid, job.pid);
     }
     if attach {
         return jobs::follow(&mut client, &job.jid).await;

@@ -22,19 +22,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<i32> {
         }));
         return Ok(0);
     }
-    println!("Client:");
-    println!("  cedana  {}", env!("CARGO_PKG_VERSION"));
+    crate::outln!("Client:");
+    crate::outln!("  cedana  {}", env!("CARGO_PKG_VERSION"));
     match &criu {
-        Ok(v) => println!("  criu    {v}"),
-        Err(e) => println!("  criu    not available ({e})"),
+        Ok(v) => crate::outln!("  criu    {v}"),
+        Err(e) => crate::outln!("  criu    not available ({e})"),
     }
-    println!("Daemon ({}):", ctx.config.address.display());
+    crate::outln!("Daemon ({}):", ctx.config.address.display());
     match &daemon {
         Ok(d) => {
-            println!("  cedana  {}", d.version);
-            println!("  criu    {}", d.criu.as_deref().unwrap_or("not available"));
+            crate::outln!("  cedana  {}", d.version);
+            crate::outln!("  criu    {}", d.criu.as_deref().unwrap_or("not available"));
         }
-        Err(e) => println!("  not reachable: {e:#}"),
+        Err(e) => crate::outln!("  not reachable: {e:#}"),
     }
     Ok(0)
 }
