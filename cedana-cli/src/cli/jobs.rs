@@ -8,31 +8,35 @@ pub enum JobCmd {
     /// List jobs (same as `cedana ps`).
     List,
     /// Show every field of a job and its checkpoints.
-    Inspect {
-        /// The job.
-        #[arg(value_parser = crate::ids::jid_parser())]
-        jid: String,
-    },
+    Inspect(JobArg),
     /// Stop a job: send a signal (TERM), then KILL if it is still running after --timeout.
     Kill(KillArgs),
     /// Forget a job (refuses a running job unless --force).
-    Delete {
-        /// The job.
-        #[arg(value_parser = crate::ids::jid_parser())]
-        jid: String,
-        /// Kill the job first if it is running.
-        #[arg(long)]
-        force: bool,
-    },
+    Delete(DeleteArgs),
     /// Follow a job's output until it halts; exit with its exit code.
-    Attach {
-        /// The job.
-        #[arg(value_parser = crate::ids::jid_parser())]
-        jid: String,
-    },
+    Attach(JobArg),
     /// A job's checkpoints.
     #[command(subcommand)]
     Checkpoint(CheckpointCmd),
+}
+
+/// One job.
+#[derive(Debug, Args)]
+pub struct JobArg {
+    /// The job.
+    #[arg(value_parser = crate::ids::jid_parser())]
+    pub jid: String,
+}
+
+/// `cedana job delete`.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The job.
+    #[arg(value_parser = crate::ids::jid_parser())]
+    pub jid: String,
+    /// Kill the job first if it is running.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `cedana job kill`.

@@ -2,6 +2,7 @@
 //! convert them into proto or engine requests.
 
 mod jobs;
+mod k8s;
 mod kata;
 mod misc;
 mod process;
@@ -12,7 +13,8 @@ use std::path::PathBuf;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
+pub use jobs::{CheckpointCmd, DeleteArgs, JobArg, JobCmd, KillArgs};
+pub use k8s::{K8sHelperArgs, K8sHelperCmd};
 pub use kata::VmArgs;
 pub use misc::{CompleteKind, CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
@@ -160,6 +162,14 @@ pub enum Command {
     /// Manage jobs.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Follow a job's output until it halts (same as `job attach`).
+    Attach(JobArg),
+    /// Show a job and its checkpoints (same as `job inspect`).
+    Inspect(JobArg),
+    /// Stop a job: TERM, then KILL after --timeout (same as `job kill`).
+    Kill(KillArgs),
+    /// Forget a job (same as `job delete`).
+    Delete(DeleteArgs),
     /// List checkpoints.
     Checkpoints {
         /// Only this job's checkpoints.
@@ -174,6 +184,10 @@ pub enum Command {
     /// Plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Set up a Kubernetes node: binaries into the host, the `cedana` runtime into
+    /// containerd's config.
+    #[command(subcommand, name = "k8s-helper")]
+    K8sHelper(K8sHelperCmd),
     /// Print a shell completion script.
     Completion(CompletionArgs),
     /// Print the version of this client, of CRIU, and of the daemon if one answers.

@@ -11,6 +11,7 @@ pub mod dump;
 pub mod features;
 pub mod freeze;
 pub mod jobs;
+pub mod k8s_helper;
 pub mod kata;
 pub mod manage;
 pub mod query;
@@ -90,16 +91,23 @@ async fn run(ctx: Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Unfreeze(cmd) => freeze::run(&ctx, cmd, false).await,
         Command::Query(cmd) => query::run(&ctx, cmd).await,
         Command::Ps | Command::Job(JobCmd::List) => jobs::list(&ctx).await,
-        Command::Job(JobCmd::Inspect { jid }) => jobs::inspect(&ctx, &jid).await,
-        Command::Job(JobCmd::Kill(args)) => jobs::kill(&ctx, &args).await,
-        Command::Job(JobCmd::Delete { jid, force }) => jobs::delete(&ctx, &jid, force).await,
-        Command::Job(JobCmd::Attach { jid }) => jobs::attach(&ctx, &jid).await,
+        Command::Job(JobCmd::Inspect(job)) | Command::Inspect(job) => {
+            jobs::inspect(&ctx, &job.jid).await
+        }
+        Command::Job(JobCmd::Kill(args)) | Command::Kill(args) => jobs::kill(&ctx, &args).await,
+        Command::Job(JobCmd::Delete(args)) | Command::Delete(args) => {
+            jobs::delete(&ctx, &args.jid, args.force).await
+        }
+        Command::Job(JobCmd::Attach(job)) | Command::Attach(job) => {
+            jobs::attach(&ctx, &job.jid).await
+        }
         Command::Job(JobCmd::Checkpoint(cmd)) | Command::Checkpoint(cmd) => {
             checkpoints::run(&ctx, cmd).await
         }
         Command::Checkpoints { jid } => checkpoints::run(&ctx, CheckpointCmd::List { jid }).await,
         Command::Features | Command::Plugin(PluginCmd::Features) => features::features(&ctx),
         Command::Plugin(PluginCmd::List) => features::list(&ctx),
+        Command::K8sHelper(cmd) => k8s_helper::run(&ctx, cmd),
         Command::Completion(args) => completion::run(args.shell),
         Command::Version => version::run(&ctx).await,
         Command::Complete { kind } => complete::run(&ctx, kind).await,

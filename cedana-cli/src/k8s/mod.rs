@@ -1,0 +1,5 @@
+//! Kubernetes nodes: the `cedana` runtime in containerd's config, and installing it (and
+//! our binaries) into a host's root from the helper DaemonSet (`cedana k8s-helper`).
+
+pub mod containerd_config;
+pub mod install;
