@@ -60,7 +60,34 @@ fn daemon_stop_and_version() {
 
     env.start_daemon();
     assert_eq!(job_state(&env, "s1").as_deref(), Some("running"));
-    env.cedana(&["job", "kill", "s1"]).ok();
+    // The top-level shortcuts of Cedana's CLI are the `job` commands.
+    let shown = env.cedana(&["--json", "inspect", "s1"]).ok().json();
+    assert_eq!(shown["pid"].as_i64(), Some(pid), "{shown}");
+    env.cedana(&["kill", "s1", "--timeout", "0"]).ok();
+    wait_for("the killed job to be gone", Duration::from_secs(5), || {
+        (!pid_alive(pid as i32)).then_some(())
+    });
+    env.cedana(&["delete", "s1"]).ok();
+    env.cedana(&["inspect", "s1"]).fails_with("no such job");
+}
+
+/// Plugins are compiled in: `plugin install` of one this build has succeeds, of another
+/// names what is missing; `plugin remove` is refused with why.
+#[test]
+fn plugin_install_and_remove_say_plugins_are_built_in() {
+    let env = Env::new();
+    let out = env
+        .cedana(&["plugin", "install", "runc", "containerd"])
+        .ok();
+    assert!(
+        out.stdout.contains("runc: built into this cedana"),
+        "{}",
+        out.stdout
+    );
+    env.cedana(&["plugin", "install", "runc", "nope"])
+        .fails_with("this build has no plugin nope");
+    env.cedana(&["plugin", "remove", "runc"])
+        .fails_with("plugins are compiled into cedana");
 }
 
 /// A daemon that accepts connections but never answers (SIGSTOP) makes the client fail

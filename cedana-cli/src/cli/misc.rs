@@ -25,6 +25,18 @@ pub enum PluginCmd {
     Features,
     /// Plugin names.
     List,
+    /// Plugins are compiled in: succeeds for those this build has, names the others.
+    Install {
+        /// Plugin names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Refused: a compiled-in plugin cannot be removed (says what to do instead).
+    Remove {
+        /// Plugin names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 /// `cedana __complete KIND`: the words a completion script offers.

@@ -79,7 +79,10 @@ fn subcommand_names() {
         names(sub(&cli, "checkpoint")),
         ["delete", "inspect", "list"]
     );
-    assert_eq!(names(sub(&cli, "plugin")), ["features", "list"]);
+    assert_eq!(
+        names(sub(&cli, "plugin")),
+        ["features", "install", "list", "remove"]
+    );
 }
 
 #[test]
@@ -439,4 +442,30 @@ fn kata_takes_one_way_to_the_agent() {
     assert!(
         Cli::try_parse_from(["cedana", "restore", "kata", "--path", "x", "--cid", "4"]).is_ok()
     );
+}
+
+#[test]
+fn top_level_job_shortcuts_are_the_job_commands() {
+    let Command::Kill(args) = parse(&["kill", "j1", "--timeout", "0"]).command else {
+        panic!("not kill")
+    };
+    assert_eq!((args.jid.as_str(), args.timeout), ("j1", 0));
+    let Command::Delete(args) = parse(&["delete", "j1", "--force"]).command else {
+        panic!("not delete")
+    };
+    assert!(args.force);
+    assert!(matches!(parse(&["attach", "j1"]).command, Command::Attach(j) if j.jid == "j1"));
+    assert!(matches!(parse(&["inspect", "j1"]).command, Command::Inspect(j) if j.jid == "j1"));
+    // The same flags as under `job`.
+    let job = Cli::command();
+    for name in ["attach", "inspect", "kill", "delete"] {
+        let args = |c: &clap::Command| -> Vec<String> {
+            c.get_arguments().map(|a| a.get_id().to_string()).collect()
+        };
+        assert_eq!(
+            args(sub(&job, name)),
+            args(sub(sub(&job, "job"), name)),
+            "{name}"
+        );
+    }
 }

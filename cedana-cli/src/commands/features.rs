@@ -1,5 +1,6 @@
 //! `cedana features` / `cedana plugin features|list`: what this build provides.
 
+use anyhow::bail;
 use cedana_runtime::engine::Engine;
 
 use super::Ctx;
@@ -45,4 +46,38 @@ pub fn list(ctx: &Ctx) -> anyhow::Result<i32> {
         t.print();
     }
     Ok(0)
+}
+
+/// `plugin install`: plugins are compiled into this build, so there is nothing to fetch;
+/// succeeds when every name is one of them, else names the ones this build lacks.
+pub fn install(ctx: &Ctx, names: &[String]) -> anyhow::Result<i32> {
+    let engine = Engine::new(ctx.config.clone());
+    let have = engine.plugins().names();
+    let missing: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !have.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "this build has no plugin {}: plugins are compiled into cedana (this one has {}); \
+             a build with it is needed",
+            missing.join(", "),
+            have.join(", ")
+        );
+    }
+    for name in names {
+        crate::outln!("{name}: built into this cedana, ready");
+    }
+    Ok(0)
+}
+
+/// `plugin remove`: refused, with why and what to do instead.
+pub fn remove(names: &[String]) -> anyhow::Result<i32> {
+    bail!(
+        "cannot remove {}: plugins are compiled into cedana; a plugin acts only on its own \
+         kind of target (`cedana dump runc` needs the runc plugin, a process dump does not), \
+         so an unused one costs nothing",
+        names.join(", ")
+    )
 }

@@ -107,6 +107,8 @@ async fn run(ctx: Ctx, command: Command) -> anyhow::Result<i32> {
         Command::Checkpoints { jid } => checkpoints::run(&ctx, CheckpointCmd::List { jid }).await,
         Command::Features | Command::Plugin(PluginCmd::Features) => features::features(&ctx),
         Command::Plugin(PluginCmd::List) => features::list(&ctx),
+        Command::Plugin(PluginCmd::Install { names }) => features::install(&ctx, &names),
+        Command::Plugin(PluginCmd::Remove { names }) => features::remove(&names),
         Command::K8sHelper(cmd) => k8s_helper::run(&ctx, cmd),
         Command::Completion(args) => completion::run(args.shell),
         Command::Version => version::run(&ctx).await,
