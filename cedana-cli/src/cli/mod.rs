@@ -19,7 +19,7 @@ pub use kata::VmArgs;
 pub use misc::{CompleteKind, CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
     ContainerdArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd, RestoreArgs,
-    RestoreCmd, RunArgs, RunCmd, RunRuncArgs,
+    RestoreCmd, RunArgs, RunCmd, RunContainerdArgs, RunRuncArgs,
 };
 
 /// Transparent checkpoint/restore of processes with CRIU.

@@ -14,6 +14,36 @@ pub enum RunCmd {
     Process(RunArgs),
     /// Run a runc container as a job (`runc run --detach`; output to the job log).
     Runc(RunRuncArgs),
+    /// Run a container from an image through containerd as a job (output to the job log).
+    Containerd(RunContainerdArgs),
+}
+
+/// `cedana run containerd`.
+#[derive(Debug, Args)]
+pub struct RunContainerdArgs {
+    /// Image reference; the namespace must have it (`ctr images pull` or `import`).
+    pub image: String,
+    /// Container id.
+    #[arg(long)]
+    pub id: String,
+    /// Where containerd is.
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
+    /// containerd runtime (io.containerd.cedana.v2 runs it on our shim).
+    #[arg(long, default_value = "io.containerd.runc.v2")]
+    pub runtime: String,
+    /// Job id (default: generated).
+    #[arg(long, value_parser = crate::ids::jid_parser())]
+    pub jid: Option<String>,
+    /// Log file for the container's stdout and stderr (default: jobs.log_dir/JID.log).
+    #[arg(long, value_name = "LOG")]
+    pub out: Option<PathBuf>,
+    /// Follow the output until the job halts.
+    #[arg(long)]
+    pub attach: bool,
+    /// The command, after `--` (default: the image's entrypoint and cmd).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 /// `cedana run runc`.
@@ -80,6 +110,17 @@ pub enum ManageCmd {
         /// Runtime state root (runc --root; default: the runtime's).
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
+        /// Job id (default: generated).
+        #[arg(long, value_parser = crate::ids::jid_parser())]
+        jid: Option<String>,
+    },
+    /// Adopt a containerd container whose task runs as a job (its PID from containerd).
+    Containerd {
+        /// Container id.
+        id: String,
+        /// Where containerd is.
+        #[command(flatten)]
+        containerd: ContainerdArgs,
         /// Job id (default: generated).
         #[arg(long, value_parser = crate::ids::jid_parser())]
         jid: Option<String>,

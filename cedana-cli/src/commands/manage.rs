@@ -1,19 +1,19 @@
-//! `cedana manage process PID|runc ID`: adopt a running process or runc container as a
-//! job.
+//! `cedana manage process PID|runc ID|containerd ID`: adopt a running process or
+//! container as a job.
 
-use super::{absolute, jobs, Ctx};
+use super::{absolute, containerd_container, jobs, Ctx};
 use crate::cli::ManageCmd;
 use crate::client::status_error;
 use crate::output::print_json;
 use crate::proto;
 
-/// Runs `manage process|runc`.
+/// Runs `manage process|runc|containerd`.
 pub async fn run(ctx: &Ctx, cmd: ManageCmd) -> anyhow::Result<i32> {
     let req = match cmd {
         ManageCmd::Process { pid, jid } => proto::ManageRequest {
             pid,
             jid,
-            runc: None,
+            ..Default::default()
         },
         ManageCmd::Runc { id, root, jid } => proto::ManageRequest {
             pid: 0,
@@ -22,6 +22,16 @@ pub async fn run(ctx: &Ctx, cmd: ManageCmd) -> anyhow::Result<i32> {
                 id,
                 root: root.map(|r| absolute(&r).display().to_string()),
             }),
+            containerd: None,
+        },
+        ManageCmd::Containerd {
+            id,
+            containerd,
+            jid,
+        } => proto::ManageRequest {
+            jid,
+            containerd: Some(containerd_container(&id, &containerd)),
+            ..Default::default()
         },
     };
     let mut client = ctx.client().await?;

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cedana_config::Config;
 
-use crate::cli::{CheckpointCmd, Cli, Command, DaemonCmd, JobCmd, PluginCmd};
+use crate::cli::{CheckpointCmd, Cli, Command, ContainerdArgs, DaemonCmd, JobCmd, PluginCmd};
 use crate::client::{self, Client};
+use crate::proto;
 
 /// What every command gets: the loaded config and the output mode.
 pub struct Ctx {
@@ -45,6 +46,15 @@ impl Ctx {
 /// A path made absolute against our working directory (the daemon has another one).
 pub fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// A containerd container as the daemon's API names it.
+pub fn containerd_container(id: &str, at: &ContainerdArgs) -> proto::ContainerdContainer {
+    proto::ContainerdContainer {
+        id: id.to_string(),
+        address: Some(at.address.clone()),
+        namespace: Some(at.namespace.clone()),
+    }
 }
 
 /// Fewest async workers the daemon runs with, whatever the core count.

@@ -1,8 +1,9 @@
 //! `cedana run process` (alias `cedana exec`): start a program as a daemon job;
-//! `cedana run runc`: run a runc container as a daemon job.
+//! `cedana run runc`: run a runc container as a daemon job; `cedana run containerd`: a
+//! containerd container from an image.
 
-use super::{absolute, jobs, Ctx};
-use crate::cli::{RunArgs, RunCmd, RunRuncArgs};
+use super::{absolute, containerd_container, jobs, Ctx};
+use crate::cli::{RunArgs, RunCmd, RunContainerdArgs, RunRuncArgs};
 use crate::client::status_error;
 use crate::output::print_json;
 use crate::proto;
@@ -35,7 +36,31 @@ pub fn run_request(args: &RunArgs) -> proto::RunRequest {
             .out
             .as_deref()
             .map(|p| absolute(p).display().to_string()),
-        runc: None,
+        ..Default::default()
+    }
+}
+
+/// The proto request for `run containerd` (the log path made absolute).
+pub fn run_containerd_request(args: &RunContainerdArgs) -> proto::RunRequest {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .map(|(p, r)| (p.clone(), r.to_vec()))
+        .unwrap_or_default();
+    proto::RunRequest {
+        jid: args.jid.clone(),
+        program,
+        args: rest,
+        log_path: args
+            .out
+            .as_deref()
+            .map(|p| absolute(p).display().to_string()),
+        containerd: Some(proto::ContainerdRun {
+            container: Some(containerd_container(&args.id, &args.containerd)),
+            image: args.image.clone(),
+            runtime: Some(args.runtime.clone()),
+        }),
+        ..Default::default()
     }
 }
 
@@ -66,6 +91,7 @@ pub async fn run(ctx: &Ctx, cmd: RunCmd) -> anyhow::Result<i32> {
     let (req, attach) = match &cmd {
         RunCmd::Process(args) => (run_request(args), args.attach),
         RunCmd::Runc(args) => (run_runc_request(args), args.attach),
+        RunCmd::Containerd(args) => (run_containerd_request(args), args.attach),
     };
     let mut client = ctx.client().await?;
     let job = client.run(req).await.map_err(status_error)?.into_inner();

@@ -139,7 +139,7 @@ impl JobManager {
             j.state != JobState::Halted
                 && j.container
                     .as_ref()
-                    .is_some_and(|r| r.id == c.id && r.root == c.root)
+                    .is_some_and(|r| r.containerd.is_none() && r.id == c.id && r.root == c.root)
         })
     }
 

@@ -1,14 +1,19 @@
-//! Restoring a container checkpoint through the daemon (`restore runc`, `restore
-//! containerd`): the new container becomes a job, so its output has a log of its own
-//! under `jobs.log_dir` (never the daemon's stdout), `ps` lists it, `job attach` follows
-//! it and `job kill` stops it. Neither container is the daemon's child (runc forks the
-//! init and exits; containerd's shim is its parent), so both are polled.
+//! Containers as jobs: restoring a container checkpoint through the daemon (`restore
+//! runc`, `restore containerd`), and running or adopting a containerd container (`run
+//! containerd`, `manage containerd`). The container becomes a job, so its output has a
+//! log of its own under `jobs.log_dir` (never the daemon's stdout), `ps` lists it, `job
+//! attach` follows it and `job kill` stops it. No container is the daemon's child (runc
+//! forks the init and exits; containerd's shim is its parent), so all are polled.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cedana_runtime::engine::{RestoreRequest, RestoreResponse};
-use cedana_runtime::plugins::containerd::ContainerdRestore;
+use cedana_runtime::error::EngineError;
+use cedana_runtime::plugins::containerd::client::Client as ContainerdClient;
+use cedana_runtime::plugins::containerd::error::ContainerdError;
+use cedana_runtime::plugins::containerd::run::{ContainerdRun, DEFAULT_RUNTIME};
+use cedana_runtime::plugins::containerd::{ContainerdRestore, ContainerdTarget};
 use cedana_runtime::plugins::runc::run;
 use cedana_runtime::plugins::runc::RuncRestore;
 
@@ -16,7 +21,7 @@ use super::convert;
 use super::error::DaemonError;
 use super::identity::Caller;
 use super::jobs::{JobManager, Result};
-use super::store::{ContainerRef, JobKind, JobRecord};
+use super::store::{ContainerRef, ContainerdAt, JobKind, JobRecord};
 use crate::proto;
 
 /// The checkpoint path a container restore needs.
@@ -116,6 +121,7 @@ impl JobManager {
                 id: container.id.clone(),
                 root: container.root.clone(),
                 bundle,
+                containerd: None,
             }),
         };
         let resp = self
@@ -156,11 +162,8 @@ impl JobManager {
         };
         let job = RestoredJob {
             kind: JobKind::Containerd,
-            command: format!(
-                "containerd container {} (namespace {}, address {})",
-                target.id, target.namespace, target.address
-            ),
-            container: None,
+            command: containerd_command(&target),
+            container: Some(containerd_ref(&target)),
         };
         let resp = self
             .restore_as_job(caller, &jid, &log, engine_req, job)
@@ -173,6 +176,126 @@ impl JobManager {
             "containerd container restored as a job"
         );
         Ok(convert::restore_reply(&resp, jid, Path::new(&path)))
+    }
+}
+
+/// How `ps` shows a containerd container.
+fn containerd_command(t: &ContainerdTarget) -> String {
+    format!(
+        "containerd container {} (namespace {}, address {})",
+        t.id, t.namespace, t.address
+    )
+}
+
+/// What the store keeps of a containerd container.
+fn containerd_ref(t: &ContainerdTarget) -> ContainerRef {
+    ContainerRef {
+        id: t.id.clone(),
+        root: None,
+        bundle: String::new(),
+        containerd: Some(ContainerdAt {
+            address: t.address.clone(),
+            namespace: t.namespace.clone(),
+        }),
+    }
+}
+
+impl JobManager {
+    /// `run containerd`: a new container from an image, its output to the job log.
+    pub(super) async fn run_containerd(
+        self: &Arc<Self>,
+        caller: &Caller,
+        jid: String,
+        req: proto::ContainerdRun,
+        args: Vec<String>,
+        log: PathBuf,
+    ) -> Result<JobRecord> {
+        let target = convert::containerd_target(&req.container.unwrap_or_default());
+        let run = ContainerdRun {
+            target: target.clone(),
+            image: req.image,
+            args,
+            runtime: req
+                .runtime
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| DEFAULT_RUNTIME.into()),
+            log_path: log.clone(),
+        };
+        let pid = match self.engine.run_containerd(run).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                forget_log(&log);
+                return Err(e.into());
+            }
+        };
+        let job = self.record_containerd_job(caller, &jid, pid, &target, &log)?;
+        tracing::info!(jid, pid, id = target.id, "containerd container started");
+        Ok(job)
+    }
+
+    /// `manage containerd`: adopt a container whose task runs; its PID from containerd.
+    pub(super) async fn manage_containerd(
+        self: &Arc<Self>,
+        caller: &Caller,
+        jid: String,
+        c: proto::ContainerdContainer,
+    ) -> Result<JobRecord> {
+        let target = convert::containerd_target(&c);
+        let failed = |e: ContainerdError| DaemonError::from(EngineError::from(e));
+        let client = ContainerdClient::connect(&target).await.map_err(failed)?;
+        client.container().await.map_err(failed)?;
+        let task = client.task().await.map_err(failed)?;
+        let Some(task) = task.clone().filter(|t| t.is_live()) else {
+            return Err(failed(ContainerdError::NotRunning {
+                id: target.id.clone(),
+                namespace: target.namespace.clone(),
+                status: task.map_or_else(|| "no task".into(), |t| t.status_name()),
+            }));
+        };
+        let pid = i32::try_from(task.pid).map_err(|_| {
+            DaemonError::InvalidArgument(format!("task PID {} is out of range", task.pid))
+        })?;
+        let job = self.record_containerd_job(caller, &jid, pid, &target, Path::new(""))?;
+        tracing::info!(jid, pid, id = target.id, "containerd container adopted");
+        Ok(job)
+    }
+
+    /// `job delete` of a containerd job: its container goes too when its task has ended
+    /// (as `ctr run --rm` would); a live one (running something else by now) stays.
+    pub(super) async fn remove_stopped_containerd(&self, jid: &str, id: &str, at: &ContainerdAt) {
+        let target =
+            ContainerdTarget::new(id, Some(at.address.clone()), Some(at.namespace.clone()));
+        let Ok(client) = ContainerdClient::connect(&target).await else {
+            return;
+        };
+        match client.task().await {
+            Ok(Some(task)) if task.is_live() => {}
+            Ok(_) => client.remove_container().await,
+            Err(e) => tracing::warn!(jid, id, "cannot ask containerd for the task: {e}"),
+        }
+    }
+
+    /// Records a running containerd container as job `jid` and polls it.
+    fn record_containerd_job(
+        self: &Arc<Self>,
+        caller: &Caller,
+        jid: &str,
+        pid: i32,
+        target: &ContainerdTarget,
+        log: &Path,
+    ) -> Result<JobRecord> {
+        let generation = self.bump_generation(jid);
+        let job = self.insert(
+            caller,
+            jid,
+            pid,
+            JobKind::Containerd,
+            containerd_command(target),
+            log.display().to_string(),
+            Some(containerd_ref(target)),
+        )?;
+        self.spawn_poller(jid, pid, job.start_time_ticks, generation);
+        Ok(job)
     }
 }
 

@@ -158,13 +158,20 @@ impl JobManager {
         caller: &Caller,
         mut req: proto::RunRequest,
     ) -> Result<JobRecord> {
-        if req.runc.is_some() {
+        if req.runc.is_some() || req.containerd.is_some() {
             caller.require_root("run a container", "a rootful runtime is root power")?;
         }
         let jid = self.fresh_jid(req.jid.take())?;
         let (log_path, log_file) = self.open_log(caller, &jid, req.log_path.take())?;
         if let Some(r) = req.runc.take() {
             return self.run_runc(caller, jid, r, log_path).await;
+        }
+        if let Some(c) = req.containerd.take() {
+            let args = match req.program.is_empty() {
+                true => Vec::new(),
+                false => std::iter::once(req.program).chain(req.args).collect(),
+            };
+            return self.run_containerd(caller, jid, c, args, log_path).await;
         }
         let cwd = req.cwd.map(PathBuf::from);
         if let (false, Some(dir)) = (caller.is_root(), &cwd) {
@@ -229,6 +236,7 @@ impl JobManager {
                 id: container.id.clone(),
                 root: container.root.clone(),
                 bundle: r.bundle,
+                containerd: None,
             }),
         )?;
         self.spawn_poller(&jid, pid, job.start_time_ticks, generation);
@@ -271,12 +279,15 @@ impl JobManager {
         caller: &Caller,
         req: proto::ManageRequest,
     ) -> Result<JobRecord> {
-        if req.runc.is_some() {
+        if req.runc.is_some() || req.containerd.is_some() {
             caller.require_root("manage a container", "a rootful runtime is root power")?;
         }
         let jid = self.fresh_jid(req.jid)?;
         if let Some(c) = req.runc {
             return self.manage_runc(caller, jid, c).await;
+        }
+        if let Some(c) = req.containerd {
+            return self.manage_containerd(caller, jid, c).await;
         }
         let pid = req.pid;
         caller.require_process(pid, "manage")?;
@@ -330,6 +341,7 @@ impl JobManager {
                 id: c.id.clone(),
                 root: c.root.clone(),
                 bundle: state.bundle,
+                containerd: None,
             }),
         )?;
         self.spawn_poller(&jid, state.pid, job.start_time_ticks, generation);

@@ -45,6 +45,9 @@ const JOB_MIGRATIONS: &[(&str, &str)] = &[
     // Who the job belongs to (its caller's uid); jobs from before owners were kept
     // were all root's, since only root could reach the daemon with any power.
     ("owner_uid", "INTEGER NOT NULL DEFAULT 0"),
+    // Where a containerd job's container lives.
+    ("containerd_address", "TEXT NULL"),
+    ("containerd_namespace", "TEXT NULL"),
 ];
 
 /// Columns added to `checkpoints` after the first schema, as [`JOB_MIGRATIONS`].
@@ -81,6 +84,17 @@ pub struct ContainerRef {
     pub root: Option<String>,
     /// Bundle directory (restore reuses it).
     pub bundle: String,
+    /// For a containerd container: containerd's socket and the namespace.
+    pub containerd: Option<ContainerdAt>,
+}
+
+/// Where a containerd container lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerdAt {
+    /// containerd's socket.
+    pub address: String,
+    /// The namespace.
+    pub namespace: String,
 }
 
 /// A checkpoint row.
@@ -155,12 +169,13 @@ impl Store {
 
     /// Inserts a job; fails if the jid exists.
     pub fn insert_job(&self, j: &JobRecord) -> rusqlite::Result<()> {
+        let containerd = j.container.as_ref().and_then(|c| c.containerd.as_ref());
         self.with(|c| {
             c.execute(
                 "INSERT INTO jobs (jid, pid, kind, state, exit_code, command, log_path,
                  start_time_ticks, created_at, updated_at, container_id, runc_root, bundle,
-                 owner_uid)
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+                 owner_uid, containerd_address, containerd_namespace)
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
                 params![
                     j.jid,
                     j.pid,
@@ -176,6 +191,8 @@ impl Store {
                     j.container.as_ref().and_then(|c| c.root.as_ref()),
                     j.container.as_ref().map(|c| &c.bundle),
                     j.owner_uid,
+                    containerd.map(|c| &c.address),
+                    containerd.map(|c| &c.namespace),
                 ],
             )
             .map(|_| ())
@@ -362,9 +379,10 @@ fn on<T>(
 }
 
 const JOB_COLS: &str = "jid, pid, kind, state, exit_code, command, log_path, start_time_ticks, \
-                        created_at, updated_at, container_id, runc_root, bundle, owner_uid";
+                        created_at, updated_at, container_id, runc_root, bundle, owner_uid, \
+                        containerd_address, containerd_namespace";
 /// How many columns [`JOB_COLS`] names.
-const JOB_COL_COUNT: usize = 14;
+const JOB_COL_COUNT: usize = 16;
 
 /// Adds the columns of [`JOB_MIGRATIONS`] and [`CHECKPOINT_MIGRATIONS`] a database lacks.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -389,6 +407,13 @@ const CK_COLS: &str =
     "id, jid, name, path, compression, size_bytes, created_at, metadata_json, owner_uid";
 
 fn job_row(r: &Row) -> rusqlite::Result<JobRecord> {
+    let containerd = match (
+        r.get::<_, Option<String>>(14)?,
+        r.get::<_, Option<String>>(15)?,
+    ) {
+        (Some(address), Some(namespace)) => Some(ContainerdAt { address, namespace }),
+        _ => None,
+    };
     Ok(JobRecord {
         jid: r.get(0)?,
         pid: r.get(1)?,
@@ -408,6 +433,7 @@ fn job_row(r: &Row) -> rusqlite::Result<JobRecord> {
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
+            containerd,
         }),
         owner_uid: r.get(13)?,
     })

@@ -189,12 +189,26 @@ fn old_database_gains_the_container_columns() {
         id: "ctr".into(),
         root: Some("/run/r".into()),
         bundle: "/b".into(),
+        containerd: None,
     });
     store.insert_job(&j).unwrap();
+    let mut k = job("k", 10, RUNNING, None);
+    k.kind = JobKind::Containerd;
+    k.container = Some(ContainerRef {
+        id: "c9".into(),
+        root: None,
+        bundle: String::new(),
+        containerd: Some(ContainerdAt {
+            address: "/run/c.sock".into(),
+            namespace: "k8s.io".into(),
+        }),
+    });
+    store.insert_job(&k).unwrap();
     drop(store);
     // Opening again (columns present) changes nothing.
     let store = Store::open(&path).unwrap();
     assert_eq!(store.get_job("c").unwrap().unwrap(), j);
+    assert_eq!(store.get_job("k").unwrap().unwrap(), k);
 }
 
 #[test]

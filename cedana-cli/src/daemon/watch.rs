@@ -198,7 +198,10 @@ impl JobManager {
             signal_job(&job, Signal::SIGKILL)?;
             self.wait_halted(jid).await;
         }
-        if let Some(c) = &job.container {
+        if let Some(at) = job.container.as_ref().and_then(|c| c.containerd.as_ref()) {
+            let c = job.container.clone().unwrap_or_default();
+            self.remove_stopped_containerd(jid, &c.id, at).await;
+        } else if let Some(c) = &job.container {
             // A stopped container is of no use but to be deleted; a live one (the job
             // was already halted, so it runs something else) is left alone.
             let container = crate::proto::RuncContainer {

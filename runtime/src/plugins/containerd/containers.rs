@@ -12,6 +12,7 @@ use prost_types::Any;
 
 use super::client::{not_found, Client};
 use super::error::ContainerdError;
+use super::image::ResolvedImage;
 use super::options::{RUNC_OPTIONS_TYPE_URL, SPEC_TYPE_URL};
 
 /// The runtime whose containers `ctr` creates with (empty) runc options; the others get
@@ -125,6 +126,45 @@ impl Client {
             }),
             Err(s) => Err(self.failed("Containers.Create", s)),
         }
+    }
+
+    /// Creates the container from `image` (unpacked first when the snapshotter lacks it)
+    /// on a new snapshot named after it, with `spec` and `runtime`; the image's labels and
+    /// `labels` on the record. A lease keeps the unpacked layers and the new snapshot from
+    /// containerd's garbage collector until the record refers to them; a failure removes
+    /// the snapshot again.
+    pub async fn create_from_image(
+        &self,
+        image: &ResolvedImage,
+        runtime: &str,
+        snapshotter: &str,
+        labels: HashMap<String, String>,
+        spec: serde_json::Value,
+    ) -> Result<(), ContainerdError> {
+        let id = self.target().id.clone();
+        let leased = self.leased().await?;
+        let created = async {
+            let parent = leased.unpack(image, snapshotter).await?;
+            leased.prepare_snapshot(snapshotter, &id, &parent).await?;
+            let mut all = image.labels.clone();
+            all.extend(labels);
+            let new = NewContainer {
+                image: image.name.clone(),
+                runtime: runtime.into(),
+                snapshotter: super::snapshots::snapshotter_or_default(snapshotter).into(),
+                snapshot_key: id.clone(),
+                spec,
+                labels: all,
+            };
+            if let Err(e) = leased.create_container(new).await {
+                leased.remove_snapshot(snapshotter, &id).await;
+                return Err(e);
+            }
+            Ok(())
+        }
+        .await;
+        leased.release().await;
+        created
     }
 
     /// Removes the container, its task (killed first) and its snapshot: best effort,

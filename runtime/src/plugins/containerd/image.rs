@@ -31,6 +31,25 @@ pub struct ResolvedImage {
     pub diff_ids: Vec<String>,
     /// The config's labels (copied onto containers, as containerd's own client does).
     pub labels: HashMap<String, String>,
+    /// How the image runs by default (entrypoint, cmd, env, working dir).
+    pub defaults: RunDefaults,
+}
+
+/// The parts of an image's config that say how its container runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RunDefaults {
+    /// `KEY=VALUE` entries.
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    /// The program (and its first arguments).
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Arguments after the entrypoint, or the program when there is none.
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    /// Working directory.
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
 }
 
 impl ResolvedImage {
@@ -88,6 +107,8 @@ struct RootFs {
 struct RunConfig {
     #[serde(rename = "Labels", default)]
     labels: Option<HashMap<String, String>>,
+    #[serde(flatten)]
+    defaults: RunDefaults,
 }
 
 impl From<OciDescriptor> for Descriptor {
@@ -126,7 +147,12 @@ impl Client {
             config: manifest.config.into(),
             layers: manifest.layers.into_iter().map(Into::into).collect(),
             diff_ids: config.rootfs.diff_ids,
-            labels: config.config.and_then(|c| c.labels).unwrap_or_default(),
+            labels: config
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default(),
+            defaults: config.config.map(|c| c.defaults).unwrap_or_default(),
         })
     }
 

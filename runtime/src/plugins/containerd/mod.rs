@@ -14,8 +14,8 @@
 //! `client` (connection, namespace, lease, errors of a call), `containers`, `tasks`,
 //! `image` (resolving an image through the content store), `snapshots` (unpacking,
 //! preparing, mounts), `options` (the runc shim's options and how they are recorded),
-//! `dump` (middleware), `restore` (handler), `meta` (its section of metadata.json),
-//! `error`.
+//! `dump` (middleware), `restore` (handler), `run` (a new container from an image, for
+//! `cedana run containerd`), `meta` (its section of metadata.json), `error`.
 
 pub mod client;
 pub mod containers;
@@ -25,6 +25,7 @@ pub mod image;
 pub mod meta;
 pub mod options;
 pub mod restore;
+pub mod run;
 pub mod snapshots;
 pub mod target;
 pub mod tasks;

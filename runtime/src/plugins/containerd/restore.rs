@@ -16,7 +16,6 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use prost_types::Any;
 
 use super::client::Client;
-use super::containers::NewContainer;
 use super::dump::RUNTIME_OPTIONS_LABEL;
 use super::error::ContainerdError;
 use super::meta::ContainerdMeta;
@@ -174,11 +173,10 @@ fn adjust_spec(spec: &mut serde_json::Value, old: &str, new: &str) {
     }
 }
 
-/// Creates the container from the image (unpacked first if the snapshotter lacks it),
-/// on a new snapshot, with the recorded spec and runtime. The recorded runtime options
-/// go into a label: containerd keeps a task's runtime options with the task only, so
-/// this container's own dumps (and the restores of those) find the same runc binary
-/// (cedana-runc) and root there.
+/// Creates the container from the image with the recorded spec and runtime. The
+/// recorded runtime options go into a label: containerd keeps a task's runtime options
+/// with the task only, so this container's own dumps (and the restores of those) find
+/// the same runc binary (cedana-runc) and root there.
 async fn create_container(
     client: &Client,
     md: &ContainerdMeta,
@@ -186,36 +184,13 @@ async fn create_container(
     spec: serde_json::Value,
 ) -> OpResult<()> {
     let resolved = client.resolve_image(image).await?;
-    let id = client.target().id.clone();
-    // A lease keeps the unpacked layers and the new snapshot from containerd's garbage
-    // collector until the container record refers to them.
-    let leased = client.leased().await?;
-    let created = async {
-        let parent = leased.unpack(&resolved, &md.snapshotter).await?;
-        leased
-            .prepare_snapshot(&md.snapshotter, &id, &parent)
-            .await?;
-        let mut labels: HashMap<String, String> = resolved.labels.clone();
-        if !md.runtime_options.is_empty() {
-            labels.insert(RUNTIME_OPTIONS_LABEL.into(), md.runtime_options.clone());
-        }
-        let new = NewContainer {
-            image: image.into(),
-            runtime: md.runtime.clone(),
-            snapshotter: super::snapshots::snapshotter_or_default(&md.snapshotter).into(),
-            snapshot_key: id.clone(),
-            spec,
-            labels,
-        };
-        if let Err(e) = leased.create_container(new).await {
-            leased.remove_snapshot(&md.snapshotter, &id).await;
-            return Err(e);
-        }
-        Ok(())
+    let mut labels = HashMap::new();
+    if !md.runtime_options.is_empty() {
+        labels.insert(RUNTIME_OPTIONS_LABEL.into(), md.runtime_options.clone());
     }
-    .await;
-    leased.release().await;
-    Ok(created?)
+    Ok(client
+        .create_from_image(&resolved, &md.runtime, &md.snapshotter, labels, spec)
+        .await?)
 }
 
 /// Rootfs changes, task from the checkpoint, start. The new task's PID.
@@ -267,10 +242,10 @@ async fn restore_task(
                 &stdin.display().to_string(),
                 &format!("file://{}", log.display()),
             ),
-            Any {
+            Some(Any {
                 type_url: md.runtime_options_type.clone(),
                 value,
-            },
+            }),
         )
         .await?;
     Ok(client.start_task().await?)
@@ -281,7 +256,7 @@ async fn restore_task(
 /// holds the host's /dev/null, outside its mounts, and a plain runc (`ctr task
 /// checkpoint`) cannot dump it again. The shim reads the FIFO into a pipe; nothing
 /// writes to it, so the task's stdin stays an open, empty pipe, as under `ctr run -d`.
-fn stdin_fifo(log: &Path) -> OpResult<PathBuf> {
+pub(super) fn stdin_fifo(log: &Path) -> OpResult<PathBuf> {
     let fifo = log.with_extension("stdin");
     let _ = fs::remove_file(&fifo);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| {

@@ -54,13 +54,14 @@ impl Client {
         }
     }
 
-    /// Creates the container's task on `rootfs`, with `options` (runc options naming the
-    /// checkpoint), its stdin from the FIFO `stdin`, stdout and stderr to the URI `out`.
+    /// Creates the container's task on `rootfs`, with `options` (for a restore: runc
+    /// options naming the checkpoint), its stdin from the FIFO `stdin`, stdout and stderr
+    /// to the URI `out`.
     pub async fn create_task(
         &self,
         rootfs: Vec<Mount>,
         (stdin, out): (&str, &str),
-        options: Any,
+        options: Option<Any>,
     ) -> Result<(), ContainerdError> {
         let req = CreateTaskRequest {
             container_id: self.target().id.clone(),
@@ -68,7 +69,7 @@ impl Client {
             stdin: stdin.into(),
             stdout: out.into(),
             stderr: out.into(),
-            options: Some(options),
+            options,
             ..Default::default()
         };
         self.tasks()
