@@ -68,8 +68,8 @@ fn subcommand_names() {
         ["containerd", "job", "kata", "process", "runc"]
     );
     assert_eq!(names(sub(&cli, "query")), ["kata", "runc"]);
-    assert_eq!(names(sub(&cli, "run")), ["process", "runc"]);
-    assert_eq!(names(sub(&cli, "manage")), ["process", "runc"]);
+    assert_eq!(names(sub(&cli, "run")), ["containerd", "process", "runc"]);
+    assert_eq!(names(sub(&cli, "manage")), ["containerd", "process", "runc"]);
     assert_eq!(names(sub(&cli, "freeze")), ["job", "process"]);
     assert_eq!(
         names(sub(&cli, "job")),
