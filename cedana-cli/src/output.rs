@@ -95,6 +95,27 @@ impl Table {
     }
 }
 
+/// `--profile`: each step of the chain, in order, with its total and own time.
+pub fn print_profile(steps: &[crate::proto::StepTiming]) {
+    let mut t = Table::new(&["STEP", "TOTAL MS", "OWN MS"]);
+    for s in steps {
+        t.row(vec![
+            s.name.clone(),
+            s.total_ms.to_string(),
+            s.own_ms.to_string(),
+        ]);
+    }
+    t.print();
+}
+
+/// `--profile` as JSON: `[{"name", "total_ms", "own_ms"}]`.
+pub fn profile_json(steps: &[crate::proto::StepTiming]) -> serde_json::Value {
+    steps
+        .iter()
+        .map(|s| serde_json::json!({"name": s.name, "total_ms": s.total_ms, "own_ms": s.own_ms}))
+        .collect()
+}
+
 /// Prints a JSON value, pretty, to stdout.
 pub fn print_json(value: &serde_json::Value) {
     crate::outln!("{value:#}");

@@ -9,7 +9,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 
@@ -87,26 +90,74 @@ impl<Req, Resp> Handler<Req, Resp> {
     }
 }
 
+/// How long one step of a chain took (`--profile`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTiming {
+    /// The adapter's or handler's name.
+    pub name: String,
+    /// From entering the step until it returned, the steps after it included (ms).
+    pub total_ms: u64,
+    /// The step's own share: its total less the next step's (ms).
+    pub own_ms: u64,
+}
+
+/// Each finished step's name and total time, innermost first.
+type Clock = Mutex<Vec<(&'static str, Duration)>>;
+
 /// The rest of the chain, handed to an adapter.
 pub struct Next<'a, Req, Resp> {
     rest: &'a [Adapter<Req, Resp>],
     handler: &'a Handler<Req, Resp>,
+    clock: &'a Clock,
 }
 
 impl<'a, Req: Send + 'a, Resp: 'a> Next<'a, Req, Resp> {
     /// Passes the request on to the next adapter, or to the handler after the last one.
     pub fn run(self, req: Req) -> BoxFuture<'a, OpResult<Resp>> {
-        match self.rest.split_first() {
-            Some((adapter, rest)) => (adapter.f)(
-                req,
-                Next {
-                    rest,
-                    handler: self.handler,
-                },
+        let clock = self.clock;
+        let (name, step) = match self.rest.split_first() {
+            Some((adapter, rest)) => (
+                adapter.name,
+                (adapter.f)(
+                    req,
+                    Next {
+                        rest,
+                        handler: self.handler,
+                        clock,
+                    },
+                ),
             ),
-            None => (self.handler.f)(req),
-        }
+            None => (self.handler.name, (self.handler.f)(req)),
+        };
+        Box::pin(async move {
+            let start = Instant::now();
+            let out = step.await;
+            clock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((name, start.elapsed()));
+            out
+        })
     }
+}
+
+/// The steps that ran, in chain order, each with its own share of the time.
+fn timings(clock: Clock) -> Vec<StepTiming> {
+    let mut finished = clock.into_inner().unwrap_or_else(|p| p.into_inner());
+    // Steps finish innermost first; an adapter that did not call `next` has no inner step.
+    finished.reverse();
+    let ms = |d: Duration| d.as_millis() as u64;
+    (0..finished.len())
+        .map(|i| {
+            let (name, total) = finished[i];
+            let inner = finished.get(i + 1).map_or(Duration::ZERO, |s| s.1);
+            StepTiming {
+                name: name.to_string(),
+                total_ms: ms(total),
+                own_ms: ms(total.saturating_sub(inner)),
+            }
+        })
+        .collect()
 }
 
 /// An ordered list of adapters around a handler.
@@ -189,12 +240,20 @@ impl<Req: Send, Resp> Chain<Req, Resp> {
 
     /// Runs a request through the whole chain.
     pub async fn run(&self, req: Req) -> OpResult<Resp> {
-        Next {
+        self.run_timed(req).await.0
+    }
+
+    /// Runs a request through the whole chain, timing each step.
+    pub async fn run_timed(&self, req: Req) -> (OpResult<Resp>, Vec<StepTiming>) {
+        let clock = Clock::default();
+        let out = Next {
             rest: &self.adapters,
             handler: &self.handler,
+            clock: &clock,
         }
         .run(req)
-        .await
+        .await;
+        (out, timings(clock))
     }
 
     /// Adapter names in order, then the handler's.
@@ -251,6 +310,52 @@ mod tests {
         let got = log.lock().expect("log lock").clone();
         assert_eq!(got, ["a in 1", "b in 2", "b out 6", "a out 60"]);
         assert_eq!(format!("{chain:?}"), "a -> b -> double");
+    }
+
+    /// Sleeps `ms` before and calls on.
+    fn slow(name: &'static str, ms: u64) -> Adapter<u32, u32> {
+        Adapter::from_fn(name, move |req, next| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                next.run(req).await
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn run_timed_gives_each_steps_own_share() {
+        let handler = Handler::from_fn("h", |req: u32| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok(req)
+            })
+        });
+        let chain = Chain::new(handler).with([slow("a", 60), slow("b", 0)]);
+        let (out, steps) = chain.run_timed(7).await;
+        assert_eq!(out.expect("ok"), 7);
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "h"]);
+        assert!(steps[0].own_ms >= 60, "{steps:?}");
+        assert!(steps[0].total_ms >= 90, "{steps:?}");
+        assert!(
+            steps[2].own_ms >= 30 && steps[2].own_ms == steps[2].total_ms,
+            "{steps:?}"
+        );
+        assert!(steps[1].own_ms < 30, "{steps:?}");
+        // A short-circuit: the steps after it never ran and are not listed.
+        let refuse = Adapter::from_fn("refuse", |_req: u32, _next| {
+            Box::pin(async {
+                Err(EngineError::InvalidRequest {
+                    field: "x",
+                    reason: "no".into(),
+                })
+            })
+        });
+        let chain = Chain::new(doubling_handler()).with([slow("a", 0), refuse]);
+        let (out, steps) = chain.run_timed(1).await;
+        assert!(out.is_err());
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "refuse"]);
     }
 
     #[tokio::test]

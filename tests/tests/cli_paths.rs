@@ -197,8 +197,17 @@ fn completion_ids_and_print_stats() {
     let dir = env.checkpoints();
     let dir_s = dir.to_str().expect("utf8");
     let out = env
-        .cedana(&["dump", "job", "c1", "--dir", dir_s, "--print-stats"])
+        .cedana(&[
+            "dump",
+            "job",
+            "c1",
+            "--dir",
+            dir_s,
+            "--print-stats",
+            "--profile",
+        ])
         .ok();
+    assert!(out.stdout.contains("criu_dump"), "{}", out.stdout);
     assert!(out.stdout.contains("frozen time"), "{}", out.stdout);
     assert!(out.stdout.contains("pages written"), "{}", out.stdout);
     let cks = env.cedana(&["--json", "checkpoints"]).ok().json();
@@ -215,9 +224,62 @@ fn completion_ids_and_print_stats() {
     wait_for("c1 halted", Duration::from_secs(10), || {
         (job_state(&env, "c1").as_deref() == Some("halted")).then_some(())
     });
-    let out = env.cedana(&["restore", "job", "c1", "--print-stats"]).ok();
+    let out = env
+        .cedana(&["restore", "job", "c1", "--print-stats", "--profile"])
+        .ok();
     assert!(out.stdout.contains("restore time"), "{}", out.stdout);
     assert!(out.stdout.contains("pages restored"), "{}", out.stdout);
+    assert!(out.stdout.contains("STEP"), "{}", out.stdout);
+    assert!(out.stdout.contains("criu_restore"), "{}", out.stdout);
+}
+
+/// `--profile` (as in Cedana's CLI): every step of the chain that ran, in order, with
+/// its total and own time; the handler (CRIU) last, and the first step's total covers
+/// the others' own times.
+#[test]
+fn profile_shows_the_time_of_each_adapter() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let w = Workload::start(&env.path("w.log"), &["counter", "50"]);
+    let dir = env.checkpoints().display().to_string();
+    let pid = w.pid.to_string();
+    let args = [
+        "--json",
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--leave-running",
+        "--dir",
+        &dir,
+        "--profile",
+    ];
+    let out = env.cedana(&args).ok().json();
+    let steps = out["profile"].as_array().expect("profile").clone();
+    let names: Vec<&str> = steps
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names.last(), Some(&"criu_dump"), "{names:?}");
+    assert!(names.contains(&"validate_dump_request"), "{names:?}");
+    let ms = |s: &serde_json::Value, k: &str| s[k].as_u64().expect("ms");
+    let own: u64 = steps.iter().map(|s| ms(s, "own_ms")).sum();
+    let first = ms(&steps[0], "total_ms");
+    // Rounding to whole ms may lose up to 1 ms a step.
+    assert!(
+        own <= first + steps.len() as u64 && first <= own + steps.len() as u64,
+        "{out}"
+    );
+    assert!(
+        ms(&steps[steps.len() - 1], "own_ms") > 0,
+        "CRIU takes time: {out}"
+    );
+    assert!(w.alive(), "--leave-running");
+    // Without --profile the output carries none.
+    let plain = env.cedana(&args[..args.len() - 1]).ok().json();
+    assert!(plain["profile"].is_null(), "{plain}");
 }
 
 /// A daemon that closes the connection in the middle of a request (as one does while it

@@ -173,6 +173,9 @@ pub struct DumpArgs {
     /// Print CRIU's figures of the dump (frozen time, pages scanned and written).
     #[arg(long)]
     pub print_stats: bool,
+    /// Print the time each adapter of the dump's chain took.
+    #[arg(long)]
+    pub profile: bool,
     /// CRIU options.
     #[command(flatten)]
     pub flags: CriuFlagArgs,
@@ -289,6 +292,9 @@ pub struct RestoreArgs {
     /// Print CRIU's figures of the dump and of this restore (times, pages).
     #[arg(long)]
     pub print_stats: bool,
+    /// Print the time each adapter of the restore's chain took.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// `cedana restore ...`.

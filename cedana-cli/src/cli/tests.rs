@@ -69,7 +69,10 @@ fn subcommand_names() {
     );
     assert_eq!(names(sub(&cli, "query")), ["kata", "runc"]);
     assert_eq!(names(sub(&cli, "run")), ["containerd", "process", "runc"]);
-    assert_eq!(names(sub(&cli, "manage")), ["containerd", "process", "runc"]);
+    assert_eq!(
+        names(sub(&cli, "manage")),
+        ["containerd", "process", "runc"]
+    );
     assert_eq!(names(sub(&cli, "freeze")), ["job", "process"]);
     assert_eq!(
         names(sub(&cli, "job")),

@@ -8,7 +8,7 @@ use super::{absolute, Ctx};
 use crate::cli::{CriuFlagArgs, DumpArgs, DumpCmd};
 use crate::client::status_error;
 use crate::daemon::convert::{self, Recorded};
-use crate::output::{criu_stats_text, human_bytes, print_json};
+use crate::output::{criu_stats_text, human_bytes, print_json, print_profile, profile_json};
 use crate::progress::with_spinner;
 use crate::proto::{self, target::Target};
 
@@ -62,7 +62,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
     {
         return super::kata::dump(ctx, id, pid, &vm, &args).await;
     }
-    let print_stats = dump_args(&cmd).print_stats;
+    let (print_stats, show_profile) = (dump_args(&cmd).print_stats, dump_args(&cmd).profile);
     let (req, no_server) = match &cmd {
         DumpCmd::Process {
             pid,
@@ -110,10 +110,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             engine.dump(convert::dump_request(&req, 0)?),
         )
         .await?;
-        convert::dump_reply(
-            &convert::dumped_record(&r, Recorded::unrecorded(&r)),
-            r.duration_ms,
-        )
+        convert::dump_reply(&convert::dumped_record(&r, Recorded::unrecorded(&r)), &r)
     } else {
         let mut client = ctx.client().await?;
         with_spinner("checkpointing", client.dump(req))
@@ -134,6 +131,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             "size_bytes": ck.size_bytes,
             "duration_ms": resp.duration_ms,
             "metadata": serde_json::from_str::<serde_json::Value>(&ck.metadata_json).ok(),
+            "profile": show_profile.then(|| profile_json(&resp.profile)),
         }));
     } else {
         let id = if ck.id.is_empty() {
@@ -153,6 +151,9 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
                 Some(s) => crate::out!("{}", criu_stats_text(s)),
                 None => crate::outln!("CRIU wrote no statistics for this dump"),
             }
+        }
+        if show_profile {
+            print_profile(&resp.profile);
         }
     }
     Ok(0)

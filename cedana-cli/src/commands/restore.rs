@@ -13,7 +13,7 @@ use super::{absolute, jobs, Ctx};
 use crate::cli::{RestoreArgs, RestoreCmd};
 use crate::client::status_error;
 use crate::daemon::{convert, watch};
-use crate::output::{criu_stats_text, print_json};
+use crate::output::{criu_stats_text, print_json, print_profile, profile_json};
 use crate::progress::with_spinner;
 use crate::proto;
 
@@ -105,14 +105,14 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
                  --detach to wait for the container in the foreground"
             );
         }
-        return restore_here(ctx, &req, args.attach, args.print_stats).await;
+        return restore_here(ctx, &req, args).await;
     }
     let mut client = ctx.client().await?;
     let resp = with_spinner("restoring", client.restore(req))
         .await
         .map_err(status_error)?
         .into_inner();
-    print_restored(ctx, &resp, args.print_stats);
+    print_restored(ctx, &resp, args);
     if args.attach {
         return jobs::follow(&mut client, &resp.jid).await;
     }
@@ -124,8 +124,7 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
 async fn restore_here(
     ctx: &Ctx,
     req: &proto::RestoreRequest,
-    attach: bool,
-    print_stats: bool,
+    args: &RestoreArgs,
 ) -> anyhow::Result<i32> {
     let path = PathBuf::from(req.path.clone().unwrap_or_default());
     let engine = Engine::new(ctx.config.clone());
@@ -142,9 +141,9 @@ async fn restore_here(
     print_restored(
         ctx,
         &convert::restore_reply(&resp, String::new(), &path),
-        print_stats,
+        args,
     );
-    if !attach || req.runc.is_some() || req.containerd.is_some() {
+    if !args.attach || req.runc.is_some() || req.containerd.is_some() {
         return Ok(0);
     }
     let pid = resp.pid;
@@ -153,7 +152,7 @@ async fn restore_here(
 }
 
 /// Prints a restore's reply; one without a job (`--no-server`) names none.
-fn print_restored(ctx: &Ctx, resp: &proto::RestoreResponse, print_stats: bool) {
+fn print_restored(ctx: &Ctx, resp: &proto::RestoreResponse, args: &RestoreArgs) {
     let stats: Option<CriuStats> = resp
         .criu_stats_json
         .as_deref()
@@ -162,6 +161,7 @@ fn print_restored(ctx: &Ctx, resp: &proto::RestoreResponse, print_stats: bool) {
     if ctx.json {
         let mut out = serde_json::json!({
             "pid": resp.pid, "duration_ms": resp.duration_ms, "criu_stats": stats,
+            "profile": args.profile.then(|| profile_json(&resp.profile)),
         });
         if let Some(jid) = jid {
             out["jid"] = jid.as_str().into();
@@ -174,7 +174,10 @@ fn print_restored(ctx: &Ctx, resp: &proto::RestoreResponse, print_stats: bool) {
         Some(jid) => crate::outln!("{} (job {jid}, {} ms)", resp.pid, resp.duration_ms),
         None => crate::outln!("{} ({} ms)", resp.pid, resp.duration_ms),
     }
-    print_stats_if(print_stats, stats.as_ref());
+    print_stats_if(args.print_stats, stats.as_ref());
+    if args.profile {
+        print_profile(&resp.profile);
+    }
 }
 
 /// `--print-stats`: CRIU's figures, or why there are none.

@@ -129,7 +129,7 @@ impl JobManager {
             self.wait_halted(&job.jid).await;
         }
         tracing::info!(pid, path = %path.display(), "checkpoint written");
-        Ok(convert::dump_reply(&record, resp.duration_ms))
+        Ok(convert::dump_reply(&record, &resp))
     }
 
     /// The live runc job running container `c`, if any (same id and state root).

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use cedana_runtime::chain::StepTiming;
 use cedana_runtime::engine::{
     CriuFlags, DumpRequest, DumpResponse, RestoreRequest, RestoreResponse, Target,
 };
@@ -169,11 +170,24 @@ pub fn dumped_record(resp: &DumpResponse, rec: Recorded) -> CheckpointRecord {
 }
 
 /// The one dump reply, daemon and `--no-server` alike.
-pub fn dump_reply(record: &CheckpointRecord, duration_ms: u64) -> proto::DumpResponse {
+pub fn dump_reply(record: &CheckpointRecord, resp: &DumpResponse) -> proto::DumpResponse {
     proto::DumpResponse {
         checkpoint: Some(checkpoint(record)),
-        duration_ms,
+        duration_ms: resp.duration_ms,
+        profile: profile(&resp.profile),
     }
+}
+
+/// The chain's step timings -> proto.
+fn profile(steps: &[StepTiming]) -> Vec<proto::StepTiming> {
+    steps
+        .iter()
+        .map(|s| proto::StepTiming {
+            name: s.name.clone(),
+            total_ms: s.total_ms,
+            own_ms: s.own_ms,
+        })
+        .collect()
 }
 
 /// The one restore reply: the engine's response, the job it became (empty: none, as
@@ -189,6 +203,7 @@ pub fn restore_reply(resp: &RestoreResponse, jid: String, path: &Path) -> proto:
             .as_ref()
             .and_then(|s| serde_json::to_string(s).ok()),
         path: path.display().to_string(),
+        profile: profile(&resp.profile),
     }
 }
 

@@ -190,6 +190,7 @@ impl Committer {
             size_bytes,
             duration_ms: self.started.elapsed().as_millis() as u64,
             metadata: md,
+            profile: Vec::new(),
         })
     }
 }

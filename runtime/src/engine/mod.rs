@@ -159,7 +159,10 @@ impl Engine {
     pub async fn dump(&self, req: DumpRequest) -> OpResult<DumpResponse> {
         let kind = req.kind();
         let chain = self.dump.get(&kind).ok_or_else(|| no_plugin(&kind))?;
-        chain.run(DumpCtx::new(Arc::clone(&self.env), req)).await
+        let (resp, profile) = chain
+            .run_timed(DumpCtx::new(Arc::clone(&self.env), req))
+            .await;
+        resp.map(|r| DumpResponse { profile, ..r })
     }
 
     /// Restores a process tree (the caller becomes its parent), or into what
@@ -167,7 +170,10 @@ impl Engine {
     pub async fn restore(&self, req: RestoreRequest) -> OpResult<RestoreResponse> {
         let kind = req.kind();
         let chain = self.restore.get(&kind).ok_or_else(|| no_plugin(&kind))?;
-        chain.run(RestoreCtx::new(Arc::clone(&self.env), req)).await
+        let (resp, profile) = chain
+            .run_timed(RestoreCtx::new(Arc::clone(&self.env), req))
+            .await;
+        resp.map(|r| RestoreResponse { profile, ..r })
     }
 
     /// Starts a process in its own session with output to a log file.

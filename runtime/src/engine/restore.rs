@@ -79,5 +79,6 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         duration_ms: ctx.started.elapsed().as_millis() as u64,
         metadata,
         exit_code: None,
+        profile: Vec::new(),
     })
 }

@@ -78,6 +78,7 @@ impl DumpCtx {
             size_bytes: 0,
             duration_ms: 0,
             metadata,
+            profile: Vec::new(),
         }
     }
 }

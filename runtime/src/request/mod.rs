@@ -14,6 +14,7 @@ pub use context::{DumpCtx, RestoreCtx};
 pub use extensions::Extensions;
 pub use target::{CloneTarget, Target};
 
+use crate::chain::StepTiming;
 use crate::image::compression::Compression;
 use crate::image::metadata::{CheckpointKind, Metadata};
 use crate::process::state::ProcessInfo;
@@ -98,6 +99,9 @@ pub struct DumpResponse {
     pub duration_ms: u64,
     /// Its metadata.
     pub metadata: Metadata,
+    /// Time each step of the chain took (filled by the engine after the chain).
+    #[serde(default)]
+    pub profile: Vec<StepTiming>,
 }
 
 /// Restore a process tree from a checkpoint.
@@ -145,6 +149,9 @@ pub struct RestoreResponse {
     /// restored in the foreground); `None` when it runs on.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Time each step of the chain took (filled by the engine after the chain).
+    #[serde(default)]
+    pub profile: Vec<StepTiming>,
 }
 
 /// Start a process to be managed as a job.

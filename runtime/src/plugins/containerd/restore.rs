@@ -91,6 +91,7 @@ pub async fn containerd_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
                 duration_ms: ctx.started.elapsed().as_millis() as u64,
                 metadata,
                 exit_code: None,
+                profile: Vec::new(),
             })
         }
         Err(e) => {

@@ -202,6 +202,7 @@ pub async fn runc_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
         duration_ms: ctx.started.elapsed().as_millis() as u64,
         metadata,
         exit_code: (!r.detach).then(|| status.code().unwrap_or(128)),
+        profile: Vec::new(),
     })
 }
 
