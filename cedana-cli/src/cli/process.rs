@@ -32,6 +32,17 @@ pub struct RunContainerdArgs {
     /// containerd runtime (io.containerd.cedana.v2 runs it on our shim).
     #[arg(long, default_value = "io.containerd.runc.v2")]
     pub runtime: String,
+    /// The job it becomes.
+    #[command(flatten)]
+    pub job: ContainerJobArgs,
+    /// The command, after `--` (default: the image's entrypoint and cmd).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// The job a container run becomes: its id, its log, whether to follow it.
+#[derive(Debug, Args)]
+pub struct ContainerJobArgs {
     /// Job id (default: generated).
     #[arg(long, value_parser = crate::ids::jid_parser())]
     pub jid: Option<String>,
@@ -41,9 +52,6 @@ pub struct RunContainerdArgs {
     /// Follow the output until the job halts.
     #[arg(long)]
     pub attach: bool,
-    /// The command, after `--` (default: the image's entrypoint and cmd).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
 }
 
 /// `cedana run runc`.
@@ -58,15 +66,9 @@ pub struct RunRuncArgs {
     /// Runtime state root (runc --root; default: the runtime's).
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Job id (default: generated).
-    #[arg(long, value_parser = crate::ids::jid_parser())]
-    pub jid: Option<String>,
-    /// Log file for the container's stdout and stderr (default: jobs.log_dir/JID.log).
-    #[arg(long, value_name = "LOG")]
-    pub out: Option<PathBuf>,
-    /// Follow the output until the job halts.
-    #[arg(long)]
-    pub attach: bool,
+    /// The job it becomes.
+    #[command(flatten)]
+    pub job: ContainerJobArgs,
 }
 
 /// `cedana run process`.

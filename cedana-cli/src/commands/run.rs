@@ -3,7 +3,7 @@
 //! containerd container from an image.
 
 use super::{absolute, containerd_container, jobs, Ctx};
-use crate::cli::{RunArgs, RunCmd, RunContainerdArgs, RunRuncArgs};
+use crate::cli::{ContainerJobArgs, RunArgs, RunCmd, RunContainerdArgs, RunRuncArgs};
 use crate::client::status_error;
 use crate::output::print_json;
 use crate::proto;
@@ -40,6 +40,13 @@ pub fn run_request(args: &RunArgs) -> proto::RunRequest {
     }
 }
 
+/// The job log asked for, made absolute.
+fn log_path(job: &ContainerJobArgs) -> Option<String> {
+    job.out
+        .as_deref()
+        .map(|p| absolute(p).display().to_string())
+}
+
 /// The proto request for `run containerd` (the log path made absolute).
 pub fn run_containerd_request(args: &RunContainerdArgs) -> proto::RunRequest {
     let (program, rest) = args
@@ -48,13 +55,10 @@ pub fn run_containerd_request(args: &RunContainerdArgs) -> proto::RunRequest {
         .map(|(p, r)| (p.clone(), r.to_vec()))
         .unwrap_or_default();
     proto::RunRequest {
-        jid: args.jid.clone(),
+        jid: args.job.jid.clone(),
         program,
         args: rest,
-        log_path: args
-            .out
-            .as_deref()
-            .map(|p| absolute(p).display().to_string()),
+        log_path: log_path(&args.job),
         containerd: Some(proto::ContainerdRun {
             container: Some(containerd_container(&args.id, &args.containerd)),
             image: args.image.clone(),
@@ -67,11 +71,8 @@ pub fn run_containerd_request(args: &RunContainerdArgs) -> proto::RunRequest {
 /// The proto request for `run runc` (paths made absolute).
 pub fn run_runc_request(args: &RunRuncArgs) -> proto::RunRequest {
     proto::RunRequest {
-        jid: args.jid.clone(),
-        log_path: args
-            .out
-            .as_deref()
-            .map(|p| absolute(p).display().to_string()),
+        jid: args.job.jid.clone(),
+        log_path: log_path(&args.job),
         runc: Some(proto::RuncRun {
             container: Some(proto::RuncContainer {
                 id: args.id.clone(),
@@ -90,8 +91,8 @@ pub fn run_runc_request(args: &RunRuncArgs) -> proto::RunRequest {
 pub async fn run(ctx: &Ctx, cmd: RunCmd) -> anyhow::Result<i32> {
     let (req, attach) = match &cmd {
         RunCmd::Process(args) => (run_request(args), args.attach),
-        RunCmd::Runc(args) => (run_runc_request(args), args.attach),
-        RunCmd::Containerd(args) => (run_containerd_request(args), args.attach),
+        RunCmd::Runc(args) => (run_runc_request(args), args.job.attach),
+        RunCmd::Containerd(args) => (run_containerd_request(args), args.job.attach),
     };
     let mut client = ctx.client().await?;
     let job = client.run(req).await.map_err(status_error)?.into_inner();
