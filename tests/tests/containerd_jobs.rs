@@ -1,7 +1,8 @@
 //! containerd containers as daemon jobs, against a private containerd: `run containerd
 //! IMAGE -- CMD` starts one from an image with its output in the job log, `manage
 //! containerd ID` adopts one `ctr run` started; both are listed, killed and deleted like
-//! any job, and a run one is dumped and restored through the daemon and counts on.
+//! any job, and a run one is dumped and restored as a job (`dump job`/`restore job`, same
+//! container id) and through `dump containerd`/`restore containerd`, and counts on.
 
 use std::path::Path;
 use std::time::Duration;
@@ -76,9 +77,29 @@ fn run_containerd_is_a_job_that_logs_dumps_and_restores() {
     env.cedana(&again).fails_with("no-such-image");
     assert!(!c.containers().contains(&"r2".to_string()));
 
+    // As a job: `dump job` stops it, `restore job` brings it back into the same
+    // container id and job, counting on in the same log.
+    let dir = env.checkpoints().display().to_string();
+    env.cedana(&["dump", "job", "cr1", "--dir", &dir]).ok();
+    wait_for("the dumped job to halt", Duration::from_secs(10), || {
+        (job(&env, "cr1")["state"] == "halted").then_some(())
+    });
+    let last = last_count(&log).expect("counted");
+    let back = env.cedana(&["--json", "restore", "job", "cr1"]).ok().json();
+    assert_eq!(back["jid"], "cr1", "{back}");
+    let next = wait_log_above(&log, last);
+    assert!(next < last + 100, "{last} -> {next}");
+    let listed = job(&env, "cr1");
+    assert_eq!(listed["state"], "running", "{listed}");
+    assert_eq!(listed["container_id"], "r1", "{listed}");
+    assert_eq!(listed["checkpoints"], 1, "{listed}");
+    // A live job's container is not restored over.
+    env.cedana(&["restore", "job", "cr1"])
+        .fails_with("is still running");
+    let before = next;
+
     // Dumped through the daemon (which stops it), restored into a new container that
     // continues the count in its own job's log.
-    let dir = env.checkpoints().display().to_string();
     let mut dump = vec!["--json", "dump", "containerd", "r1", "--dir", &dir];
     let target = at(&c);
     dump.extend(target.iter().map(String::as_str));

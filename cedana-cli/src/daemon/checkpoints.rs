@@ -94,12 +94,22 @@ impl JobManager {
             }
         };
         if let Some(c) = job.as_ref().and_then(|j| j.container.as_ref()) {
-            // A runc job is checkpointed through the runc plugin, as its container.
-            req.target = Some(proto::Target {
-                target: Some(Target::Runc(proto::RuncContainer {
+            caller.require_root("dump a container", "a rootful runtime is root power")?;
+            // A container job is checkpointed through its runtime's plugin, as its
+            // container.
+            let target = match &c.containerd {
+                Some(at) => Target::Containerd(proto::ContainerdContainer {
+                    id: c.id.clone(),
+                    address: Some(at.address.clone()),
+                    namespace: Some(at.namespace.clone()),
+                }),
+                None => Target::Runc(proto::RuncContainer {
                     id: c.id.clone(),
                     root: c.root.clone(),
-                })),
+                }),
+            };
+            req.target = Some(proto::Target {
+                target: Some(target),
             });
         }
         let engine_req = convert::dump_request(&req, pid)?;
@@ -210,6 +220,9 @@ impl JobManager {
         };
         if let Some(job) = job.as_ref().filter(|j| j.container.is_some()) {
             caller.require_root("restore a container", "a rootful runtime is root power")?;
+            if job.kind == JobKind::Containerd {
+                return self.restore_containerd_job(job, &req, path).await;
+            }
             return self.restore_runc_job(job, &req, path).await;
         }
         // A non-root caller: only its own checkpoint, read through a descriptor opened

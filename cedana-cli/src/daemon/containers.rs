@@ -39,16 +39,21 @@ fn forget_log(path: &Path) {
     }
 }
 
-/// Refuses `dump job` / `restore job` of a containerd job, saying what to run instead:
-/// the store keeps no containerd address or namespace for a job to be dumped through.
+/// Refuses `dump job` / `restore job` of a containerd job recorded without where its
+/// container lives (by a daemon before containerd jobs kept it), saying what to run
+/// instead.
 pub fn refuse_containerd_job(job: &JobRecord, verb: &str) -> Result<()> {
-    if job.kind != JobKind::Containerd {
+    let located = job
+        .container
+        .as_ref()
+        .is_some_and(|c| c.containerd.is_some());
+    if job.kind != JobKind::Containerd || located {
         return Ok(());
     }
     Err(DaemonError::InvalidArgument(format!(
-        "job {} is a {}: {verb} it with `cedana {verb} containerd` (a dump: `cedana dump \
-         containerd ID --namespace NS --containerd-address A`; a restore: `cedana restore \
-         containerd --path P --id NEWID`)",
+        "job {} is a {} recorded without its containerd address: {verb} it with `cedana \
+         {verb} containerd` (a dump: `cedana dump containerd ID --namespace NS \
+         --containerd-address A`; a restore: `cedana restore containerd --path P --id NEWID`)",
         job.jid, job.command
     )))
 }
@@ -273,6 +278,60 @@ impl JobManager {
             Ok(_) => client.remove_container().await,
             Err(e) => tracing::warn!(jid, id, "cannot ask containerd for the task: {e}"),
         }
+    }
+
+    /// `restore job` of a containerd job: into its own container id again (a container
+    /// of that id whose task has ended is removed first; a live one refused), its output
+    /// to the job's log, the job pointed at the restored task.
+    pub(super) async fn restore_containerd_job(
+        self: &Arc<Self>,
+        job: &JobRecord,
+        req: &proto::RestoreRequest,
+        path: PathBuf,
+    ) -> Result<proto::RestoreResponse> {
+        let c = job.container.clone().unwrap_or_default();
+        let at = c.containerd.clone().unwrap_or_default();
+        let target =
+            ContainerdTarget::new(&c.id, Some(at.address.clone()), Some(at.namespace.clone()));
+        let failed = |e: ContainerdError| DaemonError::from(EngineError::from(e));
+        let client = ContainerdClient::connect(&target).await.map_err(failed)?;
+        if client.container_exists().await.map_err(failed)? {
+            match client.task().await.map_err(failed)? {
+                Some(task) if task.is_live() => {
+                    return Err(DaemonError::JobRunning {
+                        jid: job.jid.clone(),
+                        pid: task.pid as i32,
+                        what: format!(
+                            "its container {} is {}; dump it first (which stops it) or kill it",
+                            c.id,
+                            task.status_name()
+                        ),
+                    })
+                }
+                _ => client.remove_container().await,
+            }
+        }
+        let mut req = req.clone();
+        req.containerd = Some(proto::ContainerdRestore {
+            container: Some(proto::ContainerdContainer {
+                id: c.id.clone(),
+                address: Some(at.address),
+                namespace: Some(at.namespace),
+            }),
+            image: None,
+        });
+        let mut engine_req = convert::restore_request(&req, path.clone());
+        if let Some(r) = engine_req.target_mut::<ContainerdRestore>() {
+            r.log_path = (!job.log_path.is_empty()).then(|| PathBuf::from(&job.log_path));
+        }
+        let resp = self.engine.restore(engine_req).await?;
+        let pid = resp.pid;
+        let generation = self.bump_generation(&job.jid);
+        let ticks = super::procfs::start_ticks(pid);
+        self.store.set_process(&job.jid, pid, ticks)?;
+        self.spawn_poller(&job.jid, pid, ticks, generation);
+        tracing::info!(jid = job.jid, pid, id = c.id, path = %path.display(), "containerd job restored");
+        Ok(convert::restore_reply(&resp, job.jid.clone(), &path))
     }
 
     /// Records a running containerd container as job `jid` and polls it.
