@@ -63,7 +63,7 @@ fn run_containerd_is_a_job_that_logs_dumps_and_restores() {
         "containerd's task is the job"
     );
     let log = Path::new(listed["log_path"].as_str().expect("log")).to_path_buf();
-    let before = wait_log_above(&log, 5);
+    wait_log_above(&log, 5);
 
     // The same id again, and an image the namespace lacks: refused, nothing left over.
     let mut again = run.clone();
