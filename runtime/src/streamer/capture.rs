@@ -9,28 +9,24 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile, INDEX_FILE, INDEX_VERSION};
 use super::protocol;
 use super::shard::{private_file, Compressor, Packing, ShardWriter};
+use super::socket;
 use crate::image::metadata::FileDigest;
 
 /// CRIU's dump socket name inside the images directory.
 pub const CAPTURE_SOCKET: &str = "streamer-capture.sock";
 /// Chunks waiting per shard; with 4 MiB chunks, N shards buffer at most ~N x 12 MiB.
 const QUEUE_DEPTH: usize = 2;
-/// Pipe buffer we ask for (the default 64 KiB costs a syscall per 64 KiB).
-const PIPE_BYTES: i32 = 1 << 20;
-/// How often the accept loop checks whether it was cancelled.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
 
 /// Settings of a capture.
 #[derive(Debug, Clone)]
@@ -73,8 +69,7 @@ impl Capture {
     /// Binds the socket CRIU will connect to and starts serving it in the background.
     pub fn start(cfg: CaptureConfig) -> io::Result<Capture> {
         let socket = cfg.dir.join(CAPTURE_SOCKET);
-        let listener = UnixListener::bind(&socket)?;
-        listener.set_nonblocking(true)?;
+        let listener = socket::listen(&socket)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&cancel);
         let conn_slot = Arc::new(Mutex::new(None));
@@ -82,7 +77,9 @@ impl Capture {
         let thread = std::thread::Builder::new()
             .name("stream-capture".into())
             .spawn(move || {
-                let conn = accept(&listener, &stop)?;
+                let conn = socket::accept(&listener, &stop)?.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::Interrupted, "capture cancelled")
+                })?;
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.try_clone()?);
                 run(conn, &cfg)
             })?;
@@ -132,27 +129,6 @@ impl Capture {
         match joined {
             Ok(Err(e)) if e.kind() != io::ErrorKind::Interrupted => Some(e),
             _ => None,
-        }
-    }
-}
-
-fn accept(listener: &UnixListener, stop: &AtomicBool) -> io::Result<UnixStream> {
-    loop {
-        match listener.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false)?;
-                return Ok(s);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if stop.load(Ordering::SeqCst) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Interrupted,
-                        "capture cancelled",
-                    ));
-                }
-                std::thread::sleep(ACCEPT_POLL);
-            }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -266,8 +242,7 @@ fn read_file(
     locs: &Locations,
     pool: &Pool,
 ) -> io::Result<(StreamedFile, Vec<u64>, u64)> {
-    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only means smaller reads.
-    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    socket::widen_pipe(&pipe);
     let mut pipe = File::from(pipe);
     let mut ids = Vec::new();
     let mut size = 0u64;

@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod sealed;
 pub mod serve;
 mod shard;
+mod socket;
 
 pub use capture::{Capture, CaptureConfig, CaptureStats};
 pub use index::{Codec, StreamIndex, INDEX_FILE};

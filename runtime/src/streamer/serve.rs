@@ -8,24 +8,21 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::index::{xxh64, ChunkRef, Codec, StreamIndex, StreamedFile};
 use super::protocol;
+use super::socket;
 
 /// CRIU's restore socket name inside the images directory.
 pub const SERVE_SOCKET: &str = "streamer-serve.sock";
 /// Decoded chunks waiting per decoder thread.
 const WINDOW: usize = 2;
-/// Pipe buffer we ask for (the default 64 KiB costs a wake-up per 64 KiB).
-const PIPE_BYTES: i32 = 1 << 20;
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
 
 /// A running server.
 pub struct Serve {
@@ -43,27 +40,16 @@ impl Serve {
         decoders: usize,
     ) -> io::Result<Serve> {
         let socket = socket_dir.join(SERVE_SOCKET);
-        let listener = UnixListener::bind(&socket)?;
-        listener.set_nonblocking(true)?;
+        let listener = socket::listen(&socket)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&cancel);
         let images = images.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("stream-serve".into())
             .spawn(move || {
-                let conn = loop {
-                    match listener.accept() {
-                        Ok((s, _)) => break s,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            if stop.load(Ordering::SeqCst) {
-                                return Ok(());
-                            }
-                            std::thread::sleep(ACCEPT_POLL);
-                        }
-                        Err(e) => return Err(e),
-                    }
+                let Some(conn) = socket::accept(&listener, &stop)? else {
+                    return Ok(());
                 };
-                conn.set_nonblocking(false)?;
                 run(conn, &images, Arc::new(index), decoders.max(1))
             })?;
         Ok(Serve {
@@ -262,8 +248,7 @@ fn serve_file(
     codec: Codec,
     decoders: usize,
 ) -> io::Result<()> {
-    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only means smaller writes.
-    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    socket::widen_pipe(&pipe);
     let mut out = File::from(pipe);
     let stored: Vec<ChunkRef> = file
         .chunks
@@ -368,7 +353,7 @@ mod tests {
             if let Ok(s) = UnixStream::connect(path) {
                 return s;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         panic!("no socket at {}", path.display());
     }
