@@ -13,6 +13,8 @@ use super::error::ImageError;
 /// How a checkpoint is stored: a plain directory or a (compressed) tar archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+// In the order of `cedana_config::COMPRESSIONS`, which `as_str` indexes.
+#[repr(usize)]
 pub enum Compression {
     /// A plain directory, not archived.
     None,
@@ -47,15 +49,11 @@ impl Compression {
         Compression::Zstd,
     ];
 
-    /// The lower-case name (`none`, `tar`, `gzip`, `lz4`, `zstd`).
+    /// The lower-case name (`none`, `tar`, `gzip`, `lz4`, `zstd`): the config crate's
+    /// list, which validates `checkpoint.compression` and `--compression`, is the one
+    /// place names are spelt ([`Compression::ALL`] is in its order).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Tar => "tar",
-            Compression::Gzip => "gzip",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-        }
+        cedana_config::COMPRESSIONS[self as usize]
     }
 
     /// File name suffix of an archive in this format ("" for a directory).
@@ -145,6 +143,11 @@ mod tests {
 
     #[test]
     fn parse_display_extension_serde() {
+        // Every name the config accepts is a format, in the same order.
+        assert_eq!(Compression::ALL.len(), cedana_config::COMPRESSIONS.len());
+        for (i, c) in Compression::ALL.into_iter().enumerate() {
+            assert_eq!(c as usize, i);
+        }
         for c in Compression::ALL {
             assert_eq!(c.to_string().parse::<Compression>().ok(), Some(c));
             let json = serde_json::to_string(&c).expect("serialize");
