@@ -210,9 +210,17 @@ fn restore_containerd_through_the_daemon_is_a_job() {
         c.log_tail()
     );
     check_restored_job(&env, &r.json(), "containerd", last);
-    // A containerd job is restored as a container, never as a bare process tree.
+    // The (killed) containerd job restores as its container again, never as a bare
+    // process tree: the same job, of kind containerd, its task running in containerd.
     let jid = r.json()["jid"].as_str().unwrap_or_default().to_string();
-    env.cedana(&["restore", "job", &jid])
-        .fails_with("cedana restore containerd");
+    let again = env
+        .cedana(&["--json", "restore", "job", &jid, "--path", &path])
+        .ok()
+        .json();
+    assert_eq!(again["jid"], jid.as_str(), "{again}");
+    let job = ps_job(&env, &jid);
+    assert_eq!(job["kind"], "containerd", "{job}");
+    assert_eq!(job["state"], "running", "{job}");
+    assert_eq!(c.task_status("copy").as_deref(), Some("RUNNING"));
     c.remove_all();
 }
