@@ -34,7 +34,16 @@ elif op == "uploads":
         print(u["Key"], u["UploadId"])
 elif op == "put":
     s3.put_object(Bucket=bucket, Key=sys.argv[4], Body=sys.stdin.buffer.read())
+elif op == "iam-key":
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+    iam.create_user(UserName=bucket)
+    k = iam.create_access_key(UserName=bucket)["AccessKey"]
+    print(k["AccessKeyId"], k["SecretAccessKey"])
 "#;
+
+/// Requests moto serves before it checks credentials, when started with auth: the
+/// bucket and an IAM user's key are made in them.
+const NO_AUTH_REQUESTS: &str = "3";
 
 /// A moto server on 127.0.0.1, stopped on drop.
 pub struct Moto {
@@ -70,9 +79,29 @@ impl Moto {
         Some(Self::start_on(free_port()))
     }
 
+    /// Starts a server that checks credentials, with `bucket` and a user's key pair
+    /// made first; returns the server and the valid (key id, secret).
+    #[track_caller]
+    pub fn start_with_auth(bucket: &str) -> Option<(Moto, String, String)> {
+        Self::python()?;
+        let moto = Self::spawn(free_port(), true);
+        moto.create_bucket(bucket);
+        let out = moto.helper(&["iam-key", "tester"], None);
+        let (id, secret) = out.trim().split_once(' ')?;
+        Some((moto, id.to_string(), secret.to_string()))
+    }
+
     /// Starts a server on `port` (a restart on the same address).
     pub fn start_on(port: u16) -> Moto {
-        let child = Command::new(Path::new(MOTO_VENV).join("bin/moto_server"))
+        Self::spawn(port, false)
+    }
+
+    fn spawn(port: u16, auth: bool) -> Moto {
+        let mut cmd = Command::new(Path::new(MOTO_VENV).join("bin/moto_server"));
+        if auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", NO_AUTH_REQUESTS);
+        }
+        let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -141,3 +141,53 @@ fn unserved_schemes_are_refused_by_name() {
     let cwd_junk = std::env::current_dir().expect("cwd").join("gs:");
     assert!(!cwd_junk.exists(), "no local dir named after the scheme");
 }
+
+#[test]
+fn remote_checkpoints_are_listed_inspected_and_deleted_where_they_live() {
+    let Some((moto, a, _b)) = setup() else {
+        return;
+    };
+    let _log = run_counter(&a, "kept");
+    let url = format!("s3://{BUCKET}/listed");
+    for name in ["one", "two"] {
+        a.cedana(&[
+            "dump",
+            "job",
+            "kept",
+            "--dir",
+            &url,
+            "--name",
+            name,
+            "--leave-running",
+        ])
+        .ok();
+    }
+    let listed = a.cedana(&["--json", "checkpoints"]).ok().json();
+    let cks = listed.as_array().expect("list").clone();
+    assert_eq!(cks.len(), 2, "{listed}");
+    for ck in &cks {
+        let path = ck["path"].as_str().expect("path");
+        assert!(
+            path.starts_with(&format!("{url}/")),
+            "the db records the URL: {ck}"
+        );
+    }
+    let id = cks[0]["id"].as_str().expect("id").to_string();
+    let gone = cks[0]["path"].as_str().expect("path").to_string();
+    let inspected = a
+        .cedana(&["--json", "checkpoint", "inspect", &id])
+        .ok()
+        .json();
+    assert_eq!(inspected["path"], cks[0]["path"]);
+    assert!(inspected["metadata"]["files"].is_object(), "{inspected}");
+    a.cedana(&["checkpoint", "delete", &id]).ok();
+    let key = gone
+        .trim_start_matches(&format!("s3://{BUCKET}/"))
+        .to_string();
+    let keys = moto.keys(BUCKET);
+    assert!(!keys.iter().any(|(k, _)| k.starts_with(&key)), "{keys:?}");
+    assert!(!keys.is_empty(), "the other checkpoint stays: {keys:?}");
+    let listed = a.cedana(&["--json", "checkpoints"]).ok().json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    a.cedana(&["job", "kill", "kept", "--signal", "KILL"]).ok();
+}

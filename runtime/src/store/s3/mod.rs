@@ -158,7 +158,12 @@ impl CheckpointStore for S3Store {
                 location: at.to_string(),
             });
         }
+        // A missing bucket answers HEAD with a plain 404; a listing names it, so a dump
+        // to a bucket that is not there fails before CRIU freezes anything.
         let client = self.client(&k)?;
+        let (c, prefix) = (std::sync::Arc::clone(&client), k.child(""));
+        block_on(async move { c.list_with_delimiter(Some(&prefix)).await.map(|_| ()) })?
+            .map_err(|e| self.fail(at, &k, "check the bucket", &e))?;
         Ok(Box::new(S3Upload::new(
             at.clone(),
             k,

@@ -54,8 +54,10 @@ impl Ctx {
         }
     }
 
+    /// The failure as the writer's I/O error: the caller names the location already.
     fn io(&self, context: String, e: &object_store::Error) -> io::Error {
-        io::Error::other(self.fail(context, e).to_string())
+        let problem = explain(e, &self.bucket, &self.endpoint);
+        io::Error::other(format!("{context}: {problem}"))
     }
 }
 
@@ -126,7 +128,10 @@ impl Upload for S3Upload {
         }
         Ok(Box::new(S3Writer {
             ctx: self.ctx.clone(),
-            rel: rel.to_string(),
+            rel: match rel {
+                "" => "the archive".to_string(),
+                rel => rel.to_string(),
+            },
             path: self.key.child(rel),
             client: Arc::clone(&self.client),
             defer: self.shape == Shape::Packed,
