@@ -88,6 +88,15 @@ impl JobManager {
                     .filter(|d| !d.is_empty())
                     .map(PathBuf::from)
                     .unwrap_or_else(|| self.engine.config().checkpoint.dir.clone());
+                if Location::from_path(&dir).is_ok_and(|l| l.as_local().is_none()) {
+                    // The daemon's credentials would write for the caller: root only.
+                    return Err(DaemonError::Forbidden(format!(
+                        "uid {} may not dump to {}: object storage is reached with the \
+                         daemon's credentials, so only root may; dump to a local --dir",
+                        caller.uid,
+                        dir.display()
+                    )));
+                }
                 let dir = identity::open_writable_dir(caller, &dir, "checkpoints into")?;
                 req.dir = Some(identity::fd_path(&dir.fd).display().to_string());
                 Some(dir)
