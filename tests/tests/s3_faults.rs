@@ -166,7 +166,7 @@ fn a_failed_commit_leaves_no_object_and_no_open_multipart_upload() {
     let Some(moto) = Moto::start() else { return };
     moto.create_bucket(BUCKET);
     // The commit fails when metadata.json is due: after the packed archive's parts are
-    // up (64 MiB of random bytes do not compress below the 8 MiB part size).
+    // up (64 MiB of random bytes do not compress below the 5 MiB part size).
     let mut vars = moto.aws_env();
     vars.push(("CEDANA_TEST_FAULT".into(), "commit-metadata".into()));
     let env = daemon(vars);

@@ -30,11 +30,13 @@ use crate::image::metadata::METADATA_FILE;
 
 /// The scheme this backend serves.
 pub const S3_SCHEME: &str = "s3";
-/// Part size of multipart uploads, and the size below which a file is one PUT.
-pub const PART_BYTES: usize = 8 << 20;
-/// Parts of one file in flight at once: with N streamed shards, N x this x
-/// [`PART_BYTES`] bounds the memory an upload holds.
-pub const PARTS_IN_FLIGHT: usize = 4;
+/// Part size of multipart uploads (S3's smallest), and the size below which a file is
+/// one PUT: the smaller the parts, the less an upload holds in memory.
+pub const PART_BYTES: usize = 5 << 20;
+/// Parts of one file in flight at once. With `transfer::PARALLEL` (4) files going up
+/// together, an upload holds at most 4 x (2 + 1 filling) x [`PART_BYTES`] = 60 MiB, and
+/// keeps 8 requests in flight.
+pub const PARTS_IN_FLIGHT: usize = 2;
 /// Chunks of a download queued between the network and its reader.
 const DOWNLOAD_QUEUE: usize = 4;
 
