@@ -3,7 +3,8 @@
 # CRIU 4.1.1 built from Debian trixie's source tarball (bookworm's 3.17 fails on new
 # kernels), runc, containerd 1.7 (from trixie, pinned low), iptables, busybox-static,
 # protobuf compiler; for the kata guest tests QEMU, a guest kernel (linux-image-amd64),
-# cpio and vhost-device-vsock (cargo). Safe to run again: finished steps are skipped.
+# cpio and vhost-device-vsock (cargo); for the S3 tests a moto server in a venv
+# (/opt/cedana/moto-venv, from PyPI). Safe to run again: finished steps are skipped.
 set -euo pipefail
 
 CRIU_VERSION=4.1.1
@@ -52,7 +53,7 @@ PKGS=(patch runc iptables busybox-static protobuf-compiler iproute2 procps psmis
       build-essential pkgconf libbsd-dev libcap-dev libgnutls28-dev libnet1-dev
       libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler
       uuid-dev python3-protobuf xz-utils zstd lz4 gzip tar sqlite3 curl ca-certificates
-      time python3 util-linux
+      time python3 python3-venv util-linux
       # guest VMs for the kata tests
       qemu-system-x86 linux-image-amd64 cpio
       # the completion tests run the scripts in the shells users have
@@ -116,6 +117,20 @@ elif CARGO=$(command -v cargo || echo "${CARGO_HOME:-$HOME/.cargo}/bin/cargo") &
         || "$CARGO" install vhost-device-vsock --version "$VDV_VERSION" --root /usr/local
 else
     log "warning: no cargo: vhost-device-vsock not installed (the kata guest tests need it)"
+fi
+
+# The S3 tests' server: moto from PyPI in its own venv (Debian's Python refuses
+# system-wide pip installs). Checked by running it, so a broken venv is rebuilt.
+MOTO_VENV=/opt/cedana/moto-venv
+MOTO_SPEC='moto[server]>=5,<6'
+if "$MOTO_VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
+    log "moto server already installed in $MOTO_VENV"
+else
+    log "installing $MOTO_SPEC into $MOTO_VENV"
+    rm -rf "$MOTO_VENV"
+    /usr/bin/python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/pip" install -q "$MOTO_SPEC"
+    "$MOTO_VENV/bin/python" -c 'import moto.server'
 fi
 
 # Make sure nothing older shadows ours.

@@ -105,7 +105,7 @@ fn json_to_text(key: &str, value: &Value, path: &Path) -> Result<String, ConfigE
     let text = match (kind, value) {
         (Kind::Bool, Value::Bool(b)) => Some(b.to_string()),
         (Kind::PositiveU64, Value::Number(n)) => n.as_u64().map(|n| n.to_string()),
-        (Kind::OptGroup, Value::Null) => Some(String::new()),
+        (Kind::OptGroup | Kind::OptText, Value::Null) => Some(String::new()),
         (Kind::Bool | Kind::PositiveU64, _) => None,
         (_, Value::String(s)) => Some(s.clone()),
         _ => None,

@@ -37,6 +37,10 @@ type Set<T> = fn(&mut Config) -> &mut T;
 pub(crate) enum Field {
     /// A non-empty absolute path.
     AbsPath(Get<PathBuf>, Set<PathBuf>),
+    /// An absolute path or an `s3://BUCKET/PREFIX` URL (no other scheme is served).
+    Location(Get<PathBuf>, Set<PathBuf>),
+    /// Optional text without whitespace (a URL, a region); empty text unsets it.
+    OptText(Get<Option<String>>, Set<Option<String>>),
     /// An absolute path or a bare command name.
     Command(Get<PathBuf>, Set<PathBuf>),
     /// A group name or gid; empty text unsets it.
@@ -100,9 +104,9 @@ pub(crate) static KEYS: &[Key] = &[
             key: "checkpoint.dir",
             env: "CEDANA_CHECKPOINT_DIR",
             default: "/var/lib/cedana/checkpoints",
-            help: "Directory where checkpoint images are stored",
+            help: "Where checkpoints are stored: an absolute directory or s3://BUCKET/PREFIX",
         },
-        field: Field::AbsPath(|c| &c.checkpoint.dir, |c| &mut c.checkpoint.dir),
+        field: Field::Location(|c| &c.checkpoint.dir, |c| &mut c.checkpoint.dir),
     },
     Key {
         info: KeyInfo {
@@ -169,12 +173,33 @@ pub(crate) static KEYS: &[Key] = &[
         },
         field: Field::Command(|c| &c.runc.binary_path, |c| &mut c.runc.binary_path),
     },
+    Key {
+        info: KeyInfo {
+            key: "s3.endpoint",
+            env: "CEDANA_S3_ENDPOINT",
+            default: "",
+            help: "S3-compatible server for s3:// checkpoints (over AWS_ENDPOINT_URL); \
+                   credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+        },
+        field: Field::OptText(|c| &c.s3.endpoint, |c| &mut c.s3.endpoint),
+    },
+    Key {
+        info: KeyInfo {
+            key: "s3.region",
+            env: "CEDANA_S3_REGION",
+            default: "",
+            help: "Region of s3:// checkpoints (over AWS_REGION)",
+        },
+        field: Field::OptText(|c| &c.s3.region, |c| &mut c.s3.region),
+    },
 ];
 
 /// How a key's value is parsed, for messages and the config file's JSON types.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
     AbsPath,
+    Location,
+    OptText,
     Command,
     OptGroup,
     Choice(&'static [&'static str]),
@@ -186,6 +211,8 @@ impl Field {
     fn kind(self) -> Kind {
         match self {
             Field::AbsPath(..) => Kind::AbsPath,
+            Field::Location(..) => Kind::Location,
+            Field::OptText(..) => Kind::OptText,
             Field::Command(..) => Kind::Command,
             Field::OptGroup(..) => Kind::OptGroup,
             Field::Choice(values, ..) => Kind::Choice(values),
@@ -198,6 +225,8 @@ impl Field {
     fn set(self, config: &mut Config, value: &str) -> Option<()> {
         match self {
             Field::AbsPath(_, set) => *set(config) = abs_path(value)?,
+            Field::Location(_, set) => *set(config) = location(value)?,
+            Field::OptText(_, set) => *set(config) = opt_text(value)?,
             Field::Command(_, set) => *set(config) = command(value)?,
             Field::OptGroup(_, set) => *set(config) = group(value)?,
             Field::Choice(values, _, set) => *set(config) = choice(values, value)?,
@@ -211,8 +240,12 @@ impl Field {
     fn get(self, config: &Config) -> String {
         let path = |p: &Path| p.to_string_lossy().into_owned();
         match self {
-            Field::AbsPath(get, _) | Field::Command(get, _) => path(get(config)),
-            Field::OptGroup(get, _) => get(config).clone().unwrap_or_default(),
+            Field::AbsPath(get, _) | Field::Location(get, _) | Field::Command(get, _) => {
+                path(get(config))
+            }
+            Field::OptGroup(get, _) | Field::OptText(get, _) => {
+                get(config).clone().unwrap_or_default()
+            }
             Field::Choice(_, get, _) => get(config).clone(),
             Field::Bool(get, _) => get(config).to_string(),
             Field::PositiveU64(get, _) => get(config).to_string(),
@@ -222,7 +255,7 @@ impl Field {
     /// The value as the config file holds it.
     pub(crate) fn json(self, config: &Config) -> serde_json::Value {
         match self {
-            Field::OptGroup(get, _) => serde_json::json!(get(config)),
+            Field::OptGroup(get, _) | Field::OptText(get, _) => serde_json::json!(get(config)),
             Field::Bool(get, _) => serde_json::json!(get(config)),
             Field::PositiveU64(get, _) => serde_json::json!(get(config)),
             other => serde_json::Value::String(other.get(config)),
@@ -232,6 +265,28 @@ impl Field {
 
 fn abs_path(value: &str) -> Option<PathBuf> {
     (!value.is_empty() && Path::new(value).is_absolute()).then(|| PathBuf::from(value))
+}
+
+/// The URL schemes `checkpoint.dir` takes besides plain paths.
+pub const LOCATION_SCHEMES: &[&str] = &["s3"];
+
+fn location(value: &str) -> Option<PathBuf> {
+    match value.split_once("://") {
+        Some((scheme, rest)) => {
+            let served = LOCATION_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str());
+            let bucket = rest.split('/').next().unwrap_or_default();
+            (served && !bucket.is_empty() && !value.contains(char::is_whitespace))
+                .then(|| PathBuf::from(value))
+        }
+        None => abs_path(value),
+    }
+}
+
+fn opt_text(value: &str) -> Option<Option<String>> {
+    if value.is_empty() {
+        return Some(None);
+    }
+    (!value.contains(char::is_whitespace)).then(|| Some(value.to_string()))
 }
 
 fn command(value: &str) -> Option<PathBuf> {
@@ -310,6 +365,10 @@ impl Kind {
     pub(crate) fn expected(self) -> String {
         match self {
             Kind::AbsPath => "a non-empty absolute path (starting with '/')".into(),
+            Kind::Location => "an absolute path (starting with '/') or s3://BUCKET/PREFIX \
+                               (no other URL scheme is served)"
+                .into(),
+            Kind::OptText => "text without whitespace, or empty to unset".into(),
             Kind::Command => {
                 "an absolute path or a bare command name looked up in PATH (e.g. `criu`)".into()
             }
@@ -325,7 +384,7 @@ impl Kind {
         match self {
             Kind::Bool => "a boolean (true or false)",
             Kind::PositiveU64 => "a non-negative integer",
-            Kind::OptGroup => "a string or null",
+            Kind::OptGroup | Kind::OptText => "a string or null",
             _ => "a string",
         }
     }

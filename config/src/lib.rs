@@ -46,12 +46,25 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Container runtime settings (the runc plugin and `cedana-runc`).
     pub runc: RuncConfig,
+    /// Object storage settings (`s3.*`) for `s3://` checkpoints.
+    pub s3: S3Config,
+}
+
+/// Object storage settings (`s3.*`); credentials only ever come from the `AWS_*`
+/// environment, never from a file that could be shown or copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible server (over `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region (over `AWS_REGION`).
+    pub region: Option<String>,
 }
 
 /// Checkpoint settings (`checkpoint.*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckpointConfig {
-    /// Directory where checkpoint images are stored.
+    /// Where checkpoints are stored: an absolute directory or an `s3://BUCKET/PREFIX`
+    /// URL (kept as its text).
     pub dir: PathBuf,
     /// Compression: one of [`COMPRESSIONS`].
     pub compression: String,
@@ -94,6 +107,7 @@ impl Default for Config {
             criu: CriuConfig::default(),
             jobs: JobsConfig::default(),
             runc: RuncConfig::default(),
+            s3: S3Config::default(),
         };
         for key in keys::KEYS {
             // The defaults are constants, parsed by the same rules as user text; the

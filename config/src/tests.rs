@@ -47,7 +47,7 @@ fn defaults() {
 #[test]
 fn key_table_matches_defaults_and_env_names() {
     let c = Config::default();
-    assert_eq!(Config::keys().len(), 11);
+    assert_eq!(Config::keys().len(), 13);
     for info in Config::keys() {
         assert_eq!(
             c.get(info.key).expect("known key"),
@@ -474,4 +474,23 @@ fn load_default_with_explicit_dir() {
     assert_eq!(c.log_level, "error");
     let c = Config::load_default(Some(dir.path()), &[]).expect("load");
     assert_eq!(c.log_level, "trace");
+}
+
+#[test]
+fn checkpoint_dir_takes_s3_urls_and_refuses_other_schemes_by_name() {
+    let mut c = Config::default();
+    c.set("checkpoint.dir", "s3://ckpts/prefix")
+        .expect("s3 url");
+    assert_eq!(c.checkpoint.dir, PathBuf::from("s3://ckpts/prefix"));
+    c.validate().expect("valid");
+    for bad in ["gs://b/x", "http://h/x", "s3://", "relative/dir"] {
+        let err = c.set("checkpoint.dir", bad).expect_err(bad).to_string();
+        assert!(err.contains("s3://BUCKET/PREFIX"), "{bad}: {err}");
+    }
+    c.set("s3.endpoint", "http://127.0.0.1:9000")
+        .expect("endpoint");
+    assert_eq!(c.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    c.set("s3.endpoint", "").expect("unset");
+    assert_eq!(c.s3.endpoint, None);
+    assert!(c.set("s3.region", "us east").is_err());
 }

@@ -16,6 +16,7 @@ use tempfile::TempDir;
 
 pub mod containerd;
 pub mod guest;
+pub mod s3;
 
 /// Set to `1` (CI does) to make every missing precondition a test failure.
 pub const REQUIRE_ENV: &str = "CEDANA_TEST_E2E";
@@ -390,6 +391,8 @@ pub struct Env {
     daemon: Option<Child>,
     /// Where `cedana` comes from: the workspace build unless [`Env::with_binaries`].
     binaries: Option<PathBuf>,
+    /// Environment of every `cedana` run here, the daemon's included.
+    vars: Vec<(String, String)>,
 }
 
 impl Env {
@@ -404,6 +407,7 @@ impl Env {
             dir,
             daemon: None,
             binaries: None,
+            vars: Vec::new(),
         }
     }
 
@@ -412,6 +416,12 @@ impl Env {
         let mut env = Env::new();
         env.binaries = Some(dir.to_path_buf());
         env
+    }
+
+    /// Sets `vars` in the environment of every `cedana` run here (the daemon's too).
+    pub fn with_vars(mut self, vars: Vec<(String, String)>) -> Env {
+        self.vars.extend(vars);
+        self
     }
 
     /// Path inside the temp dir.
@@ -451,6 +461,7 @@ impl Env {
         c.arg("--config-dir")
             .arg(self.path("etc"))
             .args(self.overrides());
+        c.envs(self.vars.iter().map(|(k, v)| (k, v)));
         c.stdin(Stdio::null());
         c
     }

@@ -250,6 +250,21 @@ fn member_may_not_write_where_it_could_not() {
         "write checkpoints into /etc",
     );
     assert!(!Path::new("/etc/mine").exists());
+    // Nor into object storage, reached with the daemon's credentials (root only).
+    daemon_refused(
+        as_member(&env, &user, &["dump", "job", "mine", "--dir", "s3://b/x"]),
+        &user,
+        "dump to s3://b/x",
+    );
+    daemon_refused(
+        as_member(
+            &env,
+            &user,
+            &["restore", "job", "moved", "--path", "s3://b/x/ck"],
+        ),
+        &user,
+        "restore s3://b/x/ck",
+    );
     let list = jobs(as_member(&env, &user, &["--json", "ps"]));
     assert_eq!(job_of(&list, "mine").expect("job")["state"], "running");
 }

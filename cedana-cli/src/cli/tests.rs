@@ -228,7 +228,7 @@ fn dump_flags_map_to_the_engine_request() {
         panic!()
     };
     assert!(no_server);
-    let req = dump::dump_request(Target::Pid(pid), &args);
+    let req = dump::dump_request(Target::Pid(pid), &args).expect("request");
     let engine = convert::dump_request(&req, pid).expect("a valid request");
     assert_eq!(engine.pid, 42);
     assert_eq!(engine.dir.as_deref(), Some(std::path::Path::new("/ck")));
@@ -248,7 +248,7 @@ fn unset_dump_flags_let_the_engine_decide() {
     let Command::Dump(DumpCmd::Job { jid, args }) = parse(&["dump", "job", "j1"]).command else {
         panic!()
     };
-    let req = dump::dump_request(Target::Jid(jid), &args);
+    let req = dump::dump_request(Target::Jid(jid), &args).expect("request");
     let engine = convert::dump_request(&req, 7).expect("a valid request");
     assert_eq!(engine.leave_running, None);
     assert_eq!(engine.compression, None);
@@ -276,7 +276,7 @@ fn restore_flags() {
         panic!()
     };
     assert!(args.attach);
-    let req = restore::restore_request(Some(jid), path.as_deref(), &args);
+    let req = restore::restore_request(Some(jid), path.as_deref(), &args).expect("request");
     assert_eq!(req.jid.as_deref(), Some("j1"));
     let engine = convert::restore_request(&req, "/ck/a.tar.zst".into());
     assert_eq!(engine.flags.tcp_close, Some(true));
@@ -328,7 +328,8 @@ fn runc_flags_reach_the_engine() {
             root: root.map(|r| r.display().to_string()),
         }),
         &args,
-    );
+    )
+    .expect("request");
     let e = convert::dump_request(&req, 0).expect("a valid request");
     assert_eq!(e.kind(), cedana_runtime::plugins::runc::KIND);
     let t = e
@@ -382,7 +383,8 @@ fn containerd_flags_reach_the_engine() {
             namespace: Some(containerd.namespace),
         }),
         &DumpArgs::default(),
-    );
+    )
+    .expect("request");
     let e = convert::dump_request(&req, 0).expect("a valid request");
     assert_eq!(e.kind(), cedana_runtime::plugins::containerd::KIND);
     let t = e
@@ -471,4 +473,41 @@ fn top_level_job_shortcuts_are_the_job_commands() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn urls_reach_the_daemon_as_urls_and_paths_become_absolute() {
+    let Command::Dump(DumpCmd::Job { jid, args }) =
+        parse(&["dump", "job", "j1", "--dir", "s3://ckpts/a/b"]).command
+    else {
+        panic!()
+    };
+    let req = dump::dump_request(Target::Jid(jid), &args).expect("request");
+    assert_eq!(req.dir.as_deref(), Some("s3://ckpts/a/b"));
+    // Any other scheme travels as a URL too, for the engine to refuse by name (never a
+    // local directory named `gs:`).
+    let Command::Restore(RestoreCmd::Job { jid, path, args }) =
+        parse(&["restore", "job", "j1", "--path", "gs://b/ck"]).command
+    else {
+        panic!()
+    };
+    let req = restore::restore_request(Some(jid), path.as_deref(), &args).expect("request");
+    assert_eq!(req.path.as_deref(), Some("gs://b/ck"));
+    let Command::Dump(DumpCmd::Job { jid, args }) =
+        parse(&["dump", "job", "j1", "--dir", "rel/dir"]).command
+    else {
+        panic!()
+    };
+    let req = dump::dump_request(Target::Jid(jid), &args).expect("request");
+    assert!(req
+        .dir
+        .as_deref()
+        .is_some_and(|d| d.starts_with('/') && d.ends_with("/rel/dir")));
+    let Command::Dump(DumpCmd::Job { jid, args }) =
+        parse(&["dump", "job", "j1", "--dir", "s3://"]).command
+    else {
+        panic!()
+    };
+    let err = dump::dump_request(Target::Jid(jid), &args).expect_err("no bucket");
+    assert!(err.to_string().contains("BUCKET"), "{err}");
 }

@@ -4,7 +4,7 @@
 use cedana_runtime::engine::Engine;
 use cedana_runtime::image::metadata::Metadata;
 
-use super::{absolute, Ctx};
+use super::{absolute, location_arg, Ctx};
 use crate::cli::{CriuFlagArgs, DumpArgs, DumpCmd};
 use crate::client::status_error;
 use crate::daemon::convert::{self, Recorded};
@@ -26,21 +26,18 @@ pub fn criu_flags(f: &CriuFlagArgs) -> proto::CriuFlags {
 }
 
 /// The proto dump request for a target.
-pub fn dump_request(target: Target, args: &DumpArgs) -> proto::DumpRequest {
-    proto::DumpRequest {
+pub fn dump_request(target: Target, args: &DumpArgs) -> anyhow::Result<proto::DumpRequest> {
+    Ok(proto::DumpRequest {
         target: Some(proto::Target {
             target: Some(target),
         }),
-        dir: args
-            .dir
-            .as_deref()
-            .map(|d| absolute(d).display().to_string()),
+        dir: args.dir.as_deref().map(location_arg).transpose()?,
         name: args.name.clone(),
         compression: args.compression.clone(),
         leave_running: args.leave_running.then_some(true),
         streams: args.streams,
         flags: Some(criu_flags(&args.flags)),
-    }
+    })
 }
 
 /// The dump options of any dump subcommand.
@@ -68,8 +65,8 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             pid,
             args,
             no_server,
-        } => (dump_request(Target::Pid(*pid), args), *no_server),
-        DumpCmd::Job { jid, args } => (dump_request(Target::Jid(jid.clone()), args), false),
+        } => (dump_request(Target::Pid(*pid), args)?, *no_server),
+        DumpCmd::Job { jid, args } => (dump_request(Target::Jid(jid.clone()), args)?, false),
         DumpCmd::Runc {
             id,
             root,
@@ -82,7 +79,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
                     root: root.as_deref().map(|r| absolute(r).display().to_string()),
                 }),
                 args,
-            ),
+            )?,
             *no_server,
         ),
         DumpCmd::Containerd {
@@ -98,7 +95,7 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
                     namespace: Some(containerd.namespace.clone()),
                 }),
                 args,
-            ),
+            )?,
             *no_server,
         ),
         DumpCmd::Kata { .. } => unreachable!("handled above"),

@@ -77,7 +77,7 @@ pub async fn dump(
         leave_running: args.leave_running.then_some(true),
         flags: flags(&args.flags),
     };
-    let dir: PathBuf = absolute(args.dir.as_deref().unwrap_or(&ctx.config.checkpoint.dir));
+    let dir: PathBuf = local_only(args.dir.as_deref().unwrap_or(&ctx.config.checkpoint.dir))?;
     let started = std::time::Instant::now();
     let got = with_spinner(
         "checkpointing in the guest",
@@ -122,7 +122,7 @@ pub async fn restore(
         );
     }
     let ep = endpoint(vm)?;
-    let path = absolute(path);
+    let path = local_only(path)?;
     let f = flags(&args.flags);
     let shown = path.clone();
     let r = with_spinner(
@@ -192,4 +192,18 @@ pub async fn query(ctx: &Ctx, vm: &VmArgs, check: bool) -> anyhow::Result<i32> {
     }
     t.print();
     Ok(0)
+}
+
+/// A kata checkpoint's local path: its bytes stream over the guest connection into a
+/// file of this host, so an object store URL is refused by name, not made a directory.
+fn local_only(p: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let at = cedana_runtime::store::Location::from_path(p)?;
+    match at.as_local() {
+        Some(local) => Ok(absolute(local)),
+        None => anyhow::bail!(
+            "{at}: kata checkpoints go to a local directory only; dump to a local --dir and \
+             copy it (or dump a process, job or container to {}:// directly)",
+            at.scheme()
+        ),
+    }
 }

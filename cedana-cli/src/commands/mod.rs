@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cedana_config::Config;
+use cedana_runtime::store::Location;
 
 use crate::cli::{CheckpointCmd, Cli, Command, ContainerdArgs, DaemonCmd, JobCmd, PluginCmd};
 use crate::client::{self, Client};
@@ -55,6 +56,17 @@ pub fn containerd_container(id: &str, at: &ContainerdArgs) -> proto::ContainerdC
         address: Some(at.address.clone()),
         namespace: Some(at.namespace.clone()),
     }
+}
+
+/// A checkpoint location given as `--dir` / `--path`, as a request carries it: a URL
+/// (`s3://BUCKET/PREFIX`) as its text, for the daemon's store registry to serve or refuse
+/// by its scheme; a local path made absolute against our working directory.
+pub fn location_arg(p: &Path) -> anyhow::Result<String> {
+    let at = Location::from_path(p)?;
+    Ok(match at.as_local() {
+        Some(local) => absolute(local).display().to_string(),
+        None => at.to_string(),
+    })
 }
 
 /// Fewest async workers the daemon runs with, whatever the core count.

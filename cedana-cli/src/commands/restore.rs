@@ -9,7 +9,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::dump::criu_flags;
-use super::{absolute, jobs, Ctx};
+use super::{absolute, jobs, location_arg, Ctx};
 use crate::cli::{RestoreArgs, RestoreCmd};
 use crate::client::status_error;
 use crate::daemon::{convert, watch};
@@ -22,10 +22,10 @@ pub fn restore_request(
     jid: Option<String>,
     path: Option<&Path>,
     args: &RestoreArgs,
-) -> proto::RestoreRequest {
-    proto::RestoreRequest {
+) -> anyhow::Result<proto::RestoreRequest> {
+    Ok(proto::RestoreRequest {
         jid,
-        path: path.map(|p| absolute(p).display().to_string()),
+        path: path.map(location_arg).transpose()?,
         flags: Some(criu_flags(&args.flags)),
         pid_file: args
             .pid_file
@@ -33,7 +33,7 @@ pub fn restore_request(
             .map(|p| absolute(p).display().to_string()),
         runc: None,
         containerd: None,
-    }
+    })
 }
 
 /// Runs `restore`.
@@ -49,9 +49,9 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
             path,
             args,
             no_server,
-        } => (restore_request(None, Some(path), args), args, *no_server),
+        } => (restore_request(None, Some(path), args)?, args, *no_server),
         RestoreCmd::Job { jid, path, args } => (
-            restore_request(Some(jid.clone()), path.as_deref(), args),
+            restore_request(Some(jid.clone()), path.as_deref(), args)?,
             args,
             false,
         ),
@@ -64,7 +64,7 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
             args,
             no_server,
         } => {
-            let mut req = restore_request(None, Some(path), args);
+            let mut req = restore_request(None, Some(path), args)?;
             req.runc = Some(proto::RuncRestore {
                 container: Some(proto::RuncContainer {
                     id: id.clone(),
@@ -83,7 +83,7 @@ pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
             args,
             no_server,
         } => {
-            let mut req = restore_request(None, Some(path), args);
+            let mut req = restore_request(None, Some(path), args)?;
             req.containerd = Some(proto::ContainerdRestore {
                 container: Some(proto::ContainerdContainer {
                     id: id.clone(),

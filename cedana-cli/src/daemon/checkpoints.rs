@@ -88,6 +88,15 @@ impl JobManager {
                     .filter(|d| !d.is_empty())
                     .map(PathBuf::from)
                     .unwrap_or_else(|| self.engine.config().checkpoint.dir.clone());
+                if Location::from_path(&dir).is_ok_and(|l| l.as_local().is_none()) {
+                    // The daemon's credentials would write for the caller: root only.
+                    return Err(DaemonError::Forbidden(format!(
+                        "uid {} may not dump to {}: object storage is reached with the \
+                         daemon's credentials, so only root may; dump to a local --dir",
+                        caller.uid,
+                        dir.display()
+                    )));
+                }
                 let dir = identity::open_writable_dir(caller, &dir, "checkpoints into")?;
                 req.dir = Some(identity::fd_path(&dir.fd).display().to_string());
                 Some(dir)
@@ -181,12 +190,22 @@ impl JobManager {
         if req.runc.is_some() {
             return self.restore_runc_as_job(caller, &req).await;
         }
+        let given_path = req.path.as_deref().filter(|p| !p.is_empty());
+        // A job this daemon has never seen, restored from a checkpoint's path (a move
+        // from another host): it is re-created under its own id from the checkpoint.
+        let mut adopt = None;
         let job = match req.jid.as_deref().filter(|j| !j.is_empty()) {
-            Some(jid) => {
-                let job = self.owned_job(caller, jid, "restore")?;
-                refuse_containerd_job(&job, "restore")?;
-                Some(job)
-            }
+            Some(jid) => match self.owned_job(caller, jid, "restore") {
+                Ok(job) => {
+                    refuse_containerd_job(&job, "restore")?;
+                    Some(job)
+                }
+                Err(DaemonError::NoSuchJob(_)) if given_path.is_some() => {
+                    adopt = Some(jid.to_string());
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         if let Some(job) = &job {
@@ -205,7 +224,7 @@ impl JobManager {
                 });
             }
         }
-        let path = match (req.path.as_deref().filter(|p| !p.is_empty()), &job) {
+        let path = match (given_path, &job) {
             (Some(p), _) => PathBuf::from(p),
             (None, Some(job)) => self
                 .store
@@ -259,7 +278,7 @@ impl JobManager {
                 job.jid
             }
             None => {
-                let jid = self.fresh_jid(None)?;
+                let jid = self.fresh_jid(adopt)?;
                 let root = resp.metadata.process.tree.first();
                 let command = root
                     .filter(|p| !p.cmdline.is_empty())

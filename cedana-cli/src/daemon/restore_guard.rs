@@ -23,6 +23,17 @@ impl JobManager {
         if caller.is_root() {
             return Ok(None);
         }
+        let remote =
+            cedana_runtime::store::Location::from_path(path).is_ok_and(|l| l.as_local().is_none());
+        if remote {
+            // Fetched with the daemon's credentials: not something to do for anyone.
+            return Err(DaemonError::Forbidden(format!(
+                "uid {} may not restore {}: object storage is reached with the daemon's \
+                 credentials, so only root may",
+                caller.uid,
+                path.display()
+            )));
+        }
         let ck = identity::open_trusted_checkpoint(caller, path)?;
         let record = self
             .store

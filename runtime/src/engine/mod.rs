@@ -21,6 +21,7 @@ use crate::error::EngineError;
 use crate::image::metadata::CheckpointKind;
 use crate::plugins::PluginRegistry;
 pub use crate::request::*;
+use crate::store::s3::S3Settings;
 use crate::store::{CheckpointStore, Location, StoreRegistry};
 pub use claims::{PidClaim, PidUse};
 
@@ -40,11 +41,15 @@ pub struct Env {
 impl Env {
     /// An environment for `config`.
     pub fn new(config: Config) -> Self {
+        let s3 = S3Settings {
+            endpoint: config.s3.endpoint.clone(),
+            region: config.s3.region.clone(),
+        };
         Self {
             config,
             criu_version: OnceLock::new(),
             claims: claims::Claims::new(),
-            stores: StoreRegistry::builtin(),
+            stores: StoreRegistry::builtin(s3),
         }
     }
 

@@ -20,7 +20,7 @@ pub enum StoreError {
     /// No backend is registered for the location's scheme.
     #[error(
         "no storage backend serves {scheme}:// locations in this build (served: {served}); \
-         use a local directory"
+         use a local directory or s3://BUCKET/PREFIX"
     )]
     UnknownScheme {
         /// The scheme asked for.
@@ -42,6 +42,16 @@ pub enum StoreError {
     NotFound {
         /// The location asked for.
         location: String,
+    },
+    /// A remote store refused or could not be reached; `problem` says what to do.
+    #[error("{location}: {context}: {problem}")]
+    Remote {
+        /// The location being worked on.
+        location: String,
+        /// What was being done.
+        context: String,
+        /// What went wrong and what to do about it (never a credential).
+        problem: String,
     },
     /// The backend failed.
     #[error("{location}: {context}: {source}")]
@@ -80,6 +90,14 @@ impl StoreError {
                 context,
                 source,
             } => EngineError::io(format!("{location}: {context}"), source),
+            Self::Remote {
+                location,
+                context,
+                problem,
+            } => EngineError::io(
+                format!("{location}: {context}"),
+                std::io::Error::other(problem),
+            ),
         }
     }
 }

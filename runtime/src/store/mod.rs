@@ -5,13 +5,15 @@
 //! protocol, docs/ARCHITECTURE.md), and hands them back as streams for a restore. A
 //! checkpoint is either a directory of files (`DIR/NAME/...`) or one packed object
 //! (`DIR/NAME.tar.zst`). Backends are chosen by the [`Location`]'s scheme through the
-//! engine's [`StoreRegistry`]: `file` (plain paths) is [`local::LocalStore`]; an object
-//! store publishes with its last object, so a reader never sees half a checkpoint.
+//! engine's [`StoreRegistry`]: `file` (plain paths) is [`local::LocalStore`], `s3` is
+//! [`s3::S3Store`]; an object store publishes with its last object, so a reader never
+//! sees half a checkpoint.
 
 pub mod error;
 pub mod local;
 pub mod location;
 mod registry;
+pub mod s3;
 pub mod transfer;
 
 use std::fmt;

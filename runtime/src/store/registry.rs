@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use super::s3::{S3Settings, S3Store, S3_SCHEME};
 use super::{CheckpointStore, Location, StoreError, LOCAL_SCHEME};
 
 /// Backends by scheme, held by the engine. Adding a backend is one
@@ -14,10 +15,12 @@ pub struct StoreRegistry {
 }
 
 impl StoreRegistry {
-    /// The backends built into the product.
-    pub fn builtin() -> Self {
+    /// The backends built into the product; the S3 one reaches its server as
+    /// `s3` and the `AWS_*` environment say.
+    pub fn builtin(s3: S3Settings) -> Self {
         let r = Self::default();
         r.register(LOCAL_SCHEME, Arc::new(super::local::LocalStore));
+        r.register(S3_SCHEME, Arc::new(S3Store::new(s3)));
         r
     }
 
@@ -62,14 +65,21 @@ mod tests {
 
     #[test]
     fn unknown_schemes_are_refused_by_name() {
-        let r = StoreRegistry::builtin();
+        let r = StoreRegistry::builtin(S3Settings::default());
         assert!(r.resolve(&Location::local("/x")).is_ok());
-        let s3 = Location::parse("s3://ckpts/x").expect("url");
-        let err = r.resolve(&s3).expect_err("no s3 backend yet");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("s3://") && msg.contains("served: file"),
-            "{msg}"
-        );
+        assert!(r
+            .resolve(&Location::parse("s3://ckpts/x").expect("url"))
+            .is_ok());
+        for url in ["gs://ckpts/x", "http://host/x"] {
+            let err = r
+                .resolve(&Location::parse(url).expect("url"))
+                .expect_err("not served");
+            let msg = err.to_string();
+            let scheme = url.split(':').next().unwrap_or_default();
+            assert!(
+                msg.contains(&format!("{scheme}://")) && msg.contains("served: file, s3"),
+                "{msg}"
+            );
+        }
     }
 }

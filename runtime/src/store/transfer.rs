@@ -66,7 +66,8 @@ pub fn fetch(store: &dyn CheckpointStore, at: &Location) -> Result<Fetched, Stor
     Ok(Fetched { path, _dir: dir })
 }
 
-/// Writes every file of `dir` into `upload`, metadata.json last; returns the bytes.
+/// Writes every file of `dir` into `upload`, [`PARALLEL`] at a time (a streamed dump's
+/// shards go up side by side), metadata.json last and alone; returns the bytes.
 pub fn upload_dir(dir: &Path, upload: &mut dyn Upload) -> Result<u64, StoreError> {
     let mut entries: Vec<_> = walk(dir)?
         .into_iter()
@@ -74,39 +75,110 @@ pub fn upload_dir(dir: &Path, upload: &mut dyn Upload) -> Result<u64, StoreError
         .collect();
     // Stable sort: everything else keeps its order, metadata.json goes to the end.
     entries.sort_by_key(|e| e.rel == METADATA_FILE);
-    let mut total = 0;
-    for e in entries {
+    let last = match entries.last() {
+        Some(e) if e.rel == METADATA_FILE => entries.pop(),
+        _ => None,
+    };
+    let at = upload.location().clone();
+    let mut jobs = Vec::with_capacity(entries.len());
+    for e in &entries {
+        jobs.push((e.abs.clone(), upload.create(&e.rel)?));
+    }
+    let mut total = in_parallel(jobs, |(abs, mut w)| {
+        let mut src = fs::File::open(&abs).map_err(|err| ImageError::io(&abs, err))?;
+        copy(&mut src, &mut w, &abs, &at)?;
+        w.finish()
+    })?
+    .into_iter()
+    .sum();
+    if let Some(e) = last {
         let mut src = fs::File::open(&e.abs).map_err(|err| ImageError::io(&e.abs, err))?;
         let mut w = upload.create(&e.rel)?;
-        copy(&mut src, &mut w, &e.abs, upload.location())?;
+        copy(&mut src, &mut w, &e.abs, &at)?;
         total += w.finish()?;
     }
     Ok(total)
 }
 
-/// Copies the directory checkpoint at `at` into the existing, empty, private `dest`.
+/// Files moved at once between a local directory and a store.
+pub const PARALLEL: usize = 4;
+
+/// Runs `work` on every job, [`PARALLEL`] threads at a time; the first error wins.
+fn in_parallel<J: Send, T: Send>(
+    jobs: Vec<J>,
+    work: impl Fn(J) -> Result<T, StoreError> + Sync,
+) -> Result<Vec<T>, StoreError> {
+    let queue = std::sync::Mutex::new(jobs.into_iter());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..PARALLEL)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Ok(out);
+                        }
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                        let Some(job) = job else { return Ok(out) };
+                        match work(job) {
+                            Ok(t) => out.push(t),
+                            Err(e) => {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(StoreError::Io {
+                        location: String::new(),
+                        context: "a transfer thread panicked".into(),
+                        source: io::Error::other("panic"),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+/// Copies the directory checkpoint at `at` into the existing, empty, private `dest`,
+/// [`PARALLEL`] files at a time.
 pub fn fetch_dir(
     store: &dyn CheckpointStore,
     at: &Location,
     dest: &Path,
 ) -> Result<(), StoreError> {
-    for f in store.files(at)? {
+    let files = store.files(at)?;
+    for f in &files {
         let rel = Path::new(&f.rel);
         if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
             return Err(ImageError::unsafe_entry(&f.rel, "not a plain relative path").into());
         }
-        let target = dest.join(rel);
-        if let Some(parent) = target.parent() {
+        if let Some(parent) = dest.join(rel).parent() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(PRIVATE)
                 .create(parent)
                 .map_err(|e| ImageError::io(parent, e))?;
         }
+    }
+    in_parallel(files, |f| {
+        let target = dest.join(&f.rel);
         let mut src = store.open(at, &f.rel)?;
         let mut out = new_file(&target)?;
-        copy(&mut src, &mut out, &target, at)?;
-    }
+        copy(&mut src, &mut out, &target, at)
+    })?;
     Ok(())
 }
 

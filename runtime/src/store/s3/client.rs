@@ -1,0 +1,213 @@
+//! The S3 client side of the S3 store: one `object_store` client per bucket, built from
+//! the AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`) and the `s3.*` config keys;
+//! the runtime its requests run on; and what its failures mean to a user. Credentials
+//! are handed to the client only: nothing here formats them.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+
+use crate::store::StoreError;
+
+/// Worker threads of the S3 runtime: part uploads and downloads are I/O bound.
+const S3_WORKERS: usize = 4;
+/// A server that does not answer a connection in this long is treated as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One request (a part of at most [`super::PART_BYTES`]) taking longer than this fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Retries of a failed request (a part is re-sent whole, so a retry never corrupts it).
+const MAX_RETRIES: usize = 3;
+/// Give up retrying a request after this long: a dump holds its process meanwhile.
+const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where and how to reach the S3 server, besides the `AWS_*` environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// Endpoint URL (`s3.endpoint`), over `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// Region (`s3.region`), over `AWS_REGION`.
+    pub region: Option<String>,
+}
+
+/// Runs S3 requests: our own runtime, so that blocking store calls work from any thread
+/// (a daemon's blocking pool, the CLI's `--no-server` path, a test).
+fn runtime() -> Result<&'static tokio::runtime::Runtime, StoreError> {
+    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(S3_WORKERS)
+            .thread_name("cedana-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| StoreError::Io {
+        location: "s3".into(),
+        context: "start the S3 client's runtime".into(),
+        source: std::io::Error::other(e.clone()),
+    })
+}
+
+/// Runs `fut` on the S3 runtime and waits for it from this (non-async) thread.
+pub(super) fn block_on<T, F>(fut: F) -> Result<T, StoreError>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handle = runtime()?.spawn(fut);
+    futures::executor::block_on(handle).map_err(|e| StoreError::Io {
+        location: "s3".into(),
+        context: "an S3 request task failed".into(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Spawns `fut` on the S3 runtime (part uploads), when it runs.
+pub(super) fn spawn<F>(fut: F) -> Result<tokio::task::JoinHandle<F::Output>, StoreError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Ok(runtime()?.spawn(fut))
+}
+
+/// S3 clients by bucket, built on first use.
+#[derive(Debug, Default)]
+pub(super) struct Clients {
+    settings: S3Settings,
+    by_bucket: Mutex<BTreeMap<String, Arc<AmazonS3>>>,
+}
+
+impl Clients {
+    pub(super) fn new(settings: S3Settings) -> Self {
+        Self {
+            settings,
+            by_bucket: Mutex::default(),
+        }
+    }
+
+    /// The endpoint requests go to, for messages (never a credential).
+    pub(super) fn endpoint(&self) -> String {
+        self.settings
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT").ok())
+            .unwrap_or_else(|| "AWS S3".into())
+    }
+
+    /// The client of `bucket`.
+    pub(super) fn get(&self, bucket: &str) -> Result<Arc<AmazonS3>, StoreError> {
+        let mut by_bucket = self.by_bucket.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = by_bucket.get(bucket) {
+            return Ok(Arc::clone(c));
+        }
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(e) = &self.settings.endpoint {
+            b = b.with_endpoint(e);
+        }
+        if let Some(r) = &self.settings.region {
+            b = b.with_region(r);
+        }
+        let endpoint = self.endpoint();
+        // A local test server or a private gateway speaks plain HTTP: the endpoint the
+        // user chose says so; nothing else is ever sent unencrypted.
+        let plain_http = endpoint.starts_with("http://");
+        b = b
+            .with_allow_http(plain_http)
+            .with_virtual_hosted_style_request(false)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(plain_http)
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_timeout(REQUEST_TIMEOUT),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(2),
+                    base: 2.0,
+                },
+                max_retries: MAX_RETRIES,
+                retry_timeout: RETRY_TIMEOUT,
+            });
+        let client = Arc::new(b.build().map_err(|e| StoreError::Remote {
+            location: format!("s3://{bucket}"),
+            context: "configure the S3 client".into(),
+            problem: format!(
+                "{e}; set AWS_REGION (or s3.region), AWS_ENDPOINT_URL (or s3.endpoint) and \
+                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            ),
+        })?);
+        by_bucket.insert(bucket.to_string(), Arc::clone(&client));
+        Ok(client)
+    }
+}
+
+/// What a failed request means and what to do about it, from the server's answer.
+pub(super) fn explain(e: &object_store::Error, bucket: &str, endpoint: &str) -> String {
+    // object_store keeps the server's error code (NoSuchBucket, InvalidAccessKeyId...)
+    // and the transport's failure in its message chain.
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    if has(&["NoSuchBucket", "bucket does not exist"]) {
+        format!(
+            "bucket {bucket:?} does not exist at {endpoint}: create it (`aws s3 mb \
+             s3://{bucket}`) or give an existing bucket in --dir / --path"
+        )
+    } else if has(&[
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "403",
+        "ExpiredToken",
+        "InvalidToken",
+    ]) {
+        format!(
+            "{endpoint} refused our credentials: check AWS_ACCESS_KEY_ID, \
+             AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (and that they may use bucket \
+             {bucket:?}) in the environment of the process doing the transfer (the daemon's, \
+             for daemon requests)"
+        )
+    } else if has(&[
+        "onnection refused",
+        "error sending request",
+        "dns error",
+        "timed out",
+        "operation timed out",
+        "connect",
+        "onnection reset",
+        "Connection closed",
+        "IncompleteMessage",
+    ]) {
+        format!(
+            "cannot reach the S3 server at {endpoint} ({}): check AWS_ENDPOINT_URL (or \
+             s3.endpoint), the network, and that the server is up; then retry",
+            first_line(&text)
+        )
+    } else {
+        format!("{}; check the S3 server at {endpoint}", first_line(&text))
+    }
+}
+
+/// The message cut at a sane length (servers may answer with whole HTML pages).
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    let mut end = line.len().min(300);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_string()
+}

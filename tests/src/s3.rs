@@ -1,0 +1,218 @@
+//! A real S3-compatible server for the tests: moto's server (from PyPI, in the venv
+//! `scripts/install-deps.sh` makes) on a free 127.0.0.1 port, killed on drop, and a
+//! few bucket operations through boto3 (which moto brings) to set up and check what a
+//! test did: create a bucket, list keys and unfinished multipart uploads, change an
+//! object.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{skip, wait_for};
+
+/// Where install-deps.sh puts moto.
+pub const MOTO_VENV: &str = "/opt/cedana/moto-venv";
+/// The key pair every test uses: moto accepts any.
+pub const ACCESS_KEY: &str = "AKIACEDANATEST000001";
+/// A secret no output may ever show (the tests grep for it).
+pub const SECRET_KEY: &str = "cedana-test-secret-s3cr3t-value-0123456789";
+
+/// boto3 operations on the server, one per run: `mb`, `ls`, `uploads`, `put`.
+const HELPER: &str = r#"
+import sys, boto3
+op, endpoint, bucket = sys.argv[1], sys.argv[2], sys.argv[3]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+if op == "mb":
+    s3.create_bucket(Bucket=bucket)
+elif op == "ls":
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            print(o["Key"], o["Size"])
+elif op == "uploads":
+    for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        print(u["Key"], u["UploadId"])
+elif op == "put":
+    s3.put_object(Bucket=bucket, Key=sys.argv[4], Body=sys.stdin.buffer.read())
+elif op == "iam-key":
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+    iam.create_user(UserName=bucket)
+    k = iam.create_access_key(UserName=bucket)["AccessKey"]
+    print(k["AccessKeyId"], k["SecretAccessKey"])
+"#;
+
+/// Requests moto serves before it checks credentials, when started with auth: the
+/// bucket and an IAM user's key are made in them.
+const NO_AUTH_REQUESTS: &str = "3";
+
+/// A moto server on 127.0.0.1, stopped on drop.
+pub struct Moto {
+    child: Option<Child>,
+    port: u16,
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Moto {
+    /// The venv's python, if moto is installed.
+    fn python() -> Option<PathBuf> {
+        let py = Path::new(MOTO_VENV).join("bin/python");
+        py.exists().then_some(py)
+    }
+
+    /// Starts a server, or [`skip`]s (a failure under `CEDANA_TEST_E2E=1`).
+    #[track_caller]
+    pub fn start() -> Option<Moto> {
+        if Self::python().is_none() {
+            skip(
+                &format!("no moto server in {MOTO_VENV}"),
+                "run scripts/install-deps.sh (it installs moto[server] into that venv)",
+            );
+            return None;
+        }
+        Some(Self::start_on(free_port()))
+    }
+
+    /// Starts a server that checks credentials, with `bucket` and a user's key pair
+    /// made first; returns the server and the valid (key id, secret).
+    #[track_caller]
+    pub fn start_with_auth(bucket: &str) -> Option<(Moto, String, String)> {
+        Self::python()?;
+        let moto = Self::spawn(free_port(), true);
+        moto.create_bucket(bucket);
+        let out = moto.helper(&["iam-key", "tester"], None);
+        let (id, secret) = out.trim().split_once(' ')?;
+        Some((moto, id.to_string(), secret.to_string()))
+    }
+
+    /// Starts a server on `port` (a restart on the same address).
+    pub fn start_on(port: u16) -> Moto {
+        Self::spawn(port, false)
+    }
+
+    fn spawn(port: u16, auth: bool) -> Moto {
+        let mut cmd = Command::new(Path::new(MOTO_VENV).join("bin/moto_server"));
+        if auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", NO_AUTH_REQUESTS);
+        }
+        let child = cmd
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto {
+            child: Some(child),
+            port,
+        };
+        wait_for("moto to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+        moto
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `AWS_*` environment that reaches it.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn helper(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
+        let py = Self::python().expect("moto venv");
+        let mut c = Command::new(py);
+        c.args(["-c", HELPER])
+            .arg(args[0])
+            .arg(self.endpoint())
+            .args(&args[1..])
+            .envs(self.aws_env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = c.spawn().expect("run the boto3 helper");
+        if let Some(data) = stdin {
+            use std::io::Write;
+            let mut w = child.stdin.take().expect("stdin");
+            w.write_all(data).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("boto3 helper");
+        assert!(
+            out.status.success(),
+            "boto3 {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates `bucket`.
+    pub fn create_bucket(&self, bucket: &str) {
+        self.helper(&["mb", bucket], None);
+    }
+
+    /// Every key of `bucket` with its size.
+    pub fn keys(&self, bucket: &str) -> Vec<(String, u64)> {
+        self.helper(&["ls", bucket], None)
+            .lines()
+            .filter_map(|l| {
+                let (k, s) = l.rsplit_once(' ')?;
+                Some((k.to_string(), s.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Keys of the multipart uploads of `bucket` not completed nor aborted.
+    pub fn open_uploads(&self, bucket: &str) -> Vec<String> {
+        self.helper(&["uploads", bucket], None)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    }
+
+    /// Writes `data` as object `key` of `bucket` (replacing it).
+    pub fn put(&self, bucket: &str, key: &str, data: &[u8]) {
+        self.helper(&["put", bucket, key], Some(data));
+    }
+
+    /// Stops the server now (a crash: SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
