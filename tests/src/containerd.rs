@@ -390,6 +390,12 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// Writes an OCI image archive `out` holding one layer: a busybox-static rootfs.
 pub fn build_busybox_image(work: &Path, out: &Path, name: &str) {
+    build_busybox_image_with(work, out, name, &["/bin/sh"]);
+}
+
+/// [`build_busybox_image`] whose image config runs `cmd` by default (a CRI sandbox runs
+/// its image's command, so the offline pause image is busybox that sleeps).
+pub fn build_busybox_image_with(work: &Path, out: &Path, name: &str, cmd: &[&str]) {
     let rootfs = work.join("rootfs");
     crate::busybox_rootfs(&rootfs, &["etc", "root"]);
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
@@ -403,7 +409,7 @@ pub fn build_busybox_image(work: &Path, out: &Path, name: &str) {
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
     })
     .to_string()
