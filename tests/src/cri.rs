@@ -26,7 +26,7 @@ use k8s_cri::v1::{
 use tonic::transport::Channel;
 
 use crate::containerd::{build_busybox_image_with, containerd_available, Containerd, IMAGE};
-use crate::wait_for;
+use crate::{wait_for, Env, Run};
 
 /// A CRI call's result (the status boxed: it is large).
 pub type CriResult<T> = Result<T, Box<tonic::Status>>;
@@ -363,6 +363,50 @@ impl Cri {
         };
         self.call(|mut c| Box::pin(async move { c.remove_pod_sandbox(req).await }))
             .map(|_| ())
+    }
+
+    /// `cedana dump containerd ID --namespace k8s.io` against this containerd, without a
+    /// daemon, into `env`'s checkpoint dir, with `extra` flags.
+    pub fn dump(&self, env: &Env, id: &str, extra: &[&str]) -> Run {
+        let address = self.ctrd.socket().display().to_string();
+        let dir = env.checkpoints().display().to_string();
+        let mut args = vec![
+            "--json",
+            "dump",
+            "containerd",
+            id,
+            "--containerd-address",
+            &address,
+            "--namespace",
+            K8S_NAMESPACE,
+            "--dir",
+            &dir,
+            "--no-server",
+        ];
+        args.extend(extra);
+        env.cedana(&args)
+    }
+
+    /// A new pod on handler `cedana` whose container `counter` carries the restore
+    /// annotation naming `checkpoint`: created and started (the start's result returned).
+    pub fn restore_pod(&self, name: &str, checkpoint: &Path) -> (Pod, String, CriResult<()>) {
+        let pod = self
+            .run_pod(
+                &PodSpec {
+                    name: name.into(),
+                    handler: HANDLER.into(),
+                },
+                HashMap::new(),
+            )
+            .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", self.ctrd.log_tail()));
+        let annotations =
+            HashMap::from([(RESTORE_ANNOTATION.into(), checkpoint.display().to_string())]);
+        // The command is what a fresh start would run; a restore never runs it.
+        let c = self
+            .create_container(&pod, "counter", POD_COUNTER, annotations)
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.ctrd.log_tail()));
+        let started = self.start_container(&c);
+        (pod, c, started)
     }
 
     /// Ids of every pod sandbox CRI knows.
