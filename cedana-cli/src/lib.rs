@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod daemon;
 pub mod ids;
+pub mod k8s;
 pub mod output;
 pub mod progress;
 

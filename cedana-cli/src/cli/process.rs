@@ -365,6 +365,23 @@ pub enum QueryCmd {
         #[arg(long)]
         no_server: bool,
     },
+    /// Kubernetes pods on this node and their containers, read through containerd's
+    /// CRI: pod, namespace, runtime handler, container, state.
+    K8s {
+        /// Only the pods with these names.
+        names: Vec<String>,
+        /// Only pods of this Kubernetes namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// containerd's socket (it serves the CRI).
+        #[arg(
+            long = "containerd-address",
+            value_name = "SOCKET",
+            env = "CONTAINERD_ADDRESS",
+            default_value = "/run/containerd/containerd.sock"
+        )]
+        address: PathBuf,
+    },
     /// What runs in a VM (kata containers, processes), or with --check the guest's
     /// health, asked of its cedana-guest-agent.
     Kata {

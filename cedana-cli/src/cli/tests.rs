@@ -62,7 +62,7 @@ fn subcommand_names() {
         names(sub(&cli, "restore")),
         ["containerd", "job", "kata", "process", "runc"]
     );
-    assert_eq!(names(sub(&cli, "query")), ["kata", "runc"]);
+    assert_eq!(names(sub(&cli, "query")), ["k8s", "kata", "runc"]);
     assert_eq!(names(sub(&cli, "run")), ["process", "runc"]);
     assert_eq!(names(sub(&cli, "manage")), ["process", "runc"]);
     assert_eq!(names(sub(&cli, "freeze")), ["job", "process"]);

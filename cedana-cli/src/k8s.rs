@@ -1,0 +1,215 @@
+//! Kubernetes pods on this node, read through the CRI (`runtime.v1`, the `k8s-cri`
+//! client) that containerd serves on its own socket: the calls kubelet makes to list
+//! pods and their containers. `query k8s` prints them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{ContainerState, ListContainersRequest, ListPodSandboxRequest, PodSandboxState};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// The annotation our shim restores a new container from (see the shim's
+/// `restore_from`), shown with the container.
+pub const RESTORE_ANNOTATION: &str = "cedana.io/restore-from";
+
+/// How long reaching the CRI may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pod sandbox and its containers.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// Sandbox id.
+    pub id: String,
+    /// Pod name.
+    pub name: String,
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Pod uid.
+    pub uid: String,
+    /// `ready` or `notready`.
+    pub state: String,
+    /// Runtime handler (the RuntimeClass's handler; empty for the default runtime).
+    pub handler: String,
+    /// Its containers.
+    pub containers: Vec<Container>,
+}
+
+/// A container of a pod.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// Container id (containerd's, in namespace k8s.io).
+    pub id: String,
+    /// Container name in the pod.
+    pub name: String,
+    /// `created`, `running`, `exited` or `unknown`.
+    pub state: String,
+    /// Image as the pod named it.
+    pub image: String,
+    /// The checkpoint it was restored from, if it asked for one.
+    pub restore_from: Option<String>,
+}
+
+impl Pod {
+    /// As JSON (what `--json` prints).
+    pub fn to_json(&self) -> serde_json::Value {
+        let containers: Vec<_> = self
+            .containers
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id, "name": c.name, "state": c.state, "image": c.image,
+                    "restore_from": c.restore_from,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": self.id, "name": self.name, "namespace": self.namespace, "uid": self.uid,
+            "state": self.state, "runtime_handler": self.handler, "containers": containers,
+        })
+    }
+}
+
+/// Connects to the CRI at `socket` (containerd's socket).
+pub async fn connect(socket: &Path) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+    if let Err(e) = UnixStream::connect(socket).await {
+        bail!(
+            "cannot reach containerd's CRI at {}: {e}; give containerd's socket with \
+             --containerd-address",
+            socket.display()
+        );
+    }
+    let path: PathBuf = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .context("invalid endpoint")?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+        }))
+        .await
+        .with_context(|| format!("cannot connect to containerd at {}", socket.display()))?;
+    Ok(RuntimeServiceClient::new(channel))
+}
+
+/// A CRI call's failure, with what to do when containerd serves no CRI.
+fn cri_error(socket: &Path, call: &str, s: tonic::Status) -> anyhow::Error {
+    if s.code() == tonic::Code::Unimplemented {
+        return anyhow!(
+            "containerd at {} does not serve the CRI (runtime.v1): is its CRI plugin \
+             (io.containerd.grpc.v1.cri) disabled?",
+            socket.display()
+        );
+    }
+    anyhow!("CRI {call} at {}: {}", socket.display(), s.message())
+}
+
+/// Pods on this node with their containers, those named `names` (all when empty) in
+/// `namespace` (all when None), sorted by namespace and name. A name that matches no
+/// pod is an error.
+pub async fn pods(
+    socket: &Path,
+    names: &[String],
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<Pod>> {
+    let mut client = connect(socket).await?;
+    let sandboxes = client
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .map_err(|s| cri_error(socket, "ListPodSandbox", s))?
+        .into_inner()
+        .items;
+    let containers = client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .map_err(|s| cri_error(socket, "ListContainers", s))?
+        .into_inner()
+        .containers;
+    let mut pods: Vec<Pod> = sandboxes
+        .into_iter()
+        .filter_map(|s| {
+            let m = s.metadata.clone().unwrap_or_default();
+            let wanted = (names.is_empty() || names.contains(&m.name))
+                && namespace.map_or(true, |ns| ns == m.namespace);
+            wanted.then(|| Pod {
+                state: state_name(
+                    PodSandboxState::try_from(s.state)
+                        .map(|st| st.as_str_name())
+                        .unwrap_or("unknown"),
+                ),
+                containers: containers
+                    .iter()
+                    .filter(|c| c.pod_sandbox_id == s.id)
+                    .map(|c| Container {
+                        id: c.id.clone(),
+                        name: c
+                            .metadata
+                            .as_ref()
+                            .map(|m| m.name.clone())
+                            .unwrap_or_default(),
+                        state: state_name(
+                            ContainerState::try_from(c.state)
+                                .map(|st| st.as_str_name())
+                                .unwrap_or("unknown"),
+                        ),
+                        image: c
+                            .image
+                            .as_ref()
+                            .map(|i| i.image.clone())
+                            .unwrap_or_default(),
+                        restore_from: c.annotations.get(RESTORE_ANNOTATION).cloned(),
+                    })
+                    .collect(),
+                id: s.id,
+                name: m.name,
+                namespace: m.namespace,
+                uid: m.uid,
+                handler: s.runtime_handler,
+            })
+        })
+        .collect();
+    if let Some(missing) = names.iter().find(|n| !pods.iter().any(|p| &p.name == *n)) {
+        bail!(
+            "no pod named {missing:?}{} on this node (containerd at {}); `cedana query k8s` \
+             lists them",
+            namespace
+                .map(|ns| format!(" in namespace {ns:?}"))
+                .unwrap_or_default(),
+            socket.display()
+        );
+    }
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(pods)
+}
+
+/// `CONTAINER_RUNNING` -> `running`, `SANDBOX_NOTREADY` -> `notready`.
+fn state_name(proto: &str) -> String {
+    proto
+        .split_once('_')
+        .map(|(_, s)| s)
+        .unwrap_or(proto)
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_short() {
+        assert_eq!(state_name("CONTAINER_RUNNING"), "running");
+        assert_eq!(state_name("SANDBOX_NOTREADY"), "notready");
+        assert_eq!(state_name("unknown"), "unknown");
+    }
+
+    #[tokio::test]
+    async fn an_absent_socket_says_what_to_give() {
+        let e = pods(Path::new("/nonexistent/c.sock"), &[], None)
+            .await
+            .expect_err("no socket");
+        assert!(e.to_string().contains("--containerd-address"), "{e}");
+    }
+}
