@@ -1,6 +1,7 @@
 //! Kubernetes pods on this node, read through the CRI (`runtime.v1`, the `k8s-cri`
 //! client) that containerd serves on its own socket: the calls kubelet makes to list
-//! pods and their containers. `query k8s` prints them.
+//! pods and their containers. `query k8s` prints them; `dump k8s` finds a pod's container
+//! with [`container_of`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,9 @@ use tonic::transport::{Channel, Endpoint};
 /// The annotation our shim restores a new container from (see the shim's
 /// `restore_from`), shown with the container.
 pub const RESTORE_ANNOTATION: &str = "cedana.io/restore-from";
+
+/// The containerd namespace of CRI's pods.
+pub const CONTAINERD_NAMESPACE: &str = "k8s.io";
 
 /// How long reaching the CRI may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -183,6 +187,62 @@ pub async fn pods(
     }
     pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(pods)
+}
+
+/// Pod `pod` (in `namespace`, else in the only namespace that has one of that name) and
+/// its container `container` (else its only running one).
+pub async fn container_of(
+    socket: &Path,
+    pod: &str,
+    namespace: Option<&str>,
+    container: Option<&str>,
+) -> anyhow::Result<(Pod, Container)> {
+    let found = pods(socket, &[pod.to_string()], namespace).await?;
+    let p = match found.as_slice() {
+        [p] => p.clone(),
+        many => {
+            let namespaces: Vec<&str> = many.iter().map(|p| p.namespace.as_str()).collect();
+            bail!(
+                "pods named {pod:?} are in namespaces {}: give --namespace",
+                namespaces.join(", ")
+            )
+        }
+    };
+    let names = || {
+        p.containers
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.state))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let c = match container {
+        Some(name) => p
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                anyhow!(
+                    "pod {pod:?} has no container named {name:?}; it has: {}",
+                    names()
+                )
+            })?,
+        None => {
+            let running: Vec<&Container> = p
+                .containers
+                .iter()
+                .filter(|c| c.state == "running")
+                .collect();
+            match running.as_slice() {
+                [c] => *c,
+                [] => bail!("pod {pod:?} has no running container (it has: {})", names()),
+                _ => bail!(
+                    "pod {pod:?} runs several containers ({}): give --container",
+                    names()
+                ),
+            }
+        }
+    };
+    Ok((p.clone(), c.clone()))
 }
 
 /// `CONTAINER_RUNNING` -> `running`, `SANDBOX_NOTREADY` -> `notready`.

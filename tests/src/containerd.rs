@@ -363,8 +363,10 @@ fn spawn_containerd(d: &Path) -> Child {
         .append(true)
         .open(d.join("containerd.log"))
         .expect("containerd log");
+    // DIR/bin first: where a test puts stand-in shims (see `cri::STANDIN_HANDLER`).
     let path = format!(
-        "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "{}:{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        d.join("bin").display(),
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );

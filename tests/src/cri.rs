@@ -3,7 +3,8 @@
 //! `cedana` (and containerd's runc shim as `runc`), an offline pause image and the busybox
 //! image imported into namespace `k8s.io`, and a CRI (`runtime.v1`) client that runs the
 //! calls kubelet runs: RunPodSandbox, CreateContainer, StartContainer, ContainerStatus,
-//! ExecSync, logs, Stop/Remove. Pods use the host network, so no CNI is needed.
+//! ExecSync, logs, Stop/Remove. Pods use the host network, so no CNI is needed. A third
+//! handler, `standin`, runs pods on a runtime that is neither (see [`STANDIN_HANDLER`]).
 //!
 //! What this sandbox needs (ENVIRONMENT.md): `restrict_oom_score_adj` (no
 //! CAP_SYS_RESOURCE for the sandbox's oom_score_adj of -998), no `hostname` in a
@@ -35,6 +36,10 @@ pub type CriResult<T> = Result<T, Box<tonic::Status>>;
 pub const HANDLER: &str = "cedana";
 /// The handler of containerd's own runc shim.
 pub const RUNC_HANDLER: &str = "runc";
+/// A handler on a runtime that is neither runc nor ours (`io.containerd.standin.v2`):
+/// a stand-in for kata, gVisor and the like, whose shim is ours under another name, so
+/// its pods run but cedana must refuse to checkpoint them.
+pub const STANDIN_HANDLER: &str = "standin";
 /// The containerd namespace the CRI plugin keeps pods in.
 pub const K8S_NAMESPACE: &str = "k8s.io";
 /// The offline pause image (`sandbox_image`): busybox that sleeps.
@@ -79,6 +84,8 @@ state = "{state}"
     default_runtime_name = "{runc}"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{runc}]
       runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{standin}]
+      runtime_type = "io.containerd.standin.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{cedana}]
       runtime_type = "io.containerd.cedana.v2"
       pod_annotations = ["cedana.io/*"]
@@ -91,6 +98,7 @@ state = "{state}"
         pause = PAUSE_IMAGE,
         runc = RUNC_HANDLER,
         cedana = HANDLER,
+        standin = STANDIN_HANDLER,
     )
 }
 
@@ -134,6 +142,13 @@ impl Cri {
             &["/bin/sleep", "2147483647"],
         );
         ctrd.ok(&["image", "import", &pause.display().to_string()]);
+        // The stand-in runtime's shim, on containerd's PATH (DIR/bin).
+        fs::create_dir_all(d.join("bin")).expect("shim dir");
+        std::os::unix::fs::symlink(
+            crate::bin("containerd-shim-cedana-v2"),
+            d.join("bin/containerd-shim-standin-v2"),
+        )
+        .expect("stand-in shim");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

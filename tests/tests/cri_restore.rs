@@ -10,7 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use cedana_e2e::cri::{Cri, HANDLER, RESTORE_ANNOTATION};
+use cedana_e2e::cri::{Cri, HANDLER, RESTORE_ANNOTATION, STANDIN_HANDLER};
 use cedana_e2e::Env;
 use k8s_cri::v1::ContainerState;
 
@@ -217,4 +217,43 @@ fn archive_names(path: &Path) -> Vec<String> {
             p.trim_start_matches("./").trim_end_matches('/').to_string()
         })
         .collect()
+}
+
+/// `cedana dump k8s POD` finds the pod's container through CRI and checkpoints it; an
+/// unknown pod or container is named; a pod on a runtime that is not runc-based is
+/// refused with why, before anything is frozen, and keeps running.
+#[test]
+fn cri_dump_k8s_finds_the_pod_and_refuses_other_runtimes() {
+    let Some(cri) = Cri::setup() else { return };
+    let env = Env::new();
+    let address = cri.ctrd.socket().display().to_string();
+    let dir = env.checkpoints().display().to_string();
+    let dump_k8s = |args: &[&str]| {
+        let mut all = vec!["--json", "dump", "k8s"];
+        all.extend(args);
+        all.extend([
+            "--containerd-address",
+            &address,
+            "--dir",
+            &dir,
+            "--no-server",
+        ]);
+        env.cedana(&all)
+    };
+    let (_, c) = cri.run_counter_pod("counter", HANDLER);
+    let (_, other) = cri.run_counter_pod("elsewhere", STANDIN_HANDLER);
+    let before = cri.wait_count_above(&other, 2);
+    cri.wait_count_above(&c, 3);
+    let d = dump_k8s(&["counter", "--namespace", "default", "--leave-running"])
+        .ok()
+        .json();
+    assert_eq!(d["metadata"]["containerd"]["id"], c.as_str(), "{d}");
+    assert_eq!(d["metadata"]["containerd"]["namespace"], "k8s.io", "{d}");
+    assert_eq!(cri.state(&c), ContainerState::ContainerRunning);
+    dump_k8s(&["nosuchpod"]).fails_with("no pod named \"nosuchpod\"");
+    dump_k8s(&["counter", "--container", "web"]).fails_with("no container named \"web\"");
+    let r = dump_k8s(&["elsewhere"]).fails_with("io.containerd.standin.v2");
+    assert!(r.stderr.contains("runc-based"), "{}", r.stderr);
+    assert_eq!(cri.state(&other), ContainerState::ContainerRunning);
+    cri.wait_count_above(&other, before + 3);
 }

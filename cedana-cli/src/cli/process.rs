@@ -190,6 +190,33 @@ pub enum DumpCmd {
         #[arg(long)]
         no_server: bool,
     },
+    /// Checkpoint a Kubernetes pod's container on this node, found through containerd's
+    /// CRI (namespace k8s.io), as `dump containerd` would; restore it into a new pod on
+    /// handler cedana with the annotation cedana.io/restore-from=PATH.
+    K8s {
+        /// Pod name.
+        pod: String,
+        /// The container (default: the pod's only running one).
+        #[arg(long)]
+        container: Option<String>,
+        /// The pod's Kubernetes namespace (default: any; needed when the name is in several).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// containerd's socket (it serves the CRI).
+        #[arg(
+            long = "containerd-address",
+            value_name = "SOCKET",
+            env = "CONTAINERD_ADDRESS",
+            default_value = "/run/containerd/containerd.sock"
+        )]
+        address: PathBuf,
+        /// Dump options.
+        #[command(flatten)]
+        args: DumpArgs,
+        /// Run the engine in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
+    },
     /// Checkpoint a process tree or container inside a VM through its
     /// cedana-guest-agent; the checkpoint streams out to --dir on this host.
     Kata {

@@ -56,7 +56,7 @@ fn subcommand_names() {
     assert_eq!(names(sub(&cli, "daemon")), ["check", "start", "stop"]);
     assert_eq!(
         names(sub(&cli, "dump")),
-        ["containerd", "job", "kata", "process", "runc"]
+        ["containerd", "job", "k8s", "kata", "process", "runc"]
     );
     assert_eq!(
         names(sub(&cli, "restore")),
