@@ -3,15 +3,13 @@
 //! pods and their containers. `query k8s` prints them; `dump k8s` finds a pod's container
 //! with [`container_of`].
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{ContainerState, ListContainersRequest, ListPodSandboxRequest, PodSandboxState};
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// The annotation our shim restores a new container from (see the shim's
 /// `restore_from`), shown with the container.
@@ -19,9 +17,6 @@ pub const RESTORE_ANNOTATION: &str = "cedana.io/restore-from";
 
 /// The containerd namespace of CRI's pods.
 pub const CONTAINERD_NAMESPACE: &str = "k8s.io";
-
-/// How long reaching the CRI may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A pod sandbox and its containers.
 #[derive(Debug, Clone)]
@@ -86,14 +81,7 @@ pub async fn connect(socket: &Path) -> anyhow::Result<RuntimeServiceClient<Chann
             socket.display()
         );
     }
-    let path: PathBuf = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .context("invalid endpoint")?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
+    let channel = crate::client::unix_channel(socket)
         .await
         .with_context(|| format!("cannot connect to containerd at {}", socket.display()))?;
     Ok(RuntimeServiceClient::new(channel))

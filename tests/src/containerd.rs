@@ -113,12 +113,17 @@ impl Containerd {
         .collect()
     }
 
+    /// The last number in container `id`'s /count, if it has one yet.
+    pub fn last_count(&self, id: &str) -> Option<u64> {
+        self.counts(id).last().copied()
+    }
+
     /// Waits until `id`'s counter passes `above`; returns it.
     pub fn wait_count_above(&self, id: &str, above: u64) -> u64 {
         wait_for(
             &format!("{id}'s counter to pass {above}"),
             Duration::from_secs(30),
-            || self.counts(id).last().copied().filter(|v| *v > above),
+            || self.last_count(id).filter(|v| *v > above),
         )
     }
 

@@ -46,20 +46,7 @@ fn check_restored(cri: &Cri, c: &str, last: u64) {
 
 /// The checkpoint's last count: the highest number in its rootfs diff's /count.
 fn checkpointed_count(path: &Path) -> u64 {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = if path.is_dir() {
-        path.to_path_buf()
-    } else {
-        let out = std::process::Command::new("tar")
-            .arg("-xf")
-            .arg(path)
-            .arg("-C")
-            .arg(dir.path())
-            .output()
-            .expect("tar");
-        assert!(out.status.success(), "{out:?}");
-        dir.path().to_path_buf()
-    };
+    let root = unpacked(path);
     let mut diff = tar::Archive::new(fs::File::open(root.join("rootfs-diff.tar")).expect("diff"));
     for e in diff.entries().expect("entries") {
         let mut e = e.expect("entry");
@@ -102,15 +89,18 @@ fn cri_checkpointed_pod_restores_into_a_new_pod() {
     check_restored(&cri, &c2, last);
 }
 
-/// A zstd archive unpacked into a dir beside it (for reading the rootfs diff).
+/// A checkpoint archive (tar, or zstd by its name) unpacked into a dir beside it.
 fn unpacked(path: &Path) -> PathBuf {
     if path.is_dir() {
         return path.to_path_buf();
     }
     let out = path.with_extension("unpacked");
     fs::create_dir_all(&out).expect("mkdir");
-    let r = std::process::Command::new("tar")
-        .arg("--zstd")
+    let mut tar = std::process::Command::new("tar");
+    if path.extension().is_some_and(|e| e == "zst") {
+        tar.arg("--zstd");
+    }
+    let r = tar
         .arg("-xf")
         .arg(path)
         .arg("-C")

@@ -16,8 +16,8 @@ pub use jobs::{CheckpointCmd, JobCmd, KillArgs};
 pub use kata::VmArgs;
 pub use misc::{CompleteKind, CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
-    ContainerdArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd, RestoreArgs,
-    RestoreCmd, RunArgs, RunCmd, RunRuncArgs,
+    ContainerdArgs, CriArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd, QueryCmd,
+    RestoreArgs, RestoreCmd, RunArgs, RunCmd, RunRuncArgs,
 };
 
 /// Transparent checkpoint/restore of processes with CRIU.

@@ -202,14 +202,9 @@ pub enum DumpCmd {
         /// The pod's Kubernetes namespace (default: any; needed when the name is in several).
         #[arg(long)]
         namespace: Option<String>,
-        /// containerd's socket (it serves the CRI).
-        #[arg(
-            long = "containerd-address",
-            value_name = "SOCKET",
-            env = "CONTAINERD_ADDRESS",
-            default_value = "/run/containerd/containerd.sock"
-        )]
-        address: PathBuf,
+        /// Where the CRI is.
+        #[command(flatten)]
+        cri: CriArgs,
         /// Dump options.
         #[command(flatten)]
         args: DumpArgs,
@@ -238,6 +233,20 @@ pub enum DumpCmd {
         #[arg(long)]
         no_server: bool,
     },
+}
+
+/// Where Kubernetes' CRI is: containerd's socket.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CriArgs {
+    /// containerd's socket (it serves the CRI).
+    #[arg(
+        id = "cri_address",
+        long = "containerd-address",
+        value_name = "SOCKET",
+        env = "CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub address: PathBuf,
 }
 
 /// Where a containerd container is.
@@ -400,14 +409,9 @@ pub enum QueryCmd {
         /// Only pods of this Kubernetes namespace.
         #[arg(long)]
         namespace: Option<String>,
-        /// containerd's socket (it serves the CRI).
-        #[arg(
-            long = "containerd-address",
-            value_name = "SOCKET",
-            env = "CONTAINERD_ADDRESS",
-            default_value = "/run/containerd/containerd.sock"
-        )]
-        address: PathBuf,
+        /// Where the CRI is.
+        #[command(flatten)]
+        cri: CriArgs,
     },
     /// What runs in a VM (kata containers, processes), or with --check the guest's
     /// health, asked of its cedana-guest-agent.

@@ -107,11 +107,11 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             pod,
             container,
             namespace,
-            address,
+            cri,
             args,
             no_server,
         } => {
-            let address = absolute(address);
+            let address = absolute(&cri.address);
             let (_, c) =
                 crate::k8s::container_of(&address, pod, namespace.as_deref(), container.as_deref())
                     .await?;

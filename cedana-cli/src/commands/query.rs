@@ -25,8 +25,8 @@ pub async fn run(ctx: &Ctx, cmd: QueryCmd) -> anyhow::Result<i32> {
         QueryCmd::K8s {
             names,
             namespace,
-            address,
-        } => return query_k8s(ctx, &names, namespace.as_deref(), &address).await,
+            cri,
+        } => return query_k8s(ctx, &names, namespace.as_deref(), &cri.address).await,
     };
     let root = root.map(|r| absolute(&r));
     let containers = if no_server {
