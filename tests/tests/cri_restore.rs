@@ -156,6 +156,8 @@ fn cri_leave_running_checkpoint_in_forensic_layout_restores_beside_the_original(
     bytes[at] ^= 0xff;
     fs::write(&bad, bytes).expect("damaged copy");
     let missing = env.path("no-such-checkpoint");
+    // Nothing stuck: the failed pods leave no shim and no mount behind once removed.
+    let (shims, mounts) = (cri.ctrd.live_shims().len(), cri.ctrd.mounts().len());
     for (name, path, why) in [
         ("damaged", &bad, "damaged"),
         ("missing", &missing, "no such file"),
@@ -181,6 +183,15 @@ fn cri_leave_running_checkpoint_in_forensic_layout_restores_beside_the_original(
             .expect("the failed container can be removed");
         cri.remove_pod(&pod.id).expect("its pod can be removed");
     }
+    assert!(
+        cedana_e2e::containerd::wait_until(std::time::Duration::from_secs(10), || {
+            cri.ctrd.live_shims().len() == shims
+        }),
+        "shims left by the failed restores: {} before, {:?} now",
+        shims,
+        cri.ctrd.live_shims()
+    );
+    assert_eq!(cri.ctrd.mounts().len(), mounts, "{:?}", cri.ctrd.mounts());
     assert_eq!(cri.state(&c), ContainerState::ContainerRunning);
 }
 
