@@ -20,21 +20,37 @@ use crate::error::{Result, ShimError};
 /// The annotation naming the checkpoint (a directory or archive on this node).
 pub const RESTORE_ANNOTATION: &str = "cedana.io/restore-from";
 
+/// CRI's annotation of a container's kind (`sandbox` for a pod's pause container).
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// CRI's annotation of a container's name in its pod.
+const CRI_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+
 /// Where an archive is unpacked, inside the bundle (removed with it).
 const UNPACKED_DIR: &str = "cedana-checkpoint";
 
-/// The checkpoint the bundle's spec asks to be restored from, if any.
+/// The checkpoint the bundle's spec asks to be restored from, if any:
+/// `cedana.io/restore-from.NAME` for the pod's container NAME, else
+/// `cedana.io/restore-from`. kubelet sets only pod annotations, and containerd copies
+/// those onto every container of the pod and onto its sandbox: the sandbox never
+/// restores, and in a pod of several containers the name picks one.
 pub fn requested(bundle: &Path) -> Result<Option<PathBuf>> {
     let path = bundle.join("config.json");
     let bytes = fs::read(&path).map_err(ShimError::io(format!("read {}", path.display())))?;
     let spec: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", path.display())))?;
-    Ok(spec
-        .pointer("/annotations")
-        .and_then(|a| a.get(RESTORE_ANNOTATION))
-        .and_then(|v| v.as_str())
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| PathBuf::from(v.trim())))
+    let Some(a) = spec.get("annotations") else {
+        return Ok(None);
+    };
+    let get = |key: &str| a.get(key).and_then(|v| v.as_str()).map(str::trim);
+    if get(CRI_CONTAINER_TYPE) == Some("sandbox") {
+        return Ok(None);
+    }
+    let named =
+        get(CRI_CONTAINER_NAME).and_then(|name| get(&format!("{RESTORE_ANNOTATION}.{name}")));
+    Ok(named
+        .or_else(|| get(RESTORE_ANNOTATION))
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from))
 }
 
 /// Checks the checkpoint at `source`, unpacks it into the bundle if it is an archive,
@@ -111,6 +127,22 @@ mod tests {
         );
         let d = bundle_with(serde_json::json!({"other": "x", RESTORE_ANNOTATION: " "}));
         assert_eq!(requested(d.path()).expect("read"), None);
+    }
+
+    #[test]
+    fn pod_annotations_reach_the_named_container_never_the_sandbox() {
+        let pod = |kind: &str, name: &str| {
+            bundle_with(serde_json::json!({
+                CRI_CONTAINER_TYPE: kind,
+                CRI_CONTAINER_NAME: name,
+                "cedana.io/restore-from.web": "/ck/web",
+                RESTORE_ANNOTATION: "/ck/any",
+            }))
+        };
+        let get = |d: tempfile::TempDir| requested(d.path()).expect("read");
+        assert_eq!(get(pod("sandbox", "")), None);
+        assert_eq!(get(pod("container", "web")), Some(PathBuf::from("/ck/web")));
+        assert_eq!(get(pod("container", "db")), Some(PathBuf::from("/ck/any")));
     }
 
     #[test]

@@ -403,19 +403,35 @@ impl Cri {
     }
 
     /// A new pod on handler `cedana` whose container `counter` carries the restore
-    /// annotation naming `checkpoint`: created and started (the start's result returned).
-    pub fn restore_pod(&self, name: &str, checkpoint: &Path) -> (Pod, String, CriResult<()>) {
+    /// annotation naming `checkpoint` (with `on_pod`, the pod carries it instead, as
+    /// kubelet passes only pod annotations, and containerd copies it onto the sandbox
+    /// too): created and started (the start's result returned).
+    pub fn restore_pod(
+        &self,
+        name: &str,
+        checkpoint: &Path,
+        on_pod: bool,
+    ) -> (Pod, String, CriResult<()>) {
+        let path = checkpoint.display().to_string();
+        let pod_annotations = if on_pod {
+            HashMap::from([(RESTORE_ANNOTATION.to_string(), path.clone())])
+        } else {
+            HashMap::new()
+        };
         let pod = self
             .run_pod(
                 &PodSpec {
                     name: name.into(),
                     handler: HANDLER.into(),
                 },
-                HashMap::new(),
+                pod_annotations,
             )
             .unwrap_or_else(|e| panic!("RunPodSandbox {name}: {e}\n{}", self.ctrd.log_tail()));
-        let annotations =
-            HashMap::from([(RESTORE_ANNOTATION.into(), checkpoint.display().to_string())]);
+        let annotations = if on_pod {
+            HashMap::new()
+        } else {
+            HashMap::from([(RESTORE_ANNOTATION.into(), path)])
+        };
         // The command is what a fresh start would run; a restore never runs it.
         let c = self
             .create_container(&pod, "counter", POD_COUNTER, annotations)

@@ -84,7 +84,9 @@ fn cri_checkpointed_pod_restores_into_a_new_pod() {
     );
     cri.remove_pod(&pod.id).expect("delete the original pod");
     let last = checkpointed_count(&unpacked(&path));
-    let (_, c2, started) = cri.restore_pod("copy", &path);
+    // As kubelet would pass it: a pod annotation (containerd copies it onto the sandbox
+    // too, which must start as usual).
+    let (_, c2, started) = cri.restore_pod("copy", &path, true);
     started.unwrap_or_else(|e| panic!("restore start: {e}\n{}", cri.ctrd.log_tail()));
     check_restored(&cri, &c2, last);
 }
@@ -144,7 +146,7 @@ fn cri_leave_running_checkpoint_in_forensic_layout_restores_beside_the_original(
     // The original counts on.
     assert_eq!(cri.state(&c), ContainerState::ContainerRunning);
     cri.wait_count_above(&c, last + 5);
-    let (_, c2, started) = cri.restore_pod("copy", &archive);
+    let (_, c2, started) = cri.restore_pod("copy", &archive, false);
     started.unwrap_or_else(|e| panic!("restore start: {e}\n{}", cri.ctrd.log_tail()));
     check_restored(&cri, &c2, last);
     assert_eq!(cri.state(&c), ContainerState::ContainerRunning);
@@ -162,7 +164,7 @@ fn cri_leave_running_checkpoint_in_forensic_layout_restores_beside_the_original(
         ("damaged", &bad, "damaged"),
         ("missing", &missing, "no such file"),
     ] {
-        let (pod, c3, started) = cri.restore_pod(name, path);
+        let (pod, c3, started) = cri.restore_pod(name, path, false);
         let e = started.expect_err("a bad checkpoint must not start");
         let msg = e.message().to_lowercase();
         assert!(
