@@ -83,19 +83,26 @@ async fn connect_unbounded(socket: &Path) -> anyhow::Result<Client> {
     if let Err(e) = UnixStream::connect(socket).await {
         return Err(ClientError::Unreachable(unreachable_message(socket, &e)).into());
     }
+    let channel = unix_channel(socket)
+        .await
+        .with_context(|| format!("cannot connect to the daemon at {}", socket.display()))?;
+    Ok(DaemonClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
+}
+
+/// A gRPC channel over the unix socket `socket` (the daemon's, or containerd's for the
+/// CRI), its handshake bounded by `CONNECT_TIMEOUT`.
+pub async fn unix_channel(socket: &Path) -> anyhow::Result<Channel> {
     let path: PathBuf = socket.to_path_buf();
-    let channel = Endpoint::try_from("http://[::]:50051")
+    Ok(Endpoint::try_from("http://[::]:50051")
         .context("invalid endpoint")?
         .connect_timeout(CONNECT_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move { UnixStream::connect(path).await.map(TokioIo::new) }
         }))
-        .await
-        .with_context(|| format!("cannot connect to the daemon at {}", socket.display()))?;
-    Ok(DaemonClient::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX))
+        .await?)
 }
 
 /// Awaits a quick request within `QUICK_REQUEST_TIMEOUT`; the daemon's refusal becomes

@@ -14,6 +14,7 @@ use crate::error::{Result, ShimError};
 use crate::io::{ConsoleSocket, ProcessIo, StdioPaths};
 use crate::process::{Process, State};
 use crate::reaper::{Exit, Reaper};
+use crate::restore_from;
 use crate::runtime::{self, CheckpointArgs, ChildStdio, Runtime};
 
 /// A container managed by this shim.
@@ -59,6 +60,39 @@ fn restore_source(checkpoint: &str, options: &RuncOptions) -> Option<PathBuf> {
         .into_iter()
         .find(|p| !p.is_empty())
         .map(PathBuf::from)
+}
+
+/// The CRIU images of the checkpoint the bundle's spec names in its restore annotation
+/// (see [`restore_from`]), checked and with its rootfs changes applied; None if it names
+/// none.
+async fn annotated_restore(bundle: &Path, rootfs_mounted: bool) -> Result<Option<PathBuf>> {
+    let Some(source) = restore_from::requested(bundle)? else {
+        return Ok(None);
+    };
+    let bundle = bundle.to_path_buf();
+    let rootfs = if rootfs_mounted {
+        bundle.join("rootfs")
+    } else {
+        // The spec's root (a rootfs given with the bundle, as `ctr run --rootfs`).
+        bundle.join(spec_root(&bundle)?)
+    };
+    tokio::task::spawn_blocking(move || restore_from::prepare(&source, &bundle, &rootfs))
+        .await
+        .map_err(|e| ShimError::Other(format!("restore preparation task: {e}")))?
+        .map(Some)
+}
+
+/// The spec's `root.path` (relative to the bundle or absolute).
+fn spec_root(bundle: &Path) -> Result<PathBuf> {
+    let path = bundle.join("config.json");
+    let bytes = std::fs::read(&path).map_err(ShimError::io(format!("read {}", path.display())))?;
+    let spec: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", path.display())))?;
+    Ok(PathBuf::from(
+        spec.pointer("/root/path")
+            .and_then(|v| v.as_str())
+            .unwrap_or("rootfs"),
+    ))
 }
 
 /// The runtime for a bundle, as recorded at create (used by `shim delete`).
@@ -115,7 +149,16 @@ impl Container {
             terminal: req.terminal,
         };
         let init = Arc::new(Process::new(&req.id, "", stdio));
-        let restore_from = restore_source(&req.checkpoint, &options);
+        let restore_from = match annotated_restore(&bundle, rootfs_mounted).await {
+            Ok(Some(images)) => Some(images),
+            Ok(None) => restore_source(&req.checkpoint, &options),
+            Err(e) => {
+                if rootfs_mounted {
+                    unmount_rootfs(&bundle);
+                }
+                return Err(e);
+            }
+        };
         let c = Container {
             id: req.id.clone(),
             bundle,

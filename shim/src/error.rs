@@ -33,6 +33,12 @@ pub enum ShimError {
         #[source]
         source: std::io::Error,
     },
+    /// The checkpoint a new container asks to be restored from cannot be used.
+    #[error(
+        "cannot restore from {}={path}: {reason}",
+        crate::restore_from::RESTORE_ANNOTATION
+    )]
+    RestoreFrom { path: String, reason: String },
     /// Anything else from the shim library.
     #[error("{0}")]
     Other(String),
@@ -54,7 +60,9 @@ impl ShimError {
             ShimError::NotFound(_) => ttrpc::Code::NOT_FOUND,
             ShimError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
             ShimError::InvalidArgument(_) => ttrpc::Code::INVALID_ARGUMENT,
-            ShimError::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
+            ShimError::FailedPrecondition(_) | ShimError::RestoreFrom { .. } => {
+                ttrpc::Code::FAILED_PRECONDITION
+            }
             ShimError::Runtime { .. } | ShimError::Io { .. } | ShimError::Other(_) => {
                 ttrpc::Code::INTERNAL
             }

@@ -11,6 +11,7 @@ pub mod io;
 pub mod options;
 pub mod process;
 pub mod reaper;
+pub mod restore_from;
 pub mod runtime;
 pub mod service;
 pub mod startup;

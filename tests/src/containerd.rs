@@ -113,12 +113,17 @@ impl Containerd {
         .collect()
     }
 
+    /// The last number in container `id`'s /count, if it has one yet.
+    pub fn last_count(&self, id: &str) -> Option<u64> {
+        self.counts(id).last().copied()
+    }
+
     /// Waits until `id`'s counter passes `above`; returns it.
     pub fn wait_count_above(&self, id: &str, above: u64) -> u64 {
         wait_for(
             &format!("{id}'s counter to pass {above}"),
             Duration::from_secs(30),
-            || self.counts(id).last().copied().filter(|v| *v > above),
+            || self.last_count(id).filter(|v| *v > above),
         )
     }
 
@@ -363,8 +368,10 @@ fn spawn_containerd(d: &Path) -> Child {
         .append(true)
         .open(d.join("containerd.log"))
         .expect("containerd log");
+    // DIR/bin first: where a test puts stand-in shims (see `cri::STANDIN_HANDLER`).
     let path = format!(
-        "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "{}:{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        d.join("bin").display(),
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
@@ -390,6 +397,12 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// Writes an OCI image archive `out` holding one layer: a busybox-static rootfs.
 pub fn build_busybox_image(work: &Path, out: &Path, name: &str) {
+    build_busybox_image_with(work, out, name, &["/bin/sh"]);
+}
+
+/// [`build_busybox_image`] whose image config runs `cmd` by default (a CRI sandbox runs
+/// its image's command, so the offline pause image is busybox that sleeps).
+pub fn build_busybox_image_with(work: &Path, out: &Path, name: &str, cmd: &[&str]) {
     let rootfs = work.join("rootfs");
     crate::busybox_rootfs(&rootfs, &["etc", "root"]);
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
@@ -403,7 +416,7 @@ pub fn build_busybox_image(work: &Path, out: &Path, name: &str) {
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
     })
     .to_string()

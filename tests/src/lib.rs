@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod containerd;
+pub mod cri;
 pub mod guest;
 pub mod s3;
 

@@ -5,41 +5,8 @@
 //! cannot carry the checkpoint path (runtimeoptions.v1.Options, from
 //! `--runtime-config-path`) is refused before anything is frozen, and keeps running.
 
-use std::time::Duration;
-
-use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE};
-use cedana_e2e::{wait_for, Env};
-
-/// Appends 1, 2, 3, ... to /count: the restored file shows where the dump stopped.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.1; done";
-
-/// Every number in `id`'s /count, read with a fresh exec.
-fn counts(c: &Containerd, id: &str, exec: &mut u32) -> Vec<u64> {
-    *exec += 1;
-    let exec_id = format!("cat-{exec}");
-    c.ctr(&[
-        "task",
-        "exec",
-        "--exec-id",
-        &exec_id,
-        id,
-        "/bin/cat",
-        "/count",
-    ])
-    .stdout
-    .lines()
-    .filter_map(|l| l.trim().parse().ok())
-    .collect()
-}
-
-/// Waits until `id`'s counter passes `above`; returns it.
-fn wait_above(c: &Containerd, id: &str, exec: &mut u32, above: u64) -> u64 {
-    wait_for(
-        &format!("{id} to count past {above}"),
-        Duration::from_secs(30),
-        || counts(c, id, exec).last().copied().filter(|v| *v > above),
-    )
-}
+use cedana_e2e::containerd::{Containerd, CEDANA, COUNTER, IMAGE};
+use cedana_e2e::Env;
 
 fn dump_restore_on_our_shim(daemon: bool) {
     let Some(c) = Containerd::setup() else { return };
@@ -58,8 +25,7 @@ fn dump_restore_on_our_shim(daemon: bool) {
         "-c",
         COUNTER,
     ]);
-    let mut exec = 0;
-    wait_above(&c, "orig", &mut exec, 10);
+    c.wait_count_above("orig", 10);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
     let target = [
@@ -95,10 +61,10 @@ fn dump_restore_on_our_shim(daemon: bool) {
     assert_eq!(info["Runtime"]["Name"], CEDANA, "{info}");
     // The rootfs diff holds 1..=N; the restored process appends N+1, N+2, ...: every
     // number is the previous one plus one (a restart would append 1 after N).
-    let seq = counts(&c, "copy", &mut exec);
+    let seq = c.counts("copy");
     let last = *seq.last().expect("a restored count");
-    let grown = wait_above(&c, "copy", &mut exec, last + 3);
-    let seq = counts(&c, "copy", &mut exec);
+    let grown = c.wait_count_above("copy", last + 3);
+    let seq = c.counts("copy");
     let expected: Vec<u64> = (1..=seq.len() as u64).collect();
     assert_eq!(seq, expected, "the restored counter did not carry on");
     assert!(grown > 10, "{seq:?}");
@@ -135,8 +101,7 @@ fn containerd_unrestorable_runtime_options_are_refused_before_the_dump() {
         "-c",
         COUNTER,
     ]);
-    let mut exec = 0;
-    let before = wait_above(&c, "typed", &mut exec, 2);
+    let before = c.wait_count_above("typed", 2);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
     let r = env
@@ -157,7 +122,7 @@ fn containerd_unrestorable_runtime_options_are_refused_before_the_dump() {
     assert!(r.stderr.contains("keeps running"), "{}", r.stderr);
     // Nothing was frozen or written: the container counts on.
     assert_eq!(c.task_status("typed").as_deref(), Some("RUNNING"));
-    wait_above(&c, "typed", &mut exec, before + 2);
+    c.wait_count_above("typed", before + 2);
     assert!(cedana_e2e::dir_names(&env.checkpoints()).is_empty());
     c.remove_all();
 }

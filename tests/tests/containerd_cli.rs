@@ -14,27 +14,6 @@ use cedana_e2e::{bin, e2e_enabled, wait_for, Env};
 const COUNTER: &str =
     "i=0; while true; do i=$((i+1)); echo $i > /c.tmp; mv /c.tmp /count; sleep 0.2; done";
 
-/// The count inside container `id`, read with an exec.
-fn count(c: &Containerd, id: &str, exec: &str) -> Option<u64> {
-    c.ctr(&["task", "exec", "--exec-id", exec, id, "/bin/cat", "/count"])
-        .stdout
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn wait_count_above(c: &Containerd, id: &str, above: u64) -> u64 {
-    let mut n = 0;
-    wait_for(
-        &format!("{id} to count past {above}"),
-        Duration::from_secs(30),
-        || {
-            n += 1;
-            count(c, id, &format!("r{n}")).filter(|v| *v > above)
-        },
-    )
-}
-
 fn dump_restore_into_new_container(daemon: bool) {
     let Some(c) = Containerd::setup() else { return };
     let mut env = Env::new();
@@ -55,7 +34,7 @@ fn dump_restore_into_new_container(daemon: bool) {
         "-c",
         COUNTER,
     ]);
-    wait_count_above(&c, "orig", 5);
+    c.wait_count_above("orig", 5);
     c.ok(&[
         "task",
         "exec",
@@ -66,7 +45,7 @@ fn dump_restore_into_new_container(daemon: bool) {
         "-c",
         "echo written-inside > /note",
     ]);
-    let before = wait_count_above(&c, "orig", 5);
+    let before = c.wait_count_above("orig", 5);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
     let mut dump = vec![
@@ -122,13 +101,15 @@ fn dump_restore_into_new_container(daemon: bool) {
     // It continues from where it stopped: never below the count seen before the dump
     // (a fresh start would write 1 within 0.2 s), and keeps counting.
     let mut last = before;
-    for i in 0..8 {
-        let v = count(&c, "copy", &format!("a{i}")).expect("a count in the restored container");
+    for _ in 0..8 {
+        let v = c
+            .last_count("copy")
+            .expect("a count in the restored container");
         assert!(v >= last, "restored counter went back: {v} after {last}");
         last = v;
         std::thread::sleep(Duration::from_millis(100));
     }
-    wait_count_above(&c, "copy", last + 3);
+    c.wait_count_above("copy", last + 3);
     // containerd holds the recorded spec, moved to the new id.
     let info: serde_json::Value =
         serde_json::from_str(&c.ok(&["containers", "info", "copy"])).expect("info json");
@@ -227,7 +208,7 @@ fn containerd_restore_with_another_image() {
         "-c",
         COUNTER,
     ]);
-    let before = wait_count_above(&c, "src", 3);
+    let before = c.wait_count_above("src", 3);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
     let common = [
@@ -283,7 +264,7 @@ fn containerd_restore_with_another_image() {
     let info = c.ok(&["container", "info", "copy"]);
     assert!(info.contains(other), "created from {other}: {info}");
     assert!(
-        wait_count_above(&c, "copy", before) > before,
+        c.wait_count_above("copy", before) > before,
         "the copy counts on"
     );
     c.kill_and_remove("copy");

@@ -85,17 +85,6 @@ fn sh(c: &Containerd, line: &str) -> cedana_e2e::Run {
     cedana_e2e::Run::from_output(out)
 }
 
-/// Every number in `id`'s /count.
-fn counts(c: &Containerd, id: &str, n: &mut u32) -> Vec<u64> {
-    *n += 1;
-    let exec = format!("readme-cat-{n}");
-    c.ctr(&["task", "exec", "--exec-id", &exec, id, "cat", "/count"])
-        .stdout
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 #[test]
 fn readme_ctr_checkpoint_restore_sequence_works_as_written() {
     let Some(c) = Containerd::setup() else { return };
@@ -114,7 +103,6 @@ fn readme_ctr_checkpoint_restore_sequence_works_as_written() {
         })
         .expect("the README's ctr run names an image");
     c.import_busybox_as(image);
-    let mut n = 0;
     let mut before = 0;
     for line in &lines {
         let r = sh(&c, line);
@@ -129,7 +117,7 @@ fn readme_ctr_checkpoint_restore_sequence_works_as_written() {
         if line.starts_with("ctr run ") {
             // Let the counter pass a value a restart from 1 could not reach at once.
             before = wait_for("c1 to count past 3", Duration::from_secs(30), || {
-                counts(&c, "c1", &mut n).last().copied().filter(|v| *v > 3)
+                c.counts("c1").last().copied().filter(|v| *v > 3)
             });
         }
     }
@@ -138,7 +126,7 @@ fn readme_ctr_checkpoint_restore_sequence_works_as_written() {
     // The rw layer holds 1..=N (N >= `before`, where the checkpoint was taken) and the
     // restored process appends N+1, ...: each number follows the one before it.
     let grown = wait_for("c2 to count on", Duration::from_secs(30), || {
-        let seq = counts(&c, "c2", &mut n);
+        let seq = c.counts("c2");
         (seq.last().copied().unwrap_or(0) > before + 2).then_some(seq)
     });
     let expected: Vec<u64> = (1..=grown.len() as u64).collect();
@@ -289,9 +277,8 @@ fn readme_cedana_dump_restore_containerd_block_works_as_written() {
         "-c",
         "i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.2; done",
     ]);
-    let mut n = 0;
     let before = wait_for("c1 to count past 3", Duration::from_secs(30), || {
-        counts(&c, "c1", &mut n).last().copied().filter(|v| *v > 3)
+        c.counts("c1").last().copied().filter(|v| *v > 3)
     });
     let ck = env.path("ck");
     // `cedana` with this test's daemon and config; containerd from the environment.
@@ -336,7 +323,7 @@ fn readme_cedana_dump_restore_containerd_block_works_as_written() {
         "ctr task ls shows it"
     );
     let grown = wait_for("c2 to count on", Duration::from_secs(30), || {
-        let seq = counts(&c, "c2", &mut n);
+        let seq = c.counts("c2");
         (seq.last().copied().unwrap_or(0) > before + 2).then_some(seq)
     });
     let i = grown.iter().rposition(|v| *v == before).expect("before");

@@ -11,14 +11,6 @@ use cedana_e2e::{bin, wait_for, Env};
 const COUNTER: &str =
     "i=0; while true; do i=$((i+1)); echo $i > /c.tmp; mv /c.tmp /count; sleep 0.2; done";
 
-fn count(c: &Containerd, id: &str, exec: &str) -> Option<u64> {
-    c.ctr(&["task", "exec", "--exec-id", exec, id, "/bin/cat", "/count"])
-        .stdout
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// Keys of the committed snapshots (`ctr snapshots ls`: KEY PARENT KIND).
 fn committed(c: &Containerd) -> Vec<String> {
     c.ok(&["snapshots", "ls"])
@@ -50,7 +42,7 @@ fn restore_unpacks_an_image_the_snapshotter_lacks() {
         COUNTER,
     ]);
     let before = wait_for("orig to count", Duration::from_secs(30), || {
-        count(&c, "orig", "r").filter(|n| *n > 5)
+        c.last_count("orig").filter(|n| *n > 5)
     });
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
@@ -107,7 +99,7 @@ fn restore_unpacks_an_image_the_snapshotter_lacks() {
     let label = format!("containerd.io/gc.ref.snapshot.overlayfs={}", layers[0]);
     assert!(content.contains(&label), "{content}");
     let after = wait_for("copy to count on", Duration::from_secs(30), || {
-        count(&c, "copy", "r2").filter(|n| *n > before)
+        c.last_count("copy").filter(|n| *n > before)
     });
     assert!(after > before, "{after} after {before}");
     c.kill_and_remove("copy");

@@ -18,8 +18,8 @@ pub use k8s::{K8sHelperArgs, K8sHelperCmd};
 pub use kata::VmArgs;
 pub use misc::{CompleteKind, CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
-    ContainerJobArgs, ContainerdArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, ManageCmd,
-    QueryCmd, RestoreArgs, RestoreCmd, RunArgs, RunCmd, RunContainerdArgs, RunRuncArgs,
+    ContainerJobArgs, ContainerdArgs, CriArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd,
+    ManageCmd, QueryCmd, RestoreArgs, RestoreCmd, RunArgs, RunCmd, RunContainerdArgs, RunRuncArgs,
 };
 
 /// Transparent checkpoint/restore of processes with CRIU.

@@ -236,6 +236,28 @@ pub enum DumpCmd {
         #[arg(long)]
         no_server: bool,
     },
+    /// Checkpoint a Kubernetes pod's container on this node, found through containerd's
+    /// CRI (namespace k8s.io), as `dump containerd` would; restore it into a new pod on
+    /// handler cedana with the annotation cedana.io/restore-from=PATH.
+    K8s {
+        /// Pod name.
+        pod: String,
+        /// The container (default: the pod's only running one).
+        #[arg(long)]
+        container: Option<String>,
+        /// The pod's Kubernetes namespace (default: any; needed when the name is in several).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Where the CRI is.
+        #[command(flatten)]
+        cri: CriArgs,
+        /// Dump options.
+        #[command(flatten)]
+        args: DumpArgs,
+        /// Run the engine in this process instead of asking the daemon.
+        #[arg(long)]
+        no_server: bool,
+    },
     /// Checkpoint a process tree or container inside a VM through its
     /// cedana-guest-agent; the checkpoint streams out to --dir on this host.
     Kata {
@@ -257,6 +279,20 @@ pub enum DumpCmd {
         #[arg(long)]
         no_server: bool,
     },
+}
+
+/// Where Kubernetes' CRI is: containerd's socket.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CriArgs {
+    /// containerd's socket (it serves the CRI).
+    #[arg(
+        id = "cri_address",
+        long = "containerd-address",
+        value_name = "SOCKET",
+        env = "CONTAINERD_ADDRESS",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub address: PathBuf,
 }
 
 /// Where a containerd container is.
@@ -413,6 +449,18 @@ pub enum QueryCmd {
         /// Ask the runtime in this process instead of asking the daemon.
         #[arg(long)]
         no_server: bool,
+    },
+    /// Kubernetes pods on this node and their containers, read through containerd's
+    /// CRI: pod, namespace, runtime handler, container, state.
+    K8s {
+        /// Only the pods with these names.
+        names: Vec<String>,
+        /// Only pods of this Kubernetes namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Where the CRI is.
+        #[command(flatten)]
+        cri: CriArgs,
     },
     /// What runs in a VM (kata containers, processes), or with --check the guest's
     /// health, asked of its cedana-guest-agent.

@@ -61,13 +61,13 @@ fn subcommand_names() {
     assert_eq!(names(sub(&cli, "daemon")), ["check", "start", "stop"]);
     assert_eq!(
         names(sub(&cli, "dump")),
-        ["containerd", "job", "kata", "process", "runc"]
+        ["containerd", "job", "k8s", "kata", "process", "runc"]
     );
     assert_eq!(
         names(sub(&cli, "restore")),
         ["containerd", "job", "kata", "process", "runc"]
     );
-    assert_eq!(names(sub(&cli, "query")), ["kata", "runc"]);
+    assert_eq!(names(sub(&cli, "query")), ["k8s", "kata", "runc"]);
     assert_eq!(names(sub(&cli, "run")), ["containerd", "process", "runc"]);
     assert_eq!(
         names(sub(&cli, "manage")),

@@ -1,5 +1,6 @@
-//! `cedana dump process PID|job JID`: checkpoint through the daemon, or in-process with
-//! `--no-server`. Both build the same proto request, so a flag means the same either way.
+//! `cedana dump process PID|job JID|runc|containerd|k8s ...`: checkpoint through the
+//! daemon, or in-process with `--no-server` (`dump k8s` finds the pod's container through
+//! the CRI first, then is `dump containerd`). Both build the same proto request, so a flag means the same either way.
 
 use cedana_runtime::engine::Engine;
 use cedana_runtime::image::metadata::Metadata;
@@ -47,6 +48,7 @@ fn dump_args(cmd: &DumpCmd) -> &DumpArgs {
         | DumpCmd::Job { args, .. }
         | DumpCmd::Runc { args, .. }
         | DumpCmd::Containerd { args, .. }
+        | DumpCmd::K8s { args, .. }
         | DumpCmd::Kata { args, .. } => args,
     }
 }
@@ -98,6 +100,34 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
             )?,
             *no_server,
         ),
+        DumpCmd::K8s {
+            pod,
+            container,
+            namespace,
+            cri,
+            args,
+            no_server,
+        } => {
+            let address = absolute(&cri.address);
+            let (_, c) = crate::k8s::cri::container_of(
+                &address,
+                pod,
+                namespace.as_deref(),
+                container.as_deref(),
+            )
+            .await?;
+            (
+                dump_request(
+                    Target::Containerd(proto::ContainerdContainer {
+                        id: c.id,
+                        address: Some(address.display().to_string()),
+                        namespace: Some(crate::k8s::cri::CONTAINERD_NAMESPACE.into()),
+                    }),
+                    args,
+                )?,
+                *no_server,
+            )
+        }
         DumpCmd::Kata { .. } => unreachable!("handled above"),
     };
     let resp = if no_server {

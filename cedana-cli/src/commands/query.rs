@@ -1,6 +1,7 @@
 //! `cedana query runc [ID] [--root R]`: the runtime's containers with status and PID,
 //! read from the runtime itself (`runc list` / `runc state`), by the daemon or, with
-//! `--no-server`, in-process.
+//! `--no-server`, in-process. `cedana query k8s [NAME...]`: pods and their containers,
+//! read through containerd's CRI from this process (see `k8s.rs`).
 
 use cedana_runtime::plugins::runc::runtime::Runtime;
 use cedana_runtime::plugins::runc::RuncTarget;
@@ -21,6 +22,11 @@ pub async fn run(ctx: &Ctx, cmd: QueryCmd) -> anyhow::Result<i32> {
             no_server,
         } => (id, root, no_server),
         QueryCmd::Kata { vm, check, .. } => return super::kata::query(ctx, &vm, check).await,
+        QueryCmd::K8s {
+            names,
+            namespace,
+            cri,
+        } => return query_k8s(ctx, &names, namespace.as_deref(), &cri.address).await,
     };
     let root = root.map(|r| absolute(&r));
     let containers = if no_server {
@@ -71,6 +77,67 @@ pub async fn run(ctx: &Ctx, cmd: QueryCmd) -> anyhow::Result<i32> {
             c.bundle.clone(),
             c.created.clone(),
         ]);
+    }
+    t.print();
+    Ok(0)
+}
+
+/// `query k8s`: one row per container (a pod without containers gets one row).
+async fn query_k8s(
+    ctx: &Ctx,
+    names: &[String],
+    namespace: Option<&str>,
+    address: &std::path::Path,
+) -> anyhow::Result<i32> {
+    let pods = crate::k8s::cri::pods(&absolute(address), names, namespace).await?;
+    if ctx.json {
+        print_json(&serde_json::json!(pods
+            .iter()
+            .map(crate::k8s::cri::Pod::to_json)
+            .collect::<Vec<_>>()));
+        return Ok(0);
+    }
+    let mut t = Table::new(&[
+        "NAMESPACE",
+        "POD",
+        "HANDLER",
+        "CONTAINER",
+        "STATE",
+        "CONTAINER ID",
+        "IMAGE",
+    ]);
+    for p in &pods {
+        let handler = if p.handler.is_empty() {
+            "(default)".to_string()
+        } else {
+            p.handler.clone()
+        };
+        let rows: Vec<[String; 4]> = if p.containers.is_empty() {
+            vec![["-".into(), p.state.clone(), "-".into(), "-".into()]]
+        } else {
+            p.containers
+                .iter()
+                .map(|c| {
+                    [
+                        c.name.clone(),
+                        c.state.clone(),
+                        c.id.clone(),
+                        c.image.clone(),
+                    ]
+                })
+                .collect()
+        };
+        for [name, state, id, image] in rows {
+            t.row(vec![
+                p.namespace.clone(),
+                p.name.clone(),
+                handler.clone(),
+                name,
+                state,
+                id,
+                image,
+            ]);
+        }
     }
     t.print();
     Ok(0)

@@ -30,7 +30,8 @@ use crate::streamer;
 
 /// Runs `runtime checkpoint` (through the stream relay with `--streams`). A dump that
 /// stops the container holds it frozen (`hold.rs`) from before CRIU until its checkpoint
-/// is committed, and only then kills it; otherwise the storage adapter commits after.
+/// is committed, and only then kills it; otherwise the storage adapter commits after. A
+/// portable dump that leaves it running holds it frozen until its rootfs diff is written.
 pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
     let d = dump_target(&ctx)
         .cloned()
@@ -47,18 +48,22 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
     let (target, stream_env) = stream::runtime_target(&d.target, &ctx.env, plan.is_some())?;
     let rt = Runtime::new(&target, &ctx.env.config.runc.binary_path)?;
     let committer = ctx.committer.clone().filter(|_| !ctx.opts.leave_running);
-    let held = match &committer {
-        Some(_) => {
-            let (rt, id) = (rt.clone(), d.target.id.clone());
-            Some(
-                blocking(move || {
-                    let paused = rt.state(&id)?.status == ContainerStatus::Paused;
-                    Ok(Held::pause(&rt, &id, paused)?)
-                })
-                .await?,
-            )
-        }
-        None => None,
+    // A portable dump that leaves the container running holds it frozen too, until its
+    // rootfs diff is written: runc would resume it right after CRIU, and the diff would
+    // then hold writes its memory images never made (a restored counter repeats a line).
+    let hold_for_diff = ctx.opts.leave_running && ctx.req.image_path.is_none();
+    let stops = committer.is_some();
+    let held = if stops || hold_for_diff {
+        let (rt, id) = (rt.clone(), d.target.id.clone());
+        Some(
+            blocking(move || {
+                let paused = rt.state(&id)?.status == ContainerStatus::Paused;
+                Ok(Held::pause(&rt, &id, paused)?)
+            })
+            .await?,
+        )
+    } else {
+        None
     };
     // CRIU leaves the frozen container frozen; `held` ends it after the commit.
     let mut opts = ctx.opts.clone();
@@ -66,7 +71,8 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
     let worker = held.as_ref().map(Held::worker_recorder);
     let result = checkpoint_held(ctx, &d, (rt, stream_env), plan, opts, committer, worker).await;
     match (held, &result) {
-        (Some(h), Ok(_)) => blocking(move || Ok(h.kill()?)).await?,
+        (Some(h), Ok(_)) if stops => blocking(move || Ok(h.kill()?)).await?,
+        (Some(h), Ok(_)) => blocking(move || Ok(h.release()?)).await?,
         (Some(h), Err(e)) => {
             tracing::warn!(error = %e, "checkpoint failed; the container runs on");
             blocking(move || Ok(h.release()?)).await?
