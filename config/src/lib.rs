@@ -46,6 +46,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Container runtime settings (the runc plugin and `cedana-runc`).
     pub runc: RuncConfig,
+    /// GPU settings (the gpu plugin).
+    pub gpu: GpuConfig,
 }
 
 /// Checkpoint settings (`checkpoint.*`).
@@ -75,6 +77,19 @@ pub struct RuncConfig {
     pub binary_path: PathBuf,
 }
 
+/// GPU settings (`gpu.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuConfig {
+    /// Directory holding the GPU device nodes (`nvidia0`, `nvidiactl`, `nvidia-uvm`, `kfd`).
+    pub device_dir: PathBuf,
+    /// NVIDIA's `cuda-checkpoint` tool: an absolute path, or a bare name to look up in `PATH`.
+    pub cuda_checkpoint: PathBuf,
+    /// `nvidia-smi`: an absolute path, or a bare name to look up in `PATH`.
+    pub nvidia_smi: PathBuf,
+    /// Milliseconds a GPU lock may wait for the job's running CUDA calls.
+    pub lock_timeout_ms: u64,
+}
+
 /// Job settings (`jobs.*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobsConfig {
@@ -94,6 +109,7 @@ impl Default for Config {
             criu: CriuConfig::default(),
             jobs: JobsConfig::default(),
             runc: RuncConfig::default(),
+            gpu: GpuConfig::default(),
         };
         for key in keys::KEYS {
             // The defaults are constants, parsed by the same rules as user text; the

@@ -1,0 +1,130 @@
+//! Backends that move a process's GPU state into its host memory and back. One exists:
+//! NVIDIA's `cuda-checkpoint` tool (`gpu.cuda_checkpoint`, r555+ for `--action`). The
+//! driver API from a helper binary and CRIU's own cuda_plugin are not built yet.
+
+use std::path::{Path, PathBuf};
+
+use super::tool::{self, ToolFailure};
+
+/// A process's GPU state, as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuState {
+    /// Running on its GPU.
+    Running,
+    /// Locked: no CUDA call may start.
+    Locked,
+    /// GPU state moved into host memory; device memory released.
+    Checkpointed,
+    /// The driver reports a failure.
+    Failed,
+}
+
+impl GpuState {
+    /// Reads the driver's word for a state.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word.trim().to_ascii_lowercase().as_str() {
+            "running" => Some(Self::Running),
+            "locked" => Some(Self::Locked),
+            "checkpointed" => Some(Self::Checkpointed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One step of the GPU protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Stop new CUDA calls, waiting up to the timeout for running ones.
+    Lock,
+    /// Move GPU state into host memory.
+    Checkpoint,
+    /// Move it back onto a GPU.
+    Restore,
+    /// Let CUDA calls run again.
+    Unlock,
+}
+
+impl Action {
+    /// Its name, as the tool takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lock => "lock",
+            Self::Checkpoint => "checkpoint",
+            Self::Restore => "restore",
+            Self::Unlock => "unlock",
+        }
+    }
+}
+
+/// What moves GPU state for one process at a time.
+pub trait Backend: Send + Sync {
+    /// Its name in metadata.json.
+    fn name(&self) -> &'static str;
+    /// Runs one step on `pid`.
+    fn act(&self, action: Action, pid: i32) -> Result<(), ToolFailure>;
+    /// The process's GPU state.
+    fn state(&self, pid: i32) -> Result<GpuState, ToolFailure>;
+}
+
+/// NVIDIA's `cuda-checkpoint --action ... --pid PID`.
+#[derive(Debug, Clone)]
+pub struct CudaCheckpoint {
+    /// The tool.
+    pub binary: PathBuf,
+    /// `--timeout` of `lock`, in ms.
+    pub lock_timeout_ms: u64,
+}
+
+impl CudaCheckpoint {
+    /// The tool at `binary`.
+    pub fn new(binary: &Path, lock_timeout_ms: u64) -> Self {
+        Self {
+            binary: binary.to_path_buf(),
+            lock_timeout_ms,
+        }
+    }
+
+    /// Whether the tool takes `--action` (r555+): older ones only toggle.
+    pub fn supports_action(&self) -> Result<bool, ToolFailure> {
+        Ok(tool::run(&self.binary, &["--help"])?.contains("--action"))
+    }
+}
+
+impl Backend for CudaCheckpoint {
+    fn name(&self) -> &'static str {
+        "cuda-checkpoint"
+    }
+
+    fn act(&self, action: Action, pid: i32) -> Result<(), ToolFailure> {
+        let (pid, timeout) = (pid.to_string(), self.lock_timeout_ms.to_string());
+        let mut args = vec!["--action", action.as_str(), "--pid", &pid];
+        if action == Action::Lock {
+            args.extend(["--timeout", &timeout]);
+        }
+        tool::run(&self.binary, &args).map(drop)
+    }
+
+    fn state(&self, pid: i32) -> Result<GpuState, ToolFailure> {
+        let out = tool::run(&self.binary, &["--get-state", "--pid", &pid.to_string()])?;
+        GpuState::parse(&out).ok_or_else(|| {
+            ToolFailure::Failed(format!("cuda-checkpoint --get-state said {:?}", out.trim()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_read_as_the_driver_words_them() {
+        assert_eq!(
+            GpuState::parse("checkpointed\n"),
+            Some(GpuState::Checkpointed)
+        );
+        assert_eq!(GpuState::parse("Running"), Some(GpuState::Running));
+        assert_eq!(GpuState::parse("locked"), Some(GpuState::Locked));
+        assert_eq!(GpuState::parse("odd"), None);
+    }
+}
