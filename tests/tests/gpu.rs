@@ -356,3 +356,61 @@ fn a_job_without_a_gpu_is_untouched_by_the_gpu_plugin() {
     let md: serde_json::Value = serde_json::from_str(&md).expect("json");
     assert!(md.get("gpu").is_none(), "{md}");
 }
+
+#[test]
+fn check_reports_gpu_readiness_with_the_fix_for_each_gap() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let find = |checks: &serde_json::Value, name: &str| {
+        checks
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|c| c["plugin"] == "gpu" && c["check"] == name)
+            })
+            .unwrap_or_else(|| panic!("no gpu {name:?} check in {checks}"))
+            .clone()
+    };
+    // Exit 0 or 1 depends on the rest of the host; only the GPU lines matter here.
+    let ready = host.cedana(&["--json", "check"], Some(&gpus), None).json();
+    let driver = find(&ready, "nvidia driver");
+    assert_eq!(driver["status"], "ok", "{driver}");
+    assert!(
+        driver["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("570.86.15"),
+        "{driver}"
+    );
+    let tool = find(&ready, "cuda-checkpoint");
+    assert_eq!(tool["status"], "ok", "{tool}");
+    assert!(
+        tool["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--action"),
+        "{tool}"
+    );
+    assert_eq!(find(&ready, "criu cuda plugin")["status"], "ok");
+
+    let bare = host
+        .cedana(
+            &[
+                "--json",
+                "--set",
+                "gpu.cuda_checkpoint=/nonexistent/cuda-checkpoint",
+                "check",
+            ],
+            None,
+            None,
+        )
+        .json();
+    for name in ["nvidia driver", "cuda-checkpoint"] {
+        let c = find(&bare, name);
+        assert_eq!(c["status"], "warn", "{c}");
+        assert!(c["fix"].as_str().is_some_and(|f| f.contains("gpu.")), "{c}");
+    }
+}
