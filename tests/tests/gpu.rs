@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use cedana_e2e::*;
 
-const H100: &str = "0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15\n";
+const H100: &str = "0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n";
 
 /// A fake GPU host: device files, the stand-ins' state, and one record of GPU and CRIU
 /// calls in the order they happened.
@@ -302,7 +302,8 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
             .ok(),
     );
     w.reap();
-    let two = format!("{H100}1, GPU-bbbb, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15\n");
+    let two =
+        format!("{H100}1, GPU-bbbb, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n");
     let refusals = [
         (None, "this host has no usable NVIDIA GPU"),
         (Some(H100.replace("570.86.15", "580.65.06")), "the driver branch differs: the checkpoint was made with r570"),
@@ -413,4 +414,21 @@ fn check_reports_gpu_readiness_with_the_fix_for_each_gap() {
         assert_eq!(c["status"], "warn", "{c}");
         assert!(c["fix"].as_str().is_some_and(|f| f.contains("gpu.")), "{c}");
     }
+}
+
+#[test]
+fn a_job_on_a_mig_gpu_is_refused_before_anything_is_touched() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", &H100.replace("Disabled", "Enabled"));
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    host.dump(w.pid, &[], Some(&gpus), None)
+        .fails_with("is in MIG mode")
+        .fails_with("nothing was touched and the job keeps running");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
 }

@@ -3,7 +3,8 @@
 //! lines of a file, as the real tool would print them with `--format=csv,noheader,nounits`.
 //!
 //! - `CEDANA_TEST_NVIDIA_SMI_GPUS`: file of `index, uuid, name, memory.total,
-//!   memory.free, driver_version` lines. Unset: no driver, as on a host without a GPU.
+//!   memory.free, driver_version, mig.mode.current` lines. Unset: no driver, as on a host
+//!   without a GPU.
 //! - `CEDANA_TEST_NVIDIA_SMI_APPS`: file of `pid, gpu_uuid, used_memory` lines (optional).
 
 fn main() {

@@ -1,5 +1,6 @@
-//! Restore-time checks: the GPUs this host has against those the checkpoint recorded,
-//! before anything is restored. Each refusal says what differs and what to do.
+//! Checks made before anything is touched: at dump, setups the GPU path cannot handle;
+//! at restore, the GPUs this host has against those the checkpoint recorded. Each
+//! refusal says what is wrong and what to do.
 
 use super::error::GpuError;
 use super::inventory::{branch, Inventory};
@@ -12,6 +13,31 @@ fn models(meta: &GpuMeta) -> String {
         true => "an NVIDIA GPU".into(),
         false => names.join(", "),
     }
+}
+
+/// Why a GPU job recorded as `meta` cannot be checkpointed on a host of architecture
+/// `arch` (`std::env::consts::ARCH`), if it cannot.
+pub fn dump_refusal(arch: &str, meta: &GpuMeta) -> Option<String> {
+    if arch != "x86_64" {
+        return Some(format!(
+            "GPU checkpoints are supported on x86-64 only, this host is {arch}"
+        ));
+    }
+    // The GPUs the job holds memory on; without that record, any GPU of the host.
+    let used = |uuid: &str| {
+        let all = meta.tasks.iter().all(|t| t.memory_mib.is_empty());
+        all || meta
+            .tasks
+            .iter()
+            .any(|t| t.memory_mib.iter().any(|(u, _)| u == uuid))
+    };
+    meta.gpus.iter().find(|g| g.mig && used(&g.uuid)).map(|g| {
+        format!(
+            "GPU {} ({}) is in MIG mode, which cuda-checkpoint does not support; run the \
+             job on a GPU without MIG (`nvidia-smi -i {} -mig 0`) to make it checkpointable",
+            g.index, g.name, g.index
+        )
+    })
 }
 
 /// Whether a checkpoint whose GPU record is `meta` can be restored on a host whose
@@ -104,6 +130,7 @@ mod tests {
             name: name.into(),
             memory_total_mib: 80_000,
             memory_free_mib: free,
+            mig: false,
         }
     }
 
@@ -154,5 +181,19 @@ mod tests {
         let full = host("570.1", vec![gpu(0, "GPU-a", "NVIDIA H100", 100)]);
         let e = refusal(Ok(&full));
         assert!(e.contains("100 MiB free") && e.contains("2048 MiB"), "{e}");
+    }
+
+    #[test]
+    fn mig_and_other_architectures_are_refused_at_dump() {
+        assert_eq!(dump_refusal("x86_64", &meta()), None);
+        assert!(dump_refusal("aarch64", &meta()).is_some_and(|r| r.contains("x86-64")));
+        let mut mig = meta();
+        mig.gpus[0].mig = true;
+        assert!(dump_refusal("x86_64", &mig).is_some_and(|r| r.contains("MIG")));
+        // MIG on a GPU the job does not use is no reason.
+        mig.gpus.push(gpu(1, "GPU-b", "NVIDIA H100", 1));
+        mig.gpus[0].mig = false;
+        mig.gpus[1].mig = true;
+        assert_eq!(dump_refusal("x86_64", &mig), None);
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::backend::{Action, Backend, CudaCheckpoint};
+use super::checks;
 use super::detect::{self, Vendor};
 use super::error::GpuError;
 use super::inventory;
@@ -24,15 +25,12 @@ pub fn gpu_dump() -> Adapter<DumpCtx, DumpResponse> {
             let Some(vendor) = vendor else {
                 return next.run(ctx).await;
             };
+            let pid = tasks.keys().next().copied().unwrap_or(ctx.req.pid);
             if vendor == Vendor::Amd {
-                let pid = tasks.keys().next().copied().unwrap_or(ctx.req.pid);
-                return Err(GpuError::Action {
-                    action: "checkpoint",
+                let reason = "it holds /dev/kfd (an AMD GPU), which cedana cannot checkpoint yet";
+                return Err(GpuError::Unsupported {
                     pid,
-                    detail:
-                        "the tree holds /dev/kfd (an AMD GPU), which cedana cannot checkpoint yet"
-                            .into(),
-                    outcome: "nothing was touched and the job keeps running".into(),
+                    reason: reason.into(),
                 }
                 .into());
             }
@@ -45,6 +43,9 @@ pub fn gpu_dump() -> Adapter<DumpCtx, DumpResponse> {
                 let (nvidia_smi, backend) = (cfg.nvidia_smi.clone(), Arc::clone(&backend));
                 blocking(move || Ok(record(&nvidia_smi, backend.name(), tasks))).await?
             };
+            if let Some(reason) = checks::dump_refusal(std::env::consts::ARCH, &meta) {
+                return Err(GpuError::Unsupported { pid, reason }.into());
+            }
             ctx.metadata.set_section(&meta)?;
             let (b, p, dev) = (Arc::clone(&backend), pids.clone(), cfg.device_dir.clone());
             blocking(move || suspend(b.as_ref(), &p, dev)).await?;

@@ -29,6 +29,17 @@ pub enum GpuError {
         /// Where that leaves the job, and what to do.
         outcome: String,
     },
+    /// The job's GPU setup cannot be checkpointed; seen before anything was touched.
+    #[error(
+        "process {pid} cannot be checkpointed: {reason}; nothing was touched and the job keeps \
+         running"
+    )]
+    Unsupported {
+        /// A GPU task of the tree.
+        pid: i32,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// GPU memory is still mapped after the checkpoint: CRIU cannot dump it.
     #[error(
         "process {pid} still maps {device} after its GPU state was checkpointed; nothing was \
@@ -60,9 +71,10 @@ impl PluginError for GpuError {
 
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::Tool { .. } | Self::StillMapped { .. } | Self::Incompatible { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Self::Tool { .. }
+            | Self::Unsupported { .. }
+            | Self::StillMapped { .. }
+            | Self::Incompatible { .. } => ErrorKind::FailedPrecondition,
             Self::Action { .. } => ErrorKind::Internal,
             Self::Damaged(_) => ErrorKind::DataLoss,
         }

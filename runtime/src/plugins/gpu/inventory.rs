@@ -43,8 +43,8 @@ pub fn parse_gpus(text: &str) -> Result<Inventory, String> {
     let mut inv = Inventory::default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let f = fields(line);
-        let [index, uuid, name, total, free, driver] = f[..] else {
-            return Err(format!("expected 6 fields, got {line:?}"));
+        let [index, uuid, name, total, free, driver, mig] = f[..] else {
+            return Err(format!("expected 7 fields, got {line:?}"));
         };
         inv.gpus.push(GpuInfo {
             index: number(index, "index", line)? as u32,
@@ -52,6 +52,8 @@ pub fn parse_gpus(text: &str) -> Result<Inventory, String> {
             name: name.to_string(),
             memory_total_mib: number(total, "memory.total", line)?,
             memory_free_mib: number(free, "memory.free", line)?,
+            // `Disabled`, or `[N/A]` on GPUs without MIG.
+            mig: mig.eq_ignore_ascii_case("enabled"),
         });
         inv.driver_version = driver.to_string();
     }
@@ -92,16 +94,17 @@ mod tests {
 
     #[test]
     fn gpus_and_driver_are_read_from_nvidia_smi_csv() {
-        let text = "0, GPU-aaaa, NVIDIA H200, 143771, 143000, 580.65.06\n\
-                    1, GPU-bbbb, NVIDIA H200, 143771, 100, 580.65.06\n";
+        let text = "0, GPU-aaaa, NVIDIA H200, 143771, 143000, 580.65.06, Disabled\n\
+                    1, GPU-bbbb, NVIDIA H200, 143771, 100, 580.65.06, Enabled\n";
         let inv = parse_gpus(text).expect("parse");
         assert_eq!(inv.driver_version, "580.65.06");
         assert_eq!(branch(&inv.driver_version), "580");
         assert_eq!(inv.gpus.len(), 2);
         assert_eq!(inv.gpus[1].uuid, "GPU-bbbb");
         assert_eq!(inv.gpus[1].memory_free_mib, 100);
+        assert!(!inv.gpus[0].mig && inv.gpus[1].mig);
         assert_eq!(parse_gpus("").expect("empty"), Inventory::default());
-        let e = parse_gpus("0, GPU-a, H200, lots, 1, 580").expect_err("bad");
+        let e = parse_gpus("0, GPU-a, H200, lots, 1, 580, [N/A]").expect_err("bad");
         assert!(e.contains("memory.total"), "{e}");
         assert!(parse_gpus("No devices were found").is_err());
     }

@@ -19,6 +19,8 @@ pub struct GpuInfo {
     pub memory_total_mib: u64,
     /// Free memory, MiB (at the time of the query).
     pub memory_free_mib: u64,
+    /// Whether MIG (multi-instance GPU) is enabled on it.
+    pub mig: bool,
 }
 
 /// A task of the dumped tree that uses a GPU.
