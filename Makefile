@@ -9,7 +9,7 @@ PROFILE ?= debug
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 CARGO_TARGET_DIR ?= target
 RELEASE_DIR := $(CARGO_TARGET_DIR)/release
-BINARIES := cedana cedana-runc cedana-criu-relay containerd-shim-cedana-v2 cedana-guest-agent
+BINARIES := cedana cedana-runc cedana-criu-relay containerd-shim-cedana-v2 cedana-guest-agent cedana-gpu-helper
 # systemd unit dir: $(PREFIX)/lib/systemd/system (the admin's /etc/systemd/system wins).
 SYSTEMD_DIR ?= $(PREFIX)/lib/systemd/system
 

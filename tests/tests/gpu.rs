@@ -432,3 +432,31 @@ fn a_job_on_a_mig_gpu_is_refused_before_anything_is_touched() {
     assert!(w.alive());
     wait_count_above(&log, last_count(&log).expect("count") + 2);
 }
+
+/// The driver-API helper on a host without the driver: the lock fails with what to
+/// install, before CRIU, and the job runs on.
+#[test]
+fn the_driver_api_helper_without_a_driver_refuses_the_dump_and_says_why() {
+    if !e2e_enabled() {
+        return;
+    }
+    if Path::new("/proc/driver/nvidia").exists() {
+        // A real GPU host: the helper would really lock the (CPU) workload.
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    let helper = format!("gpu.cuda_checkpoint={}", bin("cedana-gpu-helper").display());
+    let pid = w.pid.to_string();
+    let dir = host.env.checkpoints().to_string_lossy().to_string();
+    let args = ["--set", &helper, "dump", "process", &pid, "--no-server", "--dir", &dir];
+    host.cedana(&args, Some(&gpus), None)
+        .fails_with(&format!("GPU lock of process {pid} failed"))
+        .fails_with("install the NVIDIA driver")
+        .fails_with("the job runs on on its GPU");
+    assert_eq!(host.steps(), Vec::<String>::new(), "CRIU must not run");
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+}

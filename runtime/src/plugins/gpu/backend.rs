@@ -1,9 +1,14 @@
-//! Backends that move a process's GPU state into its host memory and back. One exists:
-//! NVIDIA's `cuda-checkpoint` tool (`gpu.cuda_checkpoint`, r555+ for `--action`). The
-//! driver API from a helper binary and CRIU's own cuda_plugin are not built yet.
+//! Backends that move a process's GPU state into its host memory and back, both on
+//! cuda-checkpoint's command line: NVIDIA's `cuda-checkpoint` tool (`gpu.cuda_checkpoint`,
+//! r555+ for `--action`), or, where it is not installed, our `cedana-gpu-helper` on
+//! libcuda's checkpoint API (`driver.rs`, r570+). CRIU's own cuda_plugin is not a backend
+//! (only reported by `cedana check`).
 
 use std::path::{Path, PathBuf};
 
+use cedana_config::GpuConfig;
+
+use super::driver;
 use super::tool::{self, ToolFailure};
 
 /// A process's GPU state, as the driver reports it.
@@ -67,13 +72,15 @@ pub trait Backend: Send + Sync {
     fn state(&self, pid: i32) -> Result<GpuState, ToolFailure>;
 }
 
-/// NVIDIA's `cuda-checkpoint --action ... --pid PID`.
+/// A program taking `cuda-checkpoint --action ... --pid PID`.
 #[derive(Debug, Clone)]
 pub struct CudaCheckpoint {
     /// The tool.
     pub binary: PathBuf,
     /// `--timeout` of `lock`, in ms.
     pub lock_timeout_ms: u64,
+    /// `cuda-checkpoint`, or `driver-api` for our helper.
+    pub kind: &'static str,
 }
 
 impl CudaCheckpoint {
@@ -82,7 +89,24 @@ impl CudaCheckpoint {
         Self {
             binary: binary.to_path_buf(),
             lock_timeout_ms,
+            kind: "cuda-checkpoint",
         }
+    }
+
+    /// This host's backend: the configured cuda-checkpoint; when that is the default
+    /// name and not on PATH, `cedana-gpu-helper` (beside this binary or on PATH).
+    pub fn select(cfg: &GpuConfig) -> Self {
+        let default = cfg.cuda_checkpoint == Path::new("cuda-checkpoint");
+        if default && crate::host::find_executable(&cfg.cuda_checkpoint).is_none() {
+            if let Some(helper) = driver::locate_helper() {
+                return Self {
+                    binary: helper,
+                    lock_timeout_ms: cfg.lock_timeout_ms,
+                    kind: "driver-api",
+                };
+            }
+        }
+        Self::new(&cfg.cuda_checkpoint, cfg.lock_timeout_ms)
     }
 
     /// Whether the tool takes `--action` (r555+): older ones only toggle.
@@ -93,7 +117,7 @@ impl CudaCheckpoint {
 
 impl Backend for CudaCheckpoint {
     fn name(&self) -> &'static str {
-        "cuda-checkpoint"
+        self.kind
     }
 
     fn act(&self, action: Action, pid: i32) -> Result<(), ToolFailure> {

@@ -45,25 +45,34 @@ pub fn health(env: &Env) -> Vec<HealthCheck> {
             Some("for GPU jobs: install the NVIDIA driver (r570+) with nvidia-smi, or set gpu.nvidia_smi"),
         ),
     };
-    let tool = CudaCheckpoint::new(&cfg.cuda_checkpoint, cfg.lock_timeout_ms);
+    let tool = CudaCheckpoint::select(cfg);
     let cuda_checkpoint = match tool.supports_action() {
+        Ok(true) if tool.kind == "driver-api" => check(
+            "cuda-checkpoint",
+            Health::Ok,
+            format!(
+                "not found; {} will be used (libcuda's checkpoint API: driver r570+)",
+                tool.binary.display()
+            ),
+            None,
+        ),
         Ok(true) => check(
             "cuda-checkpoint",
             Health::Ok,
-            format!("{} (takes --action)", cfg.cuda_checkpoint.display()),
+            format!("{} (takes --action)", tool.binary.display()),
             None,
         ),
         Ok(false) => check(
             "cuda-checkpoint",
             Health::Warn,
-            format!("{} is too old: it does not take --action", cfg.cuda_checkpoint.display()),
+            format!("{} is too old: it does not take --action", tool.binary.display()),
             Some("install cuda-checkpoint of driver r555+ (github.com/NVIDIA/cuda-checkpoint)"),
         ),
         Err(e) => check(
             "cuda-checkpoint",
             Health::Warn,
             format!("not found: {e}"),
-            Some("for GPU jobs: put cuda-checkpoint (github.com/NVIDIA/cuda-checkpoint) on PATH, or set gpu.cuda_checkpoint"),
+            Some("for GPU jobs: put cuda-checkpoint (github.com/NVIDIA/cuda-checkpoint) or cedana-gpu-helper (`make install`) on PATH, or set gpu.cuda_checkpoint"),
         ),
     };
     let plugin = CRIU_PLUGIN_DIRS

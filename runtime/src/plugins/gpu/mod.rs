@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod checks;
 pub mod detect;
+pub mod driver;
 pub mod dump;
 pub mod error;
 pub mod health;

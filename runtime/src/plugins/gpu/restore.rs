@@ -30,7 +30,7 @@ pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
             .await?;
             let resp: RestoreResponse = next.run(ctx).await?;
             let root = resp.pid;
-            let backend = CudaCheckpoint::new(&cfg.cuda_checkpoint, cfg.lock_timeout_ms);
+            let backend = CudaCheckpoint::select(&cfg);
             blocking(move || {
                 let pids = checkpointed(&backend, root);
                 resume(&backend, &pids).map_err(|e| {
