@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod containerd;
+pub mod gpu;
 pub mod guest;
 
 /// Set to `1` (CI does) to make every missing precondition a test failure.
