@@ -48,6 +48,23 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
         );
         assert!(!pid_alive(pid), "{why}: restored anyway");
     }
+    // No cuda-checkpoint here: refused before CRIU too, not restored without its GPU.
+    host.criu.clear();
+    let no_tool = "gpu.cuda_checkpoint=/nonexistent/cuda-checkpoint";
+    let args = [
+        "--set",
+        no_tool,
+        "restore",
+        "process",
+        "--path",
+        &path,
+        "--no-server",
+    ];
+    host.cedana(&args, Some(&gpus), None)
+        .fails_with("cuda-checkpoint is needed to put the restored job back on its GPU")
+        .fails_with("set gpu.cuda_checkpoint");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
+    assert!(!pid_alive(pid), "restored without a GPU tool");
     // Another GPU of the same model, driver branch and enough memory: restored.
     let other = host.file(
         "other",
@@ -133,6 +150,19 @@ fn check_reports_gpu_readiness_with_the_fix_for_each_gap() {
             None,
         )
         .json();
+    // The default name, not installed: the driver-API helper beside cedana stands in.
+    if which("cuda-checkpoint").is_none() {
+        let args = [
+            "--json",
+            "--set",
+            "gpu.cuda_checkpoint=cuda-checkpoint",
+            "check",
+        ];
+        let c = find(&host.cedana(&args, None, None).json(), "cuda-checkpoint");
+        assert_eq!(c["status"], "ok", "{c}");
+        let detail = c["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("cedana-gpu-helper will be used"), "{c}");
+    }
     for name in ["nvidia driver", "cuda-checkpoint"] {
         let c = find(&bare, name);
         assert_eq!(c["status"], "warn", "{c}");

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use cedana_config::GpuConfig;
 
 use super::driver;
+use super::error::GpuError;
 use super::tool::{self, ToolFailure};
 
 /// A process's GPU state, as the driver reports it.
@@ -107,6 +108,25 @@ impl CudaCheckpoint {
             }
         }
         Self::new(&cfg.cuda_checkpoint, cfg.lock_timeout_ms)
+    }
+
+    /// `Ok` when the tool runs and takes `--action`; else what is wrong and the fix.
+    pub fn usable(&self, why: &'static str) -> Result<(), GpuError> {
+        let found = match self.supports_action() {
+            Ok(true) => return Ok(()),
+            Ok(false) => format!(
+                "{} does not take --action (older than r555)",
+                self.binary.display()
+            ),
+            Err(e) => e.to_string(),
+        };
+        Err(GpuError::Tool {
+            tool: "cuda-checkpoint".into(),
+            why,
+            found,
+            fix: "install cuda-checkpoint r555+ (github.com/NVIDIA/cuda-checkpoint) or \
+                  cedana-gpu-helper (`make install`), or set gpu.cuda_checkpoint",
+        })
     }
 
     /// Whether the tool takes `--action` (r555+): older ones only toggle.

@@ -34,10 +34,10 @@ pub fn gpu_dump() -> Adapter<DumpCtx, DumpResponse> {
                 }
                 .into());
             }
-            let backend: Arc<dyn Backend> = Arc::new(CudaCheckpoint::new(
-                &cfg.cuda_checkpoint,
-                cfg.lock_timeout_ms,
-            ));
+            let tool = CudaCheckpoint::select(&cfg);
+            let checked = tool.clone();
+            blocking(move || Ok(checked.usable("to checkpoint the job's GPU state")?)).await?;
+            let backend: Arc<dyn Backend> = Arc::new(tool);
             let pids: Vec<i32> = tasks.keys().copied().collect();
             let meta = {
                 let (nvidia_smi, backend) = (cfg.nvidia_smi.clone(), Arc::clone(&backend));
@@ -150,7 +150,7 @@ fn each(backend: &dyn Backend, action: Action, pids: &[i32]) -> Result<(), GpuEr
                 action: action.as_str(),
                 pid,
                 detail: e.to_string(),
-                outcome: String::new(),
+                outcome: "the job may be left locked on its GPU".into(),
             });
         }
     }

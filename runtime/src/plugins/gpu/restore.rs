@@ -23,14 +23,16 @@ pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
             };
             let cfg = ctx.env.config.gpu.clone();
             let nvidia_smi = cfg.nvidia_smi.clone();
+            let backend = CudaCheckpoint::select(&cfg);
+            let checked = backend.clone();
             blocking(move || {
                 let host = inventory::query(&nvidia_smi);
-                Ok(checks::compatible(&meta, host.as_ref())?)
+                checks::compatible(&meta, host.as_ref())?;
+                Ok(checked.usable("to put the restored job back on its GPU")?)
             })
             .await?;
             let resp: RestoreResponse = next.run(ctx).await?;
             let root = resp.pid;
-            let backend = CudaCheckpoint::select(&cfg);
             blocking(move || {
                 let pids = checkpointed(&backend, root);
                 resume(&backend, &pids).map_err(|e| {
