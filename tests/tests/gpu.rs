@@ -210,3 +210,33 @@ fn the_driver_api_helper_without_a_driver_refuses_the_dump_and_says_why() {
     assert!(w.alive());
     wait_count_above(&log, last_count(&log).expect("count") + 2);
 }
+
+#[test]
+fn a_gpu_job_on_a_host_without_cuda_checkpoint_is_refused_before_anything_is_touched() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    let pid = w.pid.to_string();
+    let dir = host.env.checkpoints().to_string_lossy().to_string();
+    let no_tool = "gpu.cuda_checkpoint=/nonexistent/cuda-checkpoint";
+    let args = [
+        "--set",
+        no_tool,
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--dir",
+        &dir,
+    ];
+    host.cedana(&args, Some(&gpus), None)
+        .fails_with("cuda-checkpoint is needed to checkpoint the job's GPU state")
+        .fails_with("set gpu.cuda_checkpoint");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+}
