@@ -1,10 +1,10 @@
 //! The gpu plugin: checkpoint/restore of processes and containers that use an NVIDIA
 //! GPU. It adds middleware to every route (process, runc, containerd): at dump, the
 //! tree's GPU tasks are found (`detect`), their GPU state moved into host memory with
-//! NVIDIA's `cuda-checkpoint` (`backend`) so CRIU can dump it, and the GPUs recorded
-//! (`inventory`, `meta`); at restore, the host's GPUs are checked against the record
-//! (`checks`) before CRIU, and the restored tasks put back on their GPU after it.
-//! Trees without GPU use pass straight through.
+//! NVIDIA's `cuda-checkpoint` or our driver-API helper (`backend`, `driver`) so CRIU can
+//! dump it, and the GPUs recorded (`inventory`, `meta`); at restore, the host's GPUs
+//! are checked against the record (`checks`) before CRIU, and the restored tasks put
+//! back on their GPU after it. Trees without GPU use pass straight through.
 
 pub mod backend;
 pub mod checks;
@@ -39,7 +39,7 @@ impl Plugin for GpuPlugin {
         vec![
             f(
                 "dump middleware",
-                "gpu_dump: tasks holding /dev/nvidia* are locked and their GPU state checkpointed with cuda-checkpoint before CRIU, restored and unlocked when CRIU fails or with --leave-running; recorded in metadata.json `gpu`",
+                "gpu_dump: tasks holding /dev/nvidia* are locked and their GPU state checkpointed before CRIU (cuda-checkpoint, or cedana-gpu-helper on libcuda's checkpoint API where it is missing), restored and unlocked when CRIU fails or with --leave-running; MIG and non-x86-64 refused up front; recorded in metadata.json `gpu`",
             ),
             f(
                 "restore middleware",
