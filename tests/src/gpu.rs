@@ -101,8 +101,8 @@ impl GpuHost {
         self.cedana(&args, gpus, fail)
     }
 
-    /// `restore process --path PATH --no-server`.
-    pub fn restore(&self, path: &str, gpus: Option<&Path>) -> Run {
+    /// `restore process --path PATH --no-server`; `fail` makes that stand-in action fail.
+    pub fn restore(&self, path: &str, gpus: Option<&Path>, fail: Option<&str>) -> Run {
         let args = [
             "--json",
             "restore",
@@ -111,7 +111,7 @@ impl GpuHost {
             path,
             "--no-server",
         ];
-        self.cedana(&args, gpus, None)
+        self.cedana(&args, gpus, fail)
     }
 
     /// The GPU steps and CRIU runs recorded since the last `clear`, as `lock 42`, ...,

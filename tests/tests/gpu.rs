@@ -51,7 +51,7 @@ fn a_gpu_job_is_checkpointed_and_restored_in_order_and_counts_on() {
     );
     let at_dump = last_count(&log).expect("count at dump");
     host.criu.clear();
-    let restored = host.restore(&path, Some(&gpus)).ok();
+    let restored = host.restore(&path, Some(&gpus), None).ok();
     let _guard = KillOnDrop(restored.json()["pid"].as_i64().expect("pid") as i32);
     assert_eq!(
         host.steps(),

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use cedana_e2e::gpu::*;
 use cedana_e2e::*;
@@ -38,7 +39,7 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
     for (i, (answer, why)) in refusals.into_iter().enumerate() {
         let here = answer.map(|a| host.file(&format!("host-{i}"), &a));
         host.criu.clear();
-        host.restore(&path, here.as_deref())
+        host.restore(&path, here.as_deref(), None)
             .fails_with(why)
             .fails_with("nothing was restored");
         assert!(
@@ -65,6 +66,18 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
         .fails_with("set gpu.cuda_checkpoint");
     assert!(host.steps().is_empty(), "{:?}", host.steps());
     assert!(!pid_alive(pid), "restored without a GPU tool");
+    // The GPU refuses to take the job back after CRIU: the restored tree is removed and
+    // the checkpoint can be restored again.
+    host.criu.clear();
+    host.restore(&path, Some(&gpus), Some("restore"))
+        .fails_with(&format!("GPU restore of process {pid} failed"))
+        .fails_with("the restored process was killed");
+    assert_eq!(host.steps(), ["criu".to_string(), format!("restore {pid}")]);
+    wait_for(
+        "the half-restored job to go",
+        Duration::from_secs(5),
+        || (!pid_alive(pid)).then_some(()),
+    );
     // Another GPU of the same model, driver branch and enough memory: restored.
     let other = host.file(
         "other",
@@ -73,7 +86,7 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
             .replace("570.86.15", "570.124.06"),
     );
     let at_dump = last_count(&log).expect("count at dump");
-    let r = host.restore(&path, Some(&other)).ok();
+    let r = host.restore(&path, Some(&other), None).ok();
     let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
     assert_eq!(next_after(&log, at_dump), at_dump + 1);
 }

@@ -133,28 +133,40 @@ fn suspend(backend: &dyn Backend, pids: &[i32], device_dir: PathBuf) -> Result<(
     Ok(())
 }
 
-/// Restores and unlocks every task, so the job carries on on its GPU.
+/// Restores and unlocks every task (a task whose restore failed is not unlocked), so
+/// the job carries on on its GPU; the first failure, after trying them all.
 pub fn resume(backend: &dyn Backend, pids: &[i32]) -> Result<(), GpuError> {
-    let restored = each(backend, Action::Restore, pids);
-    let unlocked = each(backend, Action::Unlock, pids);
-    restored.and(unlocked)
+    first_failure(pids.iter().map(|&pid| {
+        step(backend, Action::Restore, pid).and_then(|()| step(backend, Action::Unlock, pid))
+    }))
 }
 
 /// `action` on every PID; the first failure, after trying them all.
 fn each(backend: &dyn Backend, action: Action, pids: &[i32]) -> Result<(), GpuError> {
+    first_failure(pids.iter().map(|&pid| step(backend, action, pid)))
+}
+
+fn first_failure(results: impl Iterator<Item = Result<(), GpuError>>) -> Result<(), GpuError> {
     let mut first = None;
-    for &pid in pids {
-        if let Err(e) = backend.act(action, pid) {
-            tracing::warn!(pid, action = action.as_str(), error = %e, "GPU step failed");
-            first.get_or_insert(GpuError::Action {
-                action: action.as_str(),
-                pid,
-                detail: e.to_string(),
-                outcome: "the job may be left locked on its GPU".into(),
-            });
+    for r in results {
+        if let Err(e) = r {
+            first.get_or_insert(e);
         }
     }
     first.map_or(Ok(()), Err)
+}
+
+/// `action` on `pid`, its failure as a [`GpuError::Action`].
+fn step(backend: &dyn Backend, action: Action, pid: i32) -> Result<(), GpuError> {
+    backend.act(action, pid).map_err(|e| {
+        tracing::warn!(pid, action = action.as_str(), error = %e, "GPU step failed");
+        GpuError::Action {
+            action: action.as_str(),
+            pid,
+            detail: e.to_string(),
+            outcome: "the job may be left locked on its GPU".into(),
+        }
+    })
 }
 
 /// A job left locked on the host after `what`: the error says how to free it by hand.

@@ -10,7 +10,7 @@ use super::error::GpuError;
 use super::inventory;
 use super::meta::GpuMeta;
 use crate::chain::Adapter;
-use crate::engine::{blocking, RestoreCtx, RestoreResponse};
+use crate::engine::{blocking, freeze, RestoreCtx, RestoreResponse};
 use crate::process::inspect;
 
 /// Checks the host's GPUs, then puts the restored tree back on them.
@@ -37,10 +37,7 @@ pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
                 let pids = checkpointed(&backend, root);
                 resume(&backend, &pids).map_err(|e| {
                     // Nothing half-made: a tree that cannot get its GPU back is removed.
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(root),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    let _ = freeze::signal_tree(root, nix::sys::signal::Signal::SIGKILL);
                     GpuError::Action {
                         action: "restore",
                         pid: root,
