@@ -9,11 +9,11 @@ PROFILE ?= debug
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 CARGO_TARGET_DIR ?= target
 RELEASE_DIR := $(CARGO_TARGET_DIR)/release
-BINARIES := cedana cedana-runc cedana-criu-relay containerd-shim-cedana-v2 cedana-guest-agent
+BINARIES := cedana cedana-runc cedana-criu-relay containerd-shim-cedana-v2 cedana-guest-agent cedana-gpu-helper
 # systemd unit dir: $(PREFIX)/lib/systemd/system (the admin's /etc/systemd/system wins).
 SYSTEMD_DIR ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: all deps build build-release install test lint demo bench clean guest-image
+.PHONY: all deps build build-release install test lint demo bench clean guest-image gpu-bundle
 
 all: build
 
@@ -51,6 +51,12 @@ test: deps build lint
 ## demo: install, build, and watch a counter get checkpointed and restored
 demo: deps build
 	bash scripts/demo.sh
+
+## gpu-bundle: release binaries, CRIU and its libraries, and scripts/gpu-check.sh in
+##   dist/gpu-bundle (under 64 MiB), for a GPU machine without CRIU: there, run
+##   `bash gpu-check.sh` from that directory
+gpu-bundle: build-release
+	bash scripts/gpu-bundle.sh $(RELEASE_DIR) dist/gpu-bundle
 
 ## bench: release build, then every benchmark under bench/ (results in bench/results/):
 ##   checkpoint/restore vs the stock tools (processes and runc containers), cedana-runc

@@ -192,6 +192,42 @@ pub(crate) static KEYS: &[Key] = &[
         },
         field: Field::OptText(|c| &c.s3.region, |c| &mut c.s3.region),
     },
+    Key {
+        info: KeyInfo {
+            key: "gpu.device_dir",
+            env: "CEDANA_GPU_DEVICE_DIR",
+            default: "/dev",
+            help: "Directory of the GPU device nodes (nvidia0, nvidiactl, nvidia-uvm, kfd) a GPU job holds",
+        },
+        field: Field::AbsPath(|c| &c.gpu.device_dir, |c| &mut c.gpu.device_dir),
+    },
+    Key {
+        info: KeyInfo {
+            key: "gpu.cuda_checkpoint",
+            env: "CEDANA_GPU_CUDA_CHECKPOINT",
+            default: "cuda-checkpoint",
+            help: "NVIDIA's cuda-checkpoint tool (r555+), which moves a process's GPU state into host memory",
+        },
+        field: Field::Command(|c| &c.gpu.cuda_checkpoint, |c| &mut c.gpu.cuda_checkpoint),
+    },
+    Key {
+        info: KeyInfo {
+            key: "gpu.nvidia_smi",
+            env: "CEDANA_GPU_NVIDIA_SMI",
+            default: "nvidia-smi",
+            help: "nvidia-smi, asked for the driver version and each GPU's model, UUID and memory",
+        },
+        field: Field::Command(|c| &c.gpu.nvidia_smi, |c| &mut c.gpu.nvidia_smi),
+    },
+    Key {
+        info: KeyInfo {
+            key: "gpu.lock_timeout_ms",
+            env: "CEDANA_GPU_LOCK_TIMEOUT_MS",
+            default: "10000",
+            help: "Milliseconds a GPU lock waits for the job's running CUDA work before the dump is refused",
+        },
+        field: Field::PositiveU64(|c| &c.gpu.lock_timeout_ms, |c| &mut c.gpu.lock_timeout_ms),
+    },
 ];
 
 /// How a key's value is parsed, for messages and the config file's JSON types.

@@ -46,6 +46,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Container runtime settings (the runc plugin and `cedana-runc`).
     pub runc: RuncConfig,
+    /// GPU settings (the gpu plugin).
+    pub gpu: GpuConfig,
     /// Object storage settings (`s3.*`) for `s3://` checkpoints.
     pub s3: S3Config,
 }
@@ -88,6 +90,19 @@ pub struct RuncConfig {
     pub binary_path: PathBuf,
 }
 
+/// GPU settings (`gpu.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuConfig {
+    /// Directory holding the GPU device nodes (`nvidia0`, `nvidiactl`, `nvidia-uvm`, `kfd`).
+    pub device_dir: PathBuf,
+    /// NVIDIA's `cuda-checkpoint` tool: an absolute path, or a bare name to look up in `PATH`.
+    pub cuda_checkpoint: PathBuf,
+    /// `nvidia-smi`: an absolute path, or a bare name to look up in `PATH`.
+    pub nvidia_smi: PathBuf,
+    /// Milliseconds a GPU lock may wait for the job's running CUDA calls.
+    pub lock_timeout_ms: u64,
+}
+
 /// Job settings (`jobs.*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobsConfig {
@@ -108,6 +123,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             runc: RuncConfig::default(),
             s3: S3Config::default(),
+            gpu: GpuConfig::default(),
         };
         for key in keys::KEYS {
             // The defaults are constants, parsed by the same rules as user text; the

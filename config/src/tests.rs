@@ -41,13 +41,15 @@ fn defaults() {
     assert_eq!(c.criu.pid_wait_timeout_ms, 5000);
     assert_eq!(c.jobs.log_dir, PathBuf::from("/var/lib/cedana/jobs"));
     assert_eq!(c.runc.binary_path, PathBuf::from("runc"));
+    assert_eq!(c.gpu.device_dir, PathBuf::from("/dev"));
+    assert_eq!(c.gpu.lock_timeout_ms, 10000);
     c.validate().expect("defaults are valid");
 }
 
 #[test]
 fn key_table_matches_defaults_and_env_names() {
     let c = Config::default();
-    assert_eq!(Config::keys().len(), 13);
+    assert_eq!(Config::keys().len(), 17);
     for info in Config::keys() {
         assert_eq!(
             c.get(info.key).expect("known key"),

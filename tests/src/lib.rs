@@ -16,6 +16,7 @@ use tempfile::TempDir;
 
 pub mod containerd;
 pub mod cri;
+pub mod gpu;
 pub mod guest;
 pub mod s3;
 

@@ -171,11 +171,11 @@ fn features_and_plugins_name_the_registry_and_the_chains() {
     let names = env.cedana(&["--json", "plugin", "list"]).ok().json();
     assert_eq!(
         names,
-        serde_json::json!(["process", "runc", "containerd"]),
+        serde_json::json!(["process", "runc", "containerd", "gpu"]),
         "the registry's plugins"
     );
     let table = env.cedana(&["plugin", "list"]).ok().stdout;
-    for n in ["process", "runc", "containerd"] {
+    for n in ["process", "runc", "containerd", "gpu"] {
         assert!(table.lines().any(|l| l.trim() == n), "{table}");
     }
 
@@ -192,7 +192,7 @@ fn features_and_plugins_name_the_registry_and_the_chains() {
         .filter_map(|x| x["plugin"].as_str())
         .collect();
     plugins.dedup();
-    assert_eq!(plugins, ["process", "runc", "containerd"], "{f}");
+    assert_eq!(plugins, ["process", "runc", "containerd", "gpu"], "{f}");
     let dump = f["chains"]
         .as_object()
         .and_then(|c| c.iter().find(|(k, _)| k.as_str() == "dump"))
@@ -209,6 +209,7 @@ fn features_and_plugins_name_the_registry_and_the_chains() {
                 "detect_io_uring",
                 "detect_file_options",
                 "detect_network_options",
+                "gpu_dump",
                 "check_criu_opts_for_dump",
                 "criu_dump",
             ]

@@ -131,6 +131,7 @@ fn make_install_then_the_using_it_block_with_the_installed_binaries() {
         "cedana-runc",
         "cedana-criu-relay",
         "containerd-shim-cedana-v2",
+        "cedana-gpu-helper",
     ] {
         assert!(bin_dir.join(b).is_file(), "{b} installed");
     }

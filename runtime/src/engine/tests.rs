@@ -21,39 +21,39 @@ fn every_registered_route_builds_in_the_documented_order() {
     };
     assert_eq!(
         route("dump"),
-        format!("{DUMP_HOST} -> check_criu_opts_for_dump -> criu_dump")
+        format!("{DUMP_HOST} -> gpu_dump -> check_criu_opts_for_dump -> criu_dump")
     );
     assert_eq!(
         route("restore"),
         "fill_missing_restore_defaults -> validate_restore_request -> \
          prepare_restore_storage -> apply_recorded_options -> wait_for_free_pids -> \
-         check_criu_opts_for_restore -> write_pid_file -> criu_restore"
+         gpu_restore -> check_criu_opts_for_restore -> write_pid_file -> criu_restore"
     );
     assert_eq!(
         route("dump runc"),
         format!(
             "resolve_runc_container -> {DUMP_HOST} -> detect_container_options -> \
-             check_criu_opts_for_dump -> runc_checkpoint"
+             gpu_dump -> check_criu_opts_for_dump -> runc_checkpoint"
         )
     );
     assert_eq!(
         route("restore runc"),
         "fill_missing_restore_defaults -> validate_restore_request -> validate_runc_restore \
          -> prepare_restore_storage -> apply_recorded_options -> ensure_loopback -> \
-         check_criu_opts_for_restore -> write_pid_file -> runc_restore"
+         gpu_restore -> check_criu_opts_for_restore -> write_pid_file -> runc_restore"
     );
     assert_eq!(
         route("dump containerd"),
         format!(
             "resolve_containerd_container -> resolve_runc_container -> {DUMP_HOST} -> \
-             detect_container_options -> check_criu_opts_for_dump -> runc_checkpoint"
+             detect_container_options -> gpu_dump -> check_criu_opts_for_dump -> runc_checkpoint"
         )
     );
     assert_eq!(
         route("restore containerd"),
         "fill_missing_restore_defaults -> validate_restore_request -> \
          validate_containerd_restore -> prepare_restore_storage -> apply_recorded_options \
-         -> check_criu_opts_for_restore -> write_pid_file -> containerd_restore"
+         -> gpu_restore -> check_criu_opts_for_restore -> write_pid_file -> containerd_restore"
     );
     let names: Vec<&str> = chains.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(

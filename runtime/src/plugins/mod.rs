@@ -6,6 +6,7 @@
 //! [`PluginRegistry::builtin`].
 
 pub mod containerd;
+pub mod gpu;
 pub mod process;
 pub mod runc;
 
@@ -109,6 +110,7 @@ impl PluginRegistry {
             .register(process::ProcessPlugin)
             .register(runc::RuncPlugin)
             .register(containerd::ContainerdPlugin)
+            .register(gpu::GpuPlugin)
     }
 
     /// No plugins at all (not even plain processes).

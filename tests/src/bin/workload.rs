@@ -4,6 +4,9 @@
 //! - `counter [INTERVAL_MS]`: prints 0, 1, 2, ... one per line on stdout.
 //! - `tcp-client ADDR [INTERVAL_MS]`: sends `ping N` to an echo server and prints each
 //!   reply; exits non-zero if the connection breaks.
+//! - `gpu-counter PATH...`: opens each PATH (read-only, kept open) and counts; with
+//!   stand-in device files named `nvidia0`, `nvidiactl`, ... this is a CPU process that
+//!   cedana's GPU detection takes for a GPU user.
 //! - `io-uring`: holds an io_uring instance (which CRIU cannot dump) and counts.
 //! - `memory MIB`: holds MIB of memory shaped like a real heap (a quarter random bytes,
 //!   three eighths repetitive text, three eighths zero-filled but touched pages), prints
@@ -65,6 +68,18 @@ fn io_uring() -> Result<(), String> {
     counter(Duration::from_millis(100))
 }
 
+fn gpu_counter(paths: &[String]) -> Result<(), String> {
+    if paths.is_empty() {
+        return Err("usage: cedana-workload gpu-counter PATH...".into());
+    }
+    let held = paths
+        .iter()
+        .map(|p| std::fs::File::open(p).map_err(|e| format!("open {p}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let _held = std::hint::black_box(held);
+    counter(Duration::from_millis(100))
+}
+
 fn memory(mib: usize) -> ! {
     let len = mib << 20;
     let mut buf = vec![0u8; len];
@@ -120,6 +135,7 @@ fn main() {
             None => Err("usage: cedana-workload tcp-client ADDR [INTERVAL_MS]".into()),
         },
         Some("io-uring") => io_uring(),
+        Some("gpu-counter") => gpu_counter(&args[2..]),
         Some("memory") => match args.get(2).and_then(|s| s.parse().ok()) {
             Some(mib) => memory(mib),
             None => Err("usage: cedana-workload memory MIB".into()),
@@ -128,7 +144,10 @@ fn main() {
             Some(mib) => zeros(mib),
             None => Err("usage: cedana-workload zeros MIB".into()),
         },
-        _ => Err("usage: cedana-workload counter|tcp-client|io-uring|memory|zeros ...".into()),
+        _ => Err(
+            "usage: cedana-workload counter|tcp-client|gpu-counter|io-uring|memory|zeros ..."
+                .into(),
+        ),
     };
     if let Err(e) = result {
         eprintln!("cedana-workload: {e}");

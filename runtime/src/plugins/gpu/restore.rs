@@ -1,0 +1,66 @@
+//! The restore middleware: a checkpoint with a `gpu` section is checked against this
+//! host's GPUs before CRIU runs; after CRIU, every restored task whose GPU state is
+//! `checkpointed` is restored onto the GPU and unlocked. Checkpoints without GPU use
+//! pass straight through.
+
+use super::backend::{Backend, CudaCheckpoint, GpuState};
+use super::checks;
+use super::dump::resume;
+use super::error::GpuError;
+use super::inventory;
+use super::meta::GpuMeta;
+use crate::chain::Adapter;
+use crate::engine::{blocking, freeze, RestoreCtx, RestoreResponse};
+use crate::process::inspect;
+
+/// Checks the host's GPUs, then puts the restored tree back on them.
+pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
+    Adapter::from_fn("gpu_restore", |ctx: RestoreCtx, next| {
+        Box::pin(async move {
+            let meta = ctx.metadata.section::<GpuMeta>()?;
+            let Some(meta) = meta.filter(|m| !m.tasks.is_empty()) else {
+                return next.run(ctx).await;
+            };
+            let cfg = ctx.env.config.gpu.clone();
+            let nvidia_smi = cfg.nvidia_smi.clone();
+            let backend = CudaCheckpoint::select(&cfg);
+            let checked = backend.clone();
+            blocking(move || {
+                let host = inventory::query(&nvidia_smi);
+                checks::compatible(&meta, host.as_ref())?;
+                Ok(checked.usable("to put the restored job back on its GPU")?)
+            })
+            .await?;
+            let resp: RestoreResponse = next.run(ctx).await?;
+            let root = resp.pid;
+            blocking(move || {
+                let pids = checkpointed(&backend, root);
+                resume(&backend, &pids).map_err(|e| {
+                    // Nothing half-made: a tree that cannot get its GPU back is removed.
+                    let _ = freeze::signal_tree(root, nix::sys::signal::Signal::SIGKILL);
+                    GpuError::Action {
+                        action: "restore",
+                        pid: root,
+                        detail: e.to_string(),
+                        outcome: "the restored process was killed; the checkpoint is unchanged: \
+                                  check the GPU with `cedana check` and restore again"
+                            .into(),
+                    }
+                    .into()
+                })
+            })
+            .await?;
+            Ok(resp)
+        })
+    })
+}
+
+/// The tasks of the tree at `root` whose GPU state is `checkpointed`; a task the tool
+/// cannot answer for does not use CUDA.
+fn checkpointed(backend: &dyn Backend, root: i32) -> Vec<i32> {
+    let tree = inspect::tree(root).unwrap_or_default();
+    tree.iter()
+        .map(|p| p.pid)
+        .filter(|&pid| backend.state(pid).ok() == Some(GpuState::Checkpointed))
+        .collect()
+}

@@ -1,0 +1,80 @@
+//! A STAND-IN for NVIDIA's `cuda-checkpoint`, for tests on machines without a GPU. It
+//! takes the real tool's command line (`--action lock|checkpoint|restore|unlock --pid
+//! PID [--timeout MS]`, `--get-state --pid PID`, `--help`), keeps each PID's state
+//! (`running`, `locked`, `checkpointed`) in a file, refuses the transitions the driver
+//! refuses, and moves no GPU state at all.
+//!
+//! - `CEDANA_TEST_CUDA_STATE_DIR`: directory of the per-PID state files (required).
+//! - `CEDANA_TEST_CUDA_LOG`: file every call is appended to, as `cuda-checkpoint ACTION PID`.
+//! - `CEDANA_TEST_CUDA_FAIL`: an action (`lock`, `checkpoint`, `restore`, `unlock`) that
+//!   fails, as the driver would on a job it cannot checkpoint.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+const USAGE: &str = "usage: cuda-checkpoint (stand-in) --action lock|checkpoint|restore|unlock --pid PID [--timeout MS] | --get-state --pid PID";
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).map(String::as_str)
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let pid: i32 = flag(args, "--pid")
+        .and_then(|p| p.parse().ok())
+        .ok_or(format!("no --pid; {USAGE}"))?;
+    let dir = std::env::var_os("CEDANA_TEST_CUDA_STATE_DIR")
+        .map(PathBuf::from)
+        .ok_or("the stand-in needs CEDANA_TEST_CUDA_STATE_DIR")?;
+    let file = dir.join(pid.to_string());
+    let state = std::fs::read_to_string(&file).unwrap_or_else(|_| "running".into());
+    let action = match flag(args, "--action") {
+        Some(a) => a.to_string(),
+        None if args.iter().any(|a| a == "--get-state") => "get-state".into(),
+        None => return Err(USAGE.into()),
+    };
+    if let Some(log) = std::env::var_os("CEDANA_TEST_CUDA_LOG") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("log: {e}"))?;
+        writeln!(f, "cuda-checkpoint {action} {pid}").map_err(|e| format!("log: {e}"))?;
+    }
+    if action == "get-state" {
+        println!("{}", state.trim());
+        return Ok(());
+    }
+    if std::env::var("CEDANA_TEST_CUDA_FAIL").ok().as_deref() == Some(action.as_str()) {
+        return Err(format!(
+            "Could not {action} process {pid}: CUDA_ERROR_NOT_SUPPORTED (stand-in told to fail)"
+        ));
+    }
+    let next = match (action.as_str(), state.trim()) {
+        ("lock", "running") => "locked",
+        ("checkpoint", "locked") => "checkpointed",
+        ("restore", "checkpointed") => "locked",
+        ("unlock", "locked") => "running",
+        ("lock" | "checkpoint" | "restore" | "unlock", now) => {
+            return Err(format!(
+                "Could not {action} process {pid}: CUDA_ERROR_ILLEGAL_STATE (it is {now})"
+            ))
+        }
+        _ => return Err(USAGE.into()),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("state dir: {e}"))?;
+    std::fs::write(&file, next).map_err(|e| format!("state: {e}"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args) {
+        // The real tool reports on stdout; so does the stand-in.
+        println!("{e}");
+        std::process::exit(1);
+    }
+}

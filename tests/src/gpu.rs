@@ -1,0 +1,150 @@
+//! A fake GPU host for the GPU tests (`tests/tests/gpu*.rs`), with NO GPU: device files
+//! that are plain files in a temp dir (`gpu.device_dir`), and STAND-INS for NVIDIA's
+//! tools built from this crate: `cedana-test-cuda-checkpoint` (per-PID state in a file,
+//! every call recorded) and `cedana-test-nvidia-smi` (GPUs from a file). The real CRIU
+//! runs; only the GPU is stood in for.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::*;
+
+/// One H100, driver r570, MIG off: the stand-in nvidia-smi's answer.
+pub const H100: &str = "0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n";
+
+/// A fake GPU host: device files, the stand-ins' state, and one record of GPU and CRIU
+/// calls in the order they happened.
+pub struct GpuHost {
+    /// The cedana setup.
+    pub env: Env,
+    /// CRIU, recorded; the stand-in cuda-checkpoint records into the same file.
+    pub criu: CriuRecorder,
+    dev: PathBuf,
+    state: PathBuf,
+}
+
+impl GpuHost {
+    /// A fresh fake host.
+    pub fn new() -> GpuHost {
+        let env = Env::new();
+        let criu = CriuRecorder::new(&env.path("criu"));
+        let dev = env.path("dev");
+        fs::create_dir_all(&dev).expect("dev dir");
+        for name in ["nvidia0", "nvidiactl", "nvidia-uvm"] {
+            fs::write(dev.join(name), "").expect("stand-in device file");
+        }
+        let state = env.path("cuda-state");
+        GpuHost {
+            env,
+            criu,
+            dev,
+            state,
+        }
+    }
+
+    /// The counter, holding the stand-in device files open.
+    pub fn start_job(&self, log: &Path) -> Workload {
+        let paths: Vec<String> = ["nvidia0", "nvidiactl", "nvidia-uvm"]
+            .iter()
+            .map(|n| self.dev.join(n).to_string_lossy().into_owned())
+            .collect();
+        let mut args = vec!["gpu-counter"];
+        args.extend(paths.iter().map(String::as_str));
+        let w = Workload::start(log, &args);
+        wait_count_above(log, 3);
+        w
+    }
+
+    /// Writes the stand-in nvidia-smi's answer for `name` and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.env.path(name);
+        fs::write(&p, text).expect("stand-in answer");
+        p
+    }
+
+    /// `cedana ARGS` in-process, the GPU tools being the stand-ins and the host's GPUs
+    /// those in `gpus` (none when `None`); `fail` makes that stand-in action fail.
+    pub fn cedana(&self, args: &[&str], gpus: Option<&Path>, fail: Option<&str>) -> Run {
+        let set = |k: &str, v: PathBuf| ["--set".to_string(), format!("{k}={}", v.display())];
+        let mut cmd = self.env.cmd();
+        cmd.args(["--set".to_string(), self.criu.setting()])
+            .args(set("gpu.device_dir", self.dev.clone()))
+            .args(set(
+                "gpu.cuda_checkpoint",
+                bin("cedana-test-cuda-checkpoint"),
+            ))
+            .args(set("gpu.nvidia_smi", bin("cedana-test-nvidia-smi")))
+            .args(args)
+            .env("CEDANA_TEST_CUDA_STATE_DIR", &self.state)
+            .env("CEDANA_TEST_CUDA_LOG", &self.criu.record)
+            .env("CEDANA_TEST_NVIDIA_SMI_APPS", self.env.path("apps"))
+            .env_remove("CEDANA_TEST_NVIDIA_SMI_GPUS")
+            .env_remove("CEDANA_TEST_CUDA_FAIL");
+        if let Some(g) = gpus {
+            cmd.env("CEDANA_TEST_NVIDIA_SMI_GPUS", g);
+        }
+        if let Some(a) = fail {
+            cmd.env("CEDANA_TEST_CUDA_FAIL", a);
+        }
+        Run::from_output(cmd.output().expect("run cedana"))
+    }
+
+    /// `dump process PID --no-server` into the checkpoint dir (unless `extra` has `--dir`).
+    pub fn dump(&self, pid: i32, extra: &[&str], gpus: Option<&Path>, fail: Option<&str>) -> Run {
+        let (pid, dir) = (pid.to_string(), self.env.checkpoints());
+        let dir = dir.to_string_lossy();
+        let mut args = vec!["--json", "dump", "process", &pid, "--no-server"];
+        if !extra.contains(&"--dir") {
+            args.extend(["--dir", &dir]);
+        }
+        args.extend_from_slice(extra);
+        self.cedana(&args, gpus, fail)
+    }
+
+    /// `restore process --path PATH --no-server`; `fail` makes that stand-in action fail.
+    pub fn restore(&self, path: &str, gpus: Option<&Path>, fail: Option<&str>) -> Run {
+        let args = [
+            "--json",
+            "restore",
+            "process",
+            "--path",
+            path,
+            "--no-server",
+        ];
+        self.cedana(&args, gpus, fail)
+    }
+
+    /// The GPU steps and CRIU runs recorded since the last `clear`, as `lock 42`, ...,
+    /// `criu` (CRIU's RPC sessions, consecutive ones as one; its version checks left out).
+    pub fn steps(&self) -> Vec<String> {
+        let mut steps: Vec<String> = self
+            .criu
+            .calls()
+            .iter()
+            .filter_map(|c| match c.strip_prefix("cuda-checkpoint ") {
+                Some(s) if !s.starts_with("get-state") => Some(s.to_string()),
+                Some(_) => None,
+                None => c.starts_with("swrk").then(|| "criu".to_string()),
+            })
+            .collect();
+        // One CRIU step may be several RPC sessions (a feature check, then the dump).
+        steps.dedup_by(|a, b| a == "criu" && b == "criu");
+        steps
+    }
+
+    /// The stand-in's GPU state of `pid`.
+    pub fn gpu_state(&self, pid: i32) -> String {
+        fs::read_to_string(self.state.join(pid.to_string())).unwrap_or_else(|_| "running".into())
+    }
+}
+
+/// The checkpoint path of a `--json dump` answer.
+pub fn path_of(run: &Run) -> String {
+    run.json()["path"].as_str().expect("path").to_string()
+}
+
+impl Default for GpuHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}

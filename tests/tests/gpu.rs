@@ -1,0 +1,242 @@
+//! GPU dumps against real CRIU, with NO GPU: a CPU counter holding stand-in device
+//! files is taken for a GPU user, and NVIDIA's tools are stand-ins (see
+//! `cedana_e2e::gpu`). Asserted: the order of GPU and CRIU steps, the rollback on every
+//! failure (the job runs on, its GPU state back to `running`), `--leave-running`, and
+//! the refusals made before anything is touched.
+
+use std::fs;
+use std::path::Path;
+
+use cedana_e2e::gpu::*;
+use cedana_e2e::*;
+
+#[test]
+fn a_gpu_job_is_checkpointed_and_restored_in_order_and_counts_on() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let log = host.env.path("job.log");
+    let mut w = host.start_job(&log);
+    let pid = w.pid;
+    host.file("apps", &format!("{pid}, GPU-aaaa, 2048\n"));
+    let path = path_of(
+        &host
+            .dump(pid, &["--compression", "none"], Some(&gpus), None)
+            .ok(),
+    );
+    w.reap();
+    assert_eq!(
+        host.steps(),
+        [
+            format!("lock {pid}"),
+            format!("checkpoint {pid}"),
+            "criu".into()
+        ]
+    );
+    assert_eq!(host.gpu_state(pid), "checkpointed");
+    let md: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(Path::new(&path).join("metadata.json")).expect("md"),
+    )
+    .expect("json");
+    let gpu = &md["gpu"];
+    assert_eq!(gpu["backend"], "cuda-checkpoint", "{gpu}");
+    assert_eq!(gpu["driver_version"], "570.86.15", "{gpu}");
+    assert_eq!(gpu["gpus"][0]["name"], "NVIDIA H100 80GB HBM3", "{gpu}");
+    assert_eq!(gpu["tasks"][0]["pid"], pid, "{gpu}");
+    assert_eq!(
+        gpu["tasks"][0]["devices"],
+        serde_json::json!(["nvidia-uvm", "nvidia0", "nvidiactl"])
+    );
+    let at_dump = last_count(&log).expect("count at dump");
+    host.criu.clear();
+    let restored = host.restore(&path, Some(&gpus), None).ok();
+    let _guard = KillOnDrop(restored.json()["pid"].as_i64().expect("pid") as i32);
+    assert_eq!(
+        host.steps(),
+        [
+            "criu".to_string(),
+            format!("restore {pid}"),
+            format!("unlock {pid}")
+        ]
+    );
+    assert_eq!(host.gpu_state(pid), "running");
+    assert_eq!(
+        next_after(&log, at_dump),
+        at_dump + 1,
+        "the restored counter restarted"
+    );
+}
+
+#[test]
+fn a_failed_gpu_checkpoint_leaves_the_job_running_on_its_gpu() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    let pid = w.pid;
+    host.dump(pid, &[], Some(&gpus), Some("checkpoint"))
+        .fails_with(&format!("GPU checkpoint of process {pid} failed"));
+    assert_eq!(
+        host.steps(),
+        [
+            format!("lock {pid}"),
+            format!("checkpoint {pid}"),
+            format!("unlock {pid}")
+        ],
+        "CRIU must not run"
+    );
+    assert_eq!(host.gpu_state(pid), "running");
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    assert!(
+        dir_names(&host.env.checkpoints()).is_empty(),
+        "no checkpoint left"
+    );
+}
+
+#[test]
+fn a_failed_criu_dump_puts_the_job_back_on_its_gpu() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    let pid = w.pid;
+    // A disk too small for the images: CRIU fails after the GPU state was checkpointed.
+    let full = Tmpfs::mount(&host.env.path("full"), 1);
+    // Filled but for a few pages, so only CRIU's writing can hit the limit.
+    fs::write(full.path.join("filler"), vec![1u8; (1 << 20) - (16 << 10)]).expect("fill");
+    let dir = full.path.to_string_lossy().to_string();
+    let args = ["--dir", &dir, "--compression", "none"];
+    host.dump(pid, &args, Some(&gpus), None).fails_with("space");
+    assert_eq!(
+        host.steps(),
+        [
+            format!("lock {pid}"),
+            format!("checkpoint {pid}"),
+            "criu".into(),
+            format!("restore {pid}"),
+            format!("unlock {pid}")
+        ]
+    );
+    assert_eq!(host.gpu_state(pid), "running");
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+}
+
+#[test]
+fn leave_running_puts_the_job_back_on_its_gpu() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    let pid = w.pid;
+    host.dump(pid, &["--leave-running"], Some(&gpus), None).ok();
+    assert_eq!(
+        host.steps(),
+        [
+            format!("lock {pid}"),
+            format!("checkpoint {pid}"),
+            "criu".into(),
+            format!("restore {pid}"),
+            format!("unlock {pid}")
+        ]
+    );
+    assert_eq!(host.gpu_state(pid), "running");
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+}
+
+#[test]
+fn a_job_on_a_mig_gpu_is_refused_before_anything_is_touched() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", &H100.replace("Disabled", "Enabled"));
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    host.dump(w.pid, &[], Some(&gpus), None)
+        .fails_with("is in MIG mode")
+        .fails_with("nothing was touched and the job keeps running");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+}
+
+/// The driver-API helper on a host without the driver: the lock fails with what to
+/// install, before CRIU, and the job runs on.
+#[test]
+fn the_driver_api_helper_without_a_driver_refuses_the_dump_and_says_why() {
+    if !e2e_enabled() {
+        return;
+    }
+    if Path::new("/proc/driver/nvidia").exists() {
+        // A real GPU host: the helper would really lock the (CPU) workload.
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    let helper = format!("gpu.cuda_checkpoint={}", bin("cedana-gpu-helper").display());
+    let pid = w.pid.to_string();
+    let dir = host.env.checkpoints().to_string_lossy().to_string();
+    let args = [
+        "--set",
+        &helper,
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--dir",
+        &dir,
+    ];
+    host.cedana(&args, Some(&gpus), None)
+        .fails_with(&format!("GPU lock of process {pid} failed"))
+        .fails_with("install the NVIDIA driver")
+        .fails_with("the job runs on on its GPU");
+    assert_eq!(host.steps(), Vec::<String>::new(), "CRIU must not run");
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+}
+
+#[test]
+fn a_gpu_job_on_a_host_without_cuda_checkpoint_is_refused_before_anything_is_touched() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let log = host.env.path("job.log");
+    let w = host.start_job(&log);
+    let pid = w.pid.to_string();
+    let dir = host.env.checkpoints().to_string_lossy().to_string();
+    let no_tool = "gpu.cuda_checkpoint=/nonexistent/cuda-checkpoint";
+    let args = [
+        "--set",
+        no_tool,
+        "dump",
+        "process",
+        &pid,
+        "--no-server",
+        "--dir",
+        &dir,
+    ];
+    host.cedana(&args, Some(&gpus), None)
+        .fails_with("cuda-checkpoint is needed to checkpoint the job's GPU state")
+        .fails_with("set gpu.cuda_checkpoint");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+}
