@@ -9,11 +9,12 @@ use std::process::Command;
 use cedana_e2e::*;
 use serde::Deserialize;
 
-const BINARIES: [&str; 4] = [
+const BINARIES: [&str; 5] = [
     "cedana",
     "containerd-shim-cedana-v2",
     "cedana-runc",
     "cedana-criu-relay",
+    "cedana-gpu-helper",
 ];
 
 /// A host root holding `containerd config default` (or `config`) as its config.
@@ -152,7 +153,12 @@ fn install_twice_then_uninstall_gives_back_the_original_config() {
         fs::read(&earlier_runc).expect("earlier runc"),
         b"#!/bin/sh\necho older\n"
     );
-    for name in ["cedana", "containerd-shim-cedana-v2", "cedana-criu-relay"] {
+    for name in [
+        "cedana",
+        "containerd-shim-cedana-v2",
+        "cedana-criu-relay",
+        "cedana-gpu-helper",
+    ] {
         assert!(
             !host.path(&format!("/usr/local/bin/{name}")).exists(),
             "{name}"

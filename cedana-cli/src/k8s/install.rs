@@ -11,12 +11,14 @@ use sha2::{Digest, Sha256};
 
 use super::containerd_config::{drop_in, ConfigError, ContainerdConfig};
 
-/// The binaries a node needs: the CLI and daemon, the shim, the runc wrapper, the relay.
-pub const BINARIES: [&str; 4] = [
+/// The binaries a node needs: the CLI and daemon, the shim, the runc wrapper, the relay,
+/// and the GPU helper (the driver's checkpoint API where cuda-checkpoint is missing).
+pub const BINARIES: [&str; 5] = [
     "cedana",
     "containerd-shim-cedana-v2",
     "cedana-runc",
     "cedana-criu-relay",
+    "cedana-gpu-helper",
 ];
 /// The shim among [`BINARIES`], which containerd's config names.
 const SHIM: &str = "containerd-shim-cedana-v2";
