@@ -59,7 +59,10 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                             create_private_dir(&images)?;
                         }
                         ctx.images_dir = images.clone();
-                        CommitTarget::ImagePath(images)
+                        CommitTarget::ImagePath {
+                            dir: images,
+                            digests: ctx.req.file_digests,
+                        }
                     }
                     None => {
                         let dir =
