@@ -22,13 +22,7 @@ pub struct KeyInfo {
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 /// Environment variables starting with `CEDANA_` that are not config keys but are allowed.
-pub const NON_CONFIG_ENV: &[&str] = &[
-    "CEDANA_CONFIG_DIR",
-    "CEDANA_RUNTIME_BINARY",
-    "CEDANA_LOG",
-    // cedana-runc checkpoint: sizes only, set by the containerd shim.
-    "CEDANA_RUNC_DIGESTS",
-];
+pub const NON_CONFIG_ENV: &[&str] = &["CEDANA_CONFIG_DIR", "CEDANA_RUNTIME_BINARY", "CEDANA_LOG"];
 
 /// Prefix of environment variables reserved for tests.
 pub const TEST_ENV_PREFIX: &str = "CEDANA_TEST_";

@@ -22,7 +22,6 @@ use cedana_runtime::plugins::containerd::dump::DEFAULT_RUNC_ROOT;
 use cedana_runtime::plugins::runc::runtime as runc;
 use cedana_runtime::plugins::runc::task_args;
 use cedana_runtime::plugins::runc::{RuncDump, RuncTarget};
-use cedana_runtime::runc_wrapper;
 
 use crate::error::{Result, ShimError};
 use crate::reaper::Reaper;
@@ -128,11 +127,6 @@ impl Runtime {
         let verb = cmd.first().cloned().unwrap_or_default();
         let mut c = Command::new(&self.binary);
         c.args(&args);
-        if verb == "checkpoint" {
-            // containerd digests the checkpoint whole in its content store: cedana-runc
-            // need not hash every image file again (plain runc ignores the variable).
-            c.env(runc_wrapper::DIGESTS_ENV, runc_wrapper::DIGESTS_SIZES);
-        }
         let capture = stdio.is_none();
         match stdio {
             Some(s) => {

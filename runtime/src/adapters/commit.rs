@@ -22,7 +22,6 @@ use crate::image::error::ImageError;
 use crate::image::metadata::METADATA_FILE;
 use crate::image::metadata::{CheckpointKind, FileDigest, Metadata, Sizes, FORMAT_VERSION};
 use crate::image::{archive, atomic, integrity};
-use crate::request::FileDigests;
 use crate::store::{transfer, CheckpointStore, Location, Upload};
 
 /// Where a commit puts the images.
@@ -41,12 +40,7 @@ pub enum CommitTarget {
         compression: Compression,
     },
     /// runc's `--image-path`: metadata.json is added beside the images in place.
-    ImagePath {
-        /// The images.
-        dir: PathBuf,
-        /// sha256 of every file, or sizes only.
-        digests: FileDigests,
-    },
+    ImagePath(PathBuf),
 }
 
 impl CommitTarget {
@@ -130,7 +124,7 @@ impl Committer {
                     }
                 }
             }
-            CommitTarget::ImagePath { dir, .. } => {
+            CommitTarget::ImagePath(dir) => {
                 let _ = fs::remove_file(dir.join(METADATA_FILE));
             }
         }
@@ -152,15 +146,9 @@ impl Committer {
         md.host = host::host_info();
         let t = Instant::now();
         let (path, compression, size_bytes, mut md) = match &self.target {
-            CommitTarget::ImagePath {
-                dir: images,
-                digests,
-            } => {
+            CommitTarget::ImagePath(images) => {
                 injected_fault("digest")?;
-                let mut files = match digests {
-                    FileDigests::Sha256 => integrity::digest_dir(images)?,
-                    FileDigests::SizesOnly => integrity::size_dir(images)?,
-                };
+                let mut files = integrity::digest_dir(images)?;
                 // Logs are not part of the checkpoint: runc and CRIU append to them on restore.
                 files.retain(|rel, _| !rel.ends_with(".log"));
                 record_digests(&mut md, files, t.elapsed());

@@ -59,10 +59,7 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                             create_private_dir(&images)?;
                         }
                         ctx.images_dir = images.clone();
-                        CommitTarget::ImagePath {
-                            dir: images,
-                            digests: ctx.req.file_digests,
-                        }
+                        CommitTarget::ImagePath(images)
                     }
                     None => {
                         let dir =

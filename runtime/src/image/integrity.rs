@@ -25,21 +25,6 @@ pub fn digest_dir(dir: &Path) -> Result<BTreeMap<String, FileDigest>, ImageError
     Ok(files.into_iter().map(|(rel, _)| rel).zip(digests).collect())
 }
 
-/// Sizes of every regular file below `dir` except metadata.json, with an empty sha256:
-/// for a checkpoint whose keeper digests it whole (see `FileDigests::SizesOnly`).
-pub fn size_dir(dir: &Path) -> Result<BTreeMap<String, FileDigest>, ImageError> {
-    list_files(dir)?
-        .into_iter()
-        .map(|(rel, abs)| {
-            let size = fs::symlink_metadata(&abs)
-                .map_err(|e| ImageError::io(&abs, e))?
-                .len();
-            let sha256 = String::new();
-            Ok((rel, FileDigest { size, sha256 }))
-        })
-        .collect()
-}
-
 /// Like [`digest_dir`], but takes the digest of a file from `known` (computed while it
 /// was written) when its size still matches, instead of reading it again.
 pub fn digest_dir_known(
@@ -212,23 +197,6 @@ pub fn verify_listed(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
         .find(|k| !files.iter().any(|(rel, _)| rel == *k))
     {
         return Err(ImageError::Missing { file: file.clone() });
-    }
-    // Files recorded with their size only (an empty sha256) are not read again.
-    let (sized, files): (Vec<_>, Vec<_>) = files
-        .into_iter()
-        .partition(|(rel, _)| md.files[rel].sha256.is_empty());
-    for (rel, abs) in &sized {
-        let expected = &md.files[rel];
-        let size = fs::symlink_metadata(abs)
-            .map_err(|e| ImageError::io(abs, e))?
-            .len();
-        if size != expected.size {
-            return Err(ImageError::ChecksumMismatch {
-                file: rel.clone(),
-                expected: format!("{} bytes", expected.size),
-                actual: format!("{size} bytes"),
-            });
-        }
     }
     for ((rel, _), actual) in files.iter().zip(hash_files(&files)?) {
         let expected = &md.files[rel];
@@ -424,29 +392,6 @@ mod tests {
             real.keys().collect::<Vec<_>>(),
             "exactly the files present"
         );
-    }
-
-    #[test]
-    fn sizes_only_files_are_checked_by_size_without_hashing() {
-        let d = tempfile::tempdir().expect("tempdir");
-        sample(d.path());
-        let sizes = size_dir(d.path()).expect("sizes");
-        assert_eq!(sizes["pages-1.img"].size, 300_000);
-        assert!(sizes.values().all(|f| f.sha256.is_empty()), "{sizes:?}");
-        let md = Metadata {
-            files: sizes,
-            ..metadata_for(d.path())
-        };
-        verify_listed(d.path(), &md).expect("same sizes pass");
-        // A changed byte of the same size is containerd's digest to catch, not ours...
-        fs::write(d.path().join("core-1.img"), b"CORE").expect("write");
-        verify_listed(d.path(), &md).expect("size only");
-        // ...but a truncated file is refused, naming it.
-        fs::write(d.path().join("pages-1.img"), b"short").expect("write");
-        match verify_listed(d.path(), &md) {
-            Err(ImageError::ChecksumMismatch { file, .. }) => assert_eq!(file, "pages-1.img"),
-            other => panic!("expected a size mismatch, got {other:?}"),
-        }
     }
 
     #[test]

@@ -67,20 +67,6 @@ pub struct DumpRequest {
     /// What to checkpoint when it is not a plain process tree (a container, ...): its
     /// kind picks the route, and the plugin owning that kind finds the tree.
     pub target: Option<Box<dyn Target>>,
-    /// How metadata.json records the files of an `image_path` checkpoint.
-    pub file_digests: FileDigests,
-}
-
-/// How a checkpoint written in place (`image_path`) records its files in metadata.json.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FileDigests {
-    /// Size and sha256 of every file, checked again before a restore.
-    #[default]
-    Sha256,
-    /// Sizes only (an empty sha256): whoever keeps the checkpoint digests it whole
-    /// (containerd's content store), so reading every image again to hash it would only
-    /// lengthen the dump.
-    SizesOnly,
 }
 
 impl DumpRequest {

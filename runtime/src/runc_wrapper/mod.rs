@@ -17,17 +17,10 @@ use crate::engine::{CriuFlags, DumpRequest, Engine, RestoreRequest};
 use crate::plugins::runc::loopback;
 use crate::plugins::runc::runtime::resolve_binary;
 use crate::plugins::runc::{RuncDump, RuncRestore};
-use crate::request::FileDigests;
 use args::{Call, Invocation};
 
 /// Overrides `runc.binary_path` for the wrapper only.
 pub const RUNTIME_ENV: &str = "CEDANA_RUNTIME_BINARY";
-/// Set to [`DIGESTS_SIZES`] by a caller that digests the checkpoint whole itself (the
-/// containerd shim: containerd's content store): `checkpoint` then records file sizes
-/// only in metadata.json instead of reading every image again to hash it.
-pub const DIGESTS_ENV: &str = "CEDANA_RUNC_DIGESTS";
-/// The value of [`DIGESTS_ENV`] that asks for sizes only.
-pub const DIGESTS_SIZES: &str = "sizes";
 
 /// Runs the wrapper on `args` (without argv\[0\]); returns the exit code (pass-through
 /// does not return on success).
@@ -123,14 +116,8 @@ pub fn dump_request(call: &Call) -> DumpRequest {
     if call.has("ext-unix-sk") {
         extra.push("--ext-unix-sk".into());
     }
-    let sizes_only = std::env::var_os(DIGESTS_ENV).is_some_and(|v| v == DIGESTS_SIZES);
     DumpRequest {
         leave_running: Some(call.has("leave-running")),
-        file_digests: if sizes_only {
-            FileDigests::SizesOnly
-        } else {
-            FileDigests::Sha256
-        },
         flags: flags(call),
         image_path: Some(image_path(call)),
         target: Some(Box::new(RuncDump {
