@@ -4,7 +4,8 @@
 # For each size (BENCH_SIZES, MiB) a workload holding that much memory (1/4 random,
 # 3/8 repetitive text, 3/8 zero-filled touched pages) is checkpointed and restored
 # BENCH_RUNS times each way:
-#   dump:    ours (`cedana dump process --no-server`, zstd archive)
+#   dump:    ours by default (`cedana dump process --no-server`: streamed, one shard per core)
+#            ours as a zstd archive (`--compression zstd`)
 #            ours streamed (`--streams N`: CRIU --stream into N zstd shards)
 #            podman way (`criu dump` to a directory, then `tar | zstd -3`)
 #            raw `criu dump` to a directory (no archive: the floor)
@@ -80,6 +81,7 @@ for mib in $SIZES; do
 
         # --- ours: a zstd archive; then streamed: N shards compressed in parallel while
         # CRIU dumps ---
+        ours_dump_restore default default
         ours_dump_restore ours ours --compression zstd
         ours_dump_restore "streams-$STREAMS" streams --streams "$STREAMS"
 

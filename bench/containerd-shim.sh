@@ -4,14 +4,20 @@
 #   start latency: `ctr run --rm IMAGE ID /bin/true`, BENCH_SHIM_RUNS times per runtime
 #   (median), each container with its own shim;
 #   resident memory: BENCH_SHIM_CONTAINERS detached containers per runtime, VmRSS of each
-#   shim process (mean).
-# Prints the figures and our/theirs ratios. Needs root, containerd, ctr, runc, busybox
+#   shim process (mean);
+#   checkpoint: `ctr task checkpoint` of a container holding BENCH_SHIM_CKPT_MIB MiB
+#   (default 270) in a shell variable, BENCH_SHIM_CKPT_RUNS times per runtime (median),
+#   each ending as a tar in containerd's content store, removed after each run.
+# Prints the figures and our/theirs ratios, and saves them as JSON under bench/results/. Needs root, containerd, ctr, runc, busybox
 # (make deps) and a build of the shim (BIN, default target/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${BENCH_SHIM_RUNS:-20}
 CONTAINERS=${BENCH_SHIM_CONTAINERS:-5}
+CKPT_MIB=${BENCH_SHIM_CKPT_MIB:-270}
+CKPT_RUNS=${BENCH_SHIM_CKPT_RUNS:-3}
+RESULTS=${BENCH_RESULTS_DIR:-bench/results}/containerd-shim-$(date -u +%Y%m%dT%H%M%SZ).json
 BIN=$(realpath "${BIN:-target/release}")
 [ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (containerd)" >&2; exit 1; }
 [ -x "$BIN/containerd-shim-cedana-v2" ] || { echo "missing $BIN/containerd-shim-cedana-v2" >&2; exit 1; }
@@ -106,17 +112,58 @@ rss() {
     echo $((total / (n > 0 ? n : 1)))
 }
 
+# Median seconds of `ctr task checkpoint` of a container holding CKPT_MIB MiB.
+checkpoint_time() {
+    local rt=$1 tag=$2 id="ckpt-$2" times=()
+    # busybox sh: a variable of CKPT_MIB MiB of text; "ready" once it is filled.
+    "${CTR[@]}" run -d --runtime "$rt" "$IMAGE" "$id" /bin/sh -c \
+        "x=\$(head -c $((CKPT_MIB * 1048576)) /dev/zero | tr '\\0' a); touch /tmp/ready; exec sleep 100000"
+    for _ in $(seq 600); do
+        "${CTR[@]}" task exec --exec-id "probe-$RANDOM" "$id" test -e /tmp/ready 2>/dev/null && break
+        sleep 0.2
+    done
+    for i in $(seq "$CKPT_RUNS"); do
+        local t0 t1
+        t0=$(date +%s.%N)
+        "${CTR[@]}" task checkpoint "$id" >"$D/ckpt-$tag-$i"
+        t1=$(date +%s.%N)
+        times+=("$(python3 -c "print($t1 - $t0)")")
+        for r in $("${CTR[@]}" image ls -q | grep checkpoint || true); do
+            "${CTR[@]}" image rm "$r" >/dev/null 2>&1 || true
+        done
+        "${CTR[@]}" content prune references >/dev/null 2>&1 || true
+    done
+    "${CTR[@]}" task kill -s KILL "$id" >/dev/null 2>&1 || true
+    sleep 1
+    "${CTR[@]}" task delete "$id" >/dev/null 2>&1 || true
+    "${CTR[@]}" containers delete "$id" >/dev/null 2>&1 || true
+    printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
+}
+
 OURS_LAT=$(latency io.containerd.cedana.v2 cedana)
 RUNC_LAT=$(latency io.containerd.runc.v2 runc)
 OURS_RSS=$(rss io.containerd.cedana.v2 cedana containerd-shim-cedana-v2)
 RUNC_RSS=$(rss io.containerd.runc.v2 runc containerd-shim-runc-v2)
+OURS_CKPT=$(checkpoint_time io.containerd.cedana.v2 cedana)
+RUNC_CKPT=$(checkpoint_time io.containerd.runc.v2 runc)
 
-python3 - "$OURS_LAT" "$RUNC_LAT" "$OURS_RSS" "$RUNC_RSS" "$RUNS" "$CONTAINERS" <<'PY'
-import sys
-ol, rl, orss, rrss, runs, n = sys.argv[1:]
-ol, rl, orss, rrss = float(ol), float(rl), int(orss), int(rrss)
-print(f"containerd shim benchmark ({runs} runs, {n} containers per runtime)")
-print(f"{'':28}{'cedana':>12}{'runc-v2':>12}{'ratio':>8}")
-print(f"{'ctr run --rm latency (s)':28}{ol:>12.3f}{rl:>12.3f}{ol / rl:>8.2f}")
-print(f"{'shim RSS (MiB)':28}{orss / 1024:>12.1f}{rrss / 1024:>12.1f}{orss / max(rrss, 1):>8.2f}")
+mkdir -p "$(dirname "$RESULTS")"
+python3 - "$OURS_LAT" "$RUNC_LAT" "$OURS_RSS" "$RUNC_RSS" "$RUNS" "$CONTAINERS" \
+    "$OURS_CKPT" "$RUNC_CKPT" "$CKPT_MIB" "$CKPT_RUNS" "$RESULTS" <<'PY'
+import json, os, sys
+ol, rl, orss, rrss, runs, n, oc, rc, mib, cruns, out = sys.argv[1:]
+ol, rl, orss, rrss, oc, rc = float(ol), float(rl), int(orss), int(rrss), float(oc), float(rc)
+print(f"containerd shim benchmark ({runs} runs, {n} containers per runtime; load {os.getloadavg()[0]:.1f})")
+print(f"{'':32}{'cedana':>12}{'runc-v2':>12}{'ratio':>8}")
+print(f"{'ctr run --rm latency (s)':32}{ol:>12.3f}{rl:>12.3f}{ol / rl:>8.2f}")
+print(f"{'shim RSS (MiB)':32}{orss / 1024:>12.1f}{rrss / 1024:>12.1f}{orss / max(rrss, 1):>8.2f}")
+print(f"{f'ctr task checkpoint {mib} MiB (s)':32}{oc:>12.3f}{rc:>12.3f}{oc / rc:>8.2f}")
+json.dump({
+    "runs": int(runs), "containers": int(n), "checkpoint_mib": int(mib),
+    "checkpoint_runs": int(cruns), "load": os.getloadavg()[0],
+    "latency_s": {"cedana": ol, "runc_v2": rl, "ratio": ol / rl},
+    "shim_rss_kib": {"cedana": orss, "runc_v2": rrss, "ratio": orss / max(rrss, 1)},
+    "checkpoint_s": {"cedana": oc, "runc_v2": rc, "ratio": oc / rc},
+}, open(out, "w"), indent=1)
+print(f"saved {out}")
 PY

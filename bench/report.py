@@ -35,10 +35,12 @@ for size in sorted({r["size_mib"] for r in rows}):
     base_dump, base_restore = m("dump", "podman", size), m("restore", "baseline", size)
     streamed = sorted({r["variant"] for r in rows if r["variant"].startswith("streams-")})
     lines = [
+        ("dump: ours, default (streamed)", "dump", "default", base_dump),
         ("dump: ours (zstd archive)", "dump", "ours", base_dump),
         *[(f"dump: ours --streams {v[8:]}", "dump", v, base_dump) for v in streamed],
         ("dump: criu + tar|zstd -3 (podman)", "dump", "podman", base_dump),
         ("dump: raw criu to a directory", "dump", "raw-criu", base_dump),
+        ("restore: ours, default (streamed)", "restore", "default", base_restore),
         ("restore: ours (archive)", "restore", "ours", base_restore),
         *[(f"restore: ours --streams {v[8:]}", "restore", v, base_restore) for v in streamed],
         ("restore: zstd -d|tar x + criu", "restore", "baseline", base_restore),

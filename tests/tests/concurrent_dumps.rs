@@ -37,8 +37,9 @@ fn two_dumps_racing_for_one_name_never_mix_their_images() {
     wait_count_above(&log_a, 1);
     wait_count_above(&log_b, 1);
     let (da, db) = (
-        spawn_dump(&env, a.pid, &["--name", "n"]),
-        spawn_dump(&env, b.pid, &["--name", "n"]),
+        // Archives (dumps stream by default): one file each, whose name they race for.
+        spawn_dump(&env, a.pid, &["--name", "n", "--compression", "zstd"]),
+        spawn_dump(&env, b.pid, &["--name", "n", "--compression", "zstd"]),
     );
     let (ra, rb) = (finish(da), finish(db));
     let (winner, loser, win_log, lose_log) = match (ra.code, rb.code) {

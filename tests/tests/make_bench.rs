@@ -35,6 +35,8 @@ fn make_bench_runs_every_benchmark_at_the_smallest_sizes() {
         .env("BENCH_STREAMS", "2")
         .env("BENCH_SHIM_RUNS", "2")
         .env("BENCH_SHIM_CONTAINERS", "1")
+        .env("BENCH_SHIM_CKPT_MIB", "16")
+        .env("BENCH_SHIM_CKPT_RUNS", "1")
         .env("BENCH_PASSTHROUGH_RUNS", "10")
         .env("BENCH_DIR", scratch.path().join("work"))
         .env("BENCH_RESULTS_DIR", &results)

@@ -44,6 +44,9 @@ fn dump_restore_new_id(daemon: bool) {
         root_s,
         "--dir",
         dir.to_str().expect("utf8"),
+        // The portable archive (dumps stream by default; runc_streams.rs covers that).
+        "--compression",
+        "zstd",
     ];
     if !daemon {
         args.push("--no-server");

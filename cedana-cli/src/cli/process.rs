@@ -169,7 +169,9 @@ pub struct DumpArgs {
     #[arg(long)]
     pub leave_running: bool,
     /// Stream the images through N shards compressed in parallel (criu --stream; zstd,
-    /// or lz4 with --compression lz4): no uncompressed copy is written.
+    /// or lz4 with --compression lz4): no uncompressed copy is written. Without it a dump
+    /// streams into one shard per core where it can (else says why it packs an archive);
+    /// 0 asks for the archive.
     #[arg(long, value_name = "N")]
     pub streams: Option<u32>,
     /// Print CRIU's figures of the dump (frozen time, pages scanned and written).

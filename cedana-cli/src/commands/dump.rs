@@ -147,6 +147,14 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
     };
     let ck = resp.checkpoint.unwrap_or_default();
     let metadata: Option<Metadata> = serde_json::from_str(&ck.metadata_json).ok();
+    // The one line that says a dump did not stream, and why (the engine's fallback).
+    if let Some(why) = metadata
+        .as_ref()
+        .and_then(|m| m.packing.as_ref())
+        .and_then(|p| p.not_streamed.as_deref())
+    {
+        eprintln!("cedana: not streamed: {why}; packed as {}", ck.compression);
+    }
     let stats = metadata.and_then(|m| m.criu_stats);
     if ctx.json {
         print_json(&serde_json::json!({

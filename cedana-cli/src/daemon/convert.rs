@@ -71,6 +71,8 @@ pub fn dump_request(req: &proto::DumpRequest, job_pid: i32) -> Result<DumpReques
         leave_running: req.leave_running,
         flags: criu_flags(req.flags.clone()),
         streams: req.streams,
+        // The user-facing default: stream wherever the route can.
+        streams_by_default: true,
         ..Default::default()
     };
     Ok(match target {

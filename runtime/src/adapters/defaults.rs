@@ -6,10 +6,12 @@ use std::str::FromStr;
 use cedana_config::Config;
 
 use crate::chain::Adapter;
+use crate::criu::relay;
 use crate::engine::{DumpCtx, DumpRequest, DumpResponse, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::image::layout;
+use crate::image::metadata::Packing;
 use crate::process::inspect;
 use crate::store::Location;
 use crate::streamer::Codec;
@@ -33,10 +35,16 @@ pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
                     }
                 })?,
             };
-            if stream_plan(&ctx.req)?.is_some() {
+            let (plan, not_streamed) = choose_packing(&ctx, ctx.compression)?;
+            if plan.is_some() {
                 // The shards are compressed already: the checkpoint is their directory.
                 ctx.compression = Compression::None;
             }
+            ctx.stream = plan;
+            ctx.metadata.packing = Some(Packing {
+                streams: plan.map_or(0, |(n, _)| n as u32),
+                not_streamed,
+            });
             ctx.name = match &ctx.req.name {
                 Some(n) => n.clone(),
                 None => default_name(ctx.req.pid),
@@ -58,10 +66,75 @@ pub fn leave_running(req: &DumpRequest, config: &Config) -> bool {
 
 /// Most shards a streamed dump may ask for.
 pub const MAX_STREAMS: u32 = 64;
+/// Most shards a dump streams into by default: one per core up to this many. Past a few
+/// shards the dump is bound by CRIU's one writer, not by compression.
+pub const DEFAULT_STREAMS_CAP: usize = 8;
 
-/// Shard count and codec of a streamed dump, or None when not streaming.
-pub fn stream_plan(req: &DumpRequest) -> Result<Option<(usize, Codec)>, EngineError> {
-    let Some(n) = req.streams else {
+/// Shards and codec of a streamed dump.
+pub type StreamPlan = (usize, Codec);
+
+/// Shard count and codec of a dump that does not say `--streams`: one shard per core
+/// (capped), zstd.
+pub fn default_streams() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, DEFAULT_STREAMS_CAP)
+}
+
+/// How a dump stores its images: the stream plan (shards, codec), or None with the reason
+/// it is not streamed. Without `--streams`, a dump that streams by default
+/// (`streams_by_default`) streams unless the route said it cannot (`DumpCtx::no_stream`),
+/// the caller asked for image files (`image_path`) or an archive (`--compression`), the
+/// relay is missing, or the configured compression cannot be streamed.
+fn choose_packing(
+    ctx: &DumpCtx,
+    compression: Compression,
+) -> Result<(Option<StreamPlan>, Option<String>), EngineError> {
+    let req = &ctx.req;
+    if let Some(n) = req.streams {
+        let plan = stream_plan(req)?;
+        let why = (n == 0).then(|| "--streams 0 asked for the archive".to_string());
+        return Ok((plan, why));
+    }
+    if !req.streams_by_default {
+        // A library caller that did not opt in: the archive, as it always was.
+        return Ok((None, None));
+    }
+    let why = if req.image_path.is_some() {
+        Some("the caller asked for CRIU image files (--image-path)".to_string())
+    } else if let Some(reason) = &ctx.no_stream {
+        Some(reason.clone())
+    } else if let Some(c) = req.compression {
+        Some(format!(
+            "--compression {c} asks for an archive (stream with --streams N)"
+        ))
+    } else if relay::locate().is_none() {
+        // Streamed dumps need it (CRIU's action script, runc's CRIU).
+        Some(format!(
+            "{} is neither beside this binary nor on PATH (make install)",
+            relay::BINARY_NAME
+        ))
+    } else {
+        None
+    };
+    if why.is_some() {
+        return Ok((None, why));
+    }
+    Ok(match codec_of(compression) {
+        Some(codec) => (Some((default_streams(), codec)), None),
+        None => (
+            None,
+            Some(format!(
+                "checkpoint.compression is {compression}, which cannot be streamed (zstd or lz4 can)"
+            )),
+        ),
+    })
+}
+
+/// Shard count and codec of a dump that asked for `--streams N`, or None when it did not
+/// or asked for 0 (the archive).
+pub fn stream_plan(req: &DumpRequest) -> Result<Option<StreamPlan>, EngineError> {
+    let Some(n) = req.streams.filter(|n| *n > 0) else {
         return Ok(None);
     };
     if !(1..=MAX_STREAMS).contains(&n) {
@@ -72,19 +145,23 @@ pub fn stream_plan(req: &DumpRequest) -> Result<Option<(usize, Codec)>, EngineEr
             ),
         });
     }
-    let codec = match req.compression {
-        None | Some(Compression::Zstd) => Codec::Zstd,
-        Some(Compression::Lz4) => Codec::Lz4,
-        Some(other) => {
-            return Err(EngineError::InvalidRequest {
-                field: "compression",
-                reason: format!(
-                    "{other} cannot be streamed; with --streams use zstd (default) or lz4"
-                ),
-            })
-        }
-    };
+    let compression = req.compression.unwrap_or(Compression::Zstd);
+    let codec = codec_of(compression).ok_or_else(|| EngineError::InvalidRequest {
+        field: "compression",
+        reason: format!(
+            "{compression} cannot be streamed; with --streams use zstd (default) or lz4"
+        ),
+    })?;
     Ok(Some((n as usize, codec)))
+}
+
+/// The shard codec of a compression that can be streamed.
+fn codec_of(c: Compression) -> Option<Codec> {
+    match c {
+        Compression::Zstd => Some(Codec::Zstd),
+        Compression::Lz4 => Some(Codec::Lz4),
+        _ => None,
+    }
 }
 
 /// Makes the checkpoint path absolute so later steps do not depend on the cwd.

@@ -107,11 +107,16 @@ impl Criu {
         Ok(log)
     }
 
-    /// `criu restore --stream --restore-detached`: returns the restored root's PID. The
-    /// tree is re-parented to the nearest subreaper (or init) when CRIU exits.
+    /// `criu restore --stream --restore-detached --restore-sibling`: returns the restored
+    /// root's PID. As a sibling of CRIU the root is the caller's child (as `rst_sibling`
+    /// makes it over RPC), so a daemon reaps it and learns its exit code.
     pub fn restore_streamed(&self, a: &StreamArgs) -> Result<i32, CriuError> {
         let pid_file = a.work_dir.join("restore.pid");
-        let mut args = vec!["restore".to_string(), "--restore-detached".into()];
+        let mut args = vec![
+            "restore".to_string(),
+            "--restore-detached".into(),
+            "--restore-sibling".into(),
+        ];
         args.extend(["--pidfile".into(), pid_file.display().to_string()]);
         args.extend(Self::common(a.images_dir, a.work_dir, "restore.log"));
         args.extend(a.opts.to_cli_args(true));

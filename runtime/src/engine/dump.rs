@@ -74,7 +74,7 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         true => ctx.images_dir.clone(),
         false => ctx.dir.clone(),
     };
-    let plan = defaults::stream_plan(&ctx.req)?;
+    let plan = ctx.stream;
     let committer = ctx.committer.clone().filter(|_| !opts.leave_running);
     let md = metadata.clone();
     metadata.files = bulk(move || {

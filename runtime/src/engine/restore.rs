@@ -56,8 +56,8 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let t = Instant::now();
     let pid = bulk(move || {
         if images_dir.join(streamer::INDEX_FILE).is_file() {
-            // CRIU streams only in CLI mode, where the restored tree cannot be made our
-            // child: it passes to the nearest subreaper (or init).
+            // CRIU streams only in CLI mode; `--restore-sibling` makes the restored root
+            // our child there too.
             return Ok(streamer::restore(&criu, &images_dir, &work_dir, &opts)?);
         }
         let outcome = criu.restore(&RestoreArgs {

@@ -145,6 +145,18 @@ pub struct RestoreStats {
     pub pages_restored: u64,
 }
 
+/// How a checkpoint's images were stored (dumps since streaming became the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Packing {
+    /// Shards the images were streamed into; 0: not streamed (an archive or a directory
+    /// of image files).
+    pub streams: u32,
+    /// Why the dump did not stream, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_streamed: Option<String>,
+}
+
 /// Contents of `metadata.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -171,6 +183,9 @@ pub struct Metadata {
     pub sizes: Sizes,
     /// Every file of the checkpoint except metadata.json, by relative path.
     pub files: BTreeMap<String, FileDigest>,
+    /// How the images were stored; absent in checkpoints older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<Packing>,
     /// CRIU's own figures of the dump (`stats-dump`), when CRIU wrote them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub criu_stats: Option<CriuStats>,

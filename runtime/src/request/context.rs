@@ -12,6 +12,7 @@ use crate::engine::Env;
 use crate::image::compression::Compression;
 use crate::image::metadata::Metadata;
 use crate::process::state::ProcessState;
+use crate::streamer::Codec;
 
 /// A dump request on its way through the chain, with what adapters have worked out.
 #[derive(Debug)]
@@ -26,6 +27,12 @@ pub struct DumpCtx {
     pub name: String,
     /// Packing (filled by the defaults adapter).
     pub compression: Compression,
+    /// Shards and codec when the images are streamed (filled by the defaults adapter).
+    pub stream: Option<(usize, Codec)>,
+    /// Why this route cannot stream (a container on a terminal, ...), set by the route's
+    /// resolvers before the defaults adapter: a dump without `--streams` then falls back
+    /// to the archive and records this reason.
+    pub no_stream: Option<String>,
     /// Where CRIU writes its images (filled by the storage adapter).
     pub images_dir: PathBuf,
     /// Where CRIU writes its log and stats, outside the checkpoint (storage adapter);
@@ -55,6 +62,8 @@ impl DumpCtx {
             dir: PathBuf::new(),
             name: String::new(),
             compression: Compression::Zstd,
+            stream: None,
+            no_stream: None,
             images_dir: PathBuf::new(),
             work_dir: None,
             committer: None,

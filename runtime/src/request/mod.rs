@@ -58,8 +58,13 @@ pub struct DumpRequest {
     /// `compression` unused. The directory may exist but must hold no checkpoint.
     pub image_path: Option<PathBuf>,
     /// Stream the images through N compressed shards (`criu --stream`) instead of
-    /// writing them out and packing them; the checkpoint is then a directory.
+    /// writing them out and packing them; the checkpoint is then a directory. `Some(0)`
+    /// asks for the archive; `None` packs the archive unless `streams_by_default`.
     pub streams: Option<u32>,
+    /// With `streams` and `compression` unset: stream into one shard per core (capped)
+    /// wherever the route can, else fall back to the archive and record why (metadata
+    /// `packing`). The CLI and the daemon set it; library callers opt in.
+    pub streams_by_default: bool,
     /// What to checkpoint when it is not a plain process tree (a container, ...): its
     /// kind picks the route, and the plugin owning that kind finds the tree.
     pub target: Option<Box<dyn Target>>,

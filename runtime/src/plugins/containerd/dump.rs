@@ -65,7 +65,7 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                     reason: "give the container id".into(),
                 });
             }
-            if ctx.req.streams.is_some() {
+            if ctx.req.streams.is_some_and(|n| n > 0) {
                 // Restores go through containerd's runc shim, which reads image files.
                 return Err(EngineError::InvalidRequest {
                     field: "streams",
@@ -76,6 +76,11 @@ pub fn resolve_containerd_container() -> Adapter<DumpCtx, DumpResponse> {
                         .into(),
                 });
             }
+            ctx.no_stream = Some(
+                "a containerd checkpoint is restored by containerd's runc shim, which \
+                 reads image files"
+                    .into(),
+            );
             let client = Client::connect(&t).await?;
             let info = client.container().await?;
             match client.task().await? {

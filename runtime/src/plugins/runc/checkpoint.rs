@@ -21,7 +21,6 @@ use super::state::ContainerStatus;
 use super::stream;
 use super::target::{dump_target, RuncDump};
 use crate::adapters::commit::Committer;
-use crate::adapters::defaults;
 use crate::chain::OpResult;
 use crate::criu::options::CriuOpts;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
@@ -39,7 +38,7 @@ pub async fn runc_checkpoint(ctx: DumpCtx) -> OpResult<DumpResponse> {
             field: "runc",
             reason: "a runc dump needs the container".into(),
         })?;
-    let plan = defaults::stream_plan(&ctx.req)?;
+    let plan = ctx.stream;
     if plan.is_some() {
         let container = ctx.metadata.section::<ContainerMeta>()?;
         let bundle = container.map(|c| c.bundle);

@@ -2,11 +2,12 @@
 //! the CRIU options a container needs from its real state (the process adapters already
 //! chose TCP, locks and shell job from the tree; here: external unix sockets, terminals).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::meta::{ContainerLayout, ContainerMeta};
 use super::runtime::Runtime;
 use super::state::ContainerStatus;
+use super::stream;
 use super::target::dump_target;
 use crate::adapters::choose;
 use crate::chain::Adapter;
@@ -84,6 +85,9 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
                 ..Default::default()
             };
             ctx.metadata.set_section(&container)?;
+            if ctx.no_stream.is_none() {
+                ctx.no_stream = stream::fallback_reason(Path::new(&state.bundle));
+            }
             next.run(ctx).await
         })
     })

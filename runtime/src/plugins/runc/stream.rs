@@ -56,29 +56,43 @@ pub fn use_relay(
     Ok(relay::runtime_env(&real))
 }
 
-/// Refuses a container on a terminal: CRIU hands the new pty master to the runtime only
-/// over RPC, which a streamed (command line) CRIU cannot do.
-pub fn refuse_terminal(id: &str, bundle: &Path) -> Result<(), RuncError> {
+/// Why a container on a terminal cannot stream: CRIU hands the new pty master to the
+/// runtime only over RPC, which a streamed (command line) CRIU cannot do.
+const TERMINAL: &str = "it runs on a terminal (process.terminal)";
+
+/// Whether the container of `bundle` runs on a terminal.
+fn on_terminal(bundle: &Path) -> Result<bool, RuncError> {
     // runc checkpoints from its own state, not the bundle: a bundle whose spec is gone
     // says nothing about a terminal, while one that cannot be read is reported.
-    let terminal = match oci::read_bundle_spec(bundle) {
-        Ok(spec) => oci::uses_terminal(&spec),
-        Err(e) if e.is_missing() => false,
-        Err(e) => {
-            return Err(RuncError::Bundle {
-                path: bundle.to_path_buf(),
-                reason: e.to_string(),
-            })
-        }
-    };
-    if terminal {
+    match oci::read_bundle_spec(bundle) {
+        Ok(spec) => Ok(oci::uses_terminal(&spec)),
+        Err(e) if e.is_missing() => Ok(false),
+        Err(e) => Err(RuncError::Bundle {
+            path: bundle.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Refuses `--streams` for a container on a terminal.
+pub fn refuse_terminal(id: &str, bundle: &Path) -> Result<(), RuncError> {
+    if on_terminal(bundle)? {
         return Err(RuncError::CannotStream {
             id: id.into(),
-            reason: "it runs on a terminal (process.terminal); checkpoint it without --streams"
-                .into(),
+            reason: format!("{TERMINAL}; checkpoint it without --streams"),
         });
     }
     Ok(())
+}
+
+/// Why a dump of the container of `bundle` without `--streams` falls back to the
+/// archive, if it must.
+pub fn fallback_reason(bundle: &Path) -> Option<String> {
+    match on_terminal(bundle) {
+        Ok(false) => None,
+        Ok(true) => Some(TERMINAL.into()),
+        Err(e) => Some(format!("whether it runs on a terminal is unknown: {e}")),
+    }
 }
 
 /// The directory the runtime restores from: our serve socket and a copy of runc's
@@ -109,8 +123,11 @@ mod tests {
         write(true);
         let err = refuse_terminal("c1", dir.path()).expect_err("terminal");
         assert!(err.to_string().contains("without --streams"), "{err}");
+        let why = fallback_reason(dir.path()).expect("falls back");
+        assert!(why.contains("terminal"), "{why}");
         write(false);
         refuse_terminal("c1", dir.path()).expect("no terminal");
+        assert_eq!(fallback_reason(dir.path()), None);
     }
 
     #[test]
