@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use containerd_shim::asynchronous::util::{mount_rootfs, read_options, write_options};
-use containerd_shim_protos::api::{CreateTaskRequest, Mount};
+use containerd_shim::asynchronous::util::write_options;
+use containerd_shim_protos::api::CreateTaskRequest;
 use containerd_shim_protos::shim::oci::Options as RuncOptions;
 
+use crate::bundle;
 use crate::error::{Result, ShimError};
 use crate::io::{ConsoleSocket, ProcessIo, StdioPaths};
 use crate::process::{Process, State};
@@ -42,76 +43,6 @@ pub struct Container {
     freezer: Arc<tokio::sync::Mutex<()>>,
 }
 
-fn runtime_root(options: &RuncOptions, namespace: &str) -> PathBuf {
-    let base = if options.root.is_empty() {
-        runtime::DEFAULT_ROOT
-    } else {
-        options.root.as_str()
-    };
-    Path::new(base).join(namespace)
-}
-
-/// Where a new task restores from: containerd's `checkpoint`, else the runtime options'
-/// `CriuImagePath`. containerd 1.7 turns that option into `checkpoint` only for
-/// `io.containerd.runc.*` runtimes and hands it unchanged to any other, so the shim reads
-/// it itself, as containerd does for runc: `cedana restore containerd` works on this shim.
-fn restore_source(checkpoint: &str, options: &RuncOptions) -> Option<PathBuf> {
-    [checkpoint, options.criu_image_path.as_str()]
-        .into_iter()
-        .find(|p| !p.is_empty())
-        .map(PathBuf::from)
-}
-
-/// The CRIU images of the checkpoint the bundle's spec names in its restore annotation
-/// (see [`restore_from`]), checked and with its rootfs changes applied; None if it names
-/// none.
-async fn annotated_restore(bundle: &Path, rootfs_mounted: bool) -> Result<Option<PathBuf>> {
-    let Some(source) = restore_from::requested(bundle)? else {
-        return Ok(None);
-    };
-    let bundle = bundle.to_path_buf();
-    let rootfs = if rootfs_mounted {
-        bundle.join("rootfs")
-    } else {
-        // The spec's root (a rootfs given with the bundle, as `ctr run --rootfs`).
-        bundle.join(spec_root(&bundle)?)
-    };
-    tokio::task::spawn_blocking(move || restore_from::prepare(&source, &bundle, &rootfs))
-        .await
-        .map_err(|e| ShimError::Other(format!("restore preparation task: {e}")))?
-        .map(Some)
-}
-
-/// The spec's `root.path` (relative to the bundle or absolute).
-fn spec_root(bundle: &Path) -> Result<PathBuf> {
-    let path = bundle.join("config.json");
-    let bytes = std::fs::read(&path).map_err(ShimError::io(format!("read {}", path.display())))?;
-    let spec: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", path.display())))?;
-    Ok(PathBuf::from(
-        spec.pointer("/root/path")
-            .and_then(|v| v.as_str())
-            .unwrap_or("rootfs"),
-    ))
-}
-
-/// The runtime for a bundle, as recorded at create (used by `shim delete`).
-pub async fn runtime_for_bundle(bundle: &Path, namespace: &str) -> Runtime {
-    let options = read_options(bundle).await.unwrap_or_default();
-    Runtime {
-        binary: runtime::resolve_binary(&options.binary_name),
-        root: runtime_root(&options, namespace),
-        systemd_cgroup: options.systemd_cgroup,
-        log: bundle.join("log.json"),
-    }
-}
-
-/// Unmounts the bundle's rootfs if it is a mount point.
-pub fn unmount_rootfs(bundle: &Path) {
-    let rootfs = bundle.join("rootfs");
-    let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
-}
-
 fn pid_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.pid"))
 }
@@ -136,12 +67,12 @@ impl Container {
         let bundle = PathBuf::from(&req.bundle);
         let runtime = Runtime {
             binary: runtime::resolve_binary(&options.binary_name),
-            root: runtime_root(&options, namespace),
+            root: bundle::runtime_root(&options, namespace),
             systemd_cgroup: options.systemd_cgroup,
             log: bundle.join("log.json"),
         };
         write_options(&bundle, &options).await?;
-        let rootfs_mounted = mount_all(&req.rootfs, &bundle.join("rootfs")).await?;
+        let rootfs_mounted = bundle::mount_all(&req.rootfs, &bundle.join("rootfs")).await?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -149,12 +80,12 @@ impl Container {
             terminal: req.terminal,
         };
         let init = Arc::new(Process::new(&req.id, "", stdio));
-        let restore_from = match annotated_restore(&bundle, rootfs_mounted).await {
+        let restore_from = match restore_from::annotated_restore(&bundle, rootfs_mounted).await {
             Ok(Some(images)) => Some(images),
-            Ok(None) => restore_source(&req.checkpoint, &options),
+            Ok(None) => restore_from::restore_source(&req.checkpoint, &options),
             Err(e) => {
                 if rootfs_mounted {
-                    unmount_rootfs(&bundle);
+                    bundle::unmount_rootfs(&bundle);
                 }
                 return Err(e);
             }
@@ -187,7 +118,7 @@ impl Container {
             .await
         {
             if c.rootfs_mounted {
-                unmount_rootfs(&c.bundle);
+                bundle::unmount_rootfs(&c.bundle);
             }
             return Err(e);
         }
@@ -338,7 +269,7 @@ impl Container {
             )
             .await;
         if self.rootfs_mounted {
-            unmount_rootfs(&self.bundle);
+            bundle::unmount_rootfs(&self.bundle);
         }
         match r {
             Err(ShimError::Runtime { ref stderr, .. })
@@ -453,37 +384,5 @@ impl Container {
         })
         .await
         .map_err(|e| ShimError::Other(format!("checkpoint task: {e}")))?
-    }
-}
-
-async fn mount_all(mounts: &[Mount], target: &Path) -> Result<bool> {
-    if mounts.is_empty() {
-        return Ok(false);
-    }
-    std::fs::create_dir_all(target)
-        .map_err(ShimError::io(format!("create {}", target.display())))?;
-    for m in mounts {
-        if let Err(e) = mount_rootfs(m, target).await {
-            let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
-            return Err(ShimError::Other(format!(
-                "mount rootfs {} ({}): {e}",
-                m.source, m.type_
-            )));
-        }
-    }
-    Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_restore_comes_from_the_checkpoint_else_the_options() {
-        let mut o = RuncOptions::default();
-        assert_eq!(restore_source("", &o), None);
-        o.criu_image_path = "/ck/images".into();
-        assert_eq!(restore_source("", &o), Some(PathBuf::from("/ck/images")));
-        assert_eq!(restore_source("/given", &o), Some(PathBuf::from("/given")));
     }
 }

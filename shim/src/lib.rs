@@ -4,6 +4,7 @@
 //! detects and records the CRIU options a container needs; the shim holds no checkpoint
 //! logic of its own.
 
+mod bundle;
 pub mod container;
 pub mod error;
 mod events;

@@ -15,6 +15,8 @@ use cedana_runtime::image::archive::unpack_checkpoint;
 use cedana_runtime::image::integrity::{read_metadata, verify_digests, verify_dir};
 use cedana_runtime::plugins::runc::{layout, rootfs_diff};
 
+use containerd_shim_protos::shim::oci::Options as RuncOptions;
+
 use crate::error::{Result, ShimError};
 
 /// The annotation naming the checkpoint (a directory or archive on this node).
@@ -107,6 +109,40 @@ pub fn prepare(source: &Path, bundle: &Path, rootfs: &Path) -> Result<PathBuf> {
     Ok(layout::images_of(&dir))
 }
 
+/// Where a new task restores from: containerd's `checkpoint`, else the runtime options'
+/// `CriuImagePath`. containerd 1.7 turns that option into `checkpoint` only for
+/// `io.containerd.runc.*` runtimes and hands it unchanged to any other, so the shim reads
+/// it itself, as containerd does for runc: `cedana restore containerd` works on this shim.
+pub(crate) fn restore_source(checkpoint: &str, options: &RuncOptions) -> Option<PathBuf> {
+    [checkpoint, options.criu_image_path.as_str()]
+        .into_iter()
+        .find(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The CRIU images of the checkpoint the bundle's spec names in its restore annotation
+/// (see the module's doc), checked and with its rootfs changes applied; None if it names
+/// none.
+pub(crate) async fn annotated_restore(
+    bundle: &Path,
+    rootfs_mounted: bool,
+) -> Result<Option<PathBuf>> {
+    let Some(source) = requested(bundle)? else {
+        return Ok(None);
+    };
+    let bundle = bundle.to_path_buf();
+    let rootfs = if rootfs_mounted {
+        bundle.join("rootfs")
+    } else {
+        // The spec's root (a rootfs given with the bundle, as `ctr run --rootfs`).
+        bundle.join(crate::bundle::spec_root(&bundle)?)
+    };
+    tokio::task::spawn_blocking(move || prepare(&source, &bundle, &rootfs))
+        .await
+        .map_err(|e| ShimError::Other(format!("restore preparation task: {e}")))?
+        .map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +195,14 @@ mod tests {
         fs::write(&junk, b"not an archive").expect("junk");
         let e = prepare(&junk, d.path(), d.path()).expect_err("junk");
         assert!(e.to_string().contains("damaged"), "{e}");
+    }
+
+    #[test]
+    fn a_restore_comes_from_the_checkpoint_else_the_options() {
+        let mut o = RuncOptions::default();
+        assert_eq!(restore_source("", &o), None);
+        o.criu_image_path = "/ck/images".into();
+        assert_eq!(restore_source("", &o), Some(PathBuf::from("/ck/images")));
+        assert_eq!(restore_source("/given", &o), Some(PathBuf::from("/given")));
     }
 }

@@ -17,7 +17,6 @@ use containerd_shim::{Config, Flags, StartOpts};
 use containerd_shim_protos::api;
 use log::warn;
 
-use crate::container;
 use crate::error::ShimError;
 use crate::events::timestamp;
 use crate::reaper::Reaper;
@@ -79,7 +78,7 @@ impl Shim for CedanaShim {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<api::DeleteResponse> {
         let reaper = Reaper::start().map_err(ShimError::io("reaper"))?;
-        let rt = container::runtime_for_bundle(&self.bundle, &self.namespace).await;
+        let rt = crate::bundle::runtime_for_bundle(&self.bundle, &self.namespace).await;
         if let Err(e) = rt
             .run(
                 &reaper,
@@ -90,7 +89,7 @@ impl Shim for CedanaShim {
         {
             warn!("shim delete of {}: {e}", self.id);
         }
-        container::unmount_rootfs(&self.bundle);
+        crate::bundle::unmount_rootfs(&self.bundle);
         Ok(api::DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,
             exited_at: Some(timestamp(SystemTime::now())).into(),

@@ -6,6 +6,7 @@ mod k8s;
 mod kata;
 mod misc;
 mod process;
+mod run;
 #[cfg(test)]
 mod tests;
 
@@ -18,9 +19,10 @@ pub use k8s::{K8sHelperArgs, K8sHelperCmd};
 pub use kata::VmArgs;
 pub use misc::{CompleteKind, CompletionArgs, DaemonCmd, PluginCmd};
 pub use process::{
-    ContainerJobArgs, ContainerdArgs, CriArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd,
-    ManageCmd, QueryCmd, RestoreArgs, RestoreCmd, RunArgs, RunCmd, RunContainerdArgs, RunRuncArgs,
+    ContainerdArgs, CriArgs, CriuFlagArgs, DumpArgs, DumpCmd, FreezeCmd, QueryCmd, RestoreArgs,
+    RestoreCmd,
 };
+pub use run::{ContainerJobArgs, ManageCmd, RunArgs, RunCmd, RunContainerdArgs, RunRuncArgs};
 
 /// Transparent checkpoint/restore of processes with CRIU.
 #[derive(Debug, Parser)]
