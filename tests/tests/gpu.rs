@@ -116,19 +116,7 @@ fn a_failed_criu_dump_puts_the_job_back_on_its_gpu() {
     let dir = full.path.to_string_lossy().to_string();
     let args = ["--dir", &dir, "--compression", "none"];
     host.dump(pid, &args, Some(&gpus), None).fails_with("space");
-    assert_eq!(
-        host.steps(),
-        [
-            format!("lock {pid}"),
-            format!("checkpoint {pid}"),
-            "criu".into(),
-            format!("restore {pid}"),
-            format!("unlock {pid}")
-        ]
-    );
-    assert_eq!(host.gpu_state(pid), "running");
-    assert!(w.alive());
-    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    assert_back_on_its_gpu(&host, &w, &log);
 }
 
 #[test]
@@ -142,19 +130,7 @@ fn leave_running_puts_the_job_back_on_its_gpu() {
     let w = host.start_job(&log);
     let pid = w.pid;
     host.dump(pid, &["--leave-running"], Some(&gpus), None).ok();
-    assert_eq!(
-        host.steps(),
-        [
-            format!("lock {pid}"),
-            format!("checkpoint {pid}"),
-            "criu".into(),
-            format!("restore {pid}"),
-            format!("unlock {pid}")
-        ]
-    );
-    assert_eq!(host.gpu_state(pid), "running");
-    assert!(w.alive());
-    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    assert_back_on_its_gpu(&host, &w, &log);
 }
 
 #[test]
@@ -239,4 +215,23 @@ fn a_gpu_job_on_a_host_without_cuda_checkpoint_is_refused_before_anything_is_tou
     assert!(host.steps().is_empty(), "{:?}", host.steps());
     assert!(w.alive());
     wait_count_above(&log, last_count(&log).expect("count") + 2);
+}
+
+/// After CRIU (which failed, or left the job running): the job's GPU state restored and
+/// unlocked in that order, the job alive and counting.
+fn assert_back_on_its_gpu(host: &GpuHost, w: &Workload, log: &Path) {
+    let pid = w.pid;
+    assert_eq!(
+        host.steps(),
+        [
+            format!("lock {pid}"),
+            format!("checkpoint {pid}"),
+            "criu".into(),
+            format!("restore {pid}"),
+            format!("unlock {pid}")
+        ]
+    );
+    assert_eq!(host.gpu_state(pid), "running");
+    assert!(w.alive());
+    wait_count_above(log, last_count(log).expect("count") + 2);
 }
