@@ -277,6 +277,9 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
         wait_for("CRIU to finish", Duration::from_secs(30), || {
             criu_child_of(me).is_none().then_some(())
         });
+        // As init would for a real daemon's orphans: a task a streamed restore
+        // (`--restore-sibling`, the daemon its parent) left dead holds its PID until reaped.
+        reap_zombie_children(me);
         let restored = pid_alive(w.pid);
         env.start_daemon();
         assert_eq!(
@@ -316,6 +319,30 @@ fn criu_child_of(parent: i32) -> Option<i32> {
         let (state, ppid) = (f.next()?, f.next()?.parse::<i32>().ok()?);
         (comm.ends_with("(criu") && state != "Z" && ppid == parent).then_some(pid)
     })
+}
+
+/// Reaps this process's children that are zombies (orphans it adopted as subreaper).
+fn reap_zombie_children(me: i32) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
+        if state == Some("Z") && ppid == Some(me) {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+    }
 }
 
 /// Makes this test process the subreaper of what it starts, so a CRIU orphaned by a
