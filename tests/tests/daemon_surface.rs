@@ -1,6 +1,6 @@
 //! What the daemon promises beyond a single request: a streamed job restored through
-//! the daemon is not its child, yet `ps` shows it running while its log grows and
-//! halted once it dies (polled); a `run runc` job keeps logging while the daemon is down
+//! the daemon is its child (CRIU's `--restore-sibling`), `ps` shows it running while its
+//! log grows and halted once it dies; a `run runc` job keeps logging while the daemon is down
 //! and after it restarts; a `restore containerd` that fails in runc leaves no
 //! container, task or snapshot in containerd; and the shim's `ctr task metrics` report
 //! what the container's cgroup says.
@@ -44,7 +44,7 @@ fn ppid(pid: i32) -> Option<i32> {
 }
 
 #[test]
-fn streamed_job_restored_through_the_daemon_is_polled() {
+fn streamed_job_restored_through_the_daemon_is_its_child() {
     if !e2e_enabled() {
         return;
     }
@@ -69,10 +69,12 @@ fn streamed_job_restored_through_the_daemon_is_polled() {
     let _guard = KillOnDrop(pid);
     let j = wait_state(&env, "s1", "running");
     assert_eq!(j["pid"], pid);
-    assert_ne!(
+    // CRIU restores a streamed tree as its sibling (`--restore-sibling`), so its root is
+    // the daemon's child, as after a restore through CRIU's RPC: reaped, not polled.
+    assert_eq!(
         ppid(pid),
         env.daemon_pid(),
-        "a streamed restore is detached from the daemon"
+        "a streamed restore is the daemon's child"
     );
     assert_eq!(next_after(&log, at_dump), at_dump + 1, "carried on");
     // Still running, and still logging, a while later.
@@ -80,7 +82,7 @@ fn streamed_job_restored_through_the_daemon_is_polled() {
     assert_eq!(ps_job(&env, "s1")["state"], "running");
     wait_count_above(&log, later + 5);
 
-    // The daemon sees it die though it cannot wait for it.
+    // The daemon sees it die, with its end recorded.
     kill(pid);
     wait_state(&env, "s1", "halted");
 }
