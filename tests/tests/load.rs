@@ -124,7 +124,15 @@ fn probe_ps(socket: PathBuf, stop: Arc<AtomicBool>) -> Vec<Duration> {
                 .await
                 .expect("ps answers");
         });
-        took.push(t.elapsed());
+        let e = t.elapsed();
+        if e > Duration::from_millis(100) {
+            // When, to line it up with the daemon's log and the host's load.
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            eprintln!("slow ps: {e:?}, answered at {:.3}", at.as_secs_f64());
+        }
+        took.push(e);
         std::thread::sleep(Duration::from_millis(20));
     }
     took

@@ -123,9 +123,15 @@ impl Store {
         on(&self.conn, f)
     }
 
-    /// Runs a query on the reading connection.
+    /// Runs a query on the reading connection, on the calling thread even in an async
+    /// handler: in WAL mode a query never waits for a write, and the lock is held only
+    /// by other queries (well under a millisecond each). block_in_place, as writes use,
+    /// would hand this worker's tasks to a blocking-pool thread, which may have to be
+    /// started first, and starting threads stalled for up to ~0.5 s while restores moved
+    /// tasks between cgroups (`ps` waited on that, not on the query).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-        on(&self.reader, f)
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
     }
 
     /// Inserts a job; fails if the jid exists.

@@ -17,6 +17,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use serde::{Deserialize, Serialize};
+
+use super::child::{self, Child};
 use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile, INDEX_FILE, INDEX_VERSION};
 use super::protocol;
 use super::shard::{private_file, Compressor, Packing, ShardWriter};
@@ -44,7 +47,7 @@ pub struct CaptureConfig {
 }
 
 /// What a capture produced.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaptureStats {
     /// Uncompressed image bytes received from CRIU.
     pub raw_bytes: u64,
@@ -56,8 +59,17 @@ pub struct CaptureStats {
     pub shard_digests: BTreeMap<String, FileDigest>,
 }
 
-/// A running capture.
-pub struct Capture {
+/// A running capture: in a streamer process of its own where the relay binary is
+/// installed (see `child.rs` for why), else on threads of this process.
+pub struct Capture(Backend);
+
+enum Backend {
+    Threads(Threads),
+    Process(Child),
+}
+
+/// A capture on threads of this process.
+struct Threads {
     cancel: Arc<AtomicBool>,
     thread: JoinHandle<io::Result<CaptureStats>>,
     socket: PathBuf,
@@ -68,6 +80,14 @@ pub struct Capture {
 impl Capture {
     /// Binds the socket CRIU will connect to and starts serving it in the background.
     pub fn start(cfg: CaptureConfig) -> io::Result<Capture> {
+        match child::locate() {
+            Some(bin) => Child::capture(&bin, &cfg).map(|c| Capture(Backend::Process(c))),
+            None => Capture::in_process(cfg),
+        }
+    }
+
+    /// [`Capture::start`] on threads of this process (what the streamer child runs).
+    pub fn in_process(cfg: CaptureConfig) -> io::Result<Capture> {
         let socket = cfg.dir.join(CAPTURE_SOCKET);
         let listener = socket::listen(&socket)?;
         let cancel = Arc::new(AtomicBool::new(false));
@@ -83,12 +103,12 @@ impl Capture {
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.try_clone()?);
                 run(conn, &cfg)
             })?;
-        Ok(Capture {
+        Ok(Capture(Backend::Threads(Threads {
             cancel,
             thread,
             socket,
             conn: conn_slot,
-        })
+        })))
     }
 
     /// Finishes the capture while CRIU still holds its connection: at CRIU's `post-dump`
@@ -96,21 +116,44 @@ impl Capture {
     /// is ended as if CRIU had hung up, and the shards and index are completed now, before
     /// the dumped tree is let go.
     pub fn seal(self) -> io::Result<CaptureStats> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let t = match self.0 {
+            Backend::Process(c) => return c.ask(child::SEAL),
+            Backend::Threads(t) => t,
+        };
+        let conn = t.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
         match conn {
             // Requests already queued are still read; then the loop sees end-of-file.
             Some(c) => c.shutdown(std::net::Shutdown::Read)?,
             None => {
-                self.abort();
+                t.abort();
                 return Err(io::Error::other("CRIU never connected to the capture"));
             }
         }
-        self.finish()
+        t.finish()
     }
 
     /// Waits for CRIU to finish sending and writes the index. Call after CRIU exited
     /// successfully.
     pub fn finish(self) -> io::Result<CaptureStats> {
+        match self.0 {
+            Backend::Process(c) => c.ask(child::FINISH),
+            Backend::Threads(t) => t.finish(),
+        }
+    }
+
+    /// Stops waiting for CRIU (after it failed) and discards the result. Returns the
+    /// capture's own failure, if it had one: when a shard could not be written (a full
+    /// disk), CRIU only saw its pipe closed, and this is the cause to report.
+    pub fn abort(self) -> Option<io::Error> {
+        match self.0 {
+            Backend::Process(c) => c.abort(),
+            Backend::Threads(t) => t.abort(),
+        }
+    }
+}
+
+impl Threads {
+    fn finish(self) -> io::Result<CaptureStats> {
         let r = self
             .thread
             .join()
@@ -119,10 +162,7 @@ impl Capture {
         r?
     }
 
-    /// Stops waiting for CRIU (after it failed) and discards the result. Returns the
-    /// capture's own failure, if it had one: when a shard could not be written (a full
-    /// disk), CRIU only saw its pipe closed, and this is the cause to report.
-    pub fn abort(self) -> Option<io::Error> {
+    fn abort(self) -> Option<io::Error> {
         self.cancel.store(true, Ordering::SeqCst);
         let joined = self.thread.join();
         let _ = std::fs::remove_file(&self.socket);

@@ -5,6 +5,7 @@
 //! and feeds CRIU through pipes. See `protocol.rs` for the wire format.
 
 pub mod capture;
+pub mod child;
 pub mod index;
 pub mod protocol;
 pub mod sealed;

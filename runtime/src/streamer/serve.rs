@@ -15,6 +15,7 @@ use std::sync::mpsc::{channel, sync_channel};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
+use super::child::{self, Child};
 use super::index::{xxh64, ChunkRef, Codec, StreamIndex, StreamedFile};
 use super::protocol;
 use super::socket;
@@ -24,16 +25,38 @@ pub const SERVE_SOCKET: &str = "streamer-serve.sock";
 /// Decoded chunks waiting per decoder thread.
 const WINDOW: usize = 2;
 
-/// A running server.
-pub struct Serve {
-    cancel: Arc<AtomicBool>,
-    thread: JoinHandle<io::Result<()>>,
-    socket: PathBuf,
+/// A running server: in a streamer process of its own where the relay binary is
+/// installed (see `child.rs`), else on threads of this process.
+pub struct Serve(Backend);
+
+enum Backend {
+    Threads {
+        cancel: Arc<AtomicBool>,
+        thread: JoinHandle<io::Result<()>>,
+        socket: PathBuf,
+    },
+    Process(Child),
 }
 
 impl Serve {
     /// Binds `socket_dir/streamer-serve.sock` and serves the checkpoint in `images`.
     pub fn start(
+        socket_dir: &Path,
+        images: &Path,
+        index: StreamIndex,
+        decoders: usize,
+    ) -> io::Result<Serve> {
+        match child::locate() {
+            // The child reads the index itself, from the same directory.
+            Some(bin) => {
+                Child::serve(&bin, socket_dir, images, decoders).map(|c| Serve(Backend::Process(c)))
+            }
+            None => Serve::in_process(socket_dir, images, index, decoders),
+        }
+    }
+
+    /// [`Serve::start`] on threads of this process (what the streamer child runs).
+    pub fn in_process(
         socket_dir: &Path,
         images: &Path,
         index: StreamIndex,
@@ -52,21 +75,28 @@ impl Serve {
                 };
                 run(conn, &images, Arc::new(index), decoders.max(1))
             })?;
-        Ok(Serve {
+        Ok(Serve(Backend::Threads {
             cancel,
             thread,
             socket,
-        })
+        }))
     }
 
     /// Waits until CRIU has taken everything it asked for.
     pub fn finish(self) -> io::Result<()> {
-        self.cancel.store(true, Ordering::SeqCst);
-        let r = self
-            .thread
+        let (cancel, thread, socket) = match self.0 {
+            Backend::Process(c) => return c.ask(child::FINISH),
+            Backend::Threads {
+                cancel,
+                thread,
+                socket,
+            } => (cancel, thread, socket),
+        };
+        cancel.store(true, Ordering::SeqCst);
+        let r = thread
             .join()
             .map_err(|_| io::Error::other("serve thread panicked"));
-        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&socket);
         r?
     }
 }
