@@ -50,6 +50,16 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// Object storage settings (`s3.*`) for `s3://` checkpoints.
     pub s3: S3Config,
+    /// kata settings (`kata.*`): where kata's runtime keeps its VMs' sockets.
+    pub kata: KataConfig,
+}
+
+/// kata settings (`kata.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KataConfig {
+    /// kata's runtime state root (`/run/vc`): `vm/SANDBOX/clh.sock` (Cloud Hypervisor),
+    /// `firecracker/SANDBOX/root/kata.hvsock` (Firecracker).
+    pub vm_root: PathBuf,
 }
 
 /// Object storage settings (`s3.*`); credentials only ever come from the `AWS_*`
@@ -124,6 +134,7 @@ impl Default for Config {
             runc: RuncConfig::default(),
             s3: S3Config::default(),
             gpu: GpuConfig::default(),
+            kata: KataConfig::default(),
         };
         for key in keys::KEYS {
             // The defaults are constants, parsed by the same rules as user text; the

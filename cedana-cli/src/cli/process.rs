@@ -154,8 +154,7 @@ pub enum DumpCmd {
         /// Dump options.
         #[command(flatten)]
         args: DumpArgs,
-        /// Accepted for symmetry: kata commands always talk to the agent from this
-        /// process (the daemon does not route them yet).
+        /// Talk to the agent from this process instead of through the daemon.
         #[arg(long)]
         no_server: bool,
     },
@@ -309,8 +308,7 @@ pub enum RestoreCmd {
         /// Restore options.
         #[command(flatten)]
         args: RestoreArgs,
-        /// Accepted for symmetry: kata commands always talk to the agent from this
-        /// process.
+        /// Talk to the agent from this process instead of through the daemon.
         #[arg(long)]
         no_server: bool,
     },
@@ -351,8 +349,7 @@ pub enum QueryCmd {
         /// The guest's health checks (kernel options, modules, CRIU) instead.
         #[arg(long)]
         check: bool,
-        /// Accepted for symmetry: kata commands always talk to the agent from this
-        /// process.
+        /// Talk to the agent from this process instead of through the daemon.
         #[arg(long)]
         no_server: bool,
     },

@@ -171,4 +171,13 @@ pub(crate) static KEYS: &[Key] = &[
         },
         field: Field::PositiveU64(|c| &c.gpu.lock_timeout_ms, |c| &mut c.gpu.lock_timeout_ms),
     },
+    Key {
+        info: KeyInfo {
+            key: "kata.vm_root",
+            env: "CEDANA_KATA_VM_ROOT",
+            default: "/run/vc",
+            help: "kata's runtime state root, where a sandbox's VM socket is found (vm/SANDBOX/clh.sock, firecracker/SANDBOX/root/kata.hvsock)",
+        },
+        field: Field::AbsPath(|c| &c.kata.vm_root, |c| &mut c.kata.vm_root),
+    },
 ];
