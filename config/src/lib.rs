@@ -24,6 +24,8 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/cedana";
 pub const CONFIG_FILE_NAME: &str = "config.json";
 /// Environment variable naming the config directory.
 pub const CONFIG_DIR_ENV: &str = "CEDANA_CONFIG_DIR";
+/// Accepted values of `criu.network_lock` (CRIU's `--network-lock`).
+pub const NETWORK_LOCKS: &[&str] = &["iptables", "nftables", "skip"];
 /// Accepted values of `checkpoint.compression`.
 pub const COMPRESSIONS: &[&str] = &["none", "tar", "gzip", "lz4", "zstd"];
 
@@ -91,6 +93,9 @@ pub struct CriuConfig {
     pub binary_path: PathBuf,
     /// Milliseconds to wait for a restored process's pid.
     pub pid_wait_timeout_ms: u64,
+    /// How CRIU keeps TCP peers off a dumped tree's connections: one of
+    /// [`NETWORK_LOCKS`].
+    pub network_lock: String,
 }
 
 /// Container runtime settings (`runc.*`).

@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 /// (each prints `COUNTER NAME N` on the console).
 const COUNTER: &str = "counter";
 const CONTAINER_COUNTER: &str = "container";
+/// The count a client sends through an established TCP connection to an echo server in
+/// the same guest, printed as it comes back (`COUNTER tcp N`).
+const TCP_COUNTER: &str = "tcp";
 const GUEST_MIB: u32 = 512;
 
 fn guests_can_run() -> bool {
@@ -106,12 +109,14 @@ fn counter_and_container_move_to_a_fresh_guest() {
         env.dir.path(),
         "a",
         GUEST_MIB,
-        "cedana.run=counter,container",
+        "cedana.run=counter,container,tcp",
     );
     let pid = a.workload_pid("counter");
+    let tcp_pid = a.workload_pid("tcp");
     expose_as_sandbox(vm_root.path(), &a);
     a.wait_counter_above(COUNTER, 2);
     a.wait_counter_above(CONTAINER_COUNTER, 2);
+    a.wait_counter_above(TCP_COUNTER, 2);
 
     // What runs, and the guest's health, as the agent sees them.
     let mut query = vec!["--json".to_string(), "query".into(), "kata".into()];
@@ -198,6 +203,14 @@ fn counter_and_container_move_to_a_fresh_guest() {
     let c1_last = *a.counter_values(CONTAINER_COUNTER).last().expect("a value");
     let c1_ck = ck.join("c1.tar.zst");
     assert!(c1_ck.is_file());
+    // The TCP pair (both ends in one tree): CRIU locks its connection with nftables.
+    run(
+        &env,
+        &dump(&a, &["--pid", &tcp_pid.to_string(), "--name", "tcp"]),
+    )
+    .ok();
+    let tcp_last = *a.counter_values(TCP_COUNTER).last().expect("a value");
+    let tcp_ck = ck.join("tcp.tar.zst");
     let leftovers: Vec<_> = fs::read_dir(&ck)
         .expect("ls")
         .flatten()
@@ -251,6 +264,14 @@ fn counter_and_container_move_to_a_fresh_guest() {
         "container counter restarted: {c1_first} < {c1_last}"
     );
     b.wait_counter_above(CONTAINER_COUNTER, c1_first);
+    // The connection carries the count on in guest B: its echoes keep coming.
+    run(&env, &restore(&b, &tcp_ck, None)).ok();
+    let tcp_first = b.wait_counter_above(TCP_COUNTER, 0);
+    assert!(
+        tcp_first > tcp_last,
+        "the TCP count came back at {tcp_first}, not after its last value {tcp_last}"
+    );
+    b.wait_counter_above(TCP_COUNTER, tcp_first + 2);
 }
 
 /// 300 MiB of workload memory in a 1 GiB guest whose root is tmpfs: dumped to the host

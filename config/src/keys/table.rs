@@ -99,6 +99,19 @@ pub(crate) static KEYS: &[Key] = &[
     },
     Key {
         info: KeyInfo {
+            key: "criu.network_lock",
+            env: "CEDANA_CRIU_NETWORK_LOCK",
+            default: "iptables",
+            help: "How CRIU locks a tree's TCP connections while it dumps and restores: iptables (needs iptables-restore), nftables (CRIU's libnftables; no tools needed) or skip",
+        },
+        field: Field::Choice(
+            crate::NETWORK_LOCKS,
+            |c| &c.criu.network_lock,
+            |c| &mut c.criu.network_lock,
+        ),
+    },
+    Key {
+        info: KeyInfo {
             key: "jobs.log_dir",
             env: "CEDANA_JOBS_LOG_DIR",
             default: "/var/lib/cedana/jobs",
