@@ -203,6 +203,15 @@ fn counter_and_container_move_to_a_fresh_guest() {
     let c1_last = *a.counter_values(CONTAINER_COUNTER).last().expect("a value");
     let c1_ck = ck.join("c1.tar.zst");
     assert!(c1_ck.is_file());
+    // The daemon recorded what it received; the --no-server dump is nobody's record.
+    let listed = env.cedana(&["--json", "checkpoints"]).ok().json();
+    let paths: Vec<&str> = listed
+        .as_array()
+        .expect("checkpoints")
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert_eq!(paths, vec![c1_ck.display().to_string()], "{listed}");
     // The TCP pair (both ends in one tree): CRIU locks its connection with nftables.
     run(
         &env,

@@ -70,6 +70,7 @@ pub async fn dump(
         serde_json::from_str(&resp.ready_json).context("the daemon's dump reply is not valid")?;
     if ctx.json {
         print_json(&serde_json::json!({
+            "id": (!resp.id.is_empty()).then_some(&resp.id),
             "path": resp.path,
             "name": ready.name,
             "size_bytes": ready.size,
@@ -79,7 +80,12 @@ pub async fn dump(
             "metadata": ready.metadata,
         }));
     } else {
-        crate::outln!("{}", resp.path);
+        let id = if resp.id.is_empty() {
+            String::new()
+        } else {
+            format!(" (checkpoint {})", resp.id)
+        };
+        crate::outln!("{}{id}", resp.path);
         crate::outln!(
             "{} from guest PID {}, {} ms ({} ms in the guest), verified",
             human_bytes(ready.size),

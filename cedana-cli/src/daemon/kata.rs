@@ -8,16 +8,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cedana_config::Config;
+use cedana_runtime::error::EngineError;
 use cedana_runtime::guest::transport::Endpoint;
-use cedana_runtime::guest::wire::{DumpSpec, Target};
+use cedana_runtime::guest::wire::{DumpReady, DumpSpec, Target};
 use cedana_runtime::guest::{client, locate, GuestError};
+use cedana_runtime::image::compression;
 use cedana_runtime::plugins::containerd::ContainerdTarget;
 use cedana_runtime::store::Location;
 
 use super::convert::criu_flags;
 use super::error::DaemonError;
 use super::identity::Caller;
-use super::jobs::Result;
+use super::jobs::{new_id, Result};
+use super::store::{now, CheckpointRecord, Store};
 use crate::proto;
 
 /// Why only root may drive a guest, for the refusal.
@@ -132,7 +135,32 @@ pub async fn dump(config: &Config, req: proto::KataDumpRequest) -> Result<proto:
         // Its fields are plain data, so serializing cannot fail.
         ready_json: serde_json::to_string(&got.ready).unwrap_or_default(),
         duration_ms: started.elapsed().as_millis() as u64,
+        id: String::new(),
     })
+}
+
+/// Records a checkpoint the daemon received from a guest (root's, of no job), so
+/// `cedana checkpoints` lists it like any other; returns its id.
+pub fn record(store: &Store, resp: &proto::KataDumpResponse) -> Result<String> {
+    let ready: DumpReady = serde_json::from_str(&resp.ready_json).map_err(|e| {
+        DaemonError::InvalidArgument(format!("the agent's announcement is not valid: {e}"))
+    })?;
+    let path = Path::new(&resp.path);
+    let compression = compression::detect(path).map_err(EngineError::from)?;
+    let record = CheckpointRecord {
+        id: new_id(),
+        jid: None,
+        name: ready.name.clone(),
+        path: resp.path.clone(),
+        compression: compression.as_str().into(),
+        size_bytes: ready.size,
+        created_at: now(),
+        // Plain data: serializing cannot fail.
+        metadata_json: serde_json::to_string(&ready.metadata).unwrap_or_default(),
+        owner_uid: 0,
+    };
+    store.insert_checkpoint(&record)?;
+    Ok(record.id)
 }
 
 /// `restore kata`: the checkpoint verified here, then streamed into the guest.

@@ -220,7 +220,10 @@ impl Daemon for Service {
         if let Some(n) = req.name.as_deref().filter(|n| !n.is_empty()) {
             ids::check_name(n).map_err(DaemonError::from)?;
         }
-        ok(kata::dump(self.jobs.engine.config(), req).await?)
+        let mut resp = kata::dump(self.jobs.engine.config(), req).await?;
+        resp.id = kata::record(&self.jobs.store, &resp)?;
+        tracing::info!(path = %resp.path, id = %resp.id, "kata checkpoint received");
+        ok(resp)
     }
 
     async fn restore_kata(
