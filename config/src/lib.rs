@@ -24,6 +24,8 @@ pub const DEFAULT_CONFIG_DIR: &str = "/etc/cedana";
 pub const CONFIG_FILE_NAME: &str = "config.json";
 /// Environment variable naming the config directory.
 pub const CONFIG_DIR_ENV: &str = "CEDANA_CONFIG_DIR";
+/// Accepted values of `criu.network_lock` (CRIU's `--network-lock`).
+pub const NETWORK_LOCKS: &[&str] = &["iptables", "nftables", "skip"];
 /// Accepted values of `checkpoint.compression`.
 pub const COMPRESSIONS: &[&str] = &["none", "tar", "gzip", "lz4", "zstd"];
 
@@ -50,6 +52,16 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// Object storage settings (`s3.*`) for `s3://` checkpoints.
     pub s3: S3Config,
+    /// kata settings (`kata.*`): where kata's runtime keeps its VMs' sockets.
+    pub kata: KataConfig,
+}
+
+/// kata settings (`kata.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KataConfig {
+    /// kata's runtime state root (`/run/vc`): `vm/SANDBOX/clh.sock` (Cloud Hypervisor),
+    /// `firecracker/SANDBOX/root/kata.hvsock` (Firecracker).
+    pub vm_root: PathBuf,
 }
 
 /// Object storage settings (`s3.*`); credentials only ever come from the `AWS_*`
@@ -81,6 +93,9 @@ pub struct CriuConfig {
     pub binary_path: PathBuf,
     /// Milliseconds to wait for a restored process's pid.
     pub pid_wait_timeout_ms: u64,
+    /// How CRIU keeps TCP peers off a dumped tree's connections: one of
+    /// [`NETWORK_LOCKS`].
+    pub network_lock: String,
 }
 
 /// Container runtime settings (`runc.*`).
@@ -124,6 +139,7 @@ impl Default for Config {
             runc: RuncConfig::default(),
             s3: S3Config::default(),
             gpu: GpuConfig::default(),
+            kata: KataConfig::default(),
         };
         for key in keys::KEYS {
             // The defaults are constants, parsed by the same rules as user text; the

@@ -49,7 +49,7 @@ fn defaults() {
 #[test]
 fn key_table_matches_defaults_and_env_names() {
     let c = Config::default();
-    assert_eq!(Config::keys().len(), 17);
+    assert_eq!(Config::keys().len(), 19);
     for info in Config::keys() {
         assert_eq!(
             c.get(info.key).expect("known key"),

@@ -337,6 +337,23 @@ fn member_may_not_touch_roots_processes_or_jobs() {
         "{checkpoints}"
     );
     as_member(&env, &user, &["restore", "process", "--path", &path]).fails_with("may not");
+
+    // A kata guest is root's alone (its agent acts as root in the VM): each kata route
+    // is refused before the daemon opens any connection to the agent.
+    let agent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    agent.set_nonblocking(true).expect("nonblocking");
+    let addr = agent.local_addr().expect("addr").to_string();
+    for args in [
+        vec!["dump", "kata", "--pid", "1", "--tcp", &addr, "--dir", &dir],
+        vec!["restore", "kata", "--path", &path, "--tcp", &addr],
+        vec!["query", "kata", "--tcp", &addr],
+    ] {
+        daemon_refused(as_member(&env, &user, &args), &user, "drive a kata guest");
+    }
+    assert!(
+        agent.accept().is_err(),
+        "the daemon connected to the agent for a refused caller"
+    );
 }
 
 // Ignored (visibly, in the summary) on these machines: CRIU needs CAP_SYS_RESOURCE to

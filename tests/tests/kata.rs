@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 
+use cedana_e2e::containerd::{containerd_available, Containerd};
 use cedana_e2e::guest::{build_image, missing_tools, Guest};
 use cedana_e2e::{e2e_enabled, skip, Env};
 use sha2::{Digest, Sha256};
@@ -15,6 +16,9 @@ use sha2::{Digest, Sha256};
 /// (each prints `COUNTER NAME N` on the console).
 const COUNTER: &str = "counter";
 const CONTAINER_COUNTER: &str = "container";
+/// The count a client sends through an established TCP connection to an echo server in
+/// the same guest, printed as it comes back (`COUNTER tcp N`).
+const TCP_COUNTER: &str = "tcp";
 const GUEST_MIB: u32 = 512;
 
 fn guests_can_run() -> bool {
@@ -25,6 +29,21 @@ fn guests_can_run() -> bool {
         Some(why) => skip(&why, "make deps"),
         None => true,
     }
+}
+
+/// kata's containerd shim, as a container record names it (no task is ever created).
+const KATA_RUNTIME: &str = "io.containerd.kata.v2";
+/// The pod sandbox CRI would put the kata container in.
+const SANDBOX: &str = "sb1";
+
+/// Points the sandbox's Cloud Hypervisor socket under `vm_root` at guest `g`'s
+/// hybrid-vsock socket, as kata's runtime lays it out (`vm/SANDBOX/clh.sock`).
+fn expose_as_sandbox(vm_root: &Path, g: &Guest) {
+    let dir = vm_root.join("vm").join(SANDBOX);
+    fs::create_dir_all(&dir).expect("mkdir");
+    let link = dir.join("clh.sock");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&g.vsock, &link).expect("symlink");
 }
 
 fn vm<'a>(g: &'a Guest, extra: &[&'a str]) -> Vec<String> {
@@ -45,21 +64,59 @@ fn counter_and_container_move_to_a_fresh_guest() {
     if !guests_can_run() {
         return;
     }
-    let env = Env::new();
+    if !containerd_available() {
+        return;
+    }
+    // kata requests go through the daemon unless --no-server; it finds a sandbox's VM
+    // under kata.vm_root.
+    let vm_root = tempfile::tempdir().expect("tempdir");
+    let mut env = Env::new().with_vars(vec![(
+        "CEDANA_KATA_VM_ROOT".into(),
+        vm_root.path().display().to_string(),
+    )]);
+    env.start_daemon();
     let image = env.path("image");
     build_image(&image, &[]);
     let ck = env.checkpoints();
+    // containerd's records of the kata container c1 (CRI's sandbox annotation names its
+    // pod) and of a plain runc container.
+    let ctrd = Containerd::start();
+    let rootfs = env.path("unused-rootfs");
+    fs::create_dir_all(&rootfs).expect("mkdir");
+    let rootfs = rootfs.display().to_string();
+    let annotation = format!("io.kubernetes.cri.sandbox-id={SANDBOX}");
+    ctrd.ok(&[
+        "container",
+        "create",
+        "--rootfs",
+        "--runtime",
+        KATA_RUNTIME,
+        "--annotation",
+        &annotation,
+        &rootfs,
+        "c1",
+    ]);
+    ctrd.ok(&["container", "create", "--rootfs", &rootfs, "plain"]);
+    let in_containerd = [
+        "--containerd-address".to_string(),
+        ctrd.socket().display().to_string(),
+        "--namespace".to_string(),
+        ctrd.namespace.clone(),
+    ];
 
     let a = Guest::boot(
         &image,
         env.dir.path(),
         "a",
         GUEST_MIB,
-        "cedana.run=counter,container",
+        "cedana.run=counter,container,tcp",
     );
     let pid = a.workload_pid("counter");
+    let tcp_pid = a.workload_pid("tcp");
+    expose_as_sandbox(vm_root.path(), &a);
     a.wait_counter_above(COUNTER, 2);
     a.wait_counter_above(CONTAINER_COUNTER, 2);
+    a.wait_counter_above(TCP_COUNTER, 2);
 
     // What runs, and the guest's health, as the agent sees them.
     let mut query = vec!["--json".to_string(), "query".into(), "kata".into()];
@@ -96,6 +153,16 @@ fn counter_and_container_move_to_a_fresh_guest() {
     gone[3] = env.path("no-such-vm.sock").display().to_string();
     run(&env, &gone).fails_with("cannot reach the guest agent");
     run(&env, &dump(&a, &["nope"])).fails_with("no kata container \"nope\"");
+    // By containerd id, without --vm-socket: an id containerd does not know, and a
+    // container that is not kata's, each said plainly.
+    let by_id = |id: &str| {
+        let mut args = vec!["dump".to_string(), "kata".into(), id.into()];
+        args.extend(in_containerd.iter().cloned());
+        args.extend(["--dir".to_string(), ck.display().to_string()]);
+        args
+    };
+    run(&env, &by_id("ghost")).fails_with("ghost");
+    run(&env, &by_id("plain")).fails_with("not kata");
     // Refused on the host after CRIU ran in the guest (the name is taken): the tree,
     // held stopped until the host commits, runs on.
     fs::create_dir_all(&ck).expect("mkdir");
@@ -110,19 +177,49 @@ fn counter_and_container_move_to_a_fresh_guest() {
     a.wait_counter_above(COUNTER, after);
 
     // The dumps: each lands verified on the host, and the tree is gone from the guest.
+    // The counter in this process (--no-server), c1 through the daemon, its VM found
+    // from containerd.
     let out = run(
         &env,
-        &dump(&a, &["--pid", &pid.to_string(), "--name", "counter"]),
+        &dump(
+            &a,
+            &[
+                "--pid",
+                &pid.to_string(),
+                "--name",
+                "counter",
+                "--no-server",
+            ],
+        ),
     )
     .ok();
     let last = *a.counter_values(COUNTER).last().expect("a value");
     let counter_ck = ck.join("counter.tar.zst");
     assert!(counter_ck.is_file(), "{}", out.stdout);
     assert!(out.stdout.contains("verified"), "{}", out.stdout);
-    run(&env, &dump(&a, &["c1", "--name", "c1"])).ok();
+    let mut c1_dump = by_id("c1");
+    c1_dump.extend(["--name".to_string(), "c1".into()]);
+    run(&env, &c1_dump).ok();
     let c1_last = *a.counter_values(CONTAINER_COUNTER).last().expect("a value");
     let c1_ck = ck.join("c1.tar.zst");
     assert!(c1_ck.is_file());
+    // The daemon recorded what it received; the --no-server dump is nobody's record.
+    let listed = env.cedana(&["--json", "checkpoints"]).ok().json();
+    let paths: Vec<&str> = listed
+        .as_array()
+        .expect("checkpoints")
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert_eq!(paths, vec![c1_ck.display().to_string()], "{listed}");
+    // The TCP pair (both ends in one tree): CRIU locks its connection with nftables.
+    run(
+        &env,
+        &dump(&a, &["--pid", &tcp_pid.to_string(), "--name", "tcp"]),
+    )
+    .ok();
+    let tcp_last = *a.counter_values(TCP_COUNTER).last().expect("a value");
+    let tcp_ck = ck.join("tcp.tar.zst");
     let leftovers: Vec<_> = fs::read_dir(&ck)
         .expect("ls")
         .flatten()
@@ -155,20 +252,35 @@ fn counter_and_container_move_to_a_fresh_guest() {
     );
     run(&env, &restore(&b, &bad, None)).fails_with("cannot restore");
     run(&env, &restore(&b, &c1_ck, Some("nope"))).fails_with("no kata container \"nope\"");
-    run(&env, &restore(&b, &counter_ck, None)).ok();
+    let mut counter_back = restore(&b, &counter_ck, None);
+    counter_back.push("--no-server".into());
+    run(&env, &counter_back).ok();
     let first = b.wait_counter_above(COUNTER, 0);
     assert!(
         first >= last,
         "the restored counter started at {first}, below its last value {last} in guest A"
     );
     b.wait_counter_above(COUNTER, first);
-    run(&env, &restore(&b, &c1_ck, Some("c1"))).ok();
+    // c1 into guest B found from containerd too, now that its sandbox runs there.
+    expose_as_sandbox(vm_root.path(), &b);
+    let mut c1_back = vec!["restore".to_string(), "kata".into(), "c1".into()];
+    c1_back.extend(["--path".to_string(), c1_ck.display().to_string()]);
+    c1_back.extend(in_containerd.iter().cloned());
+    run(&env, &c1_back).ok();
     let c1_first = b.wait_counter_above(CONTAINER_COUNTER, 0);
     assert!(
         c1_first >= c1_last,
         "container counter restarted: {c1_first} < {c1_last}"
     );
     b.wait_counter_above(CONTAINER_COUNTER, c1_first);
+    // The connection carries the count on in guest B: its echoes keep coming.
+    run(&env, &restore(&b, &tcp_ck, None)).ok();
+    let tcp_first = b.wait_counter_above(TCP_COUNTER, 0);
+    assert!(
+        tcp_first > tcp_last,
+        "the TCP count came back at {tcp_first}, not after its last value {tcp_last}"
+    );
+    b.wait_counter_above(TCP_COUNTER, tcp_first + 2);
 }
 
 /// 300 MiB of workload memory in a 1 GiB guest whose root is tmpfs: dumped to the host
@@ -193,7 +305,7 @@ fn a_300_mib_workload_moves_between_1_gib_guests() {
     let listed = |g: &Guest| {
         let s = g.vsock.display().to_string();
         let l = env
-            .cedana(&["--json", "query", "kata", "--vm-socket", &s])
+            .cedana(&["--json", "query", "kata", "--vm-socket", &s, "--no-server"])
             .ok()
             .json();
         l["processes"]
@@ -215,14 +327,23 @@ fn a_300_mib_workload_moves_between_1_gib_guests() {
         &ck,
         "--name",
         "mem",
+        "--no-server",
     ])
     .ok();
     drop(a);
     let b = Guest::boot(&image, env.dir.path(), "b", 1024, "");
     let s = b.vsock.display().to_string();
     let path = env.checkpoints().join("mem.tar.zst").display().to_string();
-    env.cedana(&["restore", "kata", "--path", &path, "--vm-socket", &s])
-        .ok();
+    env.cedana(&[
+        "restore",
+        "kata",
+        "--path",
+        &path,
+        "--vm-socket",
+        &s,
+        "--no-server",
+    ])
+    .ok();
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(listed(&b), "restored workload not running in guest B");
 }
@@ -280,8 +401,18 @@ fn a_truncated_or_corrupted_stream_leaves_nothing() {
     for (body, needle) in cases {
         let addr = fake_agent(body, 1 << 20);
         let d = ck.display().to_string();
-        env.cedana(&["dump", "kata", "--pid", "1", "--tcp", &addr, "--dir", &d])
-            .fails_with(needle);
+        env.cedana(&[
+            "dump",
+            "kata",
+            "--pid",
+            "1",
+            "--tcp",
+            &addr,
+            "--dir",
+            &d,
+            "--no-server",
+        ])
+        .fails_with(needle);
         let left: Vec<_> = fs::read_dir(&ck)
             .map(|r| r.flatten().count())
             .into_iter()

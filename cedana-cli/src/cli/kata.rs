@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::ContainerdArgs;
+
 /// How to reach `cedana-guest-agent` in the VM. The host always connects: through the
-/// VMM's hybrid-vsock socket, to a guest CID over real vsock, or over TCP (debugging).
+/// VMM's hybrid-vsock socket, to a guest CID over real vsock, or over TCP (debugging);
+/// with none of them, a container id's VM is found through containerd.
 #[derive(Debug, Clone, Default, Args)]
 pub struct VmArgs {
     /// The VMM's hybrid-vsock unix socket (Cloud Hypervisor's
@@ -21,4 +24,8 @@ pub struct VmArgs {
     /// The agent's TCP address, HOST:PORT (debugging: the agent started with --tcp).
     #[arg(long, value_name = "HOST:PORT")]
     pub tcp: Option<String>,
+    /// containerd, where a container id given without --vm-socket/--cid/--tcp is looked
+    /// up (its sandbox's VM socket is then found under `kata.vm_root`).
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
 }

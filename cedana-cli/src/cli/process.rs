@@ -142,7 +142,8 @@ pub enum DumpCmd {
     /// cedana-guest-agent; the checkpoint streams out to --dir on this host.
     Kata {
         /// Container id, as kata-agent lays it out in the guest
-        /// (/run/kata-containers/ID/).
+        /// (/run/kata-containers/ID/); without --vm-socket/--cid/--tcp, its VM is found
+        /// through containerd.
         #[arg(required_unless_present = "pid")]
         id: Option<String>,
         /// A process tree in the guest instead, by its root's guest PID.
@@ -154,8 +155,7 @@ pub enum DumpCmd {
         /// Dump options.
         #[command(flatten)]
         args: DumpArgs,
-        /// Accepted for symmetry: kata commands always talk to the agent from this
-        /// process (the daemon does not route them yet).
+        /// Talk to the agent from this process instead of through the daemon.
         #[arg(long)]
         no_server: bool,
     },
@@ -298,7 +298,8 @@ pub enum RestoreCmd {
     /// cedana-guest-agent (verified here first, streamed in).
     Kata {
         /// Container id: its layout (/run/kata-containers/ID/ with the same rootfs) must
-        /// exist in the guest. Omit for a plain process tree.
+        /// exist in the guest; without --vm-socket/--cid/--tcp, its VM is found through
+        /// containerd. Omit for a plain process tree.
         id: Option<String>,
         /// Checkpoint archive.
         #[arg(long)]
@@ -309,8 +310,7 @@ pub enum RestoreCmd {
         /// Restore options.
         #[command(flatten)]
         args: RestoreArgs,
-        /// Accepted for symmetry: kata commands always talk to the agent from this
-        /// process.
+        /// Talk to the agent from this process instead of through the daemon.
         #[arg(long)]
         no_server: bool,
     },
@@ -351,8 +351,7 @@ pub enum QueryCmd {
         /// The guest's health checks (kernel options, modules, CRIU) instead.
         #[arg(long)]
         check: bool,
-        /// Accepted for symmetry: kata commands always talk to the agent from this
-        /// process.
+        /// Talk to the agent from this process instead of through the daemon.
         #[arg(long)]
         no_server: bool,
     },

@@ -56,10 +56,14 @@ fn dump_args(cmd: &DumpCmd) -> &DumpArgs {
 /// Runs `dump`.
 pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
     if let DumpCmd::Kata {
-        id, pid, vm, args, ..
+        id,
+        pid,
+        vm,
+        args,
+        no_server,
     } = cmd
     {
-        return super::kata::dump(ctx, id, pid, &vm, &args).await;
+        return super::kata::dump(ctx, id, pid, &vm, &args, no_server).await;
     }
     let (print_stats, show_profile) = (dump_args(&cmd).print_stats, dump_args(&cmd).profile);
     let (req, no_server) = match &cmd {

@@ -1,56 +1,33 @@
 //! `cedana dump|restore|query kata`: checkpoint/restore inside a VM through its
-//! cedana-guest-agent. The CLI talks to the agent itself (blocking I/O on a worker
-//! thread); the checkpoint lands in (or comes from) a file on this host.
-
-use std::path::PathBuf;
+//! cedana-guest-agent, through the daemon (root only) or in this process with
+//! `--no-server`. Both build the same proto request and run `daemon::kata`, so a flag
+//! means the same either way; the checkpoint lands in (or comes from) a file on this host.
 
 use anyhow::Context;
-use cedana_runtime::guest::client;
-use cedana_runtime::guest::transport::Endpoint;
-use cedana_runtime::guest::wire::{DumpSpec, Target};
+use cedana_runtime::guest::wire::{AgentInfo, DumpReady, Listing};
 use cedana_runtime::plugins::Health;
 
 use super::dump::criu_flags;
-use super::{absolute, Ctx};
-use crate::cli::{CriuFlagArgs, DumpArgs, RestoreArgs, VmArgs};
+use super::{absolute, containerd_container, location_arg, Ctx};
+use crate::cli::{DumpArgs, RestoreArgs, VmArgs};
+use crate::client::status_error;
+use crate::daemon::kata as run_kata;
 use crate::output::{human_bytes, print_json, Table};
 use crate::progress::with_spinner;
+use crate::proto;
 
-/// The agent's address from the flags: exactly one of --vm-socket, --cid, --tcp.
-pub fn endpoint(vm: &VmArgs) -> anyhow::Result<Endpoint> {
-    match (&vm.vm_socket, vm.cid, &vm.tcp) {
-        (Some(s), None, None) => Ok(Endpoint::Hybrid {
-            socket: absolute(s),
-            port: vm.port,
-        }),
-        (None, Some(cid), None) => Ok(Endpoint::Vsock { cid, port: vm.port }),
-        (None, None, Some(t)) => Ok(Endpoint::Tcp(t.clone())),
-        _ => anyhow::bail!(
-            "say where the guest agent is: --vm-socket PATH (hybrid vsock), --cid N (vsock) \
-             or --tcp HOST:PORT, with --port N for vsock (default {})",
-            cedana_runtime::guest::DEFAULT_PORT
-        ),
+/// Where the agent is, as the daemon's API says it.
+fn vm_proto(vm: &VmArgs) -> proto::KataVm {
+    proto::KataVm {
+        vm_socket: vm
+            .vm_socket
+            .as_deref()
+            .map(|s| absolute(s).display().to_string()),
+        cid: vm.cid,
+        port: vm.port,
+        tcp: vm.tcp.clone(),
+        containerd: Some(containerd_container("", &vm.containerd)),
     }
-}
-
-/// Engine CRIU flags from the CLI's.
-fn flags(f: &CriuFlagArgs) -> cedana_runtime::engine::CriuFlags {
-    let p = criu_flags(f);
-    cedana_runtime::engine::CriuFlags {
-        tcp_established: p.tcp_established,
-        tcp_close: p.tcp_close,
-        file_locks: p.file_locks,
-        shell_job: p.shell_job,
-        link_remap: p.link_remap,
-        external: p.external,
-    }
-}
-
-/// Runs the blocking client call `f` off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, cedana_runtime::guest::GuestError> + Send + 'static,
-) -> anyhow::Result<T> {
-    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
 /// `cedana dump kata`.
@@ -60,49 +37,61 @@ pub async fn dump(
     pid: Option<i32>,
     vm: &VmArgs,
     args: &DumpArgs,
+    no_server: bool,
 ) -> anyhow::Result<i32> {
     if args.streams.is_some() {
         anyhow::bail!("--streams is not supported for kata yet: the guest sends one archive");
     }
-    let ep = endpoint(vm)?;
-    let target = match (id, pid) {
-        (_, Some(p)) => Target::Pid(p),
-        (Some(id), None) => Target::Container(id),
-        (None, None) => anyhow::bail!("name a container id or --pid"),
-    };
-    let spec = DumpSpec {
-        target,
+    let dir = args.dir.as_deref().unwrap_or(&ctx.config.checkpoint.dir);
+    let req = proto::KataDumpRequest {
+        vm: Some(vm_proto(vm)),
+        id,
+        pid,
+        dir: Some(location_arg(dir)?),
         name: args.name.clone(),
         compression: args.compression.clone(),
         leave_running: args.leave_running.then_some(true),
-        flags: flags(&args.flags),
+        flags: Some(criu_flags(&args.flags)),
     };
-    let dir: PathBuf = local_only(args.dir.as_deref().unwrap_or(&ctx.config.checkpoint.dir))?;
-    let started = std::time::Instant::now();
-    let got = with_spinner(
-        "checkpointing in the guest",
-        blocking(move || client::dump(&ep, spec, &dir)),
-    )
-    .await?;
-    let ms = started.elapsed().as_millis() as u64;
+    let resp = if no_server {
+        with_spinner(
+            "checkpointing in the guest",
+            run_kata::dump(&ctx.config, req),
+        )
+        .await?
+    } else {
+        let mut client = ctx.client().await?;
+        with_spinner("checkpointing in the guest", client.dump_kata(req))
+            .await
+            .map_err(status_error)?
+            .into_inner()
+    };
+    let ready: DumpReady =
+        serde_json::from_str(&resp.ready_json).context("the daemon's dump reply is not valid")?;
     if ctx.json {
         print_json(&serde_json::json!({
-            "path": got.path,
-            "name": got.ready.name,
-            "size_bytes": got.ready.size,
-            "guest_pid": got.ready.pid,
-            "guest_duration_ms": got.ready.duration_ms,
-            "duration_ms": ms,
-            "metadata": got.ready.metadata,
+            "id": (!resp.id.is_empty()).then_some(&resp.id),
+            "path": resp.path,
+            "name": ready.name,
+            "size_bytes": ready.size,
+            "guest_pid": ready.pid,
+            "guest_duration_ms": ready.duration_ms,
+            "duration_ms": resp.duration_ms,
+            "metadata": ready.metadata,
         }));
     } else {
-        crate::outln!("{}", got.path.display());
+        let id = if resp.id.is_empty() {
+            String::new()
+        } else {
+            format!(" (checkpoint {})", resp.id)
+        };
+        crate::outln!("{}{id}", resp.path);
         crate::outln!(
             "{} from guest PID {}, {} ms ({} ms in the guest), verified",
-            human_bytes(got.ready.size),
-            got.ready.pid,
-            ms,
-            got.ready.duration_ms
+            human_bytes(ready.size),
+            ready.pid,
+            resp.duration_ms,
+            ready.duration_ms
         );
     }
     Ok(0)
@@ -115,28 +104,40 @@ pub async fn restore(
     path: &std::path::Path,
     vm: &VmArgs,
     args: &RestoreArgs,
+    no_server: bool,
 ) -> anyhow::Result<i32> {
     if args.attach || args.pid_file.is_some() {
         anyhow::bail!(
             "--attach and --pid-file are not supported for kata: the tree runs in the guest"
         );
     }
-    let ep = endpoint(vm)?;
-    let path = local_only(path)?;
-    let f = flags(&args.flags);
-    let shown = path.clone();
-    let r = with_spinner(
-        "restoring in the guest",
-        blocking(move || client::restore(&ep, &path, id, f)),
-    )
-    .await
-    .with_context(|| format!("cannot restore {} in the guest", shown.display()))?;
+    let req = proto::KataRestoreRequest {
+        vm: Some(vm_proto(vm)),
+        id,
+        path: location_arg(path)?,
+        flags: Some(criu_flags(&args.flags)),
+    };
+    let r = if no_server {
+        with_spinner(
+            "restoring in the guest",
+            run_kata::restore(&ctx.config, req),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    } else {
+        let mut client = ctx.client().await?;
+        with_spinner("restoring in the guest", client.restore_kata(req))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(status_error)
+    }
+    .with_context(|| format!("cannot restore {} in the guest", path.display()))?;
     if ctx.json {
-        print_json(&serde_json::json!({ "guest_pid": r.pid, "duration_ms": r.duration_ms }));
+        print_json(&serde_json::json!({ "guest_pid": r.guest_pid, "duration_ms": r.duration_ms }));
     } else {
         crate::outln!(
             "restored in the guest as PID {} ({} ms)",
-            r.pid,
+            r.guest_pid,
             r.duration_ms
         );
     }
@@ -144,10 +145,25 @@ pub async fn restore(
 }
 
 /// `cedana query kata`.
-pub async fn query(ctx: &Ctx, vm: &VmArgs, check: bool) -> anyhow::Result<i32> {
-    let ep = endpoint(vm)?;
+pub async fn query(ctx: &Ctx, vm: &VmArgs, check: bool, no_server: bool) -> anyhow::Result<i32> {
+    let req = proto::KataQueryRequest {
+        vm: Some(vm_proto(vm)),
+        check,
+    };
+    let json = if no_server {
+        run_kata::query(&ctx.config, req).await?.json
+    } else {
+        let mut client = ctx.client().await?;
+        client
+            .query_kata(req)
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .json
+    };
     if check {
-        let info = blocking(move || client::info(&ep)).await?;
+        let info: AgentInfo =
+            serde_json::from_str(&json).context("the agent's info reply is not valid")?;
         let failed = info.checks.iter().any(|c| c.health == Health::Fail);
         if ctx.json {
             print_json(&serde_json::to_value(&info)?);
@@ -167,7 +183,7 @@ pub async fn query(ctx: &Ctx, vm: &VmArgs, check: bool) -> anyhow::Result<i32> {
         }
         return Ok(if failed { 1 } else { 0 });
     }
-    let l = blocking(move || client::list(&ep)).await?;
+    let l: Listing = serde_json::from_str(&json).context("the agent's listing is not valid")?;
     if ctx.json {
         print_json(&serde_json::to_value(&l)?);
         return Ok(0);
@@ -192,18 +208,4 @@ pub async fn query(ctx: &Ctx, vm: &VmArgs, check: bool) -> anyhow::Result<i32> {
     }
     t.print();
     Ok(0)
-}
-
-/// A kata checkpoint's local path: its bytes stream over the guest connection into a
-/// file of this host, so an object store URL is refused by name, not made a directory.
-fn local_only(p: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let at = cedana_runtime::store::Location::from_path(p)?;
-    match at.as_local() {
-        Some(local) => Ok(absolute(local)),
-        None => anyhow::bail!(
-            "{at}: kata checkpoints go to a local directory only; dump to a local --dir and \
-             copy it (or dump a process, job or container to {}:// directly)",
-            at.scheme()
-        ),
-    }
 }

@@ -21,7 +21,11 @@ pub async fn run(ctx: &Ctx, cmd: QueryCmd) -> anyhow::Result<i32> {
             root,
             no_server,
         } => (id, root, no_server),
-        QueryCmd::Kata { vm, check, .. } => return super::kata::query(ctx, &vm, check).await,
+        QueryCmd::Kata {
+            vm,
+            check,
+            no_server,
+        } => return super::kata::query(ctx, &vm, check, no_server).await,
         QueryCmd::K8s {
             names,
             namespace,

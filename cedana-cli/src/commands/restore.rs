@@ -39,10 +39,14 @@ pub fn restore_request(
 /// Runs `restore`.
 pub async fn run(ctx: &Ctx, cmd: RestoreCmd) -> anyhow::Result<i32> {
     if let RestoreCmd::Kata {
-        id, path, vm, args, ..
+        id,
+        path,
+        vm,
+        args,
+        no_server,
     } = &cmd
     {
-        return super::kata::restore(ctx, id.clone(), path, vm, args).await;
+        return super::kata::restore(ctx, id.clone(), path, vm, args, *no_server).await;
     }
     let (req, args, no_server) = match &cmd {
         RestoreCmd::Process {

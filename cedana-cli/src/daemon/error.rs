@@ -9,6 +9,9 @@ pub enum DaemonError {
     /// The engine failed; its message already says what to do.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Reaching or driving a guest agent failed; its message says what to do.
+    #[error(transparent)]
+    Guest(#[from] cedana_runtime::guest::GuestError),
     /// No job with that id.
     #[error("no such job: {0} (see `cedana ps`)")]
     NoSuchJob(String),
@@ -65,6 +68,7 @@ impl DaemonError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Engine(e) => e.kind(),
+            Self::Guest(e) => e.kind(),
             Self::NoSuchJob(_) | Self::NoSuchCheckpoint(_) => ErrorKind::NotFound,
             Self::JobExists(_) => ErrorKind::AlreadyExists,
             Self::JobRunning { .. } | Self::JobNotRunning { .. } | Self::NoCheckpoint(_) => {

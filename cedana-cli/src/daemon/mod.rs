@@ -8,6 +8,7 @@ pub mod error;
 pub mod identity;
 pub mod job_fields;
 pub mod jobs;
+pub mod kata;
 pub mod lifecycle;
 pub mod procfs;
 pub mod request_log;

@@ -11,6 +11,7 @@ use super::convert;
 use super::error::DaemonError;
 use super::identity::Caller;
 use super::jobs::JobManager;
+use super::kata;
 use crate::ids;
 use crate::proto::daemon_server::Daemon;
 use crate::proto::{self, Empty};
@@ -209,6 +210,37 @@ impl Daemon for Service {
         ok(proto::RuncContainerList {
             containers: states.iter().map(convert::container_state).collect(),
         })
+    }
+
+    async fn dump_kata(
+        &self,
+        req: Request<proto::KataDumpRequest>,
+    ) -> Rpc<proto::KataDumpResponse> {
+        kata::require_root(&Caller::of(&req)?)?;
+        let req = req.into_inner();
+        if let Some(n) = req.name.as_deref().filter(|n| !n.is_empty()) {
+            ids::check_name(n).map_err(DaemonError::from)?;
+        }
+        let mut resp = kata::dump(self.jobs.engine.config(), req).await?;
+        resp.id = kata::record(&self.jobs.store, &resp)?;
+        tracing::info!(path = %resp.path, id = %resp.id, "kata checkpoint received");
+        ok(resp)
+    }
+
+    async fn restore_kata(
+        &self,
+        req: Request<proto::KataRestoreRequest>,
+    ) -> Rpc<proto::KataRestoreResponse> {
+        kata::require_root(&Caller::of(&req)?)?;
+        ok(kata::restore(self.jobs.engine.config(), req.into_inner()).await?)
+    }
+
+    async fn query_kata(
+        &self,
+        req: Request<proto::KataQueryRequest>,
+    ) -> Rpc<proto::KataQueryResponse> {
+        kata::require_root(&Caller::of(&req)?)?;
+        ok(kata::query(self.jobs.engine.config(), req.into_inner()).await?)
     }
 
     async fn health(&self, _req: Request<Empty>) -> Rpc<proto::HealthReport> {

@@ -99,6 +99,19 @@ pub(crate) static KEYS: &[Key] = &[
     },
     Key {
         info: KeyInfo {
+            key: "criu.network_lock",
+            env: "CEDANA_CRIU_NETWORK_LOCK",
+            default: "iptables",
+            help: "How CRIU locks a tree's TCP connections while it dumps and restores: iptables (needs iptables-restore), nftables (CRIU's libnftables; no tools needed) or skip",
+        },
+        field: Field::Choice(
+            crate::NETWORK_LOCKS,
+            |c| &c.criu.network_lock,
+            |c| &mut c.criu.network_lock,
+        ),
+    },
+    Key {
+        info: KeyInfo {
             key: "jobs.log_dir",
             env: "CEDANA_JOBS_LOG_DIR",
             default: "/var/lib/cedana/jobs",
@@ -170,5 +183,14 @@ pub(crate) static KEYS: &[Key] = &[
             help: "Milliseconds a GPU lock waits for the job's running CUDA work before the dump is refused",
         },
         field: Field::PositiveU64(|c| &c.gpu.lock_timeout_ms, |c| &mut c.gpu.lock_timeout_ms),
+    },
+    Key {
+        info: KeyInfo {
+            key: "kata.vm_root",
+            env: "CEDANA_KATA_VM_ROOT",
+            default: "/run/vc",
+            help: "kata's runtime state root, where a sandbox's VM socket is found (vm/SANDBOX/clh.sock, firecracker/SANDBOX/root/kata.hvsock)",
+        },
+        field: Field::AbsPath(|c| &c.kata.vm_root, |c| &mut c.kata.vm_root),
     },
 ];

@@ -12,10 +12,15 @@ use crate::host;
 
 async fn check(env: &Arc<Env>, opts: &CriuOpts) -> Result<(), EngineError> {
     env.criu_version().await?.require(MIN_VERSION)?;
-    if opts.tcp_established && host::find_executable("iptables-restore".as_ref()).is_none() {
+    // Only iptables locking needs the tool; nftables goes through CRIU's own libnftables.
+    let iptables = env.config.criu.network_lock == "iptables";
+    if opts.tcp_established
+        && iptables
+        && host::find_executable("iptables-restore".as_ref()).is_none()
+    {
         return Err(EngineError::MissingTool {
             tool: "iptables-restore",
-            why: "to lock the network while TCP connections are checkpointed",
+            why: "to lock the network while TCP connections are checkpointed (or set criu.network_lock=nftables)",
             package: "iptables",
         });
     }

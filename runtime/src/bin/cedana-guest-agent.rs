@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use cedana_runtime::guest::agent::{run, AgentOptions};
 
 const USAGE: &str =
-    "usage: cedana-guest-agent [--port N] [--tcp HOST:PORT] [--work-dir DIR] [--kata-root DIR]";
+    "usage: cedana-guest-agent [--port N] [--tcp HOST:PORT] [--work-dir DIR] [--kata-root DIR] [--network-lock nftables|iptables|skip]";
 
 fn main() -> ExitCode {
     tracing_subscriber_init();
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             "--tcp" => value().map(|v| opts.tcp = Some(v)),
             "--work-dir" => value().map(|v| opts.work_dir = v.into()),
             "--kata-root" => value().map(|v| opts.kata_root = v.into()),
+            "--network-lock" => value().map(|v| opts.network_lock = v),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;

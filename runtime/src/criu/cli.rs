@@ -61,6 +61,9 @@ impl Criu {
                 .arg(script)
                 .env(super::relay::NOTIFY_ENV, socket);
         }
+        if let Some(lock) = self.network_lock() {
+            cmd.arg("--network-lock").arg(lock.name());
+        }
         let out = cmd
             .args(&args)
             .stdin(Stdio::null())

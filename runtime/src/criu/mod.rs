@@ -54,6 +54,41 @@ const LOG_LEVEL: i32 = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Criu {
     binary: PathBuf,
+    /// `--network-lock`, when not CRIU's default (iptables).
+    network_lock: Option<NetworkLock>,
+}
+
+/// How CRIU keeps packets off a tree's TCP connections between freezing and killing it
+/// (dump) and until they are repaired (restore): CRIU's `--network-lock`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkLock {
+    /// iptables rules (`iptables-restore` on PATH); CRIU's default.
+    Iptables = 1,
+    /// An nftables table through CRIU's own libnftables: no tools needed.
+    Nftables = 2,
+    /// No lock: sound only where nothing else can reach the tree's connections.
+    Skip = 3,
+}
+
+impl NetworkLock {
+    /// The method named `name` (a `criu.network_lock` value); `None` for another.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "iptables" => Some(Self::Iptables),
+            "nftables" => Some(Self::Nftables),
+            "skip" => Some(Self::Skip),
+            _ => None,
+        }
+    }
+
+    /// Its name on CRIU's command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Iptables => "iptables",
+            Self::Nftables => "nftables",
+            Self::Skip => "skip",
+        }
+    }
 }
 
 /// CRIU's version, as reported over RPC.
@@ -177,7 +212,20 @@ impl Criu {
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         Criu {
             binary: binary.into(),
+            network_lock: None,
         }
+    }
+
+    /// This CRIU with `--network-lock` set to `lock` (iptables, CRIU's default, sends
+    /// nothing, so CRIUs without the option keep working).
+    pub fn with_network_lock(mut self, lock: NetworkLock) -> Self {
+        self.network_lock = (lock != NetworkLock::Iptables).then_some(lock);
+        self
+    }
+
+    /// The network lock method sent to CRIU, if not its default.
+    pub fn network_lock(&self) -> Option<NetworkLock> {
+        self.network_lock
     }
 
     /// Find the CRIU binary: a path with a `/` must be an executable file; a bare name is
@@ -238,6 +286,7 @@ impl Criu {
         let dirs = RequestDirs::open(args.images_dir, args.work_dir, "dump.log")?;
         let mut opts = args.opts.to_rpc(dirs.images.as_raw_fd());
         opts.pid = Some(args.pid);
+        opts.network_lock = self.network_lock.map(|l| l as i32);
         if args.post_dump.is_some() {
             opts.notify_scripts = Some(true);
         }
@@ -265,6 +314,7 @@ impl Criu {
     pub fn restore(&self, args: &RestoreArgs) -> Result<RestoreOutcome, CriuError> {
         let dirs = RequestDirs::open(args.images_dir, args.work_dir, "restore.log")?;
         let mut opts = args.opts.to_rpc(dirs.images.as_raw_fd());
+        opts.network_lock = self.network_lock.map(|l| l as i32);
         // Dump-only; meaningless on restore.
         opts.leave_running = None;
         if args.rst_sibling {

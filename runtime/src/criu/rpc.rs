@@ -127,6 +127,9 @@ pub struct CriuOpts {
     pub tcp_close: Option<bool>,
     #[prost(string, optional, tag = "53")]
     pub lsm_profile: Option<String>,
+    /// `criu_network_lock_method`: 1 iptables (CRIU's default), 2 nftables, 3 skip.
+    #[prost(int32, optional, tag = "64")]
+    pub network_lock: Option<i32>,
     #[prost(string, optional, tag = "68")]
     pub images_dir: Option<String>,
     #[prost(bool, optional, tag = "69")]

@@ -407,3 +407,26 @@ fn real_dump_restore_round_trip() {
         read_counter(&counter)
     );
 }
+
+#[test]
+fn network_lock_names_round_trip_and_iptables_sends_nothing() {
+    for lock in [
+        NetworkLock::Iptables,
+        NetworkLock::Nftables,
+        NetworkLock::Skip,
+    ] {
+        assert_eq!(NetworkLock::parse(lock.name()), Some(lock));
+    }
+    assert_eq!(NetworkLock::parse("ebpf"), None);
+    let criu = Criu::new("/x/criu");
+    assert_eq!(
+        criu.clone()
+            .with_network_lock(NetworkLock::Iptables)
+            .network_lock(),
+        None
+    );
+    assert_eq!(
+        criu.with_network_lock(NetworkLock::Nftables).network_lock(),
+        Some(NetworkLock::Nftables)
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use cedana_config::Config;
 
 use crate::chain::{Chain, OpResult};
-use crate::criu::{Criu, CriuVersion};
+use crate::criu::{Criu, CriuVersion, NetworkLock};
 use crate::error::EngineError;
 use crate::image::metadata::CheckpointKind;
 use crate::plugins::PluginRegistry;
@@ -77,7 +77,12 @@ impl Env {
 
     /// The CRIU driver for the configured binary, or a clear error if it is missing.
     pub fn criu(&self) -> OpResult<Criu> {
-        Ok(Criu::locate(&self.config.criu.binary_path)?)
+        let criu = Criu::locate(&self.config.criu.binary_path)?;
+        // The config's validation admits only known methods.
+        Ok(match NetworkLock::parse(&self.config.criu.network_lock) {
+            Some(lock) => criu.with_network_lock(lock),
+            None => criu,
+        })
     }
 }
 

@@ -34,6 +34,9 @@ pub struct AgentOptions {
     pub work_dir: PathBuf,
     /// Where kata-agent lays out containers.
     pub kata_root: PathBuf,
+    /// CRIU's `--network-lock` in the guest: nftables by default, since CRIU does it
+    /// through its own libnftables and guest images seldom carry iptables.
+    pub network_lock: String,
 }
 
 impl Default for AgentOptions {
@@ -43,6 +46,7 @@ impl Default for AgentOptions {
             tcp: None,
             work_dir: PathBuf::from("/run/cedana-guest"),
             kata_root: PathBuf::from(KATA_ROOT),
+            network_lock: "nftables".into(),
         }
     }
 }
@@ -51,6 +55,14 @@ impl Default for AgentOptions {
 /// be opened.
 pub fn run(opts: AgentOptions, mut config: Config) -> Result<(), GuestError> {
     config.checkpoint.dir = opts.work_dir.join("out");
+    if !cedana_config::NETWORK_LOCKS.contains(&opts.network_lock.as_str()) {
+        return Err(GuestError::Invalid(format!(
+            "--network-lock {:?}: use one of {}",
+            opts.network_lock,
+            cedana_config::NETWORK_LOCKS.join(", ")
+        )));
+    }
+    config.criu.network_lock = opts.network_lock.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

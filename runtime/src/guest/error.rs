@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::error::{EngineError, ErrorKind};
 use crate::image::error::ImageError;
+use crate::plugins::containerd::error::ContainerdError;
 
 /// What can go wrong between the host and the guest agent, or inside the agent.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,25 @@ pub enum GuestError {
         /// Their PIDs.
         pids: String,
     },
+    /// containerd could not tell which container, or is unreachable.
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    /// The containerd container does not run under kata.
+    #[error("containerd container {id:?} runs under {runtime:?}, not kata (io.containerd.kata*.v2): it is not in a VM; use `cedana dump containerd {id}`")]
+    NotKata {
+        /// The container.
+        id: String,
+        /// Its runtime.
+        runtime: String,
+    },
+    /// No VM socket where kata lays it out for the sandbox.
+    #[error("no VM socket for kata sandbox {sandbox:?} (tried {tried}): is the sandbox running, and is kata.vm_root right? Or give --vm-socket PATH / --cid N")]
+    NoVmSocket {
+        /// The sandbox.
+        sandbox: String,
+        /// The paths tried.
+        tried: String,
+    },
     /// A request was invalid.
     #[error("{0}")]
     Invalid(String),
@@ -160,7 +180,11 @@ impl GuestError {
     /// The broad class, as the engine's transports map errors.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Connect { .. } | Self::NoAgentOnPort { .. } => ErrorKind::FailedPrecondition,
+            Self::Connect { .. } | Self::NoAgentOnPort { .. } | Self::NoVmSocket { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            Self::NotKata { .. } => ErrorKind::InvalidArgument,
+            Self::Containerd(e) => e.kind(),
             Self::Image(e) => e.kind(),
             Self::Engine(e) => e.kind(),
             other => match other.remote_kind() {

@@ -5,13 +5,15 @@
 //!
 //! Guest side: `agent.rs` (listeners, one thread per connection), `serve.rs` (the
 //! operations), `container.rs` (kata-agent's container layout), `health.rs` (what the
-//! guest kernel and userland need). Host side: `client.rs`.
+//! guest kernel and userland need). Host side: `client.rs`, `locate.rs` (a containerd
+//! container id to its VM's socket).
 
 pub mod agent;
 pub mod client;
 pub mod container;
 pub mod error;
 pub mod health;
+pub mod locate;
 mod serve;
 pub mod transport;
 pub mod wire;

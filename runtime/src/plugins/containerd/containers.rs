@@ -34,6 +34,22 @@ pub struct ContainerInfo {
     pub snapshot_key: String,
     /// Labels.
     pub labels: HashMap<String, String>,
+    /// The sandbox (pod) it belongs to, where containerd records one (empty: none).
+    pub sandbox: String,
+    /// The annotations of its OCI spec (CRI puts the sandbox id there).
+    pub annotations: HashMap<String, String>,
+}
+
+/// The annotations of a container's OCI spec (JSON); none when it has no readable spec.
+fn spec_annotations(spec: Option<&Any>) -> HashMap<String, String> {
+    #[derive(serde::Deserialize, Default)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: HashMap<String, String>,
+    }
+    spec.and_then(|a| serde_json::from_slice::<Annotated>(&a.value).ok())
+        .unwrap_or_default()
+        .annotations
 }
 
 /// What a new container is made of.
@@ -70,7 +86,10 @@ impl Client {
             Err(s) => return Err(self.failed("Containers.Get", s)),
         };
         let runtime = c.runtime.unwrap_or_default();
+        let annotations = spec_annotations(c.spec.as_ref());
         Ok(ContainerInfo {
+            sandbox: c.sandbox,
+            annotations,
             image: c.image,
             runtime: runtime.name,
             runtime_options: runtime.options,
