@@ -32,6 +32,9 @@ pub struct S3Settings {
     pub endpoint: Option<String>,
     /// Region (`s3.region`), over `AWS_REGION`.
     pub region: Option<String>,
+    /// Where the journal of open multipart uploads lives (beside the daemon's database),
+    /// so that the next start aborts those a crash left; the temp dir without one.
+    pub journal_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs S3 requests: our own runtime, so that blocking store calls work from any thread
@@ -171,7 +174,9 @@ pub(super) fn explain(e: &object_store::Error, bucket: &str, endpoint: &str) -> 
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "AccessDenied",
-        "403",
+        // Not a bare "403": the endpoint's port may contain it (127.0.0.1:40363).
+        "403 Forbidden",
+        "Forbidden",
         "ExpiredToken",
         "InvalidToken",
     ]) {
@@ -210,4 +215,29 @@ fn first_line(text: &str) -> String {
         end -= 1;
     }
     line[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(msg: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: msg.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn a_port_with_403_in_it_is_not_a_refusal() {
+        let dead = "http://127.0.0.1:40363";
+        let e = generic(&format!(
+            "error sending request for url ({dead}/b/k): client error (Connect): tcp \
+             connect error: Connection refused"
+        ));
+        let said = explain(&e, "b", dead);
+        assert!(said.starts_with("cannot reach the S3 server"), "{said}");
+        let e = generic("Client error with status 403 Forbidden: <Code>AccessDenied</Code>");
+        assert!(explain(&e, "b", dead).contains("refused our credentials"));
+    }
 }
