@@ -11,6 +11,7 @@
 
 mod client;
 mod journal;
+mod profile;
 mod upload;
 mod writer;
 
