@@ -163,7 +163,9 @@ impl Committer {
             let upload = upload.as_mut().ok_or_else(|| StoreError::NotFound {
                 location: "the checkpoint's upload (already committed)".into(),
             })?;
-            upload.create(&format!("{prefix}{name}"))
+            Ok(super::shard_fault::wrap(
+                upload.create(&format!("{prefix}{name}"))?,
+            ))
         })))
     }
 
@@ -235,7 +237,8 @@ impl Committer {
 /// Fault injection for the commit protocol's tests (as CRIU's `CRIU_FAULT`):
 /// `CEDANA_TEST_FAULT=commit-STAGE[,...]` makes the commit fail at `STAGE` (`digest`,
 /// `metadata`, `rename`) with ENOSPC, as a full disk would there; `commit-stall` makes it
-/// hang (a minute) before it starts, so a test can kill the caller mid-commit.
+/// hang (a minute) before it starts, so a test can kill the caller mid-commit;
+/// `commit-shard` fails streamed shards mid-upload (`shard_fault.rs`).
 pub const FAULT_ENV: &str = "CEDANA_TEST_FAULT";
 
 fn injected_fault(stage: &str) -> Result<(), EngineError> {
