@@ -1,6 +1,6 @@
 """Turns the S3 benchmark's rows (op variant size run seconds extra-json) into medians and
 ratios against the baseline (a local dump plus boto3) of the same size and operation, and
-saves rows and medians as JSON (path given as argv[1])."""
+saves rows, medians and ratios as JSON (path given as argv[1])."""
 import json
 import platform
 import statistics
@@ -30,6 +30,13 @@ def label(op, variant):
     return f"{op}: ours --streams {variant[len('streams-'):]} (s3://)"
 
 
+# ours / baseline for every timed variant: what the JSON's readers (and make_bench.rs) use.
+ratios = {}
+for (op, variant, size) in groups:
+    base = medians.get(f"{op}/baseline/{size}")
+    if variant != "baseline" and base:
+        ratios[f"{op}/{variant}/{size}"] = round(medians[f"{op}/{variant}/{size}"] / base, 3)
+
 print(f"\n{'size':>6} {'operation (one S3 server for all)':<40} {'median s':>9} {'ratio':>7}")
 for (op, variant, size) in sorted(groups):
     s = medians[f"{op}/{variant}/{size}"]
@@ -40,5 +47,5 @@ print("ratios: against the baseline of the same size and operation, same run, sa
 
 with open(sys.argv[1], "w") as f:
     json.dump({"host": platform.node(), "kernel": platform.release(), "rows": rows,
-               "medians": medians}, f, indent=2)
+               "medians": medians, "ratios": ratios}, f, indent=2)
 print(f"saved {sys.argv[1]}")

@@ -54,8 +54,7 @@ fn streamed_dump_restores_and_keeps_counting() {
             &images,
             &work,
             &CriuOpts::default(),
-            4,
-            codec,
+            streamer::ShardPlan::local(4, codec),
         )
         .expect("streamed dump");
         child.wait().expect("reap");

@@ -34,9 +34,12 @@ elif op == "uploads":
         print(u["Key"], u["UploadId"])
 elif op == "put":
     s3.put_object(Bucket=bucket, Key=sys.argv[4], Body=sys.stdin.buffer.read())
-elif op == "iam-key":
+elif op in ("iam-key", "iam-s3-key"):
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
     iam.create_user(UserName=bucket)
+    if op == "iam-s3-key":
+        iam.put_user_policy(UserName=bucket, PolicyName="s3", PolicyDocument='{"Version": '
+            '"2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}')
     k = iam.create_access_key(UserName=bucket)["AccessKey"]
     print(k["AccessKeyId"], k["SecretAccessKey"])
 "#;
@@ -44,6 +47,8 @@ elif op == "iam-key":
 /// Requests moto serves before it checks credentials, when started with auth: the
 /// bucket and an IAM user's key are made in them.
 const NO_AUTH_REQUESTS: &str = "3";
+/// The same with the user's S3 policy added.
+const NO_AUTH_REQUESTS_S3_USER: &str = "4";
 
 /// A moto server on 127.0.0.1, stopped on drop.
 pub struct Moto {
@@ -91,15 +96,32 @@ impl Moto {
         Some((moto, id.to_string(), secret.to_string()))
     }
 
+    /// Like [`Moto::start_with_auth`], but the user's key may use S3 (a policy allowing
+    /// `s3:*`): requests signed with it succeed, others are refused.
+    #[track_caller]
+    pub fn start_with_s3_user(bucket: &str) -> Option<(Moto, String, String)> {
+        Self::python()?;
+        let moto = Self::spawn_counting(free_port(), Some(NO_AUTH_REQUESTS_S3_USER));
+        moto.create_bucket(bucket);
+        let out = moto.helper(&["iam-s3-key", "tester"], None);
+        let (id, secret) = out.trim().split_once(' ')?;
+        Some((moto, id.to_string(), secret.to_string()))
+    }
+
     /// Starts a server on `port` (a restart on the same address).
     pub fn start_on(port: u16) -> Moto {
         Self::spawn(port, false)
     }
 
     fn spawn(port: u16, auth: bool) -> Moto {
+        Self::spawn_counting(port, auth.then_some(NO_AUTH_REQUESTS))
+    }
+
+    /// A server that checks credentials after `no_auth` requests, if given.
+    fn spawn_counting(port: u16, no_auth: Option<&str>) -> Moto {
         let mut cmd = Command::new(Path::new(MOTO_VENV).join("bin/moto_server"));
-        if auth {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", NO_AUTH_REQUESTS);
+        if let Some(n) = no_auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n);
         }
         let child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])

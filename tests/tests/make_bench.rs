@@ -74,4 +74,22 @@ fn make_bench_runs_every_benchmark_at_the_smallest_sizes() {
             .is_some_and(|o| o.values().any(|x| !x.is_null()));
         assert!(filled, "{name} holds figures: {v}");
     }
+    // The S3 benchmark's JSON carries ours/baseline ratios for dump and restore, every
+    // variant (zstd archive and streamed) of the size it ran.
+    let s3 = saved
+        .iter()
+        .find(|n| n.starts_with("s3-") && n.ends_with(".json"))
+        .unwrap_or_else(|| panic!("no s3-*.json among {saved:?}"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join(s3)).expect("read"))
+            .unwrap_or_else(|e| panic!("{s3}: {e}"));
+    for key in [
+        "dump/ours/16",
+        "dump/streams-2/16",
+        "restore/ours/16",
+        "restore/streams-2/16",
+    ] {
+        let r = v["ratios"][key].as_f64().unwrap_or_default();
+        assert!(r > 0.0, "{s3} has the ratio {key}: {v}");
+    }
 }

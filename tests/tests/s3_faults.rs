@@ -179,6 +179,29 @@ fn a_failed_commit_leaves_no_object_and_no_open_multipart_upload() {
 }
 
 #[test]
+fn a_shard_upload_failing_mid_stream_aborts_its_multipart_uploads() {
+    if !e2e_enabled() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket(BUCKET);
+    // Each shard's upload fails after 12 MiB (two parts up, the server still there): the
+    // streamed dump stops, and what it had open is aborted at once.
+    let mut vars = moto.aws_env();
+    vars.push(("CEDANA_TEST_FAULT".into(), "commit-shard".into()));
+    let env = daemon(vars);
+    let log = run_job(&env, "m", &["memory", "384"]);
+    let t = std::time::Instant::now();
+    let r = env
+        .cedana(&["dump", "job", "m", "--dir", &format!("s3://{BUCKET}/x")])
+        .fails_with("commit-shard");
+    eprintln!("mid-stream ({} ms): {}", t.elapsed().as_millis(), r.stderr);
+    still_running(&env, "m", &log);
+    assert_eq!(moto.open_uploads(BUCKET), Vec::<String>::new());
+    assert_eq!(moto.keys(BUCKET), Vec::<(String, u64)>::new());
+}
+
+#[test]
 fn the_server_stopped_mid_upload_is_a_clear_error_and_the_job_runs_on() {
     if !e2e_enabled() {
         return;

@@ -22,7 +22,8 @@ use crate::image::error::ImageError;
 use crate::image::metadata::METADATA_FILE;
 use crate::image::metadata::{CheckpointKind, FileDigest, Metadata, Sizes, FORMAT_VERSION};
 use crate::image::{archive, atomic, integrity};
-use crate::store::{transfer, CheckpointStore, Location, Upload};
+use crate::store::{transfer, CheckpointStore, Location, StoreError, Upload};
+use crate::streamer::ShardSink;
 
 /// Where a commit puts the images.
 #[derive(Debug)]
@@ -130,6 +131,44 @@ impl Committer {
         }
     }
 
+    /// Where a streamed dump's shards go when the checkpoint is a directory in a store
+    /// with no local directory of its own (an object store): straight into the upload, as
+    /// `PREFIX` + shard name, while CRIU writes. `None`: shards are files in the images
+    /// dir (a local store writes them in place anyway).
+    pub fn shard_sink(self: &Arc<Self>, prefix: &str) -> Option<ShardSink> {
+        let CommitTarget::Store {
+            upload,
+            compression: Compression::None,
+            ..
+        } = &self.target
+        else {
+            return None;
+        };
+        let remote = upload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|u| u.local_dir().is_none());
+        if !remote {
+            return None;
+        }
+        let (this, prefix) = (Arc::clone(self), prefix.to_string());
+        Some(ShardSink(Arc::new(move |name: &str| {
+            let CommitTarget::Store { upload, .. } = &this.target else {
+                return Err(StoreError::NotFound {
+                    location: "the checkpoint's upload".into(),
+                });
+            };
+            let mut upload = upload.lock().unwrap_or_else(|p| p.into_inner());
+            let upload = upload.as_mut().ok_or_else(|| StoreError::NotFound {
+                location: "the checkpoint's upload (already committed)".into(),
+            })?;
+            Ok(super::shard_fault::wrap(
+                upload.create(&format!("{prefix}{name}"))?,
+            ))
+        })))
+    }
+
     /// Drops a checkpoint that was never committed (the dump failed first): the store
     /// removes what was written.
     pub fn abandon(&self) {
@@ -198,7 +237,8 @@ impl Committer {
 /// Fault injection for the commit protocol's tests (as CRIU's `CRIU_FAULT`):
 /// `CEDANA_TEST_FAULT=commit-STAGE[,...]` makes the commit fail at `STAGE` (`digest`,
 /// `metadata`, `rename`) with ENOSPC, as a full disk would there; `commit-stall` makes it
-/// hang (a minute) before it starts, so a test can kill the caller mid-commit.
+/// hang (a minute) before it starts, so a test can kill the caller mid-commit;
+/// `commit-shard` fails streamed shards mid-upload (`shard_fault.rs`).
 pub const FAULT_ENV: &str = "CEDANA_TEST_FAULT";
 
 fn injected_fault(stage: &str) -> Result<(), EngineError> {
@@ -242,7 +282,14 @@ fn publish_dir(
 ) -> Result<(u64, Metadata), EngineError> {
     let known = std::mem::take(&mut md.files);
     injected_fault("digest")?;
-    let files = integrity::digest_dir_known(images, &known)?;
+    let mut files = integrity::digest_dir_known(images, &known)?;
+    if upload.local_dir() != Some(images) {
+        // Shards streamed into the upload (Committer::shard_sink) are not in `images`:
+        // their digests were taken as they were written.
+        for (rel, d) in known {
+            files.entry(rel).or_insert(d);
+        }
+    }
     record_digests(&mut md, files, t.elapsed());
     injected_fault("metadata")?;
     integrity::write_metadata(images, &md)?;

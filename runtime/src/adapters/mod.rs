@@ -12,6 +12,7 @@ pub mod network;
 pub mod pid_wait;
 pub mod process_state;
 pub mod restore_storage;
+mod shard_fault;
 pub mod shell_job;
 pub mod storage;
 pub mod validation;

@@ -12,7 +12,7 @@ use crate::chain::{Adapter, Chain, Handler, OpResult};
 use crate::criu::{DumpArgs, PostDump};
 use crate::engine::{bulk, DumpCtx, DumpResponse};
 use crate::image::metadata::FileDigest;
-use crate::streamer;
+use crate::streamer::{self, ShardPlan};
 
 /// Where plugins' middleware for every route goes: just before this adapter.
 pub const MIDDLEWARE_ANCHOR: &str = "check_criu_opts_for_dump";
@@ -74,7 +74,13 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         true => ctx.images_dir.clone(),
         false => ctx.dir.clone(),
     };
-    let plan = ctx.stream;
+    // Shards into the upload itself when the checkpoint goes to an object store.
+    let sink = ctx.committer.as_ref().and_then(|c| c.shard_sink(""));
+    let plan = ctx.stream.map(|(shards, codec)| ShardPlan {
+        shards,
+        codec,
+        sink,
+    });
     let committer = ctx.committer.clone().filter(|_| !opts.leave_running);
     let md = metadata.clone();
     metadata.files = bulk(move || {
@@ -100,7 +106,7 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
             }
         };
         let dumped: OpResult<BTreeMap<String, FileDigest>> = match plan {
-            Some((shards, codec)) => {
+            Some(plan) => {
                 let work = work_dir.as_deref().unwrap_or(&images_dir);
                 let stats = match &committer {
                     Some(_) => streamer::sealed::dump_committed(
@@ -109,11 +115,10 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
                         &images_dir,
                         work,
                         &opts,
-                        shards,
-                        codec,
+                        plan,
                         &|st| commit(Some(&st.shard_digests)),
                     ),
-                    None => streamer::dump(&criu, pid, &images_dir, work, &opts, shards, codec),
+                    None => streamer::dump(&criu, pid, &images_dir, work, &opts, plan),
                 };
                 stats
                     .map(|st| st.shard_digests)

@@ -44,6 +44,12 @@ impl Env {
         let s3 = S3Settings {
             endpoint: config.s3.endpoint.clone(),
             region: config.s3.region.clone(),
+            // Beside the database: the daemon and `--no-server` runs of one setup share it.
+            journal_dir: config
+                .db_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| p.join("s3-uploads")),
         };
         Self {
             config,
@@ -139,6 +145,7 @@ impl Engine {
                 Err(e) => vec![format!("cannot recover {d}: {e}")],
             })
             .collect();
+        done.extend(self.env.stores.recover_unfinished());
         done.extend(self.plugins.recover_after_crash());
         done
     }

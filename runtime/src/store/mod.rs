@@ -120,6 +120,13 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     fn recover(&self, _dir: &Location) -> Vec<String> {
         Vec::new()
     }
+
+    /// Undoes what operations of this host cut short by a crash left in this store,
+    /// wherever they were writing (an object store's open multipart uploads); returns
+    /// what it did. Run at daemon start.
+    fn recover_unfinished(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// One checkpoint being written. Dropped without [`commit`](Upload::commit), it leaves

@@ -44,6 +44,15 @@ impl StoreRegistry {
             })
     }
 
+    /// Runs every backend's [`CheckpointStore::recover_unfinished`]; what they did.
+    pub fn recover_unfinished(&self) -> Vec<String> {
+        let stores: Vec<_> = {
+            let s = self.stores.read().unwrap_or_else(|p| p.into_inner());
+            s.values().cloned().collect()
+        };
+        stores.iter().flat_map(|s| s.recover_unfinished()).collect()
+    }
+
     /// The schemes served, sorted.
     pub fn schemes(&self) -> Vec<String> {
         let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());

@@ -25,6 +25,7 @@ use super::protocol;
 use super::shard::{private_file, Compressor, Packing, ShardWriter};
 use super::socket;
 use crate::image::metadata::FileDigest;
+use crate::store::{ObjectWriter, StoreError};
 
 /// CRIU's dump socket name inside the images directory.
 pub const CAPTURE_SOCKET: &str = "streamer-capture.sock";
@@ -44,6 +45,23 @@ pub struct CaptureConfig {
     pub level: i32,
     /// Uncompressed chunk size.
     pub chunk_bytes: usize,
+    /// Where shards go instead of files in `dir`: the checkpoint's upload to an object
+    /// store. The socket and the index stay in `dir`.
+    pub sink: Option<ShardSink>,
+}
+
+/// Opens object `rel` of the checkpoint's upload for writing.
+pub type OpenObject = dyn Fn(&str) -> Result<Box<dyn ObjectWriter>, StoreError> + Send + Sync;
+
+/// Opens a shard (by file name) in the checkpoint's upload: shards stream into an object
+/// store while CRIU writes, with no local copy.
+#[derive(Clone)]
+pub struct ShardSink(pub Arc<OpenObject>);
+
+impl std::fmt::Debug for ShardSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardSink")
+    }
 }
 
 /// What a capture produced.
@@ -216,15 +234,24 @@ fn give(pool: &Pool, buf: Vec<u8>) {
     pool.lock().unwrap_or_else(|p| p.into_inner()).push(buf);
 }
 
+/// Where a shard thread writes: a local file, or the upload's object of that name.
+enum Target {
+    File(PathBuf),
+    Remote(Box<dyn ObjectWriter>),
+}
+
 fn shard_worker(
     n: usize,
-    path: PathBuf,
+    target: Target,
     rx: Receiver<Job>,
     cfg: (Codec, i32),
     locs: Locations,
     pool: Pool,
 ) -> io::Result<FileDigest> {
-    let mut out = ShardWriter::create(&path)?;
+    let mut out = match target {
+        Target::File(path) => ShardWriter::create(&path)?,
+        Target::Remote(w) => ShardWriter::remote(w),
+    };
     let mut compressor = Compressor::new(cfg.0, cfg.1)?;
     let mut packed = Vec::new();
     let mut offset = 0u64;
@@ -338,8 +365,12 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
     let mut workers = Vec::new();
     for (n, name) in names.iter().enumerate() {
         let (tx, rx) = sync_channel(QUEUE_DEPTH);
-        let (path, locs, codec, pool) = (
-            cfg.dir.join(name),
+        let target = match &cfg.sink {
+            Some(sink) => Target::Remote((sink.0)(name).map_err(io::Error::other)?),
+            None => Target::File(cfg.dir.join(name)),
+        };
+        let (target, locs, codec, pool) = (
+            target,
             Arc::clone(&locs),
             (cfg.codec, cfg.level),
             Arc::clone(&pool),
@@ -348,7 +379,7 @@ fn run(mut conn: UnixStream, cfg: &CaptureConfig) -> io::Result<CaptureStats> {
         workers.push(
             std::thread::Builder::new()
                 .name(format!("stream-shard-{n}"))
-                .spawn(move || shard_worker(n, path, rx, codec, locs, pool))?,
+                .spawn(move || shard_worker(n, target, rx, codec, locs, pool))?,
         );
     }
     let senders = Arc::new(senders);

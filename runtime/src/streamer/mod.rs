@@ -13,7 +13,7 @@ pub mod serve;
 mod shard;
 mod socket;
 
-pub use capture::{Capture, CaptureConfig, CaptureStats};
+pub use capture::{Capture, CaptureConfig, CaptureStats, ShardSink};
 pub use index::{Codec, StreamIndex, INDEX_FILE};
 pub use serve::Serve;
 
@@ -92,28 +92,50 @@ fn io<E: From<StreamError>>(context: &str) -> impl FnOnce(std::io::Error) -> E +
     }
 }
 
-/// The capture of a dump into `dir`: `shards` shards (at least one) at our level and
-/// chunk size.
-fn capture_config(dir: &Path, shards: usize, codec: Codec) -> CaptureConfig {
+/// How a dump's shards are stored: `shards` of them (at least one), `codec`, at our level
+/// and chunk size; into files in the capture's dir, or into `sink` (an object store).
+#[derive(Debug, Clone)]
+pub struct ShardPlan {
+    /// Number of shards.
+    pub shards: usize,
+    /// Chunk codec.
+    pub codec: Codec,
+    /// Where shards go instead of local files.
+    pub sink: Option<ShardSink>,
+}
+
+impl ShardPlan {
+    /// Shards as files in the capture's directory.
+    pub fn local(shards: usize, codec: Codec) -> Self {
+        Self {
+            shards,
+            codec,
+            sink: None,
+        }
+    }
+}
+
+/// The capture of a dump into `dir` as `plan` says.
+fn capture_config(dir: &Path, plan: ShardPlan) -> CaptureConfig {
     CaptureConfig {
         dir: dir.to_path_buf(),
-        shards: shards.max(1),
-        codec,
+        shards: plan.shards.max(1),
+        codec: plan.codec,
         level: ZSTD_LEVEL,
         chunk_bytes: CHUNK_BYTES,
+        sink: plan.sink,
     }
 }
 
 /// Runs `producer`, which makes CRIU stream a dump into `dir`, with a capture listening
-/// there: the shards and their index land in `dir`. A failed producer discards the capture.
+/// there: the index lands in `dir`, the shards too unless `plan` has a sink. A failed
+/// producer discards the capture.
 pub fn capture<T, E: From<StreamError>>(
     dir: &Path,
-    shards: usize,
-    codec: Codec,
+    plan: ShardPlan,
     producer: impl FnOnce() -> Result<T, E>,
 ) -> Result<(T, CaptureStats), E> {
-    let capture =
-        Capture::start(capture_config(dir, shards, codec)).map_err(io("listen for CRIU"))?;
+    let capture = Capture::start(capture_config(dir, plan)).map_err(io("listen for CRIU"))?;
     match producer() {
         Ok(v) => {
             let stats = capture.finish().map_err(|e| capture_failed(dir, e))?;
@@ -157,15 +179,15 @@ pub fn start_serving<E: From<StreamError>>(
     Serve::start(socket_dir, images_dir, index, decoders).map_err(io("listen for CRIU"))
 }
 
-/// Dumps `pid` with CRIU streaming into `shards` compressed shards in `images_dir`.
+/// Dumps `pid` with CRIU streaming into compressed shards as `plan` says (in
+/// `images_dir`, or its sink).
 pub fn dump(
     criu: &Criu,
     pid: i32,
     images_dir: &Path,
     work_dir: &Path,
     opts: &CriuOpts,
-    shards: usize,
-    codec: Codec,
+    plan: ShardPlan,
 ) -> Result<CaptureStats, StreamError> {
     let args = StreamArgs {
         pid,
@@ -174,7 +196,7 @@ pub fn dump(
         opts,
         action_script: None,
     };
-    capture(images_dir, shards, codec, || {
+    capture(images_dir, plan, || {
         criu.dump_streamed(&args).map_err(StreamError::from)
     })
     .map(|(_, stats)| stats)

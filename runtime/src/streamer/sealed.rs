@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::{capture_config, capture_failed, io, Capture, CaptureStats, Codec, StreamError};
+use super::{capture_config, capture_failed, io, Capture, CaptureStats, ShardPlan, StreamError};
 use crate::criu::relay::{self, notify::Bridge, RelayError};
 use crate::criu::{Criu, CriuOpts, StreamArgs};
 
@@ -21,17 +21,15 @@ const POLL_MS: u16 = 100;
 /// makes CRIU let the tree run on.
 pub type Commit<'a> = &'a (dyn Fn(&CaptureStats) -> bool + Sync);
 
-/// Dumps `pid` streaming into `images_dir`, committing at `post-dump` through `commit`.
+/// Dumps `pid` streaming into `images_dir` (or `plan`'s sink), committing at `post-dump` through `commit`.
 /// CRIU's log and the action socket go in `work_dir`.
-#[allow(clippy::too_many_arguments)]
 pub fn dump_committed(
     criu: &Criu,
     pid: i32,
     images_dir: &Path,
     work_dir: &Path,
     opts: &CriuOpts,
-    shards: usize,
-    codec: Codec,
+    plan: ShardPlan,
     commit: Commit<'_>,
 ) -> Result<CaptureStats, StreamError> {
     let script = relay::locate().ok_or_else(|| StreamError::Io {
@@ -44,9 +42,8 @@ pub fn dump_committed(
         source: std::io::ErrorKind::NotFound.into(),
     })?;
     let bridge = Bridge::bind(work_dir).map_err(relay_io("listen for CRIU's action script"))?;
-    let capture =
-        Capture::start(capture_config(images_dir, shards, codec))
-            .map_err(io::<StreamError>("listen for CRIU"))?;
+    let capture = Capture::start(capture_config(images_dir, plan))
+        .map_err(io::<StreamError>("listen for CRIU"))?;
     let capture = Mutex::new(Some(capture));
     let sealed: Mutex<Option<std::io::Result<CaptureStats>>> = Mutex::new(None);
     let done = AtomicBool::new(false);

@@ -401,6 +401,7 @@ mod tests {
             codec,
             level: 3,
             chunk_bytes: 1 << 20,
+            sink: None,
         })
         .expect("capture");
         let mut sock = connect(&dir.path().join(CAPTURE_SOCKET));

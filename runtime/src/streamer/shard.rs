@@ -1,6 +1,6 @@
 //! What a shard thread does with a chunk: pack it (compressed, or raw when samples show
 //! it will not shrink) and append it to its shard file, hashing and starting writeback
-//! as it goes. Split from `capture.rs`, which reads CRIU's images and hands out chunks.
+//! as it goes (or uploading it, for a checkpoint in an object store). Split from `capture.rs`, which reads CRIU's images and hands out chunks.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::index::{xxh64, Codec};
 use crate::image::metadata::FileDigest;
+use crate::store::ObjectWriter;
 
 /// Samples tried before compressing a chunk, and their size: when none of them shrinks
 /// below `INCOMPRESSIBLE`, the chunk is stored raw without compressing the rest.
@@ -106,11 +107,20 @@ impl Compressor {
 /// Written bytes after which a shard writer asks the kernel to start writing them back.
 const WRITEBACK_BYTES: u64 = 8 << 20;
 
-/// Appends to a shard file, starting writeback every `WRITEBACK_BYTES` (sync_file_range,
-/// which does not wait): the disk works while CRIU still dumps, and the fdatasync at
-/// the end has little left to do.
+/// Where a shard's bytes go.
+enum Out {
+    /// A local file, written back as it grows.
+    File(BufWriter<File>),
+    /// A file of the checkpoint's upload (an object store): its parts go up while CRIU
+    /// still writes, and nothing of the shard is kept on local disk.
+    Remote(Box<dyn ObjectWriter>),
+}
+
+/// Appends to a shard: a local file, starting writeback every `WRITEBACK_BYTES`
+/// (sync_file_range, which does not wait) so the disk works while CRIU still dumps and
+/// the fdatasync at the end has little left to do; or a remote object being uploaded.
 pub(super) struct ShardWriter {
-    out: BufWriter<File>,
+    out: Out,
     written: u64,
     kicked: u64,
     /// sha256 of everything written: the checkpoint's digest of this shard, without
@@ -120,25 +130,41 @@ pub(super) struct ShardWriter {
 
 impl ShardWriter {
     pub(super) fn create(path: &Path) -> io::Result<Self> {
-        Ok(ShardWriter {
-            out: BufWriter::with_capacity(1 << 20, private_file(path)?),
+        Ok(Self::with(Out::File(BufWriter::with_capacity(
+            1 << 20,
+            private_file(path)?,
+        ))))
+    }
+
+    /// A shard written into `remote` (a file of the checkpoint's upload).
+    pub(super) fn remote(remote: Box<dyn ObjectWriter>) -> Self {
+        Self::with(Out::Remote(remote))
+    }
+
+    fn with(out: Out) -> Self {
+        ShardWriter {
+            out,
             written: 0,
             kicked: 0,
             hasher: Sha256::new(),
-        })
+        }
     }
 
     pub(super) fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.hasher.update(data);
-        self.out.write_all(data)?;
         self.written += data.len() as u64;
+        let out = match &mut self.out {
+            Out::Remote(w) => return w.write_all(data),
+            Out::File(out) => out,
+        };
+        out.write_all(data)?;
         if self.written - self.kicked >= WRITEBACK_BYTES {
-            self.out.flush()?;
+            out.flush()?;
             // SAFETY: a plain syscall on our descriptor. Only a hint: failure is ignored
             // (fdatasync at the end still writes everything).
             unsafe {
                 libc::sync_file_range(
-                    self.out.get_ref().as_raw_fd(),
+                    out.get_ref().as_raw_fd(),
                     self.kicked as libc::off64_t,
                     (self.written - self.kicked) as libc::off64_t,
                     libc::SYNC_FILE_RANGE_WRITE,
@@ -149,10 +175,24 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Writes what is buffered and syncs the data; returns the shard's digest.
-    pub(super) fn finish(mut self) -> io::Result<FileDigest> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
+    /// Writes what is buffered and syncs the data (a remote shard: uploads its last
+    /// parts and completes it); returns the shard's digest.
+    pub(super) fn finish(self) -> io::Result<FileDigest> {
+        match self.out {
+            Out::File(mut out) => {
+                out.flush()?;
+                out.get_ref().sync_data()?;
+            }
+            Out::Remote(w) => {
+                let size = w.finish().map_err(io::Error::other)?;
+                if size != self.written {
+                    return Err(io::Error::other(format!(
+                        "the store took {size} bytes of a {} byte shard",
+                        self.written
+                    )));
+                }
+            }
+        }
         Ok(FileDigest {
             size: self.written,
             sha256: hex::encode(self.hasher.finalize()),

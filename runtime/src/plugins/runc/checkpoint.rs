@@ -141,6 +141,16 @@ async fn checkpoint_held(
     let criu_work = work.clone().unwrap_or_else(|| images.clone());
     let log = criu_work.join("dump.log");
     let (id, stream_dir) = (d.target.id.clone(), images.clone());
+    // To an object store, the shards go straight into the upload, under the same
+    // relative path they would have had in the images dir.
+    let sink = images
+        .strip_prefix(&ctx.images_dir)
+        .ok()
+        .map(|p| match p.as_os_str().is_empty() {
+            true => String::new(),
+            false => format!("{}/", p.to_string_lossy()),
+        })
+        .and_then(|prefix| ctx.committer.as_ref()?.shard_sink(&prefix));
     let checkpointed = blocking(move || {
         let mut run = move || -> OpResult<()> {
             let child = cmd
@@ -161,7 +171,12 @@ async fn checkpoint_held(
             Some((shards, codec)) => {
                 fs::create_dir_all(&stream_dir)
                     .map_err(|e| EngineError::io(format!("create {}", stream_dir.display()), e))?;
-                let (_, stats) = streamer::capture(&stream_dir, shards, codec, run)?;
+                let plan = streamer::ShardPlan {
+                    shards,
+                    codec,
+                    sink,
+                };
+                let (_, stats) = streamer::capture(&stream_dir, plan, run)?;
                 Ok(stats.shard_digests)
             }
             None => run().map(|()| Default::default()),

@@ -1,6 +1,8 @@
 //! The S3 client side of the S3 store: one `object_store` client per bucket, built from
 //! the AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-//! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`) and the `s3.*` config keys;
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`), the AWS profile files under it
+//! (`profile.rs`: `AWS_PROFILE`, `~/.aws/credentials`, `~/.aws/config`) and the `s3.*`
+//! config keys;
 //! the runtime its requests run on; and what its failures mean to a user. Credentials
 //! are handed to the client only: nothing here formats them.
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
+use super::profile::{self, Profile};
 use crate::store::StoreError;
 
 /// Worker threads of the S3 runtime: part uploads and downloads are I/O bound.
@@ -32,6 +35,9 @@ pub struct S3Settings {
     pub endpoint: Option<String>,
     /// Region (`s3.region`), over `AWS_REGION`.
     pub region: Option<String>,
+    /// Where the journal of open multipart uploads lives (beside the daemon's database),
+    /// so that the next start aborts those a crash left; the temp dir without one.
+    pub journal_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs S3 requests: our own runtime, so that blocking store calls work from any thread
@@ -82,6 +88,13 @@ where
 pub(super) struct Clients {
     settings: S3Settings,
     by_bucket: Mutex<BTreeMap<String, Arc<AmazonS3>>>,
+    /// The AWS profile, read once (an error says which file or profile is wrong).
+    profile: OnceLock<Result<Option<Profile>, String>>,
+}
+
+/// A variable of this process's environment, if set and not empty.
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
 impl Clients {
@@ -89,7 +102,16 @@ impl Clients {
         Self {
             settings,
             by_bucket: Mutex::default(),
+            profile: OnceLock::new(),
         }
+    }
+
+    fn profile(&self) -> Result<Option<&Profile>, String> {
+        self.profile
+            .get_or_init(|| profile::load(&env))
+            .as_ref()
+            .map(Option::as_ref)
+            .map_err(Clone::clone)
     }
 
     /// The endpoint requests go to, for messages (never a credential).
@@ -97,9 +119,44 @@ impl Clients {
         self.settings
             .endpoint
             .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .or_else(|| std::env::var("AWS_ENDPOINT").ok())
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .or_else(|| env("AWS_ENDPOINT"))
+            .or_else(|| self.profile().ok().flatten()?.endpoint_url.clone())
             .unwrap_or_else(|| "AWS S3".into())
+    }
+
+    /// The builder from the environment, with the profile filling what it leaves unset:
+    /// its key pair only when the environment has none, its region and endpoint only when
+    /// neither the config keys nor the environment give them.
+    fn builder(&self, bucket: &str) -> Result<AmazonS3Builder, String> {
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(p) = self.profile()? {
+            if env("AWS_ACCESS_KEY_ID").is_none() {
+                if let (Some(id), Some(secret)) = (&p.access_key_id, &p.secret_access_key) {
+                    b = b.with_access_key_id(id).with_secret_access_key(secret);
+                    if let Some(t) = &p.session_token {
+                        b = b.with_token(t);
+                    }
+                }
+            }
+            if env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .is_none()
+            {
+                if let Some(r) = &p.region {
+                    b = b.with_region(r);
+                }
+            }
+            if env("AWS_ENDPOINT_URL")
+                .or_else(|| env("AWS_ENDPOINT"))
+                .is_none()
+            {
+                if let Some(e) = &p.endpoint_url {
+                    b = b.with_endpoint(e);
+                }
+            }
+        }
+        Ok(b)
     }
 
     /// The client of `bucket`.
@@ -108,7 +165,11 @@ impl Clients {
         if let Some(c) = by_bucket.get(bucket) {
             return Ok(Arc::clone(c));
         }
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let mut b = self.builder(bucket).map_err(|problem| StoreError::Remote {
+            location: format!("s3://{bucket}"),
+            context: "read the AWS profile".into(),
+            problem,
+        })?;
         if let Some(e) = &self.settings.endpoint {
             b = b.with_endpoint(e);
         }
@@ -142,7 +203,8 @@ impl Clients {
             context: "configure the S3 client".into(),
             problem: format!(
                 "{e}; set AWS_REGION (or s3.region), AWS_ENDPOINT_URL (or s3.endpoint) and \
-                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with \
+                 ~/.aws/credentials)"
             ),
         })?);
         by_bucket.insert(bucket.to_string(), Arc::clone(&client));
@@ -171,13 +233,16 @@ pub(super) fn explain(e: &object_store::Error, bucket: &str, endpoint: &str) -> 
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "AccessDenied",
-        "403",
+        // Not a bare "403": the endpoint's port may contain it (127.0.0.1:40363).
+        "403 Forbidden",
+        "Forbidden",
         "ExpiredToken",
         "InvalidToken",
     ]) {
         format!(
             "{endpoint} refused our credentials: check AWS_ACCESS_KEY_ID, \
-             AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (and that they may use bucket \
+             AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, or the AWS_PROFILE's keys in \
+             ~/.aws/credentials (and that they may use bucket \
              {bucket:?}) in the environment of the process doing the transfer (the daemon's, \
              for daemon requests)"
         )
@@ -210,4 +275,29 @@ fn first_line(text: &str) -> String {
         end -= 1;
     }
     line[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(msg: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: msg.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn a_port_with_403_in_it_is_not_a_refusal() {
+        let dead = "http://127.0.0.1:40363";
+        let e = generic(&format!(
+            "error sending request for url ({dead}/b/k): client error (Connect): tcp \
+             connect error: Connection refused"
+        ));
+        let said = explain(&e, "b", dead);
+        assert!(said.starts_with("cannot reach the S3 server"), "{said}");
+        let e = generic("Client error with status 403 Forbidden: <Code>AccessDenied</Code>");
+        assert!(explain(&e, "b", dead).contains("refused our credentials"));
+    }
 }

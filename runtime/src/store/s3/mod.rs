@@ -10,7 +10,10 @@
 //! multipart uploads and deletes what it wrote, so nothing is orphaned.
 
 mod client;
+mod journal;
+mod profile;
 mod upload;
+mod writer;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
@@ -22,7 +25,8 @@ use object_store::ObjectStore;
 
 pub use client::S3Settings;
 use client::{block_on, explain, Clients};
-use upload::S3Upload;
+use journal::Journal;
+use upload::{OpenUpload, S3Upload};
 
 use super::{CheckpointStore, FileInfo, Listed, Location, Shape, Stat, StoreError, Upload};
 use crate::image::compression::Compression;
@@ -44,7 +48,11 @@ const DOWNLOAD_QUEUE: usize = 4;
 #[derive(Debug)]
 pub struct S3Store {
     clients: Clients,
+    journal: Journal,
 }
+
+/// The journal of open multipart uploads when no directory is configured.
+const DEFAULT_JOURNAL: &str = "cedana-s3-uploads";
 
 /// A location's bucket and key (no leading or trailing `/`).
 #[derive(Debug, Clone)]
@@ -86,9 +94,47 @@ impl Key {
 impl S3Store {
     /// A store reaching its server as `settings` and the `AWS_*` environment say.
     pub fn new(settings: S3Settings) -> Self {
+        let dir = settings
+            .journal_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(DEFAULT_JOURNAL));
         Self {
             clients: Clients::new(settings),
+            journal: Journal::new(dir),
         }
+    }
+
+    /// Aborts the multipart uploads that processes of this host left open when they
+    /// died (journal.rs); returns what it did. Uploads of live processes are left alone.
+    fn abort_orphans(&self) -> Vec<String> {
+        let mut done = Vec::new();
+        for o in self.journal.orphans() {
+            let (bucket, key, id) = (o.upload.bucket, o.upload.key, o.upload.id);
+            let client = match self.clients.get(&bucket) {
+                Ok(c) => c,
+                Err(e) => {
+                    done.push(format!(
+                        "cannot abort the upload of s3://{bucket}/{key}: {e}"
+                    ));
+                    continue;
+                }
+            };
+            let up = OpenUpload {
+                path: ObjPath::from(key.as_str()),
+                id,
+                entry: Some(o.entry),
+            };
+            match block_on(async move { up.abort(&client).await }) {
+                Ok(()) => done.push(format!(
+                    "aborted the unfinished multipart upload of s3://{bucket}/{key}, left by an \
+                     operation cut short"
+                )),
+                Err(e) => done.push(format!(
+                    "cannot abort the upload of s3://{bucket}/{key}: {e}"
+                )),
+            }
+        }
+        done
     }
 
     fn client(&self, k: &Key) -> Result<std::sync::Arc<object_store::aws::AmazonS3>, StoreError> {
@@ -148,6 +194,10 @@ fn is_packed_name(name: &str) -> bool {
 impl CheckpointStore for S3Store {
     fn begin(&self, at: &Location, shape: Shape) -> Result<Box<dyn Upload>, StoreError> {
         let k = Key::of(at)?;
+        // A `--no-server` dump killed mid-upload has no daemon start to clean up after it.
+        for line in self.abort_orphans() {
+            tracing::info!("{line}");
+        }
         if k.key.is_empty() {
             return Err(StoreError::InvalidLocation {
                 value: at.to_string(),
@@ -172,6 +222,7 @@ impl CheckpointStore for S3Store {
             client,
             shape,
             self.clients.endpoint(),
+            self.journal.clone(),
         )))
     }
 
@@ -258,6 +309,10 @@ impl CheckpointStore for S3Store {
                 shape: if packed { Shape::Packed } else { Shape::Dir },
             })
             .collect())
+    }
+
+    fn recover_unfinished(&self) -> Vec<String> {
+        self.abort_orphans()
     }
 
     fn delete(&self, at: &Location) -> Result<(), StoreError> {

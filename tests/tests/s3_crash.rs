@@ -1,0 +1,165 @@
+//! A daemon killed (SIGKILL) in the middle of a streamed upload to S3 leaves multipart
+//! uploads open on the server; its next start aborts them from its journal: nothing is
+//! left in the bucket, nothing is listed, the workload runs on, and a retry succeeds.
+//! The same for a `--no-server` dump killed mid-upload: the next dump cleans up.
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use cedana_e2e::s3::Moto;
+use cedana_e2e::*;
+use serde_json::Value;
+
+const BUCKET: &str = "crash";
+
+fn job(env: &Env, jid: &str) -> Option<Value> {
+    let v = env.cedana(&["--json", "ps"]).ok().json();
+    v.as_array()
+        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
+}
+
+fn run_memory_job(env: &Env, jid: &str) -> PathBuf {
+    let workload = bin("cedana-workload").to_string_lossy().to_string();
+    env.cedana(&[
+        "run", "process", "--jid", jid, "--", &workload, "memory", "384",
+    ])
+    .ok();
+    let log = PathBuf::from(
+        job(env, jid).expect("job")["log_path"]
+            .as_str()
+            .expect("log_path")
+            .to_string(),
+    );
+    wait_for(
+        "the workload to fill its memory",
+        Duration::from_secs(60),
+        || last_count(&log).map(|_| ()),
+    );
+    log
+}
+
+/// Starts `cmd` and waits until it has a multipart upload open in the bucket.
+fn start_upload(moto: &Moto, mut cmd: std::process::Command) -> Child {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("dump");
+    wait_for(
+        "a multipart upload to start",
+        Duration::from_secs(60),
+        || (!moto.open_uploads(BUCKET).is_empty()).then_some(()),
+    );
+    child
+}
+
+/// The bucket holds nothing (no object, no open upload) once `what` cleaned up.
+fn bucket_is_clean(moto: &Moto, what: &str) {
+    wait_for(what, Duration::from_secs(20), || {
+        moto.open_uploads(BUCKET).is_empty().then_some(())
+    });
+    assert_eq!(moto.keys(BUCKET), Vec::<(String, u64)>::new());
+}
+
+#[test]
+fn a_daemon_killed_mid_upload_leaves_no_open_upload_after_its_restart() {
+    if !e2e_enabled() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket(BUCKET);
+    let mut env = Env::new().with_vars(moto.aws_env());
+    env.start_daemon();
+    let log = run_memory_job(&env, "m");
+    let url = format!("s3://{BUCKET}/x");
+    let mut dump = env.cmd();
+    dump.args(["dump", "job", "m", "--dir", &url]);
+    let client = start_upload(&moto, dump);
+    env.kill_daemon();
+    let _ = client.wait_with_output();
+    let orphaned = moto.open_uploads(BUCKET);
+    eprintln!("open after the kill: {orphaned:?}");
+    assert!(!orphaned.is_empty(), "the kill left uploads open");
+
+    env.start_daemon();
+    bucket_is_clean(&moto, "the restarted daemon to abort the uploads");
+    assert!(
+        env.daemon_log()
+            .contains("aborted the unfinished multipart upload"),
+        "{}",
+        env.daemon_log()
+    );
+    let listed = env.cedana(&["--json", "checkpoints"]).ok().json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+    // The workload never stopped counting.
+    let now = last_count(&log).expect("count");
+    wait_count_above(&log, now + 1);
+    // A retry to the same prefix succeeds.
+    let d = env
+        .cedana(&["--json", "dump", "job", "m", "--dir", &url])
+        .ok()
+        .json();
+    assert!(d["path"].as_str().expect("path").starts_with(&url), "{d}");
+    assert!(moto.open_uploads(BUCKET).is_empty());
+    let listed = env.cedana(&["--json", "checkpoints"]).ok().json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
+
+#[test]
+fn a_no_server_dump_killed_mid_upload_is_cleaned_up_by_the_next_dump() {
+    if !e2e_enabled() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket(BUCKET);
+    let env = Env::new().with_vars(moto.aws_env());
+    let log = env.path("w.log");
+    let w = Workload::start(&log, &["memory", "384"]);
+    let pid = w.pid;
+    wait_for(
+        "the workload to fill its memory",
+        Duration::from_secs(60),
+        || last_count(&log).map(|_| ()),
+    );
+    let url = format!("s3://{BUCKET}/y");
+    let p = pid.to_string();
+    let mut dump = env.cmd();
+    dump.args([
+        "dump",
+        "process",
+        &p,
+        "--dir",
+        &url,
+        "--leave-running",
+        "--no-server",
+    ]);
+    let mut cli = start_upload(&moto, dump);
+    let _ = cli.kill();
+    let _ = cli.wait();
+    assert!(
+        !moto.open_uploads(BUCKET).is_empty(),
+        "the kill left uploads open"
+    );
+    let now = last_count(&log).expect("count");
+    wait_count_above(&log, now + 1);
+    env.cedana(&[
+        "dump",
+        "process",
+        &p,
+        "--dir",
+        &url,
+        "--leave-running",
+        "--no-server",
+        "--name",
+        "retry",
+    ])
+    .ok();
+    assert!(
+        moto.open_uploads(BUCKET).is_empty(),
+        "the next dump aborted them"
+    );
+    let keys = moto.keys(BUCKET);
+    assert!(
+        keys.iter().all(|(k, _)| k.starts_with("y/retry/")),
+        "only the retry's objects: {keys:?}"
+    );
+    drop(w);
+}
