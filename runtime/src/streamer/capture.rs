@@ -97,8 +97,9 @@ struct Threads {
 
 impl Capture {
     /// Binds the socket CRIU will connect to and starts serving it in the background.
+    /// A capture into an object store's upload stays in this process, where the upload is.
     pub fn start(cfg: CaptureConfig) -> io::Result<Capture> {
-        match child::locate() {
+        match child::locate().filter(|_| cfg.sink.is_none()) {
             Some(bin) => Child::capture(&bin, &cfg).map(|c| Capture(Backend::Process(c))),
             None => Capture::in_process(cfg),
         }

@@ -282,6 +282,7 @@ fn capture_config(
         },
         level: level.parse().map_err(|e| format!("level {level:?}: {e}"))?,
         chunk_bytes: num("chunk size", chunk)?,
+        sink: None,
     })
 }
 
