@@ -11,6 +11,7 @@ pub mod sealed;
 pub mod serve;
 mod shard;
 mod socket;
+pub mod unpack;
 
 pub use capture::{Capture, CaptureConfig, CaptureStats};
 pub use index::{Codec, StreamIndex, INDEX_FILE};
