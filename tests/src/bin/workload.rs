@@ -11,10 +11,10 @@
 //! - `memory MIB`: holds MIB of memory shaped like a real heap (a quarter random bytes,
 //!   three eighths repetitive text, three eighths zero-filled but touched pages), prints
 //!   `ready`, then counts; used by the benchmarks.
-//! - `memserve MIB ADDR`: the same memory, then prints `sum HEX` (a checksum of it),
-//!   listens on TCP ADDR and counts on stdout; each connection's line `ping` is answered
-//!   `pong`, `sum` with the checksum computed again, so a test can tell that a restored
-//!   memory is byte for byte what was dumped, and a benchmark when it answers again.
+//! - `memserve MIB ADDR`: the same memory; listens on TCP ADDR, prints `ready` and counts
+//!   on stdout; each connection's line `ping` is answered `pong`, `sum` with a checksum
+//!   of the whole buffer, so a test can tell that a restored memory is byte for byte
+//!   what was dumped, and a benchmark when it answers again.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -104,8 +104,8 @@ fn checksum(buf: &[u8]) -> u64 {
 
 fn memserve(mib: usize, addr: &str) -> Result<(), String> {
     let buf = heap(mib);
-    println!("sum {:016x}", checksum(&buf));
     let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("ready");
     std::thread::spawn(|| counter(Duration::from_millis(100)));
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
