@@ -153,3 +153,31 @@ impl Criu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_server_that_ends_before_its_socket_is_reported_with_its_log() {
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(
+            work.path().join(LAZY_LOG),
+            "(00.000001) Error (criu/uffd.c:1): uffd: stand-in failure\n",
+        )
+        .unwrap();
+        // `false` stands in for CRIU: it ends at once, with status 1.
+        let e = Criu::new("/bin/false")
+            .start_lazy_pages(work.path(), work.path())
+            .unwrap_err();
+        let msg = e.to_string();
+        for needle in [
+            "criu lazy-pages",
+            "exited with status 1 before opening its socket",
+            "stand-in failure",
+            "the checkpoint is unchanged",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} in {msg}");
+        }
+    }
+}
