@@ -60,7 +60,7 @@ gpu-bundle: build-release
 
 ## bench: release build, then every benchmark under bench/ (results in bench/results/):
 ##   checkpoint/restore vs the stock tools (processes and runc containers), cedana-runc
-##   pass-through overhead vs runc
+##   pass-through overhead vs runc, lazy vs full restore (time to the first answer)
 bench: deps build-release
 	for s in bench/*.sh; do BIN=$(RELEASE_DIR) bash "$$s" || exit 1; done
 

@@ -250,6 +250,16 @@ impl EngineError {
                 *log_path = to.to_path_buf();
                 true
             }
+            // A lazy restore's error holds CRIU's restore error inside.
+            Self::Criu(CriuError::LazyPages {
+                restore: Some(r), ..
+            }) => match r.as_mut() {
+                CriuError::Failed { log_path, .. } if log_path == from => {
+                    *log_path = to.to_path_buf();
+                    true
+                }
+                _ => false,
+            },
             Self::Plugin(f) => f.0.relocate_log(from, to),
             Self::WithRestoreLog { source, .. } => source.relocate_log(from, to),
             _ => false,

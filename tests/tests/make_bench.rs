@@ -31,6 +31,7 @@ fn make_bench_runs_every_benchmark_at_the_smallest_sizes() {
         .envs(cedana_e2e::QUICK_RELEASE)
         .env("BENCH_SIZES", "16")
         .env("BENCH_RUNC_SIZES", "16")
+        .env("BENCH_LAZY_SIZES", "16")
         .env("BENCH_RUNS", "1")
         .env("BENCH_STREAMS", "2")
         .env("BENCH_SHIM_RUNS", "2")
@@ -61,7 +62,12 @@ fn make_bench_runs_every_benchmark_at_the_smallest_sizes() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     saved.sort();
-    for prefix in ["checkpoint-", "runc-checkpoint-", "runc-passthrough-"] {
+    for prefix in [
+        "checkpoint-",
+        "runc-checkpoint-",
+        "runc-passthrough-",
+        "lazy-restore-",
+    ] {
         let name = saved
             .iter()
             .find(|n| n.starts_with(prefix) && n.ends_with(".json"))

@@ -213,6 +213,12 @@ pub struct RestoreArgs {
     /// Print the time each adapter of the restore's chain took.
     #[arg(long)]
     pub profile: bool,
+    /// Run the restored tree before its memory is back: pages are served on demand (and
+    /// the rest in the background) by `criu lazy-pages`, from the checkpoint's images
+    /// (processes and jobs; a streamed checkpoint is decoded beside it first). With
+    /// --no-server the command returns once every page is in.
+    #[arg(long)]
+    pub lazy: bool,
 }
 
 /// `cedana restore ...`.

@@ -260,6 +260,27 @@ fn unset_dump_flags_let_the_engine_decide() {
 }
 
 #[test]
+fn lazy_reaches_the_engine_request() {
+    for (argv, lazy) in [
+        (
+            &["restore", "process", "--path", "/ck/a", "--lazy"][..],
+            true,
+        ),
+        (&["restore", "job", "j1", "--lazy"][..], true),
+        (&["restore", "process", "--path", "/ck/a"][..], false),
+    ] {
+        let (jid, path, args) = match parse(argv).command {
+            Command::Restore(RestoreCmd::Process { path, args, .. }) => (None, Some(path), args),
+            Command::Restore(RestoreCmd::Job { jid, path, args }) => (Some(jid), path, args),
+            _ => panic!("{argv:?}"),
+        };
+        let req = restore::restore_request(jid, path.as_deref(), &args).expect("request");
+        assert_eq!(req.lazy, lazy, "{argv:?}");
+        assert_eq!(convert::restore_request(&req, "/ck/a".into()).lazy, lazy);
+    }
+}
+
+#[test]
 fn restore_flags() {
     let cli = parse(&[
         "restore",

@@ -111,6 +111,9 @@ pub async fn restore(
             "--attach and --pid-file are not supported for kata: the tree runs in the guest"
         );
     }
+    if args.lazy {
+        anyhow::bail!("--lazy is not supported for kata (the guest restores in full): drop --lazy");
+    }
     let req = proto::KataRestoreRequest {
         vm: Some(vm_proto(vm)),
         id,

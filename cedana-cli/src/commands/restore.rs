@@ -33,6 +33,7 @@ pub fn restore_request(
             .map(|p| absolute(p).display().to_string()),
         runc: None,
         containerd: None,
+        lazy: args.lazy,
     })
 }
 
@@ -147,6 +148,11 @@ async fn restore_here(
         &convert::restore_reply(&resp, String::new(), &path),
         args,
     );
+    if req.lazy {
+        // The pages are served by our child from files we remove: stay until it is done.
+        let env = engine.env().clone();
+        tokio::task::spawn_blocking(move || env.wait_for_lazy_pages()).await?;
+    }
     if !args.attach || req.runc.is_some() || req.containerd.is_some() {
         return Ok(0);
     }

@@ -102,6 +102,7 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
             .as_ref()
             .filter(|_| req.runc.is_none())
             .map(PathBuf::from),
+        lazy: req.lazy,
         target: restore_target(req),
     }
 }

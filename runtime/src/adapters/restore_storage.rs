@@ -17,6 +17,7 @@ use std::time::Instant;
 use tempfile::TempDir;
 
 use crate::chain::Adapter;
+use crate::engine::lazy::PagesInFlight;
 use crate::engine::{bulk, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
@@ -103,6 +104,10 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                 .tempdir_in(std::env::temp_dir())
                 .map_err(|e| EngineError::io("create restore work dir", e))?;
             ctx.work_dir = work.path().to_path_buf();
+            // A lazy restore's pages are served from these files after the chain ends.
+            let in_flight = PagesInFlight::default();
+            ctx.ext.insert(in_flight.clone());
+            let env = ctx.env.clone();
             let result = next.run(ctx).await;
             // A fetched checkpoint's logs are kept under the temp dir, as it has no
             // local directory of its own.
@@ -110,12 +115,11 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                 Some(f) => std::env::temp_dir().join(name_part(&f.path)),
                 None => path.clone(),
             };
-            let result = match result {
-                Err(e) => Err(keep_restore_log(e, work, &logs_beside)),
-                ok => ok,
+            let (result, work) = match result {
+                Err(e) => (Err(keep_restore_log(e, work, &logs_beside)), None),
+                ok => (ok, Some(work)),
             };
-            drop(unpacked);
-            drop(fetched);
+            in_flight.release_after(&env, Box::new((unpacked, fetched, work)));
             result
         })
     })

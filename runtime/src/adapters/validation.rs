@@ -11,6 +11,7 @@ use crate::engine::{
 use crate::error::EngineError;
 use crate::host;
 use crate::image::layout;
+use crate::image::metadata::CheckpointKind;
 use crate::process::inspect;
 use crate::store::Location;
 
@@ -101,6 +102,16 @@ pub fn validate_restore_request() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("validate_restore_request", |ctx: RestoreCtx, next| {
         Box::pin(async move {
             require_root("restoring a process")?;
+            if ctx.req.lazy && ctx.req.kind() != CheckpointKind::PROCESS {
+                return Err(EngineError::InvalidRequest {
+                    field: "lazy",
+                    reason: format!(
+                        "a lazy restore brings back a process tree or job; {} containers \
+                         are restored in full: drop --lazy",
+                        ctx.req.kind()
+                    ),
+                });
+            }
             let at = Location::from_path(&ctx.req.path).map_err(|e| e.into_engine("path"))?;
             let store = ctx
                 .env

@@ -87,17 +87,21 @@ impl Criu {
         })
     }
 
-    fn common(images: &Path, work: &Path, log: &str) -> Vec<String> {
+    /// CRIU's work dir, log file (in it) and log level.
+    pub(super) fn logging(work: &Path, log: &str) -> Vec<String> {
         vec![
-            "--stream".into(),
-            "-D".into(),
-            images.display().to_string(),
             "-W".into(),
             work.display().to_string(),
             "-o".into(),
             log.into(),
             "-v4".into(),
         ]
+    }
+
+    fn common(images: &Path, work: &Path, log: &str) -> Vec<String> {
+        let mut args = vec!["--stream".into(), "-D".into(), images.display().to_string()];
+        args.extend(Self::logging(work, log));
+        args
     }
 
     /// `criu dump --stream`: the images go to the streamer listening in `images_dir`.
@@ -114,21 +118,38 @@ impl Criu {
     /// root's PID. As a sibling of CRIU the root is the caller's child (as `rst_sibling`
     /// makes it over RPC), so a daemon reaps it and learns its exit code.
     pub fn restore_streamed(&self, a: &StreamArgs) -> Result<i32, CriuError> {
-        let pid_file = a.work_dir.join("restore.pid");
+        let args = Self::common(a.images_dir, a.work_dir, "restore.log");
+        self.restore_detached_with(a.work_dir, args, a.opts, a.action_script)
+    }
+
+    /// `criu restore --restore-detached --restore-sibling` with `args` (images, logging,
+    /// ...) and `opts`; its log is `work/restore.log`. Returns the restored root's PID.
+    pub(super) fn restore_detached(
+        &self,
+        work: &Path,
+        args: Vec<String>,
+        opts: &CriuOpts,
+    ) -> Result<i32, CriuError> {
+        self.restore_detached_with(work, args, opts, None)
+    }
+
+    fn restore_detached_with(
+        &self,
+        work: &Path,
+        extra: Vec<String>,
+        opts: &CriuOpts,
+        action_script: Option<(&Path, &Path)>,
+    ) -> Result<i32, CriuError> {
+        let pid_file = work.join("restore.pid");
         let mut args = vec![
             "restore".to_string(),
             "--restore-detached".into(),
             "--restore-sibling".into(),
         ];
         args.extend(["--pidfile".into(), pid_file.display().to_string()]);
-        args.extend(Self::common(a.images_dir, a.work_dir, "restore.log"));
-        args.extend(a.opts.to_cli_args(true));
-        self.run_streamed(
-            "restore",
-            args,
-            a.work_dir.join("restore.log"),
-            a.action_script,
-        )?;
+        args.extend(extra);
+        args.extend(opts.to_cli_args(true));
+        self.run_streamed("restore", args, work.join("restore.log"), action_script)?;
         let text = std::fs::read_to_string(&pid_file)
             .map_err(|e| CriuError::io(format!("read {}", pid_file.display()), e))?;
         text.trim()

@@ -45,6 +45,14 @@ pub enum CriuError {
         log_tail: Vec<String>,
     },
 
+    /// A lazy restore whose page server failed (or was ended because the restore did).
+    #[error("{}", display_lazy(why, log_tail, restore.as_deref()))]
+    LazyPages {
+        why: String,
+        log_tail: Vec<String>,
+        restore: Option<Box<CriuError>>,
+    },
+
     #[error("CRIU {found} is too old: need at least {need}")]
     TooOld { found: String, need: String },
 }
@@ -66,12 +74,31 @@ impl CriuError {
     /// The path of CRIU's log for a failed dump/restore, if any.
     pub fn log_path(&self) -> Option<&Path> {
         match self {
+            CriuError::LazyPages {
+                restore: Some(r), ..
+            } => r.log_path(),
             CriuError::Failed { log_path, .. } if !log_path.as_os_str().is_empty() => {
                 Some(log_path)
             }
             _ => None,
         }
     }
+}
+
+fn display_lazy(why: &str, log_tail: &[String], restore: Option<&CriuError>) -> String {
+    let mut s = format!("lazy restore failed: the page server, {why}");
+    if !log_tail.is_empty() {
+        s.push_str("; its log ends:");
+        for line in log_tail {
+            s.push_str("\n  ");
+            s.push_str(line);
+        }
+    }
+    if let Some(r) = restore {
+        let _ = write!(s, "\nthe restore: {r}");
+    }
+    s.push_str("\nthe checkpoint is unchanged: restore it again (without --lazy to rule the page server out)");
+    s
 }
 
 fn display_failed(

@@ -17,6 +17,7 @@
 mod check;
 pub mod cli;
 pub mod error;
+pub mod lazy;
 pub mod options;
 mod packet;
 pub mod relay;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 pub use cli::StreamArgs;
 pub use error::{log_tail, CriuError, LOG_TAIL_LINES, NOT_FOUND_HINT};
+pub use lazy::LazyPages;
 pub use options::CriuOpts;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod dump;
 pub mod freeze;
+pub mod lazy;
 pub mod manage;
 pub mod restore;
 pub mod run;
@@ -36,6 +37,8 @@ pub struct Env {
     pub(crate) claims: claims::Claims,
     /// Checkpoint stores by location scheme (`file`, ...).
     pub stores: StoreRegistry,
+    /// Lazy restores whose pages are still being served (`lazy.rs`).
+    pub(crate) lazy_watchers: lazy::LazyWatchers,
 }
 
 impl Env {
@@ -56,7 +59,14 @@ impl Env {
             criu_version: OnceLock::new(),
             claims: claims::Claims::new(),
             stores: StoreRegistry::builtin(s3),
+            lazy_watchers: lazy::LazyWatchers::default(),
         }
+    }
+
+    /// Blocks until the pages of every lazy restore this engine did are all served and
+    /// their temp files removed (a CLI without a daemon waits for this before exiting).
+    pub fn wait_for_lazy_pages(&self) {
+        self.lazy_watchers.wait_all();
     }
 
     /// Claims `pids` for one dump; refused with [`EngineError::DumpInProgress`] (or

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::adapters::{criu_check, defaults, network, pid_wait, storage, validation};
 use crate::chain::{Adapter, Chain, Handler, OpResult};
 use crate::criu::RestoreArgs;
-use crate::engine::{bulk, RestoreCtx, RestoreResponse};
+use crate::engine::{bulk, lazy, RestoreCtx, RestoreResponse};
 use crate::streamer;
 
 /// Where plugins' middleware for every route goes: just before this adapter.
@@ -54,21 +54,38 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let (images_dir, work_dir, opts) = (ctx.images_dir, ctx.work_dir, ctx.opts);
     let stats_dir = work_dir.clone();
     let t = Instant::now();
-    let pid = bulk(move || {
-        if images_dir.join(streamer::INDEX_FILE).is_file() {
-            // CRIU streams only in CLI mode; `--restore-sibling` makes the restored root
-            // our child there too.
-            return Ok(streamer::restore(&criu, &images_dir, &work_dir, &opts)?);
+    let in_flight = ctx.ext.get::<lazy::PagesInFlight>().cloned();
+    let pid = if ctx.req.lazy {
+        let (pid, pages, decoded) =
+            bulk(move || lazy::restore(&criu, &images_dir, &work_dir, &opts)).await?;
+        let keep = decoded.into_iter().collect();
+        match in_flight {
+            Some(f) => f.serving(pages, pid, keep),
+            // No storage adapter to hand the files to: they stay until the pages are in.
+            None => {
+                let f = lazy::PagesInFlight::default();
+                f.serving(pages, pid, keep);
+                f.release_after(&ctx.env, Box::new(()));
+            }
         }
-        let outcome = criu.restore(&RestoreArgs {
-            images_dir: &images_dir,
-            work_dir: Some(&work_dir),
-            opts: &opts,
-            rst_sibling: true,
-        })?;
-        Ok(outcome.pid)
-    })
-    .await?;
+        pid
+    } else {
+        bulk(move || {
+            if images_dir.join(streamer::INDEX_FILE).is_file() {
+                // CRIU streams only in CLI mode; `--restore-sibling` makes the restored root
+                // our child there too.
+                return Ok(streamer::restore(&criu, &images_dir, &work_dir, &opts)?);
+            }
+            let outcome = criu.restore(&RestoreArgs {
+                images_dir: &images_dir,
+                work_dir: Some(&work_dir),
+                opts: &opts,
+                rst_sibling: true,
+            })?;
+            Ok(outcome.pid)
+        })
+        .await?
+    };
     let mut metadata = ctx.metadata;
     crate::criu::stats::add_restore_stats(&mut metadata, &stats_dir);
     metadata

@@ -118,6 +118,9 @@ pub struct RestoreRequest {
     pub flags: CriuFlags,
     /// Write the restored root PID to this file.
     pub pid_file: Option<PathBuf>,
+    /// Restore the tree without its memory and serve the pages over userfaultfd (`criu
+    /// lazy-pages`) while it runs; process trees only.
+    pub lazy: bool,
     /// What to restore into (a new container, ...); `None` restores a plain process tree.
     pub target: Option<Box<dyn Target>>,
 }

@@ -139,6 +139,8 @@ pub fn restore_request(call: &Call) -> RestoreRequest {
         path: image_path(call),
         flags: flags(call),
         pid_file: None,
+        // runc's own --lazy-pages needs a lazy-pages the caller started: passed through.
+        lazy: false,
         target: Some(Box::new(RuncRestore {
             target: call.target.clone(),
             bundle: absolute(call.bundle.as_deref().unwrap_or(Path::new("."))),

@@ -12,6 +12,7 @@ pub mod sealed;
 pub mod serve;
 mod shard;
 mod socket;
+pub mod unpack;
 
 pub use capture::{Capture, CaptureConfig, CaptureStats, ShardSink};
 pub use index::{Codec, StreamIndex, INDEX_FILE};

@@ -5,7 +5,7 @@
 //! chunk's checksum, and splicing zero chunks from one read-only zero buffer.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
@@ -254,6 +254,11 @@ fn write_zeros(out: &mut File, mut len: u64) -> io::Result<()> {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
+            if e.raw_os_error() == Some(libc::EBADF) && out.metadata()?.is_file() {
+                // Decoding into an image file (`unpack.rs`): a hole reads as zeros.
+                out.seek(io::SeekFrom::Current(len as i64))?;
+                return Ok(());
+            }
             if !matches!(
                 e.raw_os_error(),
                 Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)
@@ -271,7 +276,7 @@ fn write_zeros(out: &mut File, mut len: u64) -> io::Result<()> {
 /// Writes one file into CRIU's pipe: zero chunks from `ZEROS`, the others decoded by
 /// `decoders` threads in turn; each thread cycles through `WINDOW + 1` buffers the
 /// writer hands back.
-fn serve_file(
+pub(super) fn serve_file(
     file: &StreamedFile,
     pipe: OwnedFd,
     shards: &Arc<Vec<File>>,

@@ -11,6 +11,10 @@
 //! - `memory MIB`: holds MIB of memory shaped like a real heap (a quarter random bytes,
 //!   three eighths repetitive text, three eighths zero-filled but touched pages), prints
 //!   `ready`, then counts; used by the benchmarks.
+//! - `memserve MIB ADDR`: the same memory; listens on TCP ADDR, prints `ready` and counts
+//!   on stdout; each connection's line `ping` is answered `pong`, `sum` with a checksum
+//!   of the whole buffer, so a test can tell that a restored memory is byte for byte
+//!   what was dumped, and a benchmark when it answers again.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -81,6 +85,48 @@ fn gpu_counter(paths: &[String]) -> Result<(), String> {
 }
 
 fn memory(mib: usize) -> ! {
+    let buf = heap(mib);
+    println!("ready");
+    let _keep = std::hint::black_box(buf);
+    counter(Duration::from_millis(200))
+}
+
+/// A 64-bit FNV-style fold over the buffer's words.
+fn checksum(buf: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in buf.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..w.len()].copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn memserve(mib: usize, addr: &str) -> Result<(), String> {
+    let buf = heap(mib);
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    println!("ready");
+    std::thread::spawn(|| counter(Duration::from_millis(100)));
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut line = String::new();
+        let Ok(mut reader) = conn.try_clone().map(BufReader::new) else {
+            continue;
+        };
+        if reader.read_line(&mut line).is_err() {
+            continue;
+        }
+        let answer = match line.trim() {
+            "sum" => format!("sum {:016x}\n", checksum(&buf)),
+            _ => "pong\n".to_string(),
+        };
+        let _ = conn.write_all(answer.as_bytes());
+    }
+    Ok(())
+}
+
+/// MIB of memory shaped like a real heap (see `memory`), every page backed.
+fn heap(mib: usize) -> Vec<u8> {
     let len = mib << 20;
     let mut buf = vec![0u8; len];
     let (random_end, text_end) = (len / 4, len / 4 + len * 3 / 8);
@@ -101,9 +147,7 @@ fn memory(mib: usize) -> ! {
         // SAFETY: a valid, aligned-enough pointer into our own buffer.
         unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 0) };
     }
-    println!("ready");
-    let _keep = std::hint::black_box(buf);
-    counter(Duration::from_millis(200))
+    buf
 }
 
 /// `mib` MiB of touched pages, all zeros but 1 MiB of noise: a checkpoint that
@@ -140,12 +184,16 @@ fn main() {
             Some(mib) => memory(mib),
             None => Err("usage: cedana-workload memory MIB".into()),
         },
+        Some("memserve") => match (args.get(2).and_then(|s| s.parse().ok()), args.get(3)) {
+            (Some(mib), Some(addr)) => memserve(mib, addr),
+            _ => Err("usage: cedana-workload memserve MIB ADDR".into()),
+        },
         Some("zeros") => match args.get(2).and_then(|s| s.parse().ok()) {
             Some(mib) => zeros(mib),
             None => Err("usage: cedana-workload zeros MIB".into()),
         },
         _ => Err(
-            "usage: cedana-workload counter|tcp-client|gpu-counter|io-uring|memory|zeros ..."
+            "usage: cedana-workload counter|tcp-client|gpu-counter|io-uring|memory|memserve|zeros ..."
                 .into(),
         ),
     };

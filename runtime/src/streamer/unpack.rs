@@ -1,0 +1,72 @@
+//! A streamed checkpoint decoded into plain image files, for what needs files rather
+//! than CRIU's stream: `criu lazy-pages` reads pages at random offsets. Zero chunks
+//! become holes, so the copy takes only the disk its non-zero pages need.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::index::StreamIndex;
+use super::serve::serve_file;
+
+/// Decodes every image of the streamed checkpoint in `images` into new files in `out`
+/// (owner-only: they hold process memory), on `decoders` threads per file.
+pub fn unpack_images(images: &Path, out: &Path, decoders: usize) -> io::Result<()> {
+    let index = StreamIndex::load(images)?;
+    let shards: Arc<Vec<File>> = Arc::new(
+        index
+            .shards
+            .iter()
+            .map(|s| File::open(images.join(s)))
+            .collect::<io::Result<_>>()?,
+    );
+    for f in &index.files {
+        // Names come from the checkpoint: never let one point outside `out`.
+        if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("image name {:?} in the stream index", f.name),
+            ));
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out.join(&f.name))?;
+        let sized = file.try_clone()?;
+        serve_file(
+            f,
+            OwnedFd::from(file),
+            &shards,
+            index.codec,
+            decoders.max(1),
+        )?;
+        // A trailing zero chunk is a hole the writes never reached.
+        sized.set_len(f.size)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_with_a_slash_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("shard-0.zst"), b"").unwrap();
+        std::fs::write(
+            dir.path().join(super::super::INDEX_FILE),
+            r#"{"version":2,"codec":"zstd","chunk_bytes":4194304,"shards":["shard-0.zst"],
+               "files":[{"name":"../x","size":0,"chunks":[]}]}"#,
+        )
+        .unwrap();
+        let e = unpack_images(dir.path(), out.path(), 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,236 @@
+//! Lazy restore (`cedana restore --lazy`): real CRIU restores the tree without its
+//! memory and `criu lazy-pages` serves the pages over userfaultfd. A workload holding a
+//! buffer whose checksum it gave before the dump must count on from where it was and
+//! compute the same checksum after; a page server that dies must fail the restore with
+//! its own story, leave the checkpoint restorable, and no lazy-pages may outlive its work.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cedana_e2e::*;
+
+/// A workload buffer big enough that its pages are really served lazily, small enough
+/// for a debug build's checksum.
+const MIB: &str = "64";
+
+/// A free TCP address on the loopback.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// Sends `what` to the workload at `addr` and returns its one-line answer.
+fn ask(addr: &str, what: &str) -> String {
+    let mut conn = wait_for(
+        &format!("{addr} to accept"),
+        Duration::from_secs(10),
+        || TcpStream::connect(addr).ok(),
+    );
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    writeln!(conn, "{what}").expect("send");
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line).expect("answer");
+    line.trim().to_string()
+}
+
+/// Waits until the workload has filled its memory and listens.
+fn wait_ready(log: &Path) {
+    wait_for("the workload to be ready", Duration::from_secs(20), || {
+        std::fs::read_to_string(log)
+            .ok()?
+            .lines()
+            .any(|l| l == "ready")
+            .then_some(())
+    })
+}
+
+/// PIDs of `criu lazy-pages` processes on this host.
+fn lazy_pages_processes() -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.get(1) == Some(&&b"lazy-pages"[..]) && pid_alive(*pid)
+        })
+        .collect()
+}
+
+/// Starts a memserve workload, waits until it counts, dumps it with `dump_args` and
+/// returns (workload, its address, the checkpoint, its checksum answer, its last count).
+fn dumped_memserve(env: &Env, dump_args: &[&str]) -> (Workload, String, PathBuf, String, u64) {
+    let log = env.path("memserve.log");
+    let addr = free_addr();
+    let mut w = Workload::start(&log, &["memserve", MIB, &addr]);
+    wait_ready(&log);
+    wait_count_above(&log, 2);
+    let sum = ask(&addr, "sum");
+    assert!(sum.starts_with("sum "), "the workload answers: {sum}");
+    let pid = w.pid.to_string();
+    let mut args = vec!["--json", "dump", "process", &pid];
+    args.extend_from_slice(dump_args);
+    let out = env.cedana(&args).ok();
+    w.reap();
+    let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
+    let last = last_count(&log).expect("counted");
+    (w, addr, path, sum, last)
+}
+
+/// The restored workload counts on from `last` and its memory checks out.
+fn assert_continues(env: &Env, addr: &str, sum: &str, last: u64) {
+    let log = env.path("memserve.log");
+    assert_eq!(next_after(&log, last), last + 1, "the counter restarted");
+    assert_eq!(ask(addr, "sum"), sum, "the restored buffer differs");
+}
+
+#[test]
+fn lazy_restore_through_the_daemon_counts_on_and_its_memory_checks_out() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    env.start_daemon();
+    // The default dump: streamed shards, decoded into image files for lazy-pages.
+    let (_w, addr, path, sum, last) = dumped_memserve(&env, &[]);
+    assert!(path.join("streams.json").is_file(), "{}", path.display());
+    let p = path.display().to_string();
+    let out = env
+        .cedana(&["--json", "restore", "process", "--path", &p, "--lazy"])
+        .ok();
+    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
+    let _guard = KillOnDrop(pid);
+    assert_continues(&env, &addr, &sum, last);
+    // Every page served: lazy-pages exits and the decoded copy beside the checkpoint goes.
+    let parent = path.parent().expect("parent").to_path_buf();
+    wait_for(
+        "lazy-pages to exit and its files to go",
+        Duration::from_secs(30),
+        || {
+            let left: Vec<String> = dir_names(&parent)
+                .into_iter()
+                .filter(|n| n.contains(".restore"))
+                .collect();
+            (lazy_pages_processes().is_empty() && left.is_empty()).then_some(())
+        },
+    );
+    assert!(pid_alive(pid), "the restored workload runs on");
+    assert_eq!(ask(&addr, "sum"), sum, "after the last page came in");
+}
+
+/// A stand-in for CRIU that runs the real one for everything, but whose `lazy-pages`
+/// dies (SIGKILL) right after opening its socket, as a page server crashing would.
+fn dying_lazy_pages(env: &Env) -> PathBuf {
+    let real = which("criu").expect("criu on PATH (make deps)");
+    let script = env.path("criu-dying-lazy-pages");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/bash
+real={real}
+[ "$1" = lazy-pages ] || exec "$real" "$@"
+args=("$@"); own=$(mktemp -d)
+for i in "${{!args[@]}}"; do
+  [ "${{args[$i]}}" = -W ] && work=${{args[$((i+1))]}} && args[$((i+1))]=$own
+done
+"$real" "${{args[@]}}" & lp=$!
+until [ -S "$own/lazy-pages.socket" ]; do sleep 0.01; done
+kill -9 $lp; wait $lp
+echo "stand-in: lazy-pages killed after opening its socket" >> "$own/lazy-pages.log"
+mv "$own"/* "$work"/ && rmdir "$own"
+kill -9 $$
+"#,
+            real = real.display()
+        ),
+    )
+    .expect("write the stand-in");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    script
+}
+
+#[test]
+fn a_dying_page_server_fails_clearly_and_the_checkpoint_restores_again() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    // A plain directory of images, served in place.
+    let (_w, addr, path, sum, last) =
+        dumped_memserve(&env, &["--no-server", "--compression", "none"]);
+    assert!(!path.join("streams.json").exists(), "{}", path.display());
+    let before = dir_names(&path);
+    let p = path.display().to_string();
+    let out = env
+        .cmd()
+        .env("CEDANA_CRIU_BINARY_PATH", dying_lazy_pages(&env))
+        .args(["restore", "process", "--path", &p, "--lazy", "--no-server"])
+        .output()
+        .expect("run cedana");
+    let failed = Run::from_output(out);
+    assert_ne!(failed.code, 0, "{failed:?}");
+    for needle in [
+        "criu lazy-pages",
+        "killed by signal 9",
+        "stand-in: lazy-pages killed",
+        "the checkpoint is unchanged",
+    ] {
+        assert!(
+            failed.stderr.contains(needle),
+            "{needle:?} in {}",
+            failed.stderr
+        );
+    }
+    assert!(
+        lazy_pages_processes().is_empty(),
+        "a lazy-pages was left behind"
+    );
+    assert_eq!(dir_names(&path), before, "the checkpoint changed");
+    // Restorable again, lazily, with the real CRIU; --no-server returns once every page
+    // is in, so no lazy-pages remains when it does.
+    let out = env
+        .cedana(&[
+            "--json",
+            "restore",
+            "process",
+            "--path",
+            &p,
+            "--lazy",
+            "--no-server",
+        ])
+        .ok();
+    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
+    let _guard = KillOnDrop(pid);
+    assert!(
+        lazy_pages_processes().is_empty(),
+        "lazy-pages outlived --no-server"
+    );
+    assert_continues(&env, &addr, &sum, last);
+}
+
+#[test]
+fn lazy_restore_of_a_container_is_refused_with_what_to_do() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let out = env.cedana(&[
+        "restore",
+        "runc",
+        "--path",
+        "/nonexistent",
+        "--bundle",
+        "/nonexistent",
+        "--id",
+        "x",
+        "--lazy",
+        "--no-server",
+    ]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("drop --lazy"), "{}", out.stderr);
+}
