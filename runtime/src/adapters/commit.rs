@@ -94,6 +94,14 @@ impl Committer {
         Ok(())
     }
 
+    /// Whether [`commit`](Self::commit) succeeded (and the checkpoint was not taken).
+    pub fn is_committed(&self) -> bool {
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// The committed checkpoint, if [`commit`](Self::commit) succeeded.
     pub fn take_committed(&self) -> Option<DumpResponse> {
         self.committed

@@ -16,6 +16,7 @@ use crate::engine::{bulk, DumpCtx, DumpResponse};
 use crate::error::EngineError;
 use crate::image::atomic;
 use crate::image::compression::Compression;
+use crate::process::inspect::is_alive;
 use crate::store::local::CHECKPOINT_DIR_MODE;
 use crate::store::{Location, Shape};
 
@@ -92,6 +93,7 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                 let committer = Arc::new(Committer::new(target, name, kind, started));
                 ctx.committer = Some(Arc::clone(&committer));
                 let work_dir = ctx.work_dir.clone();
+                let root = ctx.req.pid;
                 let result: Result<DumpResponse, EngineError> = match next.run(ctx).await {
                     Ok(resp) => match committer.take_committed() {
                         Some(mut done) => {
@@ -112,6 +114,13 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                             .await
                         }
                     },
+                    // CRIU failed after the commit but the tree is gone: CRIU had begun
+                    // killing it when it died. The committed checkpoint is then all that
+                    // is left of the workload: kept and reported, never removed.
+                    Err(e) if committer.is_committed() && root > 0 && !is_alive(root) => {
+                        tracing::warn!(error = %e, pid = root, "CRIU failed after the commit, with the tree already gone; the checkpoint is kept");
+                        committer.take_committed().ok_or(e)
+                    }
                     Err(e) => {
                         committer.undo();
                         Err(e)
