@@ -221,13 +221,18 @@ fn shard_name(n: usize, codec: Codec) -> String {
 /// allocations would cost a page fault per 4 KiB, and page faults are dear in VMs.
 type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
 
-fn take(pool: &Pool, len: usize) -> Vec<u8> {
+/// An empty buffer with room for `cap` bytes: one from the pool, else a fresh reservation.
+/// Nothing is zero-filled: pages are touched only as data lands, so the many small images
+/// of a dump (a few hundred bytes each, a reader thread each) cost no 4 MiB memset and
+/// page faults apiece; with 20 dumps at once those kept ~80 threads runnable.
+fn take(pool: &Pool, cap: usize) -> Vec<u8> {
     let mut buf = pool
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .pop()
         .unwrap_or_default();
-    buf.resize(len, 0);
+    buf.clear();
+    buf.reserve_exact(cap);
     buf
 }
 
@@ -317,20 +322,12 @@ fn read_file(
     let mut zero_bytes = 0u64;
     loop {
         let mut buf = take(pool, chunk_bytes);
-        let mut filled = 0;
-        while filled < chunk_bytes {
-            match pipe.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // Reads into the spare capacity as it is (`File` needs no initialised buffer).
+        let filled = (&mut pipe).take(chunk_bytes as u64).read_to_end(&mut buf)?;
         if filled == 0 {
             give(pool, buf);
             break;
         }
-        buf.truncate(filled);
         size += filled as u64;
         let id = next_id.fetch_add(1, Ordering::SeqCst);
         if is_zero(&buf) {
