@@ -473,6 +473,43 @@ impl Env {
         Run::from_output(self.cmd().args(args).output().expect("run cedana"))
     }
 
+    /// Job `jid` as `cedana --json ps` lists it, if it is listed.
+    pub fn job(&self, jid: &str) -> Option<serde_json::Value> {
+        let v = self.cedana(&["--json", "ps"]).ok().json();
+        v.as_array()
+            .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
+    }
+
+    /// Job `jid` as `cedana --json ps` lists it; panics with the listing when it is not.
+    pub fn listed_job(&self, jid: &str) -> serde_json::Value {
+        self.job(jid).unwrap_or_else(|| {
+            let all = self.cedana(&["--json", "ps"]).ok().stdout;
+            panic!("job {jid} not listed: {all}")
+        })
+    }
+
+    /// Runs the test workload (`cedana-workload ARGS`) as job `jid` through the daemon;
+    /// returns the job's log once the workload has printed its first line.
+    pub fn run_workload_job(&self, jid: &str, args: &[&str]) -> PathBuf {
+        let workload = bin("cedana-workload").to_string_lossy().to_string();
+        let mut cmd = vec!["run", "process", "--jid", jid, "--", &workload];
+        cmd.extend_from_slice(args);
+        self.cedana(&cmd).ok();
+        let log = PathBuf::from(self.listed_job(jid)["log_path"].as_str().expect("log_path"));
+        wait_for("the job's first output", Duration::from_secs(60), || {
+            last_count(&log).map(|_| ())
+        });
+        log
+    }
+
+    /// A counter (`cedana-workload counter 50`) as job `jid`; returns its log once it has
+    /// counted past 3.
+    pub fn run_counter_job(&self, jid: &str) -> PathBuf {
+        let log = self.run_workload_job(jid, &["counter", "50"]);
+        wait_count_above(&log, 3);
+        log
+    }
+
     /// Starts the daemon and waits until it answers.
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already started");

@@ -23,14 +23,6 @@ fn at(c: &Containerd) -> Vec<String> {
     ]
 }
 
-/// The job's record from `ps --json`.
-fn job(env: &Env, jid: &str) -> serde_json::Value {
-    let all = env.cedana(&["--json", "ps"]).ok().json();
-    all.as_array()
-        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
-        .unwrap_or_else(|| panic!("no job {jid} in {all}"))
-}
-
 /// Waits until the log's last number passes `above`.
 fn wait_log_above(log: &Path, above: u64) -> u64 {
     wait_for(
@@ -54,7 +46,7 @@ fn run_containerd_is_a_job_that_logs_dumps_and_restores() {
     let started = env.cedana(&run).ok().json();
     let pid = started["pid"].as_i64().expect("pid") as i32;
 
-    let listed = job(&env, "cr1");
+    let listed = env.listed_job("cr1");
     assert_eq!(listed["kind"], "containerd", "{listed}");
     assert_eq!(listed["state"], "running", "{listed}");
     assert_eq!(listed["container_id"], "r1", "{listed}");
@@ -82,14 +74,14 @@ fn run_containerd_is_a_job_that_logs_dumps_and_restores() {
     let dir = env.checkpoints().display().to_string();
     env.cedana(&["dump", "job", "cr1", "--dir", &dir]).ok();
     wait_for("the dumped job to halt", Duration::from_secs(10), || {
-        (job(&env, "cr1")["state"] == "halted").then_some(())
+        (env.listed_job("cr1")["state"] == "halted").then_some(())
     });
     let last = last_count(&log).expect("counted");
     let back = env.cedana(&["--json", "restore", "job", "cr1"]).ok().json();
     assert_eq!(back["jid"], "cr1", "{back}");
     let next = wait_log_above(&log, last);
     assert!(next < last + 100, "{last} -> {next}");
-    let listed = job(&env, "cr1");
+    let listed = env.listed_job("cr1");
     assert_eq!(listed["state"], "running", "{listed}");
     assert_eq!(listed["container_id"], "r1", "{listed}");
     assert_eq!(listed["checkpoints"], 1, "{listed}");
@@ -106,7 +98,7 @@ fn run_containerd_is_a_job_that_logs_dumps_and_restores() {
     let dumped = env.cedana(&dump).ok().json();
     let path = dumped["path"].as_str().expect("path").to_string();
     wait_for("the dumped job to halt", Duration::from_secs(10), || {
-        (job(&env, "cr1")["state"] == "halted").then_some(())
+        (env.listed_job("cr1")["state"] == "halted").then_some(())
     });
     let last = last_count(&log).expect("counted");
     assert!(last >= before);
@@ -122,7 +114,7 @@ fn run_containerd_is_a_job_that_logs_dumps_and_restores() {
     restore.extend(target.iter().map(String::as_str));
     let restored = env.cedana(&restore).ok().json();
     let jid = restored["jid"].as_str().expect("jid").to_string();
-    let new_log = job(&env, &jid)["log_path"]
+    let new_log = env.listed_job(&jid)["log_path"]
         .as_str()
         .expect("log")
         .to_string();
@@ -162,12 +154,12 @@ fn manage_containerd_adopts_a_running_container() {
     manage.extend(target.iter().map(String::as_str));
     let adopted = env.cedana(&manage).ok().json();
     assert_eq!(adopted["pid"].as_i64(), Some(task_pid), "{adopted}");
-    assert_eq!(job(&env, "m")["kind"], "containerd");
+    assert_eq!(env.listed_job("m")["kind"], "containerd");
 
     // Once the container stops, the job halts.
     c.ok(&["task", "kill", "-s", "KILL", "m1"]);
     wait_for("the adopted job to halt", Duration::from_secs(10), || {
-        (job(&env, "m")["state"] == "halted").then_some(())
+        (env.listed_job("m")["state"] == "halted").then_some(())
     });
 
     // A container without a running task, and one that does not exist: refused.

@@ -2,21 +2,13 @@
 //! socket permissions.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use cedana_e2e::*;
 use serde_json::Value;
 
-fn job(env: &Env, jid: &str) -> Value {
-    let v = env.cedana(&["--json", "ps"]).ok().json();
-    v.as_array()
-        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
-        .unwrap_or_else(|| panic!("job {jid} not listed: {v}"))
-}
-
 fn state(env: &Env, jid: &str) -> String {
-    job(env, jid)["state"]
+    env.listed_job(jid)["state"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -30,17 +22,6 @@ fn wait_state(env: &Env, jid: &str, want: &str) {
     );
 }
 
-fn run_counter(env: &Env, jid: &str) -> PathBuf {
-    let workload = bin("cedana-workload").to_string_lossy().to_string();
-    env.cedana(&[
-        "run", "process", "--jid", jid, "--", &workload, "counter", "50",
-    ])
-    .ok();
-    let log = PathBuf::from(job(env, jid)["log_path"].as_str().expect("log_path"));
-    wait_count_above(&log, 3);
-    log
-}
-
 #[test]
 fn job_is_dumped_and_restored_by_id_and_its_log_keeps_flowing() {
     if !e2e_enabled() {
@@ -48,7 +29,7 @@ fn job_is_dumped_and_restored_by_id_and_its_log_keeps_flowing() {
     }
     let mut env = Env::new();
     env.start_daemon();
-    let log = run_counter(&env, "counter");
+    let log = env.run_counter_job("counter");
     assert_eq!(state(&env, "counter"), "running");
 
     // Two checkpoints; restore must pick the latest.
@@ -113,7 +94,7 @@ fn restarted_daemon_lists_the_same_jobs_and_checkpoints() {
     }
     let mut env = Env::new();
     env.start_daemon();
-    let _log = run_counter(&env, "survivor");
+    let _log = env.run_counter_job("survivor");
     env.cedana(&["dump", "job", "survivor", "--leave-running"])
         .ok();
     let jobs_before = env.cedana(&["--json", "ps"]).ok().json();
@@ -136,7 +117,7 @@ fn restarted_daemon_lists_the_same_jobs_and_checkpoints() {
     assert!(!ids(&cks_after, "id").is_empty());
     // The process outlived the daemon, so the job is still running.
     assert_eq!(state(&env, "survivor"), "running");
-    let pid = job(&env, "survivor")["pid"].as_i64().expect("pid") as i32;
+    let pid = env.listed_job("survivor")["pid"].as_i64().expect("pid") as i32;
     kill(pid);
     wait_state(&env, "survivor", "halted");
 }

@@ -16,21 +16,13 @@ const COUNTER_WITH_OUTPUT: &[&str] = &[
     "i=0; while true; do i=$((i+1)); echo $i >> /tmp/count; echo out $i; sleep 0.05; done",
 ];
 
-/// The job as `ps --json` shows it.
-fn job(env: &Env, jid: &str) -> serde_json::Value {
-    let v = env.cedana(&["--json", "ps"]).ok().json();
-    v.as_array()
-        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
-        .unwrap_or_else(|| panic!("job {jid} not listed: {v}"))
-}
-
 /// Waits until the job shows `state`.
 fn wait_state(env: &Env, jid: &str, state: &str) -> serde_json::Value {
     wait_for(
         &format!("job {jid} to be {state}"),
         Duration::from_secs(15),
         || {
-            let j = job(env, jid);
+            let j = env.listed_job(jid);
             (j["state"] == state).then_some(j)
         },
     )
@@ -99,7 +91,7 @@ fn run_dump_restore(dump_flags: &[&str]) {
     wait_for("output in the job log", Duration::from_secs(15), || {
         last_out(&log).filter(|n| *n > 5)
     });
-    assert_eq!(job(&env, "rj")["state"], "running");
+    assert_eq!(env.listed_job("rj")["state"], "running");
 
     // Through the daemon, query sees the container too.
     let q = env
@@ -186,12 +178,12 @@ fn manage_runc_adopts_a_container_and_survives_a_daemon_restart() {
     assert_eq!(v["pid"], init);
     assert_eq!(v["kind"], "runc");
     assert_eq!(v["bundle"], bundle.to_str().expect("utf8"));
-    assert_eq!(job(&env, "m1")["state"], "running");
+    assert_eq!(env.listed_job("m1")["state"], "running");
 
     // A restarted daemon finds the job again, still running, with its container.
     env.stop_daemon();
     env.start_daemon();
-    let j = job(&env, "m1");
+    let j = env.listed_job("m1");
     assert_eq!(j["state"], "running", "{}\n{}", j, env.daemon_log());
     assert_eq!(j["container_id"], "adopted");
     assert_eq!(j["runc_root"], root_s.as_str());

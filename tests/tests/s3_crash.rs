@@ -3,41 +3,13 @@
 //! left in the bucket, nothing is listed, the workload runs on, and a retry succeeds.
 //! The same for a `--no-server` dump killed mid-upload: the next dump cleans up.
 
-use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use cedana_e2e::s3::Moto;
 use cedana_e2e::*;
-use serde_json::Value;
 
 const BUCKET: &str = "crash";
-
-fn job(env: &Env, jid: &str) -> Option<Value> {
-    let v = env.cedana(&["--json", "ps"]).ok().json();
-    v.as_array()
-        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
-}
-
-fn run_memory_job(env: &Env, jid: &str) -> PathBuf {
-    let workload = bin("cedana-workload").to_string_lossy().to_string();
-    env.cedana(&[
-        "run", "process", "--jid", jid, "--", &workload, "memory", "384",
-    ])
-    .ok();
-    let log = PathBuf::from(
-        job(env, jid).expect("job")["log_path"]
-            .as_str()
-            .expect("log_path")
-            .to_string(),
-    );
-    wait_for(
-        "the workload to fill its memory",
-        Duration::from_secs(60),
-        || last_count(&log).map(|_| ()),
-    );
-    log
-}
 
 /// Starts `cmd` and waits until it has a multipart upload open in the bucket.
 fn start_upload(moto: &Moto, mut cmd: std::process::Command) -> Child {
@@ -68,7 +40,7 @@ fn a_daemon_killed_mid_upload_leaves_no_open_upload_after_its_restart() {
     moto.create_bucket(BUCKET);
     let mut env = Env::new().with_vars(moto.aws_env());
     env.start_daemon();
-    let log = run_memory_job(&env, "m");
+    let log = env.run_workload_job("m", &["memory", "384"]);
     let url = format!("s3://{BUCKET}/x");
     let mut dump = env.cmd();
     dump.args(["dump", "job", "m", "--dir", &url]);

@@ -2,41 +2,16 @@
 //! that says what to do, the workload left running, nothing listed, nothing orphaned;
 //! a checkpoint changed in the bucket is refused before CRIU starts.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use cedana_e2e::s3::{free_port, Moto, SECRET_KEY};
 use cedana_e2e::*;
-use serde_json::Value;
 
 const BUCKET: &str = "faults";
 
-fn job(env: &Env, jid: &str) -> Option<Value> {
-    let v = env.cedana(&["--json", "ps"]).ok().json();
-    v.as_array()
-        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
-}
-
-fn run_job(env: &Env, jid: &str, args: &[&str]) -> PathBuf {
-    let workload = bin("cedana-workload").to_string_lossy().to_string();
-    let mut cmd = vec!["run", "process", "--jid", jid, "--", &workload];
-    cmd.extend_from_slice(args);
-    env.cedana(&cmd).ok();
-    let log = PathBuf::from(
-        job(env, jid).expect("job")["log_path"]
-            .as_str()
-            .expect("log_path")
-            .to_string(),
-    );
-    wait_for("the job's output", Duration::from_secs(60), || {
-        last_count(&log).map(|_| ())
-    });
-    log
-}
-
 /// The job keeps running and counting after a failed dump; nothing is listed.
 fn still_running(env: &Env, jid: &str, log: &std::path::Path) {
-    assert_eq!(job(env, jid).expect("job")["state"], "running");
+    assert_eq!(env.job(jid).expect("job")["state"], "running");
     let now = last_count(log).expect("count");
     wait_count_above(log, now + 1);
     let listed = env.cedana(&["--json", "checkpoints"]).ok().json();
@@ -61,7 +36,7 @@ fn missing_bucket_and_no_server_are_clear_errors_and_the_job_runs_on() {
     }
     let Some(moto) = Moto::start() else { return };
     let env = daemon(moto.aws_env());
-    let log = run_job(&env, "c", &["counter", "50"]);
+    let log = env.run_workload_job("c", &["counter", "50"]);
     let r = env
         .cedana(&["dump", "job", "c", "--dir", "s3://no-such-bucket/x"])
         .fails_with("bucket \"no-such-bucket\" does not exist");
@@ -77,7 +52,7 @@ fn missing_bucket_and_no_server_are_clear_errors_and_the_job_runs_on() {
     vars.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
     vars.push(("AWS_ENDPOINT_URL".into(), dead.clone()));
     let env = daemon(vars);
-    let log = run_job(&env, "c", &["counter", "50"]);
+    let log = env.run_workload_job("c", &["counter", "50"]);
     let r = env
         .cedana(&["dump", "job", "c", "--dir", "s3://faults/x"])
         .fails_with(&format!("cannot reach the S3 server at {dead}"));
@@ -100,7 +75,7 @@ fn wrong_credentials_are_a_clear_error_without_the_secret() {
     vars.push(("AWS_ACCESS_KEY_ID".into(), id));
     vars.push(("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()));
     let env = daemon(vars);
-    let log = run_job(&env, "c", &["counter", "50"]);
+    let log = env.run_workload_job("c", &["counter", "50"]);
     let r = env
         .cedana(&["dump", "job", "c", "--dir", &format!("s3://{BUCKET}/x")])
         .fails_with("refused our credentials");
@@ -119,7 +94,7 @@ fn a_changed_file_in_the_bucket_is_refused_before_criu_starts() {
     let Some(moto) = Moto::start() else { return };
     moto.create_bucket(BUCKET);
     let env = daemon(moto.aws_env());
-    let log = run_job(&env, "c", &["counter", "50"]);
+    let log = env.run_workload_job("c", &["counter", "50"]);
     let url = format!("s3://{BUCKET}/x");
     let d = env
         .cedana(&[
@@ -155,7 +130,7 @@ fn a_changed_file_in_the_bucket_is_refused_before_criu_starts() {
     // CRIU never ran: the counter did not come back.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(last_count(&log), Some(at_dump));
-    assert_ne!(job(&env, "c").expect("job")["state"], "running");
+    assert_ne!(env.job("c").expect("job")["state"], "running");
 }
 
 #[test]
@@ -170,7 +145,7 @@ fn a_failed_commit_leaves_no_object_and_no_open_multipart_upload() {
     let mut vars = moto.aws_env();
     vars.push(("CEDANA_TEST_FAULT".into(), "commit-metadata".into()));
     let env = daemon(vars);
-    let log = run_job(&env, "m", &["memory", "256"]);
+    let log = env.run_workload_job("m", &["memory", "256"]);
     env.cedana(&["dump", "job", "m", "--dir", &format!("s3://{BUCKET}/x")])
         .fails_with("commit-metadata");
     still_running(&env, "m", &log);
@@ -190,7 +165,7 @@ fn a_shard_upload_failing_mid_stream_aborts_its_multipart_uploads() {
     let mut vars = moto.aws_env();
     vars.push(("CEDANA_TEST_FAULT".into(), "commit-shard".into()));
     let env = daemon(vars);
-    let log = run_job(&env, "m", &["memory", "384"]);
+    let log = env.run_workload_job("m", &["memory", "384"]);
     let t = std::time::Instant::now();
     let r = env
         .cedana(&["dump", "job", "m", "--dir", &format!("s3://{BUCKET}/x")])
@@ -211,7 +186,7 @@ fn the_server_stopped_mid_upload_is_a_clear_error_and_the_job_runs_on() {
     };
     moto.create_bucket(BUCKET);
     let env = daemon(moto.aws_env());
-    let log = run_job(&env, "m", &["memory", "384"]);
+    let log = env.run_workload_job("m", &["memory", "384"]);
     let mut dump = env.cmd();
     dump.args(["dump", "job", "m", "--dir", &format!("s3://{BUCKET}/x")]);
     dump.stdout(std::process::Stdio::piped())

@@ -2,26 +2,18 @@
 //! move between two daemons that share nothing but the bucket: a counter job dumped to
 //! `s3://` on daemon A, deleted there, restored by daemon B as the same job, counting on.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use cedana_e2e::s3::{Moto, SECRET_KEY};
 use cedana_e2e::*;
-use serde_json::Value;
 
 const BUCKET: &str = "ckpts";
-
-fn job(env: &Env, jid: &str) -> Option<Value> {
-    let v = env.cedana(&["--json", "ps"]).ok().json();
-    v.as_array()
-        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
-}
 
 fn wait_state(env: &Env, jid: &str, want: &str) {
     wait_for(
         &format!("job {jid} to be {want}"),
         Duration::from_secs(15),
-        || (job(env, jid)?["state"] == want).then_some(()),
+        || (env.job(jid)?["state"] == want).then_some(()),
     );
 }
 
@@ -39,26 +31,10 @@ fn setup() -> Option<(Moto, Env, Env)> {
     Some((moto, a, b))
 }
 
-fn run_counter(env: &Env, jid: &str) -> PathBuf {
-    let workload = bin("cedana-workload").to_string_lossy().to_string();
-    env.cedana(&[
-        "run", "process", "--jid", jid, "--", &workload, "counter", "50",
-    ])
-    .ok();
-    let log = PathBuf::from(
-        job(env, jid).expect("job")["log_path"]
-            .as_str()
-            .expect("log_path")
-            .to_string(),
-    );
-    wait_count_above(&log, 3);
-    log
-}
-
 /// Dumps `jid` on `a` into `url`, deletes it there, restores it on `b`; checks it counts on.
 fn move_counter(moto: &Moto, a: &Env, b: &Env, jid: &str, extra: &[&str]) {
     let url = format!("s3://{BUCKET}/moves/{jid}");
-    let log = run_counter(a, jid);
+    let log = a.run_counter_job(jid);
     let mut args = vec!["--json", "dump", "job", jid, "--dir", &url, "--name", "ck"];
     args.extend_from_slice(extra);
     let dumped = a.cedana(&args).ok().json();
@@ -79,10 +55,10 @@ fn move_counter(moto: &Moto, a: &Env, b: &Env, jid: &str, extra: &[&str]) {
     let listed = a.cedana(&["--json", "checkpoints"]).ok().json();
     assert!(listed.to_string().contains(&path), "{listed}");
     a.cedana(&["job", "delete", jid]).ok();
-    assert!(job(a, jid).is_none());
+    assert!(a.job(jid).is_none());
 
     // B has never seen the job: it re-creates it from the checkpoint.
-    assert!(job(b, jid).is_none());
+    assert!(b.job(jid).is_none());
     b.cedana(&["restore", "job", jid, "--path", &path]).ok();
     wait_state(b, jid, "running");
     let next = wait_for("output after restore", Duration::from_secs(10), || {
@@ -91,7 +67,7 @@ fn move_counter(moto: &Moto, a: &Env, b: &Env, jid: &str, extra: &[&str]) {
         c.get(i + 1).copied()
     });
     assert_eq!(next, at_dump + 1, "B's job counts on from A's last value");
-    let on_b = job(b, jid).expect("B lists the job");
+    let on_b = b.job(jid).expect("B lists the job");
     assert_eq!(on_b["state"], "running", "{on_b}");
     b.cedana(&["job", "kill", jid, "--signal", "KILL"]).ok();
     wait_state(b, jid, "halted");
@@ -132,12 +108,12 @@ fn unserved_schemes_are_refused_by_name() {
     let Some((_moto, a, _b)) = setup() else {
         return;
     };
-    let _log = run_counter(&a, "stays");
+    let _log = a.run_counter_job("stays");
     for url in ["gs://b/x", "http://127.0.0.1:1/x"] {
         a.cedana(&["dump", "job", "stays", "--dir", url])
             .fails_with(&format!("{}://", url.split(':').next().unwrap_or_default()));
     }
-    assert_eq!(job(&a, "stays").expect("job")["state"], "running");
+    assert_eq!(a.job("stays").expect("job")["state"], "running");
     let cwd_junk = std::env::current_dir().expect("cwd").join("gs:");
     assert!(!cwd_junk.exists(), "no local dir named after the scheme");
 }
@@ -147,7 +123,7 @@ fn remote_checkpoints_are_listed_inspected_and_deleted_where_they_live() {
     let Some((moto, a, _b)) = setup() else {
         return;
     };
-    let _log = run_counter(&a, "kept");
+    let _log = a.run_counter_job("kept");
     let url = format!("s3://{BUCKET}/listed");
     for name in ["one", "two"] {
         a.cedana(&[

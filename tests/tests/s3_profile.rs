@@ -5,35 +5,10 @@
 //! environment wins over the profile's (a wrong one is refused), and no secret of
 //! either is ever printed.
 
-use std::path::PathBuf;
-
 use cedana_e2e::s3::Moto;
 use cedana_e2e::*;
-use serde_json::Value;
 
 const BUCKET: &str = "profiled";
-
-fn job(env: &Env, jid: &str) -> Option<Value> {
-    let v = env.cedana(&["--json", "ps"]).ok().json();
-    v.as_array()
-        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
-}
-
-fn run_counter(env: &Env, jid: &str) -> PathBuf {
-    let workload = bin("cedana-workload").to_string_lossy().to_string();
-    env.cedana(&[
-        "run", "process", "--jid", jid, "--", &workload, "counter", "50",
-    ])
-    .ok();
-    let log = PathBuf::from(
-        job(env, jid).expect("job")["log_path"]
-            .as_str()
-            .expect("log_path")
-            .to_string(),
-    );
-    wait_count_above(&log, 3);
-    log
-}
 
 /// The profile files, and the environment that points at them (and nothing else AWS).
 fn profile_env(
@@ -99,7 +74,7 @@ fn a_profile_reaches_the_bucket_and_env_keys_win_over_it() {
     let vars = profile_env(&moto, files.path(), &id, &secret);
     let mut env = Env::new().with_vars(vars.clone());
     env.start_daemon();
-    let log = run_counter(&env, "p");
+    let log = env.run_counter_job("p");
     let url = format!("s3://{BUCKET}/p");
     let d = env
         .cedana(&["--json", "dump", "job", "p", "--dir", &url])
@@ -127,7 +102,7 @@ fn a_profile_reaches_the_bucket_and_env_keys_win_over_it() {
     ));
     let mut env = Env::new().with_vars(vars);
     env.start_daemon();
-    let _log = run_counter(&env, "q");
+    let _log = env.run_counter_job("q");
     let r = env
         .cedana(&["dump", "job", "q", "--dir", &url])
         .fails_with("refused our credentials");
@@ -135,5 +110,5 @@ fn a_profile_reaches_the_bucket_and_env_keys_win_over_it() {
         assert!(!r.stderr.contains(s) && !r.stdout.contains(s));
         assert!(!env.daemon_log().contains(s));
     }
-    assert_eq!(job(&env, "q").expect("job")["state"], "running");
+    assert_eq!(env.job("q").expect("job")["state"], "running");
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use cedana_e2e::s3::Moto;
 use cedana_e2e::*;
-use serde_json::Value;
 
 const BUCKET: &str = "big";
 /// The workload's memory: the 1 GiB.
@@ -24,12 +23,6 @@ const TMPFS_MIB: u64 = 64;
 const LOCAL_BOUND: u64 = 16 << 20;
 /// Most extra resident memory of the daemon doing the upload.
 const RSS_BOUND: u64 = 128 << 20;
-
-fn job(env: &Env, jid: &str) -> Option<Value> {
-    let v = env.cedana(&["--json", "ps"]).ok().json();
-    v.as_array()
-        .and_then(|a| a.iter().find(|j| j["jid"] == jid).cloned())
-}
 
 /// A field of /proc/PID/status in bytes (`VmRSS`, `VmHWM`).
 fn status_bytes(pid: i32, field: &str) -> u64 {
@@ -78,7 +71,7 @@ fn a_1gib_dump_streams_into_the_bucket_with_no_local_copy_and_restores() {
         "run", "process", "--jid", "big", "--", &workload, "memory", &mib,
     ])
     .ok();
-    let log = job(&a, "big").expect("job")["log_path"]
+    let log = a.job("big").expect("job")["log_path"]
         .as_str()
         .expect("log_path")
         .to_string();
@@ -167,7 +160,7 @@ fn a_1gib_dump_streams_into_the_bucket_with_no_local_copy_and_restores() {
     b.cedana(&["restore", "job", "big", "--path", &path]).ok();
     eprintln!("restore from s3: {} ms", t.elapsed().as_millis());
     assert_eq!(next_after(&log, at_dump), at_dump + 1);
-    assert_eq!(job(&b, "big").expect("B lists it")["state"], "running");
+    assert_eq!(b.job("big").expect("B lists it")["state"], "running");
     b.cedana(&["job", "kill", "big", "--signal", "KILL"]).ok();
     drop(a);
     drop(tmp);

@@ -70,24 +70,31 @@ pub struct DumpRequest {
     pub target: Option<Box<dyn Target>>,
 }
 
-impl DumpRequest {
-    /// What is being checkpointed, which picks the route.
-    pub fn kind(&self) -> CheckpointKind {
-        self.target
-            .as_ref()
-            .map_or(CheckpointKind::PROCESS, |t| t.kind())
-    }
+/// `kind()`, `target::<T>()` and `target_mut::<T>()` for a request with a `target` field.
+macro_rules! target_access {
+    ($request:ty, $what:literal) => {
+        impl $request {
+            #[doc = concat!("What is being ", $what, ", which picks the route.")]
+            pub fn kind(&self) -> CheckpointKind {
+                self.target
+                    .as_ref()
+                    .map_or(CheckpointKind::PROCESS, |t| t.kind())
+            }
 
-    /// The target as `T`, when it is one.
-    pub fn target<T: Target>(&self) -> Option<&T> {
-        target::downcast(self.target.as_deref())
-    }
+            /// The target as `T`, when it is one.
+            pub fn target<T: Target>(&self) -> Option<&T> {
+                target::downcast(self.target.as_deref())
+            }
 
-    /// The target as a mutable `T`, when it is one.
-    pub fn target_mut<T: Target>(&mut self) -> Option<&mut T> {
-        target::downcast_mut(self.target.as_deref_mut())
-    }
+            /// The target as a mutable `T`, when it is one.
+            pub fn target_mut<T: Target>(&mut self) -> Option<&mut T> {
+                target::downcast_mut(self.target.as_deref_mut())
+            }
+        }
+    };
 }
+
+target_access!(DumpRequest, "checkpointed");
 
 /// A finished checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,24 +132,7 @@ pub struct RestoreRequest {
     pub target: Option<Box<dyn Target>>,
 }
 
-impl RestoreRequest {
-    /// What is being restored, which picks the route.
-    pub fn kind(&self) -> CheckpointKind {
-        self.target
-            .as_ref()
-            .map_or(CheckpointKind::PROCESS, |t| t.kind())
-    }
-
-    /// The target as `T`, when it is one.
-    pub fn target<T: Target>(&self) -> Option<&T> {
-        target::downcast(self.target.as_deref())
-    }
-
-    /// The target as a mutable `T`, when it is one.
-    pub fn target_mut<T: Target>(&mut self) -> Option<&mut T> {
-        target::downcast_mut(self.target.as_deref_mut())
-    }
-}
+target_access!(RestoreRequest, "restored");
 
 /// A restored process tree.
 #[derive(Debug, Clone, Serialize, Deserialize)]

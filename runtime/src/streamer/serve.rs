@@ -107,13 +107,7 @@ fn run(
     index: Arc<StreamIndex>,
     decoders: usize,
 ) -> io::Result<()> {
-    let shards: Arc<Vec<File>> = Arc::new(
-        index
-            .shards
-            .iter()
-            .map(|s| File::open(images.join(s)))
-            .collect::<io::Result<_>>()?,
-    );
+    let shards = index.open_shards(images)?;
     let mut writers = Vec::new();
     while let Some(name) = protocol::read_request(&mut conn)? {
         let file = index.file(&name).cloned();

@@ -12,6 +12,8 @@ use crate::criu::options::CriuOpts;
 use crate::host;
 
 const ROOT: &str = "--root";
+/// How often `pause` asks runc to freeze before giving up.
+const PAUSE_TRIES: u64 = 3;
 const LOG: &str = "--log";
 const LOG_FORMAT: &str = "--log-format";
 const SYSTEMD_CGROUP: &str = "--systemd-cgroup";
@@ -193,8 +195,26 @@ impl Runtime {
     }
 
     /// `runtime pause ID`: freezes every process of the container in its cgroup.
+    /// runc gives up ("unable to freeze", leaving the container thawed) when a task does
+    /// not reach the freezer in time, which a busy host makes likely: tried again then.
     pub fn pause(&self, id: &str) -> Result<(), RuncError> {
-        self.run_subcommand("pause", &["pause"], id)
+        let mut tries = 1;
+        loop {
+            match self.run_subcommand("pause", &["pause"], id) {
+                Err(RuncError::Command { detail, .. })
+                    if tries < PAUSE_TRIES && detail.contains("unable to freeze") =>
+                {
+                    tracing::warn!(
+                        id,
+                        tries,
+                        "runc could not freeze the container; trying again"
+                    );
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100 * tries));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// `runtime resume ID`: thaws a paused container.

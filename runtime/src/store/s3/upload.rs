@@ -27,6 +27,27 @@ pub(super) struct OpenUpload {
 }
 
 impl OpenUpload {
+    /// Completes it from its uploaded `parts`; the record is settled once the object
+    /// exists. On failure the upload is aborted (the object never appears).
+    pub(super) async fn complete(
+        self,
+        client: &AmazonS3,
+        parts: Vec<PartId>,
+    ) -> object_store::Result<()> {
+        match client.complete_multipart(&self.path, &self.id, parts).await {
+            Ok(_) => {
+                if let Some(e) = self.entry {
+                    e.settle();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.abort(client).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Aborts it on the server; the record is settled once the server agreed (or the
     /// upload is already gone), else kept for recovery.
     pub(super) async fn abort(self, client: &AmazonS3) {
@@ -184,19 +205,7 @@ impl Upload for S3Upload {
                     client.put_opts(&path, payload, opts).await.map(|_| ())
                 }
                 (Shape::Packed, Some((_, Pending::Parts(up, parts)))) => {
-                    let done = client.complete_multipart(&up.path, &up.id, parts).await;
-                    match done {
-                        Ok(_) => {
-                            if let Some(e) = up.entry {
-                                e.settle();
-                            }
-                            Ok(())
-                        }
-                        Err(e) => {
-                            up.abort(&client).await;
-                            Err(e)
-                        }
-                    }
+                    up.complete(&client, parts).await
                 }
                 _ => Ok(()),
             }

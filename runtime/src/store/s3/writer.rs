@@ -226,20 +226,7 @@ impl ObjectWriter for S3Writer {
             return Ok(self.size);
         }
         let client = Arc::clone(&self.client);
-        let res = block_on(async move {
-            match client.complete_multipart(&up.path, &up.id, parts).await {
-                Ok(_) => {
-                    if let Some(e) = up.entry {
-                        e.settle();
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    up.abort(&client).await;
-                    Err(e)
-                }
-            }
-        })?;
+        let res = block_on(async move { up.complete(&client, parts).await })?;
         res.map_err(|e| self.ctx.fail(format!("complete {}", self.rel), &e))?;
         self.record_object();
         Ok(self.size)
