@@ -5,6 +5,7 @@
 //! and feeds CRIU through pipes. See `protocol.rs` for the wire format.
 
 pub mod capture;
+mod capture_pipeline;
 pub mod child;
 pub mod index;
 pub mod protocol;
