@@ -11,6 +11,8 @@
 #            raw `criu dump` to a directory (no archive: the floor)
 #   restore: ours (`cedana restore process --no-server` from the archive / the shards)
 #            baseline (`zstd -d | tar x`, then `criu restore`)
+#   before:  with BENCH_COMPARE_BIN (another build's release dir), ours again with its
+#            cedana, for before/after ratios in one run
 # Prints medians and ratios, and saves everything as JSON under bench/results/.
 # Needs root, CRIU (make deps) and a release build (make bench does both).
 set -euo pipefail
@@ -21,11 +23,12 @@ RUNS=${BENCH_RUNS:-3}
 STREAMS=${BENCH_STREAMS:-$(nproc)}
 BIN=${BIN:-target/release}
 WORK=${BENCH_DIR:-/var/tmp/cedana-bench}
+COMPARE_BIN=${BENCH_COMPARE_BIN:-}
 CEDANA="$BIN/cedana"
 WORKLOAD="$BIN/cedana-workload"
 RESULTS=${BENCH_RESULTS_DIR:-bench/results}/checkpoint-$(date -u +%Y%m%dT%H%M%SZ).json
 [ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (CRIU)" >&2; exit 1; }
-for b in "$CEDANA" "$WORKLOAD"; do [ -x "$b" ] || { echo "missing $b: cargo build --release" >&2; exit 1; }; done
+for b in "$CEDANA" "$WORKLOAD" ${COMPARE_BIN:+"$COMPARE_BIN/cedana"}; do [ -x "$b" ] || { echo "missing $b: cargo build --release" >&2; exit 1; }; done
 
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(round($(now) - $1, 3))"; }
@@ -73,6 +76,17 @@ ours_dump_restore() { # VARIANT NAME FLAGS...
     kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
 }
 
+# The same three dumps and restores with another build's cedana (BENCH_COMPARE_BIN: its
+# release dir, e.g. an older revision's), in the same run: before/after ratios.
+compare_dump_restore() {
+    local ours=$CEDANA
+    CEDANA="$COMPARE_BIN/cedana"
+    ours_dump_restore before-default before-default
+    ours_dump_restore before-ours before-ours --compression zstd
+    ours_dump_restore "before-streams-$STREAMS" before-streams --streams "$STREAMS"
+    CEDANA=$ours
+}
+
 for mib in $SIZES; do
     for run in $(seq "$RUNS"); do
         d="$WORK/$mib-$run"; rm -rf "$d"; mkdir -p "$d"
@@ -84,6 +98,7 @@ for mib in $SIZES; do
         ours_dump_restore default default
         ours_dump_restore ours ours --compression zstd
         ours_dump_restore "streams-$STREAMS" streams --streams "$STREAMS"
+        [ -z "$COMPARE_BIN" ] || compare_dump_restore
 
         # --- podman way: criu dump to a directory, then tar | zstd -3 ---
         start_workload "$mib" "$d/podman.log"

@@ -34,6 +34,7 @@ print(f"\n{'size':>6} {'operation':<34} {'median s':>9} {'ratio':>7} {'archive M
 for size in sorted({r["size_mib"] for r in rows}):
     base_dump, base_restore = m("dump", "podman", size), m("restore", "baseline", size)
     streamed = sorted({r["variant"] for r in rows if r["variant"].startswith("streams-")})
+    before = sorted({r["variant"] for r in rows if r["variant"].startswith("before-streams-")})
     lines = [
         ("dump: ours, default (streamed)", "dump", "default", base_dump),
         ("dump: ours (zstd archive)", "dump", "ours", base_dump),
@@ -44,6 +45,13 @@ for size in sorted({r["size_mib"] for r in rows}):
         ("restore: ours (archive)", "restore", "ours", base_restore),
         *[(f"restore: ours --streams {v[8:]}", "restore", v, base_restore) for v in streamed],
         ("restore: zstd -d|tar x + criu", "restore", "baseline", base_restore),
+        # BENCH_COMPARE_BIN: the same with another build (before/after in one run).
+        ("dump: before, default", "dump", "before-default", base_dump),
+        ("dump: before (zstd archive)", "dump", "before-ours", base_dump),
+        *[(f"dump: before --streams {v[15:]}", "dump", v, base_dump) for v in before],
+        ("restore: before, default", "restore", "before-default", base_restore),
+        ("restore: before (archive)", "restore", "before-ours", base_restore),
+        *[(f"restore: before --streams {v[15:]}", "restore", v, base_restore) for v in before],
     ]
     for label, op, variant, base in lines:
         s = m(op, variant, size)
