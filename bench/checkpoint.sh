@@ -11,6 +11,7 @@
 #            raw `criu dump` to a directory (no archive: the floor)
 #   restore: ours (`cedana restore process --no-server` from the archive / the shards)
 #            baseline (`zstd -d | tar x`, then `criu restore`)
+#            raw `criu restore` from the raw dump's directory, in the page cache (the floor)
 #   before:  with BENCH_COMPARE_BIN (another build's release dir), ours again with its
 #            cedana, for before/after ratios in one run
 # Prints medians and ratios, and saves everything as JSON under bench/results/.
@@ -129,6 +130,13 @@ for mib in $SIZES; do
         size=$(du -sb "$d/raw" | cut -f1)
         record dump raw-criu "$mib" "$run" "$s" "{\"image_bytes\": $size}"
         wait_gone "$WPID"
+        # --- raw criu restore from that directory, its images in the page cache (the floor)
+        cat "$d/raw"/* >/dev/null
+        t=$(now)
+        criu restore -d -D "$d/raw" -o restore.log --pidfile "$d/raw.pid" >/dev/null 2>&1
+        s=$(elapsed "$t")
+        record restore raw-criu "$mib" "$run" "$s" "{}"
+        rpid=$(cat "$d/raw.pid"); kill -9 "$rpid" 2>/dev/null || true; wait_gone "$rpid"
         rm -rf "$d"
     done
 done

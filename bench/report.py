@@ -45,6 +45,7 @@ for size in sorted({r["size_mib"] for r in rows}):
         ("restore: ours (archive)", "restore", "ours", base_restore),
         *[(f"restore: ours --streams {v[8:]}", "restore", v, base_restore) for v in streamed],
         ("restore: zstd -d|tar x + criu", "restore", "baseline", base_restore),
+        ("restore: raw criu from a directory", "restore", "raw-criu", base_restore),
         # BENCH_COMPARE_BIN: the same with another build (before/after in one run).
         ("dump: before, default", "dump", "before-default", base_dump),
         ("dump: before (zstd archive)", "dump", "before-ours", base_dump),
@@ -63,6 +64,10 @@ for size in sorted({r["size_mib"] for r in rows}):
         print(f"{size:>5}M {label:<34} {s:>9.2f} {ratio:>7} "
               f"{(f'{ab / 1e6:.1f}' if ab else '-'):>11} {(f'{rss / 1024:.0f}' if rss else '-'):>13}")
 print("ratios: against the podman-way dump and the baseline restore of the same size, same run")
+for size in sorted({r["size_mib"] for r in rows}):
+    ours, raw = m("restore", "default", size), m("restore", "raw-criu", size)
+    if ours and raw:
+        print(f"{size:>5}M restore: ours, default / raw criu (the floor): {ours / raw:.2f}x")
 
 out = {"host": platform.node(), "kernel": platform.release(), "rows": rows, "medians": medians}
 with open(sys.argv[1], "w") as f:
