@@ -22,7 +22,7 @@ use crate::engine::{bulk, RestoreCtx, RestoreResponse};
 use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::image::{archive, atomic, integrity, layout};
-use crate::store::{transfer, Location};
+use crate::store::transfer;
 
 /// Directory, beside the checkpoint, where the logs of failed restores are kept.
 pub const RESTORE_LOGS_DIR: &str = "cedana-restore-logs";
@@ -39,11 +39,10 @@ const PRIVATE: u32 = 0o700;
 pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("prepare_restore_storage", |mut ctx: RestoreCtx, next| {
         Box::pin(async move {
-            let at = Location::from_path(&ctx.req.path).map_err(|e| e.into_engine("path"))?;
-            let store = ctx
+            let (at, store) = ctx
                 .env
                 .stores
-                .resolve(&at)
+                .resolve_path(&ctx.req.path)
                 .map_err(|e| e.into_engine("path"))?;
             // A remote checkpoint is fetched first; dropped at the end, the copy goes.
             let fetched = match store.local_path(&at) {

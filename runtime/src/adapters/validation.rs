@@ -112,11 +112,10 @@ pub fn validate_restore_request() -> Adapter<RestoreCtx, RestoreResponse> {
                     ),
                 });
             }
-            let at = Location::from_path(&ctx.req.path).map_err(|e| e.into_engine("path"))?;
-            let store = ctx
+            let (at, store) = ctx
                 .env
                 .stores
-                .resolve(&at)
+                .resolve_path(&ctx.req.path)
                 .map_err(|e| e.into_engine("path"))?;
             if !store.exists(&at)? {
                 return Err(EngineError::NoSuchCheckpoint {

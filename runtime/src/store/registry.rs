@@ -44,6 +44,17 @@ impl StoreRegistry {
             })
     }
 
+    /// A path as given by a caller (a directory, an archive or a `scheme://` URL): its
+    /// location and the backend serving it.
+    pub fn resolve_path(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(Location, Arc<dyn CheckpointStore>), StoreError> {
+        let at = Location::from_path(path)?;
+        let store = self.resolve(&at)?;
+        Ok((at, store))
+    }
+
     /// Runs every backend's [`CheckpointStore::recover_unfinished`]; what they did.
     pub fn recover_unfinished(&self) -> Vec<String> {
         let stores: Vec<_> = {
