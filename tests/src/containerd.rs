@@ -223,6 +223,16 @@ impl Containerd {
         r.stdout
     }
 
+    /// `ctr run -d --runtime RUNTIME [FLAGS..] IMAGE ID CMD..`: container `id` of the test
+    /// image, detached; `runtime` is the runtime name then any `ctr run` flags.
+    pub fn run_detached(&self, runtime: &[&str], id: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["run", "-d", "--runtime"];
+        args.extend_from_slice(runtime);
+        args.extend([IMAGE, id]);
+        args.extend_from_slice(cmd);
+        self.ok(&args)
+    }
+
     /// The STATUS column of `ctr task ls` for `id`, if it has a task.
     pub fn task_status(&self, id: &str) -> Option<String> {
         self.ok(&["task", "ls"]).lines().find_map(|l| {

@@ -8,7 +8,7 @@ mod runc_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cedana_e2e::containerd::{Containerd, IMAGE, RUNC};
+use cedana_e2e::containerd::{Containerd, RUNC};
 use cedana_e2e::{bin, counts, last_count, wait_for, Env};
 use runc_support::*;
 
@@ -161,21 +161,11 @@ fn restore_containerd_through_the_daemon_is_a_job() {
     // checkpoints; the restore gives the new container a log of its own.
     let orig_log = env.path("orig.log");
     let log_uri = format!("file://{}", orig_log.display());
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNC,
-        "--runc-binary",
-        &runc_binary,
-        "--log-uri",
-        &log_uri,
-        IMAGE,
+    c.run_detached(
+        &[RUNC, "--runc-binary", &runc_binary, "--log-uri", &log_uri],
         "orig",
-        "sh",
-        "-c",
-        PRINTER,
-    ]);
+        &["sh", "-c", PRINTER],
+    );
     wait_count_above(&orig_log, 5);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE};
+use cedana_e2e::containerd::{Containerd, CEDANA};
 use sha2::{Digest, Sha256};
 
 fn digest(data: &[u8]) -> String {
@@ -108,17 +108,15 @@ fn corrupt_checkpoint_export(src: &Path, dst: &Path, name: &str) -> String {
 #[test]
 fn containerd_restore_of_a_corrupt_checkpoint_fails_cleanly() {
     let Some(c) = Containerd::setup() else { return };
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
+    c.run_detached(
+        &[CEDANA],
         "bad-src",
-        "/bin/sh",
-        "-c",
-        "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done",
-    ]);
+        &[
+            "/bin/sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.1; done",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(500));
     c.ok(&[
         "container",

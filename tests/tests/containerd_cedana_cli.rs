@@ -5,7 +5,7 @@
 //! cannot carry the checkpoint path (runtimeoptions.v1.Options, from
 //! `--runtime-config-path`) is refused before anything is frozen, and keeps running.
 
-use cedana_e2e::containerd::{Containerd, CEDANA, COUNTER, IMAGE};
+use cedana_e2e::containerd::{Containerd, CEDANA, COUNTER};
 use cedana_e2e::Env;
 
 fn dump_restore_on_our_shim(daemon: bool) {
@@ -14,17 +14,7 @@ fn dump_restore_on_our_shim(daemon: bool) {
     if daemon {
         env.start_daemon();
     }
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        "orig",
-        "sh",
-        "-c",
-        COUNTER,
-    ]);
+    c.run_detached(&[CEDANA], "orig", &["sh", "-c", COUNTER]);
     c.wait_count_above("orig", 10);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();
@@ -88,19 +78,11 @@ fn containerd_unrestorable_runtime_options_are_refused_before_the_dump() {
     let config = env.path("runtime.toml");
     std::fs::write(&config, "BinaryName = \"cedana-runc\"\n").expect("runtime config");
     let config = config.display().to_string();
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        "--runtime-config-path",
-        &config,
-        IMAGE,
+    c.run_detached(
+        &[CEDANA, "--runtime-config-path", &config],
         "typed",
-        "sh",
-        "-c",
-        COUNTER,
-    ]);
+        &["sh", "-c", COUNTER],
+    );
     let before = c.wait_count_above("typed", 2);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();

@@ -21,19 +21,11 @@ fn dump_restore_into_new_container(daemon: bool) {
         env.start_daemon();
     }
     let runc_binary = bin("cedana-runc").display().to_string();
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNC,
-        "--runc-binary",
-        &runc_binary,
-        IMAGE,
+    c.run_detached(
+        &[RUNC, "--runc-binary", &runc_binary],
         "orig",
-        "sh",
-        "-c",
-        COUNTER,
-    ]);
+        &["sh", "-c", COUNTER],
+    );
     c.wait_count_above("orig", 5);
     c.ok(&[
         "task",
@@ -195,19 +187,15 @@ fn containerd_restore_with_another_image() {
     let env = Env::new();
     let other = "example.com/cedana/other:1";
     c.import_busybox_as(other);
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNC,
-        "--runc-binary",
-        &bin("cedana-runc").display().to_string(),
-        IMAGE,
+    c.run_detached(
+        &[
+            RUNC,
+            "--runc-binary",
+            &bin("cedana-runc").display().to_string(),
+        ],
         "src",
-        "sh",
-        "-c",
-        COUNTER,
-    ]);
+        &["sh", "-c", COUNTER],
+    );
     let before = c.wait_count_above("src", 3);
     let address = c.socket().display().to_string();
     let dir = env.checkpoints().display().to_string();

@@ -6,7 +6,7 @@
 use std::fs;
 use std::time::Duration;
 
-use cedana_e2e::containerd::{Containerd, IMAGE, RUNC};
+use cedana_e2e::containerd::{Containerd, RUNC};
 use cedana_e2e::{bin, counts, next_after, wait_for, Env};
 
 #[test]
@@ -19,21 +19,15 @@ fn containerd_container_moves_three_times() {
     let log = out.join("count");
     let mount = format!("type=bind,src={},dst=/out,options=rbind:rw", out.display());
     let runc_binary = bin("cedana-runc").display().to_string();
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNC,
-        "--runc-binary",
-        &runc_binary,
-        "--mount",
-        &mount,
-        IMAGE,
+    c.run_detached(
+        &[RUNC, "--runc-binary", &runc_binary, "--mount", &mount],
         "m0",
-        "sh",
-        "-c",
-        "i=0; while true; do i=$((i+1)); echo $i >> /out/count; sleep 0.1; done",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i >> /out/count; sleep 0.1; done",
+        ],
+    );
     wait_for("m0 to count", Duration::from_secs(30), || {
         (counts(&log).len() > 5).then_some(())
     });
@@ -112,19 +106,15 @@ fn a_restored_task_can_be_checkpointed_by_ctr() {
     fs::create_dir_all(&out).expect("mkdir");
     let log = out.join("count");
     let mount = format!("type=bind,src={},dst=/out,options=rbind:rw", out.display());
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNC,
-        "--mount",
-        &mount,
-        IMAGE,
+    c.run_detached(
+        &[RUNC, "--mount", &mount],
         "p0",
-        "sh",
-        "-c",
-        "i=0; while true; do i=$((i+1)); echo $i >> /out/count; sleep 0.1; done",
-    ]);
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i >> /out/count; sleep 0.1; done",
+        ],
+    );
     wait_for("p0 to count", Duration::from_secs(30), || {
         (counts(&log).len() > 5).then_some(())
     });

@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE};
+use cedana_e2e::containerd::{Containerd, CEDANA};
 use cedana_e2e::wait_for;
 
 /// The task's status as the runtime under the shim sees it (`runc state`).
@@ -51,17 +51,7 @@ fn containerd_restarted_during_ctr_task_checkpoint_leaves_the_task_as_reported()
         return;
     };
     let id = "rs-task";
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        id,
-        "/bin/sh",
-        "-c",
-        BALLAST_COUNTER,
-    ]);
+    c.run_detached(&[CEDANA], id, &["/bin/sh", "-c", BALLAST_COUNTER]);
     c.wait_count_above(id, 5);
     let ctr = c
         .ctr_cmd(&["task", "checkpoint", id])

@@ -19,16 +19,7 @@ fn status(c: &Containerd, id: &str) -> String {
 /// normalized away.
 fn scenario(c: &Containerd, runtime: &str, id: &str) -> Vec<String> {
     let mut seen = Vec::new();
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        runtime,
-        IMAGE,
-        id,
-        "/bin/sleep",
-        "1000",
-    ]);
+    c.run_detached(&[runtime], id, &["/bin/sleep", "1000"]);
     seen.push(format!("after run: {}", status(c, id)));
     let e = c.ctr(&[
         "task",
@@ -184,17 +175,7 @@ fn containerd_exit_codes_reach_ctr_and_events() {
     assert_eq!(r.code, 7, "{r:?}");
 
     // A detached one: ctr 1.7 has no `task wait`; `task delete` reports the status.
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        "exit7d",
-        "/bin/sh",
-        "-c",
-        "sleep 0.5; exit 7",
-    ]);
+    c.run_detached(&[CEDANA], "exit7d", &["/bin/sh", "-c", "sleep 0.5; exit 7"]);
     wait_for("exit7d to stop", Duration::from_secs(10), || {
         (status(&c, "exit7d") == "STOPPED").then_some(())
     });
@@ -203,16 +184,7 @@ fn containerd_exit_codes_reach_ctr_and_events() {
     c.ok(&["containers", "delete", "exit7d"]);
 
     // Killed: 137.
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        "killed",
-        "/bin/sleep",
-        "100",
-    ]);
+    c.run_detached(&[CEDANA], "killed", &["/bin/sleep", "100"]);
     c.ok(&["task", "kill", "-s", "KILL", "killed"]);
     wait_for("killed to stop", Duration::from_secs(10), || {
         (status(&c, "killed") == "STOPPED").then_some(())
@@ -346,28 +318,8 @@ fn containerd_checkpoint_and_restore_counter_continues() {
         // stopped and what came next.
         format!("i=0; while true; do i=$((i+1)); echo $i >> /count; sleep 0.1; done; : {name}")
     };
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        "ck-task",
-        "/bin/sh",
-        "-c",
-        &counter("task"),
-    ]);
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        "ck-src",
-        "/bin/sh",
-        "-c",
-        &counter("src"),
-    ]);
+    c.run_detached(&[CEDANA], "ck-task", &["/bin/sh", "-c", &counter("task")]);
+    c.run_detached(&[CEDANA], "ck-src", &["/bin/sh", "-c", &counter("src")]);
     let mut exec = 0;
     wait_count_above(&c, "ck-task", &mut exec, 2);
     // High enough that a restart from 1 cannot pass for the checkpointed counter.
@@ -438,15 +390,7 @@ fn containerd_checkpoint_and_restore_counter_continues() {
 fn containerd_bad_input_gives_clear_errors() {
     let Some(c) = Containerd::setup() else { return };
     // Checkpoint of a stopped task.
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        "bad-stopped",
-        "/bin/true",
-    ]);
+    c.run_detached(&[CEDANA], "bad-stopped", &["/bin/true"]);
     wait_for("task to stop", Duration::from_secs(10), || {
         (status(&c, "bad-stopped") == "STOPPED").then_some(())
     });

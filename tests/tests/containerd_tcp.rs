@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE};
+use cedana_e2e::containerd::{Containerd, CEDANA};
 use cedana_e2e::wait_for;
 
 /// The numbers the client got back from the echo server, read inside the container.
@@ -40,19 +40,11 @@ fn containerd_tcp_connection_survives_checkpoint_and_restore() {
     let script = "ip link set lo up; nc -l -p 5000 -e cat & sleep 0.5; \
                   i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done \
                   | nc 127.0.0.1 5000 > /echo";
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        "--cap-add",
-        "CAP_NET_ADMIN",
-        IMAGE,
+    c.run_detached(
+        &[CEDANA, "--cap-add", "CAP_NET_ADMIN"],
         "tcp-src",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
+        &["/bin/sh", "-c", script],
+    );
     wait_echo_above(&c, "tcp-src", 10);
     c.ok(&[
         "container",

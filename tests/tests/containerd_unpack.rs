@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cedana_e2e::containerd::{Containerd, IMAGE, RUNC};
+use cedana_e2e::containerd::{Containerd, RUNC};
 use cedana_e2e::{bin, wait_for, Env};
 
 const COUNTER: &str =
@@ -28,19 +28,11 @@ fn restore_unpacks_an_image_the_snapshotter_lacks() {
     let Some(c) = Containerd::setup() else { return };
     let env = Env::new();
     let runc_binary = bin("cedana-runc").display().to_string();
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNC,
-        "--runc-binary",
-        &runc_binary,
-        IMAGE,
+    c.run_detached(
+        &[RUNC, "--runc-binary", &runc_binary],
         "orig",
-        "sh",
-        "-c",
-        COUNTER,
-    ]);
+        &["sh", "-c", COUNTER],
+    );
     let before = wait_for("orig to count", Duration::from_secs(30), || {
         c.last_count("orig").filter(|n| *n > 5)
     });

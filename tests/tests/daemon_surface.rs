@@ -10,7 +10,7 @@ mod runc_support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cedana_e2e::containerd::{Containerd, CEDANA, IMAGE, RUNC};
+use cedana_e2e::containerd::{Containerd, CEDANA, RUNC};
 use cedana_e2e::*;
 use serde_json::Value;
 
@@ -181,19 +181,11 @@ fn failed_restore_containerd_leaves_nothing_in_containerd() {
     let mut env = Env::new();
     env.start_daemon();
     let runc_binary = bin("cedana-runc").display().to_string();
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        RUNC,
-        "--runc-binary",
-        &runc_binary,
-        IMAGE,
+    c.run_detached(
+        &[RUNC, "--runc-binary", &runc_binary],
         "orig",
-        "sh",
-        "-c",
-        "while true; do sleep 0.1; done",
-    ]);
+        &["sh", "-c", "while true; do sleep 0.1; done"],
+    );
     wait_for("orig running", Duration::from_secs(20), || {
         (c.task_status("orig").as_deref() == Some("RUNNING")).then_some(())
     });
@@ -293,16 +285,7 @@ fn shim_metrics_match_the_containers_cgroup() {
         return;
     }
     let Some(c) = Containerd::setup() else { return };
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        "m1",
-        "sleep",
-        "1000",
-    ]);
+    c.run_detached(&[CEDANA], "m1", &["sleep", "1000"]);
     let pid: i32 = wait_for("m1's task", Duration::from_secs(20), || {
         let ls = c.ok(&["task", "ls"]);
         ls.lines().find_map(|l| {

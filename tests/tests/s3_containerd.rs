@@ -3,7 +3,7 @@
 //! uploads its portable checkpoint; `cedana restore containerd --path s3://...` brings it
 //! back as a new container whose counter carries on. Nothing is left on local disk.
 
-use cedana_e2e::containerd::{Containerd, CEDANA, COUNTER, IMAGE};
+use cedana_e2e::containerd::{Containerd, CEDANA, COUNTER};
 use cedana_e2e::s3::{Moto, SECRET_KEY};
 use cedana_e2e::{dir_names, Env};
 
@@ -16,17 +16,7 @@ fn a_containerd_container_goes_to_s3_and_comes_back_counting() {
     moto.create_bucket(BUCKET);
     let mut env = Env::new().with_vars(moto.aws_env());
     env.start_daemon();
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        CEDANA,
-        IMAGE,
-        "orig",
-        "sh",
-        "-c",
-        COUNTER,
-    ]);
+    c.run_detached(&[CEDANA], "orig", &["sh", "-c", COUNTER]);
     c.wait_count_above("orig", 10);
     let address = c.socket().display().to_string();
     let target = [
