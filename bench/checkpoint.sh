@@ -31,26 +31,7 @@ RESULTS=${BENCH_RESULTS_DIR:-bench/results}/checkpoint-$(date -u +%Y%m%dT%H%M%SZ
 [ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (CRIU)" >&2; exit 1; }
 for b in "$CEDANA" "$WORKLOAD" ${COMPARE_BIN:+"$COMPARE_BIN/cedana"}; do [ -x "$b" ] || { echo "missing $b: cargo build --release" >&2; exit 1; }; done
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(round($(now) - $1, 3))"; }
-rows=()
-
-# Starts the memory workload in its own session; waits until its memory is touched.
-start_workload() {
-    local mib=$1 log=$2
-    setsid "$WORKLOAD" memory "$mib" >"$log" 2>&1 </dev/null &
-    WPID=$!
-    # Still our child (bash reaps it), but out of the job table: no "Killed" notices
-    # when CRIU kills it at dump time.
-    disown "$WPID" 2>/dev/null || true
-    for _ in $(seq 600); do grep -q ready "$log" 2>/dev/null && return 0; sleep 0.1; done
-    echo "workload did not become ready" >&2; exit 1
-}
-
-# Waits until PID is gone (reaped) so its PID is free for the next restore.
-wait_gone() { for _ in $(seq 100); do [ -e "/proc/$1" ] || return 0; sleep 0.05; done; }
-
-record() { rows+=("$1 $2 $3 $4 $5 $6"); } # op variant size run seconds extra-json
+. bench/lib/common.sh
 
 # Ours: dumps a fresh workload as checkpoint NAME with FLAGS, then restores it; records
 # both rows as VARIANT (the checkpoint's size: the archive, or the shard dir less its log).

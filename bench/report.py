@@ -4,19 +4,11 @@ import json
 import platform
 import statistics
 import sys
-from collections import defaultdict
 
-rows = []
-for line in sys.stdin:
-    if not line.strip():
-        continue
-    op, variant, size, run, seconds, extra = line.split(" ", 5)
-    rows.append({"op": op, "variant": variant, "size_mib": int(size), "run": int(run),
-                 "seconds": float(seconds), **json.loads(extra)})
+from rows import grouped, read as read_rows
 
-groups = defaultdict(list)
-for r in rows:
-    groups[(r["op"], r["variant"], r["size_mib"])].append(r)
+rows = read_rows(sys.stdin)
+groups = grouped(rows)
 
 def med(key, rs):
     vals = [r[key] for r in rs if key in r]

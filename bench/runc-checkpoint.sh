@@ -64,10 +64,7 @@ json.dump(s, open(path, "w"), indent=1)
 PY
 }
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(round($(now) - $1, 3))"; }
-rows=()
-record() { rows+=("$1 $2 $3 $4 $5 $6"); } # op variant size run seconds extra-json
+. bench/lib/common.sh
 
 # Runs container $1 and waits until its memory is touched.
 start() {

@@ -50,21 +50,8 @@ done
 s3py() { "$PY" -c "import sys, boto3; s3 = boto3.client('s3'); $1" "${@:2}"; }
 s3py "s3.create_bucket(Bucket='$BUCKET')"
 
-now() { date +%s.%N; }
-elapsed() { python3 -c "print(round($(now) - $1, 3))"; }
+. bench/lib/common.sh
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
-rows=()
-record() { rows+=("$1 $2 $3 $4 $5 $6"); } # op variant size run seconds extra-json
-
-start_workload() {
-    local mib=$1 log=$2
-    setsid "$WORKLOAD" memory "$mib" >"$log" 2>&1 </dev/null &
-    WPID=$!
-    disown "$WPID" 2>/dev/null || true
-    for _ in $(seq 600); do grep -q ready "$log" 2>/dev/null && return 0; sleep 0.1; done
-    echo "workload did not become ready" >&2; exit 1
-}
-wait_gone() { for _ in $(seq 100); do [ -e "/proc/$1" ] || return 0; sleep 0.05; done; }
 
 # Restores from PATH (a URL or a local archive), records it, kills the restored tree.
 restore_and_record() { # VARIANT PATH START

@@ -23,6 +23,29 @@ pub struct GpuHost {
     state: PathBuf,
 }
 
+/// A GPU job on a fresh fake host with one H100: what most GPU tests start from.
+pub struct GpuJob {
+    /// The fake host.
+    pub host: GpuHost,
+    /// The stand-in nvidia-smi's GPU list.
+    pub gpus: PathBuf,
+    /// The job's log.
+    pub log: PathBuf,
+    /// The job: a counter holding the stand-in device files open.
+    pub w: Workload,
+}
+
+impl GpuJob {
+    /// Starts it; returns once the job counts.
+    pub fn start() -> GpuJob {
+        let host = GpuHost::new();
+        let gpus = host.file("gpus", H100);
+        let log = host.env.path("job.log");
+        let w = host.start_job(&log);
+        GpuJob { host, gpus, log, w }
+    }
+}
+
 impl GpuHost {
     /// A fresh fake host.
     pub fn new() -> GpuHost {

@@ -15,10 +15,12 @@ fn a_gpu_job_is_checkpointed_and_restored_in_order_and_counts_on() {
     if !e2e_enabled() {
         return;
     }
-    let host = GpuHost::new();
-    let gpus = host.file("gpus", H100);
-    let log = host.env.path("job.log");
-    let mut w = host.start_job(&log);
+    let GpuJob {
+        host,
+        gpus,
+        log,
+        mut w,
+    } = GpuJob::start();
     let pid = w.pid;
     host.file("apps", &format!("{pid}, GPU-aaaa, 2048\n"));
     let path = path_of(
@@ -74,10 +76,7 @@ fn a_failed_gpu_checkpoint_leaves_the_job_running_on_its_gpu() {
     if !e2e_enabled() {
         return;
     }
-    let host = GpuHost::new();
-    let gpus = host.file("gpus", H100);
-    let log = host.env.path("job.log");
-    let w = host.start_job(&log);
+    let GpuJob { host, gpus, log, w } = GpuJob::start();
     let pid = w.pid;
     host.dump(pid, &[], Some(&gpus), Some("checkpoint"))
         .fails_with(&format!("GPU checkpoint of process {pid} failed"));
@@ -104,10 +103,7 @@ fn a_failed_criu_dump_puts_the_job_back_on_its_gpu() {
     if !e2e_enabled() {
         return;
     }
-    let host = GpuHost::new();
-    let gpus = host.file("gpus", H100);
-    let log = host.env.path("job.log");
-    let w = host.start_job(&log);
+    let GpuJob { host, gpus, log, w } = GpuJob::start();
     let pid = w.pid;
     // A disk too small for the images: CRIU fails after the GPU state was checkpointed.
     let full = Tmpfs::mount(&host.env.path("full"), 1);
@@ -124,10 +120,7 @@ fn leave_running_puts_the_job_back_on_its_gpu() {
     if !e2e_enabled() {
         return;
     }
-    let host = GpuHost::new();
-    let gpus = host.file("gpus", H100);
-    let log = host.env.path("job.log");
-    let w = host.start_job(&log);
+    let GpuJob { host, gpus, log, w } = GpuJob::start();
     let pid = w.pid;
     host.dump(pid, &["--leave-running"], Some(&gpus), None).ok();
     assert_back_on_its_gpu(&host, &w, &log);
@@ -161,10 +154,7 @@ fn the_driver_api_helper_without_a_driver_refuses_the_dump_and_says_why() {
         // A real GPU host: the helper would really lock the (CPU) workload.
         return;
     }
-    let host = GpuHost::new();
-    let gpus = host.file("gpus", H100);
-    let log = host.env.path("job.log");
-    let w = host.start_job(&log);
+    let GpuJob { host, gpus, log, w } = GpuJob::start();
     let helper = format!("gpu.cuda_checkpoint={}", bin("cedana-gpu-helper").display());
     let pid = w.pid.to_string();
     let dir = host.env.checkpoints().to_string_lossy().to_string();
@@ -192,10 +182,7 @@ fn a_gpu_job_on_a_host_without_cuda_checkpoint_is_refused_before_anything_is_tou
     if !e2e_enabled() {
         return;
     }
-    let host = GpuHost::new();
-    let gpus = host.file("gpus", H100);
-    let log = host.env.path("job.log");
-    let w = host.start_job(&log);
+    let GpuJob { host, gpus, log, w } = GpuJob::start();
     let pid = w.pid.to_string();
     let dir = host.env.checkpoints().to_string_lossy().to_string();
     let no_tool = "gpu.cuda_checkpoint=/nonexistent/cuda-checkpoint";

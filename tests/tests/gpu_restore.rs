@@ -15,10 +15,12 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
     if !e2e_enabled() {
         return;
     }
-    let host = GpuHost::new();
-    let gpus = host.file("gpus", H100);
-    let log = host.env.path("job.log");
-    let mut w = host.start_job(&log);
+    let GpuJob {
+        host,
+        gpus,
+        log,
+        mut w,
+    } = GpuJob::start();
     let pid = w.pid;
     host.file("apps", &format!("{pid}, GPU-aaaa, 2048\n"));
     let path = path_of(
