@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::*;
 
+/// The stand-in nvidia-smi's GPU list: a file of its answers, or no GPU when unset.
+const GPUS_VAR: &str = "CEDANA_TEST_NVIDIA_SMI_GPUS";
+
 /// One H100, driver r570, MIG off: the stand-in nvidia-smi's answer.
 pub const H100: &str = "0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n";
 
@@ -47,16 +50,32 @@ impl GpuJob {
 }
 
 impl GpuHost {
-    /// A fresh fake host.
+    /// A fresh fake host: every `cedana` run of its setup (the daemon's too) uses the
+    /// stand-in tools and records into one file.
     pub fn new() -> GpuHost {
-        let env = Env::new();
-        let criu = CriuRecorder::new(&env.path("criu"));
-        let dev = env.path("dev");
+        let scratch = Env::new();
+        let criu = CriuRecorder::new(&scratch.path("criu"));
+        let dev = scratch.path("dev");
         fs::create_dir_all(&dev).expect("dev dir");
         for name in ["nvidia0", "nvidiactl", "nvidia-uvm"] {
             fs::write(dev.join(name), "").expect("stand-in device file");
         }
-        let state = env.path("cuda-state");
+        let state = scratch.path("cuda-state");
+        let apps = scratch.path("apps");
+        let set = |k: &str, v: &Path| format!("{k}={}", v.display());
+        let var = |k: &str, v: &Path| (k.to_string(), v.display().to_string());
+        let env = scratch
+            .with_settings(vec![
+                criu.setting(),
+                set("gpu.device_dir", &dev),
+                set("gpu.cuda_checkpoint", &bin("cedana-test-cuda-checkpoint")),
+                set("gpu.nvidia_smi", &bin("cedana-test-nvidia-smi")),
+            ])
+            .with_vars(vec![
+                var("CEDANA_TEST_CUDA_STATE_DIR", &state),
+                var("CEDANA_TEST_CUDA_LOG", &criu.record),
+                var("CEDANA_TEST_NVIDIA_SMI_APPS", &apps),
+            ]);
         GpuHost {
             env,
             criu,
@@ -65,14 +84,28 @@ impl GpuHost {
         }
     }
 
+    /// Starts the daemon of this host's setup, whose GPUs are those in `gpus`.
+    pub fn start_daemon(&mut self, gpus: &Path) {
+        self.env
+            .vars
+            .push((GPUS_VAR.into(), gpus.display().to_string()));
+        self.env.start_daemon();
+    }
+
+    /// The workload's arguments for a counter holding the stand-in device files open.
+    pub fn job_args(&self) -> Vec<String> {
+        let devices = ["nvidia0", "nvidiactl", "nvidia-uvm"]
+            .iter()
+            .map(|n| self.dev.join(n).to_string_lossy().into_owned());
+        std::iter::once("gpu-counter".to_string())
+            .chain(devices)
+            .collect()
+    }
+
     /// The counter, holding the stand-in device files open.
     pub fn start_job(&self, log: &Path) -> Workload {
-        let paths: Vec<String> = ["nvidia0", "nvidiactl", "nvidia-uvm"]
-            .iter()
-            .map(|n| self.dev.join(n).to_string_lossy().into_owned())
-            .collect();
-        let mut args = vec!["gpu-counter"];
-        args.extend(paths.iter().map(String::as_str));
+        let args = self.job_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let w = Workload::start(log, &args);
         wait_count_above(log, 3);
         w
@@ -88,23 +121,12 @@ impl GpuHost {
     /// `cedana ARGS` in-process, the GPU tools being the stand-ins and the host's GPUs
     /// those in `gpus` (none when `None`); `fail` makes that stand-in action fail.
     pub fn cedana(&self, args: &[&str], gpus: Option<&Path>, fail: Option<&str>) -> Run {
-        let set = |k: &str, v: PathBuf| ["--set".to_string(), format!("{k}={}", v.display())];
         let mut cmd = self.env.cmd();
-        cmd.args(["--set".to_string(), self.criu.setting()])
-            .args(set("gpu.device_dir", self.dev.clone()))
-            .args(set(
-                "gpu.cuda_checkpoint",
-                bin("cedana-test-cuda-checkpoint"),
-            ))
-            .args(set("gpu.nvidia_smi", bin("cedana-test-nvidia-smi")))
-            .args(args)
-            .env("CEDANA_TEST_CUDA_STATE_DIR", &self.state)
-            .env("CEDANA_TEST_CUDA_LOG", &self.criu.record)
-            .env("CEDANA_TEST_NVIDIA_SMI_APPS", self.env.path("apps"))
-            .env_remove("CEDANA_TEST_NVIDIA_SMI_GPUS")
+        cmd.args(args)
+            .env_remove(GPUS_VAR)
             .env_remove("CEDANA_TEST_CUDA_FAIL");
         if let Some(g) = gpus {
-            cmd.env("CEDANA_TEST_NVIDIA_SMI_GPUS", g);
+            cmd.env(GPUS_VAR, g);
         }
         if let Some(a) = fail {
             cmd.env("CEDANA_TEST_CUDA_FAIL", a);

@@ -395,6 +395,8 @@ pub struct Env {
     binaries: Option<PathBuf>,
     /// Environment of every `cedana` run here, the daemon's included.
     vars: Vec<(String, String)>,
+    /// Config overrides (`KEY=VALUE`) of every `cedana` run here, the daemon's included.
+    settings: Vec<String>,
 }
 
 impl Env {
@@ -410,6 +412,7 @@ impl Env {
             daemon: None,
             binaries: None,
             vars: Vec::new(),
+            settings: Vec::new(),
         }
     }
 
@@ -423,6 +426,13 @@ impl Env {
     /// Sets `vars` in the environment of every `cedana` run here (the daemon's too).
     pub fn with_vars(mut self, vars: Vec<(String, String)>) -> Env {
         self.vars.extend(vars);
+        self
+    }
+
+    /// Adds `settings` (`KEY=VALUE` config overrides) to every `cedana` run here (the
+    /// daemon's too).
+    pub fn with_settings(mut self, settings: Vec<String>) -> Env {
+        self.settings.extend(settings);
         self
     }
 
@@ -449,7 +459,9 @@ impl Env {
             ("jobs.log_dir", self.path("jobs")),
         ]
         .iter()
-        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={}", v.display())])
+        .map(|(k, v)| format!("{k}={}", v.display()))
+        .chain(self.settings.iter().cloned())
+        .flat_map(|kv| ["--set".to_string(), kv])
         .collect()
     }
 

@@ -71,6 +71,54 @@ fn a_gpu_job_is_checkpointed_and_restored_in_order_and_counts_on() {
     );
 }
 
+/// The daemon's route: a GPU job started through the daemon is dumped and restored as a
+/// job, the GPU steps around CRIU in the same order, and it counts on in its own log.
+#[test]
+fn a_gpu_job_is_checkpointed_and_restored_through_the_daemon() {
+    if !e2e_enabled() {
+        return;
+    }
+    let mut host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    host.start_daemon(&gpus);
+    let args = host.job_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = host.env.run_workload_job("gpu", &args);
+    let pid = host.env.listed_job("gpu")["pid"].as_i64().expect("pid") as i32;
+    let _guard = KillOnDrop(pid);
+    host.file("apps", &format!("{pid}, GPU-aaaa, 2048\n"));
+    wait_count_above(&log, 3);
+    host.env
+        .cedana(&["dump", "job", "gpu", "--compression", "none"])
+        .ok();
+    assert_eq!(
+        host.steps(),
+        [
+            format!("lock {pid}"),
+            format!("checkpoint {pid}"),
+            "criu".into()
+        ]
+    );
+    assert_eq!(host.gpu_state(pid), "checkpointed");
+    let last = last_count(&log).expect("count at dump");
+    host.criu.clear();
+    host.env.cedana(&["restore", "job", "gpu"]).ok();
+    assert_eq!(
+        host.steps(),
+        [
+            "criu".to_string(),
+            format!("restore {pid}"),
+            format!("unlock {pid}")
+        ]
+    );
+    assert_eq!(host.gpu_state(pid), "running");
+    assert_eq!(
+        next_after(&log, last),
+        last + 1,
+        "the restored job did not count on in its log"
+    );
+}
+
 #[test]
 fn a_failed_gpu_checkpoint_leaves_the_job_running_on_its_gpu() {
     if !e2e_enabled() {
