@@ -115,9 +115,10 @@ rss() {
 # Median seconds of `ctr task checkpoint` of a container holding CKPT_MIB MiB.
 checkpoint_time() {
     local rt=$1 tag=$2 id="ckpt-$2" times=()
-    # busybox sh: a variable of CKPT_MIB MiB of text; "ready" once it is filled.
+    # busybox sh: a variable of CKPT_MIB MiB of text; "ready" once it is filled. The
+    # shell stays (no exec) and uses it after the sleep, so the memory is there to dump.
     "${CTR[@]}" run -d --runtime "$rt" "$IMAGE" "$id" /bin/sh -c \
-        "x=\$(head -c $((CKPT_MIB * 1048576)) /dev/zero | tr '\\0' a); touch /tmp/ready; exec sleep 100000"
+        "x=\$(head -c $((CKPT_MIB * 1048576)) /dev/zero | tr '\\0' a); touch /tmp/ready; sleep 100000; echo \${#x}"
     for _ in $(seq 600); do
         "${CTR[@]}" task exec --exec-id "probe-$RANDOM" "$id" test -e /tmp/ready 2>/dev/null && break
         sleep 0.2
