@@ -2,12 +2,13 @@
 # containerd shim benchmark: containerd-shim-cedana-v2 against containerd-shim-runc-v2,
 # measured in the same run against one private containerd (temp dir, own sockets):
 #   start latency: `ctr run --rm IMAGE ID /bin/true`, BENCH_SHIM_RUNS times per runtime
-#   (median), each container with its own shim;
+#   (median), ours and theirs alternating, each container with its own shim;
 #   resident memory: BENCH_SHIM_CONTAINERS detached containers per runtime, VmRSS of each
 #   shim process (mean);
 #   checkpoint: `ctr task checkpoint` of a container holding BENCH_SHIM_CKPT_MIB MiB
 #   (default 270) in a shell variable, BENCH_SHIM_CKPT_RUNS times per runtime (median),
-#   each ending as a tar in containerd's content store, removed after each run.
+#   ours and theirs alternating, each ending as a tar in containerd's content store,
+#   removed after each run.
 # Prints the figures and our/theirs ratios, and saves them as JSON under bench/results/. Needs root, containerd, ctr, runc, busybox
 # (make deps) and a build of the shim (BIN, default target/release).
 set -euo pipefail
@@ -75,18 +76,31 @@ CTR=(ctr --address "$D/c.sock")
 for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
 "${CTR[@]}" image import "$D/image.tar" >/dev/null
 
-# Median seconds of `ctr run --rm` for a runtime.
-latency() {
-    local rt=$1 tag=$2 times=()
-    "${CTR[@]}" run --rm --runtime "$rt" "$IMAGE" "warm-$tag" /bin/true
+# Median of the numbers on stdin.
+median() {
+    sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
+}
+
+# Seconds of one `ctr run --rm` of /bin/true on a runtime.
+run_once() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    "${CTR[@]}" run --rm --runtime "$1" "$IMAGE" "$2" /bin/true
+    t1=$(date +%s.%N)
+    python3 -c "print($t1 - $t0)"
+}
+
+# Median seconds of `ctr run --rm`, ours and theirs alternating RUNS times (after one
+# warm-up each): on a shared machine, load then weighs on both alike.
+latencies() {
+    local ours=() theirs=()
+    run_once io.containerd.cedana.v2 warm-cedana >/dev/null
+    run_once io.containerd.runc.v2 warm-runc >/dev/null
     for i in $(seq "$RUNS"); do
-        local t0 t1
-        t0=$(date +%s.%N)
-        "${CTR[@]}" run --rm --runtime "$rt" "$IMAGE" "lat-$tag-$i" /bin/true
-        t1=$(date +%s.%N)
-        times+=("$(python3 -c "print($t1 - $t0)")")
+        ours+=("$(run_once io.containerd.cedana.v2 "lat-cedana-$i")")
+        theirs+=("$(run_once io.containerd.runc.v2 "lat-runc-$i")")
     done
-    printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
+    echo "$(printf '%s\n' "${ours[@]}" | median) $(printf '%s\n' "${theirs[@]}" | median)"
 }
 
 # Mean shim RSS (KiB) over CONTAINERS detached containers of a runtime.
@@ -112,40 +126,57 @@ rss() {
     echo $((total / (n > 0 ? n : 1)))
 }
 
-# Median seconds of `ctr task checkpoint` of a container holding CKPT_MIB MiB.
-checkpoint_time() {
-    local rt=$1 tag=$2 id="ckpt-$2" times=()
-    # busybox sh: a variable of CKPT_MIB MiB of text; "ready" once it is filled.
+# Starts container ckpt-TAG on runtime RT holding CKPT_MIB MiB; returns once it is filled.
+ckpt_container() {
+    local rt=$1 id="ckpt-$2"
+    # busybox sh: a variable of CKPT_MIB MiB of text; "ready" once it is filled. The
+    # shell stays (no exec) and uses it after the sleep, so the memory is there to dump.
     "${CTR[@]}" run -d --runtime "$rt" "$IMAGE" "$id" /bin/sh -c \
-        "x=\$(head -c $((CKPT_MIB * 1048576)) /dev/zero | tr '\\0' a); touch /tmp/ready; exec sleep 100000"
+        "x=\$(head -c $((CKPT_MIB * 1048576)) /dev/zero | tr '\\0' a); touch /tmp/ready; sleep 100000; echo \${#x}"
     for _ in $(seq 600); do
         "${CTR[@]}" task exec --exec-id "probe-$RANDOM" "$id" test -e /tmp/ready 2>/dev/null && break
         sleep 0.2
     done
-    for i in $(seq "$CKPT_RUNS"); do
-        local t0 t1
-        t0=$(date +%s.%N)
-        "${CTR[@]}" task checkpoint "$id" >"$D/ckpt-$tag-$i"
-        t1=$(date +%s.%N)
-        times+=("$(python3 -c "print($t1 - $t0)")")
-        for r in $("${CTR[@]}" image ls -q | grep checkpoint || true); do
-            "${CTR[@]}" image rm "$r" >/dev/null 2>&1 || true
-        done
-        "${CTR[@]}" content prune references >/dev/null 2>&1 || true
-    done
-    "${CTR[@]}" task kill -s KILL "$id" >/dev/null 2>&1 || true
-    sleep 1
-    "${CTR[@]}" task delete "$id" >/dev/null 2>&1 || true
-    "${CTR[@]}" containers delete "$id" >/dev/null 2>&1 || true
-    printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
 }
 
-OURS_LAT=$(latency io.containerd.cedana.v2 cedana)
-RUNC_LAT=$(latency io.containerd.runc.v2 runc)
+# Seconds of one `ctr task checkpoint` of ckpt-TAG; the checkpoint is removed after.
+checkpoint_once() {
+    local id="ckpt-$1" t0 t1
+    t0=$(date +%s.%N)
+    "${CTR[@]}" task checkpoint "$id" >"$D/ckpt-$1"
+    t1=$(date +%s.%N)
+    for r in $("${CTR[@]}" image ls -q | grep checkpoint || true); do
+        "${CTR[@]}" image rm "$r" >/dev/null 2>&1 || true
+    done
+    "${CTR[@]}" content prune references >/dev/null 2>&1 || true
+    python3 -c "print($t1 - $t0)"
+}
+
+# Median seconds of `ctr task checkpoint` on each runtime, CKPT_RUNS times each,
+# alternating ours and theirs: on a shared machine, load then weighs on both alike.
+checkpoint_times() {
+    local ours=() theirs=()
+    ckpt_container io.containerd.cedana.v2 cedana >/dev/null
+    ckpt_container io.containerd.runc.v2 runc >/dev/null
+    for _ in $(seq "$CKPT_RUNS"); do
+        ours+=("$(checkpoint_once cedana)")
+        theirs+=("$(checkpoint_once runc)")
+    done
+    for id in ckpt-cedana ckpt-runc; do
+        "${CTR[@]}" task kill -s KILL "$id" >/dev/null 2>&1 || true
+    done
+    sleep 1
+    for id in ckpt-cedana ckpt-runc; do
+        "${CTR[@]}" task delete "$id" >/dev/null 2>&1 || true
+        "${CTR[@]}" containers delete "$id" >/dev/null 2>&1 || true
+    done
+    echo "$(printf '%s\n' "${ours[@]}" | median) $(printf '%s\n' "${theirs[@]}" | median)"
+}
+
+read -r OURS_LAT RUNC_LAT < <(latencies)
 OURS_RSS=$(rss io.containerd.cedana.v2 cedana containerd-shim-cedana-v2)
 RUNC_RSS=$(rss io.containerd.runc.v2 runc containerd-shim-runc-v2)
-OURS_CKPT=$(checkpoint_time io.containerd.cedana.v2 cedana)
-RUNC_CKPT=$(checkpoint_time io.containerd.runc.v2 runc)
+read -r OURS_CKPT RUNC_CKPT < <(checkpoint_times)
 
 mkdir -p "$(dirname "$RESULTS")"
 python3 - "$OURS_LAT" "$RUNC_LAT" "$OURS_RSS" "$RUNC_RSS" "$RUNS" "$CONTAINERS" \

@@ -86,7 +86,7 @@ impl TaskService {
         );
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
-            Box::new(TaskCreate {
+            TaskCreate {
                 container_id: req.id.clone(),
                 bundle: req.bundle.clone(),
                 rootfs: req.rootfs.clone(),
@@ -101,7 +101,7 @@ impl TaskService {
                 checkpoint: req.checkpoint.clone(),
                 pid: pid as u32,
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(api::CreateTaskResponse {
@@ -129,22 +129,22 @@ impl TaskService {
             self.watch_oom(c.clone(), pid);
             self.publish(
                 topics::TASK_START_EVENT_TOPIC,
-                Box::new(TaskStart {
+                TaskStart {
                     container_id: req.id.clone(),
                     pid: pid as u32,
                     ..Default::default()
-                }),
+                },
             )
             .await;
         } else {
             self.publish(
                 topics::TASK_EXEC_STARTED_EVENT_TOPIC,
-                Box::new(TaskExecStarted {
+                TaskExecStarted {
                     container_id: req.id.clone(),
                     exec_id: req.exec_id.clone(),
                     pid: pid as u32,
                     ..Default::default()
-                }),
+                },
             )
             .await;
         }
@@ -196,14 +196,14 @@ impl TaskService {
                 .remove(&req.id);
             self.publish(
                 topics::TASK_DELETE_EVENT_TOPIC,
-                Box::new(TaskDelete {
+                TaskDelete {
                     container_id: req.id.clone(),
                     pid: p.pid() as u32,
                     exit_status: exit.status as u32,
                     exited_at: Some(timestamp(exit.at)).into(),
                     id: req.id.clone(),
                     ..Default::default()
-                }),
+                },
             )
             .await;
         }
@@ -247,11 +247,11 @@ impl TaskService {
         }
         self.publish(
             topics::TASK_EXEC_ADDED_EVENT_TOPIC,
-            Box::new(TaskExecAdded {
+            TaskExecAdded {
                 container_id: req.id.clone(),
                 exec_id: req.exec_id.clone(),
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(())
@@ -315,11 +315,11 @@ impl TaskService {
         c.checkpoint(args, &self.inner.reaper).await?;
         self.publish(
             topics::TASK_CHECKPOINTED_EVENT_TOPIC,
-            Box::new(TaskCheckpointed {
+            TaskCheckpointed {
                 container_id: req.id.clone(),
                 checkpoint: image_path,
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(())

@@ -64,10 +64,10 @@ impl Task for TaskService {
         c.pause(true, &self.inner.reaper).await?;
         self.publish(
             topics::TASK_PAUSED_EVENT_TOPIC,
-            Box::new(TaskPaused {
+            TaskPaused {
                 container_id: req.id,
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(api::Empty::new())
@@ -78,10 +78,10 @@ impl Task for TaskService {
         c.pause(false, &self.inner.reaper).await?;
         self.publish(
             topics::TASK_RESUMED_EVENT_TOPIC,
-            Box::new(TaskResumed {
+            TaskResumed {
                 container_id: req.id,
                 ..Default::default()
-            }),
+            },
         )
         .await;
         Ok(api::Empty::new())

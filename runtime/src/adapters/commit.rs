@@ -195,7 +195,9 @@ impl Committer {
         let (path, compression, size_bytes, mut md) = match &self.target {
             CommitTarget::ImagePath(images) => {
                 injected_fault("digest")?;
-                let mut files = integrity::digest_dir(images)?;
+                // Digests the handler took while CRIU wrote (streamed shards, followed
+                // page images) are reused where the file's size still matches.
+                let mut files = integrity::digest_dir_known(images, &md.files)?;
                 // Logs are not part of the checkpoint: runc and CRIU append to them on restore.
                 files.retain(|rel, _| !rel.ends_with(".log"));
                 record_digests(&mut md, files, t.elapsed());

@@ -4,6 +4,7 @@ pub mod archive;
 pub mod atomic;
 pub mod compression;
 pub mod error;
+pub mod follow;
 pub mod integrity;
 pub mod layout;
 pub mod metadata;

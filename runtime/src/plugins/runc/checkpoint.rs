@@ -25,6 +25,7 @@ use crate::chain::OpResult;
 use crate::criu::options::CriuOpts;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
+use crate::image::follow::Follower;
 use crate::streamer;
 
 /// Runs `runtime checkpoint` (through the stream relay with `--streams`). A dump that
@@ -141,6 +142,9 @@ async fn checkpoint_held(
     let criu_work = work.clone().unwrap_or_else(|| images.clone());
     let log = criu_work.join("dump.log");
     let (id, stream_dir) = (d.target.id.clone(), images.clone());
+    // Only where the commit digests the images dir in place (`--image-path`): a
+    // checkpoint packed into a store hashes its files while packing them anyway.
+    let follow = !portable && images.is_dir();
     // To an object store, the shards go straight into the upload, under the same
     // relative path they would have had in the images dir.
     let sink = images
@@ -178,6 +182,13 @@ async fn checkpoint_held(
                 };
                 let (_, stats) = streamer::capture(&stream_dir, plan, run)?;
                 Ok(stats.shard_digests)
+            }
+            // Page images hashed while CRIU writes them (image/follow.rs): the commit
+            // then need not read them again once CRIU is done.
+            None if follow => {
+                let follower = Follower::start(&stream_dir);
+                run()?;
+                Ok(follower.finish())
             }
             None => run().map(|()| Default::default()),
         }

@@ -38,9 +38,13 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
             let configured = ctx.env.config.runc.binary_path.clone();
             let (state, binary, version) = blocking(move || {
                 let rt = Runtime::new(&d.target, &configured)?;
-                let state = rt.state(&d.target.id)?;
-                let version = rt.version().unwrap_or_default();
-                Ok((state, rt.binary().to_path_buf(), version))
+                // Two runtime processes side by side: both are on every dump's path.
+                let (state, version) = std::thread::scope(|s| {
+                    let version = s.spawn(|| rt.version().unwrap_or_default());
+                    let state = rt.state(&d.target.id);
+                    (state, version.join().unwrap_or_default())
+                });
+                Ok((state?, rt.binary().to_path_buf(), version))
             })
             .await?;
             let live = matches!(
