@@ -2,7 +2,7 @@
 //! than CRIU's stream: `criu lazy-pages` reads pages at random offsets. Zero chunks
 //! become holes, so the copy takes only the disk its non-zero pages need.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -11,18 +11,13 @@ use std::sync::Arc;
 
 use super::index::StreamIndex;
 use super::serve::serve_file;
+use super::source::{ShardFiles, ShardSource};
 
 /// Decodes every image of the streamed checkpoint in `images` into new files in `out`
 /// (owner-only: they hold process memory), on `decoders` threads per file.
 pub fn unpack_images(images: &Path, out: &Path, decoders: usize) -> io::Result<()> {
     let index = StreamIndex::load(images)?;
-    let shards: Arc<Vec<File>> = Arc::new(
-        index
-            .shards
-            .iter()
-            .map(|s| File::open(images.join(s)))
-            .collect::<io::Result<_>>()?,
-    );
+    let shards: Arc<dyn ShardSource> = Arc::new(ShardFiles::open(images, &index)?);
     for f in &index.files {
         // Names come from the checkpoint: never let one point outside `out`.
         if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
