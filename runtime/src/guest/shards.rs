@@ -104,7 +104,7 @@ mod tests {
 
     fn index() -> StreamIndex {
         StreamIndex::parse(
-            r#"{"version":2,"codec":"lz4","chunk_bytes":1048576,"shards":["shard-0.lz4"],"files":[]}"#,
+            r#"{"version":2,"codec":"lz4","chunk_bytes":4194304,"shards":["shard-0.lz4"],"files":[]}"#,
         )
         .expect("index")
     }
