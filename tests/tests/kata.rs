@@ -433,8 +433,12 @@ fn a_workload_larger_than_half_the_guest_moves_between_guests() {
 
 /// 300 MiB of workload memory in a 1 GiB guest whose root is tmpfs: dumped to the host
 /// and restored into a fresh 1 GiB guest, where it counts on with its memory intact.
+/// Not measured since the streaming: the 260 MiB case above took 166 s to dump and 465 s
+/// to restore (debug build, TCG, loaded 2-core machine), so this one would take over 10
+/// minutes, past CI's budget. (Before the streaming, its dump took about 4.5 minutes and
+/// its restore did not finish in 4.5 more.) Run it with `-- --ignored a_300_mib`.
 #[test]
-#[ignore = "minutes under TCG emulation; see the doc comment for measured figures"]
+#[ignore = "over 10 minutes under TCG emulation; see the doc comment"]
 fn a_300_mib_workload_moves_between_1_gib_guests() {
     if !guests_can_run() {
         return;
