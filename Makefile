@@ -60,7 +60,9 @@ gpu-bundle: build-release
 
 ## bench: release build, then every benchmark under bench/ (results in bench/results/):
 ##   checkpoint/restore vs the stock tools (processes and runc containers), cedana-runc
-##   pass-through overhead vs runc, lazy vs full restore (time to the first answer)
+##   pass-through overhead vs runc, lazy vs full restore (time to the first answer),
+##   kata: a guest workload through the agent vs CRIU by hand in the guest + tar over
+##   vsock (BENCH_SKIP_KATA=1 skips it)
 bench: deps build-release
 	for s in bench/*.sh; do BIN=$(RELEASE_DIR) bash "$$s" || exit 1; done
 

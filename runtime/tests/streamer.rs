@@ -75,7 +75,7 @@ fn streamed_dump_restores_and_keeps_counting() {
         wait_session_gone(child.id() as i32);
         let restore_work = tmp.path().join("restore-work");
         std::fs::create_dir_all(&restore_work).expect("mkdir");
-        let pid = streamer::restore(&criu, &images, &restore_work, &CriuOpts::default())
+        let pid = streamer::restore(&criu, &images, &restore_work, &CriuOpts::default(), None)
             .expect("streamed restore");
         assert_eq!(pid, child.id() as i32);
         wait_above(&log, at_dump + 3);

@@ -169,9 +169,15 @@ impl Guest {
 
     /// Waits until the counter `file` shows a value above `above`; returns it.
     pub fn wait_counter_above(&self, file: &str, above: u64) -> u64 {
+        self.wait_counter_above_within(file, above, Duration::from_secs(120))
+    }
+
+    /// [`Guest::wait_counter_above`] with its own time limit (a big workload starts slowly
+    /// under emulation).
+    pub fn wait_counter_above_within(&self, file: &str, above: u64, limit: Duration) -> u64 {
         wait_for(
             &format!("guest counter {file} above {above}"),
-            Duration::from_secs(120),
+            limit,
             || {
                 self.counter_values(file)
                     .last()

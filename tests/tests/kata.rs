@@ -6,10 +6,14 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use cedana_e2e::containerd::{containerd_available, Containerd};
 use cedana_e2e::guest::{build_image, missing_tools, Guest};
-use cedana_e2e::{e2e_enabled, skip, Env};
+use cedana_e2e::{e2e_enabled, skip, Env, Run};
+use cedana_runtime::adapters::commit::FAULT_ENV;
+use cedana_runtime::guest::shards::CORRUPT_FAULT;
+use cedana_runtime::streamer::StreamIndex;
 use sha2::{Digest, Sha256};
 
 /// The counter the guest's init runs as a plain process, and the one in the container
@@ -20,6 +24,11 @@ const CONTAINER_COUNTER: &str = "container";
 /// the same guest, printed as it comes back (`COUNTER tcp N`).
 const TCP_COUNTER: &str = "tcp";
 const GUEST_MIB: u32 = 512;
+/// The memory workload's count (`cedana-workload memcheck`).
+const MEMORY_COUNTER: &str = "memory";
+/// How long a big heap may take to build and checksum in a guest (a debug build under
+/// emulation on a loaded machine).
+const HEAP_BUILD: Duration = Duration::from_secs(300);
 
 fn guests_can_run() -> bool {
     if !e2e_enabled() {
@@ -50,6 +59,19 @@ fn vm<'a>(g: &'a Guest, extra: &[&'a str]) -> Vec<String> {
     let mut v = vec!["--vm-socket".to_string(), g.vsock.display().to_string()];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
+}
+
+/// The PIDs the agent in `g` lists.
+fn listed_pids(env: &Env, g: &Guest) -> Vec<i64> {
+    let s = g.vsock.display().to_string();
+    let l = env
+        .cedana(&["--json", "query", "kata", "--vm-socket", &s, "--no-server"])
+        .ok()
+        .json();
+    l["processes"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["pid"].as_i64()).collect())
+        .unwrap_or_default()
 }
 
 fn run(env: &Env, args: &[String]) -> cedana_e2e::Run {
@@ -165,14 +187,14 @@ fn counter_and_container_move_to_a_fresh_guest() {
     run(&env, &by_id("plain")).fails_with("not kata");
     // Refused on the host after CRIU ran in the guest (the name is taken): the tree,
     // held stopped until the host commits, runs on.
-    fs::create_dir_all(&ck).expect("mkdir");
-    fs::write(ck.join("taken.tar.zst"), b"someone else's").expect("write");
+    fs::create_dir_all(ck.join("taken")).expect("mkdir");
+    fs::write(ck.join("taken").join("x"), b"someone else's").expect("write");
     run(
         &env,
         &dump(&a, &["--pid", &pid.to_string(), "--name", "taken"]),
     )
     .fails_with("exists");
-    fs::remove_file(ck.join("taken.tar.zst")).expect("rm");
+    fs::remove_dir_all(ck.join("taken")).expect("rm");
     let after = a.wait_counter_above(COUNTER, seen);
     a.wait_counter_above(COUNTER, after);
 
@@ -194,15 +216,17 @@ fn counter_and_container_move_to_a_fresh_guest() {
     )
     .ok();
     let last = *a.counter_values(COUNTER).last().expect("a value");
-    let counter_ck = ck.join("counter.tar.zst");
-    assert!(counter_ck.is_file(), "{}", out.stdout);
+    // A directory: metadata.json, the stream index and the shard that crossed the link
+    // while the guest's CRIU wrote it.
+    let counter_ck = ck.join("counter");
+    assert!(counter_ck.join("shard-0.lz4").is_file(), "{}", out.stdout);
     assert!(out.stdout.contains("verified"), "{}", out.stdout);
     let mut c1_dump = by_id("c1");
     c1_dump.extend(["--name".to_string(), "c1".into()]);
     run(&env, &c1_dump).ok();
     let c1_last = *a.counter_values(CONTAINER_COUNTER).last().expect("a value");
-    let c1_ck = ck.join("c1.tar.zst");
-    assert!(c1_ck.is_file());
+    let c1_ck = ck.join("c1");
+    assert!(c1_ck.join("metadata.json").is_file());
     // The daemon recorded what it received; the --no-server dump is nobody's record.
     let listed = env.cedana(&["--json", "checkpoints"]).ok().json();
     let paths: Vec<&str> = listed
@@ -219,7 +243,7 @@ fn counter_and_container_move_to_a_fresh_guest() {
     )
     .ok();
     let tcp_last = *a.counter_values(TCP_COUNTER).last().expect("a value");
-    let tcp_ck = ck.join("tcp.tar.zst");
+    let tcp_ck = ck.join("tcp");
     let leftovers: Vec<_> = fs::read_dir(&ck)
         .expect("ls")
         .flatten()
@@ -230,11 +254,16 @@ fn counter_and_container_move_to_a_fresh_guest() {
     drop(a);
 
     // A damaged copy is refused on the host, before it reaches any guest.
-    let bad = env.path("bad.tar.zst");
-    let mut bytes = fs::read(&counter_ck).expect("read");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    fs::write(&bad, bytes).expect("write");
+    let bad = env.path("bad");
+    fs::create_dir_all(&bad).expect("mkdir");
+    for f in fs::read_dir(&counter_ck).expect("ls").flatten() {
+        let mut bytes = fs::read(f.path()).expect("read");
+        if f.file_name() == "shard-0.lz4" {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x55;
+        }
+        fs::write(bad.join(f.file_name()), bytes).expect("write");
+    }
     let restore = |g: &Guest, path: &Path, id: Option<&str>| {
         let mut args = vec!["restore".to_string(), "kata".into()];
         args.extend(id.map(str::to_string));
@@ -250,10 +279,24 @@ fn counter_and_container_move_to_a_fresh_guest() {
         GUEST_MIB,
         "cedana.layout=container",
     );
-    run(&env, &restore(&b, &bad, None)).fails_with("cannot restore");
+    run(&env, &restore(&b, &bad, None)).fails_with("shard-0.lz4 is corrupt");
     run(&env, &restore(&b, &c1_ck, Some("nope"))).fails_with("no kata container \"nope\"");
     let mut counter_back = restore(&b, &counter_ck, None);
     counter_back.push("--no-server".into());
+    // Damaged in transit, mid-restore (the first memory chunk, after CRIU has begun):
+    // the guest refuses the piece, CRIU's restore fails and leaves no process behind.
+    let cut = Run::from_output(
+        env.cmd()
+            .env(FAULT_ENV, CORRUPT_FAULT)
+            .args(&counter_back)
+            .output()
+            .expect("run cedana"),
+    );
+    cut.fails_with("corrupted");
+    assert!(
+        !listed_pids(&env, &b).contains(&(pid as i64)),
+        "a process with the counter's PID {pid} is left in guest B after a failed restore"
+    );
     run(&env, &counter_back).ok();
     let first = b.wait_counter_above(COUNTER, 0);
     assert!(
@@ -283,39 +326,27 @@ fn counter_and_container_move_to_a_fresh_guest() {
     b.wait_counter_above(TCP_COUNTER, tcp_first + 2);
 }
 
-/// 300 MiB of workload memory in a 1 GiB guest whose root is tmpfs: dumped to the host
-/// and restored into a fresh 1 GiB guest, where it runs on under its PID.
-/// Ignored for now: under emulation on a loaded 2-core machine the dump alone took about
-/// 4.5 minutes (it succeeded: a 75 MiB archive from a 1 GiB guest), and the restore had
-/// not finished 4.5 minutes later, past any CI budget. Run it by hand with
-/// `-- --ignored a_300_mib`; needs a faster guest (KVM) or a streamed restore to fit.
-#[test]
-#[ignore = "takes over 10 minutes under TCG emulation here; see the doc comment"]
-fn a_300_mib_workload_moves_between_1_gib_guests() {
-    if !guests_can_run() {
-        return;
-    }
+/// Boots guest A (`guest_mib` of RAM, tmpfs root) running `workload_mib` of heap that
+/// counts on the console only while its memory matches its checksum, dumps it to the
+/// host, restores it into a fresh guest B of the same size, and checks that the count
+/// goes on there with the memory intact. Returns the dump's and the restore's wall time.
+fn memory_moves_between_guests(guest_mib: u32, workload_mib: u64) -> (Duration, Duration) {
     let env = Env::new();
     let image = env.path("image");
     build_image(&image, &["cedana-workload"]);
-    let ck = env.checkpoints().display().to_string();
-    let a = Guest::boot(&image, env.dir.path(), "a", 1024, "cedana.run=memory:300");
-    let pid_n = a.workload_pid("memory");
-    let pid = pid_n.to_string();
-    let listed = |g: &Guest| {
-        let s = g.vsock.display().to_string();
-        let l = env
-            .cedana(&["--json", "query", "kata", "--vm-socket", &s, "--no-server"])
-            .ok()
-            .json();
-        l["processes"]
-            .as_array()
-            .is_some_and(|ps| ps.iter().any(|p| p["pid"] == pid_n))
-    };
-    assert!(listed(&a), "memory workload not running in guest A");
-    // It prints `ready` once its 300 MiB are touched; give it time under emulation.
-    std::thread::sleep(std::time::Duration::from_secs(20));
-    let s = a.vsock.display().to_string();
+    let ck = env.checkpoints();
+    let a = Guest::boot(
+        &image,
+        env.dir.path(),
+        "a",
+        guest_mib,
+        &format!("cedana.run=memcheck:{workload_mib}"),
+    );
+    let pid = a.workload_pid("memcheck").to_string();
+    // A value means its heap is built; building it is slow under emulation.
+    let seen = a.wait_counter_above_within(MEMORY_COUNTER, 0, HEAP_BUILD);
+    let (s, dir) = (a.vsock.display().to_string(), ck.display().to_string());
+    let t = Instant::now();
     env.cedana(&[
         "dump",
         "kata",
@@ -324,16 +355,28 @@ fn a_300_mib_workload_moves_between_1_gib_guests() {
         "--vm-socket",
         &s,
         "--dir",
-        &ck,
+        &dir,
         "--name",
         "mem",
         "--no-server",
     ])
     .ok();
+    let dumped = t.elapsed();
+    let last = *a.counter_values(MEMORY_COUNTER).last().expect("a value");
+    assert!(last >= seen);
+    assert!(!a.console_text().contains("MEMORY CORRUPT"));
     drop(a);
-    let b = Guest::boot(&image, env.dir.path(), "b", 1024, "");
+    // What crossed: CRIU's images of at least the whole heap (zero pages included).
+    let index = StreamIndex::load(&ck.join("mem")).expect("stream index");
+    assert!(
+        index.raw_bytes() >= workload_mib << 20,
+        "the images hold {} bytes, less than the {workload_mib} MiB heap",
+        index.raw_bytes()
+    );
+    let b = Guest::boot(&image, env.dir.path(), "b", guest_mib, "");
     let s = b.vsock.display().to_string();
-    let path = env.checkpoints().join("mem.tar.zst").display().to_string();
+    let path = ck.join("mem").display().to_string();
+    let t = Instant::now();
     env.cedana(&[
         "restore",
         "kata",
@@ -344,12 +387,67 @@ fn a_300_mib_workload_moves_between_1_gib_guests() {
         "--no-server",
     ])
     .ok();
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(listed(&b), "restored workload not running in guest B");
+    let restored = t.elapsed();
+    let first = b.wait_counter_above(MEMORY_COUNTER, 0);
+    assert!(
+        first >= last,
+        "the restored count started at {first}, below its last value {last} in guest A"
+    );
+    // Each value checked a sixteenth of the heap: 16 more, and all of it matched.
+    b.wait_counter_above(MEMORY_COUNTER, first + 16);
+    assert!(
+        !b.console_text().contains("MEMORY CORRUPT"),
+        "the restored heap does not match its checksum"
+    );
+    eprintln!(
+        "kata: {workload_mib} MiB workload, {guest_mib} MiB guests: dump {dumped:?}, restore {restored:?} ({} bytes of images)",
+        index.raw_bytes()
+    );
+    (dumped, restored)
 }
 
-/// A fake agent on TCP that answers a dump with `body` after a valid announcement.
-fn fake_agent(body: Vec<u8>, size: u64) -> String {
+/// Nothing whole in guest memory: a guest whose RAM cannot hold the workload plus one
+/// copy of its images (260 MiB of heap, 260 MiB or more of images, 512 MiB of RAM, the
+/// root filesystem, about 140 MiB with the debug agent, and the agent's scratch in that
+/// same RAM) dumps it and a fresh one restores it, its heap intact. Writing the images,
+/// or an archive of them, anywhere in the guest would run it out of memory. (A 140 MiB
+/// heap in a 256 MiB guest, and 196 MiB in 384 MiB, were killed by the guest's OOM
+/// killer: the debug image leaves too little room.)
+/// Measured on the loaded 2-core development machine, debug build, TCG: dump 166 s (65.5
+/// MiB stored), restore 465 s. Past CI's budget, so ignored there: run it with
+/// `-- --ignored a_workload_larger`.
+#[test]
+#[ignore = "about 11 minutes under TCG emulation with a debug agent; see the doc comment"]
+fn a_workload_larger_than_half_the_guest_moves_between_guests() {
+    if !guests_can_run() {
+        return;
+    }
+    const GUEST: u32 = 512;
+    const HEAP: u64 = 260;
+    assert!(
+        2 * HEAP > GUEST as u64,
+        "the guest must not hold two copies"
+    );
+    memory_moves_between_guests(GUEST, HEAP);
+}
+
+/// 300 MiB of workload memory in a 1 GiB guest whose root is tmpfs: dumped to the host
+/// and restored into a fresh 1 GiB guest, where it counts on with its memory intact.
+/// Not measured since the streaming: the 260 MiB case above took 166 s to dump and 465 s
+/// to restore (debug build, TCG, loaded 2-core machine), so this one would take over 10
+/// minutes, past CI's budget. (Before the streaming, its dump took about 4.5 minutes and
+/// its restore did not finish in 4.5 more.) Run it with `-- --ignored a_300_mib`.
+#[test]
+#[ignore = "over 10 minutes under TCG emulation; see the doc comment"]
+fn a_300_mib_workload_moves_between_1_gib_guests() {
+    if !guests_can_run() {
+        return;
+    }
+    memory_moves_between_guests(1024, 300);
+}
+
+/// A fake agent on TCP that answers a dump by starting to send its shard, then `body`.
+fn fake_agent(body: Vec<u8>) -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
     std::thread::spawn(move || {
@@ -359,11 +457,8 @@ fn fake_agent(body: Vec<u8>, size: u64) -> String {
             let mut req =
                 vec![0u8; u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize];
             let _ = s.read_exact(&mut req);
-            let ready = serde_json::json!({
-                "name": "x", "file_name": "x.tar.zst", "size": size, "pid": 1,
-                "duration_ms": 1, "metadata": {}
-            });
-            let json = serde_json::to_vec(&ready).expect("json");
+            let part = serde_json::json!({"part": "file", "rel": "shard-0.lz4"});
+            let json = serde_json::to_vec(&part).expect("json");
             let _ = s.write_all(&frame(1, &json));
             let _ = s.write_all(&body);
         }
@@ -399,7 +494,7 @@ fn a_truncated_or_corrupted_stream_leaves_nothing() {
         (chunk(&data, b"other bytes"), "corrupted"),
     ];
     for (body, needle) in cases {
-        let addr = fake_agent(body, 1 << 20);
+        let addr = fake_agent(body);
         let d = ck.display().to_string();
         env.cedana(&[
             "dump",

@@ -301,13 +301,14 @@ pub enum RestoreCmd {
         no_server: bool,
     },
     /// Restore a `cedana dump kata` checkpoint inside a VM through its
-    /// cedana-guest-agent (verified here first, streamed in).
+    /// cedana-guest-agent (verified here first, its shards read by the guest as CRIU
+    /// asks for them).
     Kata {
         /// Container id: its layout (/run/kata-containers/ID/ with the same rootfs) must
         /// exist in the guest; without --vm-socket/--cid/--tcp, its VM is found through
         /// containerd. Omit for a plain process tree.
         id: Option<String>,
-        /// Checkpoint archive.
+        /// Checkpoint directory, as `cedana dump kata` wrote it.
         #[arg(long)]
         path: PathBuf,
         /// Where the agent is.

@@ -1,7 +1,8 @@
 //! `cedana dump|restore|query kata`: checkpoint/restore inside a VM through its
 //! cedana-guest-agent, through the daemon (root only) or in this process with
 //! `--no-server`. Both build the same proto request and run `daemon::kata`, so a flag
-//! means the same either way; the checkpoint lands in (or comes from) a file on this host.
+//! means the same either way; the checkpoint lands in (or comes from) a directory on this
+//! host.
 
 use anyhow::Context;
 use cedana_runtime::guest::wire::{AgentInfo, DumpReady, Listing};
@@ -39,8 +40,10 @@ pub async fn dump(
     args: &DumpArgs,
     no_server: bool,
 ) -> anyhow::Result<i32> {
-    if args.streams.is_some() {
-        anyhow::bail!("--streams is not supported for kata yet: the guest sends one archive");
+    if args.streams.is_some_and(|n| n != 1) {
+        anyhow::bail!(
+            "--streams: a kata dump streams one shard over the guest connection (leave --streams out)"
+        );
     }
     let dir = args.dir.as_deref().unwrap_or(&ctx.config.checkpoint.dir);
     let req = proto::KataDumpRequest {

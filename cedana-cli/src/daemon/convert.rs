@@ -104,6 +104,7 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
             .map(PathBuf::from),
         lazy: req.lazy,
         target: restore_target(req),
+        remote_shards: None,
     }
 }
 

@@ -293,12 +293,11 @@ fn publish_dir(
     let known = std::mem::take(&mut md.files);
     injected_fault("digest")?;
     let mut files = integrity::digest_dir_known(images, &known)?;
-    if upload.local_dir() != Some(images) {
-        // Shards streamed into the upload (Committer::shard_sink) are not in `images`:
-        // their digests were taken as they were written.
-        for (rel, d) in known {
-            files.entry(rel).or_insert(d);
-        }
+    // Shards streamed into the upload (Committer::shard_sink) or to the caller's sink
+    // (DumpRequest::shard_sink) are not in `images`: their digests were taken as they
+    // were written.
+    for (rel, d) in known {
+        files.entry(rel).or_insert(d);
     }
     record_digests(&mut md, files, t.elapsed());
     injected_fault("metadata")?;

@@ -23,6 +23,7 @@ use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::image::{archive, atomic, integrity, layout};
 use crate::store::transfer;
+use crate::streamer::StreamIndex;
 
 /// Directory, beside the checkpoint, where the logs of failed restores are kept.
 pub const RESTORE_LOGS_DIR: &str = "cedana-restore-logs";
@@ -78,6 +79,7 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                 .is_some_and(|t| t.images_may_lack_metadata())
                 && unpacked.is_none();
             let archive_path = path.clone();
+            let remote = ctx.req.remote_shards.is_some();
             ctx.metadata = bulk(move || {
                 if runc_dir && !layout::is_checkpoint_dir(&images) {
                     return Ok(crate::image::metadata::Metadata::default());
@@ -91,6 +93,15 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                         integrity::verify_digests(&md, &digests)?
                     }
                     None if runc_dir => integrity::verify_listed(&images, &md)?,
+                    // The shards are elsewhere, verified there and chunk by chunk as they
+                    // are read (xxh64, and the reader's own checks): the files here are.
+                    None if remote => {
+                        let index = StreamIndex::load(&images)
+                            .map_err(|e| EngineError::io("read the stream index", e))?;
+                        let mut here = md.clone();
+                        here.files.retain(|rel, _| !index.shards.contains(rel));
+                        integrity::verify_dir(&images, &here)?
+                    }
                     None => integrity::verify_dir(&images, &md)?,
                 }
                 Ok(md)

@@ -74,8 +74,13 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
         true => ctx.images_dir.clone(),
         false => ctx.dir.clone(),
     };
-    // Shards into the upload itself when the checkpoint goes to an object store.
-    let sink = ctx.committer.as_ref().and_then(|c| c.shard_sink(""));
+    // Shards where the caller said (a kata guest: to the host), else into the upload
+    // itself when the checkpoint goes to an object store.
+    let sink = ctx
+        .req
+        .shard_sink
+        .clone()
+        .or_else(|| ctx.committer.as_ref().and_then(|c| c.shard_sink("")));
     let plan = ctx.stream.map(|(shards, codec)| ShardPlan {
         shards,
         codec,

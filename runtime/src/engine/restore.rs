@@ -55,6 +55,7 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
     let stats_dir = work_dir.clone();
     let t = Instant::now();
     let in_flight = ctx.ext.get::<lazy::PagesInFlight>().cloned();
+    let remote = ctx.req.remote_shards.clone();
     let pid = if ctx.req.lazy {
         let (pid, pages, decoded) =
             bulk(move || lazy::restore(&criu, &images_dir, &work_dir, &opts)).await?;
@@ -74,7 +75,13 @@ async fn criu_restore(ctx: RestoreCtx) -> OpResult<RestoreResponse> {
             if images_dir.join(streamer::INDEX_FILE).is_file() {
                 // CRIU streams only in CLI mode; `--restore-sibling` makes the restored root
                 // our child there too.
-                return Ok(streamer::restore(&criu, &images_dir, &work_dir, &opts)?);
+                return Ok(streamer::restore(
+                    &criu,
+                    &images_dir,
+                    &work_dir,
+                    &opts,
+                    remote.as_ref(),
+                )?);
             }
             let outcome = criu.restore(&RestoreArgs {
                 images_dir: &images_dir,

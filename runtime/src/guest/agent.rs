@@ -136,7 +136,7 @@ fn serve_vsock(l: OwnedFd, sv: Arc<Served>) {
     }
 }
 
-fn spawn_conn(mut s: Box<dyn Stream>, sv: &Arc<Served>) {
+fn spawn_conn(s: Box<dyn Stream>, sv: &Arc<Served>) {
     let sv = Arc::clone(sv);
-    std::thread::spawn(move || handle(&sv, s.as_mut()));
+    std::thread::spawn(move || handle(&sv, s));
 }

@@ -1,23 +1,25 @@
-//! The host side of kata checkpoints: ask the agent, receive a checkpoint into a
-//! staging file (each chunk and the whole checked as they arrive), verify it as a
-//! checkpoint (manifest, metadata, every file's sha256), rename it into place, and only
-//! then tell the agent it is committed; restore sends a checkpoint verified first.
+//! The host side of kata checkpoints: ask the agent, receive a checkpoint's files into a
+//! staging directory as the guest streams them (each chunk and each file checked as they
+//! arrive), verify it as a checkpoint (every file's sha256), rename it into place, and
+//! only then tell the agent it is committed. A restore verifies the checkpoint first,
+//! then serves the guest its shards piece by piece (`shards.rs`).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, BufWriter};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::GuestError;
-use super::transport::{connect, Endpoint};
+use super::files;
+use super::shards::Shards;
+use super::transport::{connect, Endpoint, Stream};
 use super::wire::{
-    self, Ack, AgentInfo, DumpReady, DumpSpec, Listing, Request, RestoreSpec, Restored,
+    self, plain_name, Ack, AgentInfo, DumpReady, DumpSpec, Fetch, Listing, Request, RestoreSpec,
+    Restored,
 };
 use crate::engine::CriuFlags;
-use crate::image::archive;
 use crate::image::atomic;
 use crate::image::integrity;
-use crate::image::metadata::Metadata;
+use crate::image::metadata::{Metadata, METADATA_FILE};
+use crate::streamer::StreamIndex;
 
 /// A checkpoint received from a guest and committed on the host.
 #[derive(Debug, Clone)]
@@ -42,22 +44,35 @@ pub fn list(ep: &Endpoint) -> Result<Listing, GuestError> {
     wire::recv_msg(&mut c.stream)
 }
 
-/// Checkpoints `spec` in the guest into `dir` on the host.
+/// Checkpoints `spec` in the guest into the directory `dir/NAME` on the host: the files
+/// arrive into a staging directory beside it as the guest's CRIU writes them, are
+/// verified as a checkpoint (metadata.json's sha256 of every file), and renamed into
+/// place; only then is the agent told, and its tree killed.
 pub fn dump(ep: &Endpoint, spec: DumpSpec, dir: &Path) -> Result<Received, GuestError> {
     fs::create_dir_all(dir).map_err(|e| GuestError::io(dir, e))?;
     let mut c = connect(ep)?;
     wire::send_msg(&mut c.stream, &Request::Dump(spec))?;
-    let ready: DumpReady = wire::recv_msg(&mut c.stream)?;
-    let file_name = &ready.file_name;
-    if file_name.is_empty() || file_name.contains('/') || file_name.starts_with('.') {
-        return Err(GuestError::Protocol(format!(
-            "the agent named its checkpoint {file_name:?}"
-        )));
-    }
-    let out = dir.join(file_name);
-    let received = receive(&mut c.stream, &out, ready.size);
+    // Removed with everything in it unless committed.
+    let staging = tempfile::Builder::new()
+        .prefix(&atomic::scratch_prefix("kata-dump"))
+        .suffix(atomic::PARTIAL_SUFFIX)
+        .tempdir_in(dir)
+        .map_err(|e| GuestError::io(dir, e))?;
+    let received = files::receive(c.stream.as_mut(), staging.path()).and_then(|size| {
+        let mut ready: DumpReady = wire::recv_msg(&mut c.stream)?;
+        ready.size = size;
+        if !plain_name(&ready.name) {
+            return Err(GuestError::Protocol(format!(
+                "the agent named its checkpoint {:?}",
+                ready.name
+            )));
+        }
+        let out = dir.join(&ready.name);
+        commit(staging, &out)?;
+        Ok(Received { path: out, ready })
+    });
     let ack = match &received {
-        Ok(()) => Ack {
+        Ok(_) => Ack {
             committed: true,
             detail: String::new(),
         },
@@ -66,102 +81,96 @@ pub fn dump(ep: &Endpoint, spec: DumpSpec, dir: &Path) -> Result<Received, Guest
             detail: e.to_string(),
         },
     };
-    // The agent keeps its copy unless told the host has one; a lost ack errs that way.
+    // The agent's tree lives on unless told the host has its checkpoint; a lost ack
+    // errs that way.
     let acked = wire::send_msg(&mut c.stream, &ack);
-    received?;
+    let received = received?;
     if let Err(e) = acked {
-        tracing::warn!(error = %e, "the agent did not get the commit ack; it keeps its copy");
+        tracing::warn!(error = %e, "the agent did not get the commit ack; its tree runs on");
     }
-    Ok(Received { path: out, ready })
+    Ok(received)
 }
 
-/// Receives `size` bytes into a staging file beside `out`, verifies the checkpoint and
-/// renames it to `out` without replacing anything; on failure nothing is left.
-fn receive(s: &mut impl std::io::Read, out: &Path, size: u64) -> Result<(), GuestError> {
-    let staging = atomic::staging_path_for(out);
-    let result = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&staging)
-            .map_err(|e| GuestError::io(&staging, e))?;
-        let mut w = BufWriter::new(file);
-        wire::recv_stream(s, &mut w, size)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| GuestError::io(&staging, e.into_error()))?;
-        file.sync_all().map_err(|e| GuestError::io(&staging, e))?;
-        verify(&staging)?;
-        atomic::rename_noreplace(&staging, out)?;
-        atomic::sync_parent(out);
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&staging);
+/// Verifies the received checkpoint and renames it to `out`, never replacing anything.
+fn commit(staging: tempfile::TempDir, out: &Path) -> Result<(), GuestError> {
+    verify(staging.path())?;
+    let kept = staging.keep();
+    if let Err(e) = atomic::rename_noreplace(&kept, out) {
+        let _ = fs::remove_dir_all(&kept);
+        return Err(e.into());
     }
-    result
+    Ok(())
 }
 
-/// Verifies a checkpoint archive the way restore does (manifest first, every file's
-/// size and sha256 against metadata.json), unpacking into a scratch dir beside it.
-pub fn verify(archive_path: &Path) -> Result<Metadata, GuestError> {
-    let parent = archive_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let scratch = tempfile::Builder::new()
-        .prefix(".cedana-verify-")
-        .tempdir_in(parent)
-        .map_err(|e| GuestError::io(parent, e))?;
-    let unpacked = archive::unpack_checkpoint(archive_path, scratch.path())?;
-    let md = integrity::read_metadata(scratch.path())?;
-    if let Some(m) = &unpacked.manifest {
-        m.check_metadata(archive_path, &md)?;
-    }
-    integrity::verify_digests(&md, &unpacked.digests)?;
+/// Verifies a kata checkpoint directory the way restore does: every file metadata.json
+/// names is there with its size and sha256, and nothing else is.
+pub fn verify(dir: &Path) -> Result<Metadata, GuestError> {
+    let md = integrity::read_metadata(dir)?;
+    integrity::verify_dir(dir, &md)?;
     Ok(md)
 }
 
-/// Restores the checkpoint archive at `path` in the guest; it is verified here first,
-/// so a damaged checkpoint never reaches the guest.
+/// Restores the checkpoint directory `path` in the guest: verified here first, so a
+/// damaged checkpoint never reaches the guest; then its index and metadata.json are
+/// sent, and the guest reads the shards from here as CRIU asks for them.
 pub fn restore(
     ep: &Endpoint,
     path: &Path,
     container: Option<String>,
     flags: CriuFlags,
 ) -> Result<Restored, GuestError> {
-    if !path.is_file() {
-        return Err(GuestError::Invalid(format!(
-            "{}: not a checkpoint archive (a kata restore takes the file `cedana dump kata` wrote)",
+    let not_kata = |why: String| {
+        GuestError::Invalid(format!(
+            "{}: {why}; a kata restore takes the directory `cedana dump kata` wrote",
             path.display()
-        )));
+        ))
+    };
+    if !path.is_dir() {
+        return Err(not_kata("not a checkpoint directory".into()));
     }
-    verify(path)?;
-    let file = File::open(path).map_err(|e| GuestError::io(path, e))?;
-    let size = file.metadata().map_err(|e| GuestError::io(path, e))?.len();
-    let file_name = path
+    let md = verify(path)?;
+    let index = StreamIndex::load(path)
+        .map_err(|e| not_kata(format!("not a streamed checkpoint ({e})")))?;
+    let shards = Shards::open(path, &index)?;
+    let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Everything but the shards, metadata.json last.
+    let mut small: Vec<&str> = md
+        .files
+        .keys()
+        .map(String::as_str)
+        .filter(|rel| !index.shards.iter().any(|s| s == rel))
+        .collect();
+    small.push(METADATA_FILE);
     let mut c = connect(ep)?;
     wire::send_msg(
         &mut c.stream,
         &Request::Restore(RestoreSpec {
-            file_name,
-            size,
+            name,
             container,
             flags,
         }),
     )?;
-    let sent = wire::send_stream(&mut c.stream, &mut BufReader::new(file));
-    // The agent's error says more than our broken pipe, when it sent one.
-    let reply = wire::recv_msg::<Restored, _>(&mut c.stream);
-    match (sent, reply) {
-        (_, Ok(r)) => Ok(r),
-        (Ok(_), Err(e)) => Err(e),
-        (Err(_), Err(e @ GuestError::Remote { .. })) => Err(e),
-        (Err(e), Err(_)) => Err(e),
+    let sent = files::send(c.stream.as_mut(), path, &small);
+    let served = sent.and_then(|()| shards.serve(c.stream.as_mut()));
+    match served {
+        Ok(r) => Ok(r),
+        // The agent's error says more than our broken pipe, when it sent one.
+        Err(e @ GuestError::Link { .. }) => Err(agent_error(c.stream.as_mut()).unwrap_or(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The error the agent sent before the connection broke, if it sent one.
+fn agent_error(s: &mut dyn Stream) -> Option<GuestError> {
+    loop {
+        match wire::recv_msg::<Fetch, _>(s) {
+            Ok(_) => continue,
+            Err(e @ GuestError::Remote { .. }) => return Some(e),
+            Err(_) => return None,
+        }
     }
 }
 
@@ -170,15 +179,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_damaged_archive_is_refused_before_any_connection() {
+    fn a_damaged_or_foreign_checkpoint_is_refused_before_any_connection() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("x.tar.zst");
-        fs::write(&p, b"not an archive at all").expect("write");
         let ep = Endpoint::Hybrid {
             socket: dir.path().join("absent.sock"),
             port: 1,
         };
-        let err = restore(&ep, &p, None, CriuFlags::default()).unwrap_err();
+        let archive = dir.path().join("x.tar.zst");
+        fs::write(&archive, b"an archive").expect("write");
+        let err = restore(&ep, &archive, None, CriuFlags::default()).unwrap_err();
+        assert!(err.to_string().contains("cedana dump kata"), "{err}");
+        let ck = dir.path().join("ck");
+        fs::create_dir(&ck).expect("mkdir");
+        fs::write(ck.join("metadata.json"), b"{not json").expect("write");
+        let err = restore(&ep, &ck, None, CriuFlags::default()).unwrap_err();
         assert!(matches!(err, GuestError::Image(_)), "{err}");
         let err = restore(&ep, &dir.path().join("absent"), None, CriuFlags::default()).unwrap_err();
         assert!(matches!(err, GuestError::Invalid(_)), "{err}");

@@ -11,10 +11,15 @@
 pub mod agent;
 pub mod client;
 pub mod container;
+mod dump;
 pub mod error;
+pub mod files;
 pub mod health;
 pub mod locate;
+pub mod messages;
+mod restore;
 mod serve;
+pub mod shards;
 pub mod transport;
 pub mod wire;
 

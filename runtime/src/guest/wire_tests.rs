@@ -19,7 +19,7 @@ fn a_stream_of_several_chunks_arrives_whole() {
     let d = data(CHUNK_BYTES * 2 + 17);
     let wire = stream_of(&d);
     let mut got = Vec::new();
-    let n = recv_stream(&mut Cursor::new(wire), &mut got, d.len() as u64).expect("recv");
+    let n = recv_stream(&mut Cursor::new(wire), &mut got, Some(d.len() as u64)).expect("recv");
     assert_eq!(n, d.len() as u64);
     assert_eq!(got, d);
 }
@@ -29,7 +29,8 @@ fn a_cut_stream_is_truncated() {
     let d = data(CHUNK_BYTES + 5);
     let wire = stream_of(&d);
     let cut = &wire[..wire.len() / 2];
-    let err = recv_stream(&mut Cursor::new(cut), &mut Vec::new(), d.len() as u64).unwrap_err();
+    let err =
+        recv_stream(&mut Cursor::new(cut), &mut Vec::new(), Some(d.len() as u64)).unwrap_err();
     assert!(matches!(err, GuestError::Truncated { .. }), "{err}");
 }
 
@@ -38,7 +39,12 @@ fn a_flipped_byte_is_a_corrupt_chunk() {
     let d = data(4096);
     let mut wire = stream_of(&d);
     wire[5 + 32 + 100] ^= 0xff;
-    let err = recv_stream(&mut Cursor::new(wire), &mut Vec::new(), d.len() as u64).unwrap_err();
+    let err = recv_stream(
+        &mut Cursor::new(wire),
+        &mut Vec::new(),
+        Some(d.len() as u64),
+    )
+    .unwrap_err();
     assert!(
         matches!(err, GuestError::CorruptChunk { offset: 0 }),
         "{err}"
@@ -49,9 +55,9 @@ fn a_flipped_byte_is_a_corrupt_chunk() {
 fn a_size_other_than_announced_is_refused() {
     let d = data(4096);
     let wire = stream_of(&d);
-    let err = recv_stream(&mut Cursor::new(wire.clone()), &mut Vec::new(), 4000).unwrap_err();
+    let err = recv_stream(&mut Cursor::new(wire.clone()), &mut Vec::new(), Some(4000)).unwrap_err();
     assert!(matches!(err, GuestError::CorruptStream { .. }), "{err}");
-    let err = recv_stream(&mut Cursor::new(wire), &mut Vec::new(), 5000).unwrap_err();
+    let err = recv_stream(&mut Cursor::new(wire), &mut Vec::new(), Some(5000)).unwrap_err();
     assert!(matches!(err, GuestError::CorruptStream { .. }), "{err}");
 }
 

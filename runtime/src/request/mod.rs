@@ -18,6 +18,7 @@ use crate::chain::StepTiming;
 use crate::image::compression::Compression;
 use crate::image::metadata::{CheckpointKind, Metadata};
 use crate::process::state::ProcessInfo;
+use crate::streamer::{RemoteShards, ShardSink};
 
 /// CRIU options a caller may force. `None` lets the engine detect the right value from
 /// the process's real state (or, on restore, from the checkpoint's metadata).
@@ -68,6 +69,9 @@ pub struct DumpRequest {
     /// What to checkpoint when it is not a plain process tree (a container, ...): its
     /// kind picks the route, and the plugin owning that kind finds the tree.
     pub target: Option<Box<dyn Target>>,
+    /// Where a streamed dump's shards go instead of the checkpoint's directory (a kata
+    /// guest sends them to the host as CRIU writes them); their digests are recorded.
+    pub shard_sink: Option<ShardSink>,
 }
 
 /// `kind()`, `target::<T>()` and `target_mut::<T>()` for a request with a `target` field.
@@ -130,6 +134,9 @@ pub struct RestoreRequest {
     pub lazy: bool,
     /// What to restore into (a new container, ...); `None` restores a plain process tree.
     pub target: Option<Box<dyn Target>>,
+    /// The streamed checkpoint's shards, read from elsewhere: `path` then holds only its
+    /// index and metadata.json (a kata guest reads the shards from the host).
+    pub remote_shards: Option<RemoteShards>,
 }
 
 target_access!(RestoreRequest, "restored");

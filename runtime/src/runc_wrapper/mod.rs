@@ -153,6 +153,7 @@ pub fn restore_request(call: &Call) -> RestoreRequest {
             extra_args: extra,
             stdio: None,
         })),
+        remote_shards: None,
     }
 }
 

@@ -1,9 +1,6 @@
 //! `streams.json`: where every chunk of every image file lives in the shards.
 
-use std::fs::File;
-use std::io;
 use std::path::Path;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -220,19 +217,6 @@ impl StreamIndex {
             }
         }
         Ok(())
-    }
-
-    /// Its shard files in `images`, opened for reading (shared by the decoder threads).
-    pub fn open_shards(
-        &self,
-        images: &Path,
-    ) -> std::io::Result<std::sync::Arc<Vec<std::fs::File>>> {
-        let shards = self
-            .shards
-            .iter()
-            .map(|s| File::open(images.join(s)))
-            .collect::<io::Result<_>>()?;
-        Ok(Arc::new(shards))
     }
 
     /// The entry for a file CRIU asks for.

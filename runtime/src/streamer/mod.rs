@@ -13,11 +13,13 @@ pub mod sealed;
 pub mod serve;
 mod shard;
 mod socket;
+pub mod source;
 pub mod unpack;
 
 pub use capture::{Capture, CaptureConfig, CaptureStats, ShardSink};
 pub use index::{Codec, StreamIndex, INDEX_FILE};
 pub use serve::Serve;
+pub use source::{RemoteShards, ShardSource};
 
 /// Uncompressed chunk size: big enough for good compression, small enough that N
 /// shards x a few queued chunks stay far under 128 MiB.
@@ -204,15 +206,16 @@ pub fn dump(
     .map(|(_, stats)| stats)
 }
 
-/// Restores a streamed checkpoint from `images_dir`; returns the restored root PID.
+/// Restores a streamed checkpoint from `images_dir` (its shards from `remote` when the
+/// directory holds only the index); returns the restored root PID.
 pub fn restore(
     criu: &Criu,
     images_dir: &Path,
     work_dir: &Path,
     opts: &CriuOpts,
+    remote: Option<&RemoteShards>,
 ) -> Result<i32, StreamError> {
-    // The socket goes in the work dir, which CRIU takes as its images dir.
-    serve(images_dir, work_dir, || {
+    let run = || {
         criu.restore_streamed(&StreamArgs {
             pid: 0,
             images_dir: work_dir,
@@ -221,7 +224,23 @@ pub fn restore(
             action_script: None,
         })
         .map_err(StreamError::from)
-    })
+    };
+    // The socket goes in the work dir, which CRIU takes as its images dir.
+    let Some(remote) = remote else {
+        return serve(images_dir, work_dir, run);
+    };
+    let index =
+        StreamIndex::load(images_dir).map_err(io::<StreamError>("read the stream index"))?;
+    let decoders = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let serve = Serve::from_source(work_dir, std::sync::Arc::clone(&remote.0), index, decoders)
+        .map_err(io::<StreamError>("listen for CRIU"))?;
+    let restored = run();
+    let served = serve.finish();
+    let pid = restored?;
+    served.map_err(io::<StreamError>("serve images"))?;
+    Ok(pid)
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +18,7 @@ use super::child::{self, Child};
 use super::index::{xxh64, ChunkRef, Codec, StreamIndex, StreamedFile};
 use super::protocol;
 use super::socket;
+use super::source::{ShardFiles, ShardSource};
 
 /// CRIU's restore socket name inside the images directory.
 pub const SERVE_SOCKET: &str = "streamer-serve.sock";
@@ -62,18 +62,29 @@ impl Serve {
         index: StreamIndex,
         decoders: usize,
     ) -> io::Result<Serve> {
+        let shards: Arc<dyn ShardSource> = Arc::new(ShardFiles::open(images, &index)?);
+        Serve::from_source(socket_dir, shards, index, decoders)
+    }
+
+    /// Serves CRIU on `socket_dir/streamer-serve.sock` from `shards` (a kata guest: the
+    /// host's files, read over vsock), on threads of this process.
+    pub fn from_source(
+        socket_dir: &Path,
+        shards: Arc<dyn ShardSource>,
+        index: StreamIndex,
+        decoders: usize,
+    ) -> io::Result<Serve> {
         let socket = socket_dir.join(SERVE_SOCKET);
         let listener = socket::listen(&socket)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&cancel);
-        let images = images.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("stream-serve".into())
             .spawn(move || {
                 let Some(conn) = socket::accept(&listener, &stop)? else {
                     return Ok(());
                 };
-                run(conn, &images, Arc::new(index), decoders.max(1))
+                run(conn, shards, Arc::new(index), decoders.max(1))
             })?;
         Ok(Serve(Backend::Threads {
             cancel,
@@ -103,11 +114,10 @@ impl Serve {
 
 fn run(
     mut conn: UnixStream,
-    images: &Path,
+    shards: Arc<dyn ShardSource>,
     index: Arc<StreamIndex>,
     decoders: usize,
 ) -> io::Result<()> {
-    let shards = index.open_shards(images)?;
     let mut writers = Vec::new();
     while let Some(name) = protocol::read_request(&mut conn)? {
         let file = index.file(&name).cloned();
@@ -154,7 +164,12 @@ impl Decoder {
     }
 
     /// Decodes one chunk into `out` (replacing its contents), checking its checksum.
-    fn decode(&mut self, c: &ChunkRef, shards: &[File], out: &mut Vec<u8>) -> io::Result<()> {
+    fn decode(
+        &mut self,
+        c: &ChunkRef,
+        shards: &dyn ShardSource,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
         match *c {
             ChunkRef::Zero { len } => {
                 out.clear();
@@ -169,7 +184,7 @@ impl Decoder {
                 // Straight into the output buffer; resizing a reused buffer to the same
                 // length touches nothing.
                 out.resize(len as usize, 0);
-                shards[shard as usize].read_exact_at(out, offset)?;
+                shards.read_exact_at(shard, out, offset)?;
                 if xxh64(out) != sum {
                     return Err(bad("raw chunk does not match its checksum"));
                 }
@@ -182,7 +197,7 @@ impl Decoder {
                 xxh64: sum,
             } => {
                 self.packed.resize(stored as usize, 0);
-                shards[shard as usize].read_exact_at(&mut self.packed, offset)?;
+                shards.read_exact_at(shard, &mut self.packed, offset)?;
                 match (self.codec, self.zstd.as_mut()) {
                     (Codec::Zstd, Some(d)) => {
                         // zstd checks the frame's content checksum itself.
@@ -273,7 +288,7 @@ fn write_zeros(out: &mut File, mut len: u64) -> io::Result<()> {
 pub(super) fn serve_file(
     file: &StreamedFile,
     pipe: OwnedFd,
-    shards: &Arc<Vec<File>>,
+    shards: &Arc<dyn ShardSource>,
     codec: Codec,
     decoders: usize,
 ) -> io::Result<()> {
@@ -306,7 +321,7 @@ pub(super) fn serve_file(
             };
             for c in &chunks {
                 let Ok(mut buf) = back_rx.recv() else { return };
-                let r = decoder.decode(c, &shards, &mut buf).map(|()| buf);
+                let r = decoder.decode(c, shards.as_ref(), &mut buf).map(|()| buf);
                 if tx.send(r).is_err() {
                     return;
                 }
@@ -354,6 +369,7 @@ mod tests {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use prost::Message;
     use std::io::Read;
+    use std::os::unix::fs::FileExt;
 
     fn request(sock: &mut UnixStream, name: &str) {
         let body = protocol::RequestEntry {

@@ -7,15 +7,17 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::index::StreamIndex;
 use super::serve::serve_file;
+use super::source::{ShardFiles, ShardSource};
 
 /// Decodes every image of the streamed checkpoint in `images` into new files in `out`
 /// (owner-only: they hold process memory), on `decoders` threads per file.
 pub fn unpack_images(images: &Path, out: &Path, decoders: usize) -> io::Result<()> {
     let index = StreamIndex::load(images)?;
-    let shards = index.open_shards(images)?;
+    let shards: Arc<dyn ShardSource> = Arc::new(ShardFiles::open(images, &index)?);
     for f in &index.files {
         // Names come from the checkpoint: never let one point outside `out`.
         if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
