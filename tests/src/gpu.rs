@@ -12,8 +12,15 @@ use crate::*;
 /// The stand-in nvidia-smi's GPU list: a file of its answers, or no GPU when unset.
 const GPUS_VAR: &str = "CEDANA_TEST_NVIDIA_SMI_GPUS";
 
-/// One H100, driver r570, MIG off: the stand-in nvidia-smi's answer.
-pub const H100: &str = "0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n";
+/// The UUID of the stand-in host's GPU ([`H100`]).
+pub const GPU_A: &str = "GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
+/// Other GPUs' UUIDs.
+pub const GPU_B: &str = "GPU-bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb";
+/// Another.
+pub const GPU_C: &str = "GPU-cccccccc-cccc-cccc-cccc-cccccccccccc";
+
+/// One H100 ([`GPU_A`]), driver r570, MIG off: the stand-in nvidia-smi's answer.
+pub const H100: &str = "0, GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n";
 
 /// A fake GPU host: device files, the stand-ins' state, and one record of GPU and CRIU
 /// calls in the order they happened.

@@ -22,7 +22,7 @@ fn a_gpu_job_is_checkpointed_and_restored_in_order_and_counts_on() {
         mut w,
     } = GpuJob::start();
     let pid = w.pid;
-    host.file("apps", &format!("{pid}, GPU-aaaa, 2048\n"));
+    host.file("apps", &format!("{pid}, {GPU_A}, 2048\n"));
     let path = path_of(
         &host
             .dump(pid, &["--compression", "none"], Some(&gpus), None)
@@ -86,7 +86,7 @@ fn a_gpu_job_is_checkpointed_and_restored_through_the_daemon() {
     let log = host.env.run_workload_job("gpu", &args);
     let pid = host.env.listed_job("gpu")["pid"].as_i64().expect("pid") as i32;
     let _guard = KillOnDrop(pid);
-    host.file("apps", &format!("{pid}, GPU-aaaa, 2048\n"));
+    host.file("apps", &format!("{pid}, {GPU_A}, 2048\n"));
     wait_count_above(&log, 3);
     host.env
         .cedana(&["dump", "job", "gpu", "--compression", "none"])

@@ -1,7 +1,7 @@
 //! GPU restores and readiness against real CRIU, with NO GPU (stand-ins, see
 //! `cedana_e2e::gpu`): every restore-time refusal (no GPU, driver branch, count, model,
-//! free memory) before CRIU runs, a restore onto another GPU of the same kind, and
-//! `cedana check`'s GPU lines.
+//! free memory, other GPUs without a complete `--gpu-map`) before CRIU runs, a restore
+//! onto another GPU with `--gpu-map`, and `cedana check`'s GPU lines.
 
 use std::fs;
 use std::path::Path;
@@ -22,7 +22,7 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
         mut w,
     } = GpuJob::start();
     let pid = w.pid;
-    host.file("apps", &format!("{pid}, GPU-aaaa, 2048\n"));
+    host.file("apps", &format!("{pid}, {GPU_A}, 2048\n"));
     let path = path_of(
         &host
             .dump(pid, &["--compression", "none"], Some(&gpus), None)
@@ -30,13 +30,14 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
     );
     w.reap();
     let two =
-        format!("{H100}1, GPU-bbbb, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n");
+        format!("{H100}1, {GPU_B}, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n");
     let refusals = [
         (None, "this host has no usable NVIDIA GPU"),
         (Some(H100.replace("570.86.15", "580.65.06")), "the driver branch differs: the checkpoint was made with r570"),
         (Some(two), "the GPU count differs"),
         (Some(H100.replace("H100 80GB HBM3", "A100-SXM4-40GB")), "the GPU model differs"),
         (Some(H100.replace("80000", "1000")), "not enough free GPU memory: GPU 0 (NVIDIA H100 80GB HBM3) has 1000 MiB free, the job needs 2048 MiB"),
+        (Some(H100.replace(GPU_A, GPU_C)), "the GPUs differ"),
     ];
     for (i, (answer, why)) in refusals.into_iter().enumerate() {
         let here = answer.map(|a| host.file(&format!("host-{i}"), &a));
@@ -68,6 +69,13 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
         .fails_with("set gpu.cuda_checkpoint");
     assert!(host.steps().is_empty(), "{:?}", host.steps());
     assert!(!pid_alive(pid), "restored without a GPU tool");
+    // Onto another GPU with r570: cuda-checkpoint cannot remap before r580.
+    let other = host.file("other-570", &H100.replace(GPU_A, GPU_C));
+    let map = format!("{GPU_A}={GPU_C}");
+    host.cedana(&restore_args(&path, &map), Some(&other), None)
+        .fails_with("--gpu-map needs driver r580 or newer")
+        .fails_with("nothing was restored");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
     // The GPU refuses to take the job back after CRIU: the restored tree is removed and
     // the checkpoint can be restored again.
     host.criu.clear();
@@ -80,17 +88,82 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
         Duration::from_secs(5),
         || (!pid_alive(pid)).then_some(()),
     );
-    // Another GPU of the same model, driver branch and enough memory: restored.
-    let other = host.file(
-        "other",
-        &H100
-            .replace("GPU-aaaa", "GPU-cccc")
-            .replace("570.86.15", "570.124.06"),
-    );
+    // The same GPU under a newer driver of the same branch: restored.
+    let newer = host.file("newer", &H100.replace("570.86.15", "570.124.06"));
     let at_dump = last_count(&log).expect("count at dump");
-    let r = host.restore(&path, Some(&other), None).ok();
+    let r = host.restore(&path, Some(&newer), None).ok();
     let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
     assert_eq!(next_after(&log, at_dump), at_dump + 1);
+}
+
+/// `restore process --path PATH --no-server --gpu-map MAP`.
+fn restore_args<'a>(path: &'a str, map: &'a str) -> [&'a str; 8] {
+    [
+        "--json",
+        "restore",
+        "process",
+        "--path",
+        path,
+        "--no-server",
+        "--gpu-map",
+        map,
+    ]
+}
+
+#[test]
+fn a_gpu_job_moves_onto_another_gpu_with_gpu_map() {
+    if !e2e_enabled() {
+        return;
+    }
+    // Driver r580 on both hosts: cuda-checkpoint's --device-map.
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", &H100.replace("570.86.15", "580.65.06"));
+    let log = host.env.path("job.log");
+    let mut w = host.start_job(&log);
+    let pid = w.pid;
+    host.file("apps", &format!("{pid}, {GPU_A}, 2048\n"));
+    let path = path_of(
+        &host
+            .dump(pid, &["--compression", "none"], Some(&gpus), None)
+            .ok(),
+    );
+    w.reap();
+    let other = host.file(
+        "other",
+        &H100.replace(GPU_A, GPU_C).replace("570.86.15", "580.82.07"),
+    );
+    // Without a map, or with one naming a GPU this host lacks: refused before CRIU.
+    host.criu.clear();
+    host.restore(&path, Some(&other), None)
+        .fails_with("the GPUs differ")
+        .fails_with("--gpu-map OLD=NEW");
+    let elsewhere = format!("{GPU_A}={GPU_B}");
+    host.cedana(&restore_args(&path, &elsewhere), Some(&other), None)
+        .fails_with(&format!(
+            "--gpu-map names {GPU_B}, which this host does not have"
+        ));
+    let typo = format!("{GPU_A}=GPU-c");
+    host.cedana(&restore_args(&path, &typo), Some(&other), None)
+        .fails_with("\"GPU-c\" is not a GPU UUID");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
+    assert!(!pid_alive(pid), "restored anyway");
+    // Mapped: CRIU restores the tree, cuda-checkpoint moves its state onto GPU C.
+    let at_dump = last_count(&log).expect("count at dump");
+    let map = format!("{GPU_A}={GPU_C}");
+    let r = host
+        .cedana(&restore_args(&path, &map), Some(&other), None)
+        .ok();
+    let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
+    assert_eq!(
+        host.steps(),
+        [
+            "criu".to_string(),
+            format!("restore {pid} --device-map {map}"),
+            format!("unlock {pid}")
+        ]
+    );
+    assert_eq!(next_after(&log, at_dump), at_dump + 1);
+    assert_eq!(host.gpu_state(pid), "running");
 }
 
 #[test]

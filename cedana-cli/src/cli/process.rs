@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use cedana_runtime::plugins::gpu::map::GpuMap;
 use clap::{Args, Subcommand};
 
 use super::VmArgs;
@@ -219,6 +220,15 @@ pub struct RestoreArgs {
     /// --no-server the command returns once every page is in.
     #[arg(long)]
     pub lazy: bool,
+    /// Restore a GPU job onto other GPUs: OLD=NEW,... pairs of GPU UUIDs (the
+    /// checkpoint's, this host's; `nvidia-smi -L` prints them), every GPU of the
+    /// checkpoint named. Needs driver r580+ on both hosts.
+    #[arg(long, value_name = "OLD=NEW,...", value_parser = parse_gpu_map)]
+    pub gpu_map: Option<GpuMap>,
+}
+
+fn parse_gpu_map(text: &str) -> Result<GpuMap, String> {
+    GpuMap::parse(text)
 }
 
 /// `cedana restore ...`.

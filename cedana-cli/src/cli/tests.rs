@@ -281,6 +281,25 @@ fn lazy_reaches_the_engine_request() {
 }
 
 #[test]
+fn gpu_map_reaches_the_engine_request() {
+    let (a, b) = (
+        "GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa",
+        "GPU-bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb",
+    );
+    let map = format!("{a}={b}");
+    let argv = ["restore", "job", "j1", "--gpu-map", &map];
+    let Command::Restore(RestoreCmd::Job { jid, path, args }) = parse(&argv).command else {
+        panic!("{argv:?}");
+    };
+    let req = restore::restore_request(Some(jid), path.as_deref(), &args).expect("request");
+    let engine = convert::restore_request(&req, "/ck/a".into());
+    assert_eq!(engine.gpu_map, [(a.to_string(), b.to_string())]);
+    let bad = ["cedana", "restore", "job", "j1", "--gpu-map", "GPU-1=GPU-2"];
+    let e = Cli::try_parse_from(bad).expect_err("not UUIDs").to_string();
+    assert!(e.contains("not a GPU UUID"), "{e}");
+}
+
+#[test]
 fn restore_flags() {
     let cli = parse(&[
         "restore",

@@ -117,6 +117,9 @@ pub async fn restore(
     if args.lazy {
         anyhow::bail!("--lazy is not supported for kata (the guest restores in full): drop --lazy");
     }
+    if args.gpu_map.is_some() {
+        anyhow::bail!("--gpu-map is not supported for kata (no GPU path in the guest): drop it");
+    }
     let req = proto::KataRestoreRequest {
         vm: Some(vm_proto(vm)),
         id,

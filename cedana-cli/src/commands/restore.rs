@@ -34,6 +34,15 @@ pub fn restore_request(
         runc: None,
         containerd: None,
         lazy: args.lazy,
+        gpu_map: args
+            .gpu_map
+            .iter()
+            .flat_map(|m| &m.0)
+            .map(|(from, to)| proto::GpuPair {
+                from: from.clone(),
+                to: to.clone(),
+            })
+            .collect(),
     })
 }
 

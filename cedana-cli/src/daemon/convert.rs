@@ -105,6 +105,11 @@ pub fn restore_request(req: &proto::RestoreRequest, path: PathBuf) -> RestoreReq
         lazy: req.lazy,
         target: restore_target(req),
         remote_shards: None,
+        gpu_map: req
+            .gpu_map
+            .iter()
+            .map(|p| (p.from.clone(), p.to.clone()))
+            .collect(),
     }
 }
 

@@ -137,6 +137,9 @@ pub struct RestoreRequest {
     /// The streamed checkpoint's shards, read from elsewhere: `path` then holds only its
     /// index and metadata.json (a kata guest reads the shards from the host).
     pub remote_shards: Option<RemoteShards>,
+    /// GPU UUID pairs (checkpoint's GPU, this host's GPU): a GPU job restored onto other
+    /// GPUs than it ran on (the gpu plugin checks and uses them); empty: the same GPUs.
+    pub gpu_map: Vec<(String, String)>,
 }
 
 target_access!(RestoreRequest, "restored");

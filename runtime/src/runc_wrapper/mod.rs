@@ -154,6 +154,7 @@ pub fn restore_request(call: &Call) -> RestoreRequest {
             stdio: None,
         })),
         remote_shards: None,
+        gpu_map: Vec::new(),
     }
 }
 

@@ -1,18 +1,19 @@
 //! A STAND-IN for NVIDIA's `cuda-checkpoint`, for tests on machines without a GPU. It
 //! takes the real tool's command line (`--action lock|checkpoint|restore|unlock --pid
-//! PID [--timeout MS]`, `--get-state --pid PID`, `--help`), keeps each PID's state
+//! PID [--timeout MS] [--device-map OLD=NEW,...]`, `--get-state --pid PID`, `--help`), keeps each PID's state
 //! (`running`, `locked`, `checkpointed`) in a file, refuses the transitions the driver
 //! refuses, and moves no GPU state at all.
 //!
 //! - `CEDANA_TEST_CUDA_STATE_DIR`: directory of the per-PID state files (required).
-//! - `CEDANA_TEST_CUDA_LOG`: file every call is appended to, as `cuda-checkpoint ACTION PID`.
+//! - `CEDANA_TEST_CUDA_LOG`: file every call is appended to, as `cuda-checkpoint ACTION PID`
+//!   (then ` --device-map MAP` where a restore was given one).
 //! - `CEDANA_TEST_CUDA_FAIL`: an action (`lock`, `checkpoint`, `restore`, `unlock`) that
 //!   fails, as the driver would on a job it cannot checkpoint.
 
 use std::io::Write;
 use std::path::PathBuf;
 
-const USAGE: &str = "usage: cuda-checkpoint (stand-in) --action lock|checkpoint|restore|unlock --pid PID [--timeout MS] | --get-state --pid PID";
+const USAGE: &str = "usage: cuda-checkpoint (stand-in) --action lock|checkpoint|restore|unlock --pid PID [--timeout MS] [--device-map OLD=NEW,...] | --get-state --pid PID";
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     let i = args.iter().position(|a| a == name)?;
@@ -43,7 +44,13 @@ fn run(args: &[String]) -> Result<(), String> {
             .append(true)
             .open(log)
             .map_err(|e| format!("log: {e}"))?;
-        writeln!(f, "cuda-checkpoint {action} {pid}").map_err(|e| format!("log: {e}"))?;
+        let map = flag(args, "--device-map").map(|m| format!(" --device-map {m}"));
+        writeln!(
+            f,
+            "cuda-checkpoint {action} {pid}{}",
+            map.unwrap_or_default()
+        )
+        .map_err(|e| format!("log: {e}"))?;
     }
     if action == "get-state" {
         println!("{}", state.trim());

@@ -10,6 +10,7 @@ use cedana_config::GpuConfig;
 
 use super::driver;
 use super::error::GpuError;
+use super::map::GpuMap;
 use super::tool::{self, ToolFailure};
 
 /// A process's GPU state, as the driver reports it.
@@ -82,6 +83,8 @@ pub struct CudaCheckpoint {
     pub lock_timeout_ms: u64,
     /// `cuda-checkpoint`, or `driver-api` for our helper.
     pub kind: &'static str,
+    /// GPUs a restore moves the job onto (`--device-map`); empty: the same GPUs.
+    pub device_map: GpuMap,
 }
 
 impl CudaCheckpoint {
@@ -91,6 +94,7 @@ impl CudaCheckpoint {
             binary: binary.to_path_buf(),
             lock_timeout_ms,
             kind: "cuda-checkpoint",
+            device_map: GpuMap::default(),
         }
     }
 
@@ -104,10 +108,19 @@ impl CudaCheckpoint {
                     binary: helper,
                     lock_timeout_ms: cfg.lock_timeout_ms,
                     kind: "driver-api",
+                    device_map: GpuMap::default(),
                 };
             }
         }
         Self::new(&cfg.cuda_checkpoint, cfg.lock_timeout_ms)
+    }
+
+    /// The same tool, restoring onto the GPUs `map` names.
+    pub fn with_device_map(self, map: GpuMap) -> Self {
+        Self {
+            device_map: map,
+            ..self
+        }
     }
 
     /// `Ok` when the tool runs and takes `--action`; else what is wrong and the fix.
@@ -142,9 +155,13 @@ impl Backend for CudaCheckpoint {
 
     fn act(&self, action: Action, pid: i32) -> Result<(), ToolFailure> {
         let (pid, timeout) = (pid.to_string(), self.lock_timeout_ms.to_string());
+        let map = self.device_map.to_arg();
         let mut args = vec!["--action", action.as_str(), "--pid", &pid];
         if action == Action::Lock {
             args.extend(["--timeout", &timeout]);
+        }
+        if action == Action::Restore && !self.device_map.is_empty() {
+            args.extend(["--device-map", &map]);
         }
         tool::run(&self.binary, &args).map(drop)
     }

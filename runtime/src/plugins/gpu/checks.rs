@@ -4,7 +4,8 @@
 
 use super::error::GpuError;
 use super::inventory::{branch, Inventory};
-use super::meta::GpuMeta;
+use super::map::GpuMap;
+use super::meta::{GpuInfo, GpuMeta};
 use super::tool::ToolFailure;
 
 fn models(meta: &GpuMeta) -> String {
@@ -41,9 +42,19 @@ pub fn dump_refusal(arch: &str, meta: &GpuMeta) -> Option<String> {
 }
 
 /// Whether a checkpoint whose GPU record is `meta` can be restored on a host whose
-/// inventory is `host`.
-pub fn compatible(meta: &GpuMeta, host: Result<&Inventory, &ToolFailure>) -> Result<(), GpuError> {
+/// inventory is `host`, its GPUs moved as `map` says (empty: onto the same UUIDs).
+pub fn compatible(
+    meta: &GpuMeta,
+    host: Result<&Inventory, &ToolFailure>,
+    map: &GpuMap,
+) -> Result<(), GpuError> {
     let refuse = |reason: String, fix: &'static str| Err(GpuError::Incompatible { reason, fix });
+    map.validate().or_else(|e| {
+        refuse(
+            e,
+            "give --gpu-map as OLD=NEW,... with the UUIDs nvidia-smi -L prints",
+        )
+    })?;
     let host = match host {
         Ok(inv) if !inv.gpus.is_empty() => inv,
         found => {
@@ -78,22 +89,70 @@ pub fn compatible(meta: &GpuMeta, host: Result<&Inventory, &ToolFailure>) -> Res
             "restore on a host with the same driver branch, or install that branch here",
         );
     }
-    if meta.gpus.len() != host.gpus.len() {
+    for (gpu, _) in &map.0 {
+        if !meta.gpus.iter().any(|g| g.uuid.eq_ignore_ascii_case(gpu)) {
+            return refuse(
+                format!("--gpu-map names {gpu}, which the checkpoint has no record of (it has {})", uuids(&meta.gpus)),
+                "map each GPU of the checkpoint (`cedana inspect` shows them) to one of this host's",
+            );
+        }
+    }
+    if !map.is_empty() && now.parse::<u32>().unwrap_or(0) < REMAP_BRANCH {
+        return refuse(
+            format!("--gpu-map needs driver r{REMAP_BRANCH} or newer to move GPU state onto other GPUs; this host runs r{now}"),
+            "update the driver on both hosts, or restore onto the GPUs the job ran on",
+        );
+    }
+    if map.is_empty() && meta.gpus.len() != host.gpus.len() {
         return refuse(
             format!(
                 "the GPU count differs: the checkpoint was made on {} GPU(s), this host has {}",
                 meta.gpus.len(),
                 host.gpus.len()
             ),
-            "restore on a host with the same number of GPUs",
+            "restore on a host with the same number of GPUs, or choose this host's GPUs with \
+             --gpu-map OLD=NEW,...",
         );
     }
-    for (was, now) in meta.gpus.iter().zip(&host.gpus) {
+    for was in &meta.gpus {
+        let target = match map.is_empty() {
+            true => was.uuid.as_str(),
+            false => map
+                .target(&was.uuid)
+                .ok_or_else(|| GpuError::Incompatible {
+                    reason: format!(
+                        "--gpu-map does not say where GPU {} ({}) goes",
+                        was.index, was.uuid
+                    ),
+                    fix: "map every GPU of the checkpoint: --gpu-map OLD=NEW,... (driver r580+)",
+                })?,
+        };
+        let Some(now) = host
+            .gpus
+            .iter()
+            .find(|g| g.uuid.eq_ignore_ascii_case(target))
+        else {
+            return refuse(
+                match map.is_empty() {
+                    true => format!(
+                        "the GPUs differ: the checkpoint ran on {}, this host has {}",
+                        uuids(&meta.gpus),
+                        uuids(&host.gpus)
+                    ),
+                    false => format!(
+                        "--gpu-map names {target}, which this host does not have (it has {})",
+                        uuids(&host.gpus)
+                    ),
+                },
+                "choose this host's GPUs with --gpu-map OLD=NEW,... (the UUIDs nvidia-smi -L \
+                 prints; driver r580+)",
+            );
+        };
         if was.name != now.name {
             return refuse(
                 format!(
-                    "the GPU model differs: GPU {} was {:?} at dump, this host's is {:?}",
-                    was.index, was.name, now.name
+                    "the GPU model differs: GPU {} was {:?} at dump, this host's {} is {:?}",
+                    was.index, was.name, now.uuid, now.name
                 ),
                 "restore on a host with the same GPU models",
             );
@@ -118,10 +177,22 @@ pub fn compatible(meta: &GpuMeta, host: Result<&Inventory, &ToolFailure>) -> Res
     Ok(())
 }
 
+/// The first driver branch whose cuda-checkpoint takes `--device-map` (r580).
+const REMAP_BRANCH: u32 = 580;
+
+fn uuids(gpus: &[GpuInfo]) -> String {
+    let all: Vec<&str> = gpus.iter().map(|g| g.uuid.as_str()).collect();
+    all.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::gpu::meta::{GpuInfo, GpuTask};
+    use crate::plugins::gpu::meta::GpuTask;
+
+    const A: &str = "GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
+    const B: &str = "GPU-bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb";
+    const Z: &str = "GPU-cccccccc-0000-0000-0000-000000000000";
 
     fn gpu(index: u32, uuid: &str, name: &str, free: u64) -> GpuInfo {
         GpuInfo {
@@ -139,11 +210,11 @@ mod tests {
             vendor: "nvidia".into(),
             backend: "cuda-checkpoint".into(),
             driver_version: "570.86.15".into(),
-            gpus: vec![gpu(0, "GPU-a", "NVIDIA H100", 1000)],
+            gpus: vec![gpu(0, A, "NVIDIA H100", 1000)],
             tasks: vec![GpuTask {
                 pid: 10,
                 devices: vec!["nvidia0".into()],
-                memory_mib: vec![("GPU-a".into(), 2048)],
+                memory_mib: vec![(A.into(), 2048)],
             }],
         }
     }
@@ -156,31 +227,80 @@ mod tests {
     }
 
     fn refusal(inv: Result<&Inventory, &ToolFailure>) -> String {
-        compatible(&meta(), inv).expect_err("refused").to_string()
+        refusal_with(inv, &GpuMap::default())
+    }
+
+    fn refusal_with(inv: Result<&Inventory, &ToolFailure>, map: &GpuMap) -> String {
+        compatible(&meta(), inv, map)
+            .expect_err("refused")
+            .to_string()
     }
 
     #[test]
     fn each_difference_is_refused_with_its_reason() {
-        let same = host("570.124.06", vec![gpu(0, "GPU-z", "NVIDIA H100", 4096)]);
-        compatible(&meta(), Ok(&same)).expect("same branch, model, enough memory");
+        let same = host("570.124.06", vec![gpu(0, A, "NVIDIA H100", 4096)]);
+        let none = GpuMap::default();
+        compatible(&meta(), Ok(&same), &none).expect("same GPU, branch, enough memory");
         let none = ToolFailure::NotFound("nvidia-smi cannot be run".into());
         assert!(refusal(Err(&none)).contains("no usable NVIDIA GPU"));
         assert!(refusal(Ok(&host("", vec![]))).contains("no usable NVIDIA GPU"));
-        let newer = host("580.65.06", vec![gpu(0, "GPU-a", "NVIDIA H100", 4096)]);
+        let newer = host("580.65.06", vec![gpu(0, A, "NVIDIA H100", 4096)]);
         assert!(refusal(Ok(&newer)).contains("r570"));
         let two = host(
             "570.1",
-            vec![
-                gpu(0, "GPU-a", "NVIDIA H100", 4096),
-                gpu(1, "GPU-b", "NVIDIA H100", 1),
-            ],
+            vec![gpu(0, A, "NVIDIA H100", 4096), gpu(1, B, "NVIDIA H100", 1)],
         );
         assert!(refusal(Ok(&two)).contains("GPU count"));
-        let other = host("570.1", vec![gpu(0, "GPU-a", "NVIDIA A100", 4096)]);
+        let other = host("570.1", vec![gpu(0, A, "NVIDIA A100", 4096)]);
         assert!(refusal(Ok(&other)).contains("GPU model"));
-        let full = host("570.1", vec![gpu(0, "GPU-a", "NVIDIA H100", 100)]);
+        let full = host("570.1", vec![gpu(0, A, "NVIDIA H100", 100)]);
         let e = refusal(Ok(&full));
         assert!(e.contains("100 MiB free") && e.contains("2048 MiB"), "{e}");
+    }
+
+    #[test]
+    fn other_gpus_need_a_complete_map_and_driver_r580() {
+        let other = |driver: &str| host(driver, vec![gpu(0, Z, "NVIDIA H100", 4096)]);
+        let e = refusal(Ok(&other("570.1")));
+        assert!(
+            e.contains("the GPUs differ") && e.contains("--gpu-map"),
+            "{e}"
+        );
+        let to_z = GpuMap(vec![(A.into(), Z.into())]);
+        let e = refusal_with(Ok(&other("570.1")), &to_z);
+        assert!(e.contains("needs driver r580"), "{e}");
+        let mut m580 = meta();
+        m580.driver_version = "580.65.06".into();
+        compatible(&m580, Ok(&other("580.82.07")), &to_z).expect("mapped onto Z");
+        let e = compatible(
+            &m580,
+            Ok(&other("580.1")),
+            &GpuMap(vec![(A.into(), B.into())]),
+        )
+        .expect_err("B is not here")
+        .to_string();
+        assert!(e.contains("which this host does not have"), "{e}");
+        let e = compatible(
+            &m580,
+            Ok(&other("580.1")),
+            &GpuMap(vec![(B.into(), Z.into())]),
+        )
+        .expect_err("B was not in the checkpoint")
+        .to_string();
+        assert!(e.contains("has no record of"), "{e}");
+        // Mapped onto one GPU of a larger host: the count no longer has to match.
+        let big = host(
+            "580.1",
+            vec![
+                gpu(0, B, "NVIDIA H100", 4096),
+                gpu(1, Z, "NVIDIA H100", 4096),
+            ],
+        );
+        compatible(&m580, Ok(&big), &to_z).expect("onto GPU 1 of two");
+        let e = compatible(&m580, Ok(&big), &GpuMap(vec![(A.into(), "GPU-1".into())]))
+            .expect_err("not a UUID")
+            .to_string();
+        assert!(e.contains("not a GPU UUID"), "{e}");
     }
 
     #[test]
@@ -191,7 +311,7 @@ mod tests {
         mig.gpus[0].mig = true;
         assert!(dump_refusal("x86_64", &mig).is_some_and(|r| r.contains("MIG")));
         // MIG on a GPU the job does not use is no reason.
-        mig.gpus.push(gpu(1, "GPU-b", "NVIDIA H100", 1));
+        mig.gpus.push(gpu(1, B, "NVIDIA H100", 1));
         mig.gpus[0].mig = false;
         mig.gpus[1].mig = true;
         assert_eq!(dump_refusal("x86_64", &mig), None);

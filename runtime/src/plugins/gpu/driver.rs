@@ -8,6 +8,8 @@
 use std::ffi::{c_char, c_void, CStr};
 use std::path::{Path, PathBuf};
 
+use super::map::{uuid_bytes, GpuMap};
+
 /// File name of the helper.
 pub const HELPER_NAME: &str = "cedana-gpu-helper";
 /// The driver library, as the driver installs it.
@@ -19,6 +21,22 @@ struct LockArgs {
     timeout_ms: u32,
     reserved0: u32,
     reserved1: [u64; 7],
+}
+
+/// `CUcheckpointGpuPair`: a GPU of the checkpoint and the GPU it is restored onto.
+#[repr(C)]
+struct GpuPair {
+    old_uuid: [u8; 16],
+    new_uuid: [u8; 16],
+}
+
+/// `CUcheckpointRestoreArgs` (r580+): the GPU pairs, then reserved bytes that must be zero.
+#[repr(C)]
+struct RestoreArgs {
+    gpu_pairs: *mut GpuPair,
+    gpu_pairs_count: u32,
+    reserved: [u8; 52 - std::mem::size_of::<*mut GpuPair>()],
+    reserved1: u64,
 }
 
 type Init = unsafe extern "C" fn(u32) -> i32;
@@ -86,7 +104,23 @@ impl Driver {
         Err(format!("{call} failed: {what}"))
     }
 
-    fn act(&self, action: &str, pid: i32, timeout_ms: u32) -> Result<(), String> {
+    fn act(&self, action: &str, pid: i32, timeout_ms: u32, map: &GpuMap) -> Result<(), String> {
+        let mut pairs = map
+            .0
+            .iter()
+            .map(|(old, new)| {
+                Ok(GpuPair {
+                    old_uuid: uuid_bytes(old)?,
+                    new_uuid: uuid_bytes(new)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut restore = (action == "restore" && !pairs.is_empty()).then_some(RestoreArgs {
+            gpu_pairs: pairs.as_mut_ptr(),
+            gpu_pairs_count: pairs.len() as u32,
+            reserved: [0; 52 - std::mem::size_of::<*mut GpuPair>()],
+            reserved1: 0,
+        });
         let (symbol, mut lock) = match action {
             "lock" => (
                 c"cuCheckpointProcessLock",
@@ -103,10 +137,13 @@ impl Driver {
         };
         // SAFETY: each of these is `CUresult f(int pid, XArgs *args)`, args optional.
         let f: WithArgs = unsafe { std::mem::transmute(self.symbol(symbol)?) };
-        let args = lock
-            .as_mut()
-            .map_or(std::ptr::null_mut(), |a| a as *mut LockArgs as *mut c_void);
-        // SAFETY: args is null or points at a zeroed LockArgs that outlives the call.
+        let args = match (lock.as_mut(), restore.as_mut()) {
+            (Some(a), _) => a as *mut LockArgs as *mut c_void,
+            (None, Some(r)) => r as *mut RestoreArgs as *mut c_void,
+            (None, None) => std::ptr::null_mut(),
+        };
+        // SAFETY: args is null or points at zeroed LockArgs or RestoreArgs (whose pairs
+        // live in `pairs`) that outlive the call.
         self.check(unsafe { f(pid, args) }, &symbol.to_string_lossy())
     }
 
@@ -136,7 +173,7 @@ impl Drop for Driver {
 /// The helper's usage line.
 pub const USAGE: &str =
     "usage: cedana-gpu-helper --action lock|checkpoint|restore|unlock --pid PID \
-    [--timeout MS] | --get-state --pid PID  (cuda-checkpoint's command line, on libcuda's \
+    [--timeout MS] [--device-map OLD=NEW,...] | --get-state --pid PID  (cuda-checkpoint's command line, on libcuda's \
     checkpoint API)";
 
 /// Runs the helper with `args` (without the program name); its exit code. Like
@@ -155,6 +192,13 @@ pub fn run_helper(args: &[String]) -> i32 {
         return 2;
     };
     let timeout = flag("--timeout").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let map = match flag("--device-map").map(GpuMap::parse).transpose() {
+        Ok(map) => map.unwrap_or_default(),
+        Err(e) => {
+            println!("{e}; {USAGE}");
+            return 2;
+        }
+    };
     let action = flag("--action");
     let get_state = args.iter().any(|a| a == "--get-state");
     if action.is_none() && !get_state {
@@ -162,7 +206,7 @@ pub fn run_helper(args: &[String]) -> i32 {
         return 2;
     }
     let done = Driver::load().and_then(|d| match action {
-        Some(a) => d.act(a, pid, timeout).map(|()| None),
+        Some(a) => d.act(a, pid, timeout, &map).map(|()| None),
         None => d.state(pid).map(Some),
     });
     match done {
@@ -190,11 +234,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn restore_args_have_the_driver_layout() {
+        // cuda.h: a pointer, an unsigned int, reserved up to byte 56, then a cuuint64_t.
+        assert_eq!(std::mem::size_of::<RestoreArgs>(), 64);
+        assert_eq!(std::mem::size_of::<GpuPair>(), 32);
+    }
+
+    #[test]
     fn bad_command_lines_are_refused_with_the_usage() {
         let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         assert_eq!(run_helper(&s(&["--help"])), 0);
         assert_eq!(run_helper(&s(&["--action", "lock"])), 2);
         assert_eq!(run_helper(&s(&["--pid", "1"])), 2);
+        let bad_map = [
+            "--action",
+            "restore",
+            "--pid",
+            "1",
+            "--device-map",
+            "GPU-1=GPU-2",
+        ];
+        assert_eq!(run_helper(&s(&bad_map)), 2);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! tree's GPU tasks are found (`detect`), their GPU state moved into host memory with
 //! NVIDIA's `cuda-checkpoint` or our driver-API helper (`backend`, `driver`) so CRIU can
 //! dump it, and the GPUs recorded (`inventory`, `meta`); at restore, the host's GPUs
-//! are checked against the record (`checks`) before CRIU, and the restored tasks put
+//! are checked against the record (`checks`, `--gpu-map`: `map`) before CRIU, and the restored tasks put
 //! back on their GPU after it. Trees without GPU use pass straight through.
 
 pub mod backend;
@@ -14,6 +14,7 @@ pub mod dump;
 pub mod error;
 pub mod health;
 pub mod inventory;
+pub mod map;
 pub mod meta;
 pub mod restore;
 pub mod tool;
@@ -43,7 +44,7 @@ impl Plugin for GpuPlugin {
             ),
             f(
                 "restore middleware",
-                "gpu_restore: driver branch, GPU count, model and free memory checked before CRIU; restored tasks restored and unlocked after it",
+                "gpu_restore: driver branch, GPU count, UUIDs (or a complete --gpu-map onto this host's GPUs, r580+), model and free memory checked before CRIU; restored tasks restored (onto the mapped GPUs) and unlocked after it",
             ),
             f("health checks", "nvidia driver, cuda-checkpoint (--action), CRIU cuda plugin"),
         ]

@@ -8,6 +8,7 @@ use super::checks;
 use super::dump::resume;
 use super::error::GpuError;
 use super::inventory;
+use super::map::GpuMap;
 use super::meta::GpuMeta;
 use crate::chain::Adapter;
 use crate::engine::{blocking, freeze, RestoreCtx, RestoreResponse};
@@ -18,16 +19,24 @@ pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
     Adapter::from_fn("gpu_restore", |ctx: RestoreCtx, next| {
         Box::pin(async move {
             let meta = ctx.metadata.section::<GpuMeta>()?;
+            let map = GpuMap(ctx.req.gpu_map.clone());
             let Some(meta) = meta.filter(|m| !m.tasks.is_empty()) else {
+                if !map.is_empty() {
+                    return Err(GpuError::Incompatible {
+                        reason: "--gpu-map was given but the checkpoint holds no GPU job".into(),
+                        fix: "drop --gpu-map",
+                    }
+                    .into());
+                }
                 return next.run(ctx).await;
             };
             let cfg = ctx.env.config.gpu.clone();
             let nvidia_smi = cfg.nvidia_smi.clone();
-            let backend = CudaCheckpoint::select(&cfg);
+            let backend = CudaCheckpoint::select(&cfg).with_device_map(map.clone());
             let checked = backend.clone();
             blocking(move || {
                 let host = inventory::query(&nvidia_smi);
-                checks::compatible(&meta, host.as_ref())?;
+                checks::compatible(&meta, host.as_ref(), &map)?;
                 Ok(checked.usable("to put the restored job back on its GPU")?)
             })
             .await?;
