@@ -22,6 +22,46 @@ pub const GPU_C: &str = "GPU-cccccccc-cccc-cccc-cccc-cccccccccccc";
 /// One H100 ([`GPU_A`]), driver r570, MIG off: the stand-in nvidia-smi's answer.
 pub const H100: &str = "0, GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n";
 
+/// A STAND-IN for CRIU's `cuda_plugin` (CRIU's plugins/cuda), in C against CRIU's plugin
+/// ABI: it registers under the same name and, as the real one does for a CUDA task, names
+/// itself in the dump's `inventory.img` and claims that entry at restore (so CRIU refuses
+/// the images where it is missing). It moves no GPU state.
+const CRIU_CUDA_PLUGIN: &str = r#"
+extern int add_inventory_plugin(const char *name);
+extern int check_and_remove_inventory_plugin(const char *name, unsigned long n);
+typedef struct {
+	const char *name;
+	int (*init)(int stage);
+	void (*exit)(int stage, int ret);
+	unsigned int version;
+	unsigned int max_hooks;
+	void *hooks[12];
+} cr_plugin_desc_t;
+static int named;
+static int init(int stage)
+{
+	if (stage == 2) /* CR_PLUGIN_STAGE__RESTORE */
+		check_and_remove_inventory_plugin("cuda_plugin", 11);
+	return 0;
+}
+static void fini(int stage, int ret) {}
+static int pause_devices(int pid)
+{
+	if (!named && add_inventory_plugin("cuda_plugin"))
+		return -1;
+	named = 1;
+	return 0;
+}
+cr_plugin_desc_t CR_PLUGIN_DESC = {
+	.name = "cuda_plugin",
+	.init = init,
+	.exit = fini,
+	.version = 2 << 8, /* CRIU_PLUGIN_VERSION 0.2.0 */
+	.max_hooks = 12,
+	.hooks = { [10] = (void *)pause_devices }, /* CR_PLUGIN_HOOK__PAUSE_DEVICES */
+};
+"#;
+
 /// A fake GPU host: device files, the stand-ins' state, and one record of GPU and CRIU
 /// calls in the order they happened.
 pub struct GpuHost {
@@ -128,7 +168,19 @@ impl GpuHost {
     /// `cedana ARGS` in-process, the GPU tools being the stand-ins and the host's GPUs
     /// those in `gpus` (none when `None`); `fail` makes that stand-in action fail.
     pub fn cedana(&self, args: &[&str], gpus: Option<&Path>, fail: Option<&str>) -> Run {
+        self.cedana_with(args, gpus, fail, &[])
+    }
+
+    /// [`GpuHost::cedana`] with more environment variables.
+    pub fn cedana_with(
+        &self,
+        args: &[&str],
+        gpus: Option<&Path>,
+        fail: Option<&str>,
+        vars: &[(&str, &Path)],
+    ) -> Run {
         let mut cmd = self.env.cmd();
+        cmd.envs(vars.iter().copied());
         cmd.args(args)
             .env_remove(GPUS_VAR)
             .env_remove("CEDANA_TEST_CUDA_FAIL");
@@ -139,6 +191,27 @@ impl GpuHost {
             cmd.env("CEDANA_TEST_CUDA_FAIL", a);
         }
         Run::from_output(cmd.output().expect("run cedana"))
+    }
+
+    /// A directory holding the stand-in `cuda_plugin.so` (built here with `cc`), for
+    /// CRIU's `CRIU_LIBS_DIR`.
+    pub fn criu_cuda_plugin(&self) -> PathBuf {
+        let dir = self.env.path("criu-plugins");
+        fs::create_dir_all(&dir).expect("plugin dir");
+        let src = self.env.path("cuda_plugin.c");
+        fs::write(&src, CRIU_CUDA_PLUGIN).expect("plugin source");
+        let out = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(dir.join("cuda_plugin.so"))
+            .arg(&src)
+            .output()
+            .expect("cc (build-essential, installed by scripts/install-deps.sh)");
+        assert!(
+            out.status.success(),
+            "cc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
     }
 
     /// `dump process PID --no-server` into the checkpoint dir (unless `extra` has `--dir`).

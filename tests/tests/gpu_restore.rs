@@ -167,6 +167,92 @@ fn a_gpu_job_moves_onto_another_gpu_with_gpu_map() {
 }
 
 #[test]
+fn a_checkpoint_naming_criu_cuda_plugin_is_refused_where_criu_lacks_it() {
+    if !e2e_enabled() {
+        return;
+    }
+    let GpuJob {
+        host,
+        gpus,
+        log,
+        mut w,
+    } = GpuJob::start();
+    let pid = w.pid;
+    // CRIU loads the (stand-in) cuda_plugin for this dump, as from /usr/lib/criu.
+    let plugins = host.criu_cuda_plugin();
+    let with_plugin = [("CRIU_LIBS_DIR", plugins.as_path())];
+    let (pid_s, dir) = (pid.to_string(), host.env.checkpoints());
+    let dir = dir.to_string_lossy();
+    let dump = [
+        "--json",
+        "dump",
+        "process",
+        &pid_s,
+        "--no-server",
+        "--dir",
+        &dir,
+        "--compression",
+        "none",
+    ];
+    let path = path_of(
+        &host
+            .cedana_with(&dump, Some(&gpus), None, &with_plugin)
+            .ok(),
+    );
+    w.reap();
+    let ck = Path::new(&path);
+    let inventory = fs::read(ck.join("inventory.img")).expect("inventory.img");
+    assert!(
+        inventory.windows(11).any(|w| w == b"cuda_plugin"),
+        "CRIU did not name the plugin in its images"
+    );
+    let md: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(ck.join("metadata.json")).expect("md"))
+            .expect("json");
+    assert_eq!(
+        md["gpu"]["criu_plugins"],
+        serde_json::json!(["cuda_plugin"]),
+        "{md}"
+    );
+    // Where CRIU has no cuda_plugin: refused before CRIU, with what to do.
+    let empty = host.env.path("no-plugins");
+    fs::create_dir_all(&empty).expect("dir");
+    host.criu.clear();
+    let restore = [
+        "--json",
+        "restore",
+        "process",
+        "--path",
+        &path,
+        "--no-server",
+    ];
+    host.cedana_with(&restore, Some(&gpus), None, &[("CRIU_LIBS_DIR", &empty)])
+        .fails_with(&format!(
+            "this host's CRIU has no cuda_plugin.so in {}",
+            empty.display()
+        ))
+        .fails_with("install CRIU's cuda plugin")
+        .fails_with("nothing was restored");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
+    assert!(!pid_alive(pid), "restored anyway");
+    // Where it is installed: restored, and the counter goes on.
+    let at_dump = last_count(&log).expect("count at dump");
+    let r = host
+        .cedana_with(&restore, Some(&gpus), None, &with_plugin)
+        .ok();
+    let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
+    assert_eq!(
+        host.steps(),
+        [
+            "criu".to_string(),
+            format!("restore {pid}"),
+            format!("unlock {pid}")
+        ]
+    );
+    assert_eq!(next_after(&log, at_dump), at_dump + 1);
+}
+
+#[test]
 fn a_job_without_a_gpu_is_untouched_by_the_gpu_plugin() {
     if !e2e_enabled() {
         return;

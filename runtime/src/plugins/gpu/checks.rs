@@ -177,6 +177,29 @@ pub fn compatible(
     Ok(())
 }
 
+/// Whether the CRIU plugins the checkpoint's images name are installed here
+/// (`installed(name)`), where CRIU will look for them (`dir`).
+pub fn criu_plugins_present(
+    meta: &GpuMeta,
+    installed: impl Fn(&str) -> bool,
+    dir: &std::path::Path,
+) -> Result<(), GpuError> {
+    match meta.criu_plugins.iter().find(|p| !installed(p)) {
+        None => Ok(()),
+        Some(plugin) => Err(GpuError::Incompatible {
+            reason: format!(
+                "CRIU's {plugin} was loaded when the job was dumped, so the images name it, and \
+                 this host's CRIU has no {plugin}.so in {} (CRIU would stop with \"Missing \
+                 required plugin\")",
+                dir.display()
+            ),
+            fix: "install CRIU's cuda plugin here (CRIU's source: make -C plugins/cuda, then \
+                  copy cuda_plugin.so into /usr/lib/criu or CRIU_LIBS_DIR), or restore on a \
+                  host that has it",
+        }),
+    }
+}
+
 /// The first driver branch whose cuda-checkpoint takes `--device-map` (r580).
 const REMAP_BRANCH: u32 = 580;
 
@@ -216,6 +239,7 @@ mod tests {
                 devices: vec!["nvidia0".into()],
                 memory_mib: vec![(A.into(), 2048)],
             }],
+            criu_plugins: Vec::new(),
         }
     }
 
@@ -301,6 +325,20 @@ mod tests {
             .expect_err("not a UUID")
             .to_string();
         assert!(e.contains("not a GPU UUID"), "{e}");
+    }
+
+    #[test]
+    fn a_criu_plugin_the_images_name_must_be_installed() {
+        let dir = std::path::Path::new("/usr/lib/criu");
+        criu_plugins_present(&meta(), |_| false, dir).expect("no plugin recorded");
+        let mut with = meta();
+        with.criu_plugins = vec!["cuda_plugin".into()];
+        criu_plugins_present(&with, |p| p == "cuda_plugin", dir).expect("installed");
+        let e = criu_plugins_present(&with, |_| false, dir)
+            .expect_err("missing")
+            .to_string();
+        assert!(e.contains("no cuda_plugin.so in /usr/lib/criu"), "{e}");
+        assert!(e.contains("install CRIU's cuda plugin"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::backend::{Action, Backend, CudaCheckpoint};
 use super::checks;
+use super::criu_plugin::{self, CUDA_PLUGIN};
 use super::detect::{self, Vendor};
 use super::error::GpuError;
 use super::inventory;
@@ -89,6 +90,9 @@ fn record(
                 memory_mib: apps.remove(&pid).unwrap_or_default(),
             })
             .collect(),
+        criu_plugins: criu_plugin::installed(CUDA_PLUGIN)
+            .map(|_| vec![CUDA_PLUGIN.to_string()])
+            .unwrap_or_default(),
     }
 }
 

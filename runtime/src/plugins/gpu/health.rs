@@ -2,15 +2,11 @@
 //! takes `--action`, and CRIU's cuda plugin. None is needed for CPU-only jobs, so a
 //! missing piece is a warning.
 
-use std::path::Path;
-
 use super::backend::CudaCheckpoint;
+use super::criu_plugin::{self, CUDA_PLUGIN};
 use super::inventory;
 use crate::engine::Env;
 use crate::plugins::{Health, HealthCheck};
-
-/// Where CRIU looks for its plugins (`cuda_plugin.so`), by distribution.
-const CRIU_PLUGIN_DIRS: &[&str] = &["/usr/lib/criu", "/usr/local/lib/criu", "/usr/lib64/criu"];
 
 fn check(name: &str, health: Health, detail: String, fix: Option<&str>) -> HealthCheck {
     HealthCheck {
@@ -75,16 +71,13 @@ pub fn health(env: &Env) -> Vec<HealthCheck> {
             Some("for GPU jobs: put cuda-checkpoint (github.com/NVIDIA/cuda-checkpoint) or cedana-gpu-helper (`make install`) on PATH, or set gpu.cuda_checkpoint"),
         ),
     };
-    let plugin = CRIU_PLUGIN_DIRS
-        .iter()
-        .map(|d| Path::new(d).join("cuda_plugin.so"))
-        .find(|p| p.is_file());
-    let criu_plugin = match plugin {
+    let criu_plugin = match criu_plugin::installed(CUDA_PLUGIN) {
         Some(p) => check(
             "criu cuda plugin",
             Health::Ok,
             format!(
-                "{} present (not used: cedana drives cuda-checkpoint itself)",
+                "{} present: CRIU loads it beside cedana's own GPU steps, and GPU checkpoints \
+                 made here need it wherever they are restored",
                 p.display()
             ),
             None,
@@ -92,7 +85,10 @@ pub fn health(env: &Env) -> Vec<HealthCheck> {
         None => check(
             "criu cuda plugin",
             Health::Ok,
-            "not installed (not needed: cedana drives cuda-checkpoint itself)".into(),
+            format!(
+                "not in {} (not needed: cedana drives cuda-checkpoint itself)",
+                criu_plugin::plugin_dir().display()
+            ),
             None,
         ),
     };

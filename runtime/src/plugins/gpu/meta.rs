@@ -49,6 +49,9 @@ pub struct GpuMeta {
     pub gpus: Vec<GpuInfo>,
     /// The tasks that used them.
     pub tasks: Vec<GpuTask>,
+    /// CRIU plugins of the GPU path that CRIU loaded for the dump (`cuda_plugin`): the
+    /// images name them, and CRIU restores them only where they are installed.
+    pub criu_plugins: Vec<String>,
 }
 
 impl MetadataSection for GpuMeta {

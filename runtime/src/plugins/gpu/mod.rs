@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod checks;
+pub mod criu_plugin;
 pub mod detect;
 pub mod driver;
 pub mod dump;

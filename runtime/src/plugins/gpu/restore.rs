@@ -5,6 +5,7 @@
 
 use super::backend::{Backend, CudaCheckpoint, GpuState};
 use super::checks;
+use super::criu_plugin;
 use super::dump::resume;
 use super::error::GpuError;
 use super::inventory;
@@ -35,6 +36,8 @@ pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
             let backend = CudaCheckpoint::select(&cfg).with_device_map(map.clone());
             let checked = backend.clone();
             blocking(move || {
+                let installed = |p: &str| criu_plugin::installed(p).is_some();
+                checks::criu_plugins_present(&meta, installed, &criu_plugin::plugin_dir())?;
                 let host = inventory::query(&nvidia_smi);
                 checks::compatible(&meta, host.as_ref(), &map)?;
                 Ok(checked.usable("to put the restored job back on its GPU")?)
