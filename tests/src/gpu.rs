@@ -216,6 +216,18 @@ impl GpuHost {
 
     /// `dump process PID --no-server` into the checkpoint dir (unless `extra` has `--dir`).
     pub fn dump(&self, pid: i32, extra: &[&str], gpus: Option<&Path>, fail: Option<&str>) -> Run {
+        self.dump_with(pid, extra, gpus, fail, &[])
+    }
+
+    /// [`GpuHost::dump`] with more environment variables.
+    pub fn dump_with(
+        &self,
+        pid: i32,
+        extra: &[&str],
+        gpus: Option<&Path>,
+        fail: Option<&str>,
+        vars: &[(&str, &Path)],
+    ) -> Run {
         let (pid, dir) = (pid.to_string(), self.env.checkpoints());
         let dir = dir.to_string_lossy();
         let mut args = vec!["--json", "dump", "process", &pid, "--no-server"];
@@ -223,12 +235,24 @@ impl GpuHost {
             args.extend(["--dir", &dir]);
         }
         args.extend_from_slice(extra);
-        self.cedana(&args, gpus, fail)
+        self.cedana_with(&args, gpus, fail, vars)
     }
 
     /// `restore process --path PATH --no-server`; `fail` makes that stand-in action fail.
     pub fn restore(&self, path: &str, gpus: Option<&Path>, fail: Option<&str>) -> Run {
-        let args = [
+        self.restore_with(path, &[], gpus, fail, &[])
+    }
+
+    /// [`GpuHost::restore`] with `extra` arguments and more environment variables.
+    pub fn restore_with(
+        &self,
+        path: &str,
+        extra: &[&str],
+        gpus: Option<&Path>,
+        fail: Option<&str>,
+        vars: &[(&str, &Path)],
+    ) -> Run {
+        let mut args = vec![
             "--json",
             "restore",
             "process",
@@ -236,7 +260,8 @@ impl GpuHost {
             path,
             "--no-server",
         ];
-        self.cedana(&args, gpus, fail)
+        args.extend_from_slice(extra);
+        self.cedana_with(&args, gpus, fail, vars)
     }
 
     /// The GPU steps and CRIU runs recorded since the last `clear`, as `lock 42`, ...,

@@ -72,7 +72,7 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
     // Onto another GPU with r570: cuda-checkpoint cannot remap before r580.
     let other = host.file("other-570", &H100.replace(GPU_A, GPU_C));
     let map = format!("{GPU_A}={GPU_C}");
-    host.cedana(&restore_args(&path, &map), Some(&other), None)
+    host.restore_with(&path, &["--gpu-map", &map], Some(&other), None, &[])
         .fails_with("--gpu-map needs driver r580 or newer")
         .fails_with("nothing was restored");
     assert!(host.steps().is_empty(), "{:?}", host.steps());
@@ -94,20 +94,6 @@ fn a_gpu_checkpoint_is_refused_where_the_gpus_do_not_fit() {
     let r = host.restore(&path, Some(&newer), None).ok();
     let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
     assert_eq!(next_after(&log, at_dump), at_dump + 1);
-}
-
-/// `restore process --path PATH --no-server --gpu-map MAP`.
-fn restore_args<'a>(path: &'a str, map: &'a str) -> [&'a str; 8] {
-    [
-        "--json",
-        "restore",
-        "process",
-        "--path",
-        path,
-        "--no-server",
-        "--gpu-map",
-        map,
-    ]
 }
 
 #[test]
@@ -138,12 +124,12 @@ fn a_gpu_job_moves_onto_another_gpu_with_gpu_map() {
         .fails_with("the GPUs differ")
         .fails_with("--gpu-map OLD=NEW");
     let elsewhere = format!("{GPU_A}={GPU_B}");
-    host.cedana(&restore_args(&path, &elsewhere), Some(&other), None)
+    host.restore_with(&path, &["--gpu-map", &elsewhere], Some(&other), None, &[])
         .fails_with(&format!(
             "--gpu-map names {GPU_B}, which this host does not have"
         ));
     let typo = format!("{GPU_A}=GPU-c");
-    host.cedana(&restore_args(&path, &typo), Some(&other), None)
+    host.restore_with(&path, &["--gpu-map", &typo], Some(&other), None, &[])
         .fails_with("\"GPU-c\" is not a GPU UUID");
     assert!(host.steps().is_empty(), "{:?}", host.steps());
     assert!(!pid_alive(pid), "restored anyway");
@@ -151,7 +137,7 @@ fn a_gpu_job_moves_onto_another_gpu_with_gpu_map() {
     let at_dump = last_count(&log).expect("count at dump");
     let map = format!("{GPU_A}={GPU_C}");
     let r = host
-        .cedana(&restore_args(&path, &map), Some(&other), None)
+        .restore_with(&path, &["--gpu-map", &map], Some(&other), None, &[])
         .ok();
     let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
     assert_eq!(
@@ -181,22 +167,10 @@ fn a_checkpoint_naming_criu_cuda_plugin_is_refused_where_criu_lacks_it() {
     // CRIU loads the (stand-in) cuda_plugin for this dump, as from /usr/lib/criu.
     let plugins = host.criu_cuda_plugin();
     let with_plugin = [("CRIU_LIBS_DIR", plugins.as_path())];
-    let (pid_s, dir) = (pid.to_string(), host.env.checkpoints());
-    let dir = dir.to_string_lossy();
-    let dump = [
-        "--json",
-        "dump",
-        "process",
-        &pid_s,
-        "--no-server",
-        "--dir",
-        &dir,
-        "--compression",
-        "none",
-    ];
+    let extra = ["--compression", "none"];
     let path = path_of(
         &host
-            .cedana_with(&dump, Some(&gpus), None, &with_plugin)
+            .dump_with(pid, &extra, Some(&gpus), None, &with_plugin)
             .ok(),
     );
     w.reap();
@@ -218,15 +192,7 @@ fn a_checkpoint_naming_criu_cuda_plugin_is_refused_where_criu_lacks_it() {
     let empty = host.env.path("no-plugins");
     fs::create_dir_all(&empty).expect("dir");
     host.criu.clear();
-    let restore = [
-        "--json",
-        "restore",
-        "process",
-        "--path",
-        &path,
-        "--no-server",
-    ];
-    host.cedana_with(&restore, Some(&gpus), None, &[("CRIU_LIBS_DIR", &empty)])
+    host.restore_with(&path, &[], Some(&gpus), None, &[("CRIU_LIBS_DIR", &empty)])
         .fails_with(&format!(
             "this host's CRIU has no cuda_plugin.so in {}",
             empty.display()
@@ -238,7 +204,7 @@ fn a_checkpoint_naming_criu_cuda_plugin_is_refused_where_criu_lacks_it() {
     // Where it is installed: restored, and the counter goes on.
     let at_dump = last_count(&log).expect("count at dump");
     let r = host
-        .cedana_with(&restore, Some(&gpus), None, &with_plugin)
+        .restore_with(&path, &[], Some(&gpus), None, &with_plugin)
         .ok();
     let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
     assert_eq!(
