@@ -54,8 +54,8 @@ PKGS=(patch runc iptables busybox-static protobuf-compiler iproute2 procps psmis
       libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler
       uuid-dev python3-protobuf xz-utils zstd lz4 gzip tar sqlite3 curl ca-certificates
       time python3 python3-venv util-linux
-      # guest VMs for the kata tests (socat: bench/kata.sh's by-hand baseline)
-      qemu-system-x86 linux-image-amd64 cpio socat
+      # guest VMs for the kata tests and bench/kata.sh
+      qemu-system-x86 linux-image-amd64 cpio
       # the completion tests run the scripts in the shells users have
       zsh fish)
 missing=()

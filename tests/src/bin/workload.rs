@@ -20,6 +20,12 @@
 //!   after one sixteenth of the buffer, in turn, still matched the checksum taken at
 //!   start (else `<3>MEMORY CORRUPT NAME`): in a VM guest, a restored count that goes on
 //!   16 values proves the memory came back byte for byte.
+//! - `vsock-exec PORT`: in a VM guest, for the kata bench's by-hand baseline: on each
+//!   AF_VSOCK connection to PORT, reads one line and runs it with `sh -c`, the rest of
+//!   the connection as its stdin and the connection as its stdout, then closes. (A line,
+//!   not all input: the hybrid vsock of vhost-device-vsock turns the host's half-close
+//!   into a full close, so a command cannot wait for end of input; one that reads stdin
+//!   is told how much to read, as `head -c N`.) Never in a real image: it is a root shell.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -204,6 +210,56 @@ fn zeros(mib: usize) -> ! {
     counter(Duration::from_millis(200))
 }
 
+fn vsock_exec(port: u32) -> Result<(), String> {
+    use nix::sys::socket::{
+        accept, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, VsockAddr,
+    };
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    fn e(what: &'static str) -> impl Fn(nix::Error) -> String {
+        move |err| format!("{what}: {err}")
+    }
+    let sock = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(e("vsock socket"))?;
+    let any = VsockAddr::new(libc::VMADDR_CID_ANY, port);
+    bind(sock.as_raw_fd(), &any).map_err(e("bind"))?;
+    listen(&sock, Backlog::new(16).map_err(e("backlog"))?).map_err(e("listen"))?;
+    loop {
+        let fd = accept(sock.as_raw_fd()).map_err(e("accept"))?;
+        // SAFETY: accept returned a new descriptor that nothing else owns.
+        let conn = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        std::thread::spawn(move || {
+            if let Err(err) = run_connection(conn) {
+                eprintln!("cedana-workload vsock-exec: {err}");
+            }
+        });
+    }
+}
+
+fn run_connection(conn: std::fs::File) -> std::io::Result<()> {
+    use std::process::{Command, Stdio};
+    // Byte by byte: what follows the line is the command's stdin.
+    let mut script = Vec::new();
+    for byte in std::io::Read::bytes(&conn) {
+        match byte? {
+            b'\n' => break,
+            b => script.push(b),
+        }
+    }
+    Command::new("sh")
+        .arg("-c")
+        .arg(String::from_utf8_lossy(&script).as_ref())
+        .stdin(conn.try_clone()?)
+        .stdout(conn)
+        .stderr(Stdio::null())
+        .status()
+        .map(drop)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str) {
@@ -230,8 +286,12 @@ fn main() {
             Some(mib) => zeros(mib),
             None => Err("usage: cedana-workload zeros MIB".into()),
         },
+        Some("vsock-exec") => match args.get(2).and_then(|s| s.parse().ok()) {
+            Some(port) => vsock_exec(port),
+            None => Err("usage: cedana-workload vsock-exec PORT".into()),
+        },
         _ => Err(
-            "usage: cedana-workload counter|tcp-client|gpu-counter|io-uring|memory|memserve|memcheck|zeros ..."
+            "usage: cedana-workload counter|tcp-client|gpu-counter|io-uring|memory|memserve|memcheck|zeros|vsock-exec ..."
                 .into(),
         ),
     };
