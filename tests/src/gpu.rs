@@ -100,6 +100,17 @@ impl GpuHost {
     /// A fresh fake host: every `cedana` run of its setup (the daemon's too) uses the
     /// stand-in tools and records into one file.
     pub fn new() -> GpuHost {
+        Self::with_device_dir(None)
+    }
+
+    /// A fake host whose GPU tasks are containers: their device nodes are looked for at
+    /// `dir` as the container sees it (`/dev` on a real host; the test puts stand-in
+    /// files there in the container's rootfs).
+    pub fn for_containers(dir: &Path) -> GpuHost {
+        Self::with_device_dir(Some(dir))
+    }
+
+    fn with_device_dir(device_dir: Option<&Path>) -> GpuHost {
         let scratch = Env::new();
         let criu = CriuRecorder::new(&scratch.path("criu"));
         let dev = scratch.path("dev");
@@ -114,7 +125,7 @@ impl GpuHost {
         let env = scratch
             .with_settings(vec![
                 criu.setting(),
-                set("gpu.device_dir", &dev),
+                set("gpu.device_dir", device_dir.unwrap_or(&dev)),
                 set("gpu.cuda_checkpoint", &bin("cedana-test-cuda-checkpoint")),
                 set("gpu.nvidia_smi", &bin("cedana-test-nvidia-smi")),
             ])
@@ -282,7 +293,7 @@ impl GpuHost {
         steps
     }
 
-    /// The stand-in's GPU state of `pid`.
+    /// The stand-in's GPU state of `pid` (a process in the host's PID namespace).
     pub fn gpu_state(&self, pid: i32) -> String {
         fs::read_to_string(self.state.join(pid.to_string())).unwrap_or_else(|_| "running".into())
     }

@@ -1,10 +1,16 @@
 //! A STAND-IN for NVIDIA's `cuda-checkpoint`, for tests on machines without a GPU. It
 //! takes the real tool's command line (`--action lock|checkpoint|restore|unlock --pid
-//! PID [--timeout MS] [--device-map OLD=NEW,...]`, `--get-state --pid PID`, `--help`), keeps each PID's state
-//! (`running`, `locked`, `checkpointed`) in a file, refuses the transitions the driver
-//! refuses, and moves no GPU state at all.
+//! PID [--timeout MS] [--device-map OLD=NEW,...]`, `--get-state --pid PID`, `--help`),
+//! keeps each process's state (`running`, `locked`, `checkpointed`) in a file, refuses
+//! the transitions the driver refuses, and moves no GPU state at all.
 //!
-//! - `CEDANA_TEST_CUDA_STATE_DIR`: directory of the per-PID state files (required).
+//! The real state lives in the process, so it comes back with a restored process even
+//! where the restore gives it another host PID (a container in its own PID namespace).
+//! The stand-in keys its files by the process's PID in its innermost namespace (`NSpid`),
+//! which CRIU restores, so it answers the same.
+//!
+//! - `CEDANA_TEST_CUDA_STATE_DIR`: directory of the state files (required), one per
+//!   innermost PID.
 //! - `CEDANA_TEST_CUDA_LOG`: file every call is appended to, as `cuda-checkpoint ACTION PID`
 //!   (then ` --device-map MAP` where a restore was given one).
 //! - `CEDANA_TEST_CUDA_FAIL`: an action (`lock`, `checkpoint`, `restore`, `unlock`) that
@@ -31,7 +37,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let dir = std::env::var_os("CEDANA_TEST_CUDA_STATE_DIR")
         .map(PathBuf::from)
         .ok_or("the stand-in needs CEDANA_TEST_CUDA_STATE_DIR")?;
-    let file = dir.join(pid.to_string());
+    let file = dir.join(innermost_pid(pid).to_string());
     let state = std::fs::read_to_string(&file).unwrap_or_else(|_| "running".into());
     let action = match flag(args, "--action") {
         Some(a) => a.to_string(),
@@ -75,6 +81,18 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("state dir: {e}"))?;
     std::fs::write(&file, next).map_err(|e| format!("state: {e}"))
+}
+
+/// `pid`'s PID in its innermost PID namespace (`NSpid`'s last field); `pid` itself when
+/// that cannot be read (a process that is gone).
+fn innermost_pid(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("NSpid:"))?;
+            line.split_whitespace().last()?.parse().ok()
+        })
+        .unwrap_or(pid)
 }
 
 fn main() {
