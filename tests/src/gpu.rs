@@ -299,6 +299,25 @@ impl GpuHost {
     }
 }
 
+/// The steps of a dump of GPU task `pid`, as [`GpuHost::steps`] lists them: lock,
+/// checkpoint, then CRIU.
+pub fn dump_steps(pid: i32) -> Vec<String> {
+    vec![
+        format!("lock {pid}"),
+        format!("checkpoint {pid}"),
+        "criu".into(),
+    ]
+}
+
+/// The steps of a restore of GPU task `pid`: CRIU, then restore and unlock.
+pub fn restore_steps(pid: i32) -> Vec<String> {
+    vec![
+        "criu".into(),
+        format!("restore {pid}"),
+        format!("unlock {pid}"),
+    ]
+}
+
 /// The checkpoint path of a `--json dump` answer.
 pub fn path_of(run: &Run) -> String {
     run.json()["path"].as_str().expect("path").to_string()

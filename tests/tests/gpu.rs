@@ -29,14 +29,7 @@ fn a_gpu_job_is_checkpointed_and_restored_in_order_and_counts_on() {
             .ok(),
     );
     w.reap();
-    assert_eq!(
-        host.steps(),
-        [
-            format!("lock {pid}"),
-            format!("checkpoint {pid}"),
-            "criu".into()
-        ]
-    );
+    assert_eq!(host.steps(), dump_steps(pid));
     assert_eq!(host.gpu_state(pid), "checkpointed");
     let md: serde_json::Value = serde_json::from_str(
         &fs::read_to_string(Path::new(&path).join("metadata.json")).expect("md"),
@@ -55,14 +48,7 @@ fn a_gpu_job_is_checkpointed_and_restored_in_order_and_counts_on() {
     host.criu.clear();
     let restored = host.restore(&path, Some(&gpus), None).ok();
     let _guard = KillOnDrop(restored.json()["pid"].as_i64().expect("pid") as i32);
-    assert_eq!(
-        host.steps(),
-        [
-            "criu".to_string(),
-            format!("restore {pid}"),
-            format!("unlock {pid}")
-        ]
-    );
+    assert_eq!(host.steps(), restore_steps(pid));
     assert_eq!(host.gpu_state(pid), "running");
     assert_eq!(
         next_after(&log, at_dump),
@@ -91,26 +77,12 @@ fn a_gpu_job_is_checkpointed_and_restored_through_the_daemon() {
     host.env
         .cedana(&["dump", "job", "gpu", "--compression", "none"])
         .ok();
-    assert_eq!(
-        host.steps(),
-        [
-            format!("lock {pid}"),
-            format!("checkpoint {pid}"),
-            "criu".into()
-        ]
-    );
+    assert_eq!(host.steps(), dump_steps(pid));
     assert_eq!(host.gpu_state(pid), "checkpointed");
     let last = last_count(&log).expect("count at dump");
     host.criu.clear();
     host.env.cedana(&["restore", "job", "gpu"]).ok();
-    assert_eq!(
-        host.steps(),
-        [
-            "criu".to_string(),
-            format!("restore {pid}"),
-            format!("unlock {pid}")
-        ]
-    );
+    assert_eq!(host.steps(), restore_steps(pid));
     assert_eq!(host.gpu_state(pid), "running");
     assert_eq!(
         next_after(&log, last),
@@ -256,16 +228,9 @@ fn a_gpu_job_on_a_host_without_cuda_checkpoint_is_refused_before_anything_is_tou
 /// unlocked in that order, the job alive and counting.
 fn assert_back_on_its_gpu(host: &GpuHost, w: &Workload, log: &Path) {
     let pid = w.pid;
-    assert_eq!(
-        host.steps(),
-        [
-            format!("lock {pid}"),
-            format!("checkpoint {pid}"),
-            "criu".into(),
-            format!("restore {pid}"),
-            format!("unlock {pid}")
-        ]
-    );
+    let mut steps = dump_steps(pid);
+    steps.extend(restore_steps(pid).into_iter().skip(1));
+    assert_eq!(host.steps(), steps);
     assert_eq!(host.gpu_state(pid), "running");
     assert!(w.alive());
     wait_count_above(log, last_count(log).expect("count") + 2);

@@ -207,14 +207,7 @@ fn a_checkpoint_naming_criu_cuda_plugin_is_refused_where_criu_lacks_it() {
         .restore_with(&path, &[], Some(&gpus), None, &with_plugin)
         .ok();
     let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
-    assert_eq!(
-        host.steps(),
-        [
-            "criu".to_string(),
-            format!("restore {pid}"),
-            format!("unlock {pid}")
-        ]
-    );
+    assert_eq!(host.steps(), restore_steps(pid));
     assert_eq!(next_after(&log, at_dump), at_dump + 1);
 }
 
