@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Assembles what scripts/gpu-check.sh needs on a GPU machine that has no CRIU and no
 # package registry: our release binaries, this host's CRIU with the libraries it links
-# (not libc's), the check script and its PyTorch workload. Usage:
+# (not libc's) and its cuda_plugin, the check script and its PyTorch workload. Usage:
 #   scripts/gpu-bundle.sh BIN_DIR OUT_DIR     (`make gpu-bundle` passes the release dir)
 # Fails if the bundle is over 64 MiB (what a device run can carry).
 set -euo pipefail
@@ -25,6 +25,14 @@ ldd "$criu" | awk '/=> \//{print $3}' | while read -r lib; do
         *) cp -L "$lib" "$out/lib/" ;;
     esac
 done
+# CRIU's own cuda_plugin (scripts/install-deps.sh builds it), for gpu-check.sh's step 3.
+plugin=/usr/local/lib/cedana/criu-cuda-plugin/cuda_plugin.so
+if [ -f "$plugin" ]; then
+    mkdir -p "$out/criu-plugins"
+    cp "$plugin" "$out/criu-plugins/"
+else
+    echo "gpu-bundle: no $plugin (run \`make deps\`): the bundle cannot check CRIU's cuda_plugin" >&2
+fi
 cp "$here/gpu-check.sh" "$out/"
 cp "$here/gpu/workload.py" "$out/"
 size=$(du -sm "$out" | cut -f1)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # GPU check on a machine with an NVIDIA GPU (driver r570+), PyTorch with CUDA, and root:
 # run from a bundle made by `make gpu-bundle` (bin/cedana, bin/cedana-gpu-helper,
-# bin/criu + lib/, workload.py), e.g. `cd dist/gpu-bundle && bash gpu-check.sh`.
+# bin/criu + lib/, criu-plugins/cuda_plugin.so, workload.py), e.g.
+# `cd dist/gpu-bundle && bash gpu-check.sh`.
 #   1. the driver API in place, no CRIU: lock, checkpoint, restore, unlock a PyTorch
 #      process holding a known tensor with cedana-gpu-helper; its counter goes on and
 #      the tensor's checksum is unchanged;
-#   2. cedana dump + restore of the same kind of process with CRIU: the same checks.
+#   2. cedana dump + restore of the same kind of process with CRIU, cedana moving the
+#      GPU state: the same checks;
+#   3. the same with CRIU's cuda_plugin moving it (gpu.backend=criu-plugin), where
+#      NVIDIA's cuda-checkpoint is on PATH (the plugin runs it).
 # Prints PASS/FAIL per step and MISSING for what it cannot run without; exit 0 only if
 # every step passed.
 set -uo pipefail
@@ -68,25 +72,40 @@ if start inplace; then
     kill -9 "$PID" 2>/dev/null
 fi
 
-# 2. cedana with CRIU.
+# 2. and 3. cedana with CRIU.
 cedana() {
-    LD_LIBRARY_PATH="$B/lib" "$B/bin/cedana" --config-dir "$W/etc" \
-        --set "criu.binary_path=$B/bin/criu" --set "db_path=$W/cedana.db" "$@"
+    LD_LIBRARY_PATH="$B/lib" CRIU_LIBS_DIR="$plugins" "$B/bin/cedana" --config-dir "$W/etc" \
+        --set "criu.binary_path=$B/bin/criu" --set "db_path=$W/cedana.db" \
+        --set "gpu.backend=$backend" "$@"
 }
-if start criu; then
-    if out=$(cedana --json dump process "$PID" --no-server --dir "$W/ck" --compression none 2>&1); then
+# Dumps and restores a fresh workload with cedana; GPU state moved by $backend.
+round() {
+    local what=$1 out at path
+    start "$what" || return
+    if out=$(cedana --json dump process "$PID" --no-server --dir "$W/ck-$what" --compression none 2>&1); then
         at=$(last)
         path=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["path"])')
-        grep -q '"backend"' "$path/metadata.json" && echo "recorded: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gpu"])' "$path/metadata.json")"
+        echo "recorded: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gpu"])' "$path/metadata.json")"
         if out=$(cedana --json restore process --path "$path" --no-server 2>&1); then
-            if why=$(goes_on "$at"); then pass "cedana dump + restore with CRIU (counter and checksum)"
-            else fail "after restore: $why"; fi
+            if why=$(goes_on "$at"); then pass "cedana dump + restore with CRIU, $backend (counter and checksum)"
+            else fail "$what: after restore: $why"; fi
             kill -9 "$PID" 2>/dev/null
-        else fail "cedana restore: $out"; fi
+        else fail "$what: cedana restore: $out"; fi
     else
-        fail "cedana dump: $out"
+        fail "$what: cedana dump: $out"
         kill -9 "$PID" 2>/dev/null
     fi
+}
+plugins=$W/no-plugins backend=auto
+mkdir -p "$plugins"
+round criu
+plugins=$B/criu-plugins backend=criu-plugin
+if ! command -v cuda-checkpoint >/dev/null; then
+    echo "MISSING: cuda-checkpoint on PATH, which CRIU's cuda_plugin runs (step 3 skipped)"
+elif [ ! -f "$plugins/cuda_plugin.so" ]; then
+    echo "MISSING: $plugins/cuda_plugin.so (step 3 skipped): run \`make deps\` before \`make gpu-bundle\`"
+else
+    round criu-plugin
 fi
 echo "logs in $W"
 exit $failed

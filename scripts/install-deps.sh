@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every system dependency of cedana-rs on Debian 12 (bookworm), idempotently:
-# CRIU 4.1.1 built from Debian trixie's source tarball (bookworm's 3.17 fails on new
+# CRIU 4.1.1 and its cuda_plugin built from Debian trixie's source tarball (bookworm's 3.17 fails on new
 # kernels), runc, containerd 1.7 (from trixie, pinned low), iptables, busybox-static,
 # protobuf compiler; for the kata guest tests QEMU, a guest kernel (linux-image-amd64),
 # cpio and vhost-device-vsock (cargo); for the S3 tests a moto server in a venv
@@ -15,6 +15,10 @@ PATCH_DIR="$(cd "$(dirname "$0")" && pwd)/criu-patches"
 # Identifies the exact source we build (version + our patches), so a change rebuilds.
 CRIU_BUILD_ID="$CRIU_VERSION-$(cat "$PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -c1-16)"
 CRIU_BUILD_ID_FILE=/usr/local/share/cedana/criu-build-id
+# CRIU's own cuda_plugin, built from the same source. Kept out of CRIU's plugin dir
+# (/usr/lib/criu), where CRIU would load it on every run: the GPU tests that exercise it
+# point CRIU_LIBS_DIR here.
+CRIU_CUDA_PLUGIN=/usr/local/lib/cedana/criu-cuda-plugin/cuda_plugin.so
 
 log() { printf '\033[1;34m[deps]\033[0m %s\n' "$*"; }
 
@@ -77,7 +81,8 @@ if ! command -v containerd >/dev/null || ! containerd --version | grep -q ' v\?1
 fi
 # The package may start a system containerd; tests run their own in temp dirs.
 
-if [ -x "$CRIU_BIN" ] && [ "$(cat "$CRIU_BUILD_ID_FILE" 2>/dev/null)" = "$CRIU_BUILD_ID" ]; then
+if [ -x "$CRIU_BIN" ] && [ -f "$CRIU_CUDA_PLUGIN" ] \
+    && [ "$(cat "$CRIU_BUILD_ID_FILE" 2>/dev/null)" = "$CRIU_BUILD_ID" ]; then
     log "CRIU $CRIU_BUILD_ID already at $CRIU_BIN"
 else
     log "building CRIU $CRIU_VERSION from Debian trixie's source tarball"
@@ -99,9 +104,10 @@ else
         log "applying $(basename "$p")"
         patch -d "criu-$CRIU_VERSION" -p1 --forward --quiet <"$p"
     done
-    make -C "criu-$CRIU_VERSION" -j"$(nproc)" criu >"$BUILD_DIR/criu-build.log" 2>&1 \
+    make -C "criu-$CRIU_VERSION" -j"$(nproc)" criu cuda_plugin >"$BUILD_DIR/criu-build.log" 2>&1 \
         || { tail -40 "$BUILD_DIR/criu-build.log" >&2; exit 1; }
     install -m 0755 "criu-$CRIU_VERSION/criu/criu" "$CRIU_BIN"
+    install -D -m 0755 "criu-$CRIU_VERSION/plugins/cuda/cuda_plugin.so" "$CRIU_CUDA_PLUGIN"
     install -d "$(dirname "$CRIU_BUILD_ID_FILE")"
     echo "$CRIU_BUILD_ID" >"$CRIU_BUILD_ID_FILE"
 fi

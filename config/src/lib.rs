@@ -28,6 +28,8 @@ pub const CONFIG_DIR_ENV: &str = "CEDANA_CONFIG_DIR";
 pub const NETWORK_LOCKS: &[&str] = &["iptables", "nftables", "skip"];
 /// Accepted values of `checkpoint.compression`.
 pub const COMPRESSIONS: &[&str] = &["none", "tar", "gzip", "lz4", "zstd"];
+/// Accepted values of `gpu.backend`: who moves a GPU job's state.
+pub const GPU_BACKENDS: &[&str] = &["auto", "criu-plugin", "cuda-checkpoint", "driver-api"];
 
 /// Complete daemon configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +118,8 @@ pub struct GpuConfig {
     pub nvidia_smi: PathBuf,
     /// Milliseconds a GPU lock may wait for the job's running CUDA calls.
     pub lock_timeout_ms: u64,
+    /// Who moves a GPU job's state: one of [`GPU_BACKENDS`].
+    pub backend: String,
 }
 
 /// Job settings (`jobs.*`).

@@ -43,13 +43,14 @@ fn defaults() {
     assert_eq!(c.runc.binary_path, PathBuf::from("runc"));
     assert_eq!(c.gpu.device_dir, PathBuf::from("/dev"));
     assert_eq!(c.gpu.lock_timeout_ms, 10000);
+    assert_eq!(c.gpu.backend, "auto");
     c.validate().expect("defaults are valid");
 }
 
 #[test]
 fn key_table_matches_defaults_and_env_names() {
     let c = Config::default();
-    assert_eq!(Config::keys().len(), 19);
+    assert_eq!(Config::keys().len(), 20);
     for info in Config::keys() {
         assert_eq!(
             c.get(info.key).expect("known key"),
@@ -78,6 +79,7 @@ fn every_key_round_trips_through_set_and_get() {
         ("criu.pid_wait_timeout_ms", "123"),
         ("jobs.log_dir", "/tmp/jobs"),
         ("runc.binary_path", "crun"),
+        ("gpu.backend", "criu-plugin"),
     ];
     for (k, v) in values {
         c.set(k, v).expect("valid value");

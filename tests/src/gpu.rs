@@ -2,7 +2,7 @@
 //! that are plain files in a temp dir (`gpu.device_dir`), and STAND-INS for NVIDIA's
 //! tools built from this crate: `cedana-test-cuda-checkpoint` (per-PID state in a file,
 //! every call recorded) and `cedana-test-nvidia-smi` (GPUs from a file). The real CRIU
-//! runs; only the GPU is stood in for.
+//! runs, with its real cuda_plugin where a test asks for it; only the GPU is stood in for.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,45 +22,26 @@ pub const GPU_C: &str = "GPU-cccccccc-cccc-cccc-cccc-cccccccccccc";
 /// One H100 ([`GPU_A`]), driver r570, MIG off: the stand-in nvidia-smi's answer.
 pub const H100: &str = "0, GPU-aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa, NVIDIA H100 80GB HBM3, 81559, 80000, 570.86.15, Disabled\n";
 
-/// A STAND-IN for CRIU's `cuda_plugin` (CRIU's plugins/cuda), in C against CRIU's plugin
-/// ABI: it registers under the same name and, as the real one does for a CUDA task, names
-/// itself in the dump's `inventory.img` and claims that entry at restore (so CRIU refuses
-/// the images where it is missing). It moves no GPU state.
-const CRIU_CUDA_PLUGIN: &str = r#"
-extern int add_inventory_plugin(const char *name);
-extern int check_and_remove_inventory_plugin(const char *name, unsigned long n);
-typedef struct {
-	const char *name;
-	int (*init)(int stage);
-	void (*exit)(int stage, int ret);
-	unsigned int version;
-	unsigned int max_hooks;
-	void *hooks[12];
-} cr_plugin_desc_t;
-static int named;
-static int init(int stage)
-{
-	if (stage == 2) /* CR_PLUGIN_STAGE__RESTORE */
-		check_and_remove_inventory_plugin("cuda_plugin", 11);
-	return 0;
+/// Where scripts/install-deps.sh puts CRIU's real cuda_plugin.
+const REAL_CRIU_CUDA_PLUGIN_DIR: &str = "/usr/local/lib/cedana/criu-cuda-plugin";
+
+/// The environment of [`GpuHost::real_criu_cuda_plugin`].
+pub struct CriuCudaPlugin {
+    libs: PathBuf,
+    fault: PathBuf,
+    path: PathBuf,
 }
-static void fini(int stage, int ret) {}
-static int pause_devices(int pid)
-{
-	if (!named && add_inventory_plugin("cuda_plugin"))
-		return -1;
-	named = 1;
-	return 0;
+
+impl CriuCudaPlugin {
+    /// As variables for [`GpuHost::dump_with`] and [`GpuHost::restore_with`].
+    pub fn vars(&self) -> [(&str, &Path); 3] {
+        [
+            ("CRIU_LIBS_DIR", &self.libs),
+            ("CRIU_FAULT", &self.fault),
+            ("PATH", &self.path),
+        ]
+    }
 }
-cr_plugin_desc_t CR_PLUGIN_DESC = {
-	.name = "cuda_plugin",
-	.init = init,
-	.exit = fini,
-	.version = 2 << 8, /* CRIU_PLUGIN_VERSION 0.2.0 */
-	.max_hooks = 12,
-	.hooks = { [10] = (void *)pause_devices }, /* CR_PLUGIN_HOOK__PAUSE_DEVICES */
-};
-"#;
 
 /// A fake GPU host: device files, the stand-ins' state, and one record of GPU and CRIU
 /// calls in the order they happened.
@@ -204,25 +185,35 @@ impl GpuHost {
         Run::from_output(cmd.output().expect("run cedana"))
     }
 
-    /// A directory holding the stand-in `cuda_plugin.so` (built here with `cc`), for
-    /// CRIU's `CRIU_LIBS_DIR`.
-    pub fn criu_cuda_plugin(&self) -> PathBuf {
-        let dir = self.env.path("criu-plugins");
-        fs::create_dir_all(&dir).expect("plugin dir");
-        let src = self.env.path("cuda_plugin.c");
-        fs::write(&src, CRIU_CUDA_PLUGIN).expect("plugin source");
-        let out = std::process::Command::new("cc")
-            .args(["-shared", "-fPIC", "-o"])
-            .arg(dir.join("cuda_plugin.so"))
-            .arg(&src)
-            .output()
-            .expect("cc (build-essential, installed by scripts/install-deps.sh)");
+    /// The environment under which CRIU runs its REAL `cuda_plugin` (CRIU 4.1.1's, built
+    /// by scripts/install-deps.sh out of CRIU's plugin dir) on this GPU-less host: the
+    /// plugin's dir as `CRIU_LIBS_DIR`; `CRIU_FAULT=138` (CRIU's fault injection
+    /// `FI_PLUGIN_CUDA_FORCE_ENABLE`: the plugin otherwise disables itself where
+    /// /proc/driver/nvidia/gpus is missing); and the stand-in cuda-checkpoint on `PATH`
+    /// as `cuda-checkpoint`, the name the plugin runs.
+    pub fn real_criu_cuda_plugin(&self) -> CriuCudaPlugin {
+        let libs = PathBuf::from(REAL_CRIU_CUDA_PLUGIN_DIR);
         assert!(
-            out.status.success(),
-            "cc: {}",
-            String::from_utf8_lossy(&out.stderr)
+            libs.join("cuda_plugin.so").is_file(),
+            "{REAL_CRIU_CUDA_PLUGIN_DIR}/cuda_plugin.so missing: run `make deps`"
         );
-        dir
+        let tools = self.env.path("plugin-path");
+        fs::create_dir_all(&tools).expect("tools dir");
+        let link = tools.join("cuda-checkpoint");
+        if !link.exists() {
+            std::os::unix::fs::symlink(bin("cedana-test-cuda-checkpoint"), &link)
+                .expect("cuda-checkpoint link");
+        }
+        let path = format!(
+            "{}:{}",
+            tools.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        CriuCudaPlugin {
+            libs,
+            fault: PathBuf::from("138"),
+            path: PathBuf::from(path),
+        }
     }
 
     /// `dump process PID --no-server` into the checkpoint dir (unless `extra` has `--dir`).
@@ -283,7 +274,7 @@ impl GpuHost {
             .calls()
             .iter()
             .filter_map(|c| match c.strip_prefix("cuda-checkpoint ") {
-                Some(s) if !s.starts_with("get-state") => Some(s.to_string()),
+                Some(s) if !s.starts_with("get-") => Some(s.to_string()),
                 Some(_) => None,
                 None => c.starts_with("swrk").then(|| "criu".to_string()),
             })

@@ -164,15 +164,19 @@ fn a_checkpoint_naming_criu_cuda_plugin_is_refused_where_criu_lacks_it() {
         mut w,
     } = GpuJob::start();
     let pid = w.pid;
-    // CRIU loads the (stand-in) cuda_plugin for this dump, as from /usr/lib/criu.
-    let plugins = host.criu_cuda_plugin();
-    let with_plugin = [("CRIU_LIBS_DIR", plugins.as_path())];
+    // CRIU's real cuda_plugin is loaded for this dump, as from /usr/lib/criu, while
+    // cedana owns the GPU state: the plugin finds the job checkpointed and skips it, but
+    // names itself in the images all the same.
+    let plugin = host.real_criu_cuda_plugin();
+    let cedana_owns = Path::new("cuda-checkpoint");
+    let with_plugin = [&plugin.vars()[..], &[("CEDANA_GPU_BACKEND", cedana_owns)]].concat();
     let extra = ["--compression", "none"];
     let path = path_of(
         &host
             .dump_with(pid, &extra, Some(&gpus), None, &with_plugin)
             .ok(),
     );
+    assert_eq!(host.steps(), dump_steps(pid), "cedana's steps, then CRIU");
     w.reap();
     let ck = Path::new(&path);
     let inventory = fs::read(ck.join("inventory.img")).expect("inventory.img");
@@ -207,7 +211,9 @@ fn a_checkpoint_naming_criu_cuda_plugin_is_refused_where_criu_lacks_it() {
         .restore_with(&path, &[], Some(&gpus), None, &with_plugin)
         .ok();
     let _guard = KillOnDrop(r.json()["pid"].as_i64().expect("pid") as i32);
-    assert_eq!(host.steps(), restore_steps(pid));
+    // CRIU's restore runs the plugin, which restores and unlocks the job itself.
+    let by_plugin = ["criu", &format!("restore {pid}"), &format!("unlock {pid}")];
+    assert_eq!(host.steps(), by_plugin);
     assert_eq!(next_after(&log, at_dump), at_dump + 1);
 }
 

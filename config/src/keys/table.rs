@@ -3,7 +3,7 @@
 
 use super::LOG_LEVELS;
 use super::{Field, Key, KeyInfo};
-use crate::COMPRESSIONS;
+use crate::{COMPRESSIONS, GPU_BACKENDS};
 
 pub(crate) static KEYS: &[Key] = &[
     Key {
@@ -183,6 +183,15 @@ pub(crate) static KEYS: &[Key] = &[
             help: "Milliseconds a GPU lock waits for the job's running CUDA work before the dump is refused",
         },
         field: Field::PositiveU64(|c| &c.gpu.lock_timeout_ms, |c| &mut c.gpu.lock_timeout_ms),
+    },
+    Key {
+        info: KeyInfo {
+            key: "gpu.backend",
+            env: "CEDANA_GPU_BACKEND",
+            default: "auto",
+            help: "Who moves a GPU job's state: criu-plugin (CRIU's cuda_plugin, driven by CRIU), cuda-checkpoint, driver-api (cedana-gpu-helper), or auto: criu-plugin where CRIU has it and cuda-checkpoint is on PATH, else cuda-checkpoint, else driver-api",
+        },
+        field: Field::Choice(GPU_BACKENDS, |c| &c.gpu.backend, |c| &mut c.gpu.backend),
     },
     Key {
         info: KeyInfo {

@@ -6,7 +6,9 @@
 //!   reply; exits non-zero if the connection breaks.
 //! - `gpu-counter PATH...`: opens each PATH (read-only, kept open) and counts; with
 //!   stand-in device files named `nvidia0`, `nvidiactl`, ... this is a CPU process that
-//!   cedana's GPU detection takes for a GPU user.
+//!   cedana's GPU detection takes for a GPU user. A thread named `cuda-restore` that only
+//!   sleeps stands in for the CUDA driver's restore thread, which the stand-in
+//!   cuda-checkpoint names to CRIU's cuda_plugin.
 //! - `io-uring`: holds an io_uring instance (which CRIU cannot dump) and counts.
 //! - `memory MIB`: holds MIB of memory shaped like a real heap (a quarter random bytes,
 //!   three eighths repetitive text, three eighths zero-filled but touched pages), prints
@@ -92,6 +94,12 @@ fn gpu_counter(paths: &[String]) -> Result<(), String> {
         .map(|p| std::fs::File::open(p).map_err(|e| format!("open {p}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let _held = std::hint::black_box(held);
+    std::thread::Builder::new()
+        .name("cuda-restore".into())
+        .spawn(|| loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        })
+        .map_err(|e| format!("restore thread: {e}"))?;
     counter(Duration::from_millis(100))
 }
 

@@ -1,8 +1,8 @@
 //! Backends that move a process's GPU state into its host memory and back, both on
 //! cuda-checkpoint's command line: NVIDIA's `cuda-checkpoint` tool (`gpu.cuda_checkpoint`,
 //! r555+ for `--action`), or, where it is not installed, our `cedana-gpu-helper` on
-//! libcuda's checkpoint API (`driver.rs`, r570+). CRIU's own cuda_plugin is not a backend
-//! (only reported by `cedana check`).
+//! libcuda's checkpoint API (`driver.rs`, r570+). CRIU's own cuda_plugin, the third way,
+//! is driven by CRIU (`owner.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -104,15 +104,18 @@ impl CudaCheckpoint {
         let default = cfg.cuda_checkpoint == Path::new("cuda-checkpoint");
         if default && crate::host::find_executable(&cfg.cuda_checkpoint).is_none() {
             if let Some(helper) = driver::locate_helper() {
-                return Self {
-                    binary: helper,
-                    lock_timeout_ms: cfg.lock_timeout_ms,
-                    kind: "driver-api",
-                    device_map: GpuMap::default(),
-                };
+                return Self::helper(&helper, cfg.lock_timeout_ms);
             }
         }
         Self::new(&cfg.cuda_checkpoint, cfg.lock_timeout_ms)
+    }
+
+    /// Our `cedana-gpu-helper` at `binary` (libcuda's checkpoint API).
+    pub fn helper(binary: &Path, lock_timeout_ms: u64) -> Self {
+        Self {
+            kind: "driver-api",
+            ..Self::new(binary, lock_timeout_ms)
+        }
     }
 
     /// The same tool, restoring onto the GPUs `map` names.

@@ -200,6 +200,28 @@ pub fn criu_plugins_present(
     }
 }
 
+/// Refuses a `--gpu-map` that would not be followed: where the images name CRIU's
+/// cuda_plugin, CRIU's restore runs it, and it puts the job back on the GPUs it was dumped
+/// on (it takes no map) before cedana could.
+pub fn map_supported(meta: &GpuMeta, map: &GpuMap) -> Result<(), GpuError> {
+    let named = meta
+        .criu_plugins
+        .iter()
+        .any(|p| p == super::criu_plugin::CUDA_PLUGIN);
+    if map.is_empty() || !named {
+        return Ok(());
+    }
+    Err(GpuError::Incompatible {
+        reason: "--gpu-map was given, but the images name CRIU's cuda_plugin, which CRIU runs \
+                 at restore and which puts the job back on the GPUs it was dumped on (it takes \
+                 no map)"
+            .into(),
+        fix: "restore without --gpu-map onto the same GPUs, or dump the job again with \
+              gpu.backend=cuda-checkpoint or driver-api on a host whose CRIU plugin dir has no \
+              cuda_plugin.so",
+    })
+}
+
 /// The first driver branch whose cuda-checkpoint takes `--device-map` (r580).
 const REMAP_BRANCH: u32 = 580;
 
@@ -258,6 +280,19 @@ mod tests {
         compatible(&meta(), inv, map)
             .expect_err("refused")
             .to_string()
+    }
+
+    #[test]
+    fn a_map_is_refused_where_criu_cuda_plugin_restores_the_job() {
+        let map = GpuMap(vec![(A.into(), B.into())]);
+        map_supported(&meta(), &map).expect("cedana follows the map");
+        let named = GpuMeta {
+            criu_plugins: vec!["cuda_plugin".into()],
+            ..meta()
+        };
+        map_supported(&named, &GpuMap::default()).expect("no map, nothing to follow");
+        let e = map_supported(&named, &map).expect_err("the plugin takes no map");
+        assert!(e.to_string().contains("takes no map"), "{e}");
     }
 
     #[test]

@@ -1,18 +1,20 @@
 //! The dump middleware: a tree that uses a GPU has its GPU state moved into host memory
 //! (lock, then checkpoint, every GPU task) before CRIU, and back (restore, unlock) when
-//! CRIU failed or the job is left running. A tree without GPU use passes straight
-//! through.
+//! CRIU failed or the job is left running; where CRIU's cuda_plugin owns the GPU state
+//! (`owner`), CRIU does both and cedana records, then puts back whatever the plugin left
+//! locked or checkpointed. A tree without GPU use passes straight through.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::backend::{Action, Backend, CudaCheckpoint};
+use super::backend::{Action, Backend};
 use super::checks;
 use super::criu_plugin::{self, CUDA_PLUGIN};
 use super::detect::{self, Vendor};
 use super::error::GpuError;
 use super::inventory;
 use super::meta::{GpuMeta, GpuTask};
+use super::owner::{self, put_back, Owner, CRIU_PLUGIN_BACKEND};
 use crate::chain::Adapter;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
 use crate::error::EngineError;
@@ -35,28 +37,36 @@ pub fn gpu_dump() -> Adapter<DumpCtx, DumpResponse> {
                 }
                 .into());
             }
-            let tool = CudaCheckpoint::select(&cfg);
-            let checked = tool.clone();
-            blocking(move || Ok(checked.usable("to checkpoint the job's GPU state")?)).await?;
-            let backend: Arc<dyn Backend> = Arc::new(tool);
+            let selected = cfg.clone();
+            let owner = blocking(move || Ok(owner::select(&selected)?)).await?;
             let pids: Vec<i32> = tasks.keys().copied().collect();
             let meta = {
-                let (nvidia_smi, backend) = (cfg.nvidia_smi.clone(), Arc::clone(&backend));
-                blocking(move || Ok(record(&nvidia_smi, backend.name(), tasks))).await?
+                let (nvidia_smi, owner) = (cfg.nvidia_smi.clone(), owner.clone());
+                blocking(move || Ok(record(&nvidia_smi, &owner, tasks))).await?
             };
             if let Some(reason) = checks::dump_refusal(std::env::consts::ARCH, &meta) {
                 return Err(GpuError::Unsupported { pid, reason }.into());
             }
             ctx.metadata.set_section(&meta)?;
-            let (b, p, dev) = (Arc::clone(&backend), pids.clone(), cfg.device_dir.clone());
-            blocking(move || suspend(b.as_ref(), &p, dev)).await?;
+            let backend: Arc<dyn Backend> = Arc::new(owner.tool().clone());
+            if let Owner::Cedana(_) = owner {
+                let (b, p, dev) = (Arc::clone(&backend), pids.clone(), cfg.device_dir.clone());
+                blocking(move || suspend(b.as_ref(), &p, dev)).await?;
+            }
             let leave_running = ctx.opts.leave_running;
             let result = next.run(ctx).await;
             if result.is_ok() && !leave_running {
                 // CRIU killed the tree once its checkpoint was committed.
                 return result;
             }
-            let resumed = blocking(move || Ok(resume(backend.as_ref(), &pids))).await?;
+            let resumed = blocking(move || {
+                Ok(match owner {
+                    Owner::Cedana(_) => resume(backend.as_ref(), &pids),
+                    // The plugin resumes what it paused; cedana puts back what it left.
+                    Owner::CriuPlugin(_) => put_back(backend.as_ref(), &pids, CRIU_PLUGIN_BACKEND),
+                })
+            })
+            .await?;
             match (result, resumed) {
                 (result, Ok(())) => result,
                 (Err(dump), Err(e)) => Err(stuck(e, format!("the dump had failed ({dump})"))),
@@ -70,7 +80,7 @@ pub fn gpu_dump() -> Adapter<DumpCtx, DumpResponse> {
 /// (queried before the checkpoint releases it). No inventory: recorded without one.
 fn record(
     nvidia_smi: &std::path::Path,
-    backend: &str,
+    owner: &Owner,
     tasks: std::collections::BTreeMap<i32, Vec<String>>,
 ) -> GpuMeta {
     let inv = inventory::query(nvidia_smi)
@@ -79,7 +89,7 @@ fn record(
     let mut apps = inventory::apps(nvidia_smi);
     GpuMeta {
         vendor: Vendor::Nvidia.as_str().into(),
-        backend: backend.into(),
+        backend: owner.name().into(),
         driver_version: inv.driver_version,
         gpus: inv.gpus,
         tasks: tasks
@@ -90,6 +100,8 @@ fn record(
                 memory_mib: apps.remove(&pid).unwrap_or_default(),
             })
             .collect(),
+        // Where it is installed CRIU loads it, and it names itself in the images of any
+        // CUDA task, even one cedana checkpointed.
         criu_plugins: criu_plugin::installed(CUDA_PLUGIN)
             .map(|_| vec![CUDA_PLUGIN.to_string()])
             .unwrap_or_default(),
@@ -161,7 +173,7 @@ fn first_failure(results: impl Iterator<Item = Result<(), GpuError>>) -> Result<
 }
 
 /// `action` on `pid`, its failure as a [`GpuError::Action`].
-fn step(backend: &dyn Backend, action: Action, pid: i32) -> Result<(), GpuError> {
+pub(super) fn step(backend: &dyn Backend, action: Action, pid: i32) -> Result<(), GpuError> {
     backend.act(action, pid).map_err(|e| {
         tracing::warn!(pid, action = action.as_str(), error = %e, "GPU step failed");
         GpuError::Action {

@@ -5,6 +5,7 @@
 use super::backend::CudaCheckpoint;
 use super::criu_plugin::{self, CUDA_PLUGIN};
 use super::inventory;
+use super::owner::{self, Owner};
 use crate::engine::Env;
 use crate::plugins::{Health, HealthCheck};
 
@@ -76,9 +77,13 @@ pub fn health(env: &Env) -> Vec<HealthCheck> {
             "criu cuda plugin",
             Health::Ok,
             format!(
-                "{} present: CRIU loads it beside cedana's own GPU steps, and GPU checkpoints \
-                 made here need it wherever they are restored",
-                p.display()
+                "{} present: {}; GPU checkpoints made here need it wherever they are restored",
+                p.display(),
+                match owner::select(cfg) {
+                    Ok(Owner::CriuPlugin(_)) => "it moves GPU state (gpu.backend)".to_string(),
+                    Ok(o) => format!("CRIU loads it, {} moves GPU state (gpu.backend)", o.name()),
+                    Err(e) => format!("it cannot move GPU state: {e}"),
+                }
             ),
             None,
         ),

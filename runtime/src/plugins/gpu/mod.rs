@@ -2,7 +2,7 @@
 //! GPU. It adds middleware to every route (process, runc, containerd): at dump, the
 //! tree's GPU tasks are found (`detect`), their GPU state moved into host memory with
 //! NVIDIA's `cuda-checkpoint` or our driver-API helper (`backend`, `driver`) so CRIU can
-//! dump it, and the GPUs recorded (`inventory`, `meta`); at restore, the host's GPUs
+//! dump it, or CRIU's own cuda_plugin left to do that (`owner`), and the GPUs recorded (`inventory`, `meta`); at restore, the host's GPUs
 //! are checked against the record (`checks`, `--gpu-map`: `map`) before CRIU, and the restored tasks put
 //! back on their GPU after it. Trees without GPU use pass straight through.
 
@@ -17,6 +17,7 @@ pub mod health;
 pub mod inventory;
 pub mod map;
 pub mod meta;
+pub mod owner;
 pub mod restore;
 pub mod tool;
 
@@ -41,7 +42,7 @@ impl Plugin for GpuPlugin {
         vec![
             f(
                 "dump middleware",
-                "gpu_dump: tasks holding /dev/nvidia* are locked and their GPU state checkpointed before CRIU (cuda-checkpoint, or cedana-gpu-helper on libcuda's checkpoint API where it is missing), restored and unlocked when CRIU fails or with --leave-running; MIG and non-x86-64 refused up front; recorded in metadata.json `gpu`",
+                "gpu_dump: tasks holding /dev/nvidia* are locked and their GPU state checkpointed before CRIU (cuda-checkpoint, or cedana-gpu-helper on libcuda's checkpoint API where it is missing), or by CRIU's cuda_plugin where it is installed (gpu.backend), restored and unlocked when CRIU fails or with --leave-running; MIG and non-x86-64 refused up front; recorded in metadata.json `gpu`",
             ),
             f(
                 "restore middleware",

@@ -1,16 +1,17 @@
 //! The restore middleware: a checkpoint with a `gpu` section is checked against this
-//! host's GPUs before CRIU runs; after CRIU, every restored task whose GPU state is
-//! `checkpointed` is restored onto the GPU and unlocked. Checkpoints without GPU use
-//! pass straight through.
+//! host's GPUs before CRIU runs; after CRIU (and CRIU's cuda_plugin, where the images name
+//! it), every restored task whose GPU state is still `checkpointed` is restored onto the
+//! GPU and unlocked, and one still `locked` unlocked. Checkpoints without GPU use pass
+//! straight through.
 
-use super::backend::{Backend, CudaCheckpoint, GpuState};
+use super::backend::CudaCheckpoint;
 use super::checks;
 use super::criu_plugin;
-use super::dump::resume;
 use super::error::GpuError;
 use super::inventory;
 use super::map::GpuMap;
 use super::meta::GpuMeta;
+use super::owner::put_back;
 use crate::chain::Adapter;
 use crate::engine::{blocking, freeze, RestoreCtx, RestoreResponse};
 use crate::process::inspect;
@@ -35,9 +36,11 @@ pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
             let nvidia_smi = cfg.nvidia_smi.clone();
             let backend = CudaCheckpoint::select(&cfg).with_device_map(map.clone());
             let checked = backend.clone();
+            let dumped_by = meta.backend.clone();
             blocking(move || {
                 let installed = |p: &str| criu_plugin::installed(p).is_some();
                 checks::criu_plugins_present(&meta, installed, &criu_plugin::plugin_dir())?;
+                checks::map_supported(&meta, &map)?;
                 let host = inventory::query(&nvidia_smi);
                 checks::compatible(&meta, host.as_ref(), &map)?;
                 Ok(checked.usable("to put the restored job back on its GPU")?)
@@ -46,8 +49,10 @@ pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
             let resp: RestoreResponse = next.run(ctx).await?;
             let root = resp.pid;
             blocking(move || {
-                let pids = checkpointed(&backend, root);
-                resume(&backend, &pids).map_err(|e| {
+                // Whatever CRIU's cuda_plugin (when it ran) did not put back, cedana does.
+                let tree = inspect::tree(root).unwrap_or_default();
+                let pids: Vec<i32> = tree.iter().map(|p| p.pid).collect();
+                put_back(&backend, &pids, &dumped_by).map_err(|e| {
                     // Nothing half-made: a tree that cannot get its GPU back is removed.
                     let _ = freeze::signal_tree(root, nix::sys::signal::Signal::SIGKILL);
                     GpuError::Action {
@@ -65,14 +70,4 @@ pub fn gpu_restore() -> Adapter<RestoreCtx, RestoreResponse> {
             Ok(resp)
         })
     })
-}
-
-/// The tasks of the tree at `root` whose GPU state is `checkpointed`; a task the tool
-/// cannot answer for does not use CUDA.
-fn checkpointed(backend: &dyn Backend, root: i32) -> Vec<i32> {
-    let tree = inspect::tree(root).unwrap_or_default();
-    tree.iter()
-        .map(|p| p.pid)
-        .filter(|&pid| backend.state(pid).ok() == Some(GpuState::Checkpointed))
-        .collect()
 }
