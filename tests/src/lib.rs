@@ -254,6 +254,11 @@ pub struct Workload {
 impl Workload {
     /// Starts `cedana-workload ARGS` in its own session, output to `log`.
     pub fn start(log: &Path, args: &[&str]) -> Workload {
+        Self::start_with_env(log, args, &[])
+    }
+
+    /// [`Workload::start`] with more environment variables.
+    pub fn start_with_env(log: &Path, args: &[&str], vars: &[(&str, &Path)]) -> Workload {
         // Append mode, like a job's log: a restored copy writes after what is there.
         let out = fs::OpenOptions::new()
             .create(true)
@@ -263,6 +268,7 @@ impl Workload {
         let err = out.try_clone().expect("dup log");
         let mut cmd = Command::new(bin("cedana-workload"));
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.envs(vars.iter().copied());
         // SAFETY: setsid is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {

@@ -235,3 +235,38 @@ fn assert_back_on_its_gpu(host: &GpuHost, w: &Workload, log: &Path) {
     assert!(w.alive());
     wait_count_above(log, last_count(log).expect("count") + 2);
 }
+
+/// A job whose MPS pipe directory (`CUDA_MPS_PIPE_DIRECTORY`) holds a listening control
+/// socket runs as an MPS client (here the socket is the test's own listener, standing in
+/// for nvidia-cuda-mps-control): refused before any GPU step, the job counts on.
+#[test]
+fn an_mps_client_is_refused_before_anything_is_touched() {
+    if !e2e_enabled() {
+        return;
+    }
+    let host = GpuHost::new();
+    let gpus = host.file("gpus", H100);
+    let pipe_dir = host.env.path("mps");
+    fs::create_dir_all(&pipe_dir).expect("pipe dir");
+    let log = host.env.path("job.log");
+    let args = host.job_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vars = [("CUDA_MPS_PIPE_DIRECTORY", pipe_dir.as_path())];
+    let w = Workload::start_with_env(&log, &args, &vars);
+    wait_count_above(&log, 3);
+    // No daemon at the pipe directory yet: not a client (the dump goes on, leaving it running).
+    host.dump(w.pid, &["--leave-running"], Some(&gpus), None)
+        .ok();
+    host.criu.clear();
+    let control = pipe_dir.join("control");
+    let daemon = std::os::unix::net::UnixListener::bind(&control).expect("bind control");
+    host.dump(w.pid, &[], Some(&gpus), None)
+        .fails_with("client of NVIDIA MPS")
+        .fails_with(&control.display().to_string())
+        .fails_with("nothing was touched and the job keeps running");
+    assert!(host.steps().is_empty(), "{:?}", host.steps());
+    assert_eq!(host.gpu_state(w.pid), "running");
+    assert!(w.alive());
+    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    drop(daemon);
+}

@@ -14,6 +14,7 @@ use super::detect::{self, Vendor};
 use super::error::GpuError;
 use super::inventory;
 use super::meta::{GpuMeta, GpuTask};
+use super::mps;
 use super::owner::{self, put_back, Owner, CRIU_PLUGIN_BACKEND};
 use crate::chain::Adapter;
 use crate::engine::{blocking, DumpCtx, DumpResponse};
@@ -36,6 +37,10 @@ pub fn gpu_dump() -> Adapter<DumpCtx, DumpResponse> {
                     reason: reason.into(),
                 }
                 .into());
+            }
+            let clients: Vec<i32> = tasks.keys().copied().collect();
+            if let Some(refused) = blocking(move || Ok(mps::refusal(&clients))).await? {
+                return Err(refused.into());
             }
             let selected = cfg.clone();
             let owner = blocking(move || Ok(owner::select(&selected)?)).await?;

@@ -17,6 +17,7 @@ pub mod health;
 pub mod inventory;
 pub mod map;
 pub mod meta;
+pub mod mps;
 pub mod owner;
 pub mod restore;
 pub mod tool;
@@ -42,7 +43,7 @@ impl Plugin for GpuPlugin {
         vec![
             f(
                 "dump middleware",
-                "gpu_dump: tasks holding /dev/nvidia* are locked and their GPU state checkpointed before CRIU (cuda-checkpoint, or cedana-gpu-helper on libcuda's checkpoint API where it is missing), or by CRIU's cuda_plugin where it is installed (gpu.backend), restored and unlocked when CRIU fails or with --leave-running; MIG and non-x86-64 refused up front; recorded in metadata.json `gpu`",
+                "gpu_dump: tasks holding /dev/nvidia* are locked and their GPU state checkpointed before CRIU (cuda-checkpoint, or cedana-gpu-helper on libcuda's checkpoint API where it is missing), or by CRIU's cuda_plugin where it is installed (gpu.backend), restored and unlocked when CRIU fails or with --leave-running; MIG, MPS clients and non-x86-64 refused up front; recorded in metadata.json `gpu`",
             ),
             f(
                 "restore middleware",
