@@ -241,6 +241,14 @@ impl Containerd {
         })
     }
 
+    /// The PID column of `ctr task ls` for `id` (its init, as a host PID), if it has a task.
+    pub fn task_pid(&self, id: &str) -> Option<i32> {
+        self.ok(&["task", "ls"]).lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| f.get(1)?.parse().ok())?
+        })
+    }
+
     /// Kills `id`'s task, waits until it is stopped, and deletes task and container.
     pub fn kill_and_remove(&self, id: &str) {
         self.ok(&["task", "kill", "-s", "KILL", id]);
