@@ -284,6 +284,14 @@ impl GpuHost {
         steps
     }
 
+    /// Asserts that job `w` runs on on its GPU: its GPU state `running`, alive, counting
+    /// on in `log`.
+    pub fn assert_runs_on(&self, w: &Workload, log: &Path) {
+        assert_eq!(self.gpu_state(w.pid), "running");
+        assert!(w.alive());
+        wait_count_above(log, last_count(log).expect("count") + 2);
+    }
+
     /// The stand-in's GPU state of `pid` (a process in the host's PID namespace).
     pub fn gpu_state(&self, pid: i32) -> String {
         fs::read_to_string(self.state.join(pid.to_string())).unwrap_or_else(|_| "running".into())

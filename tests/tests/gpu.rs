@@ -109,9 +109,7 @@ fn a_failed_gpu_checkpoint_leaves_the_job_running_on_its_gpu() {
         ],
         "CRIU must not run"
     );
-    assert_eq!(host.gpu_state(pid), "running");
-    assert!(w.alive());
-    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    host.assert_runs_on(&w, &log);
     assert!(
         dir_names(&host.env.checkpoints()).is_empty(),
         "no checkpoint left"
@@ -159,8 +157,7 @@ fn a_job_on_a_mig_gpu_is_refused_before_anything_is_touched() {
         .fails_with("is in MIG mode")
         .fails_with("nothing was touched and the job keeps running");
     assert!(host.steps().is_empty(), "{:?}", host.steps());
-    assert!(w.alive());
-    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    host.assert_runs_on(&w, &log);
 }
 
 /// The driver-API helper on a host without the driver: the lock fails with what to
@@ -231,9 +228,7 @@ fn assert_back_on_its_gpu(host: &GpuHost, w: &Workload, log: &Path) {
     let mut steps = dump_steps(pid);
     steps.extend(restore_steps(pid).into_iter().skip(1));
     assert_eq!(host.steps(), steps);
-    assert_eq!(host.gpu_state(pid), "running");
-    assert!(w.alive());
-    wait_count_above(log, last_count(log).expect("count") + 2);
+    host.assert_runs_on(w, log);
 }
 
 /// A job whose MPS pipe directory (`CUDA_MPS_PIPE_DIRECTORY`) holds a listening control
@@ -265,8 +260,6 @@ fn an_mps_client_is_refused_before_anything_is_touched() {
         .fails_with(&control.display().to_string())
         .fails_with("nothing was touched and the job keeps running");
     assert!(host.steps().is_empty(), "{:?}", host.steps());
-    assert_eq!(host.gpu_state(w.pid), "running");
-    assert!(w.alive());
-    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    host.assert_runs_on(&w, &log);
     drop(daemon);
 }

@@ -80,9 +80,7 @@ fn with_leave_running_criu_cuda_plugin_puts_the_job_back_on_its_gpu() {
         host.steps(),
         inside_criu(pid, &["lock", "checkpoint", "restore", "unlock"])
     );
-    assert_eq!(host.gpu_state(pid), "running");
-    assert!(w.alive());
-    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    host.assert_runs_on(&w, &log);
 }
 
 /// CRIU's plugin, after its checkpoint step failed, tries to restore the job; a job that
@@ -106,9 +104,7 @@ fn what_criu_cuda_plugin_leaves_locked_after_a_failed_dump_cedana_unlocks() {
         ]
         .concat()
     );
-    assert_eq!(host.gpu_state(pid), "running");
-    assert!(w.alive());
-    wait_count_above(&log, last_count(&log).expect("count") + 2);
+    host.assert_runs_on(&w, &log);
     assert!(
         dir_names(&host.env.checkpoints()).is_empty(),
         "no checkpoint left"

@@ -117,25 +117,20 @@ fn restore_thread(pid: i32) -> Option<i32> {
 /// The process a thread `tid` belongs to (`Tgid`); `tid` itself when that cannot be read.
 /// CRIU's cuda_plugin asks for the state of the restore thread, not of the process.
 fn thread_group(tid: i32) -> i32 {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("Tgid:"))?;
-            line.split_whitespace().last()?.parse().ok()
-        })
-        .unwrap_or(tid)
+    status_number(tid, "Tgid:").unwrap_or(tid)
 }
 
 /// `pid`'s PID in its innermost PID namespace (`NSpid`'s last field); `pid` itself when
 /// that cannot be read (a process that is gone).
 fn innermost_pid(pid: i32) -> i32 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("NSpid:"))?;
-            line.split_whitespace().last()?.parse().ok()
-        })
-        .unwrap_or(pid)
+    status_number(pid, "NSpid:").unwrap_or(pid)
+}
+
+/// The last number on the line `field` of `/proc/PID/status`.
+fn status_number(pid: i32, field: &str) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().last()?.parse().ok()
 }
 
 fn main() {
