@@ -12,7 +12,7 @@ pub mod run;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use cedana_config::Config;
 
@@ -31,8 +31,9 @@ pub use claims::{PidClaim, PidUse};
 pub struct Env {
     /// The loaded configuration.
     pub config: Config,
-    /// CRIU's version, asked once (it costs a CRIU start) and kept for this engine.
-    criu_version: OnceLock<CriuVersion>,
+    /// CRIU's version, asked once (it costs a CRIU start) and kept for this engine;
+    /// callers that come while it is asked wait for that answer.
+    criu_version: tokio::sync::OnceCell<CriuVersion>,
     /// PIDs that dumps and restores of this engine hold now (see `claims.rs`).
     pub(crate) claims: claims::Claims,
     /// Checkpoint stores by location scheme (`file`, ...).
@@ -56,7 +57,7 @@ impl Env {
         };
         Self {
             config,
-            criu_version: OnceLock::new(),
+            criu_version: tokio::sync::OnceCell::new(),
             claims: claims::Claims::new(),
             stores: StoreRegistry::builtin(s3),
             lazy_watchers: lazy::LazyWatchers::default(),
@@ -83,12 +84,21 @@ impl Env {
 
     /// The configured CRIU's version, asked over RPC the first time only.
     pub async fn criu_version(self: &Arc<Self>) -> OpResult<CriuVersion> {
-        if let Some(v) = self.criu_version.get() {
-            return Ok(v.clone());
-        }
-        let criu = self.criu()?;
-        let v = blocking(move || Ok(criu.version()?)).await?;
-        Ok(self.criu_version.get_or_init(|| v).clone())
+        let asked = self.criu_version.get_or_try_init(|| async {
+            let criu = self.criu()?;
+            blocking(move || Ok(criu.version()?)).await
+        });
+        asked.await.cloned()
+    }
+
+    /// Starts asking CRIU's version in the background, so a route that checks it later
+    /// finds the answer ready instead of waiting for a CRIU start.
+    pub fn prefetch_criu_version(self: &Arc<Self>) {
+        let env = Arc::clone(self);
+        tokio::spawn(async move {
+            // A failure is reported by the stage that needs the version.
+            let _ = env.criu_version().await;
+        });
     }
 
     /// The CRIU driver for the configured binary, or a clear error if it is missing.
@@ -186,6 +196,10 @@ impl Engine {
     pub async fn dump(&self, req: DumpRequest) -> OpResult<DumpResponse> {
         let kind = req.kind();
         let chain = self.dump.get(&kind).ok_or_else(|| no_plugin(&kind))?;
+        // While the route resolves and inspects the tree, not after (one CRIU start).
+        if chain.names().contains(&dump::MIDDLEWARE_ANCHOR) {
+            self.env.prefetch_criu_version();
+        }
         let (resp, profile) = chain
             .run_timed(DumpCtx::new(Arc::clone(&self.env), req))
             .await;

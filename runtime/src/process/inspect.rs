@@ -258,6 +258,10 @@ fn parse_proc_net_unix(text: &str) -> HashMap<u64, String> {
 
 /// Classifies the sockets among `files`, reading the network tables of `pid`'s netns.
 fn sockets(pid: i32, files: &[OpenFile]) -> Vec<SocketInfo> {
+    // The tables can be large (a busy host's netns); a tree without sockets needs none.
+    if !files.iter().any(|f| socket_inode(&f.target).is_some()) {
+        return Vec::new();
+    }
     let read =
         |name: &str| fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
     let mut tcp = parse_proc_net_tcp(&read("tcp"), false);
