@@ -231,9 +231,9 @@ fn assert_back_on_its_gpu(host: &GpuHost, w: &Workload, log: &Path) {
     host.assert_runs_on(w, log);
 }
 
-/// A job whose MPS pipe directory (`CUDA_MPS_PIPE_DIRECTORY`) holds a listening control
-/// socket runs as an MPS client (here the socket is the test's own listener, standing in
-/// for nvidia-cuda-mps-control): refused before any GPU step, the job counts on.
+/// A job whose MPS pipe directory (`CUDA_MPS_PIPE_DIRECTORY`) holds the control socket
+/// runs as an MPS client (here the socket is the test's own listener, standing in for
+/// nvidia-cuda-mps-control): refused before any GPU step, the job counts on.
 #[test]
 fn an_mps_client_is_refused_before_anything_is_touched() {
     if !e2e_enabled() {
@@ -249,11 +249,14 @@ fn an_mps_client_is_refused_before_anything_is_touched() {
     let vars = [("CUDA_MPS_PIPE_DIRECTORY", pipe_dir.as_path())];
     let w = Workload::start_with_env(&log, &args, &vars);
     wait_count_above(&log, 3);
-    // No daemon at the pipe directory yet: not a client (the dump goes on, leaving it running).
+    // No daemon's socket at the pipe directory, only a file of that name: not a client
+    // (the dump goes on, leaving it running).
+    let control = pipe_dir.join("control");
+    fs::write(&control, "").expect("a plain file");
     host.dump(w.pid, &["--leave-running"], Some(&gpus), None)
         .ok();
     host.criu.clear();
-    let control = pipe_dir.join("control");
+    fs::remove_file(&control).expect("rm");
     let daemon = std::os::unix::net::UnixListener::bind(&control).expect("bind control");
     host.dump(w.pid, &[], Some(&gpus), None)
         .fails_with("client of NVIDIA MPS")

@@ -196,10 +196,6 @@ impl Engine {
     pub async fn dump(&self, req: DumpRequest) -> OpResult<DumpResponse> {
         let kind = req.kind();
         let chain = self.dump.get(&kind).ok_or_else(|| no_plugin(&kind))?;
-        // While the route resolves and inspects the tree, not after (one CRIU start).
-        if chain.names().contains(&dump::MIDDLEWARE_ANCHOR) {
-            self.env.prefetch_criu_version();
-        }
         let (resp, profile) = chain
             .run_timed(DumpCtx::new(Arc::clone(&self.env), req))
             .await;

@@ -1,10 +1,11 @@
 //! The gpu plugin: checkpoint/restore of processes and containers that use an NVIDIA
 //! GPU. It adds middleware to every route (process, runc, containerd): at dump, the
-//! tree's GPU tasks are found (`detect`), their GPU state moved into host memory with
-//! NVIDIA's `cuda-checkpoint` or our driver-API helper (`backend`, `driver`) so CRIU can
-//! dump it, or CRIU's own cuda_plugin left to do that (`owner`), and the GPUs recorded (`inventory`, `meta`); at restore, the host's GPUs
-//! are checked against the record (`checks`, `--gpu-map`: `map`) before CRIU, and the restored tasks put
-//! back on their GPU after it. Trees without GPU use pass straight through.
+//! tree's GPU tasks are found (`detect`; MPS clients refused, `mps`), their GPU state
+//! moved into host memory with NVIDIA's `cuda-checkpoint` or our driver-API helper
+//! (`backend`, `driver`) so CRIU can dump it, or CRIU's own cuda_plugin left to do that
+//! (`owner`), and the GPUs recorded (`inventory`, `meta`); at restore, the host's GPUs are
+//! checked against the record (`checks`, `--gpu-map`: `map`) before CRIU, and the restored
+//! tasks put back on their GPU after it. Trees without GPU use pass straight through.
 
 pub mod backend;
 pub mod checks;

@@ -2,8 +2,10 @@
 //! daemon listens at its pipe directory runs as an MPS client, whose GPU state lives in
 //! the MPS server and cannot be checkpointed. Seen before anything is touched: the
 //! process's pipe directory (`CUDA_MPS_PIPE_DIRECTORY` in its environment, else
-//! `/tmp/nvidia-mps`) holds a `control` socket that accepts a connection, looked up in
-//! the process's own root (a container has its own `/tmp`).
+//! `/tmp/nvidia-mps`) holds the daemon's `control` socket, looked up in the process's own
+//! root (a container has its own `/tmp`). Only looked at, never connected to: the path
+//! comes from the job's environment, and a root daemon does not dial sockets its callers
+//! name.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -26,15 +28,15 @@ pub fn pipe_dir(environ: &[u8]) -> PathBuf {
 }
 
 /// The MPS control socket process `pid` is a client of, as the process names it; `None`
-/// when no daemon listens at its pipe directory (or its environment cannot be read).
+/// when its pipe directory holds none (or its environment cannot be read).
 pub fn control_socket(pid: i32) -> Option<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     let control = pipe_dir(&environ).join("control");
     let relative = control.strip_prefix("/").unwrap_or(&control);
     let seen = Path::new(&format!("/proc/{pid}/root")).join(relative);
-    // A socket file outlives a daemon that died; only a live one accepts.
-    std::os::unix::net::UnixStream::connect(&seen).ok()?;
-    Some(control)
+    let meta = std::fs::symlink_metadata(seen).ok()?;
+    meta.file_type().is_socket().then_some(control)
 }
 
 /// The refusal of the first of `pids` that is an MPS client, if one is.
@@ -45,11 +47,12 @@ pub fn refusal(pids: &[i32]) -> Option<GpuError> {
     Some(GpuError::Unsupported {
         pid,
         reason: format!(
-            "it runs as a client of NVIDIA MPS (an MPS control daemon listens at {}), whose \
-             GPU state lives in the MPS server and cannot be checkpointed; run the job without \
-             MPS (stop it with `echo quit | nvidia-cuda-mps-control`, or start the job with \
-             CUDA_MPS_PIPE_DIRECTORY naming a directory without a daemon) to make it \
-             checkpointable",
+            "it runs as a client of NVIDIA MPS (its MPS pipe directory holds the control \
+             socket {}), whose GPU state lives in the MPS server and cannot be checkpointed; \
+             run the job without MPS (stop it with `echo quit | nvidia-cuda-mps-control`, or \
+             start the job with CUDA_MPS_PIPE_DIRECTORY naming a directory without a daemon) \
+             to make it checkpointable; a socket left by a daemon that died is taken for a \
+             live one: remove it",
             socket.display()
         ),
     })

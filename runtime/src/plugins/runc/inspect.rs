@@ -35,6 +35,8 @@ pub fn resolve_runc_container() -> Adapter<DumpCtx, DumpResponse> {
                     reason: "give the container id".into(),
                 });
             }
+            // CRIU's version (one CRIU start) is asked while the runtime answers.
+            ctx.env.prefetch_criu_version();
             let configured = ctx.env.config.runc.binary_path.clone();
             let (state, binary, version) = blocking(move || {
                 let rt = Runtime::new(&d.target, &configured)?;
