@@ -41,7 +41,8 @@ pub struct GpuTask {
 pub struct GpuMeta {
     /// `nvidia` or `amd`.
     pub vendor: String,
-    /// Backend that moved the GPU state into host memory (`cuda-checkpoint`).
+    /// Who moved the GPU state into host memory: `cuda-checkpoint`, `driver-api` or
+    /// `criu-cuda-plugin`.
     pub backend: String,
     /// Driver version (`580.65.06`).
     pub driver_version: String,
