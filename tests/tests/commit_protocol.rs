@@ -140,10 +140,16 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         env.kill_daemon();
         let _ = client.wait();
         // CRIU, orphaned, finds nobody to commit at post-dump and lets the tree go; give
-        // it time to get there.
-        wait_for("CRIU to let go", Duration::from_secs(30), || {
-            criu_child_of(me).is_none().then_some(())
-        });
+        // it time to get there. Any orphan counts, not only one already named criu: a
+        // child the daemon forked just before it died may not have become CRIU yet.
+        wait_for(
+            "the daemon's orphans to let go",
+            Duration::from_secs(30),
+            || {
+                reap_zombie_children(me);
+                orphan_of(me, w.pid).is_none().then_some(())
+            },
+        );
         env.start_daemon();
         assert_eq!(
             hidden(&ckpts),
@@ -308,40 +314,50 @@ fn daemon_killed_during_a_restore_leaves_all_or_nothing() {
     }
 }
 
+/// The children of `parent` as /proc shows them: PID, command name and state letter.
+fn children_of(parent: i32) -> Vec<(i32, String, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (comm, rest) = stat.split_once(") ")?;
+            let comm = comm.split_once('(')?.1.to_string();
+            let mut f = rest.split_whitespace();
+            let (state, ppid) = (f.next()?.to_string(), f.next()?.parse::<i32>().ok()?);
+            (ppid == parent).then_some((pid, comm, state))
+        })
+        .collect()
+}
+
 /// A live (not zombie) `criu` process whose parent is `parent`: other tests on this
 /// machine may run CRIU too, so only ours count.
 fn criu_child_of(parent: i32) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (comm, rest) = stat.split_once(") ")?;
-        let mut f = rest.split_whitespace();
-        let (state, ppid) = (f.next()?, f.next()?.parse::<i32>().ok()?);
-        (comm.ends_with("(criu") && state != "Z" && ppid == parent).then_some(pid)
-    })
+    children_of(parent)
+        .into_iter()
+        .find(|(_, comm, state)| comm == "criu" && state != "Z")
+        .map(|(pid, ..)| pid)
+}
+
+/// A live (not zombie) child of `parent` other than `workload`: after a killed daemon,
+/// what it had started (CRIU, or a child not yet become CRIU) that still runs.
+fn orphan_of(parent: i32, workload: i32) -> Option<i32> {
+    children_of(parent)
+        .into_iter()
+        .find(|(pid, _, state)| state != "Z" && *pid != workload)
+        .map(|(pid, ..)| pid)
 }
 
 /// Reaps this process's children that are zombies (orphans it adopted as subreaper).
 fn reap_zombie_children(me: i32) {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let Some((_, rest)) = stat.split_once(") ") else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
-        if state == Some("Z") && ppid == Some(me) {
-            let _ = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(pid),
-                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-            );
-        }
+    for (pid, ..) in children_of(me).into_iter().filter(|(_, _, s)| s == "Z") {
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
     }
 }
 
