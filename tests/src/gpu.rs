@@ -317,6 +317,16 @@ pub fn restore_steps(pid: i32) -> Vec<String> {
     ]
 }
 
+/// Asserts that the counter in `log` went on from `at_dump` after a restore: the next
+/// number is `at_dump + 1` (a restarted counter would print 0).
+pub fn assert_counts_on(log: &Path, at_dump: u64) {
+    assert_eq!(
+        next_after(log, at_dump),
+        at_dump + 1,
+        "the restored counter did not go on from {at_dump}"
+    );
+}
+
 /// The checkpoint path of a `--json dump` answer.
 pub fn path_of(run: &Run) -> String {
     run.json()["path"].as_str().expect("path").to_string()

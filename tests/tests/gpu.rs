@@ -50,11 +50,7 @@ fn a_gpu_job_is_checkpointed_and_restored_in_order_and_counts_on() {
     let _guard = KillOnDrop(restored.json()["pid"].as_i64().expect("pid") as i32);
     assert_eq!(host.steps(), restore_steps(pid));
     assert_eq!(host.gpu_state(pid), "running");
-    assert_eq!(
-        next_after(&log, at_dump),
-        at_dump + 1,
-        "the restored counter restarted"
-    );
+    assert_counts_on(&log, at_dump);
 }
 
 /// The daemon's route: a GPU job started through the daemon is dumped and restored as a
@@ -84,11 +80,7 @@ fn a_gpu_job_is_checkpointed_and_restored_through_the_daemon() {
     host.env.cedana(&["restore", "job", "gpu"]).ok();
     assert_eq!(host.steps(), restore_steps(pid));
     assert_eq!(host.gpu_state(pid), "running");
-    assert_eq!(
-        next_after(&log, last),
-        last + 1,
-        "the restored job did not count on in its log"
-    );
+    assert_counts_on(&log, last);
 }
 
 #[test]
