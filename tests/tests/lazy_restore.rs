@@ -2,7 +2,8 @@
 //! memory and `criu lazy-pages` serves the pages over userfaultfd. A workload holding a
 //! buffer whose checksum it gave before the dump must count on from where it was and
 //! compute the same checksum after; a page server that dies must fail the restore with
-//! its own story, leave the checkpoint restorable, and no lazy-pages may outlive its work.
+//! its own story, leave the checkpoint restorable, and no lazy-pages may outlive its work;
+//! a corrupt chunk met while serving kills the tree, whose memory would be wrong.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -48,17 +49,21 @@ fn wait_ready(log: &Path) {
     })
 }
 
-/// PIDs of `criu lazy-pages` processes on this host.
-fn lazy_pages_processes() -> Vec<i32> {
+/// PIDs of `criu lazy-pages` processes serving images of `env` (tests run side by side).
+fn lazy_pages_processes(env: &Env) -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let ours = env.path("");
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            args.get(1) == Some(&&b"lazy-pages"[..]) && pid_alive(*pid)
+            let serves_ours = args
+                .iter()
+                .any(|a| std::str::from_utf8(a).is_ok_and(|a| Path::new(a).starts_with(&ours)));
+            args.get(1) == Some(&&b"lazy-pages"[..]) && serves_ours && pid_alive(*pid)
         })
         .collect()
 }
@@ -117,7 +122,7 @@ fn lazy_restore_through_the_daemon_counts_on_and_its_memory_checks_out() {
                 .into_iter()
                 .filter(|n| n.contains(".restore"))
                 .collect();
-            (lazy_pages_processes().is_empty() && left.is_empty()).then_some(())
+            (lazy_pages_processes(&env).is_empty() && left.is_empty()).then_some(())
         },
     );
     assert!(pid_alive(pid), "the restored workload runs on");
@@ -187,7 +192,7 @@ fn a_dying_page_server_fails_clearly_and_the_checkpoint_restores_again() {
         );
     }
     assert!(
-        lazy_pages_processes().is_empty(),
+        lazy_pages_processes(&env).is_empty(),
         "a lazy-pages was left behind"
     );
     assert_eq!(dir_names(&path), before, "the checkpoint changed");
@@ -207,9 +212,111 @@ fn a_dying_page_server_fails_clearly_and_the_checkpoint_restores_again() {
     let pid = out.json()["pid"].as_i64().expect("pid") as i32;
     let _guard = KillOnDrop(pid);
     assert!(
-        lazy_pages_processes().is_empty(),
+        lazy_pages_processes(&env).is_empty(),
         "lazy-pages outlived --no-server"
     );
+    assert_continues(&env, &addr, &sum, last);
+}
+
+/// Flips one byte in the middle of a stored chunk of the largest page image of the
+/// streamed checkpoint at `path` (the workload's buffer: lazy pages); returns the shard
+/// and the byte's offset, to flip it back.
+fn corrupt_a_lazy_chunk(path: &Path) -> (PathBuf, u64) {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path.join("streams.json")).expect("read the index"))
+            .expect("parse the index");
+    let pages = index["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["name"].as_str().is_some_and(|n| n.starts_with("pages-")))
+        .max_by_key(|f| f["size"].as_u64())
+        .expect("a page image");
+    let stored: Vec<&serde_json::Value> = pages["chunks"]
+        .as_array()
+        .expect("chunks")
+        .iter()
+        .filter(|c| c["kind"] != "zero")
+        .collect();
+    let chunk = stored[stored.len() / 2];
+    let shard = index["shards"][chunk["shard"].as_u64().expect("shard") as usize]
+        .as_str()
+        .expect("shard name");
+    let len = chunk["stored"]
+        .as_u64()
+        .or(chunk["len"].as_u64())
+        .expect("len");
+    let at = chunk["offset"].as_u64().expect("offset") + len / 2;
+    let shard = path.join(shard);
+    flip_byte(&shard, at);
+    (shard, at)
+}
+
+fn flip_byte(file: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .expect("open the shard");
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).expect("read");
+    f.write_all_at(&[b[0] ^ 0xff], at).expect("write");
+}
+
+#[test]
+fn a_corrupt_chunk_met_while_serving_kills_the_tree_and_names_the_page_server() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    // The default dump: streamed; its lazy pages are served from the shards as asked.
+    let (_w, addr, path, sum, last) = dumped_memserve(&env, &["--no-server"]);
+    let (shard, at) = corrupt_a_lazy_chunk(&path);
+    let p = path.display().to_string();
+    let failed = env.cedana(&["restore", "process", "--path", &p, "--lazy", "--no-server"]);
+    assert_ne!(failed.code, 0, "{failed:?}");
+    for needle in [
+        "our page server",
+        "pages-",
+        "failed their check",
+        "was killed, as its memory would be incomplete",
+    ] {
+        assert!(
+            failed.stderr.contains(needle),
+            "{needle:?} in {}",
+            failed.stderr
+        );
+    }
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "the tree restored on wrong memory still answers"
+    );
+    assert!(
+        lazy_pages_processes(&env).is_empty(),
+        "a lazy-pages was left behind"
+    );
+    let parent = path.parent().expect("parent");
+    assert!(
+        !dir_names(parent).iter().any(|n| n.contains(".restore")),
+        "the private images were left behind: {:?}",
+        dir_names(parent)
+    );
+    // Nothing else of the checkpoint was touched: mended, it restores lazily again.
+    flip_byte(&shard, at);
+    let out = env
+        .cedana(&[
+            "--json",
+            "restore",
+            "process",
+            "--path",
+            &p,
+            "--lazy",
+            "--no-server",
+        ])
+        .ok();
+    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
+    let _guard = KillOnDrop(pid);
     assert_continues(&env, &addr, &sum, last);
 }
 

@@ -160,7 +160,10 @@ async fn restore_here(
     if req.lazy {
         // The pages are served by our child from files we remove: stay until it is done.
         let env = engine.env().clone();
-        tokio::task::spawn_blocking(move || env.wait_for_lazy_pages()).await?;
+        let failed = tokio::task::spawn_blocking(move || env.wait_for_lazy_pages()).await?;
+        if !failed.is_empty() {
+            anyhow::bail!("{}", failed.join("\n"));
+        }
     }
     if !args.attach || req.runc.is_some() || req.containerd.is_some() {
         return Ok(0);

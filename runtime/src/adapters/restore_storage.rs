@@ -23,7 +23,7 @@ use crate::error::EngineError;
 use crate::image::compression::Compression;
 use crate::image::{archive, atomic, integrity, layout};
 use crate::store::transfer;
-use crate::streamer::StreamIndex;
+use crate::streamer::{self, StreamIndex};
 
 /// Directory, beside the checkpoint, where the logs of failed restores are kept.
 pub const RESTORE_LOGS_DIR: &str = "cedana-restore-logs";
@@ -79,7 +79,11 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                 .is_some_and(|t| t.images_may_lack_metadata())
                 && unpacked.is_none();
             let archive_path = path.clone();
-            let remote = ctx.req.remote_shards.is_some();
+            // Shards read chunk by chunk, each chunk checked as it is decoded: remote
+            // ones, and a lazy restore's (served as lazy-pages asks; hashing every
+            // shard first would cost what the lazy restore saves).
+            let chunkwise = ctx.req.remote_shards.is_some()
+                || (ctx.req.lazy && images.join(streamer::INDEX_FILE).is_file());
             ctx.metadata = bulk(move || {
                 if runc_dir && !layout::is_checkpoint_dir(&images) {
                     return Ok(crate::image::metadata::Metadata::default());
@@ -93,14 +97,12 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                         integrity::verify_digests(&md, &digests)?
                     }
                     None if runc_dir => integrity::verify_listed(&images, &md)?,
-                    // The shards are elsewhere, verified there and chunk by chunk as they
-                    // are read (xxh64, and the reader's own checks): the files here are.
-                    None if remote => {
+                    // The shards are checked chunk by chunk as they are read (xxh64, and
+                    // zstd's frame checksums); every other file here by its sha256.
+                    None if chunkwise => {
                         let index = StreamIndex::load(&images)
                             .map_err(|e| EngineError::io("read the stream index", e))?;
-                        let mut here = md.clone();
-                        here.files.retain(|rel, _| !index.shards.contains(rel));
-                        integrity::verify_dir(&images, &here)?
+                        integrity::verify_dir_chunked(&images, &md, &index.shards)?
                     }
                     None => integrity::verify_dir(&images, &md)?,
                 }

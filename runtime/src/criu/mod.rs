@@ -20,6 +20,8 @@ pub mod error;
 pub mod lazy;
 pub mod options;
 mod packet;
+pub mod page_server;
+pub mod pagemap;
 pub mod relay;
 pub mod rpc;
 pub mod stats;
@@ -45,6 +47,26 @@ pub const MIN_VERSION: (u32, u32, u32) = (3, 16, 0);
 
 /// The descriptor number the swrk socket gets in the CRIU child.
 const SWRK_FD: i32 = 3;
+
+/// Makes `fd` of ours descriptor `target` in `cmd`'s child, without CLOEXEC; the rest of
+/// our descriptors stay closed on exec.
+fn pass_fd(cmd: &mut std::process::Command, fd: std::os::fd::RawFd, target: i32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                // dup2 onto itself keeps CLOEXEC; clear it by hand.
+                if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
 
 /// Receive buffer for one response datagram.
 const RECV_BUF: usize = 64 * 1024;

@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
@@ -15,7 +14,7 @@ use prost::Message;
 use super::error::{self, CriuError, LOG_TAIL_LINES};
 use super::packet::{self, PacketError};
 use super::rpc::{self, CriuReqType};
-use super::{Criu, PostDump, LOG_LEVEL, RECV_BUF, SWRK_FD};
+use super::{pass_fd, Criu, PostDump, LOG_LEVEL, RECV_BUF, SWRK_FD};
 
 impl Criu {
     /// One request without a log file; a failure carries CRIU's errmsg only.
@@ -211,27 +210,13 @@ impl Swrk {
             .try_clone()
             .map_err(|e| CriuError::io("criu stderr file", e))?;
 
-        let theirs_raw = theirs.as_raw_fd();
         let mut cmd = Command::new(binary);
         cmd.arg("swrk")
             .arg(SWRK_FD.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr_for_child));
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if theirs_raw == SWRK_FD {
-                    // dup2 onto itself keeps CLOEXEC; clear it by hand.
-                    if libc::fcntl(SWRK_FD, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(theirs_raw, SWRK_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        pass_fd(&mut cmd, theirs.as_raw_fd(), SWRK_FD);
         let child = cmd.spawn().map_err(|source| CriuError::Spawn {
             binary: binary.to_path_buf(),
             source,

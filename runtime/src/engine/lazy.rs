@@ -6,9 +6,10 @@
 //! hands its temp dirs to a watcher thread that drops them when lazy-pages has exited.
 //!
 //! Checkpoint formats: a directory is served in place; an archive from the directory the
-//! storage adapter unpacked it into; a streamed checkpoint (shards) is first decoded
-//! into a private directory of image files beside it (zero pages as holes), because
-//! lazy-pages reads pages at random offsets, which CRIU's stream cannot give.
+//! storage adapter unpacked it into; a streamed checkpoint (shards) by our page server,
+//! straight from its shards (`streamer/lazy_pages.rs`): lazy-pages reads pages at random
+//! offsets, which CRIU's stream cannot give, and decoding all of the memory first would
+//! cost what a full restore costs.
 
 use std::any::Any;
 use std::path::Path;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::adapters::restore_storage::unpack_dir;
+use crate::criu::page_server::PageSource;
 use crate::criu::{Criu, CriuOpts, LazyPages};
 use crate::engine::Env;
 use crate::error::EngineError;
@@ -63,17 +65,24 @@ impl PagesInFlight {
         let watcher = std::thread::Builder::new()
             .name("lazy-pages-wait".into())
             .spawn(move || {
-                match pages.wait() {
-                    Ok(()) => tracing::debug!(pid, root, "lazy restore: every page served"),
+                let r = match pages.wait() {
+                    Ok(()) => {
+                        tracing::debug!(pid, root, "lazy restore: every page served");
+                        Ok(())
+                    }
                     Err(e) => {
                         tracing::error!(root, error = %e, "lazy restore: the page server failed; killing the restored tree, whose memory is incomplete");
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(root),
                             nix::sys::signal::Signal::SIGKILL,
                         );
+                        Err(format!(
+                            "the restored process {root} was killed, as its memory would be incomplete: {e}"
+                        ))
                     }
-                }
+                };
                 drop(held);
+                r
             });
         match watcher {
             Ok(h) => env.lazy_watchers.push(h),
@@ -82,57 +91,70 @@ impl PagesInFlight {
     }
 }
 
-/// Watcher threads of lazy restores still serving pages.
+/// Watcher threads of lazy restores still serving pages; each ends with why its tree
+/// was killed, if it was.
 #[derive(Debug, Default)]
-pub struct LazyWatchers(Mutex<Vec<JoinHandle<()>>>);
+pub struct LazyWatchers(Mutex<Vec<JoinHandle<Result<(), String>>>>);
 
 impl LazyWatchers {
-    fn push(&self, h: JoinHandle<()>) {
+    fn push(&self, h: JoinHandle<Result<(), String>>) {
         if let Ok(mut v) = self.0.lock() {
             v.retain(|h| !h.is_finished());
             v.push(h);
         }
     }
 
-    /// Blocks until every lazy restore's pages are in and its files are gone.
-    pub fn wait_all(&self) {
+    /// Blocks until every lazy restore's pages are in and its files are gone; the
+    /// failures, one line each.
+    pub fn wait_all(&self) -> Vec<String> {
         let all: Vec<_> = match self.0.lock() {
             Ok(mut v) => v.drain(..).collect(),
-            Err(_) => return,
+            Err(_) => return Vec::new(),
         };
-        for h in all {
-            let _ = h.join();
-        }
+        all.into_iter()
+            .filter_map(|h| match h.join() {
+                Ok(r) => r.err(),
+                Err(_) => Some("a lazy-pages watcher panicked".into()),
+            })
+            .collect()
     }
 }
 
-/// Restores lazily from `images_dir` (plain images, or a streamed checkpoint decoded
-/// first); returns the root's PID, the serving lazy-pages, and the decoded copy if any.
+/// Restores lazily from `images_dir`: plain images are served by lazy-pages itself; a
+/// streamed checkpoint has its images but the tasks' memory written into a private dir
+/// and that memory served from its shards by our page server (decoded whole first only
+/// when its pages reach into a parent checkpoint). Returns the root's PID, the serving
+/// lazy-pages, and the private dir if any.
 pub fn restore(
     criu: &Criu,
     images_dir: &Path,
     work_dir: &Path,
     opts: &CriuOpts,
 ) -> Result<(i32, LazyPages, Option<Keep>), EngineError> {
-    let decoded = if images_dir.join(streamer::INDEX_FILE).is_file() {
-        let dir = unpack_dir(images_dir)?;
-        let decoders = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        streamer::unpack::unpack_images(images_dir, dir.path(), decoders).map_err(|e| {
-            EngineError::io(
-                format!(
-                    "decode the streamed checkpoint {} into image files for a lazy restore",
-                    images_dir.display()
-                ),
-                e,
-            )
-        })?;
-        Some(dir)
-    } else {
-        None
+    if !images_dir.join(streamer::INDEX_FILE).is_file() {
+        let (pid, pages) = criu.restore_lazy(images_dir, work_dir, opts, None)?;
+        return Ok((pid, pages, None));
+    }
+    let dir = unpack_dir(images_dir)?;
+    let decoders = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let source = streamer::lazy_pages::prepare(images_dir, dir.path(), decoders).map_err(|e| {
+        EngineError::io(
+            format!(
+                "prepare the streamed checkpoint {} for a lazy restore",
+                images_dir.display()
+            ),
+            e,
+        )
+    })?;
+    let source = match source {
+        Some(s) => Some(Box::new(s) as Box<dyn PageSource>),
+        None => {
+            tracing::info!("lazy restore: pages in a parent checkpoint; lazy-pages serves them from decoded images");
+            None
+        }
     };
-    let images = decoded.as_ref().map_or(images_dir, |d| d.path());
-    let (pid, pages) = criu.restore_lazy(images, work_dir, opts)?;
-    Ok((pid, pages, decoded.map(|d| Box::new(d) as Keep)))
+    let (pid, pages) = criu.restore_lazy(dir.path(), work_dir, opts, source)?;
+    Ok((pid, pages, Some(Box::new(dir) as Keep)))
 }

@@ -65,9 +65,10 @@ impl Env {
     }
 
     /// Blocks until the pages of every lazy restore this engine did are all served and
-    /// their temp files removed (a CLI without a daemon waits for this before exiting).
-    pub fn wait_for_lazy_pages(&self) {
-        self.lazy_watchers.wait_all();
+    /// their temp files removed (a CLI without a daemon waits for this before exiting);
+    /// says why, for each restored tree killed because its pages could not all be served.
+    pub fn wait_for_lazy_pages(&self) -> Vec<String> {
+        self.lazy_watchers.wait_all()
     }
 
     /// Claims `pids` for one dump; refused with [`EngineError::DumpInProgress`] (or

@@ -78,6 +78,35 @@ pub fn verify_dir(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
     verify_digests(md, &digests)
 }
 
+/// [`verify_dir`], except that the files named in `chunked` (a streamed checkpoint's
+/// shards, whose every chunk is checked as it is read) are checked by size only, and
+/// only where present (a remote restore reads them from elsewhere).
+pub fn verify_dir_chunked(dir: &Path, md: &Metadata, chunked: &[String]) -> Result<(), ImageError> {
+    let (shards, files): (Vec<_>, Vec<_>) = list_files(dir)?
+        .into_iter()
+        .partition(|(rel, _)| chunked.contains(rel));
+    for (rel, abs) in &shards {
+        let Some(expected) = md.files.get(rel) else {
+            return Err(ImageError::Unexpected { file: rel.clone() });
+        };
+        let size = fs::metadata(abs).map_err(|e| ImageError::io(abs, e))?.len();
+        if size != expected.size {
+            return Err(ImageError::Corrupt {
+                path: abs.clone(),
+                detail: format!("{size} bytes, metadata.json records {}", expected.size),
+            });
+        }
+    }
+    let mut rest = md.clone();
+    rest.files.retain(|rel, _| !chunked.contains(rel));
+    let digests: BTreeMap<String, FileDigest> = files
+        .iter()
+        .map(|(rel, _)| rel.clone())
+        .zip(hash_files(&files)?)
+        .collect();
+    verify_digests(&rest, &digests)
+}
+
 /// Checks digests computed elsewhere (e.g. while extracting) against `md.files`: the same
 /// files, sizes and sha256, reported in the order [`verify_dir`] reports them.
 pub fn verify_digests(

@@ -7,7 +7,9 @@
 pub mod capture;
 mod capture_pipeline;
 pub mod child;
+mod decode;
 pub mod index;
+pub mod lazy_pages;
 pub mod protocol;
 pub mod sealed;
 pub mod serve;

@@ -2,14 +2,14 @@
 //! than CRIU's stream: `criu lazy-pages` reads pages at random offsets. Zero chunks
 //! become holes, so the copy takes only the disk its non-zero pages need.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::index::StreamIndex;
+use super::index::{StreamIndex, StreamedFile};
 use super::serve::serve_file;
 use super::source::{ShardFiles, ShardSource};
 
@@ -18,27 +18,37 @@ use super::source::{ShardFiles, ShardSource};
 pub fn unpack_images(images: &Path, out: &Path, decoders: usize) -> io::Result<()> {
     let index = StreamIndex::load(images)?;
     let shards: Arc<dyn ShardSource> = Arc::new(ShardFiles::open(images, &index)?);
-    for f in &index.files {
-        // Names come from the checkpoint: never let one point outside `out`.
-        if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("image name {:?} in the stream index", f.name),
-            ));
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(out.join(&f.name))?;
+    unpack_files(&index, &shards, out, decoders, |_| true)
+}
+
+/// Creates the image file `f` in `out`, owner-only, refusing a name that would lead
+/// elsewhere (names come from the checkpoint).
+pub(super) fn create_image(out: &Path, f: &StreamedFile) -> io::Result<File> {
+    if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("image name {:?} in the stream index", f.name),
+        ));
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out.join(&f.name))
+}
+
+/// Decodes the files of `index` that `wanted` picks into `out`.
+pub(super) fn unpack_files(
+    index: &StreamIndex,
+    shards: &Arc<dyn ShardSource>,
+    out: &Path,
+    decoders: usize,
+    wanted: impl Fn(&StreamedFile) -> bool,
+) -> io::Result<()> {
+    for f in index.files.iter().filter(|f| wanted(f)) {
+        let file = create_image(out, f)?;
         let sized = file.try_clone()?;
-        serve_file(
-            f,
-            OwnedFd::from(file),
-            &shards,
-            index.codec,
-            decoders.max(1),
-        )?;
+        serve_file(f, OwnedFd::from(file), shards, index.codec, decoders.max(1))?;
         // A trailing zero chunk is a hole the writes never reached.
         sized.set_len(f.size)?;
     }
