@@ -52,10 +52,10 @@ fn first_taken(pids: &[i32]) -> Option<(i32, i32)> {
         return Some((p, p));
     }
     inspect::all_pids().into_iter().find_map(|other| {
-        let info = inspect::read_info(other).ok()?;
+        let (pgid, sid) = inspect::group_and_session(other)?;
         pids.iter()
             .copied()
-            .find(|p| *p == info.sid || *p == info.pgid)
+            .find(|p| *p == sid || *p == pgid)
             .map(|p| (p, other))
     })
 }

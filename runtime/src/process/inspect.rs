@@ -37,6 +37,13 @@ pub fn all_pids() -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// A process's (process group, session) ids, from its stat alone (cheap enough to ask of
+/// every process on a host).
+pub fn group_and_session(pid: i32) -> Option<(i32, i32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|s| (s.pgid, s.sid))
+}
+
 /// Single-letter state of a process (`R`, `S`, `Z`, ...), if it exists.
 pub fn state_letter(pid: i32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
