@@ -1,6 +1,6 @@
-//! A streamed checkpoint decoded into plain image files, for what needs files rather
-//! than CRIU's stream: `criu lazy-pages` reads pages at random offsets. Zero chunks
-//! become holes, so the copy takes only the disk its non-zero pages need.
+//! Images of a streamed checkpoint decoded into plain files, for what needs files rather
+//! than CRIU's stream: a lazy restore (`lazy_pages.rs`) writes the small images this way.
+//! Zero chunks become holes, so a copy takes only the disk its non-zero bytes need.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -11,15 +11,7 @@ use std::sync::Arc;
 
 use super::index::{StreamIndex, StreamedFile};
 use super::serve::serve_file;
-use super::source::{ShardFiles, ShardSource};
-
-/// Decodes every image of the streamed checkpoint in `images` into new files in `out`
-/// (owner-only: they hold process memory), on `decoders` threads per file.
-pub fn unpack_images(images: &Path, out: &Path, decoders: usize) -> io::Result<()> {
-    let index = StreamIndex::load(images)?;
-    let shards: Arc<dyn ShardSource> = Arc::new(ShardFiles::open(images, &index)?);
-    unpack_files(&index, &shards, out, decoders, |_| true)
-}
+use super::source::ShardSource;
 
 /// Creates the image file `f` in `out`, owner-only, refusing a name that would lead
 /// elsewhere (names come from the checkpoint).
@@ -37,7 +29,8 @@ pub(super) fn create_image(out: &Path, f: &StreamedFile) -> io::Result<File> {
         .open(out.join(&f.name))
 }
 
-/// Decodes the files of `index` that `wanted` picks into `out`.
+/// Decodes the files of `index` that `wanted` picks into new files in `out` (owner-only:
+/// they hold process memory), on `decoders` threads per file.
 pub(super) fn unpack_files(
     index: &StreamIndex,
     shards: &Arc<dyn ShardSource>,
@@ -58,6 +51,7 @@ pub(super) fn unpack_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streamer::source::ShardFiles;
 
     #[test]
     fn a_name_with_a_slash_is_refused() {
@@ -70,7 +64,9 @@ mod tests {
                "files":[{"name":"../x","size":0,"chunks":[]}]}"#,
         )
         .unwrap();
-        let e = unpack_images(dir.path(), out.path(), 1).unwrap_err();
+        let index = StreamIndex::load(dir.path()).unwrap();
+        let shards: Arc<dyn ShardSource> = Arc::new(ShardFiles::open(dir.path(), &index).unwrap());
+        let e = unpack_files(&index, &shards, out.path(), 1, |_| true).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
     }
