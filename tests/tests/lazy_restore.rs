@@ -88,6 +88,23 @@ fn dumped_memserve(env: &Env, dump_args: &[&str]) -> (Workload, String, PathBuf,
     (w, addr, path, sum, last)
 }
 
+/// Restores the checkpoint at `path` lazily without the daemon (returning once every
+/// page is in); the restored root's PID.
+fn restore_lazily(env: &Env, path: &str) -> i32 {
+    let out = env
+        .cedana(&[
+            "--json",
+            "restore",
+            "process",
+            "--path",
+            path,
+            "--lazy",
+            "--no-server",
+        ])
+        .ok();
+    out.json()["pid"].as_i64().expect("pid") as i32
+}
+
 /// The restored workload counts on from `last` and its memory checks out.
 fn assert_continues(env: &Env, addr: &str, sum: &str, last: u64) {
     let log = env.path("memserve.log");
@@ -198,19 +215,7 @@ fn a_dying_page_server_fails_clearly_and_the_checkpoint_restores_again() {
     assert_eq!(dir_names(&path), before, "the checkpoint changed");
     // Restorable again, lazily, with the real CRIU; --no-server returns once every page
     // is in, so no lazy-pages remains when it does.
-    let out = env
-        .cedana(&[
-            "--json",
-            "restore",
-            "process",
-            "--path",
-            &p,
-            "--lazy",
-            "--no-server",
-        ])
-        .ok();
-    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
-    let _guard = KillOnDrop(pid);
+    let _guard = KillOnDrop(restore_lazily(&env, &p));
     assert!(
         lazy_pages_processes(&env).is_empty(),
         "lazy-pages outlived --no-server"
@@ -304,19 +309,7 @@ fn a_corrupt_chunk_met_while_serving_kills_the_tree_and_names_the_page_server() 
     );
     // Nothing else of the checkpoint was touched: mended, it restores lazily again.
     flip_byte(&shard, at);
-    let out = env
-        .cedana(&[
-            "--json",
-            "restore",
-            "process",
-            "--path",
-            &p,
-            "--lazy",
-            "--no-server",
-        ])
-        .ok();
-    let pid = out.json()["pid"].as_i64().expect("pid") as i32;
-    let _guard = KillOnDrop(pid);
+    let _guard = KillOnDrop(restore_lazily(&env, &p));
     assert_continues(&env, &addr, &sum, last);
 }
 

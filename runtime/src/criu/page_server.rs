@@ -171,10 +171,18 @@ mod tests {
         .bytes()
     }
 
+    /// A server of `Numbered` on a thread, and the client's end.
+    fn session() -> (UnixStream, std::thread::JoinHandle<io::Result<Served>>) {
+        let (client, server) = UnixStream::pair().unwrap();
+        (
+            client,
+            std::thread::spawn(move || serve(server, &mut Numbered)),
+        )
+    }
+
     #[test]
     fn answers_gets_with_what_it_has_and_closes_with_a_status() {
-        let (mut client, server) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || serve(server, &mut Numbered));
+        let (mut client, t) = session();
         client
             .write_all(&request(PS_IOV_GET, 5, 0x7000, 42))
             .unwrap();
@@ -208,8 +216,7 @@ mod tests {
 
     #[test]
     fn a_request_for_pages_it_lacks_ends_the_session_with_why() {
-        let (mut client, server) = UnixStream::pair().unwrap();
-        let t = std::thread::spawn(move || serve(server, &mut Numbered));
+        let (mut client, t) = session();
         client
             .write_all(&request(PS_IOV_GET, 1, 0x1000, 7))
             .unwrap();
@@ -231,8 +238,7 @@ mod tests {
             request(PS_IOV_GET, 1, 0x1001, 42),
             request(PS_IOV_GET, u32::MAX, 0x1000, 42),
         ] {
-            let (mut client, server) = UnixStream::pair().unwrap();
-            let t = std::thread::spawn(move || serve(server, &mut Numbered));
+            let (mut client, t) = session();
             client.write_all(&req).unwrap();
             assert!(t.join().unwrap().is_err());
         }
