@@ -223,6 +223,44 @@ fn a_dying_page_server_fails_clearly_and_the_checkpoint_restores_again() {
     assert_continues(&env, &addr, &sum, last);
 }
 
+#[test]
+fn a_lazily_restored_tree_gets_every_task_its_own_pages() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    // A shell whose child holds the buffer: two tasks, two pagemaps, both served lazily.
+    let log = env.path("memserve.log");
+    let addr = free_addr();
+    let script = format!(
+        "{} memserve {MIB} {addr} >> {} 2>&1 & wait",
+        bin("cedana-workload").display(),
+        log.display()
+    );
+    let mut sh = std::process::Command::new("setsid");
+    sh.args(["sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut sh = sh.spawn().expect("start the shell");
+    let root = sh.id() as i32;
+    wait_ready(&log);
+    wait_count_above(&log, 2);
+    let sum = ask(&addr, "sum");
+    let root_s = root.to_string();
+    let out = env
+        .cedana(&["--json", "dump", "process", &root_s, "--no-server"])
+        .ok();
+    let _ = sh.wait();
+    let path = PathBuf::from(out.json()["path"].as_str().expect("path"));
+    assert!(path.join("streams.json").is_file(), "{}", path.display());
+    let last = last_count(&log).expect("counted");
+    let pid = restore_lazily(&env, &path.display().to_string());
+    let _guard = KillOnDrop(pid);
+    assert_eq!(pid, root, "the shell comes back as the root");
+    assert_continues(&env, &addr, &sum, last);
+}
+
 /// Flips one byte in the middle of a stored chunk of the largest page image of the
 /// streamed checkpoint at `path` (the workload's buffer: lazy pages); returns the shard
 /// and the byte's offset, to flip it back.
