@@ -409,6 +409,73 @@ fn criu_killed_mid_dump_leaves_the_workload_running() {
     }
 }
 
+/// A CRIU that dies at dump time leaving a child of its own stopped (as a kerndat probe
+/// child is when CRIU is killed mid-probe), holding CRIU's stderr and the streamer's
+/// socket: the dump still fails at once, saying CRIU's last words, the stray is ended,
+/// and the workload runs on.
+#[test]
+fn criu_dying_with_a_stopped_child_left_fails_the_dump_at_once() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let real = which("criu").expect("criu on PATH (make deps)");
+    let stray = env.path("stray.pid");
+    let script = env.path("criu-leaves-a-stopped-child");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/bash
+for a in "$@"; do [ "$a" = dump ] && exec_dump=1; done
+[ -n "$exec_dump" ] || exec {real} "$@"
+( echo $BASHPID > {stray}; kill -STOP $BASHPID; sleep 600 ) &
+until [ -s {stray} ]; do sleep 0.01; done
+echo "stand-in: CRIU died, a stopped child left behind" >&2
+exit 1
+"#,
+            real = real.display(),
+            stray = stray.display()
+        ),
+    )
+    .expect("write the stand-in");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let log = env.path("w.log");
+    let w = Workload::start(&log, &["counter", "50"]);
+    wait_count_above(&log, 2);
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd()
+        .env("CEDANA_CRIU_BINARY_PATH", &script)
+        .args(["dump", "process", &w.pid.to_string(), "--no-server"])
+        .output()
+        .expect("run cedana");
+    let failed = Run::from_output(out);
+    assert_ne!(failed.code, 0, "{failed:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the dump waited {:?} on what CRIU left behind",
+        started.elapsed()
+    );
+    assert!(
+        failed.stderr.contains("stand-in: CRIU died"),
+        "CRIU's last words: {}",
+        failed.stderr
+    );
+    let stray: i32 = std::fs::read_to_string(&stray)
+        .expect("the stray's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let _guard = KillOnDrop(stray);
+    wait_for("the stray to be ended", Duration::from_secs(10), || {
+        (!pid_alive(stray)).then_some(())
+    });
+    assert!(w.alive(), "the workload was lost");
+    let before = last_count(&log).expect("counting");
+    wait_count_above(&log, before + 1);
+}
+
 /// A disk too small for CRIU's own images: the dump fails saying so, the workload runs on.
 #[test]
 fn full_disk_while_criu_writes_leaves_the_workload_running() {

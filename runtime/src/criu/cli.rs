@@ -1,7 +1,13 @@
 //! CRIU in CLI mode, for what its RPC mode refuses: image streaming (`--stream`).
 
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 use super::error::{failure_tail, LOG_TAIL_LINES};
 use super::{Criu, CriuError, CriuOpts};
@@ -64,20 +70,52 @@ impl Criu {
         if let Some(lock) = self.network_lock() {
             cmd.arg("--network-lock").arg(lock.name());
         }
-        let out = cmd
-            .args(&args)
+        // stderr into a file, not a pipe: a child CRIU leaves behind when it dies (a
+        // kerndat probe that stopped itself, say) would hold a pipe open forever.
+        let stderr = tempfile::tempfile().map_err(|e| CriuError::io("criu stderr file", e))?;
+        let for_child = stderr
+            .try_clone()
+            .map_err(|e| CriuError::io("criu stderr file", e))?;
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|source| CriuError::Spawn {
-                binary: self.binary().to_path_buf(),
-                source,
-            })?;
-        if out.status.success() {
+            .stderr(Stdio::from(for_child));
+        // A dump's CRIU leads a process group of its own, so that what it leaves behind
+        // when it fails can be ended with it. (Not a restore's: a shell job restored
+        // takes CRIU's group.)
+        let dump = op == "dump";
+        if dump {
+            cmd.process_group(0);
+        }
+        let mut child = cmd.spawn().map_err(|source| CriuError::Spawn {
+            binary: self.binary().to_path_buf(),
+            source,
+        })?;
+        let pid = Pid::from_raw(child.id() as i32);
+        // Seen exited but not reaped: its PID, the group's id, cannot be reused meanwhile.
+        let exited = loop {
+            match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r,
+            }
+        };
+        let status = if let Ok(WaitStatus::Exited(_, 0)) = exited {
+            child.wait()
+        } else {
+            if dump {
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+            child.wait()
+        }
+        .map_err(|e| CriuError::io("wait for criu", e))?;
+        if status.success() {
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let mut text = String::new();
+        let mut stderr = stderr;
+        let _ = stderr.seek(SeekFrom::Start(0));
+        let _ = stderr.read_to_string(&mut text);
+        let stderr = text.trim().to_string();
         Err(CriuError::Failed {
             op,
             cr_errno: None,
