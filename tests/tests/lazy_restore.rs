@@ -223,6 +223,18 @@ fn a_dying_page_server_fails_clearly_and_the_checkpoint_restores_again() {
     assert_continues(&env, &addr, &sum, last);
 }
 
+/// Kills a restored process group on drop (a tree whose root leads it, child and all).
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::SIGKILL,
+        );
+    }
+}
+
 #[test]
 fn a_lazily_restored_tree_gets_every_task_its_own_pages() {
     if !e2e_enabled() {
@@ -256,7 +268,7 @@ fn a_lazily_restored_tree_gets_every_task_its_own_pages() {
     assert!(path.join("streams.json").is_file(), "{}", path.display());
     let last = last_count(&log).expect("counted");
     let pid = restore_lazily(&env, &path.display().to_string());
-    let _guard = KillOnDrop(pid);
+    let _guard = KillGroupOnDrop(pid);
     assert_eq!(pid, root, "the shell comes back as the root");
     assert_continues(&env, &addr, &sum, last);
 }
