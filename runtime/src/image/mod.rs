@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod atomic;
 pub mod compression;
+pub mod digester;
 pub mod error;
 pub mod follow;
 pub mod integrity;

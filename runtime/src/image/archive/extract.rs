@@ -5,8 +5,8 @@
 //! header can make the tar reader buffer an unbounded amount.
 
 use crate::image::compression::Compression;
+use crate::image::digester::Digester;
 use crate::image::error::ImageError;
-use crate::image::integrity::Digester;
 use crate::image::metadata::METADATA_FILE;
 use crate::image::parallel::Lz4Frames;
 use std::ffi::OsStr;

@@ -16,8 +16,8 @@ use std::path::Path;
 
 use super::atomic;
 use super::compression::{detect, Compression};
+use super::digester::Digester;
 use super::error::ImageError;
-use super::integrity::Digester;
 use super::metadata::{FileDigest, METADATA_FILE};
 use super::walk::{walk, Entry, Kind};
 
