@@ -86,6 +86,8 @@ pub struct CheckpointConfig {
     pub compression: String,
     /// Leave the process running after checkpointing.
     pub leave_running: bool,
+    /// Where CRIU's images wait before they are packed into an archive, when they fit.
+    pub staging_dir: PathBuf,
 }
 
 /// CRIU settings (`criu.*`).

@@ -37,6 +37,7 @@ fn defaults() {
     );
     assert_eq!(c.checkpoint.compression, "zstd");
     assert!(!c.checkpoint.leave_running);
+    assert_eq!(c.checkpoint.staging_dir, PathBuf::from("/dev/shm"));
     assert_eq!(c.criu.binary_path, PathBuf::from("criu"));
     assert_eq!(c.criu.pid_wait_timeout_ms, 5000);
     assert_eq!(c.jobs.log_dir, PathBuf::from("/var/lib/cedana/jobs"));
@@ -50,7 +51,7 @@ fn defaults() {
 #[test]
 fn key_table_matches_defaults_and_env_names() {
     let c = Config::default();
-    assert_eq!(Config::keys().len(), 20);
+    assert_eq!(Config::keys().len(), 21);
     for info in Config::keys() {
         assert_eq!(
             c.get(info.key).expect("known key"),

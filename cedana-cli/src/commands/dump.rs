@@ -151,13 +151,14 @@ pub async fn run(ctx: &Ctx, cmd: DumpCmd) -> anyhow::Result<i32> {
     };
     let ck = resp.checkpoint.unwrap_or_default();
     let metadata: Option<Metadata> = serde_json::from_str(&ck.metadata_json).ok();
-    // The one line that says a dump did not stream, and why (the engine's fallback).
-    if let Some(why) = metadata
-        .as_ref()
-        .and_then(|m| m.packing.as_ref())
-        .and_then(|p| p.not_streamed.as_deref())
-    {
+    // The one line that says a dump did not stream, and why (the engine's fallback);
+    // and one when its images had to wait on disk before they were packed.
+    let packing = metadata.as_ref().and_then(|m| m.packing.as_ref());
+    if let Some(why) = packing.and_then(|p| p.not_streamed.as_deref()) {
         eprintln!("cedana: not streamed: {why}; packed as {}", ck.compression);
+    }
+    if let Some(why) = packing.and_then(|p| p.staged_on_disk.as_deref()) {
+        eprintln!("cedana: images staged on disk before packing (slower): {why}");
     }
     let stats = metadata.and_then(|m| m.criu_stats);
     if ctx.json {

@@ -78,6 +78,18 @@ pub(crate) static KEYS: &[Key] = &[
     },
     Key {
         info: KeyInfo {
+            key: "checkpoint.staging_dir",
+            env: "CEDANA_CHECKPOINT_STAGING_DIR",
+            default: "/dev/shm",
+            help: "Where CRIU's images wait to be packed into an archive, when they fit in its free space and in half the available memory (a memory-backed dir spares the disk a write of every page); else they wait beside the checkpoint",
+        },
+        field: Field::AbsPath(
+            |c| &c.checkpoint.staging_dir,
+            |c| &mut c.checkpoint.staging_dir,
+        ),
+    },
+    Key {
+        info: KeyInfo {
             key: "criu.binary_path",
             env: "CEDANA_CRIU_BINARY_PATH",
             default: "criu",

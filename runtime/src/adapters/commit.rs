@@ -309,9 +309,10 @@ fn publish_dir(
     Ok((md.sizes.images_bytes, md))
 }
 
-/// Packs the staging dir into the archive while another thread hashes it: metadata.json,
-/// which carries the hashes, goes into the archive last. One read pass less than
-/// hash-then-pack, and the hashing overlaps the compression.
+/// Packs the staging dir into the archive while another thread hashes what was not hashed
+/// as it was written (`md.files`): metadata.json, which carries the hashes, goes into the
+/// archive last. One read pass less than hash-then-pack, and the hashing overlaps the
+/// compression.
 fn pack_while_digesting(
     staging: &Path,
     upload: &mut dyn Upload,
@@ -320,11 +321,14 @@ fn pack_while_digesting(
 ) -> Result<(u64, Metadata), EngineError> {
     let target = upload.location().to_path_buf();
     let w = upload.create("")?;
+    // Digests taken while CRIU wrote (`image::follow`) are reused where the file is unchanged.
+    let known = std::mem::take(&mut md.files);
     let (tx, rx) = std::sync::mpsc::channel();
     let (w, _) = std::thread::scope(|s| {
         s.spawn(move || {
             let t = Instant::now();
-            let _ = tx.send(integrity::digest_dir(staging).map(|f| (f, t.elapsed())));
+            let digests = integrity::digest_dir_known(staging, &known);
+            let _ = tx.send(digests.map(|f| (f, t.elapsed())));
         });
         let md_path = target.join(METADATA_FILE);
         // metadata.json's size before the digests are recorded: the manifest bounds it.

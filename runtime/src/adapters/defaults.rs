@@ -44,6 +44,7 @@ pub fn fill_missing_dump_defaults() -> Adapter<DumpCtx, DumpResponse> {
             ctx.metadata.packing = Some(Packing {
                 streams: plan.map_or(0, |(n, _)| n as u32),
                 not_streamed,
+                staged_on_disk: None,
             });
             ctx.name = match &ctx.req.name {
                 Some(n) => n.clone(),

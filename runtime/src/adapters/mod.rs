@@ -14,6 +14,7 @@ pub mod process_state;
 pub mod restore_storage;
 mod shard_fault;
 pub mod shell_job;
+mod staging;
 pub mod storage;
 pub mod validation;
 

@@ -1,7 +1,7 @@
 //! Where images live. Dump: the checkpoint's store (`crate::store`, chosen by the `--dir`
 //! location's scheme) begins an upload; CRIU writes into the upload's own directory (the
-//! local store's hidden staging directory beside the target) or a private scratch dir,
-//! and the commit protocol (`commit.rs`) publishes it, as a directory or packed, never
+//! local store's hidden staging directory beside the target) or a private scratch dir
+//! (for an archive, in memory when the images fit: `staging.rs`), and the commit protocol (`commit.rs`) publishes it, as a directory or packed, never
 //! replacing an existing one; on failure it is removed, so no partial checkpoint is ever
 //! left under the final name. Restore: see [`restore_storage`](super::restore_storage).
 
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::commit::{CommitTarget, Committer};
+use super::staging;
 use crate::chain::{Adapter, Next};
 use crate::engine::{bulk, DumpCtx, DumpResponse};
 use crate::error::EngineError;
@@ -80,7 +81,18 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                         let images = match upload.local_dir() {
                             Some(d) => d.to_path_buf(),
                             None => {
-                                let scratch = store.scratch_dir(&dir)?;
+                                let scratch = match staging::memory_staging(
+                                    &ctx.env.config.checkpoint.staging_dir,
+                                    ctx.req.pid,
+                                ) {
+                                    Ok(in_memory) => in_memory,
+                                    Err(why) => {
+                                        tracing::info!(%why, "CRIU's images wait on disk until they are packed");
+                                        let packing = ctx.metadata.packing.get_or_insert_default();
+                                        packing.staged_on_disk = Some(why);
+                                        store.scratch_dir(&dir)?
+                                    }
+                                };
                                 cleanup.push(scratch.clone());
                                 scratch
                             }

@@ -11,6 +11,7 @@ use crate::adapters::{
 use crate::chain::{Adapter, Chain, Handler, OpResult};
 use crate::criu::{DumpArgs, PostDump};
 use crate::engine::{bulk, DumpCtx, DumpResponse};
+use crate::image::follow::Follower;
 use crate::image::metadata::FileDigest;
 use crate::streamer::{self, ShardPlan};
 
@@ -129,16 +130,26 @@ async fn criu_dump(mut ctx: DumpCtx) -> OpResult<DumpResponse> {
                     .map(|st| st.shard_digests)
                     .map_err(|e| e.located(&full_dir).into())
             }
-            None => criu
-                .dump(&DumpArgs {
+            None => {
+                // The page images are hashed while CRIU writes them, on a core CRIU leaves
+                // idle: the commit then only compresses them.
+                let follower = Mutex::new(Some(Follower::start(&images_dir)));
+                let hashed = || {
+                    let f = follower.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    f.map(Follower::finish).unwrap_or_default()
+                };
+                criu.dump(&DumpArgs {
                     pid,
                     images_dir: &images_dir,
                     work_dir: work_dir.as_deref(),
                     opts: &opts,
-                    post_dump: committer.is_some().then_some(PostDump(&|| commit(None))),
+                    post_dump: committer
+                        .is_some()
+                        .then_some(PostDump(&|| commit(Some(&hashed())))),
                 })
-                .map(|_| BTreeMap::new())
-                .map_err(Into::into),
+                .map(|_| hashed())
+                .map_err(Into::into)
+            }
         };
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);

@@ -153,10 +153,14 @@ impl Engine {
     /// Undoes what an operation cut short by a crash left (staging paths, frozen
     /// containers); returns what it did, for the log. Run once at daemon start.
     pub fn recover_after_crash(&self) -> Vec<String> {
-        // Staging paths live in the checkpoint dir's store; scratch dirs in the temp dir.
+        // Staging paths live in the checkpoint dir's store; scratch dirs in the temp dir
+        // and the staging dir (images waiting to be packed).
         let dirs = [
             Location::from_path(&self.env.config.checkpoint.dir),
             Ok(Location::local(std::env::temp_dir())),
+            Ok(Location::local(
+                self.env.config.checkpoint.staging_dir.clone(),
+            )),
         ];
         let mut done: Vec<String> = dirs
             .iter()

@@ -155,6 +155,10 @@ pub struct Packing {
     /// Why the dump did not stream, when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_streamed: Option<String>,
+    /// Why CRIU's images waited on disk, not in memory, before they were packed into
+    /// the archive (`checkpoint.staging_dir`), when they did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staged_on_disk: Option<String>,
 }
 
 /// Contents of `metadata.json`.

@@ -144,23 +144,56 @@ fn children(pid: i32) -> Vec<i32> {
     out
 }
 
-/// Every process of the tree rooted at `pid`, root first.
-pub fn tree(pid: i32) -> io::Result<Vec<ProcessInfo>> {
-    let mut out = vec![read_info(pid)?];
+/// The PIDs below `pid`, each once, in the order found.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
     let mut queue = vec![pid];
     let mut seen = HashSet::from([pid]);
     while let Some(p) = queue.pop() {
         for child in children(p) {
             if seen.insert(child) {
-                // A child may exit while we look; skip it rather than fail the dump.
-                if let Ok(info) = read_info(child) {
-                    out.push(info);
-                    queue.push(child);
-                }
+                out.push(child);
+                queue.push(child);
             }
         }
     }
+    out
+}
+
+/// Every process of the tree rooted at `pid`, root first.
+pub fn tree(pid: i32) -> io::Result<Vec<ProcessInfo>> {
+    let mut out = vec![read_info(pid)?];
+    // A child may exit while we look; skip it rather than fail the dump.
+    out.extend(
+        descendants(pid)
+            .into_iter()
+            .filter_map(|c| read_info(c).ok()),
+    );
     Ok(out)
+}
+
+/// Resident bytes of the tree rooted at `pid`, summed over its processes: an upper bound
+/// on its memory images (it counts shared pages once per process, and file pages CRIU
+/// does not dump).
+pub fn tree_resident_bytes(pid: i32) -> io::Result<u64> {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    let resident = |p: i32| -> io::Result<u64> {
+        let statm = fs::read_to_string(format!("/proc/{p}/statm"))?;
+        statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|pages| pages.saturating_mul(page))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable statm"))
+    };
+    // A child that exits while we look holds nothing.
+    Ok(descendants(pid)
+        .into_iter()
+        .map(|c| resident(c).unwrap_or(0))
+        .fold(resident(pid)?, u64::saturating_add))
 }
 
 /// Open descriptors of one process.

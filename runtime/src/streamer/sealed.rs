@@ -4,6 +4,9 @@
 //! sealed, the caller commits the checkpoint, and only its verdict lets CRIU kill the
 //! tree; a failed commit, or a caller that died, makes CRIU let the tree run on.
 
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -13,9 +16,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::{capture_config, capture_failed, io, Capture, CaptureStats, ShardPlan, StreamError};
 use crate::criu::relay::{self, notify::Bridge, RelayError};
 use crate::criu::{Criu, CriuOpts, StreamArgs};
-
-/// How often the action-script server checks whether CRIU is done.
-const POLL_MS: u16 = 100;
 
 /// The commit step: called once at `post-dump` with the sealed capture's figures; `false`
 /// makes CRIU let the tree run on.
@@ -54,11 +54,21 @@ pub fn dump_committed(
         opts,
         action_script: Some((&script, bridge.path())),
     };
+    // Wakes the action-script server the moment CRIU is done (a timed poll kept every
+    // dump waiting up to its period after CRIU exited).
+    let (wake, woken) = UnixStream::pair().map_err(io::<StreamError>("create a socket pair"))?;
     let dumped = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::SeqCst) {
-                let mut fds = [PollFd::new(bridge.fd(), PollFlags::POLLIN)];
-                if !matches!(poll(&mut fds, PollTimeout::from(POLL_MS)), Ok(n) if n > 0) {
+                let mut fds = [
+                    PollFd::new(bridge.fd(), PollFlags::POLLIN),
+                    PollFd::new(woken.as_fd(), PollFlags::POLLIN),
+                ];
+                if !matches!(poll(&mut fds, PollTimeout::NONE), Ok(n) if n > 0) {
+                    continue;
+                }
+                let action = fds[0].revents().unwrap_or(PollFlags::empty());
+                if !action.intersects(PollFlags::POLLIN | PollFlags::POLLERR) {
                     continue;
                 }
                 let answered = bridge.answer_one(|action, _| {
@@ -85,6 +95,7 @@ pub fn dump_committed(
         });
         let r = criu.dump_streamed(&args);
         done.store(true, Ordering::SeqCst);
+        let _ = (&wake).write_all(&[1]);
         r
     });
     // Post-dump never came (CRIU failed before it): drop what was captured. If the
