@@ -65,7 +65,11 @@ fn full_disk_while_packing_leaves_the_workload_running_and_a_retry_succeeds() {
     wait_count_above(&log, 1);
     let dir = small.path.to_string_lossy().to_string();
     let pid = w.pid.to_string();
+    // CRIU's images wait there too, not in memory.
+    let staging = format!("checkpoint.staging_dir={dir}");
     let failed = env.cedana(&[
+        "--set",
+        &staging,
         "dump",
         "process",
         &pid,
@@ -161,6 +165,74 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
         env.stop_daemon();
         empty_dir(&ckpts);
     }
+}
+
+/// The daemon killed while an archive's images wait in memory to be packed (the commit
+/// held by an injected stall): the workload runs on, and the images, gigabytes of memory
+/// in a real dump, are removed when the daemon starts again.
+#[test]
+fn daemon_killed_while_images_wait_in_memory_leaves_them_to_the_next_start() {
+    if !e2e_enabled() {
+        return;
+    }
+    let staging = tempfile::Builder::new()
+        .prefix("cedana-e2e-staging-")
+        .tempdir_in("/dev/shm")
+        .expect("a dir in /dev/shm");
+    let mut env = Env::new()
+        .with_settings(vec![format!(
+            "checkpoint.staging_dir={}",
+            staging.path().display()
+        )])
+        .with_vars(vec![("CEDANA_TEST_FAULT".into(), "commit-stall".into())]);
+    let me = adopt_orphans();
+    env.start_daemon();
+    let log = env.path("memory.log");
+    let w = Workload::start(&log, &["memory", "64"]);
+    let _guard = KillOnDrop(w.pid);
+    wait_count_above(&log, 1);
+    let pid = w.pid.to_string();
+    let mut client = env
+        .cmd()
+        .args(["dump", "process", &pid, "--compression", "zstd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the dump");
+    // CRIU is done and the commit stalls: the page images wait in the staging dir.
+    wait_for("the images in memory", Duration::from_secs(20), || {
+        let dumps = dir_names(staging.path());
+        let waiting = dumps.iter().any(|d| {
+            dir_names(&staging.path().join(d))
+                .iter()
+                .any(|f| f.starts_with("pages-"))
+        });
+        waiting.then_some(())
+    });
+    env.kill_daemon();
+    let _ = client.wait();
+    wait_for(
+        "the daemon's orphans to let go",
+        Duration::from_secs(30),
+        || {
+            reap_zombie_children(me);
+            orphan_of(me, w.pid).is_none().then_some(())
+        },
+    );
+    assert!(w.alive(), "the killed daemon cost the workload");
+    assert!(
+        !dir_names(staging.path()).is_empty(),
+        "the images are left until the daemon starts again"
+    );
+    env.start_daemon();
+    assert_eq!(
+        dir_names(staging.path()),
+        Vec::<String>::new(),
+        "the restarted daemon removes the images the killed one left"
+    );
+    let before = last_count(&log).expect("counting");
+    wait_count_above(&log, before + 1);
+    env.stop_daemon();
 }
 
 /// A dump whose final name is taken while it runs (by another dump, or a user) cannot
@@ -488,7 +560,11 @@ fn full_disk_while_criu_writes_leaves_the_workload_running() {
     let w = Workload::start(&log, &["memory", "48"]);
     wait_count_above(&log, 1);
     let dir = small.path.to_string_lossy().to_string();
+    // CRIU's images wait there too, not in memory.
+    let staging = format!("checkpoint.staging_dir={dir}");
     let out = env.cedana(&[
+        "--set",
+        &staging,
         "dump",
         "process",
         &w.pid.to_string(),
