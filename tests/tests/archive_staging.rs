@@ -6,7 +6,6 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cedana_e2e::*;
 
@@ -45,27 +44,26 @@ impl DirRecorder {
     }
 }
 
-/// Dumps a counter as a zstd archive with `staging` as the staging dir; checks where
-/// CRIU wrote (`in_memory`: under `staging`, else beside the checkpoint), that nothing is
-/// left in `staging`, and that the archive restores and counts on. Returns the dump's
-/// stderr and `packing`.
+/// Dumps a counter as a zstd archive with `staging` as the staging dir, and restores it;
+/// checks where CRIU found the images each time (`in_memory`: under `staging`, else
+/// beside the checkpoint), that nothing is left in `staging`, and that the restored
+/// counter counts on. Returns the dump's stderr and `packing`.
 fn dump_archive_and_restore(
-    env: &Env,
+    env: Env,
     staging: &Path,
     in_memory: bool,
 ) -> (String, serde_json::Value) {
     let criu = DirRecorder::new(&env.path("criu"));
-    let log = env.path(&format!("counter-{in_memory}.log"));
+    let env = env.with_settings(vec![
+        format!("checkpoint.staging_dir={}", staging.display()),
+        criu.setting.clone(),
+    ]);
+    let log = env.path("counter.log");
     let mut w = Workload::start(&log, &["counter", "50"]);
     wait_count_above(&log, 3);
     let pid = w.pid.to_string();
-    let staging_setting = format!("checkpoint.staging_dir={}", staging.display());
     let out = env
         .cedana(&[
-            "--set",
-            &staging_setting,
-            "--set",
-            &criu.setting,
             "--json",
             "dump",
             "process",
@@ -83,35 +81,43 @@ fn dump_archive_and_restore(
         "{}",
         path.display()
     );
-    assert_eq!(
-        criu.saw_dir_under(staging),
-        in_memory,
-        "CRIU's dirs: {}",
-        fs::read_to_string(&criu.record).unwrap_or_default()
-    );
-    assert_eq!(criu.saw_dir_under(&env.checkpoints()), !in_memory);
-    assert!(
-        dir_names(staging).is_empty(),
-        "left in the staging dir: {:?}",
-        dir_names(staging)
-    );
+    let where_ = |step: &str| {
+        let seen = fs::read_to_string(&criu.record).unwrap_or_default();
+        assert_eq!(
+            criu.saw_dir_under(staging),
+            in_memory,
+            "{step}: CRIU's dirs: {seen}"
+        );
+        assert_eq!(
+            criu.saw_dir_under(&env.checkpoints()),
+            !in_memory,
+            "{step}: {seen}"
+        );
+        assert!(
+            dir_names(staging).is_empty(),
+            "{step}: left in the staging dir: {:?}",
+            dir_names(staging)
+        );
+        let _ = fs::remove_file(&criu.record);
+    };
+    where_("dump");
     let last = last_count(&log).expect("counted");
-    let restored = restore_process_and_check(env, &path, &log, last);
+    let restored = restore_process_and_check(&env, &path, &log, last);
     kill(restored);
+    where_("restore");
     (out.stderr, v["metadata"]["packing"].clone())
 }
 
 #[test]
-fn an_archive_dump_stages_its_images_in_memory_and_leaves_nothing_there() {
+fn an_archive_waits_in_memory_when_dumped_and_restored_and_leaves_nothing_there() {
     if !e2e_enabled() {
         return;
     }
-    let env = Env::new();
     let staging = tempfile::Builder::new()
         .prefix("cedana-e2e-staging-")
         .tempdir_in("/dev/shm")
         .expect("a dir in /dev/shm");
-    let (stderr, packing) = dump_archive_and_restore(&env, staging.path(), true);
+    let (stderr, packing) = dump_archive_and_restore(Env::new(), staging.path(), true);
     assert!(packing.get("staged_on_disk").is_none(), "{packing}");
     assert!(
         !stderr.contains("staged on disk"),
@@ -119,48 +125,23 @@ fn an_archive_dump_stages_its_images_in_memory_and_leaves_nothing_there() {
     );
 }
 
-/// A tmpfs of `size` mounted on a new dir under `env`, unmounted on drop.
-struct SmallTmpfs(PathBuf);
-
-impl SmallTmpfs {
-    fn mount(env: &Env, size: &str) -> SmallTmpfs {
-        let dir = env.path("small-tmpfs");
-        fs::create_dir_all(&dir).expect("mkdir");
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(ok.success(), "mount a tmpfs on {}", dir.display());
-        SmallTmpfs(dir)
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn images_that_do_not_fit_in_memory_wait_on_disk_and_the_dump_says_why() {
     if !e2e_enabled() {
         return;
     }
-    let env = Env::new();
-    // Smaller than any tree plus the reserve kept free.
-    let small = SmallTmpfs::mount(&env, "8m");
-    let (stderr, packing) = dump_archive_and_restore(&env, &small.0, false);
+    // Smaller than any tree plus the reserve kept free; outside the env's dir, which goes
+    // first.
+    let mount_point = tempfile::tempdir().expect("tempdir");
+    let small = Tmpfs::mount(mount_point.path(), 8);
+    let (stderr, packing) = dump_archive_and_restore(Env::new(), &small.path, false);
     let why = packing["staged_on_disk"].as_str().expect("why recorded");
-    assert!(why.contains("would not fit in the 8 MiB free"), "{why}");
     assert!(
-        why.contains(&small.0.display().to_string()),
+        why.contains("of images would not fit in the 8 MiB free"),
+        "{why}"
+    );
+    assert!(
+        why.contains(&small.path.display().to_string()),
         "names the dir: {why}"
     );
     let said: Vec<&str> = stderr

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use tempfile::TempDir;
 
+use super::staging;
 use crate::chain::Adapter;
 use crate::engine::lazy::PagesInFlight;
 use crate::engine::{bulk, RestoreCtx, RestoreResponse};
@@ -58,8 +59,9 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
                 None
             } else {
                 let p = path.clone();
+                let staging = ctx.env.config.checkpoint.staging_dir.clone();
                 // On failure the TempDir is dropped here, taking whatever was written.
-                Some(bulk(move || unpack(&p)).await?)
+                Some(bulk(move || unpack(&p, &staging)).await?)
             };
             ctx.images_dir = unpacked
                 .as_ref()
@@ -137,9 +139,17 @@ pub fn prepare_restore_storage() -> Adapter<RestoreCtx, RestoreResponse> {
     })
 }
 
-/// Unpacks the archive at `path` into a new private directory; returns it and what was found.
-fn unpack(path: &Path) -> Result<(TempDir, archive::Unpacked), EngineError> {
-    let dir = unpack_dir(path)?;
+/// Unpacks the archive at `path` into a new private directory, in memory (`staging`) when
+/// its manifest declares a size that fits there (the extraction holds it to that), else
+/// beside it; returns it and what was found.
+fn unpack(path: &Path, staging: &Path) -> Result<(TempDir, archive::Unpacked), EngineError> {
+    let dir = match staging::for_restore(staging, path) {
+        Ok(in_memory) => in_memory,
+        Err(why) => {
+            tracing::debug!(%why, "unpacking beside the archive, not in memory");
+            unpack_dir(path)?
+        }
+    };
     let t = Instant::now();
     let unpacked = archive::unpack_checkpoint(path, dir.path())?;
     tracing::debug!(

@@ -81,7 +81,7 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                         let images = match upload.local_dir() {
                             Some(d) => d.to_path_buf(),
                             None => {
-                                let scratch = match staging::memory_staging(
+                                let scratch = match staging::for_dump(
                                     &ctx.env.config.checkpoint.staging_dir,
                                     ctx.req.pid,
                                 ) {

@@ -35,19 +35,8 @@ pub(super) fn extract(
     digester: Option<&Digester>,
     require_metadata: bool,
 ) -> Result<Option<Manifest>, ImageError> {
-    let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
-    let raw = BufReader::with_capacity(BUF, file);
     let corrupt = |e: io::Error| ImageError::corrupt(path, e);
-    let decoder: Box<dyn Read> = match c {
-        Compression::None | Compression::Tar => Box::new(raw),
-        // Every member / frame: parallel packing writes one per block.
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
-        Compression::Lz4 => Box::new(Lz4Frames::new(raw)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(corrupt)?)
-        }
-    };
-    let mut archive = tar::Archive::new(BufReader::with_capacity(BUF, decoder));
+    let mut archive = tar::Archive::new(BufReader::with_capacity(BUF, decoder(path, c)?));
     let mut buf = vec![0u8; BUF];
     let mut budget: Option<Budget> = None;
     let mut long_name: Option<Vec<u8>> = None;
@@ -123,6 +112,39 @@ pub(super) fn extract(
         None => Budget::free(path, dest)?,
     };
     budget.finish(require_metadata)
+}
+
+/// The archive `path`'s tar stream, decompressed per `c`.
+fn decoder(path: &Path, c: Compression) -> Result<Box<dyn Read>, ImageError> {
+    let file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+    let raw = BufReader::with_capacity(BUF, file);
+    Ok(match c {
+        Compression::None | Compression::Tar => Box::new(raw),
+        // Every member / frame: parallel packing writes one per block.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+        Compression::Lz4 => Box::new(Lz4Frames::new(raw)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(raw)
+                .map_err(|e| ImageError::corrupt(path, e))?,
+        ),
+    })
+}
+
+/// The manifest at the head of the archive `path` (format `c`), read without extracting
+/// anything; `None` for an archive without one (from before manifests).
+pub(super) fn read_manifest(path: &Path, c: Compression) -> Result<Option<Manifest>, ImageError> {
+    let mut archive = tar::Archive::new(decoder(path, c)?);
+    let corrupt = |e: io::Error| ImageError::corrupt(path, e);
+    let Some(first) = archive.entries().map_err(corrupt)?.raw(true).next() else {
+        return Ok(None);
+    };
+    let mut first = first.map_err(corrupt)?;
+    let regular = first.header().entry_type() == tar::EntryType::Regular;
+    if !regular || first.path_bytes().as_ref() != MANIFEST_FILE.as_bytes() {
+        return Ok(None);
+    }
+    let bytes = read_bounded(&mut first, path, MAX_MANIFEST_BYTES, "the manifest")?;
+    Manifest::parse(path, &bytes).map(Some)
 }
 
 /// Reads a whole entry that is held in memory (a long name, the manifest), refusing one

@@ -108,6 +108,15 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Compression, ImageError> {
     unpack_with(archive, dest, None, false).map(|(c, _)| c)
 }
 
+/// The bytes the checkpoint `archive` unpacks to on disk, as its manifest declares them,
+/// read without unpacking it; `None` for a directory or an archive without a manifest.
+pub fn declared_disk_bytes(archive: &Path) -> Result<Option<u64>, ImageError> {
+    match detect(archive)? {
+        Compression::None => Ok(None),
+        c => Ok(extract::read_manifest(archive, c)?.map(|m| m.disk_bytes())),
+    }
+}
+
 /// What [`unpack_checkpoint`] found.
 #[derive(Debug)]
 pub struct Unpacked {

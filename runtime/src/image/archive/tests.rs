@@ -252,6 +252,40 @@ fn flipped_byte_in_plain_tar_data_is_caught_by_verify() {
 
 /// A tar header for `path` written straight into the name field (bypassing the
 /// builder's own path checks).
+#[test]
+fn the_manifest_declares_what_an_archive_unpacks_to_before_unpacking() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).expect("mkdir");
+    sample(&src);
+    let on_disk: u64 = walk(&src)
+        .expect("walk")
+        .iter()
+        .filter_map(|e| fs::symlink_metadata(&e.abs).ok())
+        .map(|m| m.len())
+        .sum();
+    for c in ARCHIVES {
+        let out = tmp.path().join(format!("ck{}", c.extension()));
+        pack(&src, &out, c).expect("pack");
+        let declared = declared_disk_bytes(&out)
+            .expect("read")
+            .expect("a manifest");
+        assert!(declared >= on_disk, "{c}: {declared} < {on_disk}");
+    }
+    // A directory, and an archive from before manifests, declare nothing.
+    assert_eq!(declared_disk_bytes(&src).expect("a dir"), None);
+    let old = tmp.path().join("old.tar.zst");
+    let tar = malicious(&[(
+        raw_header(b"core-1.img", tar::EntryType::Regular, 4),
+        b"core",
+    )]);
+    fs::write(&old, zstd_of(&tar)).expect("write");
+    assert_eq!(declared_disk_bytes(&old).expect("old"), None);
+    // A damaged head is an error, not a size.
+    fs::write(&old, b"\x28\xb5\x2f\xfd garbage").expect("write");
+    assert!(declared_disk_bytes(&old).is_err());
+}
+
 fn raw_header(path: &[u8], kind: tar::EntryType, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
