@@ -11,6 +11,7 @@ pub mod layout;
 pub mod metadata;
 mod parallel;
 pub(crate) mod walk;
+pub mod writeback;
 
 pub use archive::{pack, unpack};
 pub use compression::{detect, Compression};

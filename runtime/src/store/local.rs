@@ -5,7 +5,7 @@
 //! are synced first, and `renameat2(RENAME_NOREPLACE)` never replaces a checkpoint.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -15,6 +15,7 @@ use super::{
 use crate::image::compression::Compression;
 use crate::image::error::ImageError;
 use crate::image::walk::{walk, Kind};
+use crate::image::writeback::WritebackFile;
 use crate::image::{atomic, layout};
 
 /// Checkpoint directories hold process memory (secrets included): owner-only access.
@@ -264,7 +265,8 @@ impl Upload for LocalUpload {
             .open(&path)
             .map_err(|e| ImageError::io(&path, e))?;
         Ok(Box::new(LocalWriter {
-            w: BufWriter::with_capacity(BUF, file),
+            // Written back as it grows: the commit's sync then waits for little.
+            w: WritebackFile::new(file, BUF),
             path,
         }))
     }
@@ -305,7 +307,7 @@ impl Drop for LocalUpload {
 
 /// A file of a local checkpoint.
 struct LocalWriter {
-    w: BufWriter<File>,
+    w: WritebackFile,
     path: PathBuf,
 }
 
@@ -323,7 +325,7 @@ impl ObjectWriter for LocalWriter {
     fn finish(self: Box<Self>) -> Result<u64, StoreError> {
         let LocalWriter { w, path } = *self;
         let io_err = |e| StoreError::Image(ImageError::io(&path, e));
-        let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
+        let file = w.into_file().map_err(io_err)?;
         file.sync_all().map_err(io_err)?;
         Ok(file.metadata().map_err(io_err)?.len())
     }

@@ -3,14 +3,14 @@
 //! as it goes (or uploading it, for a checkpoint in an object store). Split from `capture.rs`, which reads CRIU's images and hands out chunks.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use super::index::{xxh64, Codec};
 use crate::image::metadata::FileDigest;
+use crate::image::writeback::WritebackFile;
 use crate::store::ObjectWriter;
 
 /// Samples tried before compressing a chunk, and their size: when none of them shrinks
@@ -104,25 +104,21 @@ impl Compressor {
     }
 }
 
-/// Written bytes after which a shard writer asks the kernel to start writing them back.
-const WRITEBACK_BYTES: u64 = 8 << 20;
-
 /// Where a shard's bytes go.
 enum Out {
     /// A local file, written back as it grows.
-    File(BufWriter<File>),
+    File(WritebackFile),
     /// A file of the checkpoint's upload (an object store): its parts go up while CRIU
     /// still writes, and nothing of the shard is kept on local disk.
     Remote(Box<dyn ObjectWriter>),
 }
 
-/// Appends to a shard: a local file, starting writeback every `WRITEBACK_BYTES`
-/// (sync_file_range, which does not wait) so the disk works while CRIU still dumps and
-/// the fdatasync at the end has little left to do; or a remote object being uploaded.
+/// Appends to a shard: a local file written back as it grows, so the disk works while
+/// CRIU still dumps and the fdatasync at the end has little left to do; or a remote
+/// object being uploaded.
 pub(super) struct ShardWriter {
     out: Out,
     written: u64,
-    kicked: u64,
     /// sha256 of everything written: the checkpoint's digest of this shard, without
     /// reading it back after the dump.
     hasher: Sha256,
@@ -130,9 +126,9 @@ pub(super) struct ShardWriter {
 
 impl ShardWriter {
     pub(super) fn create(path: &Path) -> io::Result<Self> {
-        Ok(Self::with(Out::File(BufWriter::with_capacity(
-            1 << 20,
+        Ok(Self::with(Out::File(WritebackFile::new(
             private_file(path)?,
+            1 << 20,
         ))))
     }
 
@@ -145,7 +141,6 @@ impl ShardWriter {
         ShardWriter {
             out,
             written: 0,
-            kicked: 0,
             hasher: Sha256::new(),
         }
     }
@@ -153,36 +148,17 @@ impl ShardWriter {
     pub(super) fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.hasher.update(data);
         self.written += data.len() as u64;
-        let out = match &mut self.out {
-            Out::Remote(w) => return w.write_all(data),
-            Out::File(out) => out,
-        };
-        out.write_all(data)?;
-        if self.written - self.kicked >= WRITEBACK_BYTES {
-            out.flush()?;
-            // SAFETY: a plain syscall on our descriptor. Only a hint: failure is ignored
-            // (fdatasync at the end still writes everything).
-            unsafe {
-                libc::sync_file_range(
-                    out.get_ref().as_raw_fd(),
-                    self.kicked as libc::off64_t,
-                    (self.written - self.kicked) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-            self.kicked = self.written;
+        match &mut self.out {
+            Out::Remote(w) => w.write_all(data),
+            Out::File(out) => out.write_all(data),
         }
-        Ok(())
     }
 
     /// Writes what is buffered and syncs the data (a remote shard: uploads its last
     /// parts and completes it); returns the shard's digest.
     pub(super) fn finish(self) -> io::Result<FileDigest> {
         match self.out {
-            Out::File(mut out) => {
-                out.flush()?;
-                out.get_ref().sync_data()?;
-            }
+            Out::File(out) => out.into_file()?.sync_data()?,
             Out::Remote(w) => {
                 let size = w.finish().map_err(io::Error::other)?;
                 if size != self.written {
