@@ -1,9 +1,10 @@
 //! Where images live. Dump: the checkpoint's store (`crate::store`, chosen by the `--dir`
 //! location's scheme) begins an upload; CRIU writes into the upload's own directory (the
 //! local store's hidden staging directory beside the target) or a private scratch dir
-//! (for an archive, in memory when the images fit: `staging.rs`), and the commit protocol (`commit.rs`) publishes it, as a directory or packed, never
-//! replacing an existing one; on failure it is removed, so no partial checkpoint is ever
-//! left under the final name. Restore: see [`restore_storage`](super::restore_storage).
+//! (for an archive, in memory when the images fit: `staging.rs`), and the commit
+//! protocol (`commit.rs`) publishes it, as a directory or packed, never replacing an
+//! existing one; on failure it is removed, so no partial checkpoint is ever left under
+//! the final name. Restore: see [`restore_storage`](super::restore_storage).
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
