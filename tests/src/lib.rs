@@ -120,6 +120,14 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A new private dir on `/dev/shm` (a tmpfs): a test's own `checkpoint.staging_dir`.
+pub fn memory_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("cedana-e2e-staging-")
+        .tempdir_in("/dev/shm")
+        .expect("a dir in /dev/shm")
+}
+
 /// A busybox-static rootfs at `rootfs`: bin/ with every applet as a symlink, proc, dev,
 /// sys and tmp, plus the `extra` directories.
 pub fn busybox_rootfs(rootfs: &Path, extra: &[&str]) {

@@ -113,10 +113,7 @@ fn an_archive_waits_in_memory_when_dumped_and_restored_and_leaves_nothing_there(
     if !e2e_enabled() {
         return;
     }
-    let staging = tempfile::Builder::new()
-        .prefix("cedana-e2e-staging-")
-        .tempdir_in("/dev/shm")
-        .expect("a dir in /dev/shm");
+    let staging = memory_dir();
     let (stderr, packing) = dump_archive_and_restore(Env::new(), staging.path(), true);
     assert!(packing.get("staged_on_disk").is_none(), "{packing}");
     assert!(

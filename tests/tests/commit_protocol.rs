@@ -141,19 +141,7 @@ fn daemon_killed_during_a_dump_never_costs_the_workload() {
             .spawn()
             .expect("start the dump");
         std::thread::sleep(Duration::from_millis(delay_ms));
-        env.kill_daemon();
-        let _ = client.wait();
-        // CRIU, orphaned, finds nobody to commit at post-dump and lets the tree go; give
-        // it time to get there. Any orphan counts, not only one already named criu: a
-        // child the daemon forked just before it died may not have become CRIU yet.
-        wait_for(
-            "the daemon's orphans to let go",
-            Duration::from_secs(30),
-            || {
-                reap_zombie_children(me);
-                orphan_of(me, w.pid).is_none().then_some(())
-            },
-        );
+        kill_daemon_and_its_orphans(&mut env, &mut client, me, w.pid);
         env.start_daemon();
         assert_eq!(
             hidden(&ckpts),
@@ -175,10 +163,7 @@ fn daemon_killed_while_images_wait_in_memory_leaves_them_to_the_next_start() {
     if !e2e_enabled() {
         return;
     }
-    let staging = tempfile::Builder::new()
-        .prefix("cedana-e2e-staging-")
-        .tempdir_in("/dev/shm")
-        .expect("a dir in /dev/shm");
+    let staging = memory_dir();
     let mut env = Env::new()
         .with_settings(vec![format!(
             "checkpoint.staging_dir={}",
@@ -209,16 +194,7 @@ fn daemon_killed_while_images_wait_in_memory_leaves_them_to_the_next_start() {
         });
         waiting.then_some(())
     });
-    env.kill_daemon();
-    let _ = client.wait();
-    wait_for(
-        "the daemon's orphans to let go",
-        Duration::from_secs(30),
-        || {
-            reap_zombie_children(me);
-            orphan_of(me, w.pid).is_none().then_some(())
-        },
-    );
+    kill_daemon_and_its_orphans(&mut env, &mut client, me, w.pid);
     assert!(w.alive(), "the killed daemon cost the workload");
     assert!(
         !dir_names(staging.path()).is_empty(),
@@ -421,6 +397,29 @@ fn orphan_of(parent: i32, workload: i32) -> Option<i32> {
         .into_iter()
         .find(|(pid, _, state)| state != "Z" && *pid != workload)
         .map(|(pid, ..)| pid)
+}
+
+/// Kills the daemon mid-operation and waits for its client and for what it had forked
+/// (CRIU, adopted by `me`) to let go of the workload `workload`. CRIU, orphaned, finds
+/// nobody to commit at post-dump and lets the tree go; any orphan counts, not only one
+/// already named criu: a child the daemon forked just before it died may not have
+/// become CRIU yet.
+fn kill_daemon_and_its_orphans(
+    env: &mut Env,
+    client: &mut std::process::Child,
+    me: i32,
+    workload: i32,
+) {
+    env.kill_daemon();
+    let _ = client.wait();
+    wait_for(
+        "the daemon's orphans to let go",
+        Duration::from_secs(30),
+        || {
+            reap_zombie_children(me);
+            orphan_of(me, workload).is_none().then_some(())
+        },
+    );
 }
 
 /// Reaps this process's children that are zombies (orphans it adopted as subreaper).
