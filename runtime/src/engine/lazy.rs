@@ -23,6 +23,9 @@ use crate::engine::Env;
 use crate::error::EngineError;
 use crate::streamer;
 
+/// How long a killed restored root is given to exit.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Something kept alive until the pages are all in (a temp dir, a fetched copy).
 pub type Keep = Box<dyn Any + Send>;
 
@@ -72,10 +75,11 @@ impl PagesInFlight {
                     }
                     Err(e) => {
                         tracing::error!(root, error = %e, "lazy restore: the page server failed; killing the restored tree, whose memory is incomplete");
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(root),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
+                        // Gone before this is reported: a caller told the restore
+                        // failed finds nothing of the tree still answering.
+                        if !crate::process::pidfd::kill_and_wait(root, KILL_WAIT) {
+                            tracing::warn!(root, "the restored root did not exit after SIGKILL");
+                        }
                         Err(format!(
                             "the restored process {root} was killed, as its memory would be incomplete: {e}"
                         ))

@@ -289,16 +289,8 @@ fn relay_until_exit(
     sock: BorrowedFd<'_>,
     pid: u32,
 ) -> Result<(), RelayError> {
-    // SAFETY: pidfd_open has no memory arguments; the result is checked.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if raw < 0 {
-        return Err(RelayError::io(
-            "pidfd_open for criu",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a fresh descriptor returned by pidfd_open, owned here.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    let pidfd = crate::process::pidfd::open(pid as i32)
+        .map_err(|e| RelayError::io("pidfd_open for criu", e))?;
     loop {
         let mut fds = [
             PollFd::new(bridge.fd(), PollFlags::POLLIN),
