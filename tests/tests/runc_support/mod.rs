@@ -43,7 +43,7 @@ pub enum Net {
 
 /// Builds `dir/rootfs` (busybox-static, every applet a symlink) and `dir/config.json`
 /// from `runc spec`, with no terminal, a writable root, no rlimits (they must not exceed
-/// this host's hard limits) and `args` as the process.
+/// this host's hard limits), a cgroup of its own and `args` as the process.
 pub fn build_bundle(dir: &Path, args: &[&str], _net: Net) {
     let rootfs = dir.join("rootfs");
     busybox_rootfs(&rootfs, &["data"]);
@@ -59,6 +59,11 @@ pub fn build_bundle(dir: &Path, args: &[&str], _net: Net) {
     spec["process"]["terminal"] = false.into();
     spec["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
     spec["root"]["readonly"] = false.into();
+    // A cgroup of this bundle's own: runc's default path is the container id, and tests
+    // running an `orig` at once would share it (one's freeze or delete reaching the
+    // other's container).
+    let own = dir.display().to_string().replace('/', "_");
+    spec["linux"]["cgroupsPath"] = format!("/cedana-e2e/{own}").into();
     if let Some(p) = spec["process"].as_object_mut() {
         p.remove("rlimits");
     }
