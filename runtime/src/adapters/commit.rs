@@ -22,6 +22,7 @@ use crate::image::error::ImageError;
 use crate::image::metadata::METADATA_FILE;
 use crate::image::metadata::{CheckpointKind, FileDigest, Metadata, Sizes, FORMAT_VERSION};
 use crate::image::{archive, atomic, integrity};
+use crate::store::local::sync_tree;
 use crate::store::{transfer, CheckpointStore, Location, StoreError, Upload};
 use crate::streamer::ShardSink;
 
@@ -41,7 +42,15 @@ pub enum CommitTarget {
         compression: Compression,
     },
     /// runc's `--image-path`: metadata.json is added beside the images in place.
-    ImagePath(PathBuf),
+    ImagePath {
+        /// The directory CRIU wrote into.
+        images: PathBuf,
+        /// Whether the tree dies after the commit: then CRIU's images (which runc never
+        /// syncs) and metadata.json reach the disk first. A tree that runs on loses
+        /// nothing to a crash, so that commit waits for no disk (containerd copies the
+        /// directory into its content store, which syncs its copy).
+        durable: bool,
+    },
 }
 
 impl CommitTarget {
@@ -133,8 +142,8 @@ impl Committer {
                     }
                 }
             }
-            CommitTarget::ImagePath(dir) => {
-                let _ = fs::remove_file(dir.join(METADATA_FILE));
+            CommitTarget::ImagePath { images, .. } => {
+                let _ = fs::remove_file(images.join(METADATA_FILE));
             }
         }
     }
@@ -193,7 +202,7 @@ impl Committer {
         md.host = host::host_info();
         let t = Instant::now();
         let (path, compression, size_bytes, mut md) = match &self.target {
-            CommitTarget::ImagePath(images) => {
+            CommitTarget::ImagePath { images, durable } => {
                 injected_fault("digest")?;
                 // Digests the handler took while CRIU wrote (streamed shards, followed
                 // page images) are reused where the file's size still matches.
@@ -202,8 +211,13 @@ impl Committer {
                 files.retain(|rel, _| !rel.ends_with(".log"));
                 record_digests(&mut md, files, t.elapsed());
                 injected_fault("metadata")?;
-                integrity::write_metadata(images, &md)?;
-                atomic::sync_parent(&images.join(METADATA_FILE));
+                if *durable {
+                    sync_tree(images)?;
+                    integrity::write_metadata(images, &md)?;
+                    atomic::sync_parent(&images.join(METADATA_FILE));
+                } else {
+                    integrity::write_metadata_unsynced(images, &md)?;
+                }
                 let size = md.sizes.images_bytes;
                 (images.clone(), Compression::None, size, md)
             }
@@ -423,5 +437,70 @@ mod tests {
         }
         // Only the two checkpoints: no staging path survived the refused commits.
         assert_eq!(visible(tmp.path()), ["ck", "ck.tar.zst"]);
+    }
+
+    /// The pages of `path` that are dirty or under writeback (cachestat(2), Linux 6.5):
+    /// bytes that a crash now would lose.
+    fn unwritten_pages(path: &Path) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            cache: u64,
+            dirty: u64,
+            writeback: u64,
+            evicted: u64,
+            recently_evicted: u64,
+        }
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let file = fs::File::open(path).ok()?;
+        let whole = Range { off: 0, len: 0 };
+        let mut st = Stat::default();
+        // SAFETY: an open fd, and both structs laid out as the kernel's.
+        let r = unsafe { libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &whole, &mut st, 0u32) };
+        (r == 0).then_some(st.dirty + st.writeback)
+    }
+
+    #[test]
+    fn an_image_path_commit_before_a_kill_leaves_no_image_bytes_only_in_memory() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let images = tmp.path().join("images");
+        fs::create_dir(&images).expect("images dir");
+        let pages = images.join("pages-1.img");
+        fs::write(&pages, vec![7u8; 8 << 20]).expect("image");
+        fs::write(images.join("core-1.img"), b"core").expect("image");
+        // What runc's CRIU leaves: images only in the page cache.
+        match unwritten_pages(&pages) {
+            Some(n) if n > 0 => {}
+            other => {
+                eprintln!(
+                    "skipped: {} keeps no dirty pages to observe ({other:?})",
+                    tmp.path().display()
+                );
+                return;
+            }
+        }
+        let target = CommitTarget::ImagePath {
+            images: images.clone(),
+            durable: true,
+        };
+        let committer =
+            Committer::new(target, "ck".into(), CheckpointKind::PROCESS, Instant::now());
+        committer.commit(Metadata::default()).expect("commit");
+        for f in [pages, images.join(METADATA_FILE)] {
+            assert_eq!(
+                unwritten_pages(&f),
+                Some(0),
+                "{} is not on disk yet",
+                f.display()
+            );
+        }
+        let md = integrity::read_metadata(&images).expect("metadata");
+        integrity::verify_listed(&images, &md).expect("digests");
     }
 }

@@ -62,7 +62,10 @@ pub fn prepare_dump_storage() -> Adapter<DumpCtx, DumpResponse> {
                             create_private_dir(&images)?;
                         }
                         ctx.images_dir = images.clone();
-                        CommitTarget::ImagePath(images)
+                        CommitTarget::ImagePath {
+                            images,
+                            durable: !ctx.opts.leave_running,
+                        }
                     }
                     None => {
                         let dir =

@@ -170,6 +170,16 @@ pub fn metadata_bytes(path: &Path, md: &Metadata) -> Result<Vec<u8>, ImageError>
 
 /// Writes `md` as pretty JSON to `dir/metadata.json` through a synced temporary file and a rename.
 pub fn write_metadata(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
+    write_metadata_with(dir, md, true)
+}
+
+/// [`write_metadata`] without waiting for the disk: for a checkpoint whose tree runs on,
+/// which a crash cannot cost anything.
+pub fn write_metadata_unsynced(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
+    write_metadata_with(dir, md, false)
+}
+
+fn write_metadata_with(dir: &Path, md: &Metadata, sync: bool) -> Result<(), ImageError> {
     let path = dir.join(METADATA_FILE);
     let json = metadata_bytes(&path, md)?;
     let mut tmp = tempfile::Builder::new()
@@ -177,7 +187,10 @@ pub fn write_metadata(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
         .tempfile_in(dir)
         .map_err(|e| ImageError::io(dir, e))?;
     tmp.write_all(&json)
-        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| match sync {
+            true => tmp.as_file().sync_all(),
+            false => Ok(()),
+        })
         .map_err(|e| ImageError::io(tmp.path(), e))?;
     tmp.persist(&path)
         .map_err(|e| ImageError::io(&path, e.error))?;

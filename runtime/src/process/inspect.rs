@@ -371,19 +371,21 @@ pub fn inspect(pid: i32) -> io::Result<ProcessState> {
     })
 }
 
-/// PIDs among `pids` that hold a lock: named in /proc/locks, or holding an open file a
-/// lock belongs to (`lock:` in /proc/PID/fdinfo/N). /proc/locks names the process that
-/// took a lock, which may be gone: `exec 9>F; flock 9` leaves the shell holding a lock
-/// that /proc/locks gives to the exited `flock`.
+/// PIDs among `pids` that hold a lock: those with an open file a lock belongs to
+/// (`lock:` in /proc/PID/fdinfo/N). That covers every lock a live process holds: a POSIX
+/// lock goes with any close of its file, so the fd it was taken through is still open;
+/// flock and OFD locks belong to the open file itself, which also catches
+/// `exec 9>F; flock 9` (a child takes the lock on the shell's fd and exits). Not
+/// /proc/locks: reading it takes the kernel's file-lock rwsem for writing (an RCU grace
+/// period, 6 ms here), and every lock operation on the host waits meanwhile.
 pub fn pids_holding_locks(pids: &[i32]) -> Vec<i32> {
-    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
-    let mut out = locks_for(&text, pids);
-    for &pid in pids {
-        if !out.contains(&pid) && fds_hold_locks(pid) {
-            out.push(pid);
-        }
-    }
+    let mut out: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|&p| fds_hold_locks(p))
+        .collect();
     out.sort_unstable();
+    out.dedup();
     out
 }
 
@@ -395,18 +397,6 @@ fn fds_hold_locks(pid: i32) -> bool {
     dir.flatten().any(|e| {
         fs::read_to_string(e.path()).is_ok_and(|info| info.lines().any(|l| l.starts_with("lock:")))
     })
-}
-
-fn locks_for(text: &str, pids: &[i32]) -> Vec<i32> {
-    let mut out: Vec<i32> = text
-        .lines()
-        .filter(|l| !l.contains("->")) // blocked waiters are not held locks
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<i32>().ok())
-        .filter(|p| pids.contains(p))
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
 }
 
 /// Describes who holds a PID, for error messages: `comm (state S, parent 1)`.
@@ -459,11 +449,29 @@ mod tests {
     }
 
     #[test]
-    fn locks_are_matched_to_pids_and_waiters_ignored() {
-        let text = "1: POSIX  ADVISORY  WRITE 300 00:14:123 0 EOF\n\
-                    2: FLOCK  ADVISORY  WRITE 301 00:14:124 0 EOF\n\
-                    2: -> FLOCK  ADVISORY  WRITE 302 00:14:124 0 EOF\n";
-        assert_eq!(locks_for(text, &[300, 302, 999]), vec![300]);
+    fn a_posix_lock_is_seen_and_a_process_without_locks_is_not() {
+        use std::os::fd::AsRawFd;
+        let file = tempfile::tempfile().expect("temp file");
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 1,
+            l_pid: 0,
+        };
+        // SAFETY: a valid fd and a valid, initialised `flock`.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) };
+        assert_eq!(r, 0, "fcntl F_SETLK");
+        let me = std::process::id() as i32;
+        assert!(pids_holding_locks(&[me]).contains(&me));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        assert_eq!(pids_holding_locks(&[pid]), Vec::<i32>::new());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// `exec 9>F; flock 9` in a shell: a child takes the lock on an inherited fd and
