@@ -2,16 +2,17 @@
 //! loop that can be cancelled, and the pipes' buffer size.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// Pipe buffer we ask for (the default 64 KiB costs a syscall per 64 KiB).
 const PIPE_BYTES: i32 = 1 << 20;
-/// How often the accept loop checks whether it was cancelled.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
+/// How often the accept loop checks whether it was cancelled (a connection wakes it at once).
+const ACCEPT_POLL_MS: u8 = 5;
 
 /// Binds the socket CRIU will connect to, non-blocking so [`accept`] can be cancelled.
 pub(super) fn listen(socket: &Path) -> io::Result<UnixListener> {
@@ -33,7 +34,14 @@ pub(super) fn accept(listener: &UnixListener, stop: &AtomicBool) -> io::Result<O
                 if stop.load(Ordering::SeqCst) {
                     return Ok(None);
                 }
-                std::thread::sleep(ACCEPT_POLL);
+                // Waits in poll, not a sleep: CRIU's connect wakes it, where a sleep
+                // added up to the poll interval to every dump and restore.
+                let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(ACCEPT_POLL_MS)) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             Err(e) => return Err(e),
         }
