@@ -68,7 +68,10 @@ impl Follower {
         self.stop.store(true, Ordering::Release);
         self.thread
             .take()
-            .and_then(|t| t.join().ok())
+            .and_then(|t| {
+                t.thread().unpark();
+                t.join().ok()
+            })
             .unwrap_or_default()
     }
 }
@@ -107,7 +110,8 @@ fn follow(
             break;
         }
         if !progressed {
-            std::thread::sleep(IDLE_POLL);
+            // Parked, not slept: `finish` unparks it, so the last pass starts at once.
+            std::thread::park_timeout(IDLE_POLL);
         }
     }
     files
