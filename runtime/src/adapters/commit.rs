@@ -213,10 +213,10 @@ impl Committer {
                 injected_fault("metadata")?;
                 if *durable {
                     sync_tree(images)?;
-                    integrity::write_metadata(images, &md)?;
+                }
+                integrity::write_metadata_in_place(images, &md, *durable)?;
+                if *durable {
                     atomic::sync_parent(&images.join(METADATA_FILE));
-                } else {
-                    integrity::write_metadata_unsynced(images, &md)?;
                 }
                 let size = md.sizes.images_bytes;
                 (images.clone(), Compression::None, size, md)

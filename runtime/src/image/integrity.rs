@@ -170,18 +170,29 @@ pub fn metadata_bytes(path: &Path, md: &Metadata) -> Result<Vec<u8>, ImageError>
 
 /// Writes `md` as pretty JSON to `dir/metadata.json` through a synced temporary file and a rename.
 pub fn write_metadata(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
-    write_metadata_with(dir, md, true)
+    write_metadata_with(dir, md, true, false)
 }
 
-/// [`write_metadata`] without waiting for the disk: for a checkpoint whose tree runs on,
-/// which a crash cannot cost anything.
-pub fn write_metadata_unsynced(dir: &Path, md: &Metadata) -> Result<(), ImageError> {
-    write_metadata_with(dir, md, false)
+/// [`write_metadata`] beside CRIU's images in an `--image-path` directory: padded with
+/// trailing whitespace so the page images keep their alignment in the tar containerd makes
+/// of the directory (`tar_align.rs`); synced only when `sync` (a tree that runs on loses
+/// nothing to a crash).
+pub fn write_metadata_in_place(dir: &Path, md: &Metadata, sync: bool) -> Result<(), ImageError> {
+    write_metadata_with(dir, md, sync, true)
 }
 
-fn write_metadata_with(dir: &Path, md: &Metadata, sync: bool) -> Result<(), ImageError> {
+fn write_metadata_with(
+    dir: &Path,
+    md: &Metadata,
+    sync: bool,
+    align: bool,
+) -> Result<(), ImageError> {
     let path = dir.join(METADATA_FILE);
-    let json = metadata_bytes(&path, md)?;
+    let mut json = metadata_bytes(&path, md)?;
+    if align {
+        let pad = super::tar_align::metadata_padding(dir, json.len() as u64);
+        json.resize(json.len() + pad as usize, b' ');
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(".metadata.json.")
         .tempfile_in(dir)

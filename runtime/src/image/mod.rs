@@ -10,6 +10,7 @@ pub mod integrity;
 pub mod layout;
 pub mod metadata;
 mod parallel;
+mod tar_align;
 pub(crate) mod walk;
 pub mod writeback;
 
