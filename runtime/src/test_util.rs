@@ -10,6 +10,17 @@ pub fn strs(v: Vec<OsString>) -> Vec<String> {
         .collect()
 }
 
+/// The names in `dir`, sorted: what a user listing it would see.
+pub fn sorted_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Every number in `log` (one a line), in order.
 pub fn counts(log: &std::path::Path) -> Vec<u64> {
     std::fs::read_to_string(log)

@@ -3,6 +3,7 @@
 use super::*;
 use crate::store::local::LocalStore;
 use crate::store::Shape;
+use crate::test_util::sorted_names;
 
 /// CRIU's images in a scratch dir, committed into the local store.
 fn commit_into(dir: &Path, name: &str, c: Compression) -> Result<DumpResponse, EngineError> {
@@ -32,16 +33,6 @@ fn commit_into(dir: &Path, name: &str, c: Compression) -> Result<DumpResponse, E
         .ok_or_else(|| EngineError::Internal("nothing committed".into()))
 }
 
-fn visible(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .expect("ls")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn commits_through_the_store_once_per_name() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -64,7 +55,7 @@ fn commits_through_the_store_once_per_name() {
         assert!(err.to_string().contains("already exists"), "{err}");
     }
     // Only the two checkpoints: no staging path survived the refused commits.
-    assert_eq!(visible(tmp.path()), ["ck", "ck.tar.zst"]);
+    assert_eq!(sorted_names(tmp.path()), ["ck", "ck.tar.zst"]);
 }
 
 /// The pages of `path` that are dirty or under writeback (cachestat(2), Linux 6.5):

@@ -4,21 +4,12 @@ use std::io::{Read, Write};
 
 use super::*;
 use crate::image::error::ImageError;
+use crate::test_util::sorted_names;
 
 fn put(upload: &mut dyn Upload, rel: &str, bytes: &[u8]) {
     let mut w = upload.create(rel).expect("create");
     w.write_all(bytes).expect("write");
     assert_eq!(w.finish().expect("finish"), bytes.len() as u64);
-}
-
-fn names(dir: &std::path::Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .expect("ls")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -69,7 +60,7 @@ fn a_directory_checkpoint_is_published_by_rename_and_never_replaced() {
         matches!(err, StoreError::Image(ImageError::Exists { .. })),
         "{err}"
     );
-    assert_eq!(names(&tmp.path().join("cks")), ["ck1"]);
+    assert_eq!(sorted_names(&tmp.path().join("cks")), ["ck1"]);
     assert_eq!(
         fs::read(tmp.path().join("cks/ck1/metadata.json")).expect("kept"),
         b"{}"
@@ -86,7 +77,7 @@ fn a_packed_checkpoint_is_one_object_renamed_into_place() {
     let mut w = up.create("").expect("the object");
     w.write_all(b"archive bytes").expect("write");
     // Written under a staging name, hidden from listings.
-    let listed = names(tmp.path());
+    let listed = sorted_names(tmp.path());
     assert!(
         listed.len() == 1 && atomic::is_staging_name(&listed[0]),
         "{listed:?}"
@@ -95,7 +86,7 @@ fn a_packed_checkpoint_is_one_object_renamed_into_place() {
     w.finish().expect("finish");
     assert!(up.create("").is_err(), "one object, written once");
     up.commit().expect("commit");
-    assert_eq!(names(tmp.path()), ["ck.tar.zst"]);
+    assert_eq!(sorted_names(tmp.path()), ["ck.tar.zst"]);
     let stat = LocalStore.stat(&at).expect("stat").expect("there");
     assert_eq!((stat.shape, stat.size_bytes), (Shape::Packed, 13));
 
@@ -103,7 +94,7 @@ fn a_packed_checkpoint_is_one_object_renamed_into_place() {
     let mut again = LocalStore.begin(&at, Shape::Packed).expect("begin");
     put(again.as_mut(), "", b"new");
     assert!(again.commit().is_err());
-    assert_eq!(names(tmp.path()), ["ck.tar.zst"]);
+    assert_eq!(sorted_names(tmp.path()), ["ck.tar.zst"]);
     assert_eq!(
         fs::read(tmp.path().join("ck.tar.zst")).expect("read"),
         b"archive bytes"
@@ -127,7 +118,11 @@ fn an_upload_dropped_uncommitted_leaves_nothing() {
         &scratch.file_name().expect("n").to_string_lossy()
     ));
     fs::remove_dir(&scratch).expect("empty");
-    assert!(names(tmp.path()).is_empty(), "{:?}", names(tmp.path()));
+    assert!(
+        sorted_names(tmp.path()).is_empty(),
+        "{:?}",
+        sorted_names(tmp.path())
+    );
 }
 
 #[test]
