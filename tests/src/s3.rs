@@ -18,7 +18,8 @@ pub const ACCESS_KEY: &str = "AKIACEDANATEST000001";
 /// A secret no output may ever show (the tests grep for it).
 pub const SECRET_KEY: &str = "cedana-test-secret-s3cr3t-value-0123456789";
 
-/// boto3 operations on the server, one per run: `mb`, `ls`, `uploads`, `put`.
+/// boto3 operations on the server, one per run: `mb`, `ls`, `uploads`, `put`,
+/// `start-upload`.
 const HELPER: &str = r#"
 import sys, boto3
 op, endpoint, bucket = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -34,6 +35,8 @@ elif op == "uploads":
         print(u["Key"], u["UploadId"])
 elif op == "put":
     s3.put_object(Bucket=bucket, Key=sys.argv[4], Body=sys.stdin.buffer.read())
+elif op == "start-upload":
+    print(s3.create_multipart_upload(Bucket=bucket, Key=sys.argv[4])["UploadId"])
 elif op in ("iam-key", "iam-s3-key"):
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
     iam.create_user(UserName=bucket)
@@ -217,6 +220,13 @@ impl Moto {
             .lines()
             .filter_map(|l| l.split_whitespace().next().map(str::to_string))
             .collect()
+    }
+
+    /// Starts a multipart upload of `key` in `bucket`; its id.
+    pub fn start_upload(&self, bucket: &str, key: &str) -> String {
+        self.helper(&["start-upload", bucket, key], None)
+            .trim()
+            .to_string()
     }
 
     /// Writes `data` as object `key` of `bucket` (replacing it).

@@ -135,3 +135,48 @@ fn a_no_server_dump_killed_mid_upload_is_cleaned_up_by_the_next_dump() {
     );
     drop(w);
 }
+
+/// A process killed after it recorded an upload and before the server's answer reached
+/// its record (a window the kills above can land in) leaves the key only: the next dump
+/// finds the upload by it and aborts it, and leaves the uploads of other keys alone.
+#[test]
+fn an_upload_whose_id_never_reached_the_journal_is_found_by_its_key() {
+    if !e2e_enabled() {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket(BUCKET);
+    let env = Env::new().with_vars(moto.aws_env());
+    let (cut, other) = ("z/cut/pages-1.img", "z/elsewhere/pages-1.img");
+    moto.start_upload(BUCKET, cut);
+    moto.start_upload(BUCKET, other);
+    // As the killed process left it (the journal lives beside the database).
+    let journal = env.path("s3-uploads");
+    std::fs::create_dir_all(&journal).expect("journal dir");
+    let record = journal.join("1-cut.upload");
+    std::fs::write(&record, format!(r#"{{"bucket":"{BUCKET}","key":"{cut}"}}"#)).expect("record");
+
+    let log = env.path("w.log");
+    let w = Workload::start(&log, &["counter", "50"]);
+    wait_for("the workload to count", Duration::from_secs(30), || {
+        last_count(&log).map(|_| ())
+    });
+    let p = w.pid.to_string();
+    let url = format!("s3://{BUCKET}/z");
+    env.cedana(&[
+        "dump",
+        "process",
+        &p,
+        "--dir",
+        &url,
+        "--leave-running",
+        "--no-server",
+    ])
+    .ok();
+    assert_eq!(moto.open_uploads(BUCKET), vec![other.to_string()]);
+    assert!(
+        !record.exists(),
+        "the record is settled once its upload is gone"
+    );
+    drop(w);
+}

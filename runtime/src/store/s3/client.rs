@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use super::profile::{self, Profile};
@@ -19,6 +19,8 @@ use crate::store::StoreError;
 
 /// Worker threads of the S3 runtime: part uploads and downloads are I/O bound.
 const S3_WORKERS: usize = 4;
+/// object_store's region when none is set.
+const DEFAULT_REGION: &str = "us-east-1";
 /// A server that does not answer a connection in this long is treated as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One request (a part of at most [`super::PART_BYTES`]) taking longer than this fails.
@@ -165,6 +167,39 @@ impl Clients {
         if let Some(c) = by_bucket.get(bucket) {
             return Ok(Arc::clone(c));
         }
+        let b = self.configured(bucket)?;
+        let client = Arc::new(b.build().map_err(|e| StoreError::Remote {
+            location: format!("s3://{bucket}"),
+            context: "configure the S3 client".into(),
+            problem: format!(
+                "{e}; set AWS_REGION (or s3.region), AWS_ENDPOINT_URL (or s3.endpoint) and \
+                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with \
+                 ~/.aws/credentials)"
+            ),
+        })?);
+        by_bucket.insert(bucket.to_string(), Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// Where `bucket`'s requests go (path-style, as its client sends them), for the
+    /// requests `object_store` has no call for (`uploads.rs`).
+    pub(super) fn addressing(&self, bucket: &str) -> Result<Addressing, StoreError> {
+        let b = self.configured(bucket)?;
+        let region = b
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| DEFAULT_REGION.into());
+        let endpoint = b
+            .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        Ok(Addressing {
+            bucket_url: format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            region,
+            options: client_options(endpoint.starts_with("http://")),
+        })
+    }
+
+    /// The builder of `bucket`'s client, fully configured.
+    fn configured(&self, bucket: &str) -> Result<AmazonS3Builder, StoreError> {
         let mut b = self.builder(bucket).map_err(|problem| StoreError::Remote {
             location: format!("s3://{bucket}"),
             context: "read the AWS profile".into(),
@@ -180,15 +215,9 @@ impl Clients {
         // A local test server or a private gateway speaks plain HTTP: the endpoint the
         // user chose says so; nothing else is ever sent unencrypted.
         let plain_http = endpoint.starts_with("http://");
-        b = b
-            .with_allow_http(plain_http)
+        Ok(b.with_allow_http(plain_http)
             .with_virtual_hosted_style_request(false)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(plain_http)
-                    .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_timeout(REQUEST_TIMEOUT),
-            )
+            .with_client_options(client_options(plain_http))
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
@@ -197,19 +226,26 @@ impl Clients {
                 },
                 max_retries: MAX_RETRIES,
                 retry_timeout: RETRY_TIMEOUT,
-            });
-        let client = Arc::new(b.build().map_err(|e| StoreError::Remote {
-            location: format!("s3://{bucket}"),
-            context: "configure the S3 client".into(),
-            problem: format!(
-                "{e}; set AWS_REGION (or s3.region), AWS_ENDPOINT_URL (or s3.endpoint) and \
-                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with \
-                 ~/.aws/credentials)"
-            ),
-        })?);
-        by_bucket.insert(bucket.to_string(), Arc::clone(&client));
-        Ok(client)
+            }))
     }
+}
+
+/// The HTTP client's options: plain HTTP only where the endpoint says so.
+fn client_options(plain_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(plain_http)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+}
+
+/// Where a bucket's requests go, and how to connect there.
+pub(super) struct Addressing {
+    /// `ENDPOINT/BUCKET`, no trailing `/`.
+    pub bucket_url: String,
+    /// The region requests are signed for.
+    pub region: String,
+    /// The HTTP client's options.
+    pub options: ClientOptions,
 }
 
 /// What a failed request means and what to do about it, from the server's answer.

@@ -1,12 +1,14 @@
 //! A local journal of the multipart uploads this host has open, so that a crash does not
 //! orphan them: S3 keeps an unfinished upload's parts (and bills them) until it is
-//! aborted, and object_store cannot list uploads. Each upload's id is recorded in its own
-//! file, held under an exclusive flock while its writer lives, and removed once the
-//! upload is completed or aborted. A file whose lock nobody holds was left by a process
-//! that died (a daemon or `--no-server` CLI killed mid-upload): recovery aborts its upload.
+//! aborted. Each upload is recorded in its own file before it is asked for (bucket and
+//! key, durably), its id added once the server gives it; the file is held under an
+//! exclusive flock while its writer lives, and removed once the upload is completed or
+//! aborted. A file whose lock nobody holds was left by a process that died (a daemon or
+//! `--no-server` CLI killed mid-upload): recovery aborts its upload, found by its key
+//! (`uploads.rs`) when the process died before it had the id.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -23,8 +25,9 @@ pub(super) struct Recorded {
     pub bucket: String,
     /// Its object key.
     pub key: String,
-    /// The server's upload id.
-    pub id: String,
+    /// The server's upload id; none while it is being asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The journal directory (owner-only: ids let anyone with credentials add parts).
@@ -38,10 +41,19 @@ pub(super) struct Journal {
 #[derive(Debug)]
 pub(super) struct Entry {
     path: PathBuf,
-    _lock: Flock<File>,
+    lock: Flock<File>,
 }
 
 impl Entry {
+    /// Adds the server's id to the record. Not synced: a record that lost it in a crash
+    /// still names the key, and recovery finds the upload by that.
+    pub(super) fn set_id(&mut self, upload: &Recorded) -> io::Result<()> {
+        let text = serde_json::to_vec(upload).map_err(io::Error::other)?;
+        self.lock.set_len(0)?;
+        self.lock.rewind()?;
+        self.lock.write_all(&text)
+    }
+
     /// The upload is finished (completed or aborted): forget it.
     pub(super) fn settle(self) {
         let _ = fs::remove_file(&self.path);
@@ -68,7 +80,7 @@ impl Journal {
         &self.dir
     }
 
-    /// Records `upload`, durably, before any part is sent.
+    /// Records `upload`, durably, before it is asked for.
     pub(super) fn record(&self, upload: &Recorded) -> io::Result<Entry> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -92,7 +104,7 @@ impl Journal {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        Ok(Entry { path, _lock: lock })
+        Ok(Entry { path, lock })
     }
 
     /// The uploads whose owner is gone (their record's lock is free), now locked by us.
@@ -117,7 +129,7 @@ impl Journal {
             let parsed = fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Recorded>(&b).ok());
-            let entry = Entry { path, _lock: lock };
+            let entry = Entry { path, lock };
             match parsed {
                 Some(upload) => out.push(Orphan { upload, entry }),
                 None => entry.settle(),
@@ -135,7 +147,7 @@ mod tests {
         Recorded {
             bucket: "b".into(),
             key: format!("p/ck/shard-{n}.zst"),
-            id: format!("id-{n}"),
+            id: Some(format!("id-{n}")),
         }
     }
 
@@ -163,5 +175,22 @@ mod tests {
         }
         live.settle();
         assert_eq!(fs::read_dir(j.dir()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn a_record_names_its_key_before_the_id_and_both_after() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let j = Journal::new(tmp.path().join("journal"));
+        let asking = Recorded { id: None, ..up(3) };
+        // Died while asking for the upload: only the key is known.
+        drop(j.record(&asking).expect("record"));
+        // Died after the answer: the id replaced the first text, nothing of it is left.
+        let mut answered = j.record(&asking).expect("record");
+        answered.set_id(&up(3)).expect("set id");
+        drop(answered);
+
+        let mut found: Vec<_> = j.orphans().into_iter().map(|o| o.upload).collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(found, vec![asking, up(3)]);
     }
 }

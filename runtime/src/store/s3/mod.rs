@@ -13,20 +13,22 @@ mod client;
 mod journal;
 mod profile;
 mod upload;
+mod uploads;
 mod writer;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use futures::StreamExt;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjPath;
 use object_store::ObjectStore;
 
 pub use client::S3Settings;
 use client::{block_on, explain, Clients};
-use journal::Journal;
-use upload::{OpenUpload, S3Upload};
+use journal::{Journal, Orphan};
+use upload::S3Upload;
 
 use super::{CheckpointStore, FileInfo, Listed, Location, Shape, Stat, StoreError, Upload};
 use crate::image::compression::Compression;
@@ -109,35 +111,56 @@ impl S3Store {
     fn abort_orphans(&self) -> Vec<String> {
         let mut done = Vec::new();
         for o in self.journal.orphans() {
-            let (bucket, key, id) = (o.upload.bucket, o.upload.key, o.upload.id);
-            let client = match self.clients.get(&bucket) {
-                Ok(c) => c,
-                Err(e) => {
-                    done.push(format!(
-                        "cannot abort the upload of s3://{bucket}/{key}: {e}"
-                    ));
-                    continue;
-                }
-            };
-            let up = OpenUpload {
-                path: ObjPath::from(key.as_str()),
-                id,
-                entry: Some(o.entry),
-            };
-            match block_on(async move { up.abort(&client).await }) {
-                Ok(()) => done.push(format!(
-                    "aborted the unfinished multipart upload of s3://{bucket}/{key}, left by an \
-                     operation cut short"
+            let at = format!("s3://{}/{}", o.upload.bucket, o.upload.key);
+            match self.abort_orphan(o) {
+                Ok(0) => {}
+                Ok(_) => done.push(format!(
+                    "aborted the unfinished multipart upload of {at}, left by an operation cut \
+                     short"
                 )),
-                Err(e) => done.push(format!(
-                    "cannot abort the upload of s3://{bucket}/{key}: {e}"
-                )),
+                Err(e) => done.push(format!("cannot abort the upload of {at}: {e}")),
             }
         }
         done
     }
 
-    fn client(&self, k: &Key) -> Result<std::sync::Arc<object_store::aws::AmazonS3>, StoreError> {
+    /// Aborts the upload `o` recorded (found by its key when the process died before it
+    /// had the id), and settles the record once nothing of it is open; how many it aborted.
+    fn abort_orphan(&self, o: Orphan) -> Result<usize, String> {
+        let Orphan { upload, entry } = o;
+        let client = self
+            .clients
+            .get(&upload.bucket)
+            .map_err(|e| e.to_string())?;
+        let ids = match upload.id {
+            Some(id) => vec![id],
+            None => {
+                let at = self
+                    .clients
+                    .addressing(&upload.bucket)
+                    .map_err(|e| e.to_string())?;
+                let (c, key) = (Arc::clone(&client), upload.key.clone());
+                block_on(async move { uploads::open_on(&c, &at, &key).await })
+                    .map_err(|e| e.to_string())??
+            }
+        };
+        let path = ObjPath::from(upload.key.as_str());
+        let n = ids.len();
+        block_on(async move {
+            for id in ids {
+                match client.abort_multipart(&path, &id).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())??;
+        entry.settle();
+        Ok(n)
+    }
+
+    fn client(&self, k: &Key) -> Result<Arc<object_store::aws::AmazonS3>, StoreError> {
         self.clients.get(&k.bucket)
     }
 
@@ -213,7 +236,7 @@ impl CheckpointStore for S3Store {
         // A missing bucket answers HEAD with a plain 404; a listing names it, so a dump
         // to a bucket that is not there fails before CRIU freezes anything.
         let client = self.client(&k)?;
-        let (c, prefix) = (std::sync::Arc::clone(&client), k.child(""));
+        let (c, prefix) = (Arc::clone(&client), k.child(""));
         block_on(async move { c.list_with_delimiter(Some(&prefix)).await.map(|_| ()) })?
             .map_err(|e| self.fail(at, &k, "check the bucket", &e))?;
         Ok(Box::new(S3Upload::new(

@@ -80,36 +80,42 @@ impl S3Writer {
         io::Error::other(format!("{context}: {problem}"))
     }
 
-    /// Starts the multipart upload and records it in the journal before any part.
+    /// Starts the multipart upload, recorded in the journal before it is asked for (a
+    /// crash while asking leaves the key to find it by) and with its id once given.
     fn start(&mut self) -> io::Result<MultipartId> {
-        let (client, path) = (Arc::clone(&self.client), self.path.clone());
-        let id = block_on(async move { client.create_multipart(&path).await })
-            .map_err(io::Error::other)?
-            .map_err(|e| self.io(format!("start uploading {}", self.rel), &e))?;
-        let mut open = OpenUpload {
-            path: self.path.clone(),
-            id: id.clone(),
-            entry: None,
-        };
-        let recorded = Recorded {
+        let mut recorded = Recorded {
             bucket: self.ctx.bucket.clone(),
             key: self.path.to_string(),
-            id: id.clone(),
+            id: None,
         };
-        match self.journal.record(&recorded) {
-            Ok(entry) => open.entry = Some(entry),
+        let mut entry = self.journal.record(&recorded).map_err(|e| {
+            io::Error::other(format!(
+                "record the upload of {} in {}: {e}; check that directory is writable",
+                self.rel,
+                self.journal.dir().display()
+            ))
+        })?;
+        let (client, path) = (Arc::clone(&self.client), self.path.clone());
+        let id = match block_on(async move { client.create_multipart(&path).await })
+            .map_err(io::Error::other)?
+        {
+            Ok(id) => id,
             Err(e) => {
-                // Unjournaled, a crash would orphan it: do not upload into it.
-                let client = Arc::clone(&self.client);
-                let _ = block_on(async move { open.abort(&client).await });
-                return Err(io::Error::other(format!(
-                    "record the upload of {} in {}: {e}; check that directory is writable",
-                    self.rel,
-                    self.journal.dir().display()
-                )));
+                // No upload exists (or the server will say so to recovery's listing).
+                entry.settle();
+                return Err(self.io(format!("start uploading {}", self.rel), &e));
             }
+        };
+        recorded.id = Some(id.clone());
+        // Without the id the record still finds the upload by its key.
+        if let Err(e) = entry.set_id(&recorded) {
+            tracing::debug!(error = %e, key = %self.path, "the journal record keeps only the key");
         }
-        lock(&self.written).open.push(open);
+        lock(&self.written).open.push(OpenUpload {
+            path: self.path.clone(),
+            id: id.clone(),
+            entry: Some(entry),
+        });
         self.upload = Some(id.clone());
         Ok(id)
     }
