@@ -28,16 +28,6 @@ fn streamed_dump_with(env: &Env, global: &[&str], w: &Workload, extra: &[&str]) 
     out.json()["path"].as_str().expect("path").into()
 }
 
-fn files(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("ls")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn streamed_counter_restores_and_keeps_counting() {
     if !e2e_enabled() {
@@ -50,7 +40,7 @@ fn streamed_counter_restores_and_keeps_counting() {
         wait_count_above(&log, 3);
         let path = streamed_dump(&env, &w, &["--compression", codec]);
         w.reap();
-        let names = files(&path);
+        let names = dir_names(&path);
         assert!(names.contains(&"streams.json".to_string()), "{names:?}");
         let ext = if codec == "zstd" { "zst" } else { "lz4" };
         assert_eq!(
