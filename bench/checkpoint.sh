@@ -34,6 +34,18 @@ RESULTS=${BENCH_RESULTS_DIR:-bench/results}/checkpoint-$(date -u +%Y%m%dT%H%M%SZ
 [ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (CRIU)" >&2; exit 1; }
 for b in "$CEDANA" "$WORKLOAD" ${COMPARE_BIN:+"$COMPARE_BIN/cedana"}; do [ -x "$b" ] || { echo "missing $b: cargo build --release" >&2; exit 1; }; done
 
+# A run holds the raw images, the Podman way's archive and unpacked copy and our three
+# checkpoints on WORK's disk at once (about 4x its size): a full disk midway would fail
+# a step with nothing but CRIU's or tar's error.
+mkdir -p "$WORK"
+max_mib=$(printf '%s\n' $SIZES | sort -n | tail -1)
+need_mib=$((4 * max_mib + 1024))
+free_mib=$(df -Pm "$WORK" | awk 'NR == 2 {print $4}')
+[ "$free_mib" -ge "$need_mib" ] || {
+    echo "the benchmark needs about $need_mib MiB free in $WORK (BENCH_DIR) for $max_mib MiB; it has $free_mib MiB: free some, or set BENCH_DIR or BENCH_SIZES" >&2
+    exit 1
+}
+
 . bench/lib/common.sh
 
 # Ours: dumps a fresh workload as checkpoint NAME with FLAGS, then restores it; records
