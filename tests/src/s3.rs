@@ -57,6 +57,8 @@ const NO_AUTH_REQUESTS_S3_USER: &str = "4";
 pub struct Moto {
     child: Option<Child>,
     port: u16,
+    /// The key pair [`Moto::aws_env`] and the boto3 helper use.
+    keys: (String, String),
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
@@ -136,6 +138,7 @@ impl Moto {
         let moto = Moto {
             child: Some(child),
             port,
+            keys: (ACCESS_KEY.into(), SECRET_KEY.into()),
         };
         wait_for("moto to listen", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", port))
@@ -155,12 +158,19 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// From now on its environment and the helper sign with (`id`, `secret`): a user's
+    /// key pair, on a server that checks credentials.
+    pub fn with_keys(mut self, id: &str, secret: &str) -> Self {
+        self.keys = (id.into(), secret.into());
+        self
+    }
+
     /// The `AWS_*` environment that reaches it.
     pub fn aws_env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_ACCESS_KEY_ID", self.keys.0.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.keys.1.clone()),
             ("AWS_REGION", "us-east-1".into()),
         ]
         .into_iter()
