@@ -23,6 +23,19 @@ fn start_upload(moto: &Moto, mut cmd: std::process::Command) -> Child {
     child
 }
 
+/// A dump of process `pid` to `url` without a daemon, leaving it running.
+fn no_server_dump<'a>(pid: &'a str, url: &'a str) -> Vec<&'a str> {
+    vec![
+        "dump",
+        "process",
+        pid,
+        "--dir",
+        url,
+        "--leave-running",
+        "--no-server",
+    ]
+}
+
 /// The bucket holds nothing (no object, no open upload) once `what` cleaned up.
 fn bucket_is_clean(moto: &Moto, what: &str) {
     wait_for(what, Duration::from_secs(20), || {
@@ -94,15 +107,7 @@ fn a_no_server_dump_killed_mid_upload_is_cleaned_up_by_the_next_dump() {
     let url = format!("s3://{BUCKET}/y");
     let p = pid.to_string();
     let mut dump = env.cmd();
-    dump.args([
-        "dump",
-        "process",
-        &p,
-        "--dir",
-        &url,
-        "--leave-running",
-        "--no-server",
-    ]);
+    dump.args(no_server_dump(&p, &url));
     let mut cli = start_upload(&moto, dump);
     let _ = cli.kill();
     let _ = cli.wait();
@@ -112,18 +117,9 @@ fn a_no_server_dump_killed_mid_upload_is_cleaned_up_by_the_next_dump() {
     );
     let now = last_count(&log).expect("count");
     wait_count_above(&log, now + 1);
-    env.cedana(&[
-        "dump",
-        "process",
-        &p,
-        "--dir",
-        &url,
-        "--leave-running",
-        "--no-server",
-        "--name",
-        "retry",
-    ])
-    .ok();
+    let mut retry = no_server_dump(&p, &url);
+    retry.extend(["--name", "retry"]);
+    env.cedana(&retry).ok();
     assert!(
         moto.open_uploads(BUCKET).is_empty(),
         "the next dump aborted them"
@@ -167,16 +163,7 @@ fn an_upload_whose_id_never_reached_the_journal_is_found_by_its_key() {
     });
     let p = w.pid.to_string();
     let url = format!("s3://{BUCKET}/z");
-    env.cedana(&[
-        "dump",
-        "process",
-        &p,
-        "--dir",
-        &url,
-        "--leave-running",
-        "--no-server",
-    ])
-    .ok();
+    env.cedana(&no_server_dump(&p, &url)).ok();
     assert_eq!(moto.open_uploads(BUCKET), vec![other.to_string()]);
     assert!(
         !record.exists(),
