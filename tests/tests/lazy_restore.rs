@@ -3,7 +3,8 @@
 //! buffer whose checksum it gave before the dump must count on from where it was and
 //! compute the same checksum after; a page server that dies must fail the restore with
 //! its own story, leave the checkpoint restorable, and no lazy-pages may outlive its work;
-//! a corrupt chunk met while serving kills the tree, whose memory would be wrong.
+//! a corrupt chunk met while serving kills the tree, whose memory would be wrong. A full
+//! streamed restore of the same workload must give back the same checksum too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -144,6 +145,25 @@ fn lazy_restore_through_the_daemon_counts_on_and_its_memory_checks_out() {
     );
     assert!(pid_alive(pid), "the restored workload runs on");
     assert_eq!(ask(&addr, "sum"), sum, "after the last page came in");
+}
+
+/// The full (not lazy) restore of the default streamed dump, for comparison: its pages
+/// reach CRIU spliced from the decoders' buffers (`streamer/feed.rs`), which are reused
+/// only once CRIU has read them; a buffer reused too early would show in the checksum.
+#[test]
+fn a_full_streamed_restore_gives_back_the_same_memory() {
+    if !e2e_enabled() {
+        return;
+    }
+    let env = Env::new();
+    let (_w, addr, path, sum, last) = dumped_memserve(&env, &["--no-server"]);
+    assert!(path.join("streams.json").is_file(), "{}", path.display());
+    let p = path.display().to_string();
+    let out = env
+        .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
+        .ok();
+    let _guard = KillOnDrop(out.json()["pid"].as_i64().expect("pid") as i32);
+    assert_continues(&env, &addr, &sum, last);
 }
 
 /// A stand-in for CRIU that runs the real one for everything, but whose `lazy-pages`

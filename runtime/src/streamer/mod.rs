@@ -8,6 +8,7 @@ pub mod capture;
 mod capture_pipeline;
 pub mod child;
 mod decode;
+mod feed;
 pub mod index;
 pub mod lazy_pages;
 pub mod protocol;

@@ -5,17 +5,18 @@
 //! chunk's checksum, and splicing zero chunks from one read-only zero buffer.
 
 use std::fs::File;
-use std::io::{self, Seek, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::child::{self, Child};
 use super::decode::Decoder;
+use super::feed::PipeFeed;
 use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile};
 use super::protocol;
 use super::socket;
@@ -139,62 +140,9 @@ fn run(
     Ok(())
 }
 
-/// Bytes of zeros spliced at a time.
-const ZERO_BYTES: usize = 1 << 20;
-
-/// Zeros for zero chunks: never written and never freed, so their pages can be spliced
-/// into a pipe (references, no copy) with nothing to wait for before reuse. Allocated
-/// zeroed, they are the kernel's shared zero page until something writes them.
-fn zeros() -> &'static [u8] {
-    static ZEROS: OnceLock<&'static [u8]> = OnceLock::new();
-    ZEROS.get_or_init(|| Box::leak(vec![0u8; ZERO_BYTES].into_boxed_slice()))
-}
-
-/// Puts `len` zero bytes into the pipe: vmsplice of `ZEROS` (the reader copies straight
-/// from those pages), or plain writes where vmsplice is refused.
-fn write_zeros(out: &mut File, mut len: u64) -> io::Result<()> {
-    let mut splice = true;
-    let zeros = zeros();
-    while len > 0 {
-        let n = len.min(ZERO_BYTES as u64) as usize;
-        if splice {
-            let iov = libc::iovec {
-                iov_base: zeros.as_ptr() as *mut libc::c_void,
-                iov_len: n,
-            };
-            // SAFETY: one iovec over a buffer that is never written nor freed; the pipe
-            // keeps references to its pages.
-            let r = unsafe { libc::vmsplice(out.as_raw_fd(), &iov, 1, 0) };
-            if r > 0 {
-                len -= r as u64;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if e.raw_os_error() == Some(libc::EBADF) && out.metadata()?.is_file() {
-                // Decoding into an image file (`unpack.rs`): a hole reads as zeros.
-                out.seek(io::SeekFrom::Current(len as i64))?;
-                return Ok(());
-            }
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)
-            ) {
-                return Err(e);
-            }
-            splice = false;
-        }
-        out.write_all(&zeros[..n])?;
-        len -= n as u64;
-    }
-    Ok(())
-}
-
-/// Writes one file into CRIU's pipe: zero chunks from `ZEROS`, the others decoded by
-/// `decoders` threads in turn; each thread cycles through `WINDOW + 1` buffers the
-/// writer hands back.
+/// Writes one file into CRIU's pipe: zero chunks from the zero buffer, the others decoded
+/// by `decoders` threads in turn; each thread cycles through its buffers, which the feed
+/// hands back once the pipe no longer holds them.
 pub(super) fn serve_file(
     file: &StreamedFile,
     pipe: OwnedFd,
@@ -203,20 +151,24 @@ pub(super) fn serve_file(
     decoders: usize,
 ) -> io::Result<()> {
     socket::widen_pipe(&pipe);
-    let mut out = File::from(pipe);
+    let mut feed = PipeFeed::new(File::from(pipe));
     let stored: Vec<ChunkRef> = file
         .chunks
         .iter()
         .filter(|c| c.shard().is_some())
         .cloned()
         .collect();
+    // Every stored chunk but the last is full-size: what the pipe can hold of them bounds
+    // how many buffers it keeps from the decoders.
+    let full = stored.iter().map(ChunkRef::len).max().unwrap_or(1);
+    let buffers = WINDOW + 1 + feed.in_flight(full);
     let workers = decoders.min(stored.len().max(1));
     let mut lanes = Vec::new();
     let mut handles = Vec::new();
     for k in 0..workers {
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(WINDOW);
         let (back_tx, back_rx) = channel::<Vec<u8>>();
-        for _ in 0..=WINDOW {
+        for _ in 0..buffers {
             let _ = back_tx.send(Vec::new());
         }
         let chunks: Vec<ChunkRef> = stored.iter().skip(k).step_by(workers).cloned().collect();
@@ -243,20 +195,21 @@ pub(super) fn serve_file(
     let mut next = 0;
     for c in &file.chunks {
         let r = match c {
-            ChunkRef::Zero { len } => write_zeros(&mut out, *len),
+            ChunkRef::Zero { len } => feed.zeros(*len),
             _ => {
-                let (rx, back) = &lanes[next % workers];
+                let lane = next % workers;
                 next += 1;
-                rx.recv()
+                lanes[lane]
+                    .0
+                    .recv()
                     .map_err(|_| io::Error::other("decoder stopped"))
                     .and_then(|r| r)
-                    .and_then(|data| {
-                        out.write_all(&data)?;
-                        let _ = back.send(data);
-                        Ok(())
-                    })
+                    .and_then(|data| feed.data(data, lane))
             }
         };
+        while let Some((lane, buf)) = feed.reusable() {
+            let _ = lanes[lane].1.send(buf);
+        }
         if let Err(e) = r {
             result = Err(io::Error::new(
                 e.kind(),
@@ -278,7 +231,8 @@ mod tests {
     use crate::streamer::capture::{Capture, CaptureConfig, CAPTURE_SOCKET};
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use prost::Message;
-    use std::io::Read;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
 
     fn request(sock: &mut UnixStream, name: &str) {
