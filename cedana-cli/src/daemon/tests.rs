@@ -84,15 +84,14 @@ fn checkpoints_crud_and_latest() {
     store
         .insert_checkpoint(&checkpoint("c2", Some("a")))
         .unwrap();
-    store.insert_checkpoint(&checkpoint("c3", None)).unwrap();
+    // One record, compared with itself: two made apart could straddle a second.
+    let c3 = checkpoint("c3", None);
+    store.insert_checkpoint(&c3).unwrap();
     assert_eq!(store.list_checkpoints(None).unwrap().len(), 3);
     assert_eq!(store.list_checkpoints(Some("a")).unwrap().len(), 2);
     assert_eq!(store.count_checkpoints("a").unwrap(), 2);
     assert_eq!(store.latest_checkpoint("a").unwrap().unwrap().id, "c2");
-    assert_eq!(
-        store.get_checkpoint("c3").unwrap().unwrap(),
-        checkpoint("c3", None)
-    );
+    assert_eq!(store.get_checkpoint("c3").unwrap().unwrap(), c3);
     assert!(store.delete_checkpoint("c2").unwrap());
     assert_eq!(store.latest_checkpoint("a").unwrap().unwrap().id, "c1");
 }
