@@ -72,9 +72,20 @@ fn lazy_pages_processes(env: &Env) -> Vec<i32> {
 /// Starts a memserve workload, waits until it counts, dumps it with `dump_args` and
 /// returns (workload, its address, the checkpoint, its checksum answer, its last count).
 fn dumped_memserve(env: &Env, dump_args: &[&str]) -> (Workload, String, PathBuf, String, u64) {
+    dumped_memserve_with(env, &[], dump_args)
+}
+
+/// [`dumped_memserve`] with `extra` arguments for the workload.
+fn dumped_memserve_with(
+    env: &Env,
+    extra: &[&str],
+    dump_args: &[&str],
+) -> (Workload, String, PathBuf, String, u64) {
     let log = env.path("memserve.log");
     let addr = free_addr();
-    let mut w = Workload::start(&log, &["memserve", MIB, &addr]);
+    let mut args = vec!["memserve", MIB, &addr];
+    args.extend_from_slice(extra);
+    let mut w = Workload::start(&log, &args);
     wait_ready(&log);
     wait_count_above(&log, 2);
     let sum = ask(&addr, "sum");
@@ -149,21 +160,34 @@ fn lazy_restore_through_the_daemon_counts_on_and_its_memory_checks_out() {
 
 /// The full (not lazy) restore of the default streamed dump, for comparison: its pages
 /// reach CRIU spliced from the decoders' buffers (`streamer/feed.rs`), which are reused
-/// only once CRIU has read them; a buffer reused too early would show in the checksum.
+/// only once CRIU has read them; and its anonymous zero pages are left out
+/// (`streamer/hollow.rs`), while those of a private file mapping, where a missing page
+/// would read the file's bytes, are not. Any of these wrong shows in the checksum.
 #[test]
 fn a_full_streamed_restore_gives_back_the_same_memory() {
     if !e2e_enabled() {
         return;
     }
     let env = Env::new();
-    let (_w, addr, path, sum, last) = dumped_memserve(&env, &["--no-server"]);
+    let file = env.path("mapped").display().to_string();
+    let (_w, addr, path, sum, last) = dumped_memserve_with(&env, &[&file], &["--no-server"]);
     assert!(path.join("streams.json").is_file(), "{}", path.display());
     let p = path.display().to_string();
     let out = env
         .cedana(&["--json", "restore", "process", "--path", &p, "--no-server"])
         .ok();
-    let _guard = KillOnDrop(out.json()["pid"].as_i64().expect("pid") as i32);
+    let v = out.json();
+    let _guard = KillOnDrop(v["pid"].as_i64().expect("pid") as i32);
     assert_continues(&env, &addr, &sum, last);
+    // 64 MiB of heap (24 MiB of it zeros) and 16 MiB mapped: without zero pages left
+    // out, CRIU would restore at least 20480 pages.
+    let restored = v["criu_stats"]["restore"]["pages_restored"]
+        .as_u64()
+        .expect("pages_restored");
+    assert!(
+        restored < 20480 - 2048,
+        "{restored} pages restored: the anonymous zero pages were not left out"
+    );
 }
 
 /// A stand-in for CRIU that runs the real one for everything, but whose `lazy-pages`

@@ -192,6 +192,31 @@ impl Pagemap {
     }
 }
 
+/// A pagemap image holding `ranges`, whose bytes are in `pages-{pages_id}.img`: what
+/// CRIU reads, with each entry's flags written out.
+pub fn encode(pages_id: u32, ranges: &[Range]) -> Vec<u8> {
+    use prost::Message;
+    let mut out = IMG_COMMON_MAGIC.to_le_bytes().to_vec();
+    out.extend(PAGEMAP_MAGIC.to_le_bytes());
+    let mut push = |msg: Vec<u8>| {
+        out.extend((msg.len() as u32).to_le_bytes());
+        out.extend(msg);
+    };
+    push(PagemapHead { pages_id }.encode_to_vec());
+    for r in ranges {
+        push(
+            PagemapEntry {
+                vaddr: r.vaddr,
+                nr_pages: r.nr_pages,
+                in_parent: None,
+                flags: Some(r.flags),
+            }
+            .encode_to_vec(),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use super::decode::Decoder;
+use super::hollow::task_of;
 use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile};
 use super::source::{ShardFiles, ShardSource};
 use super::unpack::{create_image, unpack_files};
@@ -229,14 +230,6 @@ impl PageSource for StreamedPages {
         reader.read_at(r.offset + skip, n * PAGE_SIZE, out)?;
         Ok(n as u32)
     }
-}
-
-/// The task a `pagemap-PID.img` belongs to (shmem pagemaps are not tasks').
-fn task_of(name: &str) -> Option<u32> {
-    name.strip_prefix("pagemap-")?
-        .strip_suffix(".img")?
-        .parse()
-        .ok()
 }
 
 fn is_pages(f: &StreamedFile) -> bool {

@@ -9,6 +9,7 @@ mod capture_pipeline;
 pub mod child;
 mod decode;
 mod feed;
+mod hollow;
 pub mod index;
 pub mod lazy_pages;
 pub mod protocol;

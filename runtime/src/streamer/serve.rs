@@ -4,6 +4,7 @@
 //! reading raw chunks straight into the buffer the writer takes, checking every stored
 //! chunk's checksum, and splicing zero chunks from one read-only zero buffer.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -17,6 +18,7 @@ use std::thread::JoinHandle;
 use super::child::{self, Child};
 use super::decode::Decoder;
 use super::feed::PipeFeed;
+use super::hollow;
 use super::index::{ChunkRef, Codec, StreamIndex, StreamedFile};
 use super::protocol;
 use super::socket;
@@ -121,16 +123,40 @@ fn run(
     decoders: usize,
 ) -> io::Result<()> {
     let mut writers = Vec::new();
+    // Page images to serve shortened, their pagemaps having been served without the
+    // zero pages left out (`hollow.rs`); and those already served whole, whose pagemaps
+    // must then stay whole too.
+    let mut shortened: HashMap<String, StreamedFile> = HashMap::new();
+    let mut served_whole: HashSet<String> = HashSet::new();
     while let Some(name) = protocol::read_request(&mut conn)? {
-        let file = index.file(&name).cloned();
+        let mut file = shortened.get(&name).or_else(|| index.file(&name)).cloned();
+        let mut pagemap = None;
+        if file.is_some() {
+            match hollow::hollow(&index, &shards, &name) {
+                Ok(Some(h)) if !served_whole.contains(&h.pages.name) => {
+                    tracing::debug!(image = %name, bytes = h.left_out, "zero pages left out");
+                    pagemap = Some(h.pagemap);
+                    shortened.insert(h.pages.name.clone(), h.pages);
+                }
+                Ok(_) => {}
+                // An image this cannot read is served as it is; CRIU reads it all.
+                Err(e) => tracing::debug!(image = %name, error = %e, "zero pages kept"),
+            }
+        }
+        if name.starts_with("pages-") && !shortened.contains_key(&name) {
+            served_whole.insert(name.clone());
+        }
         protocol::write_reply(&mut conn, file.is_some())?;
-        let Some(file) = file else { continue };
+        let Some(file) = file.take() else { continue };
         let pipe = protocol::recv_pipe(&conn)?;
         let (shards, codec) = (Arc::clone(&shards), index.codec);
         writers.push(
             std::thread::Builder::new()
                 .name("stream-write".into())
-                .spawn(move || serve_file(&file, pipe, &shards, codec, decoders))?,
+                .spawn(move || match pagemap {
+                    Some(bytes) => PipeFeed::new(File::from(pipe)).data(bytes, 0),
+                    None => serve_file(&file, pipe, &shards, codec, decoders),
+                })?,
         );
     }
     for w in writers {

@@ -13,10 +13,12 @@
 //! - `memory MIB`: holds MIB of memory shaped like a real heap (a quarter random bytes,
 //!   three eighths repetitive text, three eighths zero-filled but touched pages), prints
 //!   `ready`, then counts; used by the benchmarks.
-//! - `memserve MIB ADDR`: the same memory; listens on TCP ADDR, prints `ready` and counts
-//!   on stdout; each connection's line `ping` is answered `pong`, `sum` with a checksum
-//!   of the whole buffer, so a test can tell that a restored memory is byte for byte
-//!   what was dumped, and a benchmark when it answers again.
+//! - `memserve MIB ADDR [FILE]`: the same memory; listens on TCP ADDR, prints `ready` and
+//!   counts on stdout; each connection's line `ping` is answered `pong`, `sum` with a
+//!   checksum of the whole buffer, so a test can tell that a restored memory is byte for
+//!   byte what was dumped, and a benchmark when it answers again. With FILE, it also
+//!   writes 16 MiB of 0xA5 there, maps it private and overwrites the mapping with zeros;
+//!   `sum` covers those too.
 //! - `memcheck MIB NAME`: the same memory; counts on the kernel log (`<3>COUNTER NAME N`
 //!   into /dev/kmsg, opened per line, so a guest's console shows it), each value only
 //!   after one sixteenth of the buffer, in turn, still matched the checksum taken at
@@ -121,8 +123,43 @@ fn checksum(buf: &[u8]) -> u64 {
     h
 }
 
-fn memserve(mib: usize, addr: &str) -> Result<(), String> {
+/// Bytes of `memserve`'s private file mapping.
+const MAPPED_FILE_BYTES: usize = 16 << 20;
+
+/// A private, writable mapping of a new file `path` of [`MAPPED_FILE_BYTES`] bytes of
+/// 0xA5, then overwritten with zeros: memory whose zero pages a restore must write back,
+/// since a missing page there would read the file's 0xA5.
+fn zeroed_private_file_mapping(path: &str) -> Result<&'static mut [u8], String> {
+    use std::os::fd::AsRawFd;
+    std::fs::write(path, vec![0xA5u8; MAPPED_FILE_BYTES]).map_err(|e| format!("{path}: {e}"))?;
+    let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    // SAFETY: a fresh private mapping of a file we just wrote; never unmapped, so the
+    // slice lives as long as the process.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            MAPPED_FILE_BYTES,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(format!("mmap {path}: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the mapping is MAPPED_FILE_BYTES long, readable and writable.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(map.cast::<u8>(), MAPPED_FILE_BYTES) };
+    bytes.fill(0);
+    Ok(bytes)
+}
+
+fn memserve(mib: usize, addr: &str, file: Option<&String>) -> Result<(), String> {
     let buf = heap(mib);
+    let mapped: Option<&[u8]> = match file {
+        Some(path) => Some(zeroed_private_file_mapping(path)?),
+        None => None,
+    };
     let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     println!("ready");
     std::thread::spawn(|| counter(Duration::from_millis(100)));
@@ -136,7 +173,11 @@ fn memserve(mib: usize, addr: &str) -> Result<(), String> {
             continue;
         }
         let answer = match line.trim() {
-            "sum" => format!("sum {:016x}\n", checksum(&buf)),
+            "sum" => {
+                let sum = checksum(&buf);
+                let sum = mapped.map_or(sum, |m| sum ^ checksum(m).rotate_left(1));
+                format!("sum {sum:016x}\n")
+            }
             _ => "pong\n".to_string(),
         };
         let _ = conn.write_all(answer.as_bytes());
@@ -283,8 +324,8 @@ fn main() {
             None => Err("usage: cedana-workload memory MIB".into()),
         },
         Some("memserve") => match (args.get(2).and_then(|s| s.parse().ok()), args.get(3)) {
-            (Some(mib), Some(addr)) => memserve(mib, addr),
-            _ => Err("usage: cedana-workload memserve MIB ADDR".into()),
+            (Some(mib), Some(addr)) => memserve(mib, addr, args.get(4)),
+            _ => Err("usage: cedana-workload memserve MIB ADDR [FILE]".into()),
         },
         Some("memcheck") => match (args.get(2).and_then(|s| s.parse().ok()), args.get(3)) {
             (Some(mib), Some(name)) => memcheck(mib, name),
