@@ -84,17 +84,32 @@ fn bad(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
-/// Splits off the next length-prefixed message.
-fn next_message<'a>(rest: &mut &'a [u8]) -> io::Result<Option<&'a [u8]>> {
+/// The messages of a CRIU image of kind `what` after its two magics, the second `magic`.
+pub(crate) fn image_body<'a>(bytes: &'a [u8], magic: u32, what: &str) -> io::Result<&'a [u8]> {
+    let (magics, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| bad(format!("{what}: shorter than its magic")))?;
+    let common = u32::from_le_bytes([magics[0], magics[1], magics[2], magics[3]]);
+    let found = u32::from_le_bytes([magics[4], magics[5], magics[6], magics[7]]);
+    if common != IMG_COMMON_MAGIC || found != magic {
+        return Err(bad(format!(
+            "not a {what} image (magic {common:#x} {found:#x})"
+        )));
+    }
+    Ok(rest)
+}
+
+/// Splits off the next length-prefixed message of a CRIU image of kind `what`.
+pub(crate) fn next_message<'a>(rest: &mut &'a [u8], what: &str) -> io::Result<Option<&'a [u8]>> {
     if rest.is_empty() {
         return Ok(None);
     }
     let (len, tail) = rest
         .split_first_chunk::<4>()
-        .ok_or_else(|| bad("pagemap: truncated entry length"))?;
+        .ok_or_else(|| bad(format!("{what}: truncated entry length")))?;
     let len = u32::from_le_bytes(*len) as usize;
     if tail.len() < len {
-        return Err(bad("pagemap: truncated entry"));
+        return Err(bad(format!("{what}: truncated entry")));
     }
     let (msg, tail) = tail.split_at(len);
     *rest = tail;
@@ -112,22 +127,13 @@ impl Pagemap {
     /// Parses a pagemap image's bytes.
     pub fn parse(bytes: &[u8]) -> io::Result<Pagemap> {
         use prost::Message;
-        let (magics, mut rest) = bytes
-            .split_first_chunk::<8>()
-            .ok_or_else(|| bad("pagemap: shorter than its magic"))?;
-        let common = u32::from_le_bytes([magics[0], magics[1], magics[2], magics[3]]);
-        let magic = u32::from_le_bytes([magics[4], magics[5], magics[6], magics[7]]);
-        if common != IMG_COMMON_MAGIC || magic != PAGEMAP_MAGIC {
-            return Err(bad(format!(
-                "not a pagemap image (magic {common:#x} {magic:#x})"
-            )));
-        }
-        let head = next_message(&mut rest)?.ok_or_else(|| bad("pagemap: no head"))?;
+        let mut rest = image_body(bytes, PAGEMAP_MAGIC, "pagemap")?;
+        let head = next_message(&mut rest, "pagemap")?.ok_or_else(|| bad("pagemap: no head"))?;
         let head = PagemapHead::decode(head).map_err(|e| bad(format!("pagemap head: {e}")))?;
         let mut ranges = Vec::new();
         let mut offset = 0u64;
         let mut end = 0u64;
-        while let Some(msg) = next_message(&mut rest)? {
+        while let Some(msg) = next_message(&mut rest, "pagemap")? {
             let e = PagemapEntry::decode(msg).map_err(|e| bad(format!("pagemap entry: {e}")))?;
             // CRIU's own reading of images older than the flags field.
             let flags = match (e.in_parent, e.flags) {
@@ -195,6 +201,19 @@ impl Pagemap {
 /// A pagemap image holding `ranges`, whose bytes are in `pages-{pages_id}.img`: what
 /// CRIU reads, with each entry's flags written out.
 pub fn encode(pages_id: u32, ranges: &[Range]) -> Vec<u8> {
+    frame(
+        pages_id,
+        ranges.iter().map(|r| PagemapEntry {
+            vaddr: r.vaddr,
+            nr_pages: r.nr_pages,
+            in_parent: None,
+            flags: Some(r.flags),
+        }),
+    )
+}
+
+/// The image bytes: magics, head, then each entry, each length-prefixed.
+fn frame(pages_id: u32, entries: impl IntoIterator<Item = PagemapEntry>) -> Vec<u8> {
     use prost::Message;
     let mut out = IMG_COMMON_MAGIC.to_le_bytes().to_vec();
     out.extend(PAGEMAP_MAGIC.to_le_bytes());
@@ -203,16 +222,8 @@ pub fn encode(pages_id: u32, ranges: &[Range]) -> Vec<u8> {
         out.extend(msg);
     };
     push(PagemapHead { pages_id }.encode_to_vec());
-    for r in ranges {
-        push(
-            PagemapEntry {
-                vaddr: r.vaddr,
-                nr_pages: r.nr_pages,
-                in_parent: None,
-                flags: Some(r.flags),
-            }
-            .encode_to_vec(),
-        );
+    for e in entries {
+        push(e.encode_to_vec());
     }
     out
 }
@@ -220,21 +231,9 @@ pub fn encode(pages_id: u32, ranges: &[Range]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
 
     fn image(pages_id: u32, entries: &[PagemapEntry]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&IMG_COMMON_MAGIC.to_le_bytes());
-        out.extend_from_slice(&PAGEMAP_MAGIC.to_le_bytes());
-        let mut push = |msg: Vec<u8>| {
-            out.extend_from_slice(&(msg.len() as u32).to_le_bytes());
-            out.extend_from_slice(&msg);
-        };
-        push(PagemapHead { pages_id }.encode_to_vec());
-        for e in entries {
-            push(e.encode_to_vec());
-        }
-        out
+        frame(pages_id, entries.iter().cloned())
     }
 
     fn entry(vaddr: u64, nr_pages: u32, flags: Option<u32>) -> PagemapEntry {

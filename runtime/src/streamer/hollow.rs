@@ -125,19 +125,8 @@ fn bad(what: impl Into<String>) -> io::Error {
 /// The VMAs of an `mm-PID.img`, in address order.
 fn parse_mm(bytes: &[u8]) -> io::Result<Vec<VmaEntry>> {
     use prost::Message;
-    let (magics, rest) = bytes
-        .split_first_chunk::<8>()
-        .ok_or_else(|| bad("mm image: shorter than its magic"))?;
-    let magic = u32::from_le_bytes([magics[4], magics[5], magics[6], magics[7]]);
-    if magic != MM_MAGIC {
-        return Err(bad(format!("not an mm image (magic {magic:#x})")));
-    }
-    let (len, rest) = rest
-        .split_first_chunk::<4>()
-        .ok_or_else(|| bad("mm image: no entry"))?;
-    let body = rest
-        .get(..u32::from_le_bytes(*len) as usize)
-        .ok_or_else(|| bad("mm image: truncated entry"))?;
+    let mut rest = pagemap::image_body(bytes, MM_MAGIC, "mm")?;
+    let body = pagemap::next_message(&mut rest, "mm")?.ok_or_else(|| bad("mm image: no entry"))?;
     let mut vmas = MmEntry::decode(body)
         .map_err(|e| bad(format!("mm image: {e}")))?
         .vmas;
